@@ -1,0 +1,55 @@
+"""netc: a graph-to-code compiler for neural networks.
+
+    import netc
+    net = netc.load("examples/lenet.net")          # parsed and shape-checked, batch size still symbolic
+    model = netc.compile(net, batch=64)             # a Model: forward, state_dict, load_state_dict, train/eval
+    outputs = model.forward(x=images)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from netc.compiler.errors import NetcError
+from netc.compiler.frontend import Network, load
+
+__all__ = ["NetcError", "Network", "bindings_for", "compile", "load"]
+__version__ = "0.1.0"
+
+
+def compile(source, batch: int | None = None, backend: str = "reference", *, dims: dict | None = None,
+            precision: str = "float32", seed: int = 0, network: str | None = None):
+    """Compile a `.net` file (or a loaded Network) for a batch size and a backend, returning a Model.
+
+    `batch` binds the batch symbol (the leading dim of the inputs, `N` in the examples); `dims` binds any other
+    symbol by name. `precision` is "float32" or "float64" (the reference backend runs both).
+    """
+    from netc.runtime.model import Model
+
+    net = source if isinstance(source, Network) else load(Path(source), network)
+    return Model(net, bindings_for(net, batch, dims), backend, precision, seed)
+
+
+def bindings_for(net: Network, batch: int | None, dims: dict | None = None) -> dict:
+    """Sizes for every symbol of the network: `batch` for the batch symbol, `dims` for the others."""
+    bindings = dict(dims or {})
+    if batch is not None:
+        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+            raise NetcError(f"batch must be a positive integer, got {batch!r}")
+        symbol = batch_symbol(net)
+        if symbol is None:
+            raise NetcError(f"{net.name} has no symbolic batch dimension to bind; its inputs have fixed shapes")
+        bindings.setdefault(symbol, batch)
+    unbound = [s for s in net.symbols if s not in bindings]
+    if unbound:
+        raise NetcError(f"compiling {net.name} needs a size for {', '.join(unbound)}",
+                        hint="pass batch=... for the batch dimension, dims={'NAME': size} for the others")
+    return bindings
+
+
+def batch_symbol(net: Network) -> str | None:
+    """The symbol of the inputs' leading dimension (`N`), if it is symbolic."""
+    for value in net.graph.inputs.values():
+        if value.shape and not isinstance(value.shape[0], int):
+            return value.shape[0].symbols[0]
+    return None

@@ -1,0 +1,105 @@
+"""The `netc` command line: check, inspect and run `.net` files.
+
+A mistake in the user's file prints a compiler-style message (file:line:col, the line, a caret) and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import netc
+from netc.compiler.errors import NetcError
+
+EXIT_USER_ERROR = 2
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except NetcError as err:
+        print(str(err), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except BrokenPipeError:  # `netc ir big.net | head` is fine
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="netc", description="Compile neural networks written in .net files.")
+    parser.add_argument("--version", action="version", version=f"netc {netc.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.add_argument("file", type=Path, help="the .net file")
+        sub.add_argument("--network", help="which network of the file, if it defines several")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command("check", cmd_check, "parse and shape-check a network; print its layers and parameter counts")
+    ir = command("ir", cmd_ir, "print the network's IR (symbolic sizes unless --batch is given)")
+    ir.add_argument("--batch", type=int, help="bind the batch size, making every shape concrete")
+    ir.add_argument("--eval", action="store_true", help="the eval-mode graph (BatchNorm running stats, no dropout)")
+    graph = command("graph", cmd_graph, "draw the network's data flow")
+    graph.add_argument("--format", choices=("text", "dot"), default="text")
+    graph.add_argument("-o", "--output", type=Path, help="write to this file instead of standard output")
+    run = command("run", cmd_run, "run the network forward on random inputs and print what comes out")
+    run.add_argument("--batch", type=int, default=4)
+    run.add_argument("--backend", default="reference")
+    run.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def cmd_check(args) -> None:
+    net = netc.load(args.file, args.network)
+    print(f"{args.file}: network {net.name} checks out" + (f" (symbolic: {', '.join(net.symbols)})" if net.symbols else ""))
+    from netc.compiler.summary import layer_table
+
+    print(layer_table(net.graph))
+
+
+def cmd_ir(args) -> None:
+    net = netc.load(args.file, args.network)
+    if args.batch is None and not args.eval:
+        print(net.graph)
+    else:
+        print(net.lower(netc.bindings_for(net, args.batch), training=not args.eval))
+
+
+def cmd_graph(args) -> None:
+    from netc.compiler.summary import dot_graph, text_graph
+
+    net = netc.load(args.file, args.network)
+    text = dot_graph(net.graph) if args.format == "dot" else text_graph(net.graph)
+    if args.output:
+        args.output.write_text(text + "\n")
+    else:
+        print(text)
+
+
+def cmd_run(args) -> None:
+    model = netc.compile(args.file, batch=args.batch, backend=args.backend, seed=args.seed,
+                         network=args.network)
+    rng = np.random.default_rng(args.seed)
+    inputs = {name: random_input(model.graph.inputs[name], rng) for name in model.input_names()}
+    outputs = model.forward(**inputs)
+    print(f"{model.network.name} on the {args.backend} backend, batch {args.batch}, random inputs:")
+    for name, array in outputs.items():
+        summary = f"{array.item():.6g}" if array.ndim == 0 else f"mean {array.mean():+.4f}  std {array.std():.4f}"
+        print(f"  {name}: {list(array.shape)} {array.dtype}  {summary}")
+
+
+def random_input(leaf, rng) -> np.ndarray:
+    """Random data for an input: standard normal floats, or labels in a plausible range."""
+    if leaf.dtype == "i64":
+        return rng.integers(0, 2, size=leaf.shape)  # valid labels for any classifier with two or more classes
+    return rng.standard_normal(leaf.shape).astype(np.float32)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The syntax tree of a `.net` file, as built by `compiler/parse.py` from Lark's parse tree.
+
+Every node carries the SourceLoc of its first token, so each later stage can point errors at the user's code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import SourceLoc
+
+
+@dataclass
+class Expr:
+    loc: SourceLoc
+
+
+@dataclass
+class Name(Expr):
+    id: str
+
+
+@dataclass
+class Number(Expr):
+    value: int | float
+
+
+@dataclass
+class Bool(Expr):
+    value: bool
+
+
+@dataclass
+class String(Expr):
+    value: str
+
+
+@dataclass
+class TupleLit(Expr):
+    """`(5, 5)` or `[5, 5]`: a literal sequence, as PyTorch takes kernel sizes."""
+
+    items: list
+
+
+@dataclass
+class Keyword:
+    name: str
+    value: Expr
+    loc: SourceLoc
+
+
+@dataclass
+class Call(Expr):
+    """`func(args, key = value)`; func is a Name (a layer instance, a layer class, a block or a function)."""
+
+    func: Name
+    args: list
+    kwargs: list  # list[Keyword]
+
+
+@dataclass
+class BinOp(Expr):
+    op: str  # one of + - * / // @
+    left: Expr
+    right: Expr
+
+
+@dataclass
+class UnaryOp(Expr):
+    op: str  # "-"
+    operand: Expr
+
+
+@dataclass
+class Pipe(Expr):
+    """`source -> stage`: stage is a Name (applied to source) or a Call (source becomes its first argument)."""
+
+    source: Expr
+    stage: Expr
+
+
+@dataclass
+class Stmt:
+    loc: SourceLoc
+
+
+@dataclass
+class InputDecl(Stmt):
+    """`input x: [N, 1, 32, 32]`, `input y: i64[N]`, or, in a block, just `input x`."""
+
+    name: str
+    dtype: str | None  # None means f32 (or, in a block, whatever the call site passes)
+    dims: list | None  # list of Expr (Number, Name for a symbol, or integer arithmetic); None in blocks
+
+
+@dataclass
+class Assign(Stmt):
+    name: str
+    value: Expr
+
+
+@dataclass
+class OutputDecl(Stmt):
+    values: list  # list of Expr: `output out, loss` or `output relu(y + x)`
+
+
+@dataclass
+class Minimize(Stmt):
+    value: Expr
+
+
+@dataclass
+class BlockParam:
+    name: str
+    default: Expr | None
+    loc: SourceLoc
+
+
+@dataclass
+class Definition:
+    """A `network` (a compile target) or a `block` (a reusable, parameterised layer)."""
+
+    kind: str  # "network" or "block"
+    name: str
+    params: list  # list[BlockParam]; networks may take hyperparameters too
+    body: list  # list[Stmt]
+    loc: SourceLoc
+
+
+@dataclass
+class Import:
+    path: str
+    loc: SourceLoc
+
+
+@dataclass
+class Module:
+    file: str
+    imports: list = field(default_factory=list)  # list[Import]
+    definitions: list = field(default_factory=list)  # list[Definition]

@@ -1,0 +1,293 @@
+"""From the syntax tree to the IR: evaluate a network's body, building primitives as tensors flow.
+
+Evaluation is ordinary interpretation over four kinds of value: hyperparameters (ints, floats, bools, strings,
+tuples), tensors (IR `Value`s), layer instances, and callables (layer classes, blocks, functions). Layer
+instances are created once per name and reused on every application, which is what makes weights shared.
+Every expression is evaluated under its source location, so any error raised inside points at the user's code.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from . import ast
+from . import build as B
+from .blocks import BlockDef, BlockInstance
+from .context import LowerContext, record_call
+from .errors import NetcError, SourceLoc, did_you_mean
+from .functional import FUNCTIONS
+from .ir import Graph, Value
+from .layers import LAYERS, Layer
+from .shapes import DTYPES, Sym, TensorType
+
+
+class Scope:
+    """Names visible in one network or block body."""
+
+    def __init__(self, ctx: LowerContext, blocks: dict, prefix: str, bindings: dict):
+        self.ctx, self.blocks, self.prefix = ctx, blocks, prefix
+        self.names: dict = {}
+        self.bindings = bindings  # symbol -> int, for dims bound at compile time
+        self.layers: dict = {}  # name -> Layer instance, created on first binding
+
+    def lookup(self, name: str, loc: SourceLoc):
+        if name in self.names:
+            return self.names[name]
+        if name in FUNCTIONS:
+            return FUNCTIONS[name]
+        if name in LAYERS:
+            return LAYERS[name]
+        if name in self.blocks:
+            return self.blocks[name]
+        known = set(self.names) | set(FUNCTIONS) | set(LAYERS) | set(self.blocks)
+        raise NetcError(f"unknown name '{name}'", loc, did_you_mean(name, known))
+
+
+def run_body(scope: Scope, body: list) -> tuple[list, list]:
+    """Execute statements; return the (name, value) pairs of `output` and the values of `minimize`."""
+    outputs, minimized = [], []
+    for stmt in body:
+        with scope.ctx.graph.at(stmt.loc):
+            if isinstance(stmt, ast.Assign):
+                scope.names[stmt.name] = assign(scope, stmt)
+            elif isinstance(stmt, ast.OutputDecl):
+                for i, expr in enumerate(stmt.values):
+                    name = expr.id if isinstance(expr, ast.Name) else ("output" if i == 0 else f"output{i}")
+                    outputs.append((name, as_tensor(evaluate(scope, expr), expr.loc, "output")))
+            elif isinstance(stmt, ast.Minimize):
+                minimized.append(as_tensor(evaluate(scope, stmt.value), stmt.value.loc, "minimize"))
+            elif not isinstance(stmt, ast.InputDecl):
+                raise AssertionError(f"unknown statement {stmt}")
+    return outputs, minimized
+
+
+def assign(scope: Scope, stmt: ast.Assign):
+    value = evaluate(scope, stmt.value)
+    if isinstance(value, Layer):
+        return bind_layer(scope, stmt.name, value)
+    return value
+
+
+def bind_layer(scope: Scope, name: str, instance: Layer) -> Layer:
+    """Give a layer its name and parameters; a block body that runs again reuses the first instance."""
+    if name in scope.layers:
+        return scope.layers[name]
+    instance.name = scope.prefix + name
+    instance.create(scope.ctx, instance.name)
+    scope.layers[name] = instance
+    return instance
+
+
+def evaluate(scope: Scope, expr: ast.Expr):
+    graph = scope.ctx.graph
+    with graph.at(expr.loc):
+        try:
+            return _evaluate(scope, expr)
+        except NetcError as err:
+            raise err.with_loc(expr.loc)
+
+
+def _evaluate(scope: Scope, expr: ast.Expr):
+    if isinstance(expr, (ast.Number, ast.Bool, ast.String)):
+        return expr.value
+    if isinstance(expr, ast.Name):
+        return scope.lookup(expr.id, expr.loc)
+    if isinstance(expr, ast.TupleLit):
+        return tuple(evaluate(scope, e) for e in expr.items)
+    if isinstance(expr, ast.UnaryOp):
+        operand = evaluate(scope, expr.operand)
+        return B.neg(operand) if isinstance(operand, Value) else _hyper_unary(operand, expr.loc)
+    if isinstance(expr, ast.BinOp):
+        return binary(expr.op, evaluate(scope, expr.left), evaluate(scope, expr.right), expr.loc)
+    if isinstance(expr, ast.Call):
+        func = evaluate(scope, expr.func)
+        args = [evaluate(scope, a) for a in expr.args]
+        kwargs = _keywords(scope, expr.kwargs)
+        return call(scope, func, expr.func.id, args, kwargs, expr.loc)
+    if isinstance(expr, ast.Pipe):
+        source = evaluate(scope, expr.source)
+        stage = expr.stage
+        if isinstance(stage, ast.Call):
+            func = evaluate(scope, stage.func)
+            args = [source] + [evaluate(scope, a) for a in stage.args]
+            return call(scope, func, stage.func.id, args, _keywords(scope, stage.kwargs), stage.loc)
+        if isinstance(stage, ast.Name):
+            return call(scope, evaluate(scope, stage), stage.id, [source], {}, stage.loc)
+        raise NetcError("after '->' comes a layer or a function, such as 'relu' or 'maxpool2d(2)'", stage.loc)
+    raise AssertionError(f"unknown expression {expr}")
+
+
+def _keywords(scope: Scope, keywords: list) -> dict:
+    out = {}
+    for kw in keywords:
+        if kw.name in out:
+            raise NetcError(f"keyword argument '{kw.name}' is given twice", kw.loc)
+        out[kw.name] = evaluate(scope, kw.value)
+    return out
+
+
+def _hyper_unary(operand, loc):
+    if isinstance(operand, bool) or not isinstance(operand, (int, float)):
+        raise NetcError(f"cannot negate {describe_kind(operand)}", loc)
+    return -operand
+
+
+HYPER_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+             "/": lambda a, b: a / b, "//": lambda a, b: a // b}
+TENSOR_OPS = {"+": B.add, "-": B.sub, "*": B.mul, "/": B.div, "@": B.matmul}
+
+
+def binary(op: str, left, right, loc: SourceLoc):
+    if isinstance(left, Value) or isinstance(right, Value):
+        for side in (left, right):
+            if not isinstance(side, (Value, int, float)) or isinstance(side, bool):
+                raise NetcError(f"'{op}' cannot combine a tensor with {describe_kind(side)}", loc)
+        if op not in TENSOR_OPS:
+            raise NetcError(f"'{op}' is integer division, for hyperparameters; tensors use '/'", loc)
+        if op == "@" and not (isinstance(left, Value) and isinstance(right, Value)):
+            raise NetcError("'@' multiplies two tensors", loc)
+        if any(isinstance(s, Value) and s.dtype == "i64" for s in (left, right)):
+            raise NetcError(f"'{op}' needs float tensors; integer inputs (labels, ids) feed embeddings and losses", loc)
+        result = TENSOR_OPS[op](left, right)
+        record_call(result.graph, op, op, (left, right), result)
+        return result
+    for side in (left, right):
+        if isinstance(side, bool) or not isinstance(side, (int, float)):
+            raise NetcError(f"'{op}' cannot be applied to {describe_kind(side)}", loc)
+    if op == "@":
+        raise NetcError("'@' multiplies two tensors, not numbers", loc)
+    if op in ("/", "//") and right == 0:
+        raise NetcError("division by zero", loc)
+    return HYPER_OPS[op](left, right)
+
+
+def describe_kind(value) -> str:
+    if isinstance(value, Value):
+        return f"a tensor {value.type}"
+    if isinstance(value, Layer):
+        return f"the layer {value.name or type(value).__name__}"
+    if isinstance(value, type) and issubclass(value, Layer):
+        return f"the layer class {value.__name__}"
+    if isinstance(value, BlockDef):
+        return f"the block {value.definition.name}"
+    if callable(value):
+        return f"the function {getattr(value, '__name__', value)}"
+    return f"the {type(value).__name__} {value!r}"
+
+
+def call(scope: Scope, func, name: str, args: list, kwargs: dict, loc: SourceLoc):
+    """Apply whatever `name` denotes: instantiate a layer class or block, or apply a layer or function."""
+    ctx = scope.ctx
+    if isinstance(func, type) and issubclass(func, Layer):
+        _no_tensors(args, kwargs, f"{name}(...) takes hyperparameters; apply the layer after naming it", loc)
+        return instantiate(func, name, args, kwargs, loc)
+    if isinstance(func, BlockDef):
+        _no_tensors(args, kwargs, f"block {name}(...) takes hyperparameters; apply it after naming it", loc)
+        return func.instantiate(args, kwargs, loc)
+    if isinstance(func, Layer):
+        first_use = func.name not in ctx.applied
+        ctx.applied.add(func.name)
+        with ctx.graph.at(loc, func.name):
+            result = bind_and_call(func.forward, ctx, args, kwargs, name, loc)
+        params = _param_count(ctx.graph, func.name) if first_use else 0
+        ctx.record(func.name, func.describe(), args, result, params)
+    elif callable(func) and not isinstance(func, Value):
+        with ctx.graph.at(loc, scope.prefix + name):
+            result = bind_and_call(func, ctx, args, kwargs, name, loc)
+        ctx.record(scope.prefix + name, name, args, result)
+    else:
+        raise NetcError(f"'{name}' is {describe_kind(func)}, which cannot be called", loc)
+    ctx.note(result, name, args)
+    return result
+
+
+def _param_count(graph, layer_name: str) -> int:
+    from .shapes import numel
+
+    return sum(numel(v.shape) for name, v in graph.params.items() if name.startswith(layer_name + "."))
+
+
+def _no_tensors(args, kwargs, message, loc):
+    if any(isinstance(a, Value) for a in list(args) + list(kwargs.values())):
+        raise NetcError(message, loc)
+
+
+def instantiate(cls: type, name: str, args, kwargs, loc):
+    try:
+        inspect.signature(cls).bind(*args, **kwargs)
+    except TypeError as err:
+        raise NetcError(f"{name}(): {_signature_message(err)}", loc, f"signature: {name}{inspect.signature(cls)}")
+    return cls(*args, **kwargs)
+
+
+def bind_and_call(fn, ctx: LowerContext, args, kwargs, name: str, loc):
+    """Call fn(ctx, *args, **kwargs), turning a signature mismatch into the user's error, not ours."""
+    try:
+        inspect.signature(fn).bind(ctx, *args, **kwargs)
+    except TypeError as err:
+        sig = str(inspect.signature(fn)).replace("(ctx, ", "(").replace("(ctx)", "()")
+        raise NetcError(f"{name}(): {_signature_message(err)}", loc, f"signature: {name}{sig}")
+    return fn(ctx, *args, **kwargs)
+
+
+def _signature_message(err: TypeError) -> str:
+    return str(err).replace("'ctx', ", "")
+
+
+def as_tensor(value, loc: SourceLoc, what: str) -> Value:
+    if not isinstance(value, Value):
+        raise NetcError(f"'{what}' needs a tensor, got {describe_kind(value)}", loc)
+    return value
+
+
+def input_type(scope: Scope, decl: ast.InputDecl) -> TensorType:
+    """The type of `input x: [N, 1, 32, 32]`, with symbols bound where the compile call binds them."""
+    dtype = decl.dtype or "f32"
+    if dtype not in DTYPES:
+        raise NetcError(f"unknown dtype '{dtype}'", decl.loc, f"use one of {', '.join(DTYPES)}")
+    dims = []
+    for d in decl.dims:
+        if isinstance(d, ast.Name) and d.id not in scope.names:
+            dims.append(scope.bindings.get(d.id, Sym((d.id,))))
+            continue
+        value = evaluate(scope, d)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise NetcError(f"a dimension must be a positive integer or a symbol, got {value!r}", d.loc)
+        dims.append(value)
+    return TensorType(tuple(dims), dtype)
+
+
+def lower_network(definition: ast.Definition, blocks: dict, *, bindings: dict, training: bool,
+                  hyper: dict | None = None) -> Graph:
+    """Build the IR of a network for one mode, with the symbols in `bindings` made concrete."""
+    graph = Graph(definition.name, mode="train" if training else "eval")
+    ctx = LowerContext(graph, training)
+    scope = Scope(ctx, blocks, "", bindings)
+    BlockInstance.bind_hyperparameters(scope, definition, [], hyper or {}, definition.loc, evaluate)
+    for decl in (s for s in definition.body if isinstance(s, ast.InputDecl)):
+        with graph.at(decl.loc):
+            if decl.dims is None:
+                raise NetcError(f"network input '{decl.name}' needs a shape, such as [N, 3, 32, 32]", decl.loc)
+            scope.names[decl.name] = graph.add_leaf("input", decl.name, input_type(scope, decl))
+    outputs, minimized = run_body(scope, definition.body)
+    if not outputs and not minimized:
+        raise NetcError(f"network {definition.name} declares neither 'output' nor 'minimize'", definition.loc)
+    for name, value in outputs:
+        if name in graph.outputs:
+            raise NetcError(f"output '{name}' is declared twice", definition.loc)
+        graph.outputs[name] = value
+    if len(minimized) > 1:
+        raise NetcError("a network minimizes one loss; add the terms into one scalar", definition.loc)
+    if minimized:
+        loss = minimized[0]
+        if loss.shape != () or loss.dtype not in ("f32", "f64"):
+            raise NetcError(f"'minimize' needs a float scalar, got {loss.type}; reduce it with mean or sum",
+                            loc=_loc_of_minimize(definition))
+        graph.loss = loss
+    graph.symbols = tuple(sorted({s for v in graph.inputs.values() for d in v.shape
+                                  if isinstance(d, Sym) for s in d.symbols}))
+    return graph
+
+
+def _loc_of_minimize(definition):
+    return next(s.value.loc for s in definition.body if isinstance(s, ast.Minimize))

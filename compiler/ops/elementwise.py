@@ -1,0 +1,105 @@
+"""Elementwise primitives: unary math, binary arithmetic, comparisons and select.
+
+Binary ops take inputs of one shape: broadcasting is explicit in the IR (`broadcast_to`), so that a gradient rule
+never has to guess which axes were broadcast, and a kernel sees every index mapping as data.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..shapes import DTYPES, TensorType, format_shape
+from .registry import Op, Sample, rand, register
+from .rules import float_same_type, mask_type, same_type
+from .twin import torch
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def _unary_samples(low=-2.0, high=2.0):
+    def samples(rng):
+        return [Sample([rand(rng, 3, 4, low=low, high=high)]), Sample([rand(rng, 2, 3, 5, low=low, high=high)])]
+
+    return samples
+
+
+def _binary_samples(low=-2.0, high=2.0, rhs_low=None, rhs_high=None):
+    def samples(rng):
+        lo, hi = rhs_low if rhs_low is not None else low, rhs_high if rhs_high is not None else high
+        return [Sample([rand(rng, 3, 4, low=low, high=high), rand(rng, 3, 4, low=lo, high=hi)]),
+                Sample([rand(rng, 2, 1, 5, low=low, high=high), rand(rng, 2, 1, 5, low=lo, high=hi)])]
+
+    return samples
+
+
+def unary(name, ref, twin, c_expr, *, float_only=True, low=-2.0, high=2.0, tol=1e-6, doc=""):
+    rule = float_same_type(name) if float_only else same_type(name)
+    return register(Op(name, "elementwise", shape=rule, ref=ref, torch=twin, c_expr=c_expr,
+                       samples=_unary_samples(low, high), tol=tol, doc=doc))
+
+
+def binary(name, ref, twin, c_expr, *, float_only=False, mask=False, doc="", **sample_range):
+    rule = mask_type(name) if mask else float_same_type(name) if float_only else same_type(name)
+    return register(Op(name, "elementwise", shape=rule, ref=ref, torch=twin, c_expr=c_expr,
+                       samples=_binary_samples(**sample_range), doc=doc))
+
+
+unary("neg", np.negative, torch.neg, "(-{0})", float_only=False)
+unary("exp", np.exp, torch.exp, "exp({0})")
+unary("log", np.log, torch.log, "log({0})", low=0.1, high=3.0)
+unary("log1p", np.log1p, torch.log1p, "log1p({0})", low=-0.5, high=3.0)
+unary("sqrt", np.sqrt, torch.sqrt, "sqrt({0})", low=0.1, high=3.0)
+unary("rsqrt", lambda x: 1 / np.sqrt(x), torch.rsqrt, "(1 / sqrt({0}))", low=0.1, high=3.0)
+unary("abs", np.abs, torch.abs, "fabs({0})", float_only=False)
+unary("sign", np.sign, torch.sign, "(({0} > 0) - ({0} < 0))", float_only=False)
+unary("relu", lambda x: np.maximum(x, 0).astype(x.dtype), torch.relu, "fmax({0}, 0)")
+unary("sigmoid", lambda x: 1 / (1 + np.exp(-x)), torch.sigmoid, "(1 / (1 + exp(-{0})))", low=-6, high=6)
+unary("tanh", np.tanh, torch.tanh, "tanh({0})", low=-4, high=4)
+unary("erf", lambda x: _erf(x).astype(x.dtype), torch.erf, "erf({0})")
+
+binary("add", np.add, torch.add, "({0} + {1})")
+binary("sub", np.subtract, torch.sub, "({0} - {1})")
+binary("mul", np.multiply, torch.mul, "({0} * {1})")
+binary("div", np.divide, torch.div, "({0} / {1})", float_only=True, rhs_low=0.5, rhs_high=2.0)
+binary("maximum", np.maximum, torch.maximum, "fmax({0}, {1})")
+binary("minimum", np.minimum, torch.minimum, "fmin({0}, {1})")
+for _name, _np, _c in (("gt", np.greater, ">"), ("ge", np.greater_equal, ">="), ("lt", np.less, "<"),
+                       ("le", np.less_equal, "<="), ("eq", np.equal, "==")):
+    binary(_name, lambda a, b, _np=_np: _np(a, b).astype(a.dtype if a.dtype.kind == "f" else np.float32),
+           lambda a, b, _name=_name: getattr(torch, _name)(a, b).to(a.dtype),
+           f"(({{0}} {_c} {{1}}) ? 1 : 0)", mask=True, doc="a float 0/1 mask")
+
+
+def _cast_type(types, *, dtype) -> TensorType:
+    assert dtype in DTYPES
+    return TensorType(types[0].shape, dtype)
+
+
+register(Op(
+    "cast", "elementwise", shape=_cast_type,
+    ref=lambda x, *, dtype: x.astype(np.int64 if dtype == "i64" else np.float64),
+    torch=lambda x, *, dtype: x.to(torch.int64 if dtype == "i64" else torch.float64),
+    samples=lambda rng: [Sample([rand(rng, 3, 4)], dict(dtype="f64")),
+                         Sample([rng.integers(-5, 5, (6,))], dict(dtype="f32"))],
+    nondiff=(0,), c_expr="({0})", doc="convert to another dtype",
+))
+
+
+def _where_type(types) -> TensorType:
+    mask, a, b = types
+    out = same_type("where")([a, b])
+    if mask.shape != out.shape:
+        raise ShapeError(f"where: the mask's shape {format_shape(mask.shape)} differs from {format_shape(out.shape)}")
+    return out
+
+
+register(Op(
+    "where", "elementwise", shape=_where_type,
+    ref=lambda c, a, b: np.where(c != 0, a, b),
+    torch=lambda c, a, b: torch.where(c != 0, a, b),
+    samples=lambda rng: [Sample([(rand(rng, 3, 4) > 0).astype(np.float64), rand(rng, 3, 4), rand(rng, 3, 4)])],
+    nondiff=(0,), c_expr="(({0} != 0) ? {1} : {2})", doc="select a where the mask c is non-zero, else b",
+))

@@ -1,0 +1,116 @@
+"""A network compiled for a batch size and a backend, holding its parameters: netc's `nn.Module`.
+
+    model = netc.compile("examples/lenet.net", batch=64)
+    model.load_state_dict(torch_lenet.state_dict())
+    out = model.forward(x=images)["out"]
+
+Like a torch module it starts in train mode; `eval()` switches BatchNorm to running statistics and turns
+dropout off. A forward pass in train mode also updates BatchNorm's running statistics, as PyTorch's does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from netc.compiler.errors import NetcError
+from netc.compiler.shapes import format_shape
+
+from .backends import get_backend
+from .reference import FLOAT
+from .state import check_state_dict, initial_value, to_numpy
+
+
+class Model:
+    def __init__(self, network, bindings: dict, backend: str = "reference", precision: str = "float32",
+                 seed: int = 0):
+        if precision not in FLOAT:
+            raise NetcError(f"precision must be one of {', '.join(FLOAT)}, got '{precision}'")
+        self.network, self.bindings, self.precision, self.seed = network, dict(bindings), precision, seed
+        self.backend = get_backend(backend)
+        self.training = True
+        self._float = FLOAT[precision]
+        self._prepared: dict = {}
+        self._step = 0
+        graph = self.graph
+        rng = np.random.default_rng(seed)
+        self._state = {name: initial_value(spec, rng, self._float) for name, spec in graph.specs.items()}
+
+    # -- modes and state, as in torch.nn.Module ------------------------------------------------------------
+
+    @property
+    def graph(self):
+        """The IR this model runs in its current mode."""
+        return self.network.lower(self.bindings, self.training)
+
+    def train(self, mode: bool = True) -> Model:
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> Model:
+        return self.train(False)
+
+    def state_dict(self) -> dict:
+        """Parameters and buffers by PyTorch's names, as copies."""
+        return {name: array.copy() for name, array in self._state.items()}
+
+    def load_state_dict(self, state_dict: dict, strict: bool = True) -> None:
+        """Load PyTorch tensors or NumPy arrays; names, shapes and dtypes are checked before anything changes."""
+        self._state.update(check_state_dict(state_dict, self.graph.specs, strict, self._float))
+
+    def parameters(self) -> dict:
+        return {name: self._state[name] for name in self.graph.params}
+
+    # -- running ---------------------------------------------------------------------------------------------
+
+    def forward(self, **inputs) -> dict:
+        """Declared outputs by name, plus "loss" when the network minimises one and its inputs are given."""
+        graph = self.graph
+        unknown = [name for name in inputs if name not in graph.inputs or name == "__seed__"]
+        if unknown:
+            raise NetcError(f"unknown input '{unknown[0]}'; {graph.name} takes: {', '.join(self.input_names())}")
+        roots = list(graph.outputs.values()) + list(graph.updates.values())
+        if graph.loss is not None and _inputs_of(graph, [graph.loss]) <= set(inputs) | {"__seed__"}:
+            roots.append(graph.loss)
+        feeds = {"__seed__": np.int64(self.seed * 1_000_003 + self._step)}
+        for name in sorted(_inputs_of(graph, roots) - {"__seed__"}):
+            if name not in inputs:
+                raise NetcError(f"missing input '{name}' {graph.inputs[name].type}")
+            feeds[name] = self._check_input(name, graph.inputs[name], inputs[name])
+        feeds.update(self._state)
+        results = self._executable(graph, roots)(feeds)
+        if self.training:
+            self._step += 1
+            for name, value in graph.updates.items():
+                self._state[name] = results[value.id]
+        out = {name: results[v.id] for name, v in graph.outputs.items()}
+        if graph.loss is not None and graph.loss in roots:
+            out["loss"] = results[graph.loss.id]
+        return out
+
+    __call__ = forward
+
+    def input_names(self) -> list:
+        return [n for n in self.graph.inputs if n != "__seed__"]
+
+    def _executable(self, graph, roots):
+        key = (graph.mode, tuple(r.id for r in roots))
+        if key not in self._prepared:
+            self._prepared[key] = self.backend.prepare(graph, roots, self.precision)
+        return self._prepared[key]
+
+    def _check_input(self, name: str, leaf, value) -> np.ndarray:
+        array = to_numpy(value)
+        expected = tuple(leaf.shape)
+        if tuple(array.shape) != expected:
+            raise NetcError(f"input '{name}' must have shape {format_shape(expected)}, got {format_shape(array.shape)}")
+        if leaf.dtype == "i64":
+            if array.dtype.kind not in "iu":
+                raise NetcError(f"input '{name}' must hold integers (i64), got {array.dtype}")
+            return array.astype(np.int64, copy=False)
+        if array.dtype.kind not in "fiu" or array.dtype == np.bool_:
+            raise NetcError(f"input '{name}' must hold floats, got {array.dtype}")
+        return array.astype(np.float64 if leaf.dtype == "f64" else self._float, copy=False)
+
+
+def _inputs_of(graph, roots) -> set:
+    return {v.attrs["name"] for v in graph.live_values(roots) if v.op == "input"}

@@ -1,0 +1,69 @@
+"""Parameters and buffers: PyTorch's default initialisation, and state dicts checked name by name."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from netc.compiler.errors import NetcError
+from netc.compiler.shapes import format_shape
+
+NUMPY_DTYPES = {"f32": np.float32, "f64": np.float64, "i64": np.int64}
+
+
+def initial_value(spec, rng: np.random.Generator, float_type) -> np.ndarray:
+    """Draw a parameter as PyTorch's default initialisation would (same distribution, not the same bits)."""
+    shape = tuple(spec.type.shape)
+    kind, *args = spec.init
+    if kind == "uniform":
+        array = rng.uniform(-args[0], args[0], size=shape)
+    elif kind == "normal":
+        array = rng.normal(args[0], args[1], size=shape)
+    elif kind == "constant":
+        array = np.full(shape, args[0])
+    elif kind == "normal_padding":  # Embedding with padding_idx: N(mean, std) with that row zeroed
+        array = rng.normal(args[0], args[1], size=shape)
+        array[args[2]] = 0
+    else:
+        raise AssertionError(f"unknown initialiser {kind}")
+    return array.astype(dtype_of(spec.type.dtype, float_type))
+
+
+def dtype_of(ir_dtype: str, float_type):
+    return float_type if ir_dtype == "f32" else NUMPY_DTYPES[ir_dtype]
+
+
+def to_numpy(value) -> np.ndarray:
+    """Accept NumPy arrays, PyTorch tensors (any device) and anything array-like."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu().numpy()
+    elif hasattr(value, "get") and type(value).__module__.startswith("cupy"):
+        value = value.get()
+    return np.asarray(value)
+
+
+def check_state_dict(incoming: dict, specs: dict, strict: bool, float_type) -> dict:
+    """Convert and check a state dict against the network's parameters and buffers; name every problem."""
+    missing = [name for name in specs if name not in incoming]
+    unexpected = [name for name in incoming if name not in specs]
+    problems = []
+    if strict and missing:
+        problems.append("missing: " + ", ".join(missing))
+    if strict and unexpected:
+        problems.append("unexpected: " + ", ".join(unexpected))
+    converted = {}
+    for name, value in incoming.items():
+        if name not in specs:
+            continue
+        array = to_numpy(value)
+        spec = specs[name]
+        if tuple(array.shape) != tuple(spec.type.shape):
+            problems.append(f"{name}: expected shape {format_shape(spec.type.shape)}, "
+                            f"got {format_shape(array.shape)}")
+            continue
+        if (spec.type.dtype == "i64") != (array.dtype.kind in "iu"):
+            problems.append(f"{name}: expected {spec.type.dtype}, got {array.dtype}")
+            continue
+        converted[name] = np.array(array, dtype=dtype_of(spec.type.dtype, float_type))
+    if problems:
+        raise NetcError("load_state_dict: " + "; ".join(problems))
+    return converted
