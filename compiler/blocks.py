@@ -34,6 +34,24 @@ class BlockInstance(Layer):
     def describe(self) -> str:
         return self.block.definition.name
 
+    def create(self, ctx, name: str) -> None:
+        """Create the sub-layers in the order the body names them, as a torch.nn.Module's constructor would,
+        so that parameters come out in PyTorch's state_dict order even before the block is applied."""
+        from .lower import Scope, assign, evaluate  # lower.py imports this module
+
+        scope = Scope(ctx, self.block.blocks, name + ".", {})
+        scope.layers = self.layers
+        self.bind_hyperparameters(scope, self.block.definition, self.args, self.kwargs, self.loc, evaluate)
+        for stmt in self.block.definition.body:
+            if isinstance(stmt, ast.Assign):
+                try:
+                    with ctx.graph.at(stmt.loc):
+                        scope.names[stmt.name] = assign(scope, stmt)
+                except NetcError as err:
+                    if not err.message.startswith("unknown name"):
+                        raise
+                    # The statement computes on the block's inputs, which exist only when it is applied.
+
     def forward(self, ctx, *inputs, **named_inputs):
         from .lower import Scope, evaluate, run_body  # lower.py imports this module
 

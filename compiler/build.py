@@ -193,12 +193,10 @@ def concat(xs, axis: int) -> Value:
     return xs[0] if len(xs) == 1 else xs[0].graph.emit("concat", *xs, axis=axis)
 
 
-def slice_axis(x: Value, axis: int, start: int, stop: int, step: int = 1) -> Value:
-    starts = [0] * x.rank
-    stops = list(x.shape)
-    steps = [1] * x.rank
-    starts[axis], stops[axis], steps[axis] = start, stop, step
-    return x.graph.emit("slice", x, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
+def slice_axis(x: Value, axis: int, start: int, stop: int) -> Value:
+    starts, stops = [0] * x.rank, list(x.shape)
+    starts[axis], stops[axis] = start, stop
+    return x.graph.emit("slice", x, starts=tuple(starts), stops=tuple(stops))
 
 
 def typeof(x: Value) -> TensorType:

@@ -11,7 +11,7 @@ When the mistake has a place in a `.net` source, the error carries a SourceLoc a
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class SourceLoc:
     file: str
     line: int
     col: int
-    text: str = ""  # the whole source, kept so that an error can show the offending line
+    text: str = field(default="", repr=False, compare=False)  # the whole source, to quote the offending line
     end_col: int | None = None  # exclusive; on the same line, for a caret that spans the token
 
     def __str__(self) -> str:

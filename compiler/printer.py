@@ -8,12 +8,14 @@
       output out = k
       minimize m
 
-Values get short names in order (a, b, ..., z, ba, ...); leaves print under their own names. Attributes are
+Values get short names in order (a, b, ..., z, ba, ...), skipping the names of leaves, which print under
+their own. Attributes are
 sorted, so a golden test of a pass can compare printed graphs.
 """
 
 from __future__ import annotations
 
+import itertools
 import string
 
 import numpy as np
@@ -45,14 +47,14 @@ def format_graph(graph: Graph, show_locations: bool = True) -> str:
     names: dict[int, str] = {}
     lines = [f"network {graph.name}" + (f" [{', '.join(graph.symbols)}]" if graph.symbols else "")
              + f"  ({graph.mode} mode)"]
-    counter = 0
+    leaf_names = {v.attrs["name"] for v in graph.values if v.op in LEAF_OPS}
+    fresh = (n for n in map(short_name, itertools.count()) if n not in leaf_names)
     for v in graph.values:
         if v.op in LEAF_OPS:
             names[v.id] = v.attrs["name"]
             lines.append(f"  {v.op} {v.attrs['name']}: {v.type}")
             continue
-        names[v.id] = short_name(counter)
-        counter += 1
+        names[v.id] = next(fresh)
         lines.append(_format_value(v, names, show_locations))
     for name, v in graph.outputs.items():
         lines.append(f"  output {name} = {names[v.id]}")

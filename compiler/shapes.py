@@ -104,7 +104,8 @@ def broadcast_shapes(*shapes: Shape) -> Shape:
         sizes = {p[axis] for p in padded} - {1}
         if len(sizes) > 1:
             listed = " and ".join(format_shape(s) for s in shapes)
-            raise ShapeError(f"shapes {listed} do not broadcast (axis {axis - rank}: {sorted(map(str, sizes))})")
+            clash = " vs ".join(str(p[axis]) for p in padded if p[axis] != 1)
+            raise ShapeError(f"shapes {listed} do not broadcast: dimension {axis - rank} is {clash}")
         out.append(sizes.pop() if sizes else 1)
     return tuple(out)
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from netc.compiler.autodiff import GRAD_PREFIX, grad, hvp
 from netc.compiler.errors import NetcError
+from netc.compiler.passes.simplify import simplify
 from netc.compiler.shapes import format_shape
 
 from .backends import get_backend
@@ -30,6 +32,7 @@ class Model:
         self.training = True
         self._float = FLOAT[precision]
         self._prepared: dict = {}
+        self._joint: dict = {}  # (mode, wrt) -> simplified forward+backward graph
         self._step = 0
         graph = self.graph
         rng = np.random.default_rng(seed)
@@ -71,6 +74,55 @@ class Model:
         roots = list(graph.outputs.values()) + list(graph.updates.values())
         if graph.loss is not None and _inputs_of(graph, [graph.loss]) <= set(inputs) | {"__seed__"}:
             roots.append(graph.loss)
+        results = self._run(graph, roots, inputs)
+        out = {name: results[v.id] for name, v in graph.outputs.items()}
+        if graph.loss is not None and graph.loss in roots:
+            out["loss"] = results[graph.loss.id]
+        return out
+
+    __call__ = forward
+
+    def gradients(self, inputs_wrt=(), **inputs) -> dict:
+        """The loss and its gradient for every parameter (PyTorch state_dict names), plus the inputs named in
+        `inputs_wrt`, from one run of the joint forward+backward graph. Buffers update as in forward."""
+        graph = self.graph
+        if graph.loss is None:
+            raise NetcError(f"{graph.name} has no 'minimize' statement, so there is nothing to differentiate")
+        wrt = list(graph.params) + list(inputs_wrt)
+        key = (graph.mode, tuple(wrt))
+        if key not in self._joint:
+            self._joint[key] = simplify(grad(graph, wrt))
+        joint = self._joint[key]
+        missing = [n for n in self.input_names() if n not in inputs]
+        if missing:
+            raise NetcError(f"gradients need every input; missing: {', '.join(missing)}")
+        results = self._run(joint, [joint.loss] + list(joint.outputs.values()) + list(joint.updates.values()),
+                            inputs)
+        out = {"loss": results[joint.loss.id]}
+        out.update({name[len(GRAD_PREFIX):]: results[v.id] for name, v in joint.outputs.items()
+                    if name.startswith(GRAD_PREFIX)})
+        return out
+
+    def hvp(self, vectors: dict, **inputs) -> dict:
+        """Hessian-vector products of the loss: for each parameter named in `vectors`, (d²loss/dθ²)·v,
+        from the gradient of <∇loss, v> — a second reverse pass over the joint graph's IR."""
+        graph = self.graph
+        if graph.loss is None:
+            raise NetcError(f"{graph.name} has no 'minimize' statement, so there is nothing to differentiate")
+        names = list(vectors)
+        key = ("hvp", graph.mode, tuple(names))
+        if key not in self._joint:
+            self._joint[key] = simplify(hvp(graph, names))
+        joint = self._joint[key]
+        feeds = dict(inputs)
+        for name in names:
+            feeds["vec:" + name] = vectors[name]
+        roots = [v for k, v in joint.outputs.items() if k.startswith("hvp:")]
+        results = self._run(joint, roots, feeds)
+        return {k[len("hvp:"):]: results[v.id] for k, v in joint.outputs.items() if k.startswith("hvp:")}
+
+    def _run(self, graph, roots, inputs: dict) -> dict:
+        """Check and feed the inputs the roots need, run, and apply buffer updates in train mode."""
         feeds = {"__seed__": np.int64(self.seed * 1_000_003 + self._step)}
         for name in sorted(_inputs_of(graph, roots) - {"__seed__"}):
             if name not in inputs:
@@ -82,18 +134,13 @@ class Model:
             self._step += 1
             for name, value in graph.updates.items():
                 self._state[name] = results[value.id]
-        out = {name: results[v.id] for name, v in graph.outputs.items()}
-        if graph.loss is not None and graph.loss in roots:
-            out["loss"] = results[graph.loss.id]
-        return out
-
-    __call__ = forward
+        return results
 
     def input_names(self) -> list:
         return [n for n in self.graph.inputs if n != "__seed__"]
 
     def _executable(self, graph, roots):
-        key = (graph.mode, tuple(r.id for r in roots))
+        key = (id(graph), tuple(r.id for r in roots))  # graphs live as long as the model: ids are stable
         if key not in self._prepared:
             self._prepared[key] = self.backend.prepare(graph, roots, self.precision)
         return self._prepared[key]

@@ -11,7 +11,8 @@ import math
 import numpy as np
 
 from ..errors import ShapeError
-from ..shapes import DTYPES, TensorType, format_shape
+from .. import build as B
+from ..shapes import DTYPES, FLOAT_DTYPES, TensorType, format_shape
 from .registry import Op, Sample, rand, register
 from .rules import float_same_type, mask_type, same_type
 from .twin import torch
@@ -35,42 +36,59 @@ def _binary_samples(low=-2.0, high=2.0, rhs_low=None, rhs_high=None):
     return samples
 
 
-def unary(name, ref, twin, c_expr, *, float_only=True, low=-2.0, high=2.0, tol=1e-6, doc=""):
+def unary(name, ref, twin, c_expr, grad, *, float_only=True, low=-2.0, high=2.0, tol=1e-6, doc=""):
     rule = float_same_type(name) if float_only else same_type(name)
-    return register(Op(name, "elementwise", shape=rule, ref=ref, torch=twin, c_expr=c_expr,
+    return register(Op(name, "elementwise", shape=rule, ref=ref, torch=twin, c_expr=c_expr, grad=grad,
                        samples=_unary_samples(low, high), tol=tol, doc=doc))
 
 
-def binary(name, ref, twin, c_expr, *, float_only=False, mask=False, doc="", **sample_range):
+def binary(name, ref, twin, c_expr, grad, *, float_only=False, mask=False, doc="", **sample_range):
     rule = mask_type(name) if mask else float_same_type(name) if float_only else same_type(name)
-    return register(Op(name, "elementwise", shape=rule, ref=ref, torch=twin, c_expr=c_expr,
+    return register(Op(name, "elementwise", shape=rule, ref=ref, torch=twin, c_expr=c_expr, grad=grad,
                        samples=_binary_samples(**sample_range), doc=doc))
 
 
-unary("neg", np.negative, torch.neg, "(-{0})", float_only=False)
-unary("exp", np.exp, torch.exp, "exp({0})")
-unary("log", np.log, torch.log, "log({0})", low=0.1, high=3.0)
-unary("log1p", np.log1p, torch.log1p, "log1p({0})", low=-0.5, high=3.0)
-unary("sqrt", np.sqrt, torch.sqrt, "sqrt({0})", low=0.1, high=3.0)
-unary("rsqrt", lambda x: 1 / np.sqrt(x), torch.rsqrt, "(1 / sqrt({0}))", low=0.1, high=3.0)
-unary("abs", np.abs, torch.abs, "fabs({0})", float_only=False)
-unary("sign", np.sign, torch.sign, "(({0} > 0) - ({0} < 0))", float_only=False)
-unary("relu", lambda x: np.maximum(x, 0).astype(x.dtype), torch.relu, "fmax({0}, 0)")
-unary("sigmoid", lambda x: 1 / (1 + np.exp(-x)), torch.sigmoid, "(1 / (1 + exp(-{0})))", low=-6, high=6)
-unary("tanh", np.tanh, torch.tanh, "tanh({0})", low=-4, high=4)
-unary("erf", lambda x: _erf(x).astype(x.dtype), torch.erf, "erf({0})")
+def no_grad(g, out, *inputs, **attrs):
+    """Piecewise-constant ops (sign, comparisons): zero gradient everywhere, as in PyTorch."""
+    return [None] * len(inputs)
 
-binary("add", np.add, torch.add, "({0} + {1})")
-binary("sub", np.subtract, torch.sub, "({0} - {1})")
-binary("mul", np.multiply, torch.mul, "({0} * {1})")
-binary("div", np.divide, torch.div, "({0} / {1})", float_only=True, rhs_low=0.5, rhs_high=2.0)
-binary("maximum", np.maximum, torch.maximum, "fmax({0}, {1})")
-binary("minimum", np.minimum, torch.minimum, "fmin({0}, {1})")
+
+def _max_grads(g, out, a, b, wins):
+    """maximum/minimum: the gradient goes to the winner, and is split evenly on ties, as PyTorch does."""
+    share = wins(a, b) + 0.5 * B.eq(a, b)
+    return [g * share, g * (1 - share)]
+
+
+# Each rule receives the output cotangent g, the op's output, and its inputs, and returns one cotangent per input.
+unary("neg", np.negative, torch.neg, "(-{0})", lambda g, out, x: [-g], float_only=False)
+unary("exp", np.exp, torch.exp, "exp({0})", lambda g, out, x: [g * out])
+unary("log", np.log, torch.log, "log({0})", lambda g, out, x: [g / x], low=0.1, high=3.0)
+unary("log1p", np.log1p, torch.log1p, "log1p({0})", lambda g, out, x: [g / (1 + x)], low=-0.5, high=3.0)
+unary("sqrt", np.sqrt, torch.sqrt, "sqrt({0})", lambda g, out, x: [g / (2 * out)], low=0.1, high=3.0)
+unary("rsqrt", lambda x: 1 / np.sqrt(x), torch.rsqrt, "(1 / sqrt({0}))",
+      lambda g, out, x: [-0.5 * g * out / x], low=0.1, high=3.0)
+unary("abs", np.abs, torch.abs, "fabs({0})", lambda g, out, x: [g * B.sign(x)], float_only=False)
+unary("sign", np.sign, torch.sign, "(({0} > 0) - ({0} < 0))", no_grad, float_only=False)
+unary("relu", lambda x: np.maximum(x, 0).astype(x.dtype), torch.relu, "fmax({0}, 0)",
+      lambda g, out, x: [B.where(B.gt(out, 0), g, 0)])  # 0 at 0, as PyTorch
+unary("sigmoid", lambda x: 1 / (1 + np.exp(-x)), torch.sigmoid, "(1 / (1 + exp(-{0})))",
+      lambda g, out, x: [g * out * (1 - out)], low=-6, high=6)
+unary("tanh", np.tanh, torch.tanh, "tanh({0})", lambda g, out, x: [g * (1 - out * out)], low=-4, high=4)
+unary("erf", lambda x: _erf(x).astype(x.dtype), torch.erf, "erf({0})",
+      lambda g, out, x: [g * (2 / math.sqrt(math.pi)) * B.exp(-(x * x))])
+
+binary("add", np.add, torch.add, "({0} + {1})", lambda g, out, a, b: [g, g])
+binary("sub", np.subtract, torch.sub, "({0} - {1})", lambda g, out, a, b: [g, -g])
+binary("mul", np.multiply, torch.mul, "({0} * {1})", lambda g, out, a, b: [g * b, g * a])
+binary("div", np.divide, torch.div, "({0} / {1})", lambda g, out, a, b: [g / b, -g * out / b],
+       float_only=True, rhs_low=0.5, rhs_high=2.0)
+binary("maximum", np.maximum, torch.maximum, "fmax({0}, {1})", lambda g, out, a, b: _max_grads(g, out, a, b, B.gt))
+binary("minimum", np.minimum, torch.minimum, "fmin({0}, {1})", lambda g, out, a, b: _max_grads(g, out, a, b, B.lt))
 for _name, _np, _c in (("gt", np.greater, ">"), ("ge", np.greater_equal, ">="), ("lt", np.less, "<"),
                        ("le", np.less_equal, "<="), ("eq", np.equal, "==")):
     binary(_name, lambda a, b, _np=_np: _np(a, b).astype(a.dtype if a.dtype.kind == "f" else np.float32),
            lambda a, b, _name=_name: getattr(torch, _name)(a, b).to(a.dtype),
-           f"(({{0}} {_c} {{1}}) ? 1 : 0)", mask=True, doc="a float 0/1 mask")
+           f"(({{0}} {_c} {{1}}) ? 1 : 0)", no_grad, mask=True, doc="a float 0/1 mask")
 
 
 def _cast_type(types, *, dtype) -> TensorType:
@@ -84,7 +102,8 @@ register(Op(
     torch=lambda x, *, dtype: x.to(torch.int64 if dtype == "i64" else torch.float64),
     samples=lambda rng: [Sample([rand(rng, 3, 4)], dict(dtype="f64")),
                          Sample([rng.integers(-5, 5, (6,))], dict(dtype="f32"))],
-    nondiff=(0,), c_expr="({0})", doc="convert to another dtype",
+    grad=lambda g, out, x, *, dtype: [B.cast(g, x.dtype) if x.dtype in FLOAT_DTYPES else None],
+    c_expr="({0})", doc="convert to another dtype",
 ))
 
 
@@ -101,5 +120,6 @@ register(Op(
     ref=lambda c, a, b: np.where(c != 0, a, b),
     torch=lambda c, a, b: torch.where(c != 0, a, b),
     samples=lambda rng: [Sample([(rand(rng, 3, 4) > 0).astype(np.float64), rand(rng, 3, 4), rand(rng, 3, 4)])],
+    grad=lambda g, out, c, a, b: [None, B.where(c, g, 0), B.where(c, 0, g)],
     nondiff=(0,), c_expr="(({0} != 0) ? {1} : {2})", doc="select a where the mask c is non-zero, else b",
 ))

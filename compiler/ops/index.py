@@ -1,1 +1,92 @@
-"""placeholder: being written"""
+"""Indexing by integer tensors: one-hot encoding (class labels), row gathers (embeddings) and their adjoint."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import NetcError, ShapeError
+from ..shapes import FLOAT_DTYPES, TensorType, format_shape
+from .registry import Op, Sample, rand, register
+from .twin import F, torch
+
+
+def _require_indices(op: str, t: TensorType) -> None:
+    if t.dtype != "i64":
+        raise ShapeError(f"{op} needs integer indices (i64), got {t}")
+
+
+def _one_hot_rule(types, *, num_classes) -> TensorType:
+    (labels,) = types
+    _require_indices("one_hot", labels)
+    if num_classes < 1:
+        raise ShapeError(f"one_hot: num_classes must be positive, got {num_classes}")
+    return TensorType(labels.shape + (num_classes,), "f32")
+
+
+register(Op(
+    "one_hot", "index", shape=_one_hot_rule,
+    ref=lambda labels, *, num_classes: (labels[..., None] == np.arange(num_classes)).astype(np.float64),
+    torch=lambda labels, *, num_classes: (
+        F.one_hot(labels.clamp(0, num_classes - 1), num_classes)
+        * ((labels >= 0) & (labels < num_classes))[..., None]).double(),
+    samples=lambda rng: [Sample([rng.integers(0, 5, (6,))], dict(num_classes=5)),
+                         Sample([np.array([[0, -100], [3, 2]])], dict(num_classes=4))],
+    grad=lambda g, out, labels, *, num_classes: [None],  # integer labels have no gradient
+    nondiff=(0,), doc="labels [...] -> [..., C] rows of 0/1; a label outside [0, C) (ignore_index) gives zeros",
+))
+
+
+def _take_rule(types) -> TensorType:
+    table, idx = types
+    _require_indices("take", idx)
+    if table.rank < 1 or table.dtype not in FLOAT_DTYPES:
+        raise ShapeError(f"take: the table must be a float tensor of rank >= 1, got {table}")
+    return TensorType(idx.shape + table.shape[1:], table.dtype)
+
+
+def _check_range(idx: np.ndarray, rows: int) -> None:
+    if idx.size and (idx.min() < 0 or idx.max() >= rows):
+        bad = idx.min() if idx.min() < 0 else idx.max()
+        raise NetcError(f"index {bad} is out of range for a table of {rows} rows")
+
+
+def take_ref(table, idx):
+    _check_range(idx, table.shape[0])
+    return table[idx]
+
+
+register(Op(
+    "take", "index", shape=_take_rule, ref=take_ref,
+    torch=lambda table, idx: table[idx],
+    samples=lambda rng: [Sample([rand(rng, 7, 3), rng.integers(0, 7, (2, 4))]),
+                         Sample([rand(rng, 5), rng.integers(0, 5, (6,))])],
+    grad=lambda g, out, table, idx: [g.graph.emit("scatter_add", g, idx, rows=table.shape[0]), None],
+    nondiff=(1,), doc="gather rows: out[i...] = table[idx[i...]] (embedding lookup)",
+))
+
+
+def _scatter_rule(types, *, rows) -> TensorType:
+    g, idx = types
+    _require_indices("scatter_add", idx)
+    if g.shape[:idx.rank] != idx.shape or g.dtype not in FLOAT_DTYPES:
+        raise ShapeError(f"scatter_add: values {format_shape(g.shape)} must start with the indices' shape "
+                         f"{format_shape(idx.shape)}")
+    return TensorType((rows,) + g.shape[idx.rank:], g.dtype)
+
+
+def scatter_add_ref(g, idx, *, rows):
+    _check_range(idx, rows)
+    out = np.zeros((rows,) + g.shape[idx.ndim:], dtype=g.dtype)
+    np.add.at(out, idx.reshape(-1), g.reshape((-1,) + g.shape[idx.ndim:]))
+    return out
+
+
+register(Op(
+    "scatter_add", "index", shape=_scatter_rule, ref=scatter_add_ref,
+    torch=lambda g, idx, *, rows: torch.zeros((rows,) + tuple(g.shape[idx.dim():]), dtype=g.dtype).index_add(
+        0, idx.reshape(-1), g.reshape((-1,) + tuple(g.shape[idx.dim():]))),
+    samples=lambda rng: [Sample([rand(rng, 2, 4, 3), rng.integers(0, 5, (2, 4))], dict(rows=5)),
+                         Sample([rand(rng, 6), rng.integers(0, 3, (6,))], dict(rows=3))],
+    grad=lambda g, out, values, idx, *, rows: [g.graph.emit("take", g, idx), None],
+    nondiff=(1,), doc="the adjoint of take: add each row of values into out[idx] (index_add)",
+))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import build as B
 from ..errors import ShapeError
 from ..shapes import FLOAT_DTYPES, TensorType, format_shape
 from .registry import Op, Sample, rand, register
@@ -21,11 +22,20 @@ def _matmul_rule(types) -> TensorType:
     return TensorType(a.shape[:-1] + b.shape[-1:], a.dtype)
 
 
+def _swap_last(x):
+    return B.swap_axes(x, -1, -2)
+
+
+def _mm(a, b):
+    return a.graph.emit("matmul", a, b)
+
+
 register(Op(
     "matmul", "matmul", shape=_matmul_rule,
     ref=np.matmul,
     torch=torch.matmul,
     samples=lambda rng: [Sample([rand(rng, 3, 4), rand(rng, 4, 5)]),
                          Sample([rand(rng, 2, 3, 4), rand(rng, 2, 4, 2)])],
+    grad=lambda g, out, a, b: [_mm(g, _swap_last(b)), _mm(_swap_last(a), g)],
     doc="batched matrix product [..., m, k] @ [..., k, n]; batch dims equal (broadcast explicitly)",
 ))

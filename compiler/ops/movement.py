@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import build as B
 from ..errors import ShapeError
 from ..shapes import TensorType, format_shape, infer_reshape
 from .registry import Op, Sample, rand, register
@@ -23,6 +24,7 @@ register(Op(
     torch=lambda x, *, shape: torch.reshape(x, shape),
     samples=lambda rng: [Sample([rand(rng, 3, 4)], dict(shape=(2, 6))),
                          Sample([rand(rng, 2, 3, 4)], dict(shape=(24,))), Sample([rand(rng, 6)], dict(shape=(1, 6, 1)))],
+    grad=lambda g, out, x, *, shape: [B.reshape(g, x.shape)],
     doc="the same elements, in row-major order, under a new shape",
 ))
 
@@ -40,6 +42,7 @@ register(Op(
     torch=lambda x, *, perm: torch.permute(x, perm),
     samples=lambda rng: [Sample([rand(rng, 3, 4)], dict(perm=(1, 0))),
                          Sample([rand(rng, 2, 3, 4)], dict(perm=(2, 0, 1)))],
+    grad=lambda g, out, x, *, perm: [B.transpose(g, tuple(perm.index(i) for i in range(len(perm))))],
     doc="permute the axes: out.shape[i] = x.shape[perm[i]]",
 ))
 
@@ -59,5 +62,6 @@ register(Op(
     torch=lambda x, *, shape: torch.broadcast_to(x, shape),
     samples=lambda rng: [Sample([rand(rng, 3, 1)], dict(shape=(3, 4))),
                          Sample([rand(rng, 4)], dict(shape=(2, 3, 4))), Sample([rand(rng)], dict(shape=(2, 2)))],
+    grad=lambda g, out, x, *, shape: [B.sum_to(g, x.shape)],
     doc="replicate size-1 and missing leading axes, NumPy style",
 ))

@@ -1,0 +1,9 @@
+"""Functions callable from `.net` code, under PyTorch's functional names.
+
+Importing this package registers them all.
+"""
+
+from . import activations, conv, dropout, losses, norm, pooling, tensor  # noqa: F401 - registers them
+from .registry import FUNCTIONS, T, example, function
+
+__all__ = ["FUNCTIONS", "T", "example", "function"]

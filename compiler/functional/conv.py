@@ -1,0 +1,109 @@
+"""Linear maps and convolutions: `linear` and `conv1d/2d/3d`, which the Linear and Conv layers lower through.
+
+A convolution is unfold + batched matmul: the windows [N, C_in, K, L] are split by group into
+[N, g, C_in/g * K, L], the weight [C_out, C_in/g, *k] is read as [g, C_out/g, C_in/g * K], and one matmul per
+(batch, group) gives [N, g, C_out/g, L], which is already [N, C_out, *out] in row-major order.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import build as B
+from ..errors import NetcError
+from ..ir import Value
+from ..shapes import format_shape, numel
+from .args import check_float, check_positive_int, check_spatial_input, check_tensor, spatial_tuple
+from .registry import T, example, function
+from .windows import conv_padding, sliding_windows
+
+
+def linear_map(x: Value, weight: Value, bias: Value | None) -> Value:
+    """x @ weight^T + bias over the last axis of x, whatever its leading axes."""
+    lead = x.shape[:-1]
+    flat = B.reshape(x, (numel(lead), x.shape[-1])) if x.rank > 2 else x
+    y = B.matmul(flat, B.transpose(weight, (1, 0)))
+    y = B.reshape(y, lead + (weight.shape[0],)) if x.rank > 2 else y
+    return y + bias if bias is not None else y
+
+
+@function("linear", examples=[example(T.of(3, 5), T.of(4, 5), T.of(4)), example(T.of(2, 3, 5), T.of(4, 5)),
+                              example(T.of(5), T.of(2, 5), T.of(2))])
+def linear(ctx, input, weight, bias=None):
+    """torch.nn.functional.linear: input [*, in] @ weight [out, in]^T + bias [out]."""
+    check_float(check_tensor(input, "linear"), "linear")
+    check_tensor(weight, "linear", "weight")
+    if weight.rank != 2:
+        raise NetcError(f"linear expects a 2-D weight [out_features, in_features], "
+                        f"got {format_shape(weight.shape)}")
+    if input.rank == 0 or input.shape[-1] != weight.shape[1]:
+        raise NetcError(f"linear: weight {format_shape(weight.shape)} expects {weight.shape[1]} input "
+                        f"features, got {ctx.describe(input)}")
+    if bias is not None and check_tensor(bias, "linear", "bias").shape != (weight.shape[0],):
+        raise NetcError(f"linear: bias must have shape [{weight.shape[0]}], got {format_shape(bias.shape)}")
+    return linear_map(input, weight, bias)
+
+
+def convolution(ctx, x: Value, weight: Value, bias: Value | None, stride, padding, dilation, groups: int,
+                who: str) -> Value:
+    """An N-d convolution (N = weight's rank - 2) with torch's conv semantics; `padding` may be "same"."""
+    dims = weight.rank - 2
+    check_spatial_input(x, dims, who)
+    check_positive_int(groups, f"{who}: groups")
+    c_out, c_in_per_group, *kernel = weight.shape
+    if x.shape[1] != c_in_per_group * groups:
+        raise NetcError(f"{who}: weight {format_shape(weight.shape)} with groups={groups} expects "
+                        f"{c_in_per_group * groups} input channels, got {x.shape[1]} from {ctx.describe(x)}")
+    if c_out % groups:
+        raise NetcError(f"{who}: out_channels ({c_out}) must be divisible by groups ({groups})")
+    stride = spatial_tuple(stride, dims, f"{who}: stride")
+    dilation = spatial_tuple(dilation, dims, f"{who}: dilation")
+    pads = conv_padding(padding, tuple(kernel), stride, dilation, who)
+    cols, out = sliding_windows(x, tuple(kernel), stride, pads, dilation, 0.0, who)
+    n, k, windows = x.shape[0], math.prod(kernel), math.prod(out)
+    cols = B.reshape(cols, (n, groups, c_in_per_group * k, windows))
+    w = B.reshape(weight, (groups, c_out // groups, c_in_per_group * k))
+    y = B.reshape(B.matmul(w, cols), (n, c_out) + out)
+    if bias is not None:
+        y = y + B.reshape(bias, (c_out,) + (1,) * dims)
+    return y
+
+
+WEIGHT_LAYOUTS = {1: "[C_out, C_in/groups, kL]", 2: "[C_out, C_in/groups, kH, kW]",
+                  3: "[C_out, C_in/groups, kD, kH, kW]"}
+
+
+def _check_weight(weight, bias, dims: int, who: str) -> None:
+    check_tensor(weight, who, "weight")
+    if weight.rank != dims + 2:
+        layout = WEIGHT_LAYOUTS[dims]
+        raise NetcError(f"{who} expects a {dims + 2}-D weight {layout}, got {format_shape(weight.shape)}")
+    if bias is not None and check_tensor(bias, who, "bias").shape != (weight.shape[0],):
+        raise NetcError(f"{who}: bias must have shape [{weight.shape[0]}], got {format_shape(bias.shape)}")
+
+
+def _conv_function(dims: int, examples: list):
+    name = f"conv{dims}d"
+
+    def conv(ctx, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        _check_weight(weight, bias, dims, name)
+        return convolution(ctx, input, weight, bias, stride, padding, dilation, groups, name)
+
+    conv.__name__ = conv.__qualname__ = name
+    conv.__doc__ = f"torch.nn.functional.{name}: weight [C_out, C_in/groups, *kernel], bias [C_out]."
+    return function(name, examples=examples)(conv)
+
+
+conv1d = _conv_function(1, [
+    example(T.of(2, 4, 11), T.of(6, 2, 3), T.of(6), stride=2, padding=1, groups=2),
+    example(T.of(2, 3, 9), T.of(4, 3, 4), padding="same", dilation=2),
+])
+conv2d = _conv_function(2, [
+    example(T.of(2, 3, 8, 7), T.of(4, 3, 3, 2), T.of(4)),
+    example(T.of(1, 4, 9, 9), T.of(6, 2, 3, 3), None, (2, 1), (1, 2), (1, 2), 2),
+    example(T.of(2, 2, 6, 6), T.of(3, 2, 4, 4), T.of(3), padding="same"),
+    example(T.of(2, 2, 6, 6), T.of(3, 2, 2, 2), padding="valid"),
+])
+conv3d = _conv_function(3, [
+    example(T.of(2, 2, 5, 6, 4), T.of(3, 2, 3, 2, 2), T.of(3), stride=(1, 2, 1), padding=1),
+])

@@ -1,0 +1,9 @@
+"""Layers callable from `.net` code, under torch.nn's class names.
+
+Importing this package registers them all.
+"""
+
+from . import activation, conv, linear, misc, norm, pool  # noqa: F401 - registers them
+from .base import LAYERS, Layer, layer
+
+__all__ = ["LAYERS", "Layer", "layer"]

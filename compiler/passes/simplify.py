@@ -1,0 +1,126 @@
+"""Simplification: dead-code elimination, common-subexpression elimination, constant folding and algebraic
+identities, in one rebuild of the graph.
+
+The graph is rebuilt value by value in topological order. Each value is first rewritten (`x * 1 -> x`,
+`reshape(reshape(x)) -> reshape(x)`, an elementwise op over constants -> a constant), then looked up in a table
+of values already built with the same op, inputs and attributes (CSE). Only values that the graph's roots need
+are visited, which is dead-code elimination. A backward graph, built rule by rule, is where all four pay off.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import LEAF_OPS, Graph, Value, verify
+from ..ops import OPS
+
+
+def simplify(graph: Graph) -> Graph:
+    out = Graph(graph.name, symbols=graph.symbols, mode=graph.mode, specs=dict(graph.specs))
+    out.layer_calls = graph.layer_calls
+    rebuilt: dict[int, Value] = {}
+    table: dict[tuple, Value] = {}
+    for v in graph.values:  # leaves first, in their original order, so parameter order is kept
+        if v.op in LEAF_OPS:
+            rebuilt[v.id] = out.add_leaf(v.op, v.attrs["name"], v.type)
+    for v in graph.live_values():
+        if v.op in LEAF_OPS:
+            continue
+        inputs = [rebuilt[i.id] for i in v.inputs]
+        with out.at(v.loc, v.scope):
+            rebuilt[v.id] = _rewrite(out, v, inputs, table)
+    out.outputs = {k: rebuilt[v.id] for k, v in graph.outputs.items()}
+    out.updates = {k: rebuilt[v.id] for k, v in graph.updates.items()}
+    out.loss = rebuilt[graph.loss.id] if graph.loss is not None else None
+    # Rewrites can orphan values built on the way (the scalar under a folded broadcast): sweep them.
+    live = {v.id for v in out.live_values()}
+    out.values = [v for v in out.values if v.op in LEAF_OPS or v.id in live]
+    verify(out)
+    return out
+
+
+def _rewrite(graph: Graph, v: Value, inputs: list, table: dict) -> Value:
+    simpler = _identity(v.op, inputs, v.attrs, v)
+    if isinstance(simpler, Value):
+        return simpler
+    op, inputs, attrs = simpler or (v.op, inputs, v.attrs)
+    folded = _fold(op, inputs, attrs, v)
+    if folded is not None:
+        op, inputs, attrs = folded
+    key = (op, tuple(i.id for i in inputs), _freeze(attrs))
+    if key not in table:
+        table[key] = graph.emit(op, *inputs, **attrs)
+    return table[key]
+
+
+def scalar_constant(v: Value):
+    """The number a value is filled with, if it is a `full` (possibly broadcast); else None."""
+    while v.op == "broadcast_to":
+        v = v.inputs[0]
+    value = v.attrs.get("value") if v.op == "full" else None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _identity(op: str, inputs: list, attrs: dict, original: Value):
+    """An input that the op reduces to (a Value), a cheaper (op, inputs, attrs), or None."""
+    same_type = [x for x in inputs if x.type == original.type]
+    if op in ("add", "sub") and scalar_constant(inputs[1]) == 0 and inputs[0].type == original.type:
+        return inputs[0]
+    if op == "add" and scalar_constant(inputs[0]) == 0 and inputs[1].type == original.type:
+        return inputs[1]
+    if op in ("mul", "div") and scalar_constant(inputs[1]) == 1 and inputs[0].type == original.type:
+        return inputs[0]
+    if op == "mul" and scalar_constant(inputs[0]) == 1 and inputs[1].type == original.type:
+        return inputs[1]
+    if op in ("reshape", "broadcast_to", "cast") and same_type:
+        return inputs[0]
+    if op == "neg" and inputs[0].op == "neg":
+        return inputs[0].inputs[0]
+    if op == "reshape" and inputs[0].op == "reshape":
+        return "reshape", [inputs[0].inputs[0]], attrs
+    if op == "broadcast_to" and inputs[0].op == "broadcast_to":
+        return "broadcast_to", [inputs[0].inputs[0]], attrs
+    if op == "transpose" and inputs[0].op == "transpose":
+        inner, outer = inputs[0].attrs["perm"], attrs["perm"]
+        perm = tuple(inner[p] for p in outer)
+        if perm == tuple(range(len(perm))):
+            return inputs[0].inputs[0]
+        return "transpose", [inputs[0].inputs[0]], {"perm": perm}
+    return None
+
+
+def _fold(op: str, inputs: list, attrs: dict, original: Value):
+    """Replace an op over constants by a constant: elementwise math on `full`s, and broadcasts of `full`s."""
+    if op == "broadcast_to" and inputs[0].op == "full":
+        return "full", [], {**inputs[0].attrs, "shape": tuple(attrs["shape"])}
+    spec = OPS[op]
+    if spec.kind != "elementwise" or not inputs or any(i.op != "full" for i in inputs):
+        return None
+    values = [i.attrs["value"] for i in inputs]
+    if any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in values):
+        return None  # symbolic sizes stay symbolic
+    # Fold in float64: "f32" means the run's float type, which may be float64, so keep full precision here.
+    with np.errstate(all="ignore"):
+        result = spec.ref(*(np.array(x, dtype=_numpy_type(i.dtype)) for x, i in zip(values, inputs)), **attrs)
+    number = np.asarray(result).astype(_numpy_type(original.dtype)).item()
+    return "full", [], {"shape": tuple(original.shape), "value": number, "dtype": original.dtype}
+
+
+def _numpy_type(dtype: str):
+    return np.int64 if dtype == "i64" else np.float64
+
+
+def _freeze(attrs: dict) -> tuple:
+    def freeze(x):
+        if isinstance(x, np.ndarray):
+            return ("array", x.shape, x.dtype.str, x.tobytes())
+        if isinstance(x, (list, tuple)):
+            return tuple(freeze(i) for i in x)
+        return x
+
+    return tuple(sorted((k, freeze(v)) for k, v in attrs.items()))
+
+
+def count_values(graph: Graph) -> int:
+    """The number of non-leaf values the graph computes (what simplification shrinks)."""
+    return sum(1 for v in graph.live_values() if v.op not in LEAF_OPS)

@@ -1,0 +1,122 @@
+"""The Python API: load, compile, modes, state dicts (PyTorch names, checked), inputs checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from twins import LeNet, ResNetTiny
+
+import netc
+from netc import NetcError
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    return netc.compile(EXAMPLES / "lenet.net", batch=2)
+
+
+def test_state_dict_names_shapes_and_order_follow_pytorch():
+    model = netc.compile(EXAMPLES / "resnet_tiny.net", batch=2)
+    theirs = ResNetTiny().state_dict()
+    ours = model.state_dict()
+    assert list(ours) == list(theirs)
+    for name, value in theirs.items():
+        assert ours[name].shape == tuple(value.shape), name
+    assert ours["layer1.bn1.num_batches_tracked"].dtype == np.int64
+
+
+def test_default_initialisation_follows_pytorch_distributions():
+    model = netc.compile(EXAMPLES / "lenet.net", batch=1, seed=3)
+    state = model.state_dict()
+    bound = 1 / np.sqrt(16 * 5 * 5)
+    w = state["fc1.weight"]
+    assert w.dtype == np.float32 and np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound
+    assert abs(w.std() - bound / np.sqrt(3)) < 0.05 * bound  # the std of U(-b, b)
+    bn = netc.compile(EXAMPLES / "resnet_tiny.net", batch=1).state_dict()
+    assert np.all(bn["bn.weight"] == 1) and np.all(bn["bn.bias"] == 0) and np.all(bn["bn.running_var"] == 1)
+
+
+def test_seeds_make_initialisation_reproducible():
+    a = netc.compile(EXAMPLES / "lenet.net", batch=1, seed=7).state_dict()["conv1.weight"]
+    b = netc.compile(EXAMPLES / "lenet.net", batch=1, seed=7).state_dict()["conv1.weight"]
+    c = netc.compile(EXAMPLES / "lenet.net", batch=1, seed=8).state_dict()["conv1.weight"]
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_load_state_dict_accepts_numpy_and_round_trips(lenet):
+    state = {k: np.random.default_rng(0).standard_normal(v.shape).astype(np.float32)
+             for k, v in lenet.state_dict().items()}
+    lenet.load_state_dict(state)
+    for k, v in lenet.state_dict().items():
+        assert np.array_equal(v, state[k])
+    twin = LeNet()
+    twin.load_state_dict({k: torch.from_numpy(v) for k, v in lenet.state_dict().items()})
+
+
+def test_load_state_dict_names_every_problem(lenet):
+    state = LeNet().state_dict()
+    del state["fc3.bias"]
+    state["fc4.weight"] = torch.zeros(1)
+    state["conv1.weight"] = torch.zeros(6, 1, 3, 3)
+    with pytest.raises(NetcError) as err:
+        lenet.load_state_dict(state)
+    assert str(err.value) == (
+        "error: load_state_dict: missing: fc3.bias; unexpected: fc4.weight; "
+        "conv1.weight: expected shape [6, 1, 5, 5], got [6, 1, 3, 3]"
+    )
+
+
+def test_a_failed_load_changes_nothing(lenet):
+    before = lenet.state_dict()
+    bad = {k: torch.from_numpy(v + 1) for k, v in before.items()}
+    bad["fc1.bias"] = torch.zeros(3)
+    with pytest.raises(NetcError):
+        lenet.load_state_dict(bad)
+    assert all(np.array_equal(v, before[k]) for k, v in lenet.state_dict().items())
+
+
+def test_inputs_are_checked_before_anything_runs(lenet):
+    x = np.zeros((2, 1, 32, 32), np.float32) + 0.5
+    with pytest.raises(NetcError, match=r"input 'x' must have shape \[2, 1, 32, 32\], got \[3, 1, 32, 32\]"):
+        lenet.forward(x=np.ones((3, 1, 32, 32), np.float32))
+    with pytest.raises(NetcError, match="unknown input 'image'; LeNet takes: x, target"):
+        lenet.forward(image=x)
+    with pytest.raises(NetcError, match="missing input 'x'"):
+        lenet.forward()
+    with pytest.raises(NetcError, match="must hold floats"):
+        lenet.forward(x=x.astype(bool))
+
+
+def test_forward_without_targets_returns_outputs_only(lenet):
+    x = np.random.default_rng(0).standard_normal((2, 1, 32, 32)).astype(np.float32)
+    assert set(lenet.forward(x=x)) == {"out"}
+    assert set(lenet.forward(x=x, target=np.ones((2, 10), np.float32))) == {"out", "loss"}
+
+
+def test_float64_precision():
+    model = netc.compile(EXAMPLES / "two_layer.net", batch=2, precision="float64")
+    out = model.forward(x=np.ones((2, 1000)), y=np.ones((2, 10)))
+    assert out["y_pred"].dtype == np.float64 and out["loss"].dtype == np.float64
+
+
+def test_compile_errors():
+    with pytest.raises(NetcError, match="batch must be a positive integer, got 0"):
+        netc.compile(EXAMPLES / "lenet.net", batch=0)
+    with pytest.raises(NetcError, match="compiling LeNet needs a size for N"):
+        netc.compile(EXAMPLES / "lenet.net")
+    with pytest.raises(NetcError, match="unknown backend 'cpuu'"):
+        netc.compile(EXAMPLES / "lenet.net", batch=1, backend="cpuu")
+    with pytest.raises(NetcError, match="no such file"):
+        netc.load(EXAMPLES / "missing.net")
+
+
+def test_train_and_eval_modes_switch_graphs():
+    model = netc.compile(EXAMPLES / "resnet_tiny.net", batch=2)
+    assert model.training and model.graph.mode == "train" and model.graph.updates
+    model.eval()
+    assert not model.training and model.graph.mode == "eval" and not model.graph.updates

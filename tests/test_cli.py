@@ -1,0 +1,70 @@
+"""The netc command line, end to end, in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from netc.cli import main
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_check_prints_the_layer_table(capsys):
+    code, out, _ = run(capsys, "check", EXAMPLES / "lenet.net")
+    assert code == 0
+    assert "network LeNet checks out (symbolic: N)" in out
+    assert "conv1" in out and "[N, 6, 28, 28]" in out and "2,416" in out  # fc1: no; conv2 has 2,416 parameters
+    assert "total parameters: 61,706" in out
+
+
+def test_ir_prints_symbolic_and_concrete_graphs(capsys):
+    code, out, _ = run(capsys, "ir", EXAMPLES / "lenet.net")
+    assert code == 0 and "input x: f32[N,1,32,32]" in out and "param conv1.weight: f32[6,1,5,5]" in out
+    assert "minimize" in out and "# lenet.net:" in out
+    code, out, _ = run(capsys, "ir", EXAMPLES / "lenet.net", "--batch", 8)
+    assert code == 0 and "input x: f32[8,1,32,32]" in out
+
+
+def test_graph_text_and_dot(capsys, tmp_path):
+    code, out, _ = run(capsys, "graph", EXAMPLES / "lenet.net")
+    assert code == 0
+    assert out.splitlines()[0].startswith("x -> conv1 -> relu -> maxpool2d -> conv2")
+    code, _, _ = run(capsys, "graph", EXAMPLES / "resnet_tiny.net", "--format", "dot", "-o", tmp_path / "g.dot")
+    text = (tmp_path / "g.dot").read_text()
+    assert code == 0 and text.startswith('digraph "ResNetTiny"') and "->" in text and "layer1" in text
+
+
+def test_run_prints_outputs(capsys):
+    code, out, _ = run(capsys, "run", EXAMPLES / "cifar_net.net", "--batch", 2)
+    assert code == 0 and "logits: [2, 10] float32" in out and "loss:" in out
+
+
+def test_user_errors_exit_2_with_a_located_message(capsys, tmp_path):
+    bad = tmp_path / "bad.net"
+    bad.write_text("network Bad {\n    input x: [N, 4]\n    fc = Linear(3, 2)\n    output x -> fc\n}\n")
+    code, _, err = run(capsys, "check", bad)
+    assert code == 2
+    assert err.startswith(f"{bad}:4:17: error: fc expects 3 input features, got 4 from a tensor of shape [N, 4]")
+    assert "^" in err
+
+
+def test_missing_file_exits_2(capsys, tmp_path):
+    code, _, err = run(capsys, "check", tmp_path / "nope.net")
+    assert code == 2 and "error:" in err
+
+
+@pytest.mark.parametrize("command", ["check", "ir", "graph", "run"])
+def test_every_command_runs_on_every_example(capsys, command):
+    for path in sorted(EXAMPLES.glob("*.net")):
+        if path.name == "resnet_blocks.net":
+            continue
+        code, _, err = run(capsys, command, path)
+        assert code == 0, (path, err)

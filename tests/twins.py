@@ -1,0 +1,115 @@
+"""PyTorch twins of the example networks: the same layers under the same names, so state dicts line up."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LeNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 6, 5), nn.Conv2d(6, 16, 5)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(16 * 5 * 5, 120), nn.Linear(120, 84), nn.Linear(84, 10)
+
+    def forward(self, x, target):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = torch.flatten(x, 1)
+        out = self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+        return {"out": out, "loss": F.mse_loss(out, target)}
+
+
+class TwoLayerNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear1, self.linear2 = nn.Linear(1000, 100), nn.Linear(100, 10)
+
+    def forward(self, x, y):
+        y_pred = self.linear2(F.relu(self.linear1(x)))
+        return {"y_pred": y_pred, "loss": F.mse_loss(y_pred, y, reduction="sum")}
+
+
+class CifarNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.pool, self.conv2 = nn.Conv2d(3, 6, 5), nn.MaxPool2d(2, 2), nn.Conv2d(6, 16, 5)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(16 * 5 * 5, 120), nn.Linear(120, 84), nn.Linear(84, 10)
+
+    def forward(self, x, labels):
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = torch.flatten(x, 1)
+        logits = self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+        return {"logits": logits, "loss": F.cross_entropy(logits, labels)}
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+        self.dbn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(y + self.dbn(self.down(x)))
+
+
+class ResNetTiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.layer1, self.layer2 = BasicBlock(8, 16, stride=2), BasicBlock(16, 32, stride=2)
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(32, 10)
+
+    def forward(self, x, labels):
+        x = self.layer2(self.layer1(F.relu(self.bn(self.conv(x)))))
+        logits = self.fc(torch.flatten(self.pool(x), 1))
+        return {"logits": logits, "loss": F.cross_entropy(logits, labels)}
+
+
+class Signal1d(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv1d(2, 8, 5, padding=2), nn.BatchNorm1d(8)
+        self.conv2, self.pool, self.fc = nn.Conv1d(8, 16, 3, dilation=2), nn.AdaptiveAvgPool1d(1), nn.Linear(16, 4)
+
+    def forward(self, x, labels):
+        x = F.max_pool1d(F.relu(self.bn1(self.conv1(x))), 2)
+        logits = self.fc(torch.flatten(self.pool(F.relu(self.conv2(x))), 1))
+        return {"logits": logits, "loss": F.cross_entropy(logits, labels)}
+
+
+class Volume3d(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv3d(1, 4, 3, padding=1), nn.Conv3d(4, 8, 3)
+        self.fc = nn.Linear(8 * 2 * 2 * 2, 3)
+
+    def forward(self, x, target):
+        x = torch.tanh(self.conv2(F.max_pool3d(F.relu(self.conv1(x)), 2)))
+        out = self.fc(torch.flatten(x, 1))
+        return {"out": out, "loss": F.mse_loss(out, target)}
+
+
+# example file -> (twin class, its inputs: a float input by its shape after the batch, labels by class count)
+EXAMPLES = {
+    "lenet.net": (LeNet, {"x": (1, 32, 32), "target": (10,)}),
+    "two_layer.net": (TwoLayerNet, {"x": (1000,), "y": (10,)}),
+    "cifar_net.net": (CifarNet, {"x": (3, 32, 32), "labels": 10}),
+    "resnet_tiny.net": (ResNetTiny, {"x": (3, 16, 16), "labels": 10}),
+    "signal1d.net": (Signal1d, {"x": (2, 64), "labels": 4}),
+    "volume3d.net": (Volume3d, {"x": (1, 8, 8, 8), "target": (3,)}),
+}
+
+
+def example_inputs(spec: dict, batch: int, rng) -> dict:
+    """Random inputs for an example: standard normal floats, labels uniform over the classes."""
+    return {name: rng.integers(0, kind, size=(batch,)) if isinstance(kind, int)
+            else rng.standard_normal((batch, *kind)).astype("float32") for name, kind in spec.items()}
