@@ -51,7 +51,10 @@ def load(source: str | Path, network: str | None = None, *, text: str | None = N
     networks: dict = {}
     _collect(module, Path(path).resolve().parent, blocks, networks, seen={str(Path(path).resolve())})
     definition = _pick_network(networks, network, path)
-    graph = lower_network(definition, blocks, bindings={}, training=True)
+    try:
+        graph = lower_network(definition, blocks, bindings={}, training=True)
+    except RecursionError:
+        raise NetcError(f"{path}: the network is nested too deeply (a block that applies itself?)") from None
     verify(graph)
     return Network(definition.name, definition, blocks, graph, path)
 

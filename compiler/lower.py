@@ -53,6 +53,8 @@ def run_body(scope: Scope, body: list) -> tuple[list, list]:
             elif isinstance(stmt, ast.OutputDecl):
                 for i, expr in enumerate(stmt.values):
                     name = expr.id if isinstance(expr, ast.Name) else ("output" if i == 0 else f"output{i}")
+                    if any(name == seen for seen, _ in outputs):
+                        raise NetcError(f"output '{name}' is declared twice", expr.loc)
                     outputs.append((name, as_tensor(evaluate(scope, expr), expr.loc, "output")))
             elif isinstance(stmt, ast.Minimize):
                 minimized.append(as_tensor(evaluate(scope, stmt.value), stmt.value.loc, "minimize"))
@@ -177,13 +179,20 @@ def describe_kind(value) -> str:
 
 def call(scope: Scope, func, name: str, args: list, kwargs: dict, loc: SourceLoc):
     """Apply whatever `name` denotes: instantiate a layer class or block, or apply a layer or function."""
-    ctx = scope.ctx
     if isinstance(func, type) and issubclass(func, Layer):
         _no_tensors(args, kwargs, f"{name}(...) takes hyperparameters; apply the layer after naming it", loc)
         return instantiate(func, name, args, kwargs, loc)
     if isinstance(func, BlockDef):
         _no_tensors(args, kwargs, f"block {name}(...) takes hyperparameters; apply it after naming it", loc)
         return func.instantiate(args, kwargs, loc)
+    try:
+        return _apply(scope, func, name, args, kwargs, loc)
+    except NetcError as err:
+        raise err.with_loc(loc)  # point at the layer or function applied, not the start of the pipeline
+
+
+def _apply(scope: Scope, func, name: str, args: list, kwargs: dict, loc: SourceLoc):
+    ctx = scope.ctx
     if isinstance(func, Layer):
         first_use = func.name not in ctx.applied
         ctx.applied.add(func.name)
@@ -272,10 +281,7 @@ def lower_network(definition: ast.Definition, blocks: dict, *, bindings: dict, t
     outputs, minimized = run_body(scope, definition.body)
     if not outputs and not minimized:
         raise NetcError(f"network {definition.name} declares neither 'output' nor 'minimize'", definition.loc)
-    for name, value in outputs:
-        if name in graph.outputs:
-            raise NetcError(f"output '{name}' is declared twice", definition.loc)
-        graph.outputs[name] = value
+    graph.outputs.update(outputs)
     if len(minimized) > 1:
         raise NetcError("a network minimizes one loss; add the terms into one scalar", definition.loc)
     if minimized:

@@ -64,12 +64,16 @@ def parse(text: str, file: str = "<string>") -> ast.Module:
         raise describe_syntax_error(err, text, file, parser()) from None
     except LarkError as err:  # any other failure inside Lark is still the input's fault
         raise NetcError(f"cannot parse {file}: {err}") from None
+    except RecursionError:
+        raise NetcError(f"{file}: expressions are nested too deeply to parse") from None
     try:
         return ToAst(text, file).transform(tree)
     except VisitError as err:
         if isinstance(err.orig_exc, NetcError):
             raise err.orig_exc from None
         raise
+    except RecursionError:
+        raise NetcError(f"{file}: expressions are nested too deeply to compile") from None
 
 
 def parse_file(path: str) -> ast.Module:
