@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 import netc
+from netc.compiler.autodiff import grad
 from netc.compiler.errors import NetcError
+from netc.compiler.passes.simplify import count_values, simplify
 
 EXIT_USER_ERROR = 2
 
@@ -45,9 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     ir = command("ir", cmd_ir, "print the network's IR (symbolic sizes unless --batch is given)")
     ir.add_argument("--batch", type=int, help="bind the batch size, making every shape concrete")
     ir.add_argument("--eval", action="store_true", help="the eval-mode graph (BatchNorm running stats, no dropout)")
+    ir.add_argument("--grad", action="store_true",
+                    help="the joint forward+backward graph, simplified, with value counts before and after")
     graph = command("graph", cmd_graph, "draw the network's data flow")
     graph.add_argument("--format", choices=("text", "dot"), default="text")
     graph.add_argument("-o", "--output", type=Path, help="write to this file instead of standard output")
+    graph.add_argument("--backward", action="store_true", help="the backward pass, layer by layer (like .grad_fn)")
     run = command("run", cmd_run, "run the network forward on random inputs and print what comes out")
     run.add_argument("--batch", type=int, default=4)
     run.add_argument("--backend", default="reference")
@@ -65,17 +70,28 @@ def cmd_check(args) -> None:
 
 def cmd_ir(args) -> None:
     net = netc.load(args.file, args.network)
-    if args.batch is None and not args.eval:
-        print(net.graph)
-    else:
-        print(net.lower(netc.bindings_for(net, args.batch), training=not args.eval))
+    graph = net.graph if args.batch is None and not args.eval else \
+        net.lower(netc.bindings_for(net, args.batch), training=not args.eval)
+    if not args.grad:
+        print(graph)
+        return
+    joint = grad(graph)
+    simple = simplify(joint)
+    print(simple)
+    print(f"# {count_values(joint)} values after differentiation, {count_values(simple)} after simplification "
+          f"(dead code, common subexpressions, constants and identities removed)")
 
 
 def cmd_graph(args) -> None:
-    from netc.compiler.summary import dot_graph, text_graph
+    from netc.compiler.summary import backward_chain, dot_graph, text_graph
 
     net = netc.load(args.file, args.network)
-    text = dot_graph(net.graph) if args.format == "dot" else text_graph(net.graph)
+    if args.backward:
+        if args.format == "dot":
+            raise NetcError("--backward draws text only; drop --format dot")
+        text = backward_chain(simplify(grad(net.graph)))
+    else:
+        text = dot_graph(net.graph) if args.format == "dot" else text_graph(net.graph)
     if args.output:
         args.output.write_text(text + "\n")
     else:

@@ -87,3 +87,25 @@ def dot_graph(graph: Graph) -> str:
     lines.append("}")
     return "\n".join(lines)
 
+
+
+def backward_chain(joint: Graph) -> str:
+    """The backward pass as PyTorch users know it from `.grad_fn`: each layer's backward, in the order the
+    gradient reaches it, with the primitives each one runs and the parameter gradients it produces."""
+    stages: list[list] = []  # [scope, ops]
+    for v in joint.values:
+        if not v.scope.endswith("backward"):
+            continue
+        if stages and stages[-1][0] == v.scope:
+            stages[-1][1].append(v.op)
+        else:
+            stages.append([v.scope, [v.op]])
+    produced: dict[str, list] = {}
+    for name, v in joint.outputs.items():
+        if name.startswith("grad:"):
+            produced.setdefault(v.scope, []).append(name[len("grad:"):])
+    lines = []
+    for scope, ops in stages:
+        grads = f"  => {', '.join(produced.pop(scope))}" if scope in produced else ""
+        lines.append(f"{scope:<28} {len(ops):>3} ops: {' '.join(dict.fromkeys(ops))}{grads}")
+    return "\n".join(lines)

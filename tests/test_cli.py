@@ -68,3 +68,17 @@ def test_every_command_runs_on_every_example(capsys, command):
             continue
         code, _, err = run(capsys, command, path)
         assert code == 0, (path, err)
+
+
+def test_ir_grad_reports_simplification(capsys):
+    code, out, _ = run(capsys, "ir", EXAMPLES / "lenet.net", "--grad")
+    assert code == 0 and "output grad:conv1.weight" in out and "fold" in out
+    before, after = [int(w) for w in out.splitlines()[-1].split() if w.isdigit()]
+    assert after < before
+
+
+def test_graph_backward_lists_layers_in_reverse(capsys):
+    code, out, _ = run(capsys, "graph", EXAMPLES / "lenet.net", "--backward")
+    scopes = [line.split()[0] for line in out.splitlines()]
+    assert code == 0 and scopes[0] == "mse_loss" and scopes[-1] == "conv1"
+    assert "=> fc3.weight, fc3.bias" in out
