@@ -1,0 +1,1 @@
+"""Code generation: fused kernels rendered from Jinja2 templates to C (and CUDA), one template set for both."""

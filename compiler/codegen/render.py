@@ -1,0 +1,248 @@
+"""Kernels -> source: one Jinja2 template per kernel *shape*, one small table per target.
+
+The registry holds the math (each elementwise op's `c_expr`); the templates hold the loops; `Target` holds what
+differs between C and CUDA (the prelude: how a kernel is declared and how a thread finds its index). This module
+turns each fused kernel into the context its template needs: sizes, strides and offsets, all compile-time
+constants, since a compiled graph has one shape forever.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from ..ops import OPS
+from ..passes.fuse import INLINE_OPS, Kernel, matmul_operand, storage
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    prelude: str  # template of includes, types and the KERNEL / PARALLEL_FOR macros
+
+
+C = Target("c", "prelude_c.j2")
+CUDA = Target("cuda", "prelude_cuda.j2")
+
+_environment = None
+
+
+def environment() -> Environment:
+    global _environment
+    if _environment is None:
+        _environment = Environment(loader=PackageLoader("netc.compiler.codegen", "templates"),
+                                   undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                                   keep_trailing_newline=True)
+    return _environment
+
+
+def contiguous_strides(shape) -> tuple:
+    strides, step = [], 1
+    for d in reversed(shape):
+        strides.append(step)
+        step *= d
+    return tuple(reversed(strides))
+
+
+def literal(value, ctype: str) -> str:
+    if isinstance(value, float) and math.isinf(value):
+        return f"(({ctype})({'-' if value < 0 else ''}INFINITY))"
+    if isinstance(value, float) and math.isnan(value):
+        return f"(({ctype})NAN)"
+    return f"(({ctype}){value!r})"
+
+
+class Renderer:
+    """Renders the kernels of one graph, for one target and precision, over a planned arena."""
+
+    def __init__(self, target: Target, float_type: str, offsets: dict):
+        self.target, self.float_type, self.offsets = target, float_type, offsets
+
+    def ctype(self, dtype: str) -> str:
+        return {"f32": self.float_type, "f64": "double", "i64": "int64_t"}[dtype]
+
+    def pointer(self, v) -> str:
+        """A C expression for v's buffer in the arena (reshapes share their source's bytes)."""
+        v = storage(v)
+        return f"(({self.ctype(v.dtype)} *)(arena + {self.offsets[v.id]}))"
+
+    def render(self, kernels: list, *, network: str, mode: str, arena_bytes: int) -> str:
+        contexts = [self.context(i, k) for i, k in enumerate(kernels)]
+        return environment().get_template("module.c.j2").render(
+            kernels=contexts, target=self.target, network=network, mode=mode, arena_bytes=arena_bytes,
+            precision=self.float_type, float_type=self.float_type,
+            uses_blas=any(k.kind == "matmul" for k in kernels))
+
+    def context(self, index: int, kernel: Kernel) -> dict:
+        builder = {"elementwise": self.elementwise, "reduce": self.reduce, "matmul": self.matmul,
+                   "window": self.window, "movement": self.copy, "index": self.index, "random": self.random}
+        ctx = builder[kernel.kind](kernel)
+        ctx.update(index=index, fn=f"k{index}_{kernel.name}", summary=self.summary(kernel))
+        args = ", ".join(ctx.pop("args"))
+        ctx["call"] = f"{ctx['fn']}({args})"
+        return ctx
+
+    def summary(self, kernel: Kernel) -> str:
+        ops = ", ".join(v.op for v in kernel.values if v.op not in INLINE_OPS) or kernel.values[0].op
+        where = {f"{v.scope}" for v in kernel.values if v.scope}
+        return f"{ops} -> {', '.join(str(o.type) for o in kernel.outputs)}" + (
+            f" [{'; '.join(sorted(where))[:120]}]" if where else "")
+
+    # -- kernel shapes ---------------------------------------------------------------------------------------
+
+    def elementwise(self, kernel: Kernel) -> dict:
+        shape = kernel.values[-1].shape
+        inside = {v.id for v in kernel.values}
+        names, lines, params, args, coords = {}, [], [], [], False
+        inputs = kernel.inputs()
+        for j, x in enumerate(inputs):
+            params.append(f"const {self.ctype(x.dtype)} *RESTRICT in{j}")
+            args.append(self.pointer(x))
+        slot = {x.id: j for j, x in enumerate(inputs)}
+        for v in kernel.values:
+            ctype = self.ctype(v.dtype)
+            name = names[v.id] = f"v{v.id}"
+            if v.op == "full":
+                expr = literal(v.attrs["value"], ctype)
+            elif v.op == "broadcast_to":
+                (x,) = v.inputs
+                if x.id in inside:
+                    expr = names[x.id]  # a broadcast of a scalar computed here
+                else:
+                    expr, coords = f"in{slot[x.id]}[{self.broadcast_offset(x.shape, shape)}]", True
+            else:
+                operands = [names[i.id] if i.id in inside else f"in{slot[i.id]}[i]" for i in v.inputs]
+                expr = OPS[v.op].c_expr.format(*operands)
+            lines.append(f"const {ctype} {name} = ({ctype})({expr});")
+        for j, out in enumerate(kernel.outputs):
+            params.append(f"{self.ctype(out.dtype)} *RESTRICT out{j}")
+            args.append(self.pointer(out))
+            lines.append(f"out{j}[i] = {names[out.id]};")
+        dims = [{"axis": a, "size": d} for a, d in reversed(list(enumerate(shape)))] if coords else []
+        return dict(template="elementwise.j2", params=params, args=args, lines=lines, coords=dims,
+                    size=math.prod(shape))
+
+    @staticmethod
+    def broadcast_offset(source, target) -> str:
+        """The index into a broadcast source, from the coordinates c0, c1, ... of the target."""
+        lead = len(target) - len(source)
+        strides = contiguous_strides(source)
+        terms = [f"c{lead + a} * {s}" for a, (d, s) in enumerate(zip(source, strides)) if d != 1]
+        return " + ".join(terms) or "0"
+
+    def reduce(self, kernel: Kernel) -> dict:
+        (v,) = kernel.values
+        (x,) = v.inputs
+        strides = contiguous_strides(x.shape)
+        axes = set(v.attrs["axes"])
+        kept = [{"size": d, "stride": s} for a, (d, s) in enumerate(zip(x.shape, strides)) if a not in axes]
+        reduced = [{"size": x.shape[a], "stride": strides[a]} for a in sorted(axes)]
+        ctype = self.ctype(v.dtype)
+        is_sum = v.op == "reduce_sum"
+        acc = "double" if ctype != "int64_t" and is_sum else ctype  # sums accumulate in double
+        return dict(template="reduce.j2", ctype=ctype, acc_type=acc, kept=kept[::-1], reduced=reduced,
+                    init="0" if is_sum else "-INFINITY", combine="acc + v" if is_sum else "(v > acc || v != v) ? v : acc",
+                    size=math.prod(v.shape), args=[self.pointer(x), self.pointer(v)])
+
+    def matmul(self, kernel: Kernel) -> dict:
+        (v,) = kernel.values
+        a, b = v.inputs
+        (a_src, trans_a), (b_src, trans_b) = matmul_operand(a), matmul_operand(b)
+        m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+        batch_shape = v.shape[:-2]
+        dims = []
+        a_strides = self.batch_strides(a, a_src, m * k)
+        b_strides = self.batch_strides(b, b_src, k * n)
+        for d, sa, sb in reversed(list(zip(batch_shape, a_strides, b_strides))):
+            dims.append({"size": d, "a_stride": sa, "b_stride": sb})
+        gemm = "dgemm" if self.ctype(v.dtype) == "double" else "sgemm"
+        return dict(template="matmul.j2", batch=math.prod(batch_shape), batch_dims=dims, gemm=gemm,
+                    trans_a="CblasTrans" if trans_a else "CblasNoTrans",
+                    trans_b="CblasTrans" if trans_b else "CblasNoTrans",
+                    m=m, n=n, k=k, lda=m if trans_a else k, ldb=k if trans_b else n,
+                    args=[self.pointer(a_src), self.pointer(b_src), self.pointer(v)])
+
+    @staticmethod
+    def batch_strides(x, source, matrix: int) -> tuple:
+        batch = x.shape[:-2]
+        return tuple(s * matrix for s in contiguous_strides(batch)) if batch else ()
+
+    def window(self, kernel: Kernel) -> dict:
+        (v,) = kernel.values
+        (x,) = v.inputs
+        if v.op == "unfold":
+            spatial, cols = x.shape[2:], v
+        else:
+            spatial, cols = v.attrs["spatial"], x
+        attrs = v.attrs
+        out = _window_counts(spatial, attrs)
+        in_strides = contiguous_strides(spatial)
+        dims = [{"axis": i, "kernel": attrs["kernel"][i], "stride": attrs["stride"][i],
+                 "padding": attrs["padding"][i], "dilation": attrs["dilation"][i], "out": out[i],
+                 "size": spatial[i], "in_stride": in_strides[i]} for i in range(len(spatial))]
+        ctx = dict(template=f"{v.op}.j2", planes=cols.shape[0] * cols.shape[1], in_plane=math.prod(spatial),
+                   K=cols.shape[2], L=cols.shape[3], dims=dims, args=[self.pointer(x), self.pointer(v)])
+        if v.op == "unfold":
+            ctx["pad_value"] = literal(float(attrs["pad_value"]), "real")
+        return ctx
+
+    def copy(self, kernel: Kernel) -> dict:
+        (v,) = kernel.values
+        out_strides = contiguous_strides(v.shape)
+        pieces, fill = [], None
+        if v.op == "transpose":
+            in_strides = contiguous_strides(v.inputs[0].shape)
+            pieces.append(_piece(0, v.shape, [in_strides[p] for p in v.attrs["perm"]], out_strides, 0, 0))
+        elif v.op == "slice":
+            in_strides = contiguous_strides(v.inputs[0].shape)
+            base = sum(s * st for s, st in zip(v.attrs["starts"], in_strides))
+            pieces.append(_piece(0, v.shape, in_strides, out_strides, base, 0))
+        elif v.op == "pad":
+            fill = literal(float(v.attrs["value"]), self.ctype(v.dtype))
+            x = v.inputs[0]
+            base = sum(lo * st for (lo, _), st in zip(v.attrs["pads"], out_strides))
+            pieces.append(_piece(0, x.shape, contiguous_strides(x.shape), out_strides, 0, base))
+        elif v.op == "concat":
+            axis, start = v.attrs["axis"], 0
+            for j, x in enumerate(v.inputs):
+                pieces.append(_piece(j, x.shape, contiguous_strides(x.shape), out_strides, 0,
+                                     start * out_strides[axis]))
+                start += x.shape[axis]
+        else:
+            raise AssertionError(f"no copy kernel for {v.op}")
+        ctype = self.ctype(v.dtype)
+        params = [f"const {ctype} *RESTRICT in{j}" for j in range(len(v.inputs))] + [f"{ctype} *RESTRICT out"]
+        return dict(template="copy.j2", params=params, pieces=pieces, fill=fill, out_size=math.prod(v.shape),
+                    args=[self.pointer(x) for x in v.inputs] + [self.pointer(v)])
+
+    def index(self, kernel: Kernel) -> dict:
+        (v,) = kernel.values
+        ctx = dict(template="index.j2", op=v.op, args=[self.pointer(x) for x in v.inputs] + [self.pointer(v)])
+        if v.op == "one_hot":
+            return ctx | dict(ctype=self.ctype(v.dtype), rows=math.prod(v.inputs[0].shape),
+                              classes=v.attrs["num_classes"])
+        table_or_g, idx = v.inputs
+        width = math.prod(v.shape[idx.rank:]) if v.op == "take" else math.prod(v.shape[1:])
+        table_rows = table_or_g.shape[0] if v.op == "take" else v.attrs["rows"]
+        return ctx | dict(ctype=self.ctype(v.dtype), rows=math.prod(idx.shape), width=width,
+                          table_rows=table_rows)
+
+    def random(self, kernel: Kernel) -> dict:
+        (v,) = kernel.values
+        return dict(template="random.j2", ctype=self.ctype(v.dtype), stream=v.attrs["stream"],
+                    size=math.prod(v.shape), args=[self.pointer(v.inputs[0]), self.pointer(v)])
+
+
+def _piece(index: int, shape, in_strides, out_strides, in_base: int, out_base: int) -> dict:
+    """One strided copy: each element of `shape` from `in{index}` to out, both addressed by strides."""
+    out_strides = out_strides[len(out_strides) - len(shape):] if len(out_strides) >= len(shape) else out_strides
+    dims = [{"size": d, "in_stride": si, "out_stride": so}
+            for d, si, so in reversed(list(zip(shape, in_strides, out_strides)))]
+    return {"input": f"in{index}", "size": math.prod(shape), "dims": dims, "in_base": in_base, "out_base": out_base}
+
+
+def _window_counts(spatial, attrs) -> tuple:
+    return tuple((s + 2 * p - d * (k - 1) - 1) // st + 1 for s, k, st, p, d in
+                 zip(spatial, attrs["kernel"], attrs["stride"], attrs["padding"], attrs["dilation"]))

@@ -1,0 +1,118 @@
+"""The CPU backend: fused kernels rendered to C, compiled once, run as one native call per step.
+
+Preparing a graph fuses it into kernels, plans one arena for every buffer (inputs, parameters, intermediates,
+outputs) at offsets fixed at compile time, renders the C source and builds it (through the compile cache). Each
+run copies the feeds into their arena slots, makes one call into native code — every kernel in order — and
+copies the roots out.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from netc.compiler.codegen.render import C, Renderer
+from netc.compiler.errors import NetcError
+from netc.compiler.ir import LEAF_OPS
+from netc.compiler.passes.fuse import fuse, reads, storage
+from netc.compiler.passes.memory import Buffer, plan_memory
+
+from .cache import build_shared_library, load_library
+
+FLOAT_TYPES = {"float32": ("float", np.float32), "float64": ("double", np.float64)}
+ITEM_BYTES = {"float": 4, "double": 8, "int64_t": 8}
+
+
+@dataclass
+class CompiledStep:
+    """A graph compiled for the CPU: its kernels, arena plan, source and native entry point."""
+
+    kernels: list
+    offsets: dict  # value id -> byte offset in the arena
+    arena_bytes: int
+    naive_bytes: int
+    source: str
+    entry: object  # ctypes function: int netc_run(char *arena)
+
+
+def blas_build_options() -> dict:
+    """How to link the OpenBLAS that pip installs (scipy-openblas32), whose symbols carry a scipy_ prefix."""
+    try:
+        import scipy_openblas32 as blas
+    except ImportError:
+        raise NetcError("the cpu backend needs scipy-openblas32: pip install scipy-openblas32") from None
+    lib_dir = blas.get_lib_dir()
+    return dict(include_dirs=(blas.get_include_dir(),), library_dirs=(lib_dir,), libraries=(blas.get_library(),),
+                flags=(f"-Wl,-rpath,{lib_dir}", "-Dcblas_sgemm=scipy_cblas_sgemm", "-Dcblas_dgemm=scipy_cblas_dgemm"))
+
+
+def compile_step(graph, roots, precision: str) -> CompiledStep:
+    float_type, _ = FLOAT_TYPES[precision]
+    kernels = fuse(graph, roots)
+    buffers = _buffers(graph, kernels, roots, float_type)
+    plan = plan_memory(list(buffers.values()))
+    offsets = {vid: plan.offsets[vid] for vid in buffers}
+    source = Renderer(C, float_type, offsets).render(kernels, network=graph.name, mode=graph.mode,
+                                                     arena_bytes=plan.arena_bytes)
+    library = load_library(build_shared_library(source, name=f"netc_{graph.name.lower()}", **blas_build_options()))
+    entry = library.netc_run
+    entry.argtypes, entry.restype = [ctypes.c_void_p], ctypes.c_int64
+    return CompiledStep(kernels, offsets, plan.arena_bytes, plan.naive_bytes, source, entry)
+
+
+def _buffers(graph, kernels, roots, float_type: str) -> dict:
+    """One Buffer per stored value: leaves and exposed values live throughout; intermediates from the kernel
+    that writes them to the last kernel that reads them."""
+    end = len(kernels)
+    first, last = {}, {}
+    for v in graph.live_values(roots):
+        if v.op in LEAF_OPS:
+            first[v.id], last[v.id] = -1, end
+    for index, kernel in enumerate(kernels):
+        for out in kernel.outputs:
+            first.setdefault(out.id, index)
+            last.setdefault(out.id, index)
+        for x in reads(kernel):
+            last[x.id] = max(last.get(x.id, index), index)
+    for r in roots:
+        last[storage(r).id] = end
+    values = {v.id: v for v in graph.values}
+    return {vid: Buffer(vid, _nbytes(values[vid], float_type), first[vid], last[vid]) for vid in first}
+
+
+def _nbytes(v, float_type: str) -> int:
+    item = 8 if v.dtype in ("i64", "f64") else ITEM_BYTES[float_type]
+    return max(item * math.prod(v.shape), item)
+
+
+class CpuBackend:
+    name = "cpu"
+
+    def prepare(self, graph, roots, precision: str):
+        step = compile_step(graph, roots, precision)
+        arena = np.zeros(step.arena_bytes + 64, dtype=np.uint8)
+        base = arena.ctypes.data
+        _, float_np = FLOAT_TYPES[precision]
+
+        def view(v) -> np.ndarray:
+            dtype = {"i64": np.int64, "f64": np.float64}.get(v.dtype, float_np)
+            src = storage(v)
+            offset = step.offsets[src.id]
+            count = math.prod(src.shape)
+            return arena[offset:offset + count * np.dtype(dtype).itemsize].view(dtype).reshape(v.shape)
+
+        leaves = [v for v in graph.live_values(roots) if v.op in LEAF_OPS]
+
+        def run(feeds: dict) -> dict:
+            for leaf in leaves:
+                view(leaf)[...] = feeds[leaf.attrs["name"]]
+            status = step.entry(base)
+            if status:
+                raise NetcError(f"an index input is out of range (element {status - 1} of the batch)")
+            return {r.id: view(r).copy() for r in roots}
+
+        run.step = step  # for reports: kernels, arena bytes, source
+        return run
