@@ -12,8 +12,9 @@ from pathlib import Path
 
 from netc.compiler.errors import NetcError
 from netc.compiler.frontend import Network, load
+from netc.runtime import optim
 
-__all__ = ["NetcError", "Network", "bindings_for", "compile", "load"]
+__all__ = ["NetcError", "Network", "bindings_for", "compile", "load", "optim"]
 __version__ = "0.1.0"
 
 

@@ -24,7 +24,13 @@ class ReferenceBackend:
         return run
 
 
-BACKENDS = {"reference": ReferenceBackend}
+def _cpu():
+    from .cpu import CpuBackend  # imported on demand: it brings in the code generator
+
+    return CpuBackend()
+
+
+BACKENDS = {"reference": ReferenceBackend, "cpu": _cpu}
 
 
 def get_backend(name: str):

@@ -20,6 +20,7 @@ from netc.compiler.shapes import format_shape
 from .backends import get_backend
 from .reference import FLOAT
 from .state import check_state_dict, initial_value, to_numpy
+from .trainer import Trainer
 
 
 class Model:
@@ -120,6 +121,11 @@ class Model:
         roots = [v for k, v in joint.outputs.items() if k.startswith("hvp:")]
         results = self._run(joint, roots, feeds)
         return {k[len("hvp:"):]: results[v.id] for k, v in joint.outputs.items() if k.startswith("hvp:")}
+
+    def trainer(self, optimizer):
+        """A Trainer that runs whole training steps (forward, backward and the update of every parameter by
+        `optimizer`, a netc.optim optimiser) as one graph; see runtime/trainer.py."""
+        return Trainer(self, optimizer)
 
     def _run(self, graph, roots, inputs: dict) -> dict:
         """Check and feed the inputs the roots need, run, and apply buffer updates in train mode."""

@@ -95,7 +95,7 @@ class Renderer:
     def elementwise(self, kernel: Kernel) -> dict:
         shape = kernel.values[-1].shape
         inside = {v.id for v in kernel.values}
-        names, lines, params, args, coords = {}, [], [], [], False
+        names, lines, params, args, used_axes = {}, [], [], [], set()
         inputs = kernel.inputs()
         for j, x in enumerate(inputs):
             params.append(f"const {self.ctype(x.dtype)} *RESTRICT in{j}")
@@ -111,7 +111,9 @@ class Renderer:
                 if x.id in inside:
                     expr = names[x.id]  # a broadcast of a scalar computed here
                 else:
-                    expr, coords = f"in{slot[x.id]}[{self.broadcast_offset(x.shape, shape)}]", True
+                    offset, axes = self.broadcast_offset(x.shape, shape)
+                    expr = f"in{slot[x.id]}[{offset}]"
+                    used_axes |= axes
             else:
                 operands = [names[i.id] if i.id in inside else f"in{slot[i.id]}[i]" for i in v.inputs]
                 expr = OPS[v.op].c_expr.format(*operands)
@@ -120,17 +122,20 @@ class Renderer:
             params.append(f"{self.ctype(out.dtype)} *RESTRICT out{j}")
             args.append(self.pointer(out))
             lines.append(f"out{j}[i] = {names[out.id]};")
-        dims = [{"axis": a, "size": d} for a, d in reversed(list(enumerate(shape)))] if coords else []
+        # Decompose i into coordinates from the last axis down to the first one a broadcast load needs.
+        lowest = min(used_axes, default=len(shape))
+        dims = [{"axis": a, "size": shape[a], "used": a in used_axes} for a in range(len(shape) - 1, lowest - 1, -1)]
         return dict(template="elementwise.j2", params=params, args=args, lines=lines, coords=dims,
                     size=math.prod(shape))
 
     @staticmethod
-    def broadcast_offset(source, target) -> str:
-        """The index into a broadcast source, from the coordinates c0, c1, ... of the target."""
+    def broadcast_offset(source, target) -> tuple:
+        """The index into a broadcast source from the target's coordinates c0, c1, ..., and the axes it uses."""
         lead = len(target) - len(source)
         strides = contiguous_strides(source)
+        axes = {lead + a for a, d in enumerate(source) if d != 1}
         terms = [f"c{lead + a} * {s}" for a, (d, s) in enumerate(zip(source, strides)) if d != 1]
-        return " + ".join(terms) or "0"
+        return " + ".join(terms) or "0", axes
 
     def reduce(self, kernel: Kernel) -> dict:
         (v,) = kernel.values
@@ -144,7 +149,7 @@ class Renderer:
         acc = "double" if ctype != "int64_t" and is_sum else ctype  # sums accumulate in double
         return dict(template="reduce.j2", ctype=ctype, acc_type=acc, kept=kept[::-1], reduced=reduced,
                     init="0" if is_sum else "-INFINITY", combine="acc + v" if is_sum else "(v > acc || v != v) ? v : acc",
-                    size=math.prod(v.shape), args=[self.pointer(x), self.pointer(v)])
+                    size=math.prod(v.shape), work=math.prod(x.shape), args=[self.pointer(x), self.pointer(v)])
 
     def matmul(self, kernel: Kernel) -> dict:
         (v,) = kernel.values

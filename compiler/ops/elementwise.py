@@ -71,7 +71,7 @@ unary("rsqrt", lambda x: 1 / np.sqrt(x), torch.rsqrt, "(1 / sqrt({0}))",
       lambda g, out, x: [-0.5 * g * out / x], low=0.1, high=3.0)
 unary("abs", np.abs, torch.abs, "fabs({0})", lambda g, out, x: [g * B.sign(x)], float_only=False)
 unary("sign", np.sign, torch.sign, "(({0} > 0) - ({0} < 0))", no_grad, float_only=False)
-unary("relu", lambda x: np.maximum(x, 0).astype(x.dtype), torch.relu, "fmax({0}, 0)",
+unary("relu", lambda x: np.maximum(x, 0).astype(x.dtype), torch.relu, "fmax({0}, 0.0f)",
       lambda g, out, x: [B.where(B.gt(out, 0), g, 0)])  # 0 at 0, as PyTorch
 unary("sigmoid", lambda x: 1 / (1 + np.exp(-x)), torch.sigmoid, "(1 / (1 + exp(-{0})))",
       lambda g, out, x: [g * out * (1 - out)], low=-6, high=6)

@@ -1,0 +1,139 @@
+"""netc against PyTorch, side by side in one run: every example, inference and a training step, at batch 1
+and 64, with compile times and memory. Prints a Markdown table (BENCHMARKS.md holds the latest one).
+
+    python3 benchmarks/bench.py                  # netc cpu vs PyTorch eager
+    python3 benchmarks/bench.py --torch-compile  # and torch.compile (slow to compile on a small machine)
+
+Timings are medians of repeated runs after warm-up, so they compare steady states; ratios above 1 mean netc is
+faster. Nothing here asserts a speed: it measures and reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from twins import EXAMPLES, example_inputs  # noqa: E402
+
+import netc  # noqa: E402
+from netc.runtime.optim import SGD  # noqa: E402
+
+
+def median_seconds(fn, warmup: int = 3, min_time: float = 0.5, max_runs: int = 200) -> float:
+    for _ in range(warmup):
+        fn()
+    times, start = [], time.perf_counter()
+    while len(times) < 5 or (time.perf_counter() - start < min_time and len(times) < max_runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def torch_step(twin, inputs, optimizer):
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        twin(**inputs)["loss"].backward()
+        optimizer.step()
+    return step
+
+
+def bench_example(name: str, batch: int, with_compile: bool) -> dict:
+    twin_class, spec = EXAMPLES[name]
+    torch.manual_seed(0)
+    twin = twin_class()
+    arrays = example_inputs(spec, batch, np.random.default_rng(0))
+    tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    row = {"example": name.removesuffix(".net"), "batch": batch}
+
+    start = time.perf_counter()
+    model = netc.compile(ROOT / "examples" / name, batch=batch, backend="cpu")
+    model.load_state_dict(twin.state_dict())
+    trainer = model.trainer(SGD(lr=0.01, momentum=0.9))
+    trainer.step(**arrays)  # builds the training step
+    row["compile_s"] = time.perf_counter() - start
+    row["netc_train"] = median_seconds(lambda: trainer.step(**arrays))
+    model.eval()
+    row["netc_infer"] = median_seconds(lambda: model.forward(**arrays))
+    step = next(s for s in trainer_steps(trainer))
+    row["arena_kib"], row["naive_kib"] = step.arena_bytes / 1024, step.naive_bytes / 1024
+    row["kernels"] = len(step.kernels)
+
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9)
+    row["eager_train"] = median_seconds(torch_step(twin.train(), tensors, optimizer))
+    with torch.no_grad():
+        twin.eval()
+        row["eager_infer"] = median_seconds(lambda: twin(**tensors))
+    if with_compile:
+        compiled = torch.compile(twin.train())
+        optimizer = torch.optim.SGD(compiled.parameters(), lr=0.01, momentum=0.9)
+        row["compiled_train"] = median_seconds(torch_step(compiled, tensors, optimizer), warmup=2)
+    return row
+
+
+def trainer_steps(trainer):
+    """The compiled steps behind a trainer (for kernel counts and arena sizes)."""
+    for run in trainer.model._prepared.values():
+        if hasattr(run, "step"):
+            yield run.step
+
+
+def compile_times(name: str) -> tuple:
+    """Cold (empty cache) and cached compile times of the example's training step, at batch 64."""
+    times = []
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["NETC_CACHE_DIR"] = cache
+        for _ in range(2):
+            start = time.perf_counter()
+            model = netc.compile(ROOT / "examples" / name, batch=64, backend="cpu")
+            trainer = model.trainer(SGD(lr=0.01))
+            arrays = example_inputs(EXAMPLES[name][1], 64, np.random.default_rng(0))
+            trainer.step(**arrays)
+            times.append(time.perf_counter() - start)
+        del os.environ["NETC_CACHE_DIR"]
+    return tuple(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--torch-compile", action="store_true")
+    parser.add_argument("--examples", nargs="*", default=sorted(EXAMPLES))
+    parser.add_argument("--batches", nargs="*", type=int, default=[1, 64])
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}; "
+          f"C compiler: {shutil.which(os.environ.get('CC', 'cc'))}\n")
+    header = ("| example | batch | kernels | train: netc ms | eager ms | speed-up | infer: netc ms | eager ms | "
+              "speed-up | arena KiB | naive KiB |" + (" compile train ms | vs compile |" if args.torch_compile else ""))
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for name in args.examples:
+        for batch in args.batches:
+            r = bench_example(name, batch, args.torch_compile)
+            line = (f"| {r['example']} | {batch} | {r['kernels']} | {r['netc_train'] * 1e3:.3f} | "
+                    f"{r['eager_train'] * 1e3:.3f} | {r['eager_train'] / r['netc_train']:.2f}x | "
+                    f"{r['netc_infer'] * 1e3:.3f} | {r['eager_infer'] * 1e3:.3f} | "
+                    f"{r['eager_infer'] / r['netc_infer']:.2f}x | {r['arena_kib']:.0f} | {r['naive_kib']:.0f} |")
+            if args.torch_compile:
+                line += f" {r['compiled_train'] * 1e3:.3f} | {r['compiled_train'] / r['netc_train']:.2f}x |"
+            print(line, flush=True)
+    print("\n| example | cold compile s | cached compile s |\n|---|---|---|")
+    for name in args.examples:
+        cold, cached = compile_times(name)
+        print(f"| {name.removesuffix('.net')} | {cold:.2f} | {cached:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Training steps as one graph: forward, backward and the optimiser's update, run together.
+
+    trainer = model.trainer(netc.optim.SGD(lr=0.01, momentum=0.9))
+    for images, labels in batches:
+        loss = trainer.step(x=images, labels=labels)      # a Python float
+    trainer.lr = 0.001                                      # fed to the same graph from the next step on
+    checkpoint = {"model": model.state_dict(), "optimizer": trainer.state_dict()}
+
+The step graph is built once per (mode, optimiser settings other than lr), simplified, and reused every step:
+its roots are the loss, the new value of every parameter, and every buffer update (BatchNorm's running
+statistics and the optimiser's state), with the contract described in runtime/optim.py. The trainer keeps the
+optimiser's state; the model keeps the parameters and buffers, which each step writes back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from netc.compiler.autodiff import grad
+from netc.compiler.errors import NetcError
+from netc.compiler.passes.simplify import simplify
+
+from .optim import LR_INPUT, NEW_PREFIX, STATE_PREFIX, STEP_BUFFER, Optimizer, check_lr, state_name
+from .state import initial_value, to_numpy
+
+
+def build_step_graph(graph, optimizer: Optimizer):
+    """The simplified training step of a network's graph: forward, backward and `optimizer`'s update."""
+    if graph.loss is None:
+        raise NetcError(f"{graph.name} has no 'minimize' statement, so there is nothing to train",
+                        hint="add a line such as `minimize loss` naming the scalar to minimise")
+    if not graph.params:
+        raise NetcError(f"{graph.name} has no parameters to train")
+    joint = optimizer.append_update(grad(graph))
+    # A step returns only the loss: the gradients and the declared outputs stay intermediate values.
+    joint.outputs = {name: v for name, v in joint.outputs.items() if name.startswith(NEW_PREFIX)}
+    return simplify(joint)
+
+
+class Trainer:
+    """Runs training steps of `model` with `optimizer`; holds the optimiser's state and the learning rate."""
+
+    def __init__(self, model, optimizer: Optimizer):
+        if not isinstance(optimizer, Optimizer):
+            raise NetcError(f"model.trainer needs a netc.optim optimiser (SGD, Adam, AdamW), "
+                            f"got {type(optimizer).__name__}")
+        self.model, self.optimizer = model, optimizer
+        self._lr = optimizer.lr
+        graph = self.graph  # built now, so a network that cannot be trained fails here, not at the first step
+        self._state = self._initial_state(graph)
+
+    @property
+    def lr(self) -> float:
+        return self._lr
+
+    @lr.setter
+    def lr(self, value) -> None:
+        self._lr = check_lr(value, type(self.optimizer).__name__)
+
+    @property
+    def graph(self):
+        """The training step's IR for the model's current mode."""
+        model = self.model
+        network = model.graph
+        key = ("step", network.mode, self.optimizer.signature)
+        if key not in model._joint:  # shared by the model's trainers: lr is an input, not part of the graph
+            model._joint[key] = build_step_graph(network, self.optimizer)
+        return model._joint[key]
+
+    def step(self, **inputs) -> float:
+        """One training step on a batch (every input of the network, by name); returns the loss."""
+        model, graph = self.model, self.graph
+        roots = graph.roots()
+        results = model._executable(graph, roots)(self._feeds(graph, inputs))
+        for name, value in graph.updates.items():
+            (self._state if name.startswith(STATE_PREFIX) else model._state)[name] = results[value.id]
+        for name in graph.params:
+            model._state[name] = results[graph.outputs[NEW_PREFIX + name].id]
+        if model.training:
+            model._step += 1
+        return float(results[graph.loss.id])
+
+    def _feeds(self, graph, inputs: dict) -> dict:
+        model = self.model
+        names = model.input_names()
+        unknown = [name for name in inputs if name not in names]
+        if unknown:
+            raise NetcError(f"unknown input '{unknown[0]}'; {graph.name} takes: {', '.join(names)}")
+        missing = [name for name in names if name not in inputs]
+        if missing:
+            raise NetcError(f"a training step needs every input; missing: {', '.join(missing)}")
+        feeds = {name: model._check_input(name, graph.inputs[name], inputs[name]) for name in names}
+        feeds["__seed__"] = np.int64(model.seed * 1_000_003 + model._step)  # dropout's seed, as Model._run's
+        feeds[LR_INPUT] = np.float64(self._lr)
+        feeds.update(model._state)
+        feeds.update(self._state)
+        return feeds
+
+    def _initial_state(self, graph) -> dict:
+        float_type = self.model._float
+        return {name: initial_value(graph.specs[name], None, float_type)
+                for name in graph.buffers if name.startswith(STATE_PREFIX)}
+
+    # -- checkpoints, in torch.optim's layout (parameters by name rather than by index) -----------------------
+
+    def state_dict(self) -> dict:
+        """{"state": {param: {"step": ..., "exp_avg": ..., ...}}, "param_groups": [{"lr": ..., ...}]}, as copies.
+
+        As in torch, "state" is empty until the first step. netc keeps one step count for all parameters."""
+        params = list(self.model.graph.params)
+        step = self._state[STEP_BUFFER]
+        state = {}
+        if step > 0:
+            for name in params:
+                entry = {"step": step.copy()}
+                entry.update({key: self._state[state_name(key, name)].copy() for key in self.optimizer.state_keys})
+                state[name] = entry
+        return {"state": state, "param_groups": [self.optimizer.param_group(self._lr, params)]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Resume from `state_dict()`'s output: the learning rate and the optimiser's state. The other settings
+        must equal this trainer's optimiser's, as the compiled step depends on them; everything is checked
+        before anything changes."""
+        params = list(self.model.graph.params)
+        lr = self._check_param_groups(state_dict, params)
+        incoming = state_dict["state"]
+        if not incoming:
+            state = self._initial_state(self.graph)
+        else:
+            state = self._check_state(incoming, params)
+        self._state, self._lr = state, lr
+
+    def _check_param_groups(self, state_dict, params: list) -> float:
+        kind = type(self.optimizer).__name__
+        if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
+            raise NetcError("load_state_dict: expected a dict with keys 'state' and 'param_groups', as "
+                            "trainer.state_dict() returns")
+        groups = state_dict["param_groups"]
+        if len(groups) != 1:
+            raise NetcError(f"load_state_dict: netc trains one parameter group, got {len(groups)}")
+        group = dict(groups[0])
+        lr, names = group.pop("lr", None), group.pop("params", None)
+        expected = self.optimizer.param_group(0.0, params)
+        del expected["lr"], expected["params"]
+        differences = [f"{key}={group.get(key)!r} (this {kind} has {value!r})" for key, value in expected.items()
+                       if _normalise(group.get(key)) != _normalise(value)]
+        if differences or set(group) != set(expected):
+            raise NetcError(f"load_state_dict: the checkpoint's optimiser settings differ: {', '.join(differences)}"
+                            if differences else f"load_state_dict: the checkpoint is not from {kind}",
+                            hint=f"create the trainer with the {kind} settings the checkpoint was saved with")
+        if list(names or ()) != params:
+            raise NetcError("load_state_dict: the checkpoint's parameters differ from the model's")
+        return check_lr(lr, kind)
+
+    def _check_state(self, incoming: dict, params: list) -> dict:
+        keys = {"step", *self.optimizer.state_keys}
+        if set(incoming) != set(params):
+            raise NetcError("load_state_dict: 'state' must hold an entry for every parameter, or none")
+        problems, state, steps = [], {}, set()
+        for name in params:
+            entry = incoming[name]
+            if set(entry) != keys:
+                problems.append(f"{name}: expected {', '.join(sorted(keys))}, got {', '.join(sorted(entry))}")
+                continue
+            steps.add(float(to_numpy(entry["step"])))
+            for key in self.optimizer.state_keys:
+                array, current = to_numpy(entry[key]), self._state[state_name(key, name)]
+                if array.shape != current.shape:
+                    problems.append(f"{name}.{key}: expected shape {list(current.shape)}, got {list(array.shape)}")
+                state[state_name(key, name)] = np.array(array, dtype=current.dtype)
+        if len(steps) > 1:
+            problems.append(f"the parameters' step counts differ ({sorted(steps)}); netc keeps one for all")
+        if problems:
+            raise NetcError("load_state_dict: " + "; ".join(problems))
+        state[STEP_BUFFER] = np.array(steps.pop(), dtype=np.float64)
+        return state
+
+
+def _normalise(value):
+    """Settings compare equal across a checkpoint's round trip (lists for tuples, 0 for 0.0)."""
+    return tuple(value) if isinstance(value, list) else value

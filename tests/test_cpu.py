@@ -1,0 +1,100 @@
+"""The cpu backend (fused kernels rendered to C) against PyTorch and the reference interpreter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from twins import EXAMPLES, example_inputs
+
+import netc
+from netc import NetcError
+from netc.compiler.autodiff import grad
+from netc.compiler.passes.fuse import fuse
+from netc.compiler.passes.simplify import simplify
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _models(name: str, training: bool, batch: int = 4):
+    twin_class, spec = EXAMPLES[name]
+    torch.manual_seed(0)
+    twin = twin_class().train(training)
+    model = netc.compile(EXAMPLES_DIR / name, batch=batch, backend="cpu").train(training)
+    model.load_state_dict(twin.state_dict())
+    return twin, model, example_inputs(spec, batch, np.random.default_rng(5))
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_forward_and_gradients_match_pytorch(name, training):
+    twin, model, inputs = _models(name, training)
+    got = model.gradients(**inputs)
+    out = twin(**{k: torch.from_numpy(v) for k, v in inputs.items()})
+    out["loss"].backward()
+    np.testing.assert_allclose(got["loss"], out["loss"].item(), rtol=1e-5)
+    expected = {k: p.grad.numpy() for k, p in twin.named_parameters()}
+    largest = max(np.abs(v).max() for v in expected.values())
+    for key, value in expected.items():
+        assert np.abs(got[key] - value).max() <= 1e-4 * max(np.abs(value).max(), 1e-3 * largest), key
+    forward = model.forward(**inputs)
+    for key in forward:
+        np.testing.assert_allclose(forward[key], out[key].detach().numpy(), rtol=1e-4, atol=1e-6)
+    state = model.state_dict()  # BatchNorm running statistics, updated by the native code
+    for key, value in twin.state_dict().items():
+        if "running" in key:  # torch ran one forward, netc two (gradients, then forward): compare after one
+            continue
+        np.testing.assert_allclose(state[key], value.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_float64_matches_the_reference_to_rounding():
+    ref = netc.compile(EXAMPLES_DIR / "resnet_tiny.net", batch=2, precision="float64")
+    cpu = netc.compile(EXAMPLES_DIR / "resnet_tiny.net", batch=2, backend="cpu", precision="float64")
+    cpu.load_state_dict(ref.state_dict())
+    inputs = example_inputs(EXAMPLES["resnet_tiny.net"][1], 2, np.random.default_rng(0))
+    a, b = ref.gradients(**inputs), cpu.gradients(**inputs)
+    for key in a:
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-9, atol=1e-13, err_msg=key)
+
+
+def test_dropout_draws_the_same_bits_as_the_reference(tmp_path):
+    path = tmp_path / "d.net"
+    path.write_text("network D {\n    input x: [N, 64]\n    drop = Dropout(0.3)\n    output x -> drop\n}\n")
+    x = np.ones((3, 64), np.float32)
+    ref, cpu = netc.compile(path, batch=3, seed=4), netc.compile(path, batch=3, backend="cpu", seed=4)
+    for _ in range(2):  # two steps: two different masks, the same on both backends
+        a, b = ref.forward(x=x)["drop"], cpu.forward(x=x)["drop"]
+        assert np.array_equal(a, b) and 0 < np.count_nonzero(a) < a.size
+
+
+def test_out_of_range_indices_are_an_error_not_a_crash(tmp_path):
+    path = tmp_path / "e.net"
+    path.write_text("network E {\n    input ids: i64[N, 5]\n    emb = Embedding(10, 4)\n    output ids -> emb\n}\n")
+    model = netc.compile(path, batch=2, backend="cpu")
+    assert model.forward(ids=np.arange(10).reshape(2, 5))["output"].shape == (2, 5, 4)
+    with pytest.raises(NetcError, match="out of range"):
+        model.forward(ids=np.full((2, 5), 10))
+
+
+def test_lenet_training_step_fusion_is_pinned():
+    """The fusion decisions for LeNet's training step: if this changes, it should change on purpose."""
+    graph = simplify(grad(netc.load(EXAMPLES_DIR / "lenet.net").lower({"N": 8}, training=True)))
+    kernels = fuse(graph)
+    kinds = [k.kind for k in kernels]
+    assert len(kernels) == 56
+    assert kinds.count("matmul") == 14 and kinds.count("window") == 7 and kinds.count("reduce") == 13
+    fused = [k.name for k in kernels if k.kind == "elementwise"]
+    assert fused.count("add_relu") == 4  # each conv and hidden Linear: bias add and ReLU in one loop
+    assert fused.count("gt_where") == 4  # each ReLU's backward mask
+    assert not any(k.kind == "movement" and k.values[0].op == "transpose" and len(k.values[0].shape) == 2
+                   and k.values[0].inputs[0].op == "param" for k in kernels), "x @ W^T must read W in place"
+
+
+def test_generated_c_is_readable():
+    model = netc.compile(EXAMPLES_DIR / "lenet.net", batch=2, backend="cpu")
+    model.forward(x=np.zeros((2, 1, 32, 32), np.float32) + 0.5)
+    step = next(iter(model._prepared.values())).step
+    assert "/* 0: unfold" in step.source and "int netc_run(char *arena)" in step.source
+    assert "relu" in step.source and "cblas_sgemm" in step.source
