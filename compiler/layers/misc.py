@@ -54,7 +54,7 @@ class Dropout(Layer):
 class Embedding(Layer):
     """torch.nn.Embedding: row `i` of the weight for each index i.
 
-    The padding_idx row starts at zero (init "normal_padding"). Unlike torch, its gradient is not masked yet.
+    The padding_idx row starts at zero (init "normal_padding") and, as in torch, gets no gradient.
     `sparse` only changes how torch stores gradients, so it is accepted and ignored.
     """
 
@@ -92,4 +92,6 @@ class Embedding(Layer):
         if x.dtype != "i64":
             raise ctx.error(f"{self.name} expects integer indices (an i64 tensor, such as "
                             f"`input tokens: i64[N, L]`), got {x.type} from {ctx.describe(x)}")
-        return x.graph.emit("take", self.weight, x)
+        if self.padding_idx is None:
+            return x.graph.emit("take", self.weight, x)
+        return x.graph.emit("take", self.weight, x, frozen_row=self.padding_idx)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import build as B
 from ..errors import NetcError, ShapeError
 from ..shapes import FLOAT_DTYPES, TensorType, format_shape
 from .registry import Op, Sample, rand, register
@@ -36,7 +37,7 @@ register(Op(
 ))
 
 
-def _take_rule(types) -> TensorType:
+def _take_rule(types, frozen_row=None) -> TensorType:
     table, idx = types
     _require_indices("take", idx)
     if table.rank < 1 or table.dtype not in FLOAT_DTYPES:
@@ -50,18 +51,34 @@ def _check_range(idx: np.ndarray, rows: int) -> None:
         raise NetcError(f"index {bad} is out of range for a table of {rows} rows")
 
 
-def take_ref(table, idx):
+def take_ref(table, idx, frozen_row=None):
     _check_range(idx, table.shape[0])
     return table[idx]
 
 
+def _take_grad(g, out, table, idx, frozen_row=None):
+    """Rows gathered more than once add up; a frozen row (Embedding's padding_idx) gets no gradient."""
+    grad = g.graph.emit("scatter_add", g, idx, rows=table.shape[0])
+    if frozen_row is None:
+        return [grad, None]
+    keep = np.ones((table.shape[0],) + (1,) * (table.rank - 1))
+    keep[frozen_row] = 0
+    return [grad * B.broadcast_to(g.graph.emit("constant", array=keep, dtype=g.dtype), grad.shape), None]
+
+
+def _take_twin(table, idx, frozen_row=None):
+    if frozen_row is None:
+        return table[idx]
+    return F.embedding(idx, table, padding_idx=frozen_row)
+
+
 register(Op(
-    "take", "index", shape=_take_rule, ref=take_ref,
-    torch=lambda table, idx: table[idx],
+    "take", "index", shape=_take_rule, ref=take_ref, torch=_take_twin,
     samples=lambda rng: [Sample([rand(rng, 7, 3), rng.integers(0, 7, (2, 4))]),
-                         Sample([rand(rng, 5), rng.integers(0, 5, (6,))])],
-    grad=lambda g, out, table, idx: [g.graph.emit("scatter_add", g, idx, rows=table.shape[0]), None],
-    nondiff=(1,), doc="gather rows: out[i...] = table[idx[i...]] (embedding lookup)",
+                         Sample([rand(rng, 5), rng.integers(0, 5, (6,))]),
+                         Sample([rand(rng, 6, 2), np.array([[0, 3, 3], [2, 0, 5]])], dict(frozen_row=3))],
+    grad=_take_grad,
+    nondiff=(1,), doc="gather rows: out[i...] = table[idx[i...]] (embedding lookup); frozen_row gets no gradient",
 ))
 
 
