@@ -80,7 +80,25 @@ def _buffers(graph, kernels, roots, float_type: str) -> dict:
     for r in roots:
         last[storage(r).id] = end
     values = {v.id: v for v in graph.values}
-    return {vid: Buffer(vid, _nbytes(values[vid], float_type), first[vid], last[vid]) for vid in first}
+    aliases = _in_place_candidates(kernels)
+    return {vid: Buffer(vid, _nbytes(values[vid], float_type), first[vid], last[vid], aliases.get(vid, ()))
+            for vid in first}
+
+
+def _in_place_candidates(kernels) -> dict:
+    """Elementwise outputs may overwrite an input read at the same index (not through a broadcast): element i
+    of every input is read before element i of any output is written."""
+    candidates = {}
+    for kernel in kernels:
+        if kernel.kind != "elementwise":
+            continue
+        inside = {v.id for v in kernel.values}
+        outside = [(v, storage(i)) for v in kernel.values for i in v.inputs if i.id not in inside]
+        strided = {x.id for v, x in outside if v.op == "broadcast_to"}
+        same_index = [x for v, x in outside if x.id not in strided and x.op not in LEAF_OPS]
+        for out in kernel.outputs:
+            candidates[out.id] = tuple(dict.fromkeys(x.id for x in same_index if x.dtype == out.dtype))
+    return candidates
 
 
 def _nbytes(v, float_type: str) -> int:

@@ -73,7 +73,7 @@ class Renderer:
         return environment().get_template("module.c.j2").render(
             kernels=contexts, target=self.target, network=network, mode=mode, arena_bytes=arena_bytes,
             precision=self.float_type, float_type=self.float_type,
-            uses_blas=any(k.kind == "matmul" for k in kernels))
+            uses_blas=any(k.kind == "matmul" for k in kernels), uses_random=any(k.kind == "random" for k in kernels))
 
     def context(self, index: int, kernel: Kernel) -> dict:
         builder = {"elementwise": self.elementwise, "reduce": self.reduce, "matmul": self.matmul,
