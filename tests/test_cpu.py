@@ -44,7 +44,7 @@ def test_forward_and_gradients_match_pytorch(name, training):
         np.testing.assert_allclose(forward[key], out[key].detach().numpy(), rtol=1e-4, atol=1e-6)
     state = model.state_dict()  # BatchNorm running statistics, updated by the native code
     for key, value in twin.state_dict().items():
-        if "running" in key:  # torch ran one forward, netc two (gradients, then forward): compare after one
+        if "running" in key or "num_batches" in key:  # torch ran one step, netc two (gradients, forward)
             continue
         np.testing.assert_allclose(state[key], value.numpy(), rtol=1e-5, atol=1e-7)
 
@@ -65,7 +65,7 @@ def test_dropout_draws_the_same_bits_as_the_reference(tmp_path):
     x = np.ones((3, 64), np.float32)
     ref, cpu = netc.compile(path, batch=3, seed=4), netc.compile(path, batch=3, backend="cpu", seed=4)
     for _ in range(2):  # two steps: two different masks, the same on both backends
-        a, b = ref.forward(x=x)["drop"], cpu.forward(x=x)["drop"]
+        a, b = ref.forward(x=x)["output"], cpu.forward(x=x)["output"]
         assert np.array_equal(a, b) and 0 < np.count_nonzero(a) < a.size
 
 
@@ -84,7 +84,7 @@ def test_lenet_training_step_fusion_is_pinned():
     kernels = fuse(graph)
     kinds = [k.kind for k in kernels]
     assert len(kernels) == 56
-    assert kinds.count("matmul") == 14 and kinds.count("window") == 7 and kinds.count("reduce") == 13
+    assert kinds.count("matmul") == 14 and kinds.count("window") == 7 and kinds.count("reduce") == 12
     fused = [k.name for k in kernels if k.kind == "elementwise"]
     assert fused.count("add_relu") == 4  # each conv and hidden Linear: bias add and ReLU in one loop
     assert fused.count("gt_where") == 4  # each ReLU's backward mask

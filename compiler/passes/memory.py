@@ -1,0 +1,242 @@
+"""Memory planning: one arena for every buffer of a step, each at a byte offset fixed at compile time.
+
+The runtime replays a fixed list of kernels, so every buffer's live range is known exactly: from the kernel
+that first writes it to the last kernel that reads it. Two buffers whose ranges overlap need disjoint bytes;
+two that never meet may share them. Finding the smallest arena is NP-hard (it is dynamic storage
+allocation), so we use the "greedy by size" heuristic of TFLite's and PyTorch Mobile's planners: place the
+largest buffer first, each at the lowest offset that clears every already-placed buffer live at the same
+time. In practice it lands within a few percent of the lower bound, the most bytes live at any one kernel.
+
+One exception to "overlapping ranges need disjoint bytes": an elementwise kernel can write its output over
+an input that dies in that very kernel (in place). A buffer lists the inputs it may take over in
+`may_alias`; when the input's life ends where the buffer's begins and the buffer is no larger, the two share
+one slot. Chains of such hand-overs (relu over add over matmul output) become one slot whose live range is
+their union.
+
+This module knows nothing of the IR, so it can be tested on its own; the backends turn values into Buffers.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A block of memory that must stay intact from kernel `first` (which writes it) to kernel `last`."""
+
+    name: object  # any hashable id, unique among the buffers planned together
+    nbytes: int
+    first: int  # index, in launch order, of the first kernel that writes it
+    last: int  # index of the last kernel that reads it (>= first)
+    may_alias: tuple = ()  # names of inputs whose storage it may take over, if their last == this first
+
+    def meets(self, other: Buffer) -> bool:
+        """Whether the two live ranges share a kernel (a kernel that reads one while writing the other counts)."""
+        return self.first <= other.last and other.first <= self.last
+
+
+@dataclass
+class MemoryPlan:
+    offsets: dict  # name -> byte offset in the arena
+    arena_bytes: int  # the bytes the arena must span: the end of the highest-placed buffer
+    naive_bytes: int  # the bytes allocating every buffer separately (each rounded up to the alignment) takes
+    aliases: dict = field(default_factory=dict)  # name -> name of the buffer whose storage it took over in place
+    alignment: int = 64  # every offset is a multiple of it
+
+
+def plan_memory(buffers: list[Buffer], alignment: int = 64) -> MemoryPlan:
+    """Assign each buffer an `alignment`-aligned offset so that buffers live at the same time never overlap,
+    except an input and the output that overwrites it in place. Deterministic: the same buffers in the same
+    order always give the same plan. O(n^2) at worst in the number of buffers."""
+    _check_buffers(buffers, alignment)
+    aliases = _choose_aliases(buffers)
+    roots = _roots(buffers, aliases)
+    slot_offsets = _place_greedy_by_size(_slots(buffers, roots), alignment)
+    offsets = {b.name: slot_offsets[roots[b.name]] for b in buffers}
+    arena = max((offsets[b.name] + b.nbytes for b in buffers), default=0)
+    naive = sum(_align_up(b.nbytes, alignment) for b in buffers)
+    return MemoryPlan(offsets, arena, naive, aliases, alignment)
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One stretch of arena memory held by an in-place chain of buffers (most often by a single buffer)."""
+
+    root: object  # the name of the chain's first buffer, the one that owns the storage
+    nbytes: int  # the root's size: later buffers of a chain are never larger
+    first: int
+    last: int
+    order: int  # the root's position in the input, the last tie-breaker, for determinism
+
+
+def _check_buffers(buffers: list[Buffer], alignment: int) -> None:
+    if alignment < 1:
+        raise ValueError(f"alignment must be positive, got {alignment}")
+    seen = set()
+    for b in buffers:
+        if b.name in seen:
+            raise ValueError(f"two buffers are named {b.name!r}")
+        seen.add(b.name)
+        if b.nbytes < 0 or b.last < b.first:
+            raise ValueError(f"buffer {b.name!r} has a negative size or ends before it begins: {b}")
+
+
+def _choose_aliases(buffers: list[Buffer]) -> dict:
+    """For each buffer that may work in place, the input whose storage it takes over (at most one each way).
+
+    Always taking a legal hand-over pays: at the handing-over kernel both buffers are live, so without it
+    they need their two sizes side by side. Among several candidates we take the tightest fit, so the
+    smaller output wastes as little of the slot as possible; ties go to the order of `may_alias`.
+    """
+    by_name = {b.name: b for b in buffers}
+    aliases, taken = {}, set()
+    # In launch order, so that a chain is extended from its head: a's slot is settled before b joins it.
+    for order, b in sorted(enumerate(buffers), key=lambda ob: (ob[1].first, ob[0])):
+        candidates = []
+        for rank, name in enumerate(b.may_alias):
+            a = by_name.get(name)
+            if a is None or a is b or name in taken or a.last != b.first or a.nbytes < b.nbytes:
+                continue
+            if _root(name, aliases) == b.name:  # two buffers of one kernel naming each other: no cycles
+                continue
+            candidates.append((a.nbytes, rank, name))
+        if candidates:
+            _, _, name = min(candidates)
+            aliases[b.name] = name
+            taken.add(name)
+    return aliases
+
+
+def _root(name, aliases: dict):
+    """The buffer at the head of `name`'s in-place chain, whose slot it lives in."""
+    while name in aliases:
+        name = aliases[name]
+    return name
+
+
+def _roots(buffers: list[Buffer], aliases: dict) -> dict:
+    """Every buffer's chain head, found once: walking a long chain per buffer per kernel would be cubic."""
+    roots: dict = {}
+    for b in buffers:
+        path, name = {}, b.name  # a dict keeps the walk's order and finds a repeat in O(1)
+        while name in aliases and name not in roots:
+            assert name not in path, f"the in-place aliases through {name!r} form a cycle"
+            path[name] = None
+            name = aliases[name]
+        head = roots.get(name, name)
+        for step in path:
+            roots[step] = head
+        roots[b.name] = head
+    return roots
+
+
+def _slots(buffers: list[Buffer], roots: dict) -> list[_Slot]:
+    """One slot per in-place chain. A chain's ranges meet end to start, so its union is one range."""
+    members: dict = {}
+    for b in buffers:
+        members.setdefault(roots[b.name], []).append(b)
+    order = {b.name: i for i, b in enumerate(buffers)}
+    slots = []
+    for root, chain in members.items():
+        head = next(b for b in chain if b.name == root)
+        first = min(b.first for b in chain)
+        last = max(b.last for b in chain)
+        slots.append(_Slot(root, head.nbytes, first, last, order[root]))
+    return slots
+
+
+def _place_greedy_by_size(slots: list[_Slot], alignment: int) -> dict:
+    """Largest first, each slot at the lowest aligned offset clear of every placed slot live at the same time.
+
+    `placed` stays sorted by offset, so one pass in offset order finds the lowest gap: a conflicting slot
+    pushes the candidate offset past its end, and the first slot that starts beyond the candidate's end
+    proves the gap (every later one starts later still).
+    """
+    placed: list = []  # (offset, end, first, last, order), sorted by offset
+    offsets = {}
+    for slot in sorted(slots, key=lambda s: (-s.nbytes, s.first, s.order)):
+        candidate = 0
+        for offset, end, first, last, _ in placed:
+            if offset >= candidate + slot.nbytes:
+                break
+            if first <= slot.last and slot.first <= last and end > candidate:
+                candidate = _align_up(end, alignment)
+        offsets[slot.root] = candidate
+        if slot.nbytes:  # an empty buffer occupies nothing and blocks no one
+            bisect.insort(placed, (candidate, candidate + slot.nbytes, slot.first, slot.last, slot.order))
+    return offsets
+
+
+def _align_up(n: int, alignment: int) -> int:
+    return -(-n // alignment) * alignment
+
+
+def live_bytes_lower_bound(buffers: list[Buffer], aliases: dict | None = None) -> int:
+    """The most bytes live at any one kernel: no arena can be smaller. A buffer and the one that took its
+    storage over in place count once, at the larger size (that of the chain's head)."""
+    roots = _roots(buffers, aliases or {})
+    peak = 0
+    for _, live in _live_sets(buffers):
+        per_slot: dict = {}
+        for b in live:
+            per_slot[roots[b.name]] = max(per_slot.get(roots[b.name], 0), b.nbytes)
+        peak = max(peak, sum(per_slot.values()))
+    return peak
+
+
+def _live_sets(buffers: list[Buffer]):
+    """(kernel, the buffers live there) at each kernel where some buffer begins: the live set only grows
+    there, so every peak and every overlap between two live ranges shows at one of them."""
+    pending = sorted(buffers, key=lambda b: b.first)
+    live, i = [], 0
+    for t in sorted({b.first for b in buffers}):
+        live = [b for b in live if b.last >= t]
+        while i < len(pending) and pending[i].first == t:
+            live.append(pending[i])
+            i += 1
+        yield t, live
+
+
+def verify_plan(buffers: list[Buffer], plan: MemoryPlan) -> None:
+    """Raise AssertionError if the plan lets two live buffers overlap, misaligns or misplaces a buffer, or
+    takes an in-place alias that the buffers do not allow. Cheap enough for a debug-mode runtime check."""
+    by_name = {b.name: b for b in buffers}
+    assert len(by_name) == len(buffers), "buffer names are not unique"
+    assert set(plan.offsets) == set(by_name), "the plan and the buffers name different buffers"
+    for b in buffers:
+        offset = plan.offsets[b.name]
+        assert offset >= 0 and offset % plan.alignment == 0, f"{b.name!r} at misaligned offset {offset}"
+        assert offset + b.nbytes <= plan.arena_bytes, f"{b.name!r} ends past the arena ({plan.arena_bytes} B)"
+    assert plan.naive_bytes == sum(_align_up(b.nbytes, plan.alignment) for b in buffers), "wrong naive_bytes"
+    _verify_aliases(by_name, plan)
+    _verify_no_overlap(buffers, plan)
+
+
+def _verify_aliases(by_name: dict, plan: MemoryPlan) -> None:
+    assert len(set(plan.aliases.values())) == len(plan.aliases), "a buffer was taken over in place twice"
+    for b_name, a_name in plan.aliases.items():
+        assert b_name in by_name and a_name in by_name, f"alias {b_name!r} -> {a_name!r} names unknown buffers"
+        b, a = by_name[b_name], by_name[a_name]
+        assert a_name in b.may_alias, f"{b_name!r} took over {a_name!r}, which it may not alias"
+        assert a.last == b.first, f"{b_name!r} took over {a_name!r}, whose life does not end where it begins"
+        assert b.nbytes <= a.nbytes, f"{b_name!r} took over the smaller {a_name!r}"
+        assert plan.offsets[b_name] == plan.offsets[a_name], f"{b_name!r} is not at {a_name!r}'s offset"
+
+
+def _verify_no_overlap(buffers: list[Buffer], plan: MemoryPlan) -> None:
+    """At each kernel where a buffer begins, the live buffers must be disjoint in memory, except the members
+    of one in-place chain, which share their head's bytes (each chain counts once, as its largest member)."""
+    roots = _roots(buffers, plan.aliases)
+    for t, live in _live_sets(buffers):
+        extents: dict = {}  # chain head -> (start, end, name of its largest live member)
+        for b in live:
+            start = plan.offsets[b.name]
+            if b.nbytes and (roots[b.name] not in extents or extents[roots[b.name]][1] < start + b.nbytes):
+                extents[roots[b.name]] = (start, start + b.nbytes, b.name)
+        reach, holder = 0, None
+        for start, end, name in sorted(extents.values(), key=lambda e: (e[0], e[1])):
+            assert start >= reach, f"{name!r} and {holder!r} are live at kernel {t} and overlap in memory"
+            if end > reach:
+                reach, holder = end, name

@@ -1,0 +1,168 @@
+"""The compile cache: generated C source -> a shared library built once per machine and kept on disk.
+
+An entry is addressed by the sha256 of everything that decides the binary: the source, the compiler (its
+resolved path and `--version` text), the full flag list and the libraries and directories linked. Layout:
+
+    cache_dir()/<key[:2]>/<key>/lib<name>.so    the library
+                               /<name>.c        the source, for people to read (and for compiler errors)
+                               /manifest.json   key, compiler, flags, creation time; written last
+
+Several processes may build the same entry at once: each compiles into a file of its own in the entry's
+directory and os.replace()s it into place, which is atomic, so a reader sees no library or a whole one. An
+entry that does not load (a truncated or garbage file) is deleted and built again, once.
+
+Headers and libraries are keyed by their paths, not their contents: upgrading a library in place under the
+same path needs `rm -r` of the cache (or a new $NETC_CACHE_DIR).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import json
+import os
+import secrets
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from netc.compiler.errors import NetcError
+
+CACHE_FORMAT = "netc-cache-1"  # bump when the layout or the key changes, to leave old entries behind
+# No -march=native: a cache in a home directory shared by different machines must hold portable binaries.
+DEFAULT_FLAGS = ("-O3", "-fPIC", "-shared", "-std=c11")
+STDERR_LINES = 40  # of a failed compile's stderr, shown in the error
+
+
+def cache_dir() -> Path:
+    """Where compiled libraries live: $NETC_CACHE_DIR, else $XDG_CACHE_HOME/netc, else ~/.cache/netc."""
+    if os.environ.get("NETC_CACHE_DIR"):
+        return Path(os.environ["NETC_CACHE_DIR"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg and Path(xdg).expanduser().is_absolute() else Path.home() / ".cache"
+    return base / "netc"
+
+
+def build_shared_library(source: str, *, compiler: str | None = None, flags: tuple = (), libraries: tuple = (),
+                         library_dirs: tuple = (), include_dirs: tuple = (), name: str = "kernels") -> Path:
+    """The path of a shared library built from C `source`, compiling it only if the cache lacks it.
+
+    `compiler` (default $CC, else `cc`) may carry arguments, like $CC ("ccache gcc"). `flags` are appended to
+    -O3 -fPIC -shared -std=c11 (and -fopenmp, where the compiler supports it). Raises NetcError when there is
+    no compiler or it rejects the source.
+    """
+    command = _compiler_command(compiler)
+    all_flags = (*DEFAULT_FLAGS, *_openmp_flags(command), *flags)
+    key = _cache_key(source, command, all_flags, libraries, library_dirs, include_dirs, name)
+    entry = cache_dir() / key[:2] / key
+    library = entry / f"lib{name}.so"
+    if library.exists():
+        if _loads(library):
+            return library
+        library.unlink(missing_ok=True)  # corrupt: build it again
+    entry.mkdir(parents=True, exist_ok=True)
+    source_path = entry / f"{name}.c"
+    _write_atomically(source_path, source)
+    link_args = (*(f"-L{d}" for d in library_dirs), *(f"-l{lib}" for lib in libraries))
+    _compile(command, (*all_flags, *(f"-I{d}" for d in include_dirs)), source_path, library, link_args)
+    if not _loads(library):
+        raise NetcError(f"the C compiler built {library}, but it does not load: {_load_error(library)}")
+    manifest = dict(key=key, compiler=_compiler_identity(command), flags=list(all_flags),
+                    libraries=list(libraries), library_dirs=list(library_dirs), include_dirs=list(include_dirs),
+                    created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    _write_atomically(entry / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    return library
+
+
+def load_library(path: Path) -> ctypes.CDLL:
+    """Load a built library; its functions still need their argtypes and restype set by the caller."""
+    try:
+        return ctypes.CDLL(str(path))
+    except OSError as err:
+        raise NetcError(f"cannot load the compiled library {path}: {err}") from None
+
+
+def _compiler_command(compiler: str | None) -> tuple:
+    """The compiler as an argument list whose first word is resolved to a path; NetcError if it is missing."""
+    words = shlex.split(compiler or os.environ.get("CC") or "cc")
+    resolved = shutil.which(words[0]) if words else None
+    if resolved is None:
+        named = f" ('{words[0]}')" if words and (compiler or os.environ.get("CC")) else ""
+        raise NetcError(f"no C compiler found{named}: set CC or install gcc")
+    return (resolved, *words[1:])
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_identity(command: tuple) -> dict:
+    """The compiler's path and `--version` text, asked once per process: a compiler upgraded in place under
+    the same path changes its version text, and so every key."""
+    result = subprocess.run([*command, "--version"], capture_output=True, text=True)
+    return dict(command=list(command), version=(result.stdout + result.stderr).strip())
+
+
+@functools.lru_cache(maxsize=None)
+def _openmp_flags(command: tuple) -> tuple:
+    """("-fopenmp",) if the compiler builds and links a tiny OpenMP library with it, else (); once per process.
+    Without it the generated `#pragma omp` lines are ignored and the kernels run on one thread."""
+    probe = "#include <omp.h>\nint netc_probe(void) { return omp_get_max_threads(); }\n"
+    with tempfile.TemporaryDirectory(prefix="netc-openmp-probe-") as tmp:
+        source, output = Path(tmp) / "probe.c", Path(tmp) / "libprobe.so"
+        source.write_text(probe)
+        result = subprocess.run([*command, *DEFAULT_FLAGS, "-fopenmp", str(source), "-o", str(output)],
+                                capture_output=True, text=True)
+        return ("-fopenmp",) if result.returncode == 0 and _loads(output) else ()
+
+
+def _cache_key(source: str, command: tuple, flags: tuple, libraries: tuple, library_dirs: tuple,
+               include_dirs: tuple, name: str) -> str:
+    parts = dict(format=CACHE_FORMAT, source=source, compiler=_compiler_identity(command), flags=list(flags),
+                 libraries=list(libraries), library_dirs=[str(d) for d in library_dirs],
+                 include_dirs=[str(d) for d in include_dirs], name=name)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _compile(command: tuple, flags: tuple, source_path: Path, library: Path, link_args: tuple) -> None:
+    """Compile into a file no other process writes, then move it into place in one atomic step."""
+    partial = _unique_sibling(library)
+    # Libraries come after the source: the linker resolves symbols left to right.
+    args = [*command, *flags, str(source_path), "-o", str(partial), *link_args]
+    try:
+        result = subprocess.run(args, capture_output=True, text=True)
+        if result.returncode != 0:
+            stderr = "\n".join(result.stderr.strip().splitlines()[:STDERR_LINES])
+            raise NetcError(f"the C compiler failed on {source_path} (kept there to read):\n{stderr}",
+                            hint=f"the command was: {shlex.join(args)}")
+        os.replace(partial, library)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = _unique_sibling(path)
+    try:
+        partial.write_text(text)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _unique_sibling(path: Path) -> Path:
+    """A hidden temporary name beside `path`: the same directory, so os.replace() stays one atomic rename.
+    Named, not opened (as mkstemp would), so the compiler creates it with the usual permissions."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _loads(library: Path) -> bool:
+    return _load_error(library) is None
+
+
+def _load_error(library: Path) -> str | None:
+    try:
+        ctypes.CDLL(str(library))
+    except OSError as err:
+        return str(err)
+    return None

@@ -1,0 +1,137 @@
+"""The compile cache: builds that load and run, hits that skip the compiler, races, corrupt entries, errors."""
+
+import ctypes
+import multiprocessing
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from netc.compiler.errors import NetcError
+from netc.runtime import cache
+from netc.runtime.cache import build_shared_library, cache_dir, load_library
+
+ADD = "float add(float a, float b) { return a + b; }\n"
+
+
+def fresh(source: str = ADD) -> str:
+    """The source made unique, so no process (this one included) has built or loaded it before."""
+    return f"/* {uuid.uuid4().hex} */\n{source}"
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NETC_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def call_add(path, a=1.5, b=2.25) -> float:
+    add = load_library(path).add
+    add.argtypes, add.restype = [ctypes.c_float, ctypes.c_float], ctypes.c_float
+    return add(a, b)
+
+
+def test_cache_dir_honours_its_variables(monkeypatch, tmp_path):
+    assert cache_dir() == tmp_path / "cache"
+    monkeypatch.delenv("NETC_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "netc"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "netc"
+
+
+def test_a_built_function_runs_and_its_entry_is_laid_out_for_people(private_cache):
+    source = fresh()
+    path = build_shared_library(source, name="adder")
+    assert call_add(path) == 3.75
+    key = path.parent.name
+    assert path == private_cache / key[:2] / key / "libadder.so"
+    assert (path.parent / "adder.c").read_text() == source
+    manifest = (path.parent / "manifest.json").read_text()
+    assert key in manifest and "-O3" in manifest
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_second_build_is_a_hit_that_never_runs_the_compiler(monkeypatch):
+    source = fresh()
+    first = build_shared_library(source)
+    built_at = first.stat().st_mtime_ns
+
+    def no_compiler(*args, **kwargs):
+        raise AssertionError(f"the compiler ran again: {args}")
+
+    monkeypatch.setattr(cache.subprocess, "run", no_compiler)
+    assert build_shared_library(source) == first
+    assert first.stat().st_mtime_ns == built_at
+
+
+def test_anything_that_changes_the_binary_changes_the_key():
+    source = fresh()
+    plain = build_shared_library(source)
+    assert build_shared_library(source, flags=("-O1",)) != plain
+    assert build_shared_library(source, flags=("-DUNUSED=1",)) != plain
+    assert build_shared_library(source, libraries=("m",)) != plain
+    assert build_shared_library(source + "\n") != plain
+
+
+def test_concurrent_builds_of_one_new_source_all_succeed_at_one_path():
+    source = fresh("\n".join(f"float f{i}(float x) {{ return x * {i}.5f; }}" for i in range(300)) + "\n" + ADD)
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Pool(4) as pool:  # the children inherit NETC_CACHE_DIR from os.environ
+        paths = pool.map(build_in_this_process, [source] * 4)
+    assert len(set(paths)) == 1
+    assert call_add(paths[0]) == 3.75
+    assert sorted(p.name for p in paths[0].parent.iterdir()) == ["kernels.c", "libkernels.so", "manifest.json"]
+
+
+def build_in_this_process(source: str):
+    """Build and call `add` in a pool worker (module level, so the spawn start method can find it)."""
+    path = build_shared_library(source)
+    assert call_add(path) == 3.75
+    return path
+
+
+def test_a_corrupt_entry_is_rebuilt():
+    source = fresh()
+    # Built by another process: once this one has loaded a path, the dynamic loader would answer from memory.
+    path = build_in_a_new_interpreter(source)
+    path.write_bytes(b"this is not a shared library")
+    assert build_shared_library(source) == path
+    assert call_add(path) == 3.75
+
+
+def test_a_truncated_entry_is_rebuilt():
+    source = fresh()
+    path = build_in_a_new_interpreter(source)
+    path.write_bytes(path.read_bytes()[:200])
+    assert build_shared_library(source) == path
+    assert call_add(path) == 3.75
+
+
+def build_in_a_new_interpreter(source: str):
+    script = "import sys; from netc.runtime.cache import build_shared_library; print(build_shared_library(sys.stdin.read()))"
+    result = subprocess.run([sys.executable, "-c", script], input=source, capture_output=True, text=True,
+                            env=os.environ, check=True)
+    return type(cache_dir())(result.stdout.strip())
+
+
+def test_a_compile_error_names_the_line_and_keeps_the_source():
+    source = fresh("float add(float a, float b) {\n    return a + undeclared_b;\n}\n")
+    with pytest.raises(NetcError) as caught:
+        build_shared_library(source, name="broken")
+    message = str(caught.value)
+    assert "broken.c:3:" in message and "undeclared_b" in message  # line 3: the uuid comment is line 1
+    kept = next(cache_dir().glob("*/*/broken.c"))
+    assert str(kept) in message and kept.read_text() == source
+    assert not list(cache_dir().glob("*/*/*.so"))
+
+
+def test_a_missing_compiler_is_a_clear_error(monkeypatch):
+    with pytest.raises(NetcError, match="no C compiler found.*set CC or install gcc"):
+        build_shared_library(ADD, compiler="netc-no-such-cc")
+    monkeypatch.setenv("CC", "netc-no-such-cc -O2")
+    with pytest.raises(NetcError, match="netc-no-such-cc"):
+        build_shared_library(ADD)

@@ -1,0 +1,154 @@
+"""The memory planner: hand-built lifetimes, a property test over random ones, and a size that must stay fast."""
+
+import random
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from netc.compiler.passes.memory import Buffer, MemoryPlan, live_bytes_lower_bound, plan_memory, verify_plan
+
+
+def planned(buffers, alignment=64) -> MemoryPlan:
+    plan = plan_memory(buffers, alignment)
+    verify_plan(buffers, plan)
+    return plan
+
+
+# --- hand examples ------------------------------------------------------------------------------------------
+
+
+def test_a_chain_reuses_the_memory_of_buffers_that_died():
+    # a -> b -> c: a is dead by the time c is written, so c can take a's bytes.
+    chain = [Buffer("a", 1000, 0, 1), Buffer("b", 1000, 1, 2), Buffer("c", 1000, 2, 3)]
+    plan = planned(chain)
+    assert plan.offsets["c"] == plan.offsets["a"] != plan.offsets["b"]
+    assert plan.arena_bytes == 1024 + 1000 < plan.naive_bytes == 3 * 1024
+    assert plan.aliases == {}
+
+
+def test_buffers_live_at_once_never_share_memory():
+    # Kernel 5 reads x and y while it writes z: all three are live there.
+    together = [Buffer("x", 100, 0, 5), Buffer("y", 100, 3, 5), Buffer("z", 100, 5, 6)]
+    plan = planned(together)
+    assert len(set(plan.offsets.values())) == 3
+
+
+def test_an_elementwise_output_takes_over_its_dying_input_in_place():
+    chain = [Buffer("a", 1000, 0, 1), Buffer("b", 1000, 1, 2, may_alias=("a",)), Buffer("c", 800, 2, 3, ("b",))]
+    plan = planned(chain)
+    assert plan.aliases == {"b": "a", "c": "b"}
+    assert plan.offsets == {"a": 0, "b": 0, "c": 0}
+    assert plan.arena_bytes == 1000
+
+
+def test_no_in_place_alias_when_the_input_lives_on():
+    # a is still read by kernel 2, after b is written at kernel 1: writing b over it would corrupt it.
+    buffers = [Buffer("a", 1000, 0, 2), Buffer("b", 1000, 1, 2, may_alias=("a",))]
+    plan = planned(buffers)
+    assert plan.aliases == {}
+    assert plan.offsets["a"] != plan.offsets["b"]
+
+
+def test_no_in_place_alias_into_a_smaller_input_or_one_not_offered():
+    smaller = [Buffer("a", 100, 0, 1), Buffer("b", 200, 1, 2, may_alias=("a",))]
+    not_offered = [Buffer("a", 100, 0, 1), Buffer("b", 100, 1, 2)]
+    assert planned(smaller).aliases == {} and planned(not_offered).aliases == {}
+
+
+def test_an_input_is_taken_over_by_one_output_only():
+    buffers = [Buffer("a", 100, 0, 1), Buffer("b", 100, 1, 2, ("a",)), Buffer("c", 100, 1, 2, ("a",))]
+    plan = planned(buffers)
+    assert plan.aliases == {"b": "a"}
+    assert plan.offsets["c"] != plan.offsets["a"]
+
+
+def test_the_tightest_input_is_taken_over():
+    buffers = [Buffer("big", 4096, 0, 1), Buffer("fit", 512, 0, 1), Buffer("out", 500, 1, 2, ("big", "fit"))]
+    assert planned(buffers).aliases == {"out": "fit"}
+
+
+def test_two_buffers_of_one_kernel_naming_each_other_form_no_cycle():
+    buffers = [Buffer("p", 64, 3, 3, ("q",)), Buffer("q", 64, 3, 3, ("p",))]
+    assert len(planned(buffers).aliases) == 1
+
+
+def test_leaves_live_throughout_and_empty_buffers_take_no_room():
+    # The CPU backend gives inputs and parameters the range [-1, len(kernels)].
+    buffers = [Buffer("w", 300, -1, 4), Buffer("t", 300, 0, 1), Buffer("u", 300, 2, 3), Buffer("e", 0, 0, 4)]
+    plan = planned(buffers)
+    assert plan.arena_bytes == 320 + 300
+    assert plan.offsets["t"] == plan.offsets["u"]
+
+
+def test_offsets_follow_the_alignment_asked_for():
+    buffers = [Buffer(i, 10, 0, 0) for i in range(4)]
+    assert sorted(planned(buffers, alignment=16).offsets.values()) == [0, 16, 32, 48]
+    assert planned([], alignment=16) == MemoryPlan({}, 0, 0, {}, 16)
+
+
+def test_bad_buffers_are_refused():
+    with pytest.raises(ValueError, match="ends before"):
+        plan_memory([Buffer("a", 8, 3, 2)])
+    with pytest.raises(ValueError, match="two buffers"):
+        plan_memory([Buffer("a", 8, 0, 1), Buffer("a", 8, 0, 1)])
+
+
+def test_verify_plan_catches_overlaps_and_illegal_aliases():
+    buffers = [Buffer("a", 100, 0, 2), Buffer("b", 100, 1, 3, ("a",))]
+    with pytest.raises(AssertionError, match="overlap"):
+        verify_plan(buffers, MemoryPlan({"a": 0, "b": 64}, 192, 256, {}))
+    with pytest.raises(AssertionError, match="does not end"):
+        verify_plan(buffers, MemoryPlan({"a": 0, "b": 0}, 100, 256, {"b": "a"}))
+    with pytest.raises(AssertionError, match="misaligned"):
+        verify_plan(buffers, MemoryPlan({"a": 0, "b": 100}, 200, 256, {}))
+    with pytest.raises(AssertionError, match="past the arena"):
+        verify_plan(buffers, MemoryPlan({"a": 0, "b": 128}, 200, 256, {}))
+
+
+# --- properties over random lifetimes -------------------------------------------------------------------------
+
+
+@st.composite
+def lifetimes(draw):
+    """Up to 40 buffers over up to 60 kernels; may_alias names random others, often one that ends just in time."""
+    kernels = draw(st.integers(1, 60))
+    count = draw(st.integers(0, 40))
+    size = st.one_of(st.integers(1, 200), st.integers(1, 10**6))  # small sizes stress the alignment
+    buffers = []
+    for i in range(count):
+        first = draw(st.integers(0, kernels - 1))
+        last = draw(st.integers(first, min(kernels - 1, first + draw(st.sampled_from([0, 1, 3, kernels])))))
+        ending_here = [b.name for b in buffers if b.last == first]
+        offered = draw(st.lists(st.sampled_from(ending_here or [i]), max_size=3) if i else st.just([]))
+        buffers.append(Buffer(i, draw(size), first, last, tuple(offered)))
+    return buffers
+
+
+@settings(max_examples=300, deadline=None)
+@given(lifetimes(), st.sampled_from([1, 8, 64]))
+def test_random_plans_are_valid_and_sized_between_the_bounds(buffers, alignment):
+    plan = plan_memory(buffers, alignment)
+    verify_plan(buffers, plan)
+    assert all(offset % alignment == 0 for offset in plan.offsets.values())
+    assert live_bytes_lower_bound(buffers, plan.aliases) <= plan.arena_bytes <= plan.naive_bytes
+    assert plan_memory(list(buffers), alignment) == plan  # deterministic
+
+
+# --- size ------------------------------------------------------------------------------------------------------
+
+
+def test_two_thousand_buffers_plan_quickly_and_tightly():
+    rng = random.Random(0)
+    buffers = []
+    for i in range(2000):
+        first = rng.randrange(-1, 60)
+        offered = tuple(rng.sample(range(2000), 3))
+        buffers.append(Buffer(i, rng.randrange(1, 10**6), first, rng.randrange(first, 61), offered))
+    start = time.perf_counter()
+    plan = plan_memory(buffers)
+    elapsed = time.perf_counter() - start
+    verify_plan(buffers, plan)
+    assert elapsed < 10  # about 0.15 s here; the bound only catches a slide into worse than O(n^2)
+    assert plan.arena_bytes <= 1.1 * live_bytes_lower_bound(buffers, plan.aliases)
