@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,8 @@ class CompiledStep:
     arena_bytes: int
     naive_bytes: int
     source: str
-    entry: object  # ctypes function: int netc_run(char *arena)
+    entry: object  # ctypes function: int64_t netc_run(char *arena)
+    kernel_seconds: object = None  # with profiling: seconds spent in each kernel so far (a ctypes array)
 
 
 def blas_build_options() -> dict:
@@ -49,18 +51,29 @@ def blas_build_options() -> dict:
                 flags=(f"-Wl,-rpath,{lib_dir}", "-Dcblas_sgemm=scipy_cblas_sgemm", "-Dcblas_dgemm=scipy_cblas_dgemm"))
 
 
-def compile_step(graph, roots, precision: str) -> CompiledStep:
+def single_threaded_blas() -> None:
+    """Kernels thread with OpenMP; a BLAS that also spins up its own threads for each small GEMM fights them
+    for the cores (measured: LeNet's step 25x slower at batch 64 on 2 cores). Batched GEMMs are threaded over
+    the batch instead (templates/matmul.j2)."""
+    import scipy_openblas32 as blas
+
+    library = ctypes.CDLL(os.path.join(blas.get_lib_dir(), f"lib{blas.get_library()}.so"))
+    library.scipy_openblas_set_num_threads(1)
+
+
+def compile_step(graph, roots, precision: str, profile: bool = False) -> CompiledStep:
     float_type, _ = FLOAT_TYPES[precision]
     kernels = fuse(graph, roots)
     buffers = _buffers(graph, kernels, roots, float_type)
     plan = plan_memory(list(buffers.values()))
     offsets = {vid: plan.offsets[vid] for vid in buffers}
-    source = Renderer(C, float_type, offsets).render(kernels, network=graph.name, mode=graph.mode,
+    source = Renderer(C, float_type, offsets, profile).render(kernels, network=graph.name, mode=graph.mode,
                                                      arena_bytes=plan.arena_bytes)
     library = load_library(build_shared_library(source, name=f"netc_{graph.name.lower()}", **blas_build_options()))
     entry = library.netc_run
     entry.argtypes, entry.restype = [ctypes.c_void_p], ctypes.c_int64
-    return CompiledStep(kernels, offsets, plan.arena_bytes, plan.naive_bytes, source, entry)
+    timings = (ctypes.c_double * len(kernels)).in_dll(library, "netc_kernel_seconds") if profile else None
+    return CompiledStep(kernels, offsets, plan.arena_bytes, plan.naive_bytes, source, entry, timings)
 
 
 def _buffers(graph, kernels, roots, float_type: str) -> dict:
@@ -109,8 +122,12 @@ def _nbytes(v, float_type: str) -> int:
 class CpuBackend:
     name = "cpu"
 
+    def __init__(self, profile: bool | None = None):
+        self.profile = bool(os.environ.get("NETC_PROFILE")) if profile is None else profile
+        single_threaded_blas()
+
     def prepare(self, graph, roots, precision: str):
-        step = compile_step(graph, roots, precision)
+        step = compile_step(graph, roots, precision, self.profile)
         arena = np.zeros(step.arena_bytes + 64, dtype=np.uint8)
         base = arena.ctypes.data
         _, float_np = FLOAT_TYPES[precision]

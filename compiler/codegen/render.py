@@ -57,8 +57,8 @@ def literal(value, ctype: str) -> str:
 class Renderer:
     """Renders the kernels of one graph, for one target and precision, over a planned arena."""
 
-    def __init__(self, target: Target, float_type: str, offsets: dict):
-        self.target, self.float_type, self.offsets = target, float_type, offsets
+    def __init__(self, target: Target, float_type: str, offsets: dict, profile: bool = False):
+        self.target, self.float_type, self.offsets, self.profile = target, float_type, offsets, profile
 
     def ctype(self, dtype: str) -> str:
         return {"f32": self.float_type, "f64": "double", "i64": "int64_t"}[dtype]
@@ -72,7 +72,7 @@ class Renderer:
         contexts = [self.context(i, k) for i, k in enumerate(kernels)]
         return environment().get_template("module.c.j2").render(
             kernels=contexts, target=self.target, network=network, mode=mode, arena_bytes=arena_bytes,
-            precision=self.float_type, float_type=self.float_type,
+            precision=self.float_type, float_type=self.float_type, profile=self.profile,
             uses_blas=any(k.kind == "matmul" for k in kernels), uses_random=any(k.kind == "random" for k in kernels))
 
     def context(self, index: int, kernel: Kernel) -> dict:
