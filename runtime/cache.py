@@ -47,8 +47,9 @@ def cache_dir() -> Path:
     return base / "netc"
 
 
-def build_shared_library(source: str, *, compiler: str | None = None, flags: tuple = (), libraries: tuple = (),
-                         library_dirs: tuple = (), include_dirs: tuple = (), name: str = "kernels") -> Path:
+def build_shared_library(source: str, *, compiler: str | None = None, flags: tuple = (),
+                         libraries: tuple = (), library_dirs: tuple = (), include_dirs: tuple = (),
+                         name: str = "kernels") -> Path:
     """The path of a shared library built from C `source`, compiling it only if the cache lacks it.
 
     `compiler` (default $CC, else `cc`) may carry arguments, like $CC ("ccache gcc"). `flags` are appended to
@@ -56,8 +57,11 @@ def build_shared_library(source: str, *, compiler: str | None = None, flags: tup
     no compiler or it rejects the source.
     """
     command = _compiler_command(compiler)
-    all_flags = (*DEFAULT_FLAGS, *_openmp_flags(command), *flags)
-    key = _cache_key(source, command, all_flags, libraries, library_dirs, include_dirs, name)
+    recipe = {"format": CACHE_FORMAT, "compiler": _compiler_identity(command),
+              "flags": [*DEFAULT_FLAGS, *_openmp_flags(command), *flags], "libraries": list(libraries),
+              "library_dirs": [str(d) for d in library_dirs], "include_dirs": [str(d) for d in include_dirs],
+              "name": name}
+    key = hashlib.sha256(json.dumps({**recipe, "source": source}, sort_keys=True).encode()).hexdigest()
     entry = cache_dir() / key[:2] / key
     library = entry / f"lib{name}.so"
     if library.exists():
@@ -67,13 +71,12 @@ def build_shared_library(source: str, *, compiler: str | None = None, flags: tup
     entry.mkdir(parents=True, exist_ok=True)
     source_path = entry / f"{name}.c"
     _write_atomically(source_path, source)
+    compile_args = (*recipe["flags"], *(f"-I{d}" for d in include_dirs))
     link_args = (*(f"-L{d}" for d in library_dirs), *(f"-l{lib}" for lib in libraries))
-    _compile(command, (*all_flags, *(f"-I{d}" for d in include_dirs)), source_path, library, link_args)
+    _compile(command, compile_args, source_path, library, link_args)
     if not _loads(library):
         raise NetcError(f"the C compiler built {library}, but it does not load: {_load_error(library)}")
-    manifest = dict(key=key, compiler=_compiler_identity(command), flags=list(all_flags),
-                    libraries=list(libraries), library_dirs=list(library_dirs), include_dirs=list(include_dirs),
-                    created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    manifest = {"key": key, **recipe, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     _write_atomically(entry / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return library
 
@@ -96,33 +99,25 @@ def _compiler_command(compiler: str | None) -> tuple:
     return (resolved, *words[1:])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiler_identity(command: tuple) -> dict:
     """The compiler's path and `--version` text, asked once per process: a compiler upgraded in place under
     the same path changes its version text, and so every key."""
-    result = subprocess.run([*command, "--version"], capture_output=True, text=True)
-    return dict(command=list(command), version=(result.stdout + result.stderr).strip())
+    result = subprocess.run([*command, "--version"], capture_output=True, text=True, check=False)
+    return {"command": list(command), "version": (result.stdout + result.stderr).strip()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _openmp_flags(command: tuple) -> tuple:
-    """("-fopenmp",) if the compiler builds and links a tiny OpenMP library with it, else (); once per process.
-    Without it the generated `#pragma omp` lines are ignored and the kernels run on one thread."""
+    """("-fopenmp",) if the compiler builds and links a tiny OpenMP library with it, else (); asked once per
+    process. Without it the generated `#pragma omp` lines are ignored and the kernels run on one thread."""
     probe = "#include <omp.h>\nint netc_probe(void) { return omp_get_max_threads(); }\n"
     with tempfile.TemporaryDirectory(prefix="netc-openmp-probe-") as tmp:
         source, output = Path(tmp) / "probe.c", Path(tmp) / "libprobe.so"
         source.write_text(probe)
         result = subprocess.run([*command, *DEFAULT_FLAGS, "-fopenmp", str(source), "-o", str(output)],
-                                capture_output=True, text=True)
+                                capture_output=True, text=True, check=False)
         return ("-fopenmp",) if result.returncode == 0 and _loads(output) else ()
-
-
-def _cache_key(source: str, command: tuple, flags: tuple, libraries: tuple, library_dirs: tuple,
-               include_dirs: tuple, name: str) -> str:
-    parts = dict(format=CACHE_FORMAT, source=source, compiler=_compiler_identity(command), flags=list(flags),
-                 libraries=list(libraries), library_dirs=[str(d) for d in library_dirs],
-                 include_dirs=[str(d) for d in include_dirs], name=name)
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 def _compile(command: tuple, flags: tuple, source_path: Path, library: Path, link_args: tuple) -> None:
@@ -131,7 +126,7 @@ def _compile(command: tuple, flags: tuple, source_path: Path, library: Path, lin
     # Libraries come after the source: the linker resolves symbols left to right.
     args = [*command, *flags, str(source_path), "-o", str(partial), *link_args]
     try:
-        result = subprocess.run(args, capture_output=True, text=True)
+        result = subprocess.run(args, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             stderr = "\n".join(result.stderr.strip().splitlines()[:STDERR_LINES])
             raise NetcError(f"the C compiler failed on {source_path} (kept there to read):\n{stderr}",

@@ -1,11 +1,11 @@
-"""The compile cache: builds that load and run, hits that skip the compiler, races, corrupt entries, errors."""
+"""The compile cache: builds that load and run, hits that skip the compiler, races, corrupt entries."""
 
 import ctypes
 import multiprocessing
-import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -78,13 +78,16 @@ def test_anything_that_changes_the_binary_changes_the_key():
 
 
 def test_concurrent_builds_of_one_new_source_all_succeed_at_one_path():
-    source = fresh("\n".join(f"float f{i}(float x) {{ return x * {i}.5f; }}" for i in range(300)) + "\n" + ADD)
+    # Enough functions to take the compiler a second, so the four builds overlap.
+    many = "\n".join(f"float f{i}(float x) {{ return x * {i}.5f; }}" for i in range(300))
+    source = fresh(f"{many}\n{ADD}")
     spawn = multiprocessing.get_context("spawn")
     with spawn.Pool(4) as pool:  # the children inherit NETC_CACHE_DIR from os.environ
         paths = pool.map(build_in_this_process, [source] * 4)
     assert len(set(paths)) == 1
     assert call_add(paths[0]) == 3.75
-    assert sorted(p.name for p in paths[0].parent.iterdir()) == ["kernels.c", "libkernels.so", "manifest.json"]
+    entry = sorted(p.name for p in paths[0].parent.iterdir())
+    assert entry == ["kernels.c", "libkernels.so", "manifest.json"]  # no temporary file left behind
 
 
 def build_in_this_process(source: str):
@@ -111,11 +114,12 @@ def test_a_truncated_entry_is_rebuilt():
     assert call_add(path) == 3.75
 
 
-def build_in_a_new_interpreter(source: str):
-    script = "import sys; from netc.runtime.cache import build_shared_library; print(build_shared_library(sys.stdin.read()))"
+def build_in_a_new_interpreter(source: str) -> Path:
+    script = "import sys\nfrom netc.runtime import cache\nprint(cache.build_shared_library(sys.stdin.read()))"
+    # The child inherits NETC_CACHE_DIR, so it fills the same private cache.
     result = subprocess.run([sys.executable, "-c", script], input=source, capture_output=True, text=True,
-                            env=os.environ, check=True)
-    return type(cache_dir())(result.stdout.strip())
+                            check=True)
+    return Path(result.stdout.strip())
 
 
 def test_a_compile_error_names_the_line_and_keeps_the_source():

@@ -32,17 +32,15 @@ class Buffer:
     last: int  # index of the last kernel that reads it (>= first)
     may_alias: tuple = ()  # names of inputs whose storage it may take over, if their last == this first
 
-    def meets(self, other: Buffer) -> bool:
-        """Whether the two live ranges share a kernel (a kernel that reads one while writing the other counts)."""
-        return self.first <= other.last and other.first <= self.last
-
 
 @dataclass
 class MemoryPlan:
+    """Where each buffer lives in the one arena, and what the arena saved over separate allocations."""
+
     offsets: dict  # name -> byte offset in the arena
     arena_bytes: int  # the bytes the arena must span: the end of the highest-placed buffer
     naive_bytes: int  # the bytes allocating every buffer separately (each rounded up to the alignment) takes
-    aliases: dict = field(default_factory=dict)  # name -> name of the buffer whose storage it took over in place
+    aliases: dict = field(default_factory=dict)  # name -> the buffer whose storage it took over in place
     alignment: int = 64  # every offset is a multiple of it
 
 
@@ -66,8 +64,8 @@ class _Slot:
 
     root: object  # the name of the chain's first buffer, the one that owns the storage
     nbytes: int  # the root's size: later buffers of a chain are never larger
-    first: int
-    last: int
+    first: int  # the chain's first kernel, its head's first
+    last: int  # the chain's last kernel, its tail's last
     order: int  # the root's position in the input, the last tie-breaker, for determinism
 
 
@@ -93,7 +91,7 @@ def _choose_aliases(buffers: list[Buffer]) -> dict:
     by_name = {b.name: b for b in buffers}
     aliases, taken = {}, set()
     # In launch order, so that a chain is extended from its head: a's slot is settled before b joins it.
-    for order, b in sorted(enumerate(buffers), key=lambda ob: (ob[1].first, ob[0])):
+    for b in sorted(buffers, key=lambda b: b.first):  # stable: ties keep the caller's order
         candidates = []
         for rank, name in enumerate(b.may_alias):
             a = by_name.get(name)
@@ -217,7 +215,7 @@ def verify_plan(buffers: list[Buffer], plan: MemoryPlan) -> None:
 def _verify_aliases(by_name: dict, plan: MemoryPlan) -> None:
     assert len(set(plan.aliases.values())) == len(plan.aliases), "a buffer was taken over in place twice"
     for b_name, a_name in plan.aliases.items():
-        assert b_name in by_name and a_name in by_name, f"alias {b_name!r} -> {a_name!r} names unknown buffers"
+        assert b_name in by_name and a_name in by_name, f"alias {b_name!r} -> {a_name!r}: unknown buffers"
         b, a = by_name[b_name], by_name[a_name]
         assert a_name in b.may_alias, f"{b_name!r} took over {a_name!r}, which it may not alias"
         assert a.last == b.first, f"{b_name!r} took over {a_name!r}, whose life does not end where it begins"
