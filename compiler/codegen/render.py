@@ -97,8 +97,9 @@ class Renderer:
         inside = {v.id for v in kernel.values}
         names, lines, params, args, used_axes = {}, [], [], [], set()
         inputs = kernel.inputs()
+        # No `restrict` here: the memory planner lets an output overwrite an input in place.
         for j, x in enumerate(inputs):
-            params.append(f"const {self.ctype(x.dtype)} *RESTRICT in{j}")
+            params.append(f"const {self.ctype(x.dtype)} *in{j}")
             args.append(self.pointer(x))
         slot = {x.id: j for j, x in enumerate(inputs)}
         for v in kernel.values:
@@ -119,7 +120,7 @@ class Renderer:
                 expr = OPS[v.op].c_expr.format(*operands)
             lines.append(f"const {ctype} {name} = ({ctype})({expr});")
         for j, out in enumerate(kernel.outputs):
-            params.append(f"{self.ctype(out.dtype)} *RESTRICT out{j}")
+            params.append(f"{self.ctype(out.dtype)} *out{j}")
             args.append(self.pointer(out))
             lines.append(f"out{j}[i] = {names[out.id]};")
         # Decompose i into coordinates from the last axis down to the first one a broadcast load needs.
