@@ -28,7 +28,7 @@ class SourceLoc:
         return f"{self.file}:{self.line}:{self.col}"
 
     def source_line(self) -> str:
-        lines = self.text.splitlines()
+        lines = [line.rstrip("\r") for line in self.text.split("\n")]  # as Lark counts lines: at \n only
         return lines[self.line - 1] if 0 < self.line <= len(lines) else ""
 
     def caret(self) -> str:

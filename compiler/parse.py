@@ -1,15 +1,18 @@
 """`.net` text -> syntax tree: Lark parses with grammar/net.lark, a Transformer builds compiler/ast.py nodes.
 
-Nothing but a NetcError leaves `parse`: a syntax error becomes a message located in the user's file.
+Nothing but a NetcError leaves `parse` or `parse_file`: a syntax error becomes a message located in the user's
+file (compiler/syntax_errors.py), and so does every other way the text can fail to be a `.net` program.
 """
 
 from __future__ import annotations
 
-import ast as python_ast
-from functools import lru_cache
+import functools
+import math
+import os
+import re
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import LarkError, UnexpectedInput, VisitError
+from lark import Lark, Token, Transformer_NonRecursive, v_args
+from lark.exceptions import UnexpectedInput, VisitError
 
 from netc.grammar import GRAMMAR_PATH
 
@@ -17,75 +20,83 @@ from . import ast
 from .errors import NetcError, SourceLoc
 from .syntax_errors import describe_syntax_error
 
-OPEN_BRACKETS, CLOSE_BRACKETS = {"LPAR", "LSQB"}, {"RPAR", "RSQB"}
+BRACKET_DEPTH = {"(": 1, "[": 1, ")": -1, "]": -1}
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'"}
 
 
-class Newlines:
-    """Post-lexer: newlines end statements, except inside () and [] and before a line starting with '->'."""
+class StatementLayout:
+    """Post-lexer for the layout rules: a newline ends a statement, except inside () and [] and before a line
+    that starts with '->'. Newlines before the first token are dropped, and the last statement gets one."""
 
     always_accept = ("_NL",)
 
-    def process(self, stream):
-        depth, pending, last = 0, None, None
-        for token in stream:
+    def process(self, tokens):
+        depth, newline_pending, last = 0, False, None
+        for token in tokens:
             if token.type == "_NL":
-                if depth == 0 and pending is None:
-                    pending = token
+                newline_pending = newline_pending or (depth == 0 and last is not None)
                 continue
-            if token.type in OPEN_BRACKETS:
-                depth += 1
-            elif token.type in CLOSE_BRACKETS:
-                depth = max(depth - 1, 0)
-            if pending is not None and token.value != "->":
-                yield pending
-            pending = None
+            if newline_pending and token.value != "->":
+                yield newline_after(last)
+            newline_pending = False
+            depth = max(depth + BRACKET_DEPTH.get(token.value, 0), 0)
             last = token
             yield token
-        if pending is not None:
-            yield pending
-        elif last is not None:  # the file's last statement needs no newline of its own
-            yield Token.new_borrow_pos("_NL", "\n", last)
+        if last is not None:
+            yield newline_after(last)
 
 
-@lru_cache(maxsize=1)
-def parser() -> Lark:
-    # The basic lexer, not the contextual one: the post-lexer holds back a newline token, so the parser state
-    # that a contextual lexer would consult is one token behind.
-    return Lark.open(str(GRAMMAR_PATH), parser="lalr", lexer="basic", propagate_positions=True, postlex=Newlines(),
-                     maybe_placeholders=True)
+def newline_after(token: Token) -> Token:
+    """A newline right after `token`, so "found end of line" points after the code, not after a comment."""
+    line, column = token.end_line, token.end_column
+    return Token("_NL", "\n", token.end_pos, line, column, line, column, token.end_pos)
+
+
+@functools.cache
+def net_parser() -> Lark:
+    """The .net parser, built on first use."""
+    # The basic lexer, not the contextual one: the post-lexer holds a newline back until it sees the next
+    # token, so the parser state that a contextual lexer would consult is one token behind.
+    return Lark.open(GRAMMAR_PATH, parser="lalr", lexer="basic", propagate_positions=True,
+                     maybe_placeholders=True, postlex=StatementLayout())
 
 
 def parse(text: str, file: str = "<string>") -> ast.Module:
+    """Parse `.net` source; `file` names it in locations and messages. Raises only NetcError."""
     if not isinstance(text, str):
-        raise NetcError(f"{file}: expected text, got {type(text).__name__}")
+        raise NetcError(f"{file}: expected the source as text, got {type(text).__name__}")
     try:
-        tree = parser().parse(text)
+        return _parse(text, file)
+    except NetcError:
+        raise
+    except Exception as err:  # a bug in netc or Lark; the caller was still promised a NetcError
+        problem = f"{type(err).__name__}: {err}"
+        raise NetcError(f"internal error while parsing {file} ({problem}); please report it") from err
+
+
+def _parse(text: str, file: str) -> ast.Module:
+    parser = net_parser()
+    try:
+        tree = parser.parse(text)
     except UnexpectedInput as err:
-        raise describe_syntax_error(err, text, file, parser()) from None
-    except LarkError as err:  # any other failure inside Lark is still the input's fault
-        raise NetcError(f"cannot parse {file}: {err}") from None
-    except RecursionError:
-        raise NetcError(f"{file}: expressions are nested too deeply to parse") from None
+        raise describe_syntax_error(err, text, file, parser) from None
     try:
         return ToAst(text, file).transform(tree)
     except VisitError as err:
-        if isinstance(err.orig_exc, NetcError):
-            raise err.orig_exc from None
-        raise
-    except RecursionError:
-        raise NetcError(f"{file}: expressions are nested too deeply to compile") from None
+        raise err.orig_exc from None
 
 
-def parse_file(path: str) -> ast.Module:
+def parse_file(path: str | os.PathLike) -> ast.Module:
+    """Read and parse a UTF-8 `.net` file. A missing, unreadable or non-UTF-8 file is a NetcError too."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: skip the byte order mark some editors write
             text = f.read()
     except FileNotFoundError:
         raise NetcError(f"no such file: {path}") from None
     except UnicodeDecodeError as err:
         raise NetcError(f"{path} is not UTF-8 text (byte {err.start}); .net files are UTF-8") from None
-    except OSError as err:
-        raise NetcError(f"cannot read {path}: {err.strerror}") from None
+    except (OSError, ValueError) as err:  # a directory, no permission, a NUL in the path...
+        raise NetcError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
     return parse(text, str(path))
 
 
@@ -97,17 +108,21 @@ def _binary(op: str):
 
 
 @v_args(meta=True, inline=True)
-class ToAst(Transformer):
-    """One method per aliased grammar rule; each builds the AST node, located at the rule's first token."""
+class ToAst(Transformer_NonRecursive):
+    """One method per grammar rule, each building its AST node. A node is located at its first token, except
+    that definitions, parameters and keyword arguments are located at their names.
+
+    Non-recursive, so a pipeline of thousands of stages cannot overflow Python's stack."""
 
     def __init__(self, text: str, file: str):
         super().__init__()
         self.text, self.file = text, file
 
     def loc(self, meta_or_token) -> SourceLoc:
-        end = getattr(meta_or_token, "end_column", None)
-        line, end_line = meta_or_token.line, getattr(meta_or_token, "end_line", None)
-        return SourceLoc(self.file, line, meta_or_token.column, self.text, end if end_line == line else None)
+        """The location of a token or a rule's span; the caret spans it when it fits on one line."""
+        line, end_line = meta_or_token.line, meta_or_token.end_line
+        end = meta_or_token.end_column if end_line == line else None
+        return SourceLoc(self.file, line, meta_or_token.column, self.text, end)
 
     # -- file structure --------------------------------------------------------------------------------------
 
@@ -117,35 +132,32 @@ class ToAst(Transformer):
             (module.imports if isinstance(item, ast.Import) else module.definitions).append(item)
         return module
 
-    def import_stmt(self, meta, path):
-        return ast.Import(self.string(meta, path).value, self.loc(meta))
-
-    def _definition(self, kind, meta, name, params, body):
-        return ast.Definition(kind, str(name), params or [], body or [], self.loc(name))
+    def import_file(self, meta, path):
+        return ast.Import(self.unescape(path), self.loc(meta))
 
     def network(self, meta, name, params, body):
-        return self._definition("network", meta, name, params, body)
+        return ast.Definition("network", str(name), params or [], body, self.loc(name))
 
     def block(self, meta, name, params, body):
-        return self._definition("block", meta, name, params, body)
+        return ast.Definition("block", str(name), params or [], body, self.loc(name))
 
-    def hyperparameters(self, meta, *params):
-        return [p for p in params if p is not None]
+    def parameters(self, meta, *params):
+        return list(params)
 
-    def hyperparameter(self, meta, name, default):
+    def parameter(self, meta, name, default):
         return ast.BlockParam(str(name), default, self.loc(name))
 
-    def statements(self, meta, *statements):
+    def body(self, meta, *statements):
         return list(statements)
 
     # -- statements ------------------------------------------------------------------------------------------
 
-    def input_decl(self, meta, name, tensor_type):
-        dtype, dims = tensor_type if tensor_type is not None else (None, None)
+    def input_decl(self, meta, name, shape):
+        dtype, dims = shape if shape is not None else (None, None)
         return ast.InputDecl(self.loc(meta), str(name), dtype, dims)
 
-    def tensor_type(self, meta, dtype, *dims):
-        return (str(dtype) if dtype is not None else None), [d for d in dims if d is not None]
+    def shape(self, meta, dtype, *dims):
+        return (str(dtype) if dtype is not None else None), list(dims)
 
     def assign(self, meta, name, value):
         return ast.Assign(self.loc(meta), str(name), value)
@@ -165,17 +177,20 @@ class ToAst(Transformer):
     floordiv, matmul = _binary("//"), _binary("@")
 
     def neg(self, meta, operand):
-        if isinstance(operand, ast.Number):
+        if isinstance(operand, ast.Number):  # `-2` is a number, not an operation on one
             return ast.Number(self.loc(meta), -operand.value)
         return ast.UnaryOp(self.loc(meta), "-", operand)
 
     def number(self, meta, token):
-        text = str(token)
-        is_float = any(c in text for c in ".eE")
-        return ast.Number(self.loc(token), float(text) if is_float else int(text))
-
-    def name(self, meta, token):
-        return ast.Name(self.loc(token), str(token))
+        if any(c in token for c in ".eE"):
+            value = float(token)
+            if math.isinf(value):
+                raise NetcError(f"the number {token} is too large", self.loc(token))
+            return ast.Number(self.loc(token), value)
+        try:
+            return ast.Number(self.loc(token), int(token))
+        except ValueError:  # Python refuses to convert integers of more than 4300 digits
+            raise NetcError(f"the number {token[:20]}... has too many digits", self.loc(token)) from None
 
     def true(self, meta):
         return ast.Bool(self.loc(meta), True)
@@ -184,26 +199,41 @@ class ToAst(Transformer):
         return ast.Bool(self.loc(meta), False)
 
     def string(self, meta, token):
-        try:
-            value = python_ast.literal_eval(str(token))
-        except (ValueError, SyntaxError):
-            raise NetcError(f"invalid escape in string {token}", self.loc(token)) from None
-        return ast.String(self.loc(token), value)
+        return ast.String(self.loc(token), self.unescape(token))
 
-    def call(self, meta, func, *args):
-        args = [a for a in args if a is not None]
-        positional = [a for a in args if not isinstance(a, ast.Keyword)]
-        keywords = [a for a in args if isinstance(a, ast.Keyword)]
-        if keywords and args.index(keywords[0]) < len(positional):
-            first_late = next(a for a in args[args.index(keywords[0]):] if not isinstance(a, ast.Keyword))
-            raise NetcError("positional argument after a keyword argument", first_late.loc)
+    def name(self, meta, token):
+        return ast.Name(self.loc(token), str(token))
+
+    def call(self, meta, func, *arguments):
+        keywords = [a for a in arguments if isinstance(a, ast.Keyword)]
+        positional = [a for a in arguments if not isinstance(a, ast.Keyword)]
+        if keywords:
+            first_keyword = arguments.index(keywords[0])
+            late = [a for a in arguments[first_keyword:] if not isinstance(a, ast.Keyword)]
+            if late:
+                raise NetcError("positional argument after a keyword argument", late[0].loc,
+                                hint="put the positional arguments first, as in Conv2d(1, 6, 5, stride = 2)")
         return ast.Call(self.loc(func), ast.Name(self.loc(func), str(func)), positional, keywords)
 
     def keyword(self, meta, name, value):
         return ast.Keyword(str(name), value, self.loc(name))
 
-    def tuple(self, meta, *items):
-        return ast.TupleLit(self.loc(meta), [i for i in items if i is not None])
+    def tuple_literal(self, meta, *items):
+        return ast.TupleLit(self.loc(meta), list(items))
 
-    def list(self, meta, *items):
-        return ast.TupleLit(self.loc(meta), [i for i in items if i is not None])
+    def list_literal(self, meta, *items):
+        return ast.TupleLit(self.loc(meta), list(items))
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+
+    def unescape(self, token: Token) -> str:
+        """A STRING token's value: the text between the quotes, with its backslash escapes replaced."""
+
+        def replace(match):
+            if match.group(1) in ESCAPES:
+                return ESCAPES[match.group(1)]
+            col = token.column + 1 + match.start()  # +1 for the opening quote
+            raise NetcError(f"unknown escape '{match.group(0)}' in a string", SourceLoc(
+                self.file, token.line, col, self.text, col + 2), hint='use \\n, \\t, \\r, \\\\ or \\"')
+
+        return re.sub(r"\\(.)", replace, token[1:-1])

@@ -1,4 +1,4 @@
-"""The .net grammar, shipped as package data."""
+"""The .net grammar, shipped as package data: compiler/parse.py loads it from GRAMMAR_PATH."""
 
 from pathlib import Path
 
