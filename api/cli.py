@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--format", choices=("text", "dot"), default="text")
     graph.add_argument("-o", "--output", type=Path, help="write to this file instead of standard output")
     graph.add_argument("--backward", action="store_true", help="the backward pass, layer by layer (like .grad_fn)")
+    build = command("compile", cmd_compile, "compile for the CPU and write every stage: IR, kernels, C, plan, report")
+    build.add_argument("--batch", type=int, required=True)
+    build.add_argument("--backend", choices=("cpu",), default="cpu")
+    build.add_argument("-o", "--output", type=Path, required=True, help="the folder to write into")
     run = command("run", cmd_run, "run the network forward on random inputs and print what comes out")
     run.add_argument("--batch", type=int, default=4)
     run.add_argument("--backend", default="reference")
@@ -96,6 +100,15 @@ def cmd_graph(args) -> None:
         args.output.write_text(text + "\n")
     else:
         print(text)
+
+
+def cmd_compile(args) -> None:
+    from netc.runtime.export import export_compiled
+
+    net = netc.load(args.file, args.network)
+    for path in export_compiled(net, netc.bindings_for(net, args.batch), args.output):
+        print(path)
+    print((args.output / f"{net.name.lower()}.report.txt").read_text().split("\n\n")[1].splitlines()[0])
 
 
 def cmd_run(args) -> None:

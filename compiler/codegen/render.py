@@ -95,7 +95,7 @@ class Renderer:
     def elementwise(self, kernel: Kernel) -> dict:
         shape = kernel.values[-1].shape
         inside = {v.id for v in kernel.values}
-        names, lines, params, args, used_axes = {}, [], [], [], set()
+        names, lines, params, args, used_axes = {}, {}, [], [], set()
         inputs = kernel.inputs()
         # No `restrict` here: the memory planner lets an output overwrite an input in place.
         for j, x in enumerate(inputs):
@@ -105,29 +105,31 @@ class Renderer:
         for v in kernel.values:
             ctype = self.ctype(v.dtype)
             name = names[v.id] = f"v{v.id}"
+            sources = [storage(i) for i in v.inputs]  # a reshape is the same elements in the same order
             if v.op == "full":
                 expr = literal(v.attrs["value"], ctype)
             elif v.op == "broadcast_to":
-                (x,) = v.inputs
+                (x,) = sources
                 if x.id in inside:
                     expr = names[x.id]  # a broadcast of a scalar computed here
                 else:
-                    offset, axes = self.broadcast_offset(x.shape, shape)
+                    offset, axes = self.broadcast_offset(v.inputs[0].shape, shape)
                     expr = f"in{slot[x.id]}[{offset}]"
                     used_axes |= axes
             else:
-                operands = [names[i.id] if i.id in inside else f"in{slot[i.id]}[i]" for i in v.inputs]
+                operands = [names[x.id] if x.id in inside else f"in{slot[x.id]}[i]" for x in sources]
                 expr = OPS[v.op].c_expr.format(*operands)
-            lines.append(f"const {ctype} {name} = ({ctype})({expr});")
+            lines[v.id] = f"const {ctype} {name} = ({ctype})({expr});"
+        stores = []
         for j, out in enumerate(kernel.outputs):
             params.append(f"{self.ctype(out.dtype)} *out{j}")
             args.append(self.pointer(out))
-            lines.append(f"out{j}[i] = {names[out.id]};")
+            stores.append(f"out{j}[i] = {names[out.id]};")
         # Decompose i into coordinates from the last axis down to the first one a broadcast load needs.
         lowest = min(used_axes, default=len(shape))
         dims = [{"axis": a, "size": shape[a], "used": a in used_axes} for a in range(len(shape) - 1, lowest - 1, -1)]
-        return dict(template="elementwise.j2", params=params, args=args, lines=lines, coords=dims,
-                    size=math.prod(shape))
+        return dict(template="elementwise.j2", params=params, args=args, coords=dims, size=math.prod(shape),
+                    lines=[lines[v.id] for v in kernel.values if v.id in _needed(kernel)] + stores)
 
     @staticmethod
     def broadcast_offset(source, target) -> tuple:
@@ -239,6 +241,18 @@ class Renderer:
         (v,) = kernel.values
         return dict(template="random.j2", ctype=self.ctype(v.dtype), stream=v.attrs["stream"],
                     size=math.prod(v.shape), args=[self.pointer(v.inputs[0]), self.pointer(v)])
+
+
+def _needed(kernel: Kernel) -> set:
+    """The values of an elementwise kernel that its stores depend on (a pulled-in constant may not be)."""
+    inside = {v.id: v for v in kernel.values}
+    needed, stack = set(), [o.id for o in kernel.outputs]
+    while stack:
+        vid = stack.pop()
+        if vid in inside and vid not in needed:
+            needed.add(vid)
+            stack.extend(storage(i).id for i in inside[vid].inputs)
+    return needed
 
 
 def _piece(index: int, shape, in_strides, out_strides, in_base: int, out_base: int) -> dict:

@@ -35,11 +35,11 @@ class Kernel:
         return "_".join(ops[:4]) or self.values[-1].op
 
     def inputs(self) -> list:
-        """The values this kernel reads from memory, in first-use order (a reshape reads its source)."""
+        """The stored values this kernel reads, in first-use order (a reshape reads its source's bytes)."""
         inside = {v.id for v in self.values}
         seen, out = set(), []
         for v in self.values:
-            for i in v.inputs:
+            for i in map(storage, v.inputs):
                 if i.id not in inside and i.id not in seen:
                     seen.add(i.id)
                     out.append(i)
@@ -63,31 +63,104 @@ def fuse(graph: Graph, roots: list | None = None) -> list:
     """The kernels computing `roots` (default: everything the graph exposes), in launch order."""
     roots = graph.roots() if roots is None else roots
     live = [v for v in graph.live_values(roots) if v.op not in LEAF_OPS and v.op != "reshape"]
-    users = _users(live, roots)
-    kernels: list[Kernel] = []
-    group_of: dict[int, Kernel] = {}
-    position = {v.id: i for i, v in enumerate(live)}
-    group_start: dict[int, int] = {}  # id(kernel) -> position of its first value
-    for v in live:
-        if _fusable(v):
-            group = _joinable_group(v, group_of, group_start, position)
-            if group is None:
-                group = Kernel("elementwise")
-                kernels.append(group)
-                group_start[id(group)] = position[v.id]
-            group.values.append(v)
-            group_of[v.id] = group
-        elif read_in_place(v, users):
-            continue  # the matmuls that use it read the untransposed buffer with BLAS's transpose flag
-        else:
-            kernel = Kernel(OPS[v.op].kind, [v])
-            kernels.append(kernel)
-            group_of[v.id] = kernel
-    for kernel in kernels:
-        inside = {v.id for v in kernel.values}
-        kernel.outputs = [v for v in kernel.values
-                          if v.id in users["roots"] or any(u.id not in inside for u in users.get(v.id, ()))]
-    return [k for k in kernels if k.outputs]
+    return _Partition(live, roots).kernels()
+
+
+class _Partition:
+    """Greedy partition in topological order. Broadcasts and constants "float": they are placed into each
+    elementwise kernel that reads them (recomputing a strided load is cheaper than storing and reloading it),
+    and written to memory only for a consumer that is not elementwise, or when the graph exposes them."""
+
+    def __init__(self, live: list, roots: list):
+        self.live, self.users = live, _users(live, roots)
+        self.order: list[Kernel] = []
+        self.kernel_of: dict[int, Kernel] = {}  # value id -> the kernel that stores it (or computes it first)
+        self.position = {v.id: i for i, v in enumerate(live)}
+        self.start: dict[int, float] = {}  # id(kernel) -> position of its first value
+        self.floating: dict[int, Value] = {}
+        self.containing: dict[int, list] = {}  # value id -> every kernel that computes it
+
+    def kernels(self) -> list:
+        for v in self.live:
+            if v.op in INLINE_OPS:
+                self.floating[v.id] = v
+            elif _fusable(v):
+                self.place_elementwise(v)
+            elif read_in_place(v, self.users):
+                continue  # the matmuls that use it read the untransposed buffer with BLAS's transpose flag
+            else:
+                sources = [matmul_operand(x)[0] for x in v.inputs] if v.op == "matmul" else map(storage, v.inputs)
+                for x in sources:
+                    self.materialise(x, self.position[v.id])
+                self.add(Kernel(OPS[v.op].kind, [v]), self.position[v.id])
+        for root_id in sorted(self.users["roots"] & set(self.floating)):
+            self.materialise(self.floating[root_id], len(self.live))
+        for kernel in self.order:
+            inside = {v.id for v in kernel.values}
+            kernel.outputs = [v for v in kernel.values if v.id in self.users["roots"] or any(
+                u.id not in inside and self.needs_memory(v, u) for u in self.users.get(v.id, ()))]
+        return [k for k in self.order if k.outputs]
+
+    def needs_memory(self, v: Value, user: Value) -> bool:
+        """Whether `user` reads v from memory: some kernel computing the user does not compute v too (a
+        floating user is computed in every kernel that pulled it)."""
+        kernels = self.containing.get(user.id)
+        return not kernels or any(v not in k.values for k in kernels)
+
+    def add(self, kernel: Kernel, position: float) -> Kernel:
+        self.order.append(kernel)
+        self.start[id(kernel)] = position
+        for v in kernel.values:
+            self.kernel_of.setdefault(v.id, kernel)
+            self.containing.setdefault(v.id, []).append(kernel)
+        return kernel
+
+    def materialise(self, v: Value, position: float) -> None:
+        """Store a floating value, in a kernel of its own, just before its first non-elementwise reader."""
+        if v.id in self.floating:
+            kernel = Kernel("elementwise")
+            self.pull(v, kernel)
+            self.add(kernel, position - 0.5)
+            self.position[v.id] = position - 0.5
+            del self.floating[v.id]
+
+    def pull(self, v: Value, kernel: Kernel) -> None:
+        """Add a floating value to a kernel, after the floating values it reads."""
+        for x in v.inputs:
+            if storage(x).id in self.floating:
+                self.pull(storage(x), kernel)
+        if v not in kernel.values:
+            kernel.values.append(v)
+            self.kernel_of.setdefault(v.id, kernel)
+            self.containing.setdefault(v.id, []).append(kernel)
+
+    def ready_before(self, x: Value, kernel: Kernel | None, start: float) -> bool:
+        """Whether kernel can read x: computed before it began, computed in it, or floating on such values."""
+        x = storage(x)
+        if x.id in self.floating:
+            return all(self.ready_before(i, kernel, start) for i in x.inputs)
+        return (kernel is not None and x in kernel.values) or self.position.get(x.id, -1) < start
+
+    def place_elementwise(self, v: Value) -> None:
+        for x in map(storage, v.inputs):
+            if x.id in self.floating and x.op == "broadcast_to" and x.shape != v.shape:
+                # Read through a reshape: its strided load would need coordinates of another shape.
+                self.materialise(x, self.position[v.id])
+        group = None
+        for producer in (storage(i) for i in v.inputs):
+            candidate = self.kernel_of.get(producer.id)
+            if (candidate is not None and candidate.kind == "elementwise" and candidate.values[-1].shape == v.shape
+                    and all(self.ready_before(i, candidate, self.start[id(candidate)]) for i in v.inputs)):
+                group = candidate
+                break
+        if group is None:
+            group = self.add(Kernel("elementwise"), self.position[v.id])
+        for x in v.inputs:
+            if storage(x).id in self.floating:
+                self.pull(storage(x), group)
+        group.values.append(v)
+        self.kernel_of[v.id] = group
+        self.containing[v.id] = [group]
 
 
 def matmul_operand(x: Value) -> tuple:
@@ -113,20 +186,6 @@ def read_in_place(v: Value, users: dict) -> bool:
 
 def _fusable(v: Value) -> bool:
     return OPS[v.op].kind == "elementwise" or v.op in INLINE_OPS
-
-
-def _joinable_group(v: Value, group_of: dict, group_start: dict, position: dict):
-    """The elementwise group v can join: one of its inputs' groups, of v's shape, that v's other inputs
-    cannot depend on (they were all computed before that group began)."""
-    for producer in (storage(i) for i in v.inputs):
-        group = group_of.get(producer.id)
-        if group is None or group.kind != "elementwise" or group.values[0].shape != v.shape:
-            continue
-        start = group_start[id(group)]
-        if all(group_of.get(storage(i).id) is group or position.get(storage(i).id, -1) < start
-               for i in v.inputs):
-            return group
-    return None
 
 
 def _users(live: list, roots: list) -> dict:
