@@ -1,10 +1,10 @@
 """Optimisers as IR: each appends its update rule to the joint forward+backward graph.
 
-netc compiles a whole training step (forward, backward, and the update of every parameter) into one graph, so
-a later stage can fuse the updates of all parameters into one kernel. An optimiser is therefore not a loop over
-arrays but a builder: `append_update(joint)` takes the graph from `autodiff.grad` and appends, in primitives,
-what `torch.optim` does in its single-tensor CPU path, operation by operation and in the same order of
-roundings where that is cheap (lerp, addcmul, addcdiv).
+netc compiles a whole training step (forward, backward, and the update of every parameter) into one graph,
+so a later stage can fuse the updates of all parameters into one kernel. An optimiser is therefore not a loop
+over arrays but a builder: `append_update(joint)` takes the graph from `autodiff.grad` and appends, in
+primitives, what `torch.optim` does in its single-tensor CPU path, operation by operation and in the same
+order of roundings where that is cheap (lerp, addcmul, addcdiv).
 
     trainer = model.trainer(netc.optim.Adam(lr=1e-3))   # see runtime/trainer.py
     loss = trainer.step(x=images, labels=labels)
@@ -92,7 +92,7 @@ class Optimizer:
         for name, param in list(joint.params.items()):
             grad = joint.outputs[GRAD_PREFIX + name]
             with joint.at(None, f"{kind} {name}"):
-                state = {key: joint.add_leaf("buffer", state_name(key, name), param.type, init=("constant", 0.0))
+                state = {key: joint.add_leaf("buffer", state_name(key, name), param.type, ("constant", 0.0))
                          for key in self.state_keys}
                 new_param, new_state = self.update(param, grad, state, scalars)
             joint.outputs[NEW_PREFIX + name] = new_param
@@ -101,7 +101,7 @@ class Optimizer:
         return joint
 
     def scalars(self, lr: Value, step: Value) -> dict:
-        """f64 scalars computed once per step for all parameters, from lr and the steps taken before this one."""
+        """f64 scalars computed once per step for all parameters, from lr and the steps taken before it."""
         raise NotImplementedError
 
     def update(self, param: Value, grad: Value, state: dict, scalars: dict) -> tuple[Value, dict]:
@@ -111,7 +111,7 @@ class Optimizer:
 
 @dataclass(frozen=True)
 class SGD(Optimizer):
-    """torch.optim.SGD: momentum (the buffer starts at the first gradient), dampening, nesterov, weight decay."""
+    """torch.optim.SGD: momentum (its buffer starts as the first gradient), dampening, nesterov, decay."""
 
     lr: float
     momentum: float = 0
@@ -144,8 +144,8 @@ class SGD(Optimizer):
         new_state = {}
         if self.momentum != 0:
             # torch starts the buffer at the first gradient rather than at zero, which differs with dampening.
-            buf = B.where(scalars["first"], g, state["momentum_buffer"] * self.momentum + (1 - self.dampening) * g)
-            new_state["momentum_buffer"] = buf
+            buf = state["momentum_buffer"] * self.momentum + (1 - self.dampening) * g
+            buf = new_state["momentum_buffer"] = B.where(scalars["first"], g, buf)
             g = g + self.momentum * buf if self.nesterov else buf
         return param - _as_type(scalars["lr"], param) * g, new_state
 
@@ -189,8 +189,10 @@ class Adam(Optimizer):
         t = step + 1.0  # torch counts the step before using it
         bias_correction1 = 1.0 - _power(beta1, t)
         bias_correction2 = 1.0 - _power(beta2, t)
-        return {"step_size": lr / bias_correction1, "bias_correction2_sqrt": B.sqrt(bias_correction2),
-                "decay": 1.0 - lr * float(self.weight_decay)}
+        scalars = {"step_size": lr / bias_correction1, "bias_correction2_sqrt": B.sqrt(bias_correction2)}
+        if self.decoupled_weight_decay:
+            scalars["decay"] = 1.0 - lr * float(self.weight_decay)
+        return scalars
 
     def update(self, param, grad, state, scalars):
         beta1, beta2 = self.betas
@@ -220,7 +222,7 @@ class AdamW(Adam):
     decoupled_weight_decay = True
 
 
-# -- helpers ----------------------------------------------------------------------------------------------------
+# -- helpers -------------------------------------------------------------------------------------------------
 
 
 def _as_type(scalar: Value, like: Value) -> Value:
@@ -229,7 +231,7 @@ def _as_type(scalar: Value, like: Value) -> Value:
 
 
 def _power(base: float, exponent: Value) -> Value:
-    """base ** exponent for a constant base in [0, 1) and a positive f64 exponent, as exp(exponent * log(base))."""
+    """base ** exponent for a constant base in [0, 1) and an f64 exponent >= 1: exp(exponent * log(base))."""
     if base == 0:
         return B.full(exponent.graph, (), 0.0, exponent.dtype)
     return B.exp(exponent * math.log(base))

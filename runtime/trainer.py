@@ -19,6 +19,7 @@ import numpy as np
 from netc.compiler.autodiff import grad
 from netc.compiler.errors import NetcError
 from netc.compiler.passes.simplify import simplify
+from netc.compiler.shapes import format_shape
 
 from .optim import LR_INPUT, NEW_PREFIX, STATE_PREFIX, STEP_BUFFER, Optimizer, check_lr, state_name
 from .state import initial_value, to_numpy
@@ -101,10 +102,10 @@ class Trainer:
         return {name: initial_value(graph.specs[name], None, float_type)
                 for name in graph.buffers if name.startswith(STATE_PREFIX)}
 
-    # -- checkpoints, in torch.optim's layout (parameters by name rather than by index) -----------------------
+    # -- checkpoints, in torch.optim's layout (parameters by name rather than by index) ----------------------
 
     def state_dict(self) -> dict:
-        """{"state": {param: {"step": ..., "exp_avg": ..., ...}}, "param_groups": [{"lr": ..., ...}]}, as copies.
+        """{"state": {param: {"step", "exp_avg", ...: array}}, "param_groups": [{"lr": ..., ...}]}, as copies.
 
         As in torch, "state" is empty until the first step. netc keeps one step count for all parameters."""
         params = list(self.model.graph.params)
@@ -113,14 +114,15 @@ class Trainer:
         if step > 0:
             for name in params:
                 entry = {"step": step.copy()}
-                entry.update({key: self._state[state_name(key, name)].copy() for key in self.optimizer.state_keys})
+                for key in self.optimizer.state_keys:
+                    entry[key] = self._state[state_name(key, name)].copy()
                 state[name] = entry
         return {"state": state, "param_groups": [self.optimizer.param_group(self._lr, params)]}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Resume from `state_dict()`'s output: the learning rate and the optimiser's state. The other settings
-        must equal this trainer's optimiser's, as the compiled step depends on them; everything is checked
-        before anything changes."""
+        """Resume from `state_dict()`'s output: the learning rate and the optimiser's state. The other
+        settings must equal this trainer's optimiser's, as the compiled step depends on them; everything is
+        checked before anything changes."""
         params = list(self.model.graph.params)
         lr = self._check_param_groups(state_dict, params)
         incoming = state_dict["state"]
@@ -142,12 +144,15 @@ class Trainer:
         lr, names = group.pop("lr", None), group.pop("params", None)
         expected = self.optimizer.param_group(0.0, params)
         del expected["lr"], expected["params"]
-        differences = [f"{key}={group.get(key)!r} (this {kind} has {value!r})" for key, value in expected.items()
-                       if _normalise(group.get(key)) != _normalise(value)]
-        if differences or set(group) != set(expected):
-            raise NetcError(f"load_state_dict: the checkpoint's optimiser settings differ: {', '.join(differences)}"
-                            if differences else f"load_state_dict: the checkpoint is not from {kind}",
-                            hint=f"create the trainer with the {kind} settings the checkpoint was saved with")
+        hint = f"create the trainer with the {kind} settings the checkpoint was saved with"
+        if set(group) != set(expected):
+            raise NetcError(f"load_state_dict: the checkpoint is not from {kind}: its settings are "
+                            f"{', '.join(sorted(group))}", hint=hint)
+        differences = [f"{key}={group[key]!r} (this {kind} has {value!r})" for key, value in expected.items()
+                       if _normalise(group[key]) != _normalise(value)]
+        if differences:
+            raise NetcError("load_state_dict: the checkpoint's optimiser settings differ: "
+                            + ", ".join(differences), hint=hint)
         if list(names or ()) != params:
             raise NetcError("load_state_dict: the checkpoint's parameters differ from the model's")
         return check_lr(lr, kind)
@@ -166,7 +171,8 @@ class Trainer:
             for key in self.optimizer.state_keys:
                 array, current = to_numpy(entry[key]), self._state[state_name(key, name)]
                 if array.shape != current.shape:
-                    problems.append(f"{name}.{key}: expected shape {list(current.shape)}, got {list(array.shape)}")
+                    problems.append(f"{name}.{key}: expected shape {format_shape(current.shape)}, "
+                                    f"got {format_shape(array.shape)}")
                 state[state_name(key, name)] = np.array(array, dtype=current.dtype)
         if len(steps) > 1:
             problems.append(f"the parameters' step counts differ ({sorted(steps)}); netc keeps one for all")
@@ -177,5 +183,5 @@ class Trainer:
 
 
 def _normalise(value):
-    """Settings compare equal across a checkpoint's round trip (lists for tuples, 0 for 0.0)."""
+    """A setting as it compares across a checkpoint's round trip: betas saved as a list (by JSON, say)."""
     return tuple(value) if isinstance(value, list) else value
