@@ -37,14 +37,15 @@ def _torch_step(twin, optimizer, batch: dict) -> float:
     return loss.item()
 
 
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
 @pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
-def test_example_training_matches_pytorch(name, kind):
+def test_example_training_matches_pytorch(name, kind, backend):
     """Every step's loss, then every parameter and buffer (BatchNorm's running statistics included)."""
     twin_class, spec = EXAMPLES[name]
     torch.manual_seed(0)
     twin = twin_class()
-    model = netc.compile(EXAMPLES_DIR / name, batch=BATCH)
+    model = netc.compile(EXAMPLES_DIR / name, batch=BATCH, backend=backend)
     model.load_state_dict(twin.state_dict())
     ours, make_theirs = OPTIMIZERS[kind](name)
     trainer, theirs = model.trainer(ours), make_theirs(twin.parameters())
