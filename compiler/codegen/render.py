@@ -93,51 +93,57 @@ class Renderer:
     # -- kernel shapes ---------------------------------------------------------------------------------------
 
     def elementwise(self, kernel: Kernel) -> dict:
+        """One loop over the kernel's shape, split into an outer loop over the leading axes and an inner,
+        vectorisable loop over the trailing axes along which every broadcast load is constant or contiguous."""
         shape = kernel.values[-1].shape
         inside = {v.id for v in kernel.values}
-        names, lines, params, args, used_axes = {}, {}, [], [], set()
         inputs = kernel.inputs()
-        # No `restrict` here: the memory planner lets an output overwrite an input in place.
-        for j, x in enumerate(inputs):
-            params.append(f"const {self.ctype(x.dtype)} *in{j}")
-            args.append(self.pointer(x))
         slot = {x.id: j for j, x in enumerate(inputs)}
+        broadcasts = [v.inputs[0].shape for v in kernel.values
+                      if v.op == "broadcast_to" and storage(v.inputs[0]).id not in inside]
+        split = len(shape) - _inner_axes(shape, broadcasts)
+        while split and shape[split - 1] == 1:  # leading size-1 axes need no loop of their own
+            split -= 1
+        inner = math.prod(shape[split:])
+        names, lines, used_axes = {}, {}, set()
         for v in kernel.values:
             ctype = self.ctype(v.dtype)
             name = names[v.id] = f"v{v.id}"
             sources = [storage(i) for i in v.inputs]  # a reshape is the same elements in the same order
             if v.op == "full":
                 expr = literal(v.attrs["value"], ctype)
+            elif v.op == "broadcast_to" and sources[0].id in inside:
+                expr = names[sources[0].id]  # a broadcast of a scalar computed here
             elif v.op == "broadcast_to":
-                (x,) = sources
-                if x.id in inside:
-                    expr = names[x.id]  # a broadcast of a scalar computed here
-                else:
-                    offset, axes = self.broadcast_offset(v.inputs[0].shape, shape)
-                    expr = f"in{slot[x.id]}[{offset}]"
-                    used_axes |= axes
+                offset, axes = self.broadcast_offset(v.inputs[0].shape, shape, split, "i" if split == 0 else "j")
+                expr = f"in{slot[sources[0].id]}[{offset}]"
+                used_axes |= axes
             else:
                 operands = [names[x.id] if x.id in inside else f"in{slot[x.id]}[i]" for x in sources]
                 expr = OPS[v.op].c_expr.format(*operands)
             lines[v.id] = f"const {ctype} {name} = ({ctype})({expr});"
-        stores = []
-        for j, out in enumerate(kernel.outputs):
-            params.append(f"{self.ctype(out.dtype)} *out{j}")
-            args.append(self.pointer(out))
-            stores.append(f"out{j}[i] = {names[out.id]};")
-        # Decompose i into coordinates from the last axis down to the first one a broadcast load needs.
-        lowest = min(used_axes, default=len(shape))
-        dims = [{"axis": a, "size": shape[a], "used": a in used_axes} for a in range(len(shape) - 1, lowest - 1, -1)]
-        return dict(template="elementwise.j2", params=params, args=args, coords=dims, size=math.prod(shape),
+        # No `restrict` here: the memory planner lets an output overwrite an input in place.
+        params = [f"const {self.ctype(x.dtype)} *in{j}" for j, x in enumerate(inputs)]
+        params += [f"{self.ctype(out.dtype)} *out{j}" for j, out in enumerate(kernel.outputs)]
+        stores = [f"out{j}[i] = {names[out.id]};" for j, out in enumerate(kernel.outputs)]
+        # Coordinates of the outer index, from the last outer axis down to the first one a load needs.
+        lowest = min(used_axes, default=split)
+        coords = [{"axis": a, "size": shape[a], "used": a in used_axes} for a in range(split - 1, lowest - 1, -1)]
+        return dict(template="elementwise.j2", params=params, coords=coords, size=math.prod(shape), inner=inner,
+                    outer=math.prod(shape[:split]), args=[self.pointer(x) for x in inputs + kernel.outputs],
                     lines=[lines[v.id] for v in kernel.values if v.id in _needed(kernel)] + stores)
 
     @staticmethod
-    def broadcast_offset(source, target) -> tuple:
-        """The index into a broadcast source from the target's coordinates c0, c1, ..., and the axes it uses."""
+    def broadcast_offset(source, target, split: int, inner_index: str) -> tuple:
+        """The index into a broadcast source: outer coordinates c0, c1, ... times the source's strides, plus j
+        where the source spans the inner axes; and the outer axes it uses."""
         lead = len(target) - len(source)
         strides = contiguous_strides(source)
-        axes = {lead + a for a, d in enumerate(source) if d != 1}
-        terms = [f"c{lead + a} * {s}" for a, (d, s) in enumerate(zip(source, strides)) if d != 1]
+        axes = {lead + a for a, d in enumerate(source) if d != 1 and lead + a < split}
+        terms = [f"c{lead + a} * {st}" for a, (d, st) in enumerate(zip(source, strides))
+                 if d != 1 and lead + a < split]
+        if any(d != 1 for a, d in enumerate(source) if lead + a >= split):
+            terms.append(inner_index)
         return " + ".join(terms) or "0", axes
 
     def reduce(self, kernel: Kernel) -> dict:
@@ -241,6 +247,24 @@ class Renderer:
         (v,) = kernel.values
         return dict(template="random.j2", ctype=self.ctype(v.dtype), stream=v.attrs["stream"],
                     size=math.prod(v.shape), args=[self.pointer(v.inputs[0]), self.pointer(v)])
+
+
+def _inner_axes(shape, broadcasts) -> int:
+    """How many trailing axes the inner loop can cover: along all of them, each broadcast source is either
+    broadcast (constant within the loop) or present (contiguous, advancing with the loop)."""
+    count, patterns = 0, [set() for _ in broadcasts]
+    for axis in range(len(shape) - 1, -1, -1):
+        if shape[axis] != 1:
+            kinds = []
+            for source in broadcasts:
+                source_axis = axis - (len(shape) - len(source))
+                kinds.append(source_axis >= 0 and source[source_axis] != 1)
+            if any(p and k not in p for p, k in zip(patterns, kinds)):
+                break
+            for p, k in zip(patterns, kinds):
+                p.add(k)
+        count += 1
+    return count
 
 
 def _needed(kernel: Kernel) -> set:
