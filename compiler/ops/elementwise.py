@@ -27,11 +27,18 @@ def _unary_samples(low=-2.0, high=2.0):
     return samples
 
 
-def _binary_samples(low=-2.0, high=2.0, rhs_low=None, rhs_high=None):
+def _binary_samples(low=-2.0, high=2.0, rhs_low=None, rhs_high=None, ties=False):
+    """Random operand pairs; with `ties`, about a third of b copies a, so comparisons and maximum's
+    gradient meet equal operands, where a wrong rule (ge as gt, a tie not split) shows."""
     def samples(rng):
         lo, hi = rhs_low if rhs_low is not None else low, rhs_high if rhs_high is not None else high
-        return [Sample([rand(rng, 3, 4, low=low, high=high), rand(rng, 3, 4, low=lo, high=hi)]),
-                Sample([rand(rng, 2, 1, 5, low=low, high=high), rand(rng, 2, 1, 5, low=lo, high=hi)])]
+        pairs = []
+        for shape in ((3, 4), (2, 1, 5)):
+            a, b = rand(rng, *shape, low=low, high=high), rand(rng, *shape, low=lo, high=hi)
+            if ties:
+                b = np.where(rng.random(shape) < 0.35, a, b)
+            pairs.append(Sample([a, b]))
+        return pairs
 
     return samples
 
@@ -84,13 +91,15 @@ binary("sub", np.subtract, torch.sub, "({0} - {1})", lambda g, out, a, b: [g, -g
 binary("mul", np.multiply, torch.mul, "({0} * {1})", lambda g, out, a, b: [g * b, g * a])
 binary("div", np.divide, torch.div, "({0} / {1})", lambda g, out, a, b: [g / b, -g * out / b],
        float_only=True, rhs_low=0.5, rhs_high=2.0)
-binary("maximum", np.maximum, torch.maximum, "fmax({0}, {1})", lambda g, out, a, b: _max_grads(g, out, a, b, B.gt))
-binary("minimum", np.minimum, torch.minimum, "fmin({0}, {1})", lambda g, out, a, b: _max_grads(g, out, a, b, B.lt))
+binary("maximum", np.maximum, torch.maximum, "fmax({0}, {1})", lambda g, out, a, b: _max_grads(g, out, a, b, B.gt),
+       ties=True)
+binary("minimum", np.minimum, torch.minimum, "fmin({0}, {1})", lambda g, out, a, b: _max_grads(g, out, a, b, B.lt),
+       ties=True)
 for _name, _np, _c in (("gt", np.greater, ">"), ("ge", np.greater_equal, ">="), ("lt", np.less, "<"),
                        ("le", np.less_equal, "<="), ("eq", np.equal, "==")):
     binary(_name, lambda a, b, _np=_np: _np(a, b).astype(a.dtype if a.dtype.kind == "f" else np.float32),
            lambda a, b, _name=_name: getattr(torch, _name)(a, b).to(a.dtype),
-           f"(({{0}} {_c} {{1}}) ? 1 : 0)", no_grad, mask=True, doc="a float 0/1 mask")
+           f"(({{0}} {_c} {{1}}) ? 1 : 0)", no_grad, mask=True, ties=True, doc="a float 0/1 mask")
 
 
 def _cast_type(types, *, dtype) -> TensorType:

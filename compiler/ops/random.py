@@ -2,7 +2,8 @@
 
 Element i of `random_uniform(seed; shape, stream)` is a pure function of (seed, stream, i):
 
-    h = mix(mix(mix(stream) ^ seed_lo) ^ seed_hi ^ i)      all uint32, seed_lo/hi the halves of the seed
+    key = mix(mix(mix(stream) ^ seed_lo) ^ seed_hi)       all uint32, seed_lo/hi the halves of the seed
+    h = mix(key ^ i)
     u = (h >> 8) * 2**-24                                  24 random bits: uniform in [0, 1), exact in float32
 
 where mix is the "lowbias32" integer hash (x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b;
@@ -33,10 +34,11 @@ def mix32(x: np.ndarray) -> np.ndarray:
 
 def uniform_ref(seed, *, shape, stream):
     seed = np.uint64(np.int64(seed).astype(np.uint64))
-    key = mix32(mix32(np.uint64(stream)) ^ (seed & MASK32)) ^ (seed >> np.uint64(32))
+    key = mix32(mix32(mix32(np.uint64(stream)) ^ (seed & MASK32)) ^ (seed >> np.uint64(32)))
     counters = np.arange(int(np.prod(shape, dtype=np.int64)), dtype=np.uint64)
     bits = mix32(key ^ counters)
-    return ((bits >> np.uint64(8)).astype(np.float64) * 2.0**-24).reshape(shape)
+    # 24 bits times 2**-24 is exact in float32, the rule's dtype: both precisions see the same numbers.
+    return ((bits >> np.uint64(8)).astype(np.float32) * np.float32(2.0**-24)).reshape(shape)
 
 
 def _uniform_rule(types, *, shape, stream) -> TensorType:
