@@ -211,8 +211,9 @@ class Renderer:
             pieces.append(_piece(0, v.shape, [in_strides[p] for p in v.attrs["perm"]], out_strides, 0, 0))
         elif v.op == "slice":
             in_strides = contiguous_strides(v.inputs[0].shape)
+            steps = v.attrs.get("steps") or (1,) * len(in_strides)
             base = sum(s * st for s, st in zip(v.attrs["starts"], in_strides))
-            pieces.append(_piece(0, v.shape, in_strides, out_strides, base, 0))
+            pieces.append(_piece(0, v.shape, [st * k for st, k in zip(in_strides, steps)], out_strides, base, 0))
         elif v.op == "pad":
             fill = literal(float(v.attrs["value"]), self.ctype(v.dtype))
             x = v.inputs[0]
