@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
+
+# netc's kernels and PyTorch each run an OpenMP runtime of their own in this one process: threads that spin
+# while idle would steal the two cores from the other library's threads in 4 ms slices. Passive waiting lets
+# both be measured fairly side by side (it must be set before either runtime starts).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import platform
 import shutil
 import statistics
