@@ -105,7 +105,7 @@ class Renderer:
         while split and shape[split - 1] == 1:  # leading size-1 axes need no loop of their own
             split -= 1
         inner = math.prod(shape[split:])
-        names, lines, used_axes = {}, {}, set()
+        names, lines, used_axes, hoisted, per_row = {}, {}, set(), {}, {}
         for v in kernel.values:
             ctype = self.ctype(v.dtype)
             name = names[v.id] = f"v{v.id}"
@@ -118,6 +118,14 @@ class Renderer:
                 offset, axes = self.broadcast_offset(v.inputs[0].shape, shape, split, "i" if split == 0 else "j")
                 expr = f"in{slot[sources[0].id]}[{offset}]"
                 used_axes |= axes
+                # Loads that do not move with the inner index are read once, outside it (without `restrict`
+                # the C compiler may not assume that the stores leave them unchanged).
+                if offset == "0":
+                    hoisted[v.id] = f"const {ctype} {name} = ({ctype})({expr});"
+                    continue
+                if split and not offset.endswith("j"):
+                    per_row[v.id] = f"const {ctype} {name} = ({ctype})({expr});"
+                    continue
             else:
                 operands = [names[x.id] if x.id in inside else f"in{slot[x.id]}[i]" for x in sources]
                 expr = OPS[v.op].c_expr.format(*operands)
@@ -129,9 +137,12 @@ class Renderer:
         # Coordinates of the outer index, from the last outer axis down to the first one a load needs.
         lowest = min(used_axes, default=split)
         coords = [{"axis": a, "size": shape[a], "used": a in used_axes} for a in range(split - 1, lowest - 1, -1)]
+        needed = _needed(kernel)
         return dict(template="elementwise.j2", params=params, coords=coords, size=math.prod(shape), inner=inner,
+                    hoisted=[line for vid, line in hoisted.items() if vid in needed],
+                    per_row=[line for vid, line in per_row.items() if vid in needed],
                     outer=math.prod(shape[:split]), args=[self.pointer(x) for x in inputs + kernel.outputs],
-                    lines=[lines[v.id] for v in kernel.values if v.id in _needed(kernel)] + stores)
+                    lines=[lines[v.id] for v in kernel.values if v.id in needed and v.id in lines] + stores)
 
     @staticmethod
     def broadcast_offset(source, target, split: int, inner_index: str) -> tuple:

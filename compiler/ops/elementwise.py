@@ -78,7 +78,8 @@ unary("rsqrt", lambda x: 1 / np.sqrt(x), torch.rsqrt, "(1 / sqrt({0}))",
       lambda g, out, x: [-0.5 * g * out / x], low=0.1, high=3.0)
 unary("abs", np.abs, torch.abs, "fabs({0})", lambda g, out, x: [g * B.sign(x)], float_only=False)
 unary("sign", np.sign, torch.sign, "(({0} > 0) - ({0} < 0))", no_grad, float_only=False)
-unary("relu", lambda x: np.maximum(x, 0).astype(x.dtype), torch.relu, "fmax({0}, 0.0f)",
+# Ternaries, not fmax: they vectorise, and they propagate NaN as PyTorch does (fmax drops it).
+unary("relu", lambda x: np.maximum(x, 0).astype(x.dtype), torch.relu, "(({0} <= 0) ? 0 : {0})",
       lambda g, out, x: [B.where(B.gt(out, 0), g, 0)])  # 0 at 0, as PyTorch
 unary("sigmoid", lambda x: 1 / (1 + np.exp(-x)), torch.sigmoid, "(1 / (1 + exp(-{0})))",
       lambda g, out, x: [g * out * (1 - out)], low=-6, high=6)
@@ -91,9 +92,9 @@ binary("sub", np.subtract, torch.sub, "({0} - {1})", lambda g, out, a, b: [g, -g
 binary("mul", np.multiply, torch.mul, "({0} * {1})", lambda g, out, a, b: [g * b, g * a])
 binary("div", np.divide, torch.div, "({0} / {1})", lambda g, out, a, b: [g / b, -g * out / b],
        float_only=True, rhs_low=0.5, rhs_high=2.0)
-binary("maximum", np.maximum, torch.maximum, "fmax({0}, {1})", lambda g, out, a, b: _max_grads(g, out, a, b, B.gt),
+binary("maximum", np.maximum, torch.maximum, "((({0}) > ({1}) || ({0}) != ({0})) ? ({0}) : ({1}))", lambda g, out, a, b: _max_grads(g, out, a, b, B.gt),
        ties=True)
-binary("minimum", np.minimum, torch.minimum, "fmin({0}, {1})", lambda g, out, a, b: _max_grads(g, out, a, b, B.lt),
+binary("minimum", np.minimum, torch.minimum, "((({0}) < ({1}) || ({0}) != ({0})) ? ({0}) : ({1}))", lambda g, out, a, b: _max_grads(g, out, a, b, B.lt),
        ties=True)
 for _name, _np, _c in (("gt", np.greater, ">"), ("ge", np.greater_equal, ">="), ("lt", np.less, "<"),
                        ("le", np.less_equal, "<="), ("eq", np.equal, "==")):

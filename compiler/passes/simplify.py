@@ -23,12 +23,21 @@ def simplify(graph: Graph) -> Graph:
     for v in graph.values:  # leaves first, in their original order, so parameter order is kept
         if v.op in LEAF_OPS:
             rebuilt[v.id] = out.add_leaf(v.op, v.attrs["name"], v.type)
+    users = _use_counts(graph)
     for v in graph.live_values():
         if v.op in LEAF_OPS:
             continue
         inputs = [rebuilt[i.id] for i in v.inputs]
         with out.at(v.loc, v.scope):
-            rebuilt[v.id] = _rewrite(out, v, inputs, table)
+            if _transposes_a_product(v) and users[v.inputs[0].id] == 1:
+                # (a @ b)^T = b^T @ a^T, and a matmul reads transposed operands for free (BLAS's flag): this
+                # turns the weight gradient of x @ W^T into one GEMM with no transpose copy.
+                a, b = inputs[0].inputs
+                swap = {"perm": v.attrs["perm"]}
+                rebuilt[v.id] = _rewrite(out, "matmul", [_rewrite(out, "transpose", [b], swap, table),
+                                                         _rewrite(out, "transpose", [a], swap, table)], {}, table)
+            else:
+                rebuilt[v.id] = _rewrite(out, v.op, inputs, v.attrs, table)
     out.outputs = {k: rebuilt[v.id] for k, v in graph.outputs.items()}
     out.updates = {k: rebuilt[v.id] for k, v in graph.updates.items()}
     out.loss = rebuilt[graph.loss.id] if graph.loss is not None else None
@@ -39,12 +48,31 @@ def simplify(graph: Graph) -> Graph:
     return out
 
 
-def _rewrite(graph: Graph, v: Value, inputs: list, table: dict) -> Value:
-    simpler = _identity(v.op, inputs, v.attrs, v)
+def _use_counts(graph: Graph) -> dict:
+    """How many times each value is read by a live value or exposed as a root."""
+    counts: dict[int, int] = {}
+    for v in graph.live_values():
+        for i in v.inputs:
+            counts[i.id] = counts.get(i.id, 0) + 1
+    for root in graph.roots():
+        counts[root.id] = counts.get(root.id, 0) + 1
+    return counts
+
+
+def _transposes_a_product(v: Value) -> bool:
+    perm = v.attrs.get("perm", ()) if v.op == "transpose" else ()
+    rank = len(perm)
+    swaps_last_two = rank >= 2 and perm == tuple(range(rank - 2)) + (rank - 1, rank - 2)
+    return swaps_last_two and v.inputs[0].op == "matmul"
+
+
+def _rewrite(graph: Graph, op: str, inputs: list, attrs: dict, table: dict) -> Value:
+    out_type = OPS[op].shape([i.type for i in inputs], **attrs)
+    simpler = _identity(op, inputs, attrs, out_type)
     if isinstance(simpler, Value):
         return simpler
-    op, inputs, attrs = simpler or (v.op, inputs, v.attrs)
-    folded = _fold(op, inputs, attrs, v)
+    op, inputs, attrs = simpler or (op, inputs, attrs)
+    folded = _fold(op, inputs, attrs, out_type)
     if folded is not None:
         op, inputs, attrs = folded
     key = (op, tuple(i.id for i in inputs), _freeze(attrs))
@@ -61,16 +89,17 @@ def scalar_constant(v: Value):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _identity(op: str, inputs: list, attrs: dict, original: Value):
-    """An input that the op reduces to (a Value), a cheaper (op, inputs, attrs), or None."""
-    same_type = [x for x in inputs if x.type == original.type]
-    if op in ("add", "sub") and scalar_constant(inputs[1]) == 0 and inputs[0].type == original.type:
+def _identity(op: str, inputs: list, attrs: dict, original):
+    """An input that the op reduces to (a Value), a cheaper (op, inputs, attrs), or None; `original` is the
+    type the op would have."""
+    same_type = [x for x in inputs if x.type == original]
+    if op in ("add", "sub") and scalar_constant(inputs[1]) == 0 and inputs[0].type == original:
         return inputs[0]
-    if op == "add" and scalar_constant(inputs[0]) == 0 and inputs[1].type == original.type:
+    if op == "add" and scalar_constant(inputs[0]) == 0 and inputs[1].type == original:
         return inputs[1]
-    if op in ("mul", "div") and scalar_constant(inputs[1]) == 1 and inputs[0].type == original.type:
+    if op in ("mul", "div") and scalar_constant(inputs[1]) == 1 and inputs[0].type == original:
         return inputs[0]
-    if op == "mul" and scalar_constant(inputs[0]) == 1 and inputs[1].type == original.type:
+    if op == "mul" and scalar_constant(inputs[0]) == 1 and inputs[1].type == original:
         return inputs[1]
     if op in ("reshape", "broadcast_to", "cast") and same_type:
         return inputs[0]
@@ -89,7 +118,7 @@ def _identity(op: str, inputs: list, attrs: dict, original: Value):
     return None
 
 
-def _fold(op: str, inputs: list, attrs: dict, original: Value):
+def _fold(op: str, inputs: list, attrs: dict, original):
     """Replace an op over constants by a constant: elementwise math on `full`s, and broadcasts of `full`s."""
     if op == "broadcast_to" and inputs[0].op == "full":
         return "full", [], {**inputs[0].attrs, "shape": tuple(attrs["shape"])}
