@@ -106,6 +106,7 @@ class Renderer:
             split -= 1
         inner = math.prod(shape[split:])
         names, lines, used_axes, hoisted, per_row = {}, {}, set(), {}, {}
+        loaded, order = {}, []  # external inputs read at index i, and the order of the loop body's lines
         for v in kernel.values:
             ctype = self.ctype(v.dtype)
             name = names[v.id] = f"v{v.id}"
@@ -127,9 +128,15 @@ class Renderer:
                     per_row[v.id] = f"const {ctype} {name} = ({ctype})({expr});"
                     continue
             else:
-                operands = [names[x.id] if x.id in inside else f"in{slot[x.id]}[i]" for x in sources]
+                for x in sources:  # every load its own statement: a ternary then selects values, and vectorises
+                    if x.id not in inside and x.id not in loaded:
+                        loaded[x.id] = f"l{slot[x.id]}"
+                        lines[f"load{x.id}"] = f"const {self.ctype(x.dtype)} l{slot[x.id]} = in{slot[x.id]}[i];"
+                        order.append(f"load{x.id}")
+                operands = [names[x.id] if x.id in inside else loaded[x.id] for x in sources]
                 expr = OPS[v.op].c_expr.format(*operands)
             lines[v.id] = f"const {ctype} {name} = ({ctype})({expr});"
+            order.append(v.id)
         # No `restrict` here: the memory planner lets an output overwrite an input in place.
         params = [f"const {self.ctype(x.dtype)} *in{j}" for j, x in enumerate(inputs)]
         params += [f"{self.ctype(out.dtype)} *out{j}" for j, out in enumerate(kernel.outputs)]
@@ -142,7 +149,7 @@ class Renderer:
                     hoisted=[line for vid, line in hoisted.items() if vid in needed],
                     per_row=[line for vid, line in per_row.items() if vid in needed],
                     outer=math.prod(shape[:split]), args=[self.pointer(x) for x in inputs + kernel.outputs],
-                    lines=[lines[v.id] for v in kernel.values if v.id in needed and v.id in lines] + stores)
+                    lines=[lines[key] for key in order if not isinstance(key, int) or key in needed] + stores)
 
     @staticmethod
     def broadcast_offset(source, target, split: int, inner_index: str) -> tuple:
