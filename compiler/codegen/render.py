@@ -210,10 +210,12 @@ class Renderer:
             spatial, cols = v.attrs["spatial"], x
         attrs = v.attrs
         out = _window_counts(spatial, attrs)
-        in_strides = contiguous_strides(spatial)
+        in_strides, out_strides = contiguous_strides(spatial), contiguous_strides(out)
+        kernel_strides = contiguous_strides(attrs["kernel"])
         dims = [{"axis": i, "kernel": attrs["kernel"][i], "stride": attrs["stride"][i],
                  "padding": attrs["padding"][i], "dilation": attrs["dilation"][i], "out": out[i],
-                 "size": spatial[i], "in_stride": in_strides[i]} for i in range(len(spatial))]
+                 "size": spatial[i], "in_stride": in_strides[i], "out_stride": out_strides[i],
+                 "kernel_stride": kernel_strides[i]} for i in range(len(spatial))]
         ctx = dict(template=f"{v.op}.j2", planes=cols.shape[0] * cols.shape[1], in_plane=math.prod(spatial),
                    K=cols.shape[2], L=cols.shape[3], dims=dims, args=[self.pointer(x), self.pointer(v)])
         if v.op == "unfold":
