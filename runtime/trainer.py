@@ -91,7 +91,9 @@ class Trainer:
         if missing:
             raise NetcError(f"a training step needs every input; missing: {', '.join(missing)}")
         feeds = {name: model._check_input(name, graph.inputs[name], inputs[name]) for name in names}
-        feeds["__seed__"] = np.int64(model.seed * 1_000_003 + model._step)  # dropout's seed, as Model._run's
+        # Dropout's seed counts optimiser steps, which the trainer's state_dict keeps: a resumed run replays
+        # the same masks.
+        feeds["__seed__"] = np.int64(model.seed * 1_000_003 + int(self._state[STEP_BUFFER]))
         feeds[LR_INPUT] = np.float64(self._lr)
         feeds.update(model._state)
         feeds.update(self._state)

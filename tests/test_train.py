@@ -330,3 +330,24 @@ def test_loading_a_checkpoint_of_other_settings_fails_clearly(tmp_path):
     del saved["state"]["fc2.bias"]["exp_avg_sq"]
     with pytest.raises(netc.NetcError, match="fc2.bias: expected exp_avg, exp_avg_sq, step, got exp_avg, st"):
         adam.load_state_dict(saved)
+
+
+def test_resuming_replays_the_same_dropout_masks(tmp_path):
+    path = tmp_path / "drop.net"
+    path.write_text("network D {\n    input x: [N, 8]\n    input y: [N, 2]\n    fc1 = Linear(8, 16)\n"
+                    "    drop = Dropout(0.5)\n    fc2 = Linear(16, 2)\n"
+                    "    minimize mse_loss(x -> fc1 -> relu -> drop -> fc2, y)\n}\n")
+    rng = np.random.default_rng(0)
+    batch = {"x": rng.standard_normal((4, 8)).astype(np.float32), "y": rng.standard_normal((4, 2)).astype(np.float32)}
+    straight = netc.compile(path, batch=4, seed=3)
+    trainer = straight.trainer(netc.optim.SGD(lr=0.1))
+    losses = [trainer.step(**batch) for _ in range(6)]
+    first = netc.compile(path, batch=4, seed=3)
+    first_trainer = first.trainer(netc.optim.SGD(lr=0.1))
+    resumed_losses = [first_trainer.step(**batch) for _ in range(3)]
+    resumed = netc.compile(path, batch=4, seed=3)
+    resumed.load_state_dict(first.state_dict())
+    resumed_trainer = resumed.trainer(netc.optim.SGD(lr=0.1))
+    resumed_trainer.load_state_dict(first_trainer.state_dict())
+    resumed_losses += [resumed_trainer.step(**batch) for _ in range(3)]
+    assert resumed_losses == losses and len(set(losses)) == 6
