@@ -129,9 +129,12 @@ def sum(x: Value, axes=None, keepdims: bool = False) -> Value:  # noqa: A001 - m
     return _squeeze_reduced(x, out, axes, keepdims)
 
 
-def amax(x: Value, axes=None, keepdims: bool = False) -> Value:
+def amax(x: Value, axes=None, keepdims: bool = False, ties: str = "split") -> Value:
+    """The maximum over axes; ties="first" sends a tie's gradient to the first maximum (max pooling, max(dim))
+    rather than splitting it (amax)."""
     axes = _axes(x, axes)
-    out = x.graph.emit("reduce_max", x, axes=axes) if axes else x
+    attrs = {"ties": ties} if ties != "split" else {}
+    out = x.graph.emit("reduce_max", x, axes=axes, **attrs) if axes else x
     return _squeeze_reduced(x, out, axes, keepdims)
 
 

@@ -182,3 +182,21 @@ def test_lenet_joint_graph_has_no_dead_or_duplicate_values():
         key = (v.op, tuple(i.id for i in v.inputs), repr(sorted(v.attrs.items())))
         assert key not in seen, f"duplicate value: {v}"
         seen.add(key)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_max_pooling_gives_a_tie_to_one_element_as_pytorch(tmp_path, backend):
+    path = _net(tmp_path, """
+network P {
+    input x: [N, 1, 4, 4]
+    input y: [N, 4]
+    minimize mse_loss(x -> maxpool2d(2) -> flatten, y)
+}""")
+    x = np.array([[[[1, 1, 0, 2], [1, 1, 2, 2], [3, 0, 5, 5], [0, 3, 5, 5]]]], dtype=np.float64)  # every window ties
+    y = np.zeros((1, 4))
+    model = netc.compile(path, batch=1, precision="float64", backend=backend)
+    got = model.gradients(inputs_wrt=["x"], x=x, y=y)["x"]
+    xt = torch.from_numpy(x).requires_grad_()
+    F.mse_loss(F.max_pool2d(xt, 2).flatten(1), torch.from_numpy(y)).backward()
+    np.testing.assert_array_equal(got, xt.grad.numpy())
+    assert np.count_nonzero(got) == 4  # one element per window, not a share for each tied one

@@ -71,6 +71,8 @@ def test_gradient_matches_finite_differences(name, index):
     graph, leaves, out, w, loss = _build(name, sample, None)
     if loss is None or name in NON_SMOOTH:
         pytest.skip(f"{name}: finite differences need a smooth float function")
+    if name in KINKED_AT_TIES and any(len(np.unique(a)) < a.size for a in sample.inputs):
+        pytest.skip(f"{name}: the sample ties on purpose, where the function has a kink (torch covers it)")
     if sample.attrs.get("frozen_row") is not None:
         pytest.skip("a frozen row's gradient is zero by definition (padding_idx), not the derivative")
     rng = np.random.default_rng(200 + index)
@@ -93,7 +95,8 @@ def test_gradient_matches_finite_differences(name, index):
 
 
 # Ops whose samples can sit at a kink (max ties, abs at 0) or are piecewise constant; torch covers them above.
-NON_SMOOTH = {"sign", "gt", "ge", "lt", "le", "eq", "cast", "one_hot"}
+NON_SMOOTH = {"sign", "gt", "ge", "lt", "le", "eq", "cast", "one_hot", "argmax_mask"}
+KINKED_AT_TIES = {"reduce_max", "maximum", "minimum"}
 
 
 def test_every_differentiable_op_has_a_gradient_rule():

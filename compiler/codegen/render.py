@@ -173,10 +173,11 @@ class Renderer:
         reduced = [{"size": x.shape[a], "stride": strides[a]} for a in sorted(axes)]
         ctype = self.ctype(v.dtype)
         is_sum = v.op == "reduce_sum"
+        groups = math.prod(d["size"] for d in kept)  # argmax_mask's output has x's shape: one group per kept index
         acc = "double" if ctype != "int64_t" and is_sum else ctype  # sums accumulate in double
         return dict(template="reduce.j2", ctype=ctype, acc_type=acc, kept=kept[::-1], reduced=reduced,
                     init="0" if is_sum else "-INFINITY", combine="acc + v" if is_sum else "(v > acc || v != v) ? v : acc",
-                    size=math.prod(v.shape), work=math.prod(x.shape), args=[self.pointer(x), self.pointer(v)])
+                    size=groups, work=math.prod(x.shape), op=v.op, args=[self.pointer(x), self.pointer(v)])
 
     def matmul(self, kernel: Kernel) -> dict:
         (v,) = kernel.values

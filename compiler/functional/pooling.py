@@ -48,7 +48,7 @@ def max_pool(x: Value, dims: int, kernel_size, stride=None, padding=0, dilation=
     kernel, stride, _, dilation, pads = _pool_geometry(x, dims, kernel_size, stride, padding, dilation,
                                                        ceil_mode, who)
     cols, out = sliding_windows(x, kernel, stride, pads, dilation, -math.inf, who)
-    return B.reshape(B.amax(cols, 2), x.shape[:2] + out)
+    return B.reshape(B.amax(cols, 2, ties="first"), x.shape[:2] + out)  # as torch: one index gets a tie's gradient
 
 
 def _window_counts(size: int, kernel: int, stride: int, padding: int, count: int, include_pad: bool) -> list:

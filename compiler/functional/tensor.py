@@ -60,7 +60,8 @@ def max_(ctx, input, dim=None, keepdim=False):
     check_tensor(input, "max")
     if isinstance(dim, Value):
         return B.maximum(input, dim)
-    return B.amax(input, _dims(dim, "max"), keepdim)
+    # max(dim) returns torch's values of (values, indices): a tie's gradient goes to the index, the first.
+    return B.amax(input, _dims(dim, "max"), keepdim, ties="split" if dim is None else "first")
 
 
 @function("reshape", "view", examples=[example(T.of(2, 3, 4), 6, -1), example(T.of(2, 3, 4), (-1, 6)),
