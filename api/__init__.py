@@ -1,9 +1,9 @@
 """netc: a graph-to-code compiler for neural networks.
 
-    import netc
-    net = netc.load("examples/lenet.net")          # parsed and shape-checked, batch size still symbolic
-    model = netc.compile(net, batch=64)             # a Model: forward, state_dict, load_state_dict, train/eval
-    outputs = model.forward(x=images)
+import netc
+net = netc.load("examples/lenet.net")          # parsed and shape-checked, batch size still symbolic
+model = netc.compile(net, batch=64)             # a Model: forward, state_dict, load_state_dict, train/eval
+outputs = model.forward(x=images)
 """
 
 from __future__ import annotations
@@ -18,8 +18,16 @@ __all__ = ["NetcError", "Network", "bindings_for", "compile", "load", "optim"]
 __version__ = "0.1.0"
 
 
-def compile(source, batch: int | None = None, backend: str = "reference", *, dims: dict | None = None,
-            precision: str = "float32", seed: int = 0, network: str | None = None):
+def compile(
+    source,
+    batch: int | None = None,
+    backend: str = "reference",
+    *,
+    dims: dict | None = None,
+    precision: str = "float32",
+    seed: int = 0,
+    network: str | None = None,
+):
     """Compile a `.net` file (or a loaded Network) for a batch size and a backend, returning a Model.
 
     `batch` binds the batch symbol (the leading dim of the inputs, `N` in the examples); `dims` binds any other
@@ -39,12 +47,16 @@ def bindings_for(net: Network, batch: int | None, dims: dict | None = None) -> d
             raise NetcError(f"batch must be a positive integer, got {batch!r}")
         symbol = batch_symbol(net)
         if symbol is None:
-            raise NetcError(f"{net.name} has no symbolic batch dimension to bind; its inputs have fixed shapes")
+            raise NetcError(
+                f"{net.name} has no symbolic batch dimension to bind; its inputs have fixed shapes"
+            )
         bindings.setdefault(symbol, batch)
     unbound = [s for s in net.symbols if s not in bindings]
     if unbound:
-        raise NetcError(f"compiling {net.name} needs a size for {', '.join(unbound)}",
-                        hint="pass batch=... for the batch dimension, dims={'NAME': size} for the others")
+        raise NetcError(
+            f"compiling {net.name} needs a size for {', '.join(unbound)}",
+            hint="pass batch=... for the batch dimension, dims={'NAME': size} for the others",
+        )
     return bindings
 
 

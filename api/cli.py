@@ -32,7 +32,9 @@ def main(argv=None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="netc", description="Compile neural networks written in .net files.")
+    parser = argparse.ArgumentParser(
+        prog="netc", description="Compile neural networks written in .net files."
+    )
     parser.add_argument("--version", action="version", version=f"netc {netc.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -46,14 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
     command("check", cmd_check, "parse and shape-check a network; print its layers and parameter counts")
     ir = command("ir", cmd_ir, "print the network's IR (symbolic sizes unless --batch is given)")
     ir.add_argument("--batch", type=int, help="bind the batch size, making every shape concrete")
-    ir.add_argument("--eval", action="store_true", help="the eval-mode graph (BatchNorm running stats, no dropout)")
-    ir.add_argument("--grad", action="store_true",
-                    help="the joint forward+backward graph, simplified, with value counts before and after")
+    ir.add_argument(
+        "--eval", action="store_true", help="the eval-mode graph (BatchNorm running stats, no dropout)"
+    )
+    ir.add_argument(
+        "--grad",
+        action="store_true",
+        help="the joint forward+backward graph, simplified, with value counts before and after",
+    )
     graph = command("graph", cmd_graph, "draw the network's data flow")
     graph.add_argument("--format", choices=("text", "dot"), default="text")
     graph.add_argument("-o", "--output", type=Path, help="write to this file instead of standard output")
-    graph.add_argument("--backward", action="store_true", help="the backward pass, layer by layer (like .grad_fn)")
-    build = command("compile", cmd_compile, "compile for the CPU and write every stage: IR, kernels, C, plan, report")
+    graph.add_argument(
+        "--backward", action="store_true", help="the backward pass, layer by layer (like .grad_fn)"
+    )
+    build = command(
+        "compile", cmd_compile, "compile for the CPU and write every stage: IR, kernels, C, plan, report"
+    )
     build.add_argument("--batch", type=int, required=True)
     build.add_argument("--backend", choices=("cpu",), default="cpu")
     build.add_argument("-o", "--output", type=Path, required=True, help="the folder to write into")
@@ -66,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_check(args) -> None:
     net = netc.load(args.file, args.network)
-    print(f"{args.file}: network {net.name} checks out" + (f" (symbolic: {', '.join(net.symbols)})" if net.symbols else ""))
+    print(
+        f"{args.file}: network {net.name} checks out"
+        + (f" (symbolic: {', '.join(net.symbols)})" if net.symbols else "")
+    )
     from netc.compiler.summary import layer_table
 
     print(layer_table(net.graph))
@@ -74,16 +88,21 @@ def cmd_check(args) -> None:
 
 def cmd_ir(args) -> None:
     net = netc.load(args.file, args.network)
-    graph = net.graph if args.batch is None and not args.eval else \
-        net.lower(netc.bindings_for(net, args.batch), training=not args.eval)
+    graph = (
+        net.graph
+        if args.batch is None and not args.eval
+        else net.lower(netc.bindings_for(net, args.batch), training=not args.eval)
+    )
     if not args.grad:
         print(graph)
         return
     joint = grad(graph)
     simple = simplify(joint)
     print(simple)
-    print(f"# {count_values(joint)} values after differentiation, {count_values(simple)} after simplification "
-          f"(dead code, common subexpressions, constants and identities removed)")
+    print(
+        f"# {count_values(joint)} values after differentiation, {count_values(simple)} after simplification "
+        f"(dead code, common subexpressions, constants and identities removed)"
+    )
 
 
 def cmd_graph(args) -> None:
@@ -112,14 +131,17 @@ def cmd_compile(args) -> None:
 
 
 def cmd_run(args) -> None:
-    model = netc.compile(args.file, batch=args.batch, backend=args.backend, seed=args.seed,
-                         network=args.network)
+    model = netc.compile(
+        args.file, batch=args.batch, backend=args.backend, seed=args.seed, network=args.network
+    )
     rng = np.random.default_rng(args.seed)
     inputs = {name: random_input(model.graph.inputs[name], rng) for name in model.input_names()}
     outputs = model.forward(**inputs)
     print(f"{model.network.name} on the {args.backend} backend, batch {args.batch}, random inputs:")
     for name, array in outputs.items():
-        summary = f"{array.item():.6g}" if array.ndim == 0 else f"mean {array.mean():+.4f}  std {array.std():.4f}"
+        summary = (
+            f"{array.item():.6g}" if array.ndim == 0 else f"mean {array.mean():+.4f}  std {array.std():.4f}"
+        )
         print(f"  {name}: {list(array.shape)} {array.dtype}  {summary}")
 
 

@@ -52,6 +52,7 @@ def torch_step(twin, inputs, optimizer):
         optimizer.zero_grad(set_to_none=True)
         twin(**inputs)["loss"].backward()
         optimizer.step()
+
     return step
 
 
@@ -118,19 +119,26 @@ def main() -> None:
     parser.add_argument("--batches", nargs="*", type=int, default=[1, 64])
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}; "
-          f"C compiler: {shutil.which(os.environ.get('CC', 'cc'))}\n")
-    header = ("| example | batch | kernels | train: netc ms | eager ms | speed-up | infer: netc ms | eager ms | "
-              "speed-up | arena KiB | naive KiB |" + (" compile train ms | vs compile |" if args.torch_compile else ""))
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}; "
+        f"C compiler: {shutil.which(os.environ.get('CC', 'cc'))}\n"
+    )
+    header = (
+        "| example | batch | kernels | train: netc ms | eager ms | speed-up | infer: netc ms | eager ms | "
+        "speed-up | arena KiB | naive KiB |"
+        + (" compile train ms | vs compile |" if args.torch_compile else "")
+    )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for name in args.examples:
         for batch in args.batches:
             r = bench_example(name, batch, args.torch_compile)
-            line = (f"| {r['example']} | {batch} | {r['kernels']} | {r['netc_train'] * 1e3:.3f} | "
-                    f"{r['eager_train'] * 1e3:.3f} | {r['eager_train'] / r['netc_train']:.2f}x | "
-                    f"{r['netc_infer'] * 1e3:.3f} | {r['eager_infer'] * 1e3:.3f} | "
-                    f"{r['eager_infer'] / r['netc_infer']:.2f}x | {r['arena_kib']:.0f} | {r['naive_kib']:.0f} |")
+            line = (
+                f"| {r['example']} | {batch} | {r['kernels']} | {r['netc_train'] * 1e3:.3f} | "
+                f"{r['eager_train'] * 1e3:.3f} | {r['eager_train'] / r['netc_train']:.2f}x | "
+                f"{r['netc_infer'] * 1e3:.3f} | {r['eager_infer'] * 1e3:.3f} | "
+                f"{r['eager_infer'] / r['netc_infer']:.2f}x | {r['arena_kib']:.0f} | {r['naive_kib']:.0f} |"
+            )
             if args.torch_compile:
                 line += f" {r['compiled_train'] * 1e3:.3f} | {r['compiled_train'] / r['netc_train']:.2f}x |"
             print(line, flush=True)

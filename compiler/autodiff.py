@@ -75,15 +75,19 @@ def grad(graph: Graph, wrt: list | None = None, of: str = "loss") -> Graph:
     joint, mapping = clone(graph, graph.name)
     target = joint.loss if of == "loss" else joint.outputs.get(of)
     if target is None:
-        raise NetcError(f"{graph.name} has no {'loss (minimize ...)' if of == 'loss' else 'output ' + repr(of)} "
-                        "to differentiate")
+        raise NetcError(
+            f"{graph.name} has no {'loss (minimize ...)' if of == 'loss' else 'output ' + repr(of)} "
+            "to differentiate"
+        )
     names = list(graph.params) if wrt is None else list(wrt)
     leaves = {**joint.params, **joint.inputs}
     for name in names:
         if name not in leaves:
             raise NetcError(f"cannot differentiate with respect to '{name}': no such parameter or input")
         if leaves[name].dtype not in FLOAT_DTYPES:
-            raise NetcError(f"'{name}' holds integers ({leaves[name].type}); only float tensors have gradients")
+            raise NetcError(
+                f"'{name}' holds integers ({leaves[name].type}); only float tensors have gradients"
+            )
     grads = backward(target, [leaves[n] for n in names])
     for name, g in zip(names, grads):
         joint.outputs[GRAD_PREFIX + name] = g if g is not None else zeros_like(leaves[name])
@@ -95,7 +99,7 @@ def hvp(graph: Graph, wrt: list | None = None) -> Graph:
     """Hessian-vector products of the loss: a graph with inputs "vec:NAME" (one per parameter in `wrt`) and
     outputs "hvp:NAME" = (d^2 loss / d wrt^2) . vec, computed as the gradient of <grad, vec>."""
     joint = grad(graph, wrt)
-    names = [k[len(GRAD_PREFIX):] for k in joint.outputs if k.startswith(GRAD_PREFIX)]
+    names = [k[len(GRAD_PREFIX) :] for k in joint.outputs if k.startswith(GRAD_PREFIX)]
     total = None
     for name in names:
         g = joint.outputs[GRAD_PREFIX + name]
@@ -104,6 +108,8 @@ def hvp(graph: Graph, wrt: list | None = None) -> Graph:
         total = term if total is None else B.add(total, term)
     leaves = [joint.params.get(n) or joint.inputs[n] for n in names]
     for name, h in zip(names, backward(total, leaves)):
-        joint.outputs["hvp:" + name] = h if h is not None else zeros_like(joint.params.get(name) or joint.inputs[name])
+        joint.outputs["hvp:" + name] = (
+            h if h is not None else zeros_like(joint.params.get(name) or joint.inputs[name])
+        )
     verify(joint)
     return joint

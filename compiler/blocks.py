@@ -80,8 +80,11 @@ class BlockInstance(Layer):
         names = [p.name for p in params]
         for key in kwargs:
             if key not in names:
-                raise NetcError(f"{definition.name}() has no hyperparameter '{key}'", loc,
-                                f"its hyperparameters are: {', '.join(names) or 'none'}")
+                raise NetcError(
+                    f"{definition.name}() has no hyperparameter '{key}'",
+                    loc,
+                    f"its hyperparameters are: {', '.join(names) or 'none'}",
+                )
         for i, param in enumerate(params):
             if i < len(args):
                 if param.name in kwargs:
@@ -99,7 +102,7 @@ def _match_inputs(name: str, decls: list, inputs: tuple, named: dict) -> list:
     if len(inputs) > len(decls):
         raise NetcError(f"block {name} takes {len(decls)} input(s), got {len(inputs)}")
     values = list(inputs)
-    for decl in decls[len(inputs):]:
+    for decl in decls[len(inputs) :]:
         if decl.name not in named:
             raise NetcError(f"block {name} is missing its input '{decl.name}'")
         values.append(named.pop(decl.name))
@@ -118,13 +121,17 @@ def _check_input(decl: ast.InputDecl, value: Value, scope, evaluate) -> None:
     if decl.dims is None:
         return
     if len(decl.dims) != value.rank:
-        raise NetcError(f"input '{decl.name}' expects {len(decl.dims)} dims, got {format_shape(value.shape)}",
-                        decl.loc)
+        raise NetcError(
+            f"input '{decl.name}' expects {len(decl.dims)} dims, got {format_shape(value.shape)}", decl.loc
+        )
     for axis, (dim_expr, actual) in enumerate(zip(decl.dims, value.shape)):
         if isinstance(dim_expr, ast.Name) and dim_expr.id not in scope.names:
             scope.names[dim_expr.id] = actual  # the first use of a symbol binds it for the rest of the block
             continue
         expected = evaluate(scope, dim_expr)
         if expected != actual:
-            raise NetcError(f"input '{decl.name}' expects size {expected} in dimension {axis}, "
-                            f"got {format_shape(value.shape)}", decl.loc)
+            raise NetcError(
+                f"input '{decl.name}' expects size {expected} in dimension {axis}, "
+                f"got {format_shape(value.shape)}",
+                decl.loc,
+            )

@@ -8,16 +8,9 @@ from __future__ import annotations
 
 from .errors import ShapeError
 from .ir import Value
-from .shapes import Dim, TensorType, broadcast_shapes, format_shape, infer_reshape, numel
+from .shapes import Dim, broadcast_shapes, format_shape, infer_reshape, numel
 
 Operand = Value | int | float
-
-
-def graph_of(*xs):
-    for x in xs:
-        if isinstance(x, Value):
-            return x.graph
-    raise TypeError("at least one operand must be an IR value")
 
 
 def full(graph, shape, value, dtype: str = "f32") -> Value:
@@ -200,7 +193,3 @@ def slice_axis(x: Value, axis: int, start: int, stop: int) -> Value:
     starts, stops = [0] * x.rank, list(x.shape)
     starts[axis], stops[axis] = start, stop
     return x.graph.emit("slice", x, starts=tuple(starts), stops=tuple(stops))
-
-
-def typeof(x: Value) -> TensorType:
-    return x.type

@@ -77,7 +77,9 @@ class LowerContext:
     def note(self, value, what: str, inputs) -> None:
         if isinstance(value, Value) and value.id not in self.descriptions:
             first = next((i for i in inputs if isinstance(i, Value)), None)
-            self.descriptions[value.id] = f"{what} of {format_shape(first.shape)}" if first is not None else what
+            self.descriptions[value.id] = (
+                f"{what} of {format_shape(first.shape)}" if first is not None else what
+            )
 
     def error(self, message: str, hint: str | None = None) -> NetcError:
         return NetcError(message, self.graph.current_loc, hint)

@@ -134,8 +134,13 @@ def _hyper_unary(operand, loc):
     return -operand
 
 
-HYPER_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
-             "/": lambda a, b: a / b, "//": lambda a, b: a // b}
+HYPER_OPS = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: a / b,
+    "//": lambda a, b: a // b,
+}
 TENSOR_OPS = {"+": B.add, "-": B.sub, "*": B.mul, "/": B.div, "@": B.matmul}
 
 
@@ -149,7 +154,9 @@ def binary(op: str, left, right, loc: SourceLoc):
         if op == "@" and not (isinstance(left, Value) and isinstance(right, Value)):
             raise NetcError("'@' multiplies two tensors", loc)
         if any(isinstance(s, Value) and s.dtype == "i64" for s in (left, right)):
-            raise NetcError(f"'{op}' needs float tensors; integer inputs (labels, ids) feed embeddings and losses", loc)
+            raise NetcError(
+                f"'{op}' needs float tensors; integer inputs (labels, ids) feed embeddings and losses", loc
+            )
         result = TENSOR_OPS[op](left, right)
         record_call(result.graph, op, op, (left, right), result)
         return result
@@ -225,7 +232,9 @@ def instantiate(cls: type, name: str, args, kwargs, loc):
     try:
         inspect.signature(cls).bind(*args, **kwargs)
     except TypeError as err:
-        raise NetcError(f"{name}(): {_signature_message(err)}", loc, f"signature: {name}{inspect.signature(cls)}")
+        raise NetcError(
+            f"{name}(): {_signature_message(err)}", loc, f"signature: {name}{inspect.signature(cls)}"
+        )
     return cls(*args, **kwargs)
 
 
@@ -266,8 +275,9 @@ def input_type(scope: Scope, decl: ast.InputDecl) -> TensorType:
     return TensorType(tuple(dims), dtype)
 
 
-def lower_network(definition: ast.Definition, blocks: dict, *, bindings: dict, training: bool,
-                  hyper: dict | None = None) -> Graph:
+def lower_network(
+    definition: ast.Definition, blocks: dict, *, bindings: dict, training: bool, hyper: dict | None = None
+) -> Graph:
     """Build the IR of a network for one mode, with the symbols in `bindings` made concrete."""
     graph = Graph(definition.name, mode="train" if training else "eval")
     ctx = LowerContext(graph, training)
@@ -276,7 +286,9 @@ def lower_network(definition: ast.Definition, blocks: dict, *, bindings: dict, t
     for decl in (s for s in definition.body if isinstance(s, ast.InputDecl)):
         with graph.at(decl.loc):
             if decl.dims is None:
-                raise NetcError(f"network input '{decl.name}' needs a shape, such as [N, 3, 32, 32]", decl.loc)
+                raise NetcError(
+                    f"network input '{decl.name}' needs a shape, such as [N, 3, 32, 32]", decl.loc
+                )
             scope.names[decl.name] = graph.add_leaf("input", decl.name, input_type(scope, decl))
     outputs, minimized = run_body(scope, definition.body)
     if not outputs and not minimized:
@@ -287,11 +299,14 @@ def lower_network(definition: ast.Definition, blocks: dict, *, bindings: dict, t
     if minimized:
         loss = minimized[0]
         if loss.shape != () or loss.dtype not in ("f32", "f64"):
-            raise NetcError(f"'minimize' needs a float scalar, got {loss.type}; reduce it with mean or sum",
-                            loc=_loc_of_minimize(definition))
+            raise NetcError(
+                f"'minimize' needs a float scalar, got {loss.type}; reduce it with mean or sum",
+                loc=_loc_of_minimize(definition),
+            )
         graph.loss = loss
-    graph.symbols = tuple(sorted({s for v in graph.inputs.values() for d in v.shape
-                                  if isinstance(d, Sym) for s in d.symbols}))
+    graph.symbols = tuple(
+        sorted({s for v in graph.inputs.values() for d in v.shape if isinstance(d, Sym) for s in d.symbols})
+    )
     return graph
 
 

@@ -57,8 +57,14 @@ def net_parser() -> Lark:
     """The .net parser, built on first use."""
     # The basic lexer, not the contextual one: the post-lexer holds a newline back until it sees the next
     # token, so the parser state that a contextual lexer would consult is one token behind.
-    return Lark.open(GRAMMAR_PATH, parser="lalr", lexer="basic", propagate_positions=True,
-                     maybe_placeholders=True, postlex=StatementLayout())
+    return Lark.open(
+        GRAMMAR_PATH,
+        parser="lalr",
+        lexer="basic",
+        propagate_positions=True,
+        maybe_placeholders=True,
+        postlex=StatementLayout(),
+    )
 
 
 def parse(text: str, file: str = "<string>") -> ast.Module:
@@ -211,8 +217,11 @@ class ToAst(Transformer_NonRecursive):
             first_keyword = arguments.index(keywords[0])
             late = [a for a in arguments[first_keyword:] if not isinstance(a, ast.Keyword)]
             if late:
-                raise NetcError("positional argument after a keyword argument", late[0].loc,
-                                hint="put the positional arguments first, as in Conv2d(1, 6, 5, stride = 2)")
+                raise NetcError(
+                    "positional argument after a keyword argument",
+                    late[0].loc,
+                    hint="put the positional arguments first, as in Conv2d(1, 6, 5, stride = 2)",
+                )
         return ast.Call(self.loc(func), ast.Name(self.loc(func), str(func)), positional, keywords)
 
     def keyword(self, meta, name, value):
@@ -233,7 +242,10 @@ class ToAst(Transformer_NonRecursive):
             if match.group(1) in ESCAPES:
                 return ESCAPES[match.group(1)]
             col = token.column + 1 + match.start()  # +1 for the opening quote
-            raise NetcError(f"unknown escape '{match.group(0)}' in a string", SourceLoc(
-                self.file, token.line, col, self.text, col + 2), hint='use \\n, \\t, \\r, \\\\ or \\"')
+            raise NetcError(
+                f"unknown escape '{match.group(0)}' in a string",
+                SourceLoc(self.file, token.line, col, self.text, col + 2),
+                hint='use \\n, \\t, \\r, \\\\ or \\"',
+            )
 
         return re.sub(r"\\(.)", replace, token[1:-1])

@@ -45,8 +45,11 @@ def format_attr(value) -> str:
 
 def format_graph(graph: Graph, show_locations: bool = True) -> str:
     names: dict[int, str] = {}
-    lines = [f"network {graph.name}" + (f" [{', '.join(graph.symbols)}]" if graph.symbols else "")
-             + f"  ({graph.mode} mode)"]
+    lines = [
+        f"network {graph.name}"
+        + (f" [{', '.join(graph.symbols)}]" if graph.symbols else "")
+        + f"  ({graph.mode} mode)"
+    ]
     leaf_names = {v.attrs["name"] for v in graph.values if v.op in LEAF_OPS}
     fresh = (n for n in map(short_name, itertools.count()) if n not in leaf_names)
     for v in graph.values:
@@ -68,7 +71,9 @@ def format_graph(graph: Graph, show_locations: bool = True) -> str:
 def _format_value(v: Value, names: dict, show_locations: bool) -> str:
     args = " ".join(names[i.id] for i in v.inputs)
     attrs = " ".join(f"{k}={format_attr(a)}" for k, a in sorted(v.attrs.items()))
-    text = f"  {names[v.id]}: {v.type} = {v.op}" + (f" {args}" if args else "") + (f"  {attrs}" if attrs else "")
+    text = (
+        f"  {names[v.id]}: {v.type} = {v.op}" + (f" {args}" if args else "") + (f"  {attrs}" if attrs else "")
+    )
     if show_locations and v.loc is not None:
         where = f"{v.loc.file.rsplit('/', 1)[-1]}:{v.loc.line}"
         text = f"{text:<100}  # {where}" + (f" {v.scope}" if v.scope else "")

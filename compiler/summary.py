@@ -15,8 +15,10 @@ def layer_table(graph: Graph) -> str:
     for call in graph.layer_calls:
         rows.append((call.label, call.kind, _types(call.types), f"{call.params:,}" if call.params else ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
-             for r in rows]
+    lines = [
+        "  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     total = sum(numel(v.shape) for v in graph.params.values())
     buffers = sum(numel(v.shape) for v in graph.buffers.values())
@@ -25,14 +27,17 @@ def layer_table(graph: Graph) -> str:
     for name, value in graph.outputs.items():
         lines.append(f"output {name}: {value.type}")
     if graph.loss is not None:
-        lines.append(f"minimize: {graph.producers[graph.loss.id].label if graph.loss.id in graph.producers else 'loss'}"
-                     f" {graph.loss.type}")
+        lines.append(
+            f"minimize: {graph.producers[graph.loss.id].label if graph.loss.id in graph.producers else 'loss'}"
+            f" {graph.loss.type}"
+        )
     return "\n".join(lines)
 
 
 def _types(types) -> str:
-    return ", ".join(f"{t.dtype}{format_shape(t.shape)}" if t.dtype != "f32" else format_shape(t.shape)
-                     for t in types)
+    return ", ".join(
+        f"{t.dtype}{format_shape(t.shape)}" if t.dtype != "f32" else format_shape(t.shape) for t in types
+    )
 
 
 def _source_name(node) -> str:
@@ -48,7 +53,9 @@ def text_graph(graph: Graph) -> str:
     lines, chain = [], []
     previous = None
     for call in graph.layer_calls:
-        continues = len(call.inputs) == 1 and call.inputs[0] is previous and consumers.get(id(previous), 0) == 1
+        continues = (
+            len(call.inputs) == 1 and call.inputs[0] is previous and consumers.get(id(previous), 0) == 1
+        )
         if not continues:
             if chain:
                 lines.append(" -> ".join(chain))
@@ -88,7 +95,6 @@ def dot_graph(graph: Graph) -> str:
     return "\n".join(lines)
 
 
-
 def backward_chain(joint: Graph) -> str:
     """The backward pass as PyTorch users know it from `.grad_fn`: each layer's backward, in the order the
     gradient reaches it, with the primitives each one runs and the parameter gradients it produces."""
@@ -103,7 +109,7 @@ def backward_chain(joint: Graph) -> str:
     produced: dict[str, list] = {}
     for name, v in joint.outputs.items():
         if name.startswith("grad:"):
-            produced.setdefault(v.scope, []).append(name[len("grad:"):])
+            produced.setdefault(v.scope, []).append(name[len("grad:") :])
     lines = []
     for scope, ops in stages:
         grads = f"  => {', '.join(produced.pop(scope))}" if scope in produced else ""

@@ -39,20 +39,35 @@ def _in_body(*statements: str) -> list[str]:
 CATALOGUE: dict[str, list[str]] = {
     "'{kind}' needs a name": ["network {\n}", "network (c) {\n}", "block {\n}"],
     "expected '{' after {kind} name": [
-        "network A\n", "network A x {\n}", "block B x {\n}", "network A(c) x {\n}",
+        "network A\n",
+        "network A x {\n}",
+        "block B x {\n}",
+        "network A(c) x {\n}",
     ],
     "expected a parameter name, as in 'block B(cin, cout, stride = 1)'": [
-        "block B(3) {\n}", "block B(c, 3) {\n}", "network A(,) {\n}",
+        "block B(3) {\n}",
+        "block B(c, 3) {\n}",
+        "network A(,) {\n}",
     ],
     "'import' needs a file name in double quotes, as in 'import \"blocks.net\"'": [
-        "import\n", "import blocks\n", "import 3\n",
+        "import\n",
+        "import blocks\n",
+        "import 3\n",
     ],
     # Listed before the next message, so that after a definition anything but `import` falls back to this.
-    TOP_LEVEL: ["y = 3\n", "input x\n", "3\n", "}\n", "network A {\n}\ny = 3\n", "network A {\n} y\n",
-                'import "a.net"\ny = 3\n'],
-    "imports come first, before any network or block": ["network A {\n}\nimport \"a.net\"\n"],
+    TOP_LEVEL: [
+        "y = 3\n",
+        "input x\n",
+        "3\n",
+        "}\n",
+        "network A {\n}\ny = 3\n",
+        "network A {\n} y\n",
+        'import "a.net"\ny = 3\n',
+    ],
+    "imports come first, before any network or block": ['network A {\n}\nimport "a.net"\n'],
     "expected a statement: 'input', 'output', 'minimize' or 'name = expression'": [
-        "network A { 3 }", *_in_body("3", "y = 1\n3", "y = 1\nz = 2\n3", "f(x)", "x + 1", "x"),
+        "network A { 3 }",
+        *_in_body("3", "y = 1\n3", "y = 1\nz = 2\n3", "f(x)", "x + 1", "x"),
     ],
     "'input' needs a name, as in 'input x: [N, 3]'": _in_body("input", "input : [N]", "input 3"),
     "expected a shape such as [N, 3, 32, 32] after ':'": _in_body("input x:", "input x: N", "input x: 3"),
@@ -65,8 +80,13 @@ CATALOGUE: dict[str, list[str]] = {
 CATALOGUE["expected an expression after '-'"].extend(_in_body("y = -"))
 
 # Lark's names for the terminals that are not a fixed string; the others read as the string in quotes.
-TERMINAL_WORDS = {"NAME": "a name", "NUMBER": "a number", "STRING": "a string", "_NL": "a new line",
-                  "$END": "the end of the file"}
+TERMINAL_WORDS = {
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "STRING": "a string",
+    "_NL": "a new line",
+    "$END": "the end of the file",
+}
 VALUE_TOKENS = ("NAME", "NUMBER", "STRING", "TRUE", "FALSE")
 EXPRESSION_STARTS = {"a name", "a number", "a string", "'('", "'['", "'-'", "'true'", "'false'"}
 
@@ -150,7 +170,7 @@ def _is_keyword(token: Token) -> bool:
 def _starts_a_statement(token: Token, text: str) -> bool:
     """Whether the token looks like the start of another statement: a keyword, or a name then '='."""
     if token.type == "NAME":
-        return re.match(r"[ \t]*=(?![=])", text[token.end_pos:token.end_pos + 100]) is not None
+        return re.match(r"[ \t]*=(?![=])", text[token.end_pos : token.end_pos + 100]) is not None
     return token.value in ("input", "output", "minimize")
 
 
@@ -237,9 +257,11 @@ def _bracket_error(text: str, file: str, parser: Lark, failed_at: Token) -> Netc
     if not open_at:
         return None
     kind, start = _bracket_kind(tokens, open_at[-1])
-    line_end = max(t.end_column for t in tokens[open_at[-1]:] if t.line == start.line and t.type != "_NL")
-    return NetcError(f"missing '{CLOSING[tokens[open_at[-1]].value]}' to close the {kind}",
-                     SourceLoc(file, start.line, start.column, text, line_end))
+    line_end = max(t.end_column for t in tokens[open_at[-1] :] if t.line == start.line and t.type != "_NL")
+    return NetcError(
+        f"missing '{CLOSING[tokens[open_at[-1]].value]}' to close the {kind}",
+        SourceLoc(file, start.line, start.column, text, line_end),
+    )
 
 
 def _position(token: Token) -> tuple[int, int]:
@@ -252,14 +274,17 @@ def _wrong_closer(tokens: list, open_at: list, closer: Token, text: str, file: s
         return NetcError(f"unmatched '{closer}'", loc)
     kind, start = _bracket_kind(tokens, open_at[-1])
     closing = CLOSING[tokens[open_at[-1]].value]
-    return NetcError(f"missing '{closing}' to close the {kind} (found '{closer}')", loc,
-                     hint=f"the {kind} starts at line {start.line}, column {start.column}")
+    return NetcError(
+        f"missing '{closing}' to close the {kind} (found '{closer}')",
+        loc,
+        hint=f"the {kind} starts at line {start.line}, column {start.column}",
+    )
 
 
 def _bracket_kind(tokens: list, i: int) -> tuple[str, Token]:
     """What the bracket at tokens[i] opens, and the token it starts at (a call starts at the called name)."""
-    before = ["NAME" if t.type == "NAME" else t.value for t in tokens[max(i - 2, 0):i]]
-    before = ["", ""][len(before):] + before
+    before = ["NAME" if t.type == "NAME" else t.value for t in tokens[max(i - 2, 0) : i]]
+    before = ["", ""][len(before) :] + before
     if tokens[i].value == "[":
         return ("shape" if before[1] == ":" or before == [":", "NAME"] else "list"), tokens[i]
     if before[1] != "NAME":

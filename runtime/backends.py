@@ -35,6 +35,8 @@ BACKENDS = {"reference": ReferenceBackend, "cpu": _cpu}
 
 def get_backend(name: str):
     if name not in BACKENDS:
-        raise NetcError(f"unknown backend '{name}'", hint=did_you_mean(name, BACKENDS)
-                        or f"available backends: {', '.join(BACKENDS)}")
+        raise NetcError(
+            f"unknown backend '{name}'",
+            hint=did_you_mean(name, BACKENDS) or f"available backends: {', '.join(BACKENDS)}",
+        )
     return BACKENDS[name]()

@@ -47,9 +47,16 @@ def cache_dir() -> Path:
     return base / "netc"
 
 
-def build_shared_library(source: str, *, compiler: str | None = None, flags: tuple = (),
-                         libraries: tuple = (), library_dirs: tuple = (), include_dirs: tuple = (),
-                         name: str = "kernels") -> Path:
+def build_shared_library(
+    source: str,
+    *,
+    compiler: str | None = None,
+    flags: tuple = (),
+    libraries: tuple = (),
+    library_dirs: tuple = (),
+    include_dirs: tuple = (),
+    name: str = "kernels",
+) -> Path:
     """The path of a shared library built from C `source`, compiling it only if the cache lacks it.
 
     `compiler` (default $CC, else `cc`) may carry arguments, like $CC ("ccache gcc"). `flags` are appended to
@@ -57,10 +64,15 @@ def build_shared_library(source: str, *, compiler: str | None = None, flags: tup
     no compiler or it rejects the source.
     """
     command = _compiler_command(compiler)
-    recipe = {"format": CACHE_FORMAT, "compiler": _compiler_identity(command),
-              "flags": [*DEFAULT_FLAGS, *_openmp_flags(command), *flags], "libraries": list(libraries),
-              "library_dirs": [str(d) for d in library_dirs], "include_dirs": [str(d) for d in include_dirs],
-              "name": name}
+    recipe = {
+        "format": CACHE_FORMAT,
+        "compiler": _compiler_identity(command),
+        "flags": [*DEFAULT_FLAGS, *_openmp_flags(command), *flags],
+        "libraries": list(libraries),
+        "library_dirs": [str(d) for d in library_dirs],
+        "include_dirs": [str(d) for d in include_dirs],
+        "name": name,
+    }
     key = hashlib.sha256(json.dumps({**recipe, "source": source}, sort_keys=True).encode()).hexdigest()
     entry = cache_dir() / key[:2] / key
     library = entry / f"lib{name}.so"
@@ -115,8 +127,12 @@ def _openmp_flags(command: tuple) -> tuple:
     with tempfile.TemporaryDirectory(prefix="netc-openmp-probe-") as tmp:
         source, output = Path(tmp) / "probe.c", Path(tmp) / "libprobe.so"
         source.write_text(probe)
-        result = subprocess.run([*command, *DEFAULT_FLAGS, "-fopenmp", str(source), "-o", str(output)],
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [*command, *DEFAULT_FLAGS, "-fopenmp", str(source), "-o", str(output)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         return ("-fopenmp",) if result.returncode == 0 and _loads(output) else ()
 
 
@@ -129,8 +145,10 @@ def _compile(command: tuple, flags: tuple, source_path: Path, library: Path, lin
         result = subprocess.run(args, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             stderr = "\n".join(result.stderr.strip().splitlines()[:STDERR_LINES])
-            raise NetcError(f"the C compiler failed on {source_path} (kept there to read):\n{stderr}",
-                            hint=f"the command was: {shlex.join(args)}")
+            raise NetcError(
+                f"the C compiler failed on {source_path} (kept there to read):\n{stderr}",
+                hint=f"the command was: {shlex.join(args)}",
+            )
         os.replace(partial, library)
     finally:
         partial.unlink(missing_ok=True)

@@ -47,8 +47,12 @@ def blas_build_options() -> dict:
     except ImportError:
         raise NetcError("the cpu backend needs scipy-openblas32: pip install scipy-openblas32") from None
     lib_dir = blas.get_lib_dir()
-    return dict(include_dirs=(blas.get_include_dir(),), library_dirs=(lib_dir,), libraries=(blas.get_library(),),
-                flags=(f"-Wl,-rpath,{lib_dir}", "-Dcblas_sgemm=scipy_cblas_sgemm", "-Dcblas_dgemm=scipy_cblas_dgemm"))
+    return dict(
+        include_dirs=(blas.get_include_dir(),),
+        library_dirs=(lib_dir,),
+        libraries=(blas.get_library(),),
+        flags=(f"-Wl,-rpath,{lib_dir}", "-Dcblas_sgemm=scipy_cblas_sgemm", "-Dcblas_dgemm=scipy_cblas_dgemm"),
+    )
 
 
 def single_threaded_blas() -> None:
@@ -67,9 +71,12 @@ def compile_step(graph, roots, precision: str, profile: bool = False) -> Compile
     buffers = _buffers(graph, kernels, roots, float_type)
     plan = plan_memory(list(buffers.values()))
     offsets = {vid: plan.offsets[vid] for vid in buffers}
-    source = Renderer(C, float_type, offsets, profile).render(kernels, network=graph.name, mode=graph.mode,
-                                                     arena_bytes=plan.arena_bytes)
-    library = load_library(build_shared_library(source, name=f"netc_{graph.name.lower()}", **blas_build_options()))
+    source = Renderer(C, float_type, offsets, profile).render(
+        kernels, network=graph.name, mode=graph.mode, arena_bytes=plan.arena_bytes
+    )
+    library = load_library(
+        build_shared_library(source, name=f"netc_{graph.name.lower()}", **blas_build_options())
+    )
     entry = library.netc_run
     entry.argtypes, entry.restype = [ctypes.c_void_p], ctypes.c_int64
     timings = (ctypes.c_double * len(kernels)).in_dll(library, "netc_kernel_seconds") if profile else None
@@ -94,8 +101,10 @@ def _buffers(graph, kernels, roots, float_type: str) -> dict:
         last[storage(r).id] = end
     values = {v.id: v for v in graph.values}
     aliases = _in_place_candidates(kernels)
-    return {vid: Buffer(vid, _nbytes(values[vid], float_type), first[vid], last[vid], aliases.get(vid, ()))
-            for vid in first}
+    return {
+        vid: Buffer(vid, _nbytes(values[vid], float_type), first[vid], last[vid], aliases.get(vid, ()))
+        for vid in first
+    }
 
 
 def _in_place_candidates(kernels) -> dict:
@@ -137,7 +146,7 @@ class CpuBackend:
             src = storage(v)
             offset = step.offsets[src.id]
             count = math.prod(src.shape)
-            return arena[offset:offset + count * np.dtype(dtype).itemsize].view(dtype).reshape(v.shape)
+            return arena[offset : offset + count * np.dtype(dtype).itemsize].view(dtype).reshape(v.shape)
 
         # The arena never moves, so each leaf's and root's window into it is made once, not per step.
         leaves = [(v.attrs["name"], view(v)) for v in graph.live_values(roots) if v.op in LEAF_OPS]

@@ -1,11 +1,11 @@
 """`netc compile`: every stage of a network's compilation written to a folder, for people to read.
 
-    lenet.ir            the forward graph, for the batch size asked
-    lenet.grad          the training step: forward, backward and the optimiser's update, simplified
-    lenet.fused         the kernels of the training step, with the ops fused into each
-    lenet.train.c       the C source of the training step; lenet.infer.c that of inference
-    lenet.plan.json     the launch list and arena layout of both
-    lenet.report.txt    kernels, fused ops, arena bytes against the naive sum of all buffers
+lenet.ir            the forward graph, for the batch size asked
+lenet.grad          the training step: forward, backward and the optimiser's update, simplified
+lenet.fused         the kernels of the training step, with the ops fused into each
+lenet.train.c       the C source of the training step; lenet.infer.c that of inference
+lenet.plan.json     the launch list and arena layout of both
+lenet.report.txt    kernels, fused ops, arena bytes against the naive sum of all buffers
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from .optim import SGD
 from .trainer import build_step_graph
 
 
-def export_compiled(network, bindings: dict, out_dir: Path, precision: str = "float32", optimizer=None) -> list:
+def export_compiled(
+    network, bindings: dict, out_dir: Path, precision: str = "float32", optimizer=None
+) -> list:
     """Compile the training step and inference of `network` for the CPU and write every stage; return paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = network.name.lower()
@@ -54,7 +56,10 @@ def describe_kernels(kernels: list) -> str:
     for i, k in enumerate(kernels):
         outs = ", ".join(str(o.type) for o in k.outputs)
         scopes = sorted({v.scope for v in k.values if v.scope})
-        lines.append(f"k{i:<3} {k.kind:<11} {fused_ops(k):<50} -> {outs}" + (f"   # {'; '.join(scopes)}" if scopes else ""))
+        lines.append(
+            f"k{i:<3} {k.kind:<11} {fused_ops(k):<50} -> {outs}"
+            + (f"   # {'; '.join(scopes)}" if scopes else "")
+        )
     return "\n".join(lines)
 
 
@@ -62,9 +67,15 @@ def plan_of(step) -> dict:
     return {
         "arena_bytes": step.arena_bytes,
         "naive_bytes": step.naive_bytes,
-        "launches": [{"kernel": f"k{i}_{k.name}", "kind": k.kind, "ops": [v.op for v in k.values],
-                      "outputs": [{"type": str(o.type), "offset": step.offsets[o.id]} for o in k.outputs]}
-                     for i, k in enumerate(step.kernels)],
+        "launches": [
+            {
+                "kernel": f"k{i}_{k.name}",
+                "kind": k.kind,
+                "ops": [v.op for v in k.values],
+                "outputs": [{"type": str(o.type), "offset": step.offsets[o.id]} for o in k.outputs],
+            }
+            for i, k in enumerate(step.kernels)
+        ],
     }
 
 
@@ -73,7 +84,10 @@ def report(name: str, bindings: dict, steps: dict) -> str:
     lines = [f"{name} ({sizes}) on the cpu backend"]
     for label, step in steps.items():
         ratio = step.arena_bytes / step.naive_bytes if step.naive_bytes else 0
-        lines += ["", f"{label}: {len(step.kernels)} kernels, arena {step.arena_bytes:,} bytes = {ratio:.0%} of "
-                      f"the naive {step.naive_bytes:,} (every buffer allocated separately)",
-                  describe_kernels(step.kernels)]
+        lines += [
+            "",
+            f"{label}: {len(step.kernels)} kernels, arena {step.arena_bytes:,} bytes = {ratio:.0%} of "
+            f"the naive {step.naive_bytes:,} (every buffer allocated separately)",
+            describe_kernels(step.kernels),
+        ]
     return "\n".join(lines)

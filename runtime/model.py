@@ -24,8 +24,9 @@ from .trainer import Trainer
 
 
 class Model:
-    def __init__(self, network, bindings: dict, backend: str = "reference", precision: str = "float32",
-                 seed: int = 0):
+    def __init__(
+        self, network, bindings: dict, backend: str = "reference", precision: str = "float32", seed: int = 0
+    ):
         if precision not in FLOAT:
             raise NetcError(f"precision must be one of {', '.join(FLOAT)}, got '{precision}'")
         self.network, self.bindings, self.precision, self.seed = network, dict(bindings), precision, seed
@@ -71,7 +72,9 @@ class Model:
         graph = self.graph
         unknown = [name for name in inputs if name not in graph.inputs or name == "__seed__"]
         if unknown:
-            raise NetcError(f"unknown input '{unknown[0]}'; {graph.name} takes: {', '.join(self.input_names())}")
+            raise NetcError(
+                f"unknown input '{unknown[0]}'; {graph.name} takes: {', '.join(self.input_names())}"
+            )
         roots = list(graph.outputs.values()) + list(graph.updates.values())
         if graph.loss is not None and _inputs_of(graph, [graph.loss]) <= set(inputs) | {"__seed__"}:
             roots.append(graph.loss)
@@ -97,11 +100,17 @@ class Model:
         missing = [n for n in self.input_names() if n not in inputs]
         if missing:
             raise NetcError(f"gradients need every input; missing: {', '.join(missing)}")
-        results = self._run(joint, [joint.loss] + list(joint.outputs.values()) + list(joint.updates.values()),
-                            inputs)
+        results = self._run(
+            joint, [joint.loss] + list(joint.outputs.values()) + list(joint.updates.values()), inputs
+        )
         out = {"loss": results[joint.loss.id]}
-        out.update({name[len(GRAD_PREFIX):]: results[v.id] for name, v in joint.outputs.items()
-                    if name.startswith(GRAD_PREFIX)})
+        out.update(
+            {
+                name[len(GRAD_PREFIX) :]: results[v.id]
+                for name, v in joint.outputs.items()
+                if name.startswith(GRAD_PREFIX)
+            }
+        )
         return out
 
     def hvp(self, vectors: dict, **inputs) -> dict:
@@ -120,7 +129,7 @@ class Model:
             feeds["vec:" + name] = vectors[name]
         roots = [v for k, v in joint.outputs.items() if k.startswith("hvp:")]
         results = self._run(joint, roots, feeds)
-        return {k[len("hvp:"):]: results[v.id] for k, v in joint.outputs.items() if k.startswith("hvp:")}
+        return {k[len("hvp:") :]: results[v.id] for k, v in joint.outputs.items() if k.startswith("hvp:")}
 
     def trainer(self, optimizer):
         """A Trainer that runs whole training steps (forward, backward and the update of every parameter by
@@ -155,7 +164,9 @@ class Model:
         array = to_numpy(value)
         expected = tuple(leaf.shape)
         if tuple(array.shape) != expected:
-            raise NetcError(f"input '{name}' must have shape {format_shape(expected)}, got {format_shape(array.shape)}")
+            raise NetcError(
+                f"input '{name}' must have shape {format_shape(expected)}, got {format_shape(array.shape)}"
+            )
         if leaf.dtype == "i64":
             if array.dtype.kind not in "iu":
                 raise NetcError(f"input '{name}' must hold integers (i64), got {array.dtype}")

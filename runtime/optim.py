@@ -92,8 +92,10 @@ class Optimizer:
         for name, param in list(joint.params.items()):
             grad = joint.outputs[GRAD_PREFIX + name]
             with joint.at(None, f"{kind} {name}"):
-                state = {key: joint.add_leaf("buffer", state_name(key, name), param.type, ("constant", 0.0))
-                         for key in self.state_keys}
+                state = {
+                    key: joint.add_leaf("buffer", state_name(key, name), param.type, ("constant", 0.0))
+                    for key in self.state_keys
+                }
                 new_param, new_state = self.update(param, grad, state, scalars)
             joint.outputs[NEW_PREFIX + name] = new_param
             joint.updates.update({state_name(key, name): value for key, value in new_state.items()})
@@ -127,8 +129,10 @@ class SGD(Optimizer):
         _check_number("SGD", "weight_decay", self.weight_decay, low=0.0)
         _check_flags("SGD", nesterov=self.nesterov, maximize=self.maximize)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
-            raise NetcError(f"SGD: nesterov momentum needs momentum > 0 and dampening = 0, got "
-                            f"momentum={self.momentum}, dampening={self.dampening}")
+            raise NetcError(
+                f"SGD: nesterov momentum needs momentum > 0 and dampening = 0, got "
+                f"momentum={self.momentum}, dampening={self.dampening}"
+            )
 
     @property
     def state_keys(self) -> tuple:

@@ -57,8 +57,9 @@ def check_state_dict(incoming: dict, specs: dict, strict: bool, float_type) -> d
         array = to_numpy(value)
         spec = specs[name]
         if tuple(array.shape) != tuple(spec.type.shape):
-            problems.append(f"{name}: expected shape {format_shape(spec.type.shape)}, "
-                            f"got {format_shape(array.shape)}")
+            problems.append(
+                f"{name}: expected shape {format_shape(spec.type.shape)}, got {format_shape(array.shape)}"
+            )
             continue
         if (spec.type.dtype == "i64") != (array.dtype.kind in "iu"):
             problems.append(f"{name}: expected {spec.type.dtype}, got {array.dtype}")

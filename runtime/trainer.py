@@ -28,8 +28,10 @@ from .state import initial_value, to_numpy
 def build_step_graph(graph, optimizer: Optimizer):
     """The simplified training step of a network's graph: forward, backward and `optimizer`'s update."""
     if graph.loss is None:
-        raise NetcError(f"{graph.name} has no 'minimize' statement, so there is nothing to train",
-                        hint="add a line such as `minimize loss` naming the scalar to minimise")
+        raise NetcError(
+            f"{graph.name} has no 'minimize' statement, so there is nothing to train",
+            hint="add a line such as `minimize loss` naming the scalar to minimise",
+        )
     if not graph.params:
         raise NetcError(f"{graph.name} has no parameters to train")
     joint = optimizer.append_update(grad(graph))
@@ -43,8 +45,10 @@ class Trainer:
 
     def __init__(self, model, optimizer: Optimizer):
         if not isinstance(optimizer, Optimizer):
-            raise NetcError(f"model.trainer needs a netc.optim optimiser (SGD, Adam, AdamW), "
-                            f"got {type(optimizer).__name__}")
+            raise NetcError(
+                f"model.trainer needs a netc.optim optimiser (SGD, Adam, AdamW), "
+                f"got {type(optimizer).__name__}"
+            )
         self.model, self.optimizer = model, optimizer
         self._lr = optimizer.lr
         graph = self.graph  # built now, so a network that cannot be trained fails here, not at the first step
@@ -101,8 +105,11 @@ class Trainer:
 
     def _initial_state(self, graph) -> dict:
         float_type = self.model._float
-        return {name: initial_value(graph.specs[name], None, float_type)
-                for name in graph.buffers if name.startswith(STATE_PREFIX)}
+        return {
+            name: initial_value(graph.specs[name], None, float_type)
+            for name in graph.buffers
+            if name.startswith(STATE_PREFIX)
+        }
 
     # -- checkpoints, in torch.optim's layout (parameters by name rather than by index) ----------------------
 
@@ -137,8 +144,10 @@ class Trainer:
     def _check_param_groups(self, state_dict, params: list) -> float:
         kind = type(self.optimizer).__name__
         if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
-            raise NetcError("load_state_dict: expected a dict with keys 'state' and 'param_groups', as "
-                            "trainer.state_dict() returns")
+            raise NetcError(
+                "load_state_dict: expected a dict with keys 'state' and 'param_groups', as "
+                "trainer.state_dict() returns"
+            )
         groups = state_dict["param_groups"]
         if len(groups) != 1:
             raise NetcError(f"load_state_dict: netc trains one parameter group, got {len(groups)}")
@@ -148,13 +157,21 @@ class Trainer:
         del expected["lr"], expected["params"]
         hint = f"create the trainer with the {kind} settings the checkpoint was saved with"
         if set(group) != set(expected):
-            raise NetcError(f"load_state_dict: the checkpoint is not from {kind}: its settings are "
-                            f"{', '.join(sorted(group))}", hint=hint)
-        differences = [f"{key}={group[key]!r} (this {kind} has {value!r})" for key, value in expected.items()
-                       if _normalise(group[key]) != _normalise(value)]
+            raise NetcError(
+                f"load_state_dict: the checkpoint is not from {kind}: its settings are "
+                f"{', '.join(sorted(group))}",
+                hint=hint,
+            )
+        differences = [
+            f"{key}={group[key]!r} (this {kind} has {value!r})"
+            for key, value in expected.items()
+            if _normalise(group[key]) != _normalise(value)
+        ]
         if differences:
-            raise NetcError("load_state_dict: the checkpoint's optimiser settings differ: "
-                            + ", ".join(differences), hint=hint)
+            raise NetcError(
+                "load_state_dict: the checkpoint's optimiser settings differ: " + ", ".join(differences),
+                hint=hint,
+            )
         if list(names or ()) != params:
             raise NetcError("load_state_dict: the checkpoint's parameters differ from the model's")
         return check_lr(lr, kind)
@@ -173,8 +190,10 @@ class Trainer:
             for key in self.optimizer.state_keys:
                 array, current = to_numpy(entry[key]), self._state[state_name(key, name)]
                 if array.shape != current.shape:
-                    problems.append(f"{name}.{key}: expected shape {format_shape(current.shape)}, "
-                                    f"got {format_shape(array.shape)}")
+                    problems.append(
+                        f"{name}.{key}: expected shape {format_shape(current.shape)}, "
+                        f"got {format_shape(array.shape)}"
+                    )
                 state[state_name(key, name)] = np.array(array, dtype=current.dtype)
         if len(steps) > 1:
             problems.append(f"the parameters' step counts differ ({sorted(steps)}); netc keeps one for all")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from ..ops import OPS
+from ..ops.window import window_counts
 from ..passes.fuse import INLINE_OPS, Kernel, matmul_operand, storage
 
 
@@ -32,9 +33,13 @@ _environment = None
 def environment() -> Environment:
     global _environment
     if _environment is None:
-        _environment = Environment(loader=PackageLoader("netc.compiler.codegen", "templates"),
-                                   undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                                   keep_trailing_newline=True)
+        _environment = Environment(
+            loader=PackageLoader("netc.compiler.codegen", "templates"),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
     return _environment
 
 
@@ -70,14 +75,33 @@ class Renderer:
 
     def render(self, kernels: list, *, network: str, mode: str, arena_bytes: int) -> str:
         contexts = [self.context(i, k) for i, k in enumerate(kernels)]
-        return environment().get_template("module.c.j2").render(
-            kernels=contexts, target=self.target, network=network, mode=mode, arena_bytes=arena_bytes,
-            precision=self.float_type, float_type=self.float_type, profile=self.profile,
-            uses_blas=any(k.kind == "matmul" for k in kernels), uses_random=any(k.kind == "random" for k in kernels))
+        return (
+            environment()
+            .get_template("module.c.j2")
+            .render(
+                kernels=contexts,
+                target=self.target,
+                network=network,
+                mode=mode,
+                arena_bytes=arena_bytes,
+                precision=self.float_type,
+                float_type=self.float_type,
+                profile=self.profile,
+                uses_blas=any(k.kind == "matmul" for k in kernels),
+                uses_random=any(k.kind == "random" for k in kernels),
+            )
+        )
 
     def context(self, index: int, kernel: Kernel) -> dict:
-        builder = {"elementwise": self.elementwise, "reduce": self.reduce, "matmul": self.matmul,
-                   "window": self.window, "movement": self.copy, "index": self.index, "random": self.random}
+        builder = {
+            "elementwise": self.elementwise,
+            "reduce": self.reduce,
+            "matmul": self.matmul,
+            "window": self.window,
+            "movement": self.copy,
+            "index": self.index,
+            "random": self.random,
+        }
         ctx = builder[kernel.kind](kernel)
         ctx.update(index=index, fn=f"k{index}_{kernel.name}", summary=self.summary(kernel))
         args = ", ".join(ctx.pop("args"))
@@ -88,7 +112,8 @@ class Renderer:
         ops = ", ".join(v.op for v in kernel.values if v.op not in INLINE_OPS) or kernel.values[0].op
         where = {f"{v.scope}" for v in kernel.values if v.scope}
         return f"{ops} -> {', '.join(str(o.type) for o in kernel.outputs)}" + (
-            f" [{'; '.join(sorted(where))[:120]}]" if where else "")
+            f" [{'; '.join(sorted(where))[:120]}]" if where else ""
+        )
 
     # -- kernel shapes ---------------------------------------------------------------------------------------
 
@@ -99,8 +124,11 @@ class Renderer:
         inside = {v.id for v in kernel.values}
         inputs = kernel.inputs()
         slot = {x.id: j for j, x in enumerate(inputs)}
-        broadcasts = [v.inputs[0].shape for v in kernel.values
-                      if v.op == "broadcast_to" and storage(v.inputs[0]).id not in inside]
+        broadcasts = [
+            v.inputs[0].shape
+            for v in kernel.values
+            if v.op == "broadcast_to" and storage(v.inputs[0]).id not in inside
+        ]
         split = len(shape) - _inner_axes(shape, broadcasts)
         while split and shape[split - 1] == 1:  # leading size-1 axes need no loop of their own
             split -= 1
@@ -116,7 +144,9 @@ class Renderer:
             elif v.op == "broadcast_to" and sources[0].id in inside:
                 expr = names[sources[0].id]  # a broadcast of a scalar computed here
             elif v.op == "broadcast_to":
-                offset, axes = self.broadcast_offset(v.inputs[0].shape, shape, split, "i" if split == 0 else "j")
+                offset, axes = self.broadcast_offset(
+                    v.inputs[0].shape, shape, split, "i" if split == 0 else "j"
+                )
                 expr = f"in{slot[sources[0].id]}[{offset}]"
                 used_axes |= axes
                 # Loads that do not move with the inner index are read once, outside it (without `restrict`
@@ -128,10 +158,14 @@ class Renderer:
                     per_row[v.id] = f"const {ctype} {name} = ({ctype})({expr});"
                     continue
             else:
-                for x in sources:  # every load its own statement: a ternary then selects values, and vectorises
+                for (
+                    x
+                ) in sources:  # every load its own statement: a ternary then selects values, and vectorises
                     if x.id not in inside and x.id not in loaded:
                         loaded[x.id] = f"l{slot[x.id]}"
-                        lines[f"load{x.id}"] = f"const {self.ctype(x.dtype)} l{slot[x.id]} = in{slot[x.id]}[i];"
+                        lines[f"load{x.id}"] = (
+                            f"const {self.ctype(x.dtype)} l{slot[x.id]} = in{slot[x.id]}[i];"
+                        )
                         order.append(f"load{x.id}")
                 operands = [names[x.id] if x.id in inside else loaded[x.id] for x in sources]
                 expr = OPS[v.op].c_expr.format(*operands)
@@ -143,13 +177,22 @@ class Renderer:
         stores = [f"out{j}[i] = {names[out.id]};" for j, out in enumerate(kernel.outputs)]
         # Coordinates of the outer index, from the last outer axis down to the first one a load needs.
         lowest = min(used_axes, default=split)
-        coords = [{"axis": a, "size": shape[a], "used": a in used_axes} for a in range(split - 1, lowest - 1, -1)]
+        coords = [
+            {"axis": a, "size": shape[a], "used": a in used_axes} for a in range(split - 1, lowest - 1, -1)
+        ]
         needed = _needed(kernel)
-        return dict(template="elementwise.j2", params=params, coords=coords, size=math.prod(shape), inner=inner,
-                    hoisted=[line for vid, line in hoisted.items() if vid in needed],
-                    per_row=[line for vid, line in per_row.items() if vid in needed],
-                    outer=math.prod(shape[:split]), args=[self.pointer(x) for x in inputs + kernel.outputs],
-                    lines=[lines[key] for key in order if not isinstance(key, int) or key in needed] + stores)
+        return dict(
+            template="elementwise.j2",
+            params=params,
+            coords=coords,
+            size=math.prod(shape),
+            inner=inner,
+            hoisted=[line for vid, line in hoisted.items() if vid in needed],
+            per_row=[line for vid, line in per_row.items() if vid in needed],
+            outer=math.prod(shape[:split]),
+            args=[self.pointer(x) for x in inputs + kernel.outputs],
+            lines=[lines[key] for key in order if not isinstance(key, int) or key in needed] + stores,
+        )
 
     @staticmethod
     def broadcast_offset(source, target, split: int, inner_index: str) -> tuple:
@@ -158,8 +201,11 @@ class Renderer:
         lead = len(target) - len(source)
         strides = contiguous_strides(source)
         axes = {lead + a for a, d in enumerate(source) if d != 1 and lead + a < split}
-        terms = [f"c{lead + a} * {st}" for a, (d, st) in enumerate(zip(source, strides))
-                 if d != 1 and lead + a < split]
+        terms = [
+            f"c{lead + a} * {st}"
+            for a, (d, st) in enumerate(zip(source, strides))
+            if d != 1 and lead + a < split
+        ]
         if any(d != 1 for a, d in enumerate(source) if lead + a >= split):
             terms.append(inner_index)
         return " + ".join(terms) or "0", axes
@@ -173,11 +219,23 @@ class Renderer:
         reduced = [{"size": x.shape[a], "stride": strides[a]} for a in sorted(axes)]
         ctype = self.ctype(v.dtype)
         is_sum = v.op == "reduce_sum"
-        groups = math.prod(d["size"] for d in kept)  # argmax_mask's output has x's shape: one group per kept index
+        groups = math.prod(
+            d["size"] for d in kept
+        )  # argmax_mask's output has x's shape: one group per kept index
         acc = "double" if ctype != "int64_t" and is_sum else ctype  # sums accumulate in double
-        return dict(template="reduce.j2", ctype=ctype, acc_type=acc, kept=kept[::-1], reduced=reduced,
-                    init="0" if is_sum else "-INFINITY", combine="acc + v" if is_sum else "(v > acc || v != v) ? v : acc",
-                    size=groups, work=math.prod(x.shape), op=v.op, args=[self.pointer(x), self.pointer(v)])
+        return dict(
+            template="reduce.j2",
+            ctype=ctype,
+            acc_type=acc,
+            kept=kept[::-1],
+            reduced=reduced,
+            init="0" if is_sum else "-INFINITY",
+            combine="acc + v" if is_sum else "(v > acc || v != v) ? v : acc",
+            size=groups,
+            work=math.prod(x.shape),
+            op=v.op,
+            args=[self.pointer(x), self.pointer(v)],
+        )
 
     def matmul(self, kernel: Kernel) -> dict:
         (v,) = kernel.values
@@ -191,11 +249,20 @@ class Renderer:
         for d, sa, sb in reversed(list(zip(batch_shape, a_strides, b_strides))):
             dims.append({"size": d, "a_stride": sa, "b_stride": sb})
         gemm = "dgemm" if self.ctype(v.dtype) == "double" else "sgemm"
-        return dict(template="matmul.j2", batch=math.prod(batch_shape), batch_dims=dims, gemm=gemm,
-                    trans_a="CblasTrans" if trans_a else "CblasNoTrans",
-                    trans_b="CblasTrans" if trans_b else "CblasNoTrans",
-                    m=m, n=n, k=k, lda=m if trans_a else k, ldb=k if trans_b else n,
-                    args=[self.pointer(a_src), self.pointer(b_src), self.pointer(v)])
+        return dict(
+            template="matmul.j2",
+            batch=math.prod(batch_shape),
+            batch_dims=dims,
+            gemm=gemm,
+            trans_a="CblasTrans" if trans_a else "CblasNoTrans",
+            trans_b="CblasTrans" if trans_b else "CblasNoTrans",
+            m=m,
+            n=n,
+            k=k,
+            lda=m if trans_a else k,
+            ldb=k if trans_b else n,
+            args=[self.pointer(a_src), self.pointer(b_src), self.pointer(v)],
+        )
 
     @staticmethod
     def batch_strides(x, source, matrix: int) -> tuple:
@@ -210,15 +277,35 @@ class Renderer:
         else:
             spatial, cols = v.attrs["spatial"], x
         attrs = v.attrs
-        out = _window_counts(spatial, attrs)
+        out = window_counts(
+            v.op, spatial, attrs["kernel"], attrs["stride"], attrs["padding"], attrs["dilation"]
+        )
         in_strides, out_strides = contiguous_strides(spatial), contiguous_strides(out)
         kernel_strides = contiguous_strides(attrs["kernel"])
-        dims = [{"axis": i, "kernel": attrs["kernel"][i], "stride": attrs["stride"][i],
-                 "padding": attrs["padding"][i], "dilation": attrs["dilation"][i], "out": out[i],
-                 "size": spatial[i], "in_stride": in_strides[i], "out_stride": out_strides[i],
-                 "kernel_stride": kernel_strides[i]} for i in range(len(spatial))]
-        ctx = dict(template=f"{v.op}.j2", planes=cols.shape[0] * cols.shape[1], in_plane=math.prod(spatial),
-                   K=cols.shape[2], L=cols.shape[3], dims=dims, args=[self.pointer(x), self.pointer(v)])
+        dims = [
+            {
+                "axis": i,
+                "kernel": attrs["kernel"][i],
+                "stride": attrs["stride"][i],
+                "padding": attrs["padding"][i],
+                "dilation": attrs["dilation"][i],
+                "out": out[i],
+                "size": spatial[i],
+                "in_stride": in_strides[i],
+                "out_stride": out_strides[i],
+                "kernel_stride": kernel_strides[i],
+            }
+            for i in range(len(spatial))
+        ]
+        ctx = dict(
+            template=f"{v.op}.j2",
+            planes=cols.shape[0] * cols.shape[1],
+            in_plane=math.prod(spatial),
+            K=cols.shape[2],
+            L=cols.shape[3],
+            dims=dims,
+            args=[self.pointer(x), self.pointer(v)],
+        )
         if v.op == "unfold":
             ctx["pad_value"] = literal(float(attrs["pad_value"]), "real")
         return ctx
@@ -234,7 +321,9 @@ class Renderer:
             in_strides = contiguous_strides(v.inputs[0].shape)
             steps = v.attrs.get("steps") or (1,) * len(in_strides)
             base = sum(s * st for s, st in zip(v.attrs["starts"], in_strides))
-            pieces.append(_piece(0, v.shape, [st * k for st, k in zip(in_strides, steps)], out_strides, base, 0))
+            pieces.append(
+                _piece(0, v.shape, [st * k for st, k in zip(in_strides, steps)], out_strides, base, 0)
+            )
         elif v.op == "pad":
             fill = literal(float(v.attrs["value"]), self.ctype(v.dtype))
             x = v.inputs[0]
@@ -243,32 +332,46 @@ class Renderer:
         elif v.op == "concat":
             axis, start = v.attrs["axis"], 0
             for j, x in enumerate(v.inputs):
-                pieces.append(_piece(j, x.shape, contiguous_strides(x.shape), out_strides, 0,
-                                     start * out_strides[axis]))
+                pieces.append(
+                    _piece(j, x.shape, contiguous_strides(x.shape), out_strides, 0, start * out_strides[axis])
+                )
                 start += x.shape[axis]
         else:
             raise AssertionError(f"no copy kernel for {v.op}")
         ctype = self.ctype(v.dtype)
         params = [f"const {ctype} *RESTRICT in{j}" for j in range(len(v.inputs))] + [f"{ctype} *RESTRICT out"]
-        return dict(template="copy.j2", params=params, pieces=pieces, fill=fill, out_size=math.prod(v.shape),
-                    args=[self.pointer(x) for x in v.inputs] + [self.pointer(v)])
+        return dict(
+            template="copy.j2",
+            params=params,
+            pieces=pieces,
+            fill=fill,
+            out_size=math.prod(v.shape),
+            args=[self.pointer(x) for x in v.inputs] + [self.pointer(v)],
+        )
 
     def index(self, kernel: Kernel) -> dict:
         (v,) = kernel.values
         ctx = dict(template="index.j2", op=v.op, args=[self.pointer(x) for x in v.inputs] + [self.pointer(v)])
         if v.op == "one_hot":
-            return ctx | dict(ctype=self.ctype(v.dtype), rows=math.prod(v.inputs[0].shape),
-                              classes=v.attrs["num_classes"])
+            return ctx | dict(
+                ctype=self.ctype(v.dtype), rows=math.prod(v.inputs[0].shape), classes=v.attrs["num_classes"]
+            )
         table_or_g, idx = v.inputs
-        width = math.prod(v.shape[idx.rank:]) if v.op == "take" else math.prod(v.shape[1:])
+        width = math.prod(v.shape[idx.rank :]) if v.op == "take" else math.prod(v.shape[1:])
         table_rows = table_or_g.shape[0] if v.op == "take" else v.attrs["rows"]
-        return ctx | dict(ctype=self.ctype(v.dtype), rows=math.prod(idx.shape), width=width,
-                          table_rows=table_rows)
+        return ctx | dict(
+            ctype=self.ctype(v.dtype), rows=math.prod(idx.shape), width=width, table_rows=table_rows
+        )
 
     def random(self, kernel: Kernel) -> dict:
         (v,) = kernel.values
-        return dict(template="random.j2", ctype=self.ctype(v.dtype), stream=v.attrs["stream"],
-                    size=math.prod(v.shape), args=[self.pointer(v.inputs[0]), self.pointer(v)])
+        return dict(
+            template="random.j2",
+            ctype=self.ctype(v.dtype),
+            stream=v.attrs["stream"],
+            size=math.prod(v.shape),
+            args=[self.pointer(v.inputs[0]), self.pointer(v)],
+        )
 
 
 def _inner_axes(shape, broadcasts) -> int:
@@ -303,12 +406,17 @@ def _needed(kernel: Kernel) -> set:
 
 def _piece(index: int, shape, in_strides, out_strides, in_base: int, out_base: int) -> dict:
     """One strided copy: each element of `shape` from `in{index}` to out, both addressed by strides."""
-    out_strides = out_strides[len(out_strides) - len(shape):] if len(out_strides) >= len(shape) else out_strides
-    dims = [{"size": d, "in_stride": si, "out_stride": so}
-            for d, si, so in reversed(list(zip(shape, in_strides, out_strides)))]
-    return {"input": f"in{index}", "size": math.prod(shape), "dims": dims, "in_base": in_base, "out_base": out_base}
-
-
-def _window_counts(spatial, attrs) -> tuple:
-    return tuple((s + 2 * p - d * (k - 1) - 1) // st + 1 for s, k, st, p, d in
-                 zip(spatial, attrs["kernel"], attrs["stride"], attrs["padding"], attrs["dilation"]))
+    out_strides = (
+        out_strides[len(out_strides) - len(shape) :] if len(out_strides) >= len(shape) else out_strides
+    )
+    dims = [
+        {"size": d, "in_stride": si, "out_stride": so}
+        for d, si, so in reversed(list(zip(shape, in_strides, out_strides)))
+    ]
+    return {
+        "input": f"in{index}",
+        "size": math.prod(shape),
+        "dims": dims,
+        "in_base": in_base,
+        "out_base": out_base,
+    }

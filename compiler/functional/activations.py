@@ -76,8 +76,9 @@ def gelu(ctx, input, approximate="none"):
 def _shifted_by_max(x: Value, dim, who: str) -> Value:
     """x minus its maximum along dim: exp of it cannot overflow, and softmax is unchanged."""
     if dim is None or isinstance(dim, bool) or not isinstance(dim, int):
-        raise NetcError(f"{who} needs the dimension to normalise over as an int, such as {who}(x, dim=1); "
-                        f"got {dim!r}")
+        raise NetcError(
+            f"{who} needs the dimension to normalise over as an int, such as {who}(x, dim=1); got {dim!r}"
+        )
     x = _float_input(x, who)
     return x - B.amax(x, dim, keepdims=True)
 
@@ -92,8 +93,11 @@ def log_softmax_of(x: Value, dim: int, who: str = "log_softmax") -> Value:
     return shifted - B.log(B.sum(B.exp(shifted), dim, keepdims=True))
 
 
-_SOFTMAX_EXAMPLES = [example(T.of(3, 5), 1), example(T.of(2, 3, 4, low=-30, high=30), dim=0),
-                     example(T.of(2, 3, 4), -1)]
+_SOFTMAX_EXAMPLES = [
+    example(T.of(3, 5), 1),
+    example(T.of(2, 3, 4, low=-30, high=30), dim=0),
+    example(T.of(2, 3, 4), -1),
+]
 
 
 @function("softmax", examples=_SOFTMAX_EXAMPLES)
@@ -108,9 +112,16 @@ def log_softmax(ctx, input, dim):
     return log_softmax_of(input, dim)
 
 
-@function("clamp", examples=[example(T.of(3, 4), -0.5, 1.0), example(T.of(3, 4), min=0.25),
-                             example(T.of(3, 4), max=0.0), example(T.of(2, 3), T.of(2, 3), T.of(3))],
-          twin=torch.clamp)
+@function(
+    "clamp",
+    examples=[
+        example(T.of(3, 4), -0.5, 1.0),
+        example(T.of(3, 4), min=0.25),
+        example(T.of(3, 4), max=0.0),
+        example(T.of(2, 3), T.of(2, 3), T.of(3)),
+    ],
+    twin=torch.clamp,
+)
 def clamp(ctx, input, min=None, max=None):
     """torch.clamp: min(max(x, min), max); the bounds may be numbers or tensors that broadcast against x."""
     x = _float_input(input, "clamp")

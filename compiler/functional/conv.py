@@ -27,33 +27,45 @@ def linear_map(x: Value, weight: Value, bias: Value | None) -> Value:
     return y + bias if bias is not None else y
 
 
-@function("linear", examples=[example(T.of(3, 5), T.of(4, 5), T.of(4)), example(T.of(2, 3, 5), T.of(4, 5)),
-                              example(T.of(5), T.of(2, 5), T.of(2))])
+@function(
+    "linear",
+    examples=[
+        example(T.of(3, 5), T.of(4, 5), T.of(4)),
+        example(T.of(2, 3, 5), T.of(4, 5)),
+        example(T.of(5), T.of(2, 5), T.of(2)),
+    ],
+)
 def linear(ctx, input, weight, bias=None):
     """torch.nn.functional.linear: input [*, in] @ weight [out, in]^T + bias [out]."""
     check_float(check_tensor(input, "linear"), "linear")
     check_tensor(weight, "linear", "weight")
     if weight.rank != 2:
-        raise NetcError(f"linear expects a 2-D weight [out_features, in_features], "
-                        f"got {format_shape(weight.shape)}")
+        raise NetcError(
+            f"linear expects a 2-D weight [out_features, in_features], got {format_shape(weight.shape)}"
+        )
     if input.rank == 0 or input.shape[-1] != weight.shape[1]:
-        raise NetcError(f"linear: weight {format_shape(weight.shape)} expects {weight.shape[1]} input "
-                        f"features, got {ctx.describe(input)}")
+        raise NetcError(
+            f"linear: weight {format_shape(weight.shape)} expects {weight.shape[1]} input "
+            f"features, got {ctx.describe(input)}"
+        )
     if bias is not None and check_tensor(bias, "linear", "bias").shape != (weight.shape[0],):
         raise NetcError(f"linear: bias must have shape [{weight.shape[0]}], got {format_shape(bias.shape)}")
     return linear_map(input, weight, bias)
 
 
-def convolution(ctx, x: Value, weight: Value, bias: Value | None, stride, padding, dilation, groups: int,
-                who: str) -> Value:
+def convolution(
+    ctx, x: Value, weight: Value, bias: Value | None, stride, padding, dilation, groups: int, who: str
+) -> Value:
     """An N-d convolution (N = weight's rank - 2) with torch's conv semantics; `padding` may be "same"."""
     dims = weight.rank - 2
     check_spatial_input(x, dims, who)
     check_positive_int(groups, f"{who}: groups")
     c_out, c_in_per_group, *kernel = weight.shape
     if x.shape[1] != c_in_per_group * groups:
-        raise NetcError(f"{who}: weight {format_shape(weight.shape)} with groups={groups} expects "
-                        f"{c_in_per_group * groups} input channels, got {x.shape[1]} from {ctx.describe(x)}")
+        raise NetcError(
+            f"{who}: weight {format_shape(weight.shape)} with groups={groups} expects "
+            f"{c_in_per_group * groups} input channels, got {x.shape[1]} from {ctx.describe(x)}"
+        )
     if c_out % groups:
         raise NetcError(f"{who}: out_channels ({c_out}) must be divisible by groups ({groups})")
     stride = spatial_tuple(stride, dims, f"{who}: stride")
@@ -69,8 +81,11 @@ def convolution(ctx, x: Value, weight: Value, bias: Value | None, stride, paddin
     return y
 
 
-WEIGHT_LAYOUTS = {1: "[C_out, C_in/groups, kL]", 2: "[C_out, C_in/groups, kH, kW]",
-                  3: "[C_out, C_in/groups, kD, kH, kW]"}
+WEIGHT_LAYOUTS = {
+    1: "[C_out, C_in/groups, kL]",
+    2: "[C_out, C_in/groups, kH, kW]",
+    3: "[C_out, C_in/groups, kD, kH, kW]",
+}
 
 
 def _check_weight(weight, bias, dims: int, who: str) -> None:
@@ -94,16 +109,25 @@ def _conv_function(dims: int, examples: list):
     return function(name, examples=examples)(conv)
 
 
-conv1d = _conv_function(1, [
-    example(T.of(2, 4, 11), T.of(6, 2, 3), T.of(6), stride=2, padding=1, groups=2),
-    example(T.of(2, 3, 9), T.of(4, 3, 4), padding="same", dilation=2),
-])
-conv2d = _conv_function(2, [
-    example(T.of(2, 3, 8, 7), T.of(4, 3, 3, 2), T.of(4)),
-    example(T.of(1, 4, 9, 9), T.of(6, 2, 3, 3), None, (2, 1), (1, 2), (1, 2), 2),
-    example(T.of(2, 2, 6, 6), T.of(3, 2, 4, 4), T.of(3), padding="same"),
-    example(T.of(2, 2, 6, 6), T.of(3, 2, 2, 2), padding="valid"),
-])
-conv3d = _conv_function(3, [
-    example(T.of(2, 2, 5, 6, 4), T.of(3, 2, 3, 2, 2), T.of(3), stride=(1, 2, 1), padding=1),
-])
+conv1d = _conv_function(
+    1,
+    [
+        example(T.of(2, 4, 11), T.of(6, 2, 3), T.of(6), stride=2, padding=1, groups=2),
+        example(T.of(2, 3, 9), T.of(4, 3, 4), padding="same", dilation=2),
+    ],
+)
+conv2d = _conv_function(
+    2,
+    [
+        example(T.of(2, 3, 8, 7), T.of(4, 3, 3, 2), T.of(4)),
+        example(T.of(1, 4, 9, 9), T.of(6, 2, 3, 3), None, (2, 1), (1, 2), (1, 2), 2),
+        example(T.of(2, 2, 6, 6), T.of(3, 2, 4, 4), T.of(3), padding="same"),
+        example(T.of(2, 2, 6, 6), T.of(3, 2, 2, 2), padding="valid"),
+    ],
+)
+conv3d = _conv_function(
+    3,
+    [
+        example(T.of(2, 2, 5, 6, 4), T.of(3, 2, 3, 2, 2), T.of(3), stride=(1, 2, 1), padding=1),
+    ],
+)

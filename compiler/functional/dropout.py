@@ -26,9 +26,16 @@ def dropout_of(ctx, x: Value, p: float, who: str) -> Value:
     return x * keep * (1 / (1 - p))
 
 
-@function("dropout", examples=[example(T.of(4, 6)), example(T.of(2, 3, 5), 0.25), example(T.of(3, 4), p=0.0),
-                               example(T.of(3, 4), 1.0)],
-          twin=lambda x, p=0.5, training=True: F.dropout(x, p, training))
+@function(
+    "dropout",
+    examples=[
+        example(T.of(4, 6)),
+        example(T.of(2, 3, 5), 0.25),
+        example(T.of(3, 4), p=0.0),
+        example(T.of(3, 4), 1.0),
+    ],
+    twin=lambda x, p=0.5, training=True: F.dropout(x, p, training),
+)
 def dropout(ctx, input, p=0.5):
     """torch.nn.functional.dropout, active in train mode only: torch's `training` argument is the network's
     mode."""

@@ -34,15 +34,20 @@ def _pair(input, target, who: str) -> tuple[Value, Value]:
     input = check_float(check_tensor(input, who), who)
     target = check_float(check_tensor(target, who, "target"), who, "target")
     if input.shape != target.shape:
-        raise NetcError(f"{who}: input {format_shape(input.shape)} and target {format_shape(target.shape)} "
-                        f"differ in shape; PyTorch would broadcast them (and warn), which is rarely meant")
+        raise NetcError(
+            f"{who}: input {format_shape(input.shape)} and target {format_shape(target.shape)} "
+            f"differ in shape; PyTorch would broadcast them (and warn), which is rarely meant"
+        )
     if input.dtype != target.dtype:
         raise NetcError(f"{who}: input is {input.dtype} but target is {target.dtype}")
     return input, target
 
 
-_PAIR_EXAMPLES = [example(T.of(4, 5), T.of(4, 5)), example(T.of(2, 3, 4), T.of(2, 3, 4), reduction="sum"),
-                  example(T.of(3, 4), T.of(3, 4), reduction="none")]
+_PAIR_EXAMPLES = [
+    example(T.of(4, 5), T.of(4, 5)),
+    example(T.of(2, 3, 4), T.of(2, 3, 4), reduction="sum"),
+    example(T.of(3, 4), T.of(3, 4), reduction="none"),
+]
 
 
 @function("mse_loss", examples=_PAIR_EXAMPLES)
@@ -65,15 +70,19 @@ def _classes_last(ctx, input, target, who: str) -> tuple[Value, Value]:
     input = check_float(check_tensor(input, who), who)
     target = check_tensor(target, who, "target")
     if target.dtype != "i64":
-        raise NetcError(f"{who} expects class indices as the target, an i64 tensor such as "
-                        f"`input labels: i64[N]`; got {target.type} (probability targets are not supported)")
+        raise NetcError(
+            f"{who} expects class indices as the target, an i64 tensor such as "
+            f"`input labels: i64[N]`; got {target.type} (probability targets are not supported)"
+        )
     if input.rank == 0:
         raise NetcError(f"{who} expects an input [N, C] of class scores, got a scalar")
     class_axis = 0 if input.rank == 1 else 1
-    expected = input.shape[:class_axis] + input.shape[class_axis + 1:]
+    expected = input.shape[:class_axis] + input.shape[class_axis + 1 :]
     if target.shape != expected:
-        raise NetcError(f"{who}: target {format_shape(target.shape)} does not match input "
-                        f"{format_shape(input.shape)}; expected a target of shape {format_shape(expected)}")
+        raise NetcError(
+            f"{who}: target {format_shape(target.shape)} does not match input "
+            f"{format_shape(input.shape)}; expected a target of shape {format_shape(expected)}"
+        )
     perm = tuple(a for a in range(input.rank) if a != class_axis) + (class_axis,)
     return B.transpose(input, perm), target
 
@@ -83,13 +92,16 @@ def _class_weight(weight, classes, dtype: str, who: str) -> Value | None:
         return None
     weight = check_float(check_tensor(weight, who, "weight"), who, "weight")
     if weight.shape != (classes,):
-        raise NetcError(f"{who}: weight must have one entry per class, shape [{classes}], "
-                        f"got {format_shape(weight.shape)}")
+        raise NetcError(
+            f"{who}: weight must have one entry per class, shape [{classes}], "
+            f"got {format_shape(weight.shape)}"
+        )
     return B.cast(weight, dtype)
 
 
-def class_nll(logp: Value, target: Value, weight, ignore_index, reduction: str, label_smoothing: float,
-              who: str) -> Value:
+def class_nll(
+    logp: Value, target: Value, weight, ignore_index, reduction: str, label_smoothing: float, who: str
+) -> Value:
     """The (weighted, smoothed) negative log-likelihood of logp [..., C] at target [...], torch-reduced."""
     check_choice(reduction, REDUCTIONS, f"{who}: reduction")
     if not is_int(ignore_index):
@@ -120,21 +132,40 @@ _CLASS_EXAMPLES = [
 ]
 
 
-@function("cross_entropy", examples=_CLASS_EXAMPLES + [
-    example(T.of(4, 5), T.exactly((4, -100, 0, 1)), label_smoothing=0.1),
-    example(T.of(3, 4, 2), T.exactly(((1, 3), (0, 0), (2, 1))), T.of(4, low=0.5, high=2), ignore_index=0,
-            label_smoothing=0.2),
-    example(T.of(3, 4), T.exactly((1, 2, 3)), T.of(4, low=0.5, high=2), reduction="sum", label_smoothing=0.3),
-])
-def cross_entropy(ctx, input, target, weight=None, *, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0):
+@function(
+    "cross_entropy",
+    examples=_CLASS_EXAMPLES
+    + [
+        example(T.of(4, 5), T.exactly((4, -100, 0, 1)), label_smoothing=0.1),
+        example(
+            T.of(3, 4, 2),
+            T.exactly(((1, 3), (0, 0), (2, 1))),
+            T.of(4, low=0.5, high=2),
+            ignore_index=0,
+            label_smoothing=0.2,
+        ),
+        example(
+            T.of(3, 4), T.exactly((1, 2, 3)), T.of(4, low=0.5, high=2), reduction="sum", label_smoothing=0.3
+        ),
+    ],
+)
+def cross_entropy(
+    ctx, input, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0
+):
     """torch.nn.functional.cross_entropy with class-index targets: log_softmax over dim 1, then nll."""
     logits, target = _classes_last(ctx, input, target, "cross_entropy")
     smoothing = label_smoothing
     if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing <= 1:
         raise NetcError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {smoothing!r}")
-    return class_nll(log_softmax_of(logits, -1, "cross_entropy"), target, weight, ignore_index, reduction,
-                     float(smoothing), "cross_entropy")
+    return class_nll(
+        log_softmax_of(logits, -1, "cross_entropy"),
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        float(smoothing),
+        "cross_entropy",
+    )
 
 
 @function("nll_loss", examples=_CLASS_EXAMPLES)
@@ -144,12 +175,22 @@ def nll_loss(ctx, input, target, weight=None, *, ignore_index=-100, reduction="m
     return class_nll(logp, target, weight, ignore_index, reduction, 0.0, "nll_loss")
 
 
-@function("binary_cross_entropy_with_logits", "bce_with_logits", examples=[
-    example(T.of(4, 3, low=-6, high=6), T.of(4, 3, low=0, high=1)),
-    example(T.of(4, 3), T.of(4, 3, low=0, high=1), T.of(3), reduction="sum",
-            pos_weight=T.of(3, low=0.5, high=3)),
-    example(T.of(2, 5, low=-30, high=30), T.of(2, 5, low=0, high=1), reduction="none"),
-], twin=F.binary_cross_entropy_with_logits)
+@function(
+    "binary_cross_entropy_with_logits",
+    "bce_with_logits",
+    examples=[
+        example(T.of(4, 3, low=-6, high=6), T.of(4, 3, low=0, high=1)),
+        example(
+            T.of(4, 3),
+            T.of(4, 3, low=0, high=1),
+            T.of(3),
+            reduction="sum",
+            pos_weight=T.of(3, low=0.5, high=3),
+        ),
+        example(T.of(2, 5, low=-30, high=30), T.of(2, 5, low=0, high=1), reduction="none"),
+    ],
+    twin=F.binary_cross_entropy_with_logits,
+)
 def binary_cross_entropy_with_logits(ctx, input, target, weight=None, *, reduction="mean", pos_weight=None):
     """torch.nn.functional.binary_cross_entropy_with_logits, in torch's overflow-free form:
     (1 - t) * x + (1 + (pos_weight - 1) * t) * softplus(-x), with softplus(-x) = log1p(exp(-|x|)) + relu(-x).
@@ -163,6 +204,7 @@ def binary_cross_entropy_with_logits(ctx, input, target, weight=None, *, reducti
     if weight is not None:
         loss = loss * check_tensor(weight, who, "weight")
     if loss.shape != x.shape:
-        raise NetcError(f"{who}: weight and pos_weight must broadcast to the input's shape "
-                        f"{format_shape(x.shape)}")
+        raise NetcError(
+            f"{who}: weight and pos_weight must broadcast to the input's shape {format_shape(x.shape)}"
+        )
     return reduce_loss(loss, reduction, who)

@@ -33,32 +33,41 @@ def normalized_shape_of(normalized_shape, who: str) -> tuple:
     """LayerNorm's normalized_shape as a tuple of positive ints (torch accepts one int too)."""
     shape = (normalized_shape,) if is_int(normalized_shape) else normalized_shape
     if not isinstance(shape, tuple) or not shape or not all(is_int(d) and d > 0 for d in shape):
-        raise NetcError(f"{who}: normalized_shape must be a positive int or a tuple of them, "
-                        f"got {normalized_shape!r}")
+        raise NetcError(
+            f"{who}: normalized_shape must be a positive int or a tuple of them, got {normalized_shape!r}"
+        )
     return shape
 
 
 def layer_norm_of(ctx, x: Value, shape: tuple, weight, bias, eps: float, who: str) -> Value:
     """Normalise x over its trailing axes, which must equal `shape`."""
     check_float(check_tensor(x, who), who)
-    if x.rank < len(shape) or tuple(x.shape[x.rank - len(shape):]) != shape:
-        raise NetcError(f"{who} expects an input whose last dimensions are {format_shape(shape)}, "
-                        f"got {ctx.describe(x)}")
+    if x.rank < len(shape) or tuple(x.shape[x.rank - len(shape) :]) != shape:
+        raise NetcError(
+            f"{who} expects an input whose last dimensions are {format_shape(shape)}, got {ctx.describe(x)}"
+        )
     axes = tuple(range(x.rank - len(shape), x.rank))
     y = normalize(x, B.mean(x, axes, keepdims=True), B.var(x, axes, keepdims=True), eps)
     return affine(y, weight, bias, shape)
 
 
-@function("layer_norm", examples=[
-    example(T.of(3, 4, 5), (5,)), example(T.of(3, 4, 5), (4, 5), T.of(4, 5), T.of(4, 5), eps=1e-3),
-    example(T.of(2, 6), 6, T.of(6)),
-], twin=lambda x, shape, *args, **kwargs: F.layer_norm(x, (shape,) if isinstance(shape, int) else shape,
-                                                         *args, **kwargs))
+@function(
+    "layer_norm",
+    examples=[
+        example(T.of(3, 4, 5), (5,)),
+        example(T.of(3, 4, 5), (4, 5), T.of(4, 5), T.of(4, 5), eps=1e-3),
+        example(T.of(2, 6), 6, T.of(6)),
+    ],
+    twin=lambda x, shape, *args, **kwargs: F.layer_norm(
+        x, (shape,) if isinstance(shape, int) else shape, *args, **kwargs
+    ),
+)
 def layer_norm(ctx, input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """torch.nn.functional.layer_norm; normalized_shape may also be one int, as nn.LayerNorm allows."""
     shape = normalized_shape_of(normalized_shape, "layer_norm")
     for what, param in (("weight", weight), ("bias", bias)):
         if param is not None and check_tensor(param, "layer_norm", what).shape != shape:
-            raise NetcError(f"layer_norm: {what} must have shape {format_shape(shape)}, "
-                            f"got {format_shape(param.shape)}")
+            raise NetcError(
+                f"layer_norm: {what} must have shape {format_shape(shape)}, got {format_shape(param.shape)}"
+            )
     return layer_norm_of(ctx, input, shape, weight, bias, eps, "layer_norm")

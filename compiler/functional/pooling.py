@@ -24,8 +24,9 @@ def check_half_kernel_padding(kernel: tuple, padding: tuple, who: str) -> None:
     """torch's rule, which guarantees every window covers at least one real element."""
     for k, p in zip(kernel, padding):
         if p > k // 2:
-            raise NetcError(f"{who}: pad should be at most half of kernel size, "
-                            f"but got pad={p} and kernel_size={k}")
+            raise NetcError(
+                f"{who}: pad should be at most half of kernel size, but got pad={p} and kernel_size={k}"
+            )
 
 
 def _pool_geometry(x: Value, dims: int, kernel_size, stride, padding, dilation, ceil_mode: bool, who: str):
@@ -40,15 +41,29 @@ def _pool_geometry(x: Value, dims: int, kernel_size, stride, padding, dilation, 
     return kernel, stride, padding, dilation, pads
 
 
-def max_pool(x: Value, dims: int, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-             return_indices=False, *, who: str) -> Value:
+def max_pool(
+    x: Value,
+    dims: int,
+    kernel_size,
+    stride=None,
+    padding=0,
+    dilation=1,
+    ceil_mode=False,
+    return_indices=False,
+    *,
+    who: str,
+) -> Value:
     if return_indices:
-        raise NetcError(f"{who}: return_indices=True is not supported; "
-                        "netc's max pooling returns the values only")
-    kernel, stride, _, dilation, pads = _pool_geometry(x, dims, kernel_size, stride, padding, dilation,
-                                                       ceil_mode, who)
+        raise NetcError(
+            f"{who}: return_indices=True is not supported; netc's max pooling returns the values only"
+        )
+    kernel, stride, _, dilation, pads = _pool_geometry(
+        x, dims, kernel_size, stride, padding, dilation, ceil_mode, who
+    )
     cols, out = sliding_windows(x, kernel, stride, pads, dilation, -math.inf, who)
-    return B.reshape(B.amax(cols, 2, ties="first"), x.shape[:2] + out)  # as torch: one index gets a tie's gradient
+    return B.reshape(
+        B.amax(cols, 2, ties="first"), x.shape[:2] + out
+    )  # as torch: one index gets a tie's gradient
 
 
 def _window_counts(size: int, kernel: int, stride: int, padding: int, count: int, include_pad: bool) -> list:
@@ -62,18 +77,31 @@ def _window_counts(size: int, kernel: int, stride: int, padding: int, count: int
     return counts
 
 
-def avg_pool(x: Value, dims: int, kernel_size, stride=None, padding=0, ceil_mode=False,
-             count_include_pad=True, divisor_override=None, *, who: str) -> Value:
-    kernel, stride, padding, _, pads = _pool_geometry(x, dims, kernel_size, stride, padding, 1, ceil_mode,
-                                                      who)
+def avg_pool(
+    x: Value,
+    dims: int,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+    *,
+    who: str,
+) -> Value:
+    kernel, stride, padding, _, pads = _pool_geometry(
+        x, dims, kernel_size, stride, padding, 1, ceil_mode, who
+    )
     cols, out = sliding_windows(x, kernel, stride, pads, (1,) * dims, 0.0, who)
     sums = B.reshape(B.sum(cols, 2), x.shape[:2] + out)
     if divisor_override is not None:
         if not is_int(divisor_override) or divisor_override == 0:
             raise NetcError(f"{who}: divisor_override must be a non-zero integer, got {divisor_override!r}")
         return sums / divisor_override
-    per_axis = [_window_counts(s, k, st, p, o, count_include_pad)
-                for s, k, st, p, o in zip(x.shape[2:], kernel, stride, padding, out)]
+    per_axis = [
+        _window_counts(s, k, st, p, o, count_include_pad)
+        for s, k, st, p, o in zip(x.shape[2:], kernel, stride, padding, out)
+    ]
     divisor = np.ones(out)
     for axis, counts in enumerate(per_axis):
         divisor = divisor * np.reshape(counts, [-1 if a == axis else 1 for a in range(dims)])
@@ -121,13 +149,16 @@ def adaptive_avg_pool(x: Value, dims: int, output_size, *, who: str) -> Value:
 
 # -- the functions, under torch.nn.functional's names and the `.net` short names -----------------------------
 
+
 def _max_pool_function(dims: int, examples: list):
     name = f"max_pool{dims}d"
 
-    def pool(ctx, input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-             return_indices=False):
-        return max_pool(input, dims, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
-                        who=name)
+    def pool(
+        ctx, input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
+    ):
+        return max_pool(
+            input, dims, kernel_size, stride, padding, dilation, ceil_mode, return_indices, who=name
+        )
 
     pool.__name__ = pool.__qualname__ = name
     pool.__doc__ = f"torch.nn.functional.{name} (values only; stride defaults to kernel_size)."
@@ -137,13 +168,32 @@ def _max_pool_function(dims: int, examples: list):
 def _avg_pool_function(dims: int, examples: list):
     name = f"avg_pool{dims}d"
     if dims == 1:  # torch's avg_pool1d has no divisor_override
+
         def pool(ctx, input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
             return avg_pool(input, 1, kernel_size, stride, padding, ceil_mode, count_include_pad, who=name)
     else:
-        def pool(ctx, input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-                 divisor_override=None):
-            return avg_pool(input, dims, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                            divisor_override, who=name)
+
+        def pool(
+            ctx,
+            input,
+            kernel_size,
+            stride=None,
+            padding=0,
+            ceil_mode=False,
+            count_include_pad=True,
+            divisor_override=None,
+        ):
+            return avg_pool(
+                input,
+                dims,
+                kernel_size,
+                stride,
+                padding,
+                ceil_mode,
+                count_include_pad,
+                divisor_override,
+                who=name,
+            )
 
     pool.__name__ = pool.__qualname__ = name
     pool.__doc__ = f"torch.nn.functional.{name} (stride defaults to kernel_size)."
@@ -162,27 +212,49 @@ def _adaptive_function(dims: int, examples: list):
 
 
 max_pool1d = _max_pool_function(1, [example(T.of(2, 3, 9), 2), example(T.of(2, 3, 10), 3, 2, 1, 2, True)])
-max_pool2d = _max_pool_function(2, [
-    example(T.of(2, 3, 8, 8), 2), example(T.of(1, 2, 9, 7), (3, 2), (2, 1), (1, 0)),
-    example(T.of(1, 2, 9, 8), 3, 2, 1, ceil_mode=True), example(T.of(1, 2, 9, 9), 2, dilation=2),
-])
+max_pool2d = _max_pool_function(
+    2,
+    [
+        example(T.of(2, 3, 8, 8), 2),
+        example(T.of(1, 2, 9, 7), (3, 2), (2, 1), (1, 0)),
+        example(T.of(1, 2, 9, 8), 3, 2, 1, ceil_mode=True),
+        example(T.of(1, 2, 9, 9), 2, dilation=2),
+    ],
+)
 max_pool3d = _max_pool_function(3, [example(T.of(1, 2, 5, 6, 4), 2), example(T.of(1, 1, 5, 5, 5), 3, 2, 1)])
-avg_pool1d = _avg_pool_function(1, [
-    example(T.of(2, 3, 9), 3, 2, 1), example(T.of(2, 3, 9), 3, 2, 1, count_include_pad=False),
-    example(T.of(2, 3, 10), 3, 2, 1, ceil_mode=True),
-])
-avg_pool2d = _avg_pool_function(2, [
-    example(T.of(2, 3, 8, 8), 2), example(T.of(1, 2, 7, 9), (3, 2), (2, 1), (1, 1), count_include_pad=False),
-    example(T.of(1, 2, 8, 7), 3, 2, 1, ceil_mode=True, count_include_pad=False),
-    example(T.of(1, 2, 8, 7), 3, 2, 1, ceil_mode=True), example(T.of(1, 2, 6, 6), 2, divisor_override=3),
-])
-avg_pool3d = _avg_pool_function(3, [example(T.of(1, 2, 5, 6, 4), 2),
-                                    example(T.of(1, 1, 5, 5, 5), 3, 2, 1, False, False)])
-adaptive_avg_pool1d = _adaptive_function(1, [example(T.of(2, 3, 10), 5), example(T.of(2, 3, 10), 4),
-                                              example(T.of(2, 3, 7), 1)])
-adaptive_avg_pool2d = _adaptive_function(2, [
-    example(T.of(2, 3, 8, 6), 1), example(T.of(2, 3, 8, 6), (4, 3)), example(T.of(1, 2, 7, 5), (3, None)),
-    example(T.of(1, 2, 5, 7), (2, 4)),
-])
-adaptive_avg_pool3d = _adaptive_function(3, [example(T.of(1, 2, 4, 6, 5), (2, 3, 2)),
-                                             example(T.of(1, 2, 4, 4, 4), 1)])
+avg_pool1d = _avg_pool_function(
+    1,
+    [
+        example(T.of(2, 3, 9), 3, 2, 1),
+        example(T.of(2, 3, 9), 3, 2, 1, count_include_pad=False),
+        example(T.of(2, 3, 10), 3, 2, 1, ceil_mode=True),
+    ],
+)
+avg_pool2d = _avg_pool_function(
+    2,
+    [
+        example(T.of(2, 3, 8, 8), 2),
+        example(T.of(1, 2, 7, 9), (3, 2), (2, 1), (1, 1), count_include_pad=False),
+        example(T.of(1, 2, 8, 7), 3, 2, 1, ceil_mode=True, count_include_pad=False),
+        example(T.of(1, 2, 8, 7), 3, 2, 1, ceil_mode=True),
+        example(T.of(1, 2, 6, 6), 2, divisor_override=3),
+    ],
+)
+avg_pool3d = _avg_pool_function(
+    3, [example(T.of(1, 2, 5, 6, 4), 2), example(T.of(1, 1, 5, 5, 5), 3, 2, 1, False, False)]
+)
+adaptive_avg_pool1d = _adaptive_function(
+    1, [example(T.of(2, 3, 10), 5), example(T.of(2, 3, 10), 4), example(T.of(2, 3, 7), 1)]
+)
+adaptive_avg_pool2d = _adaptive_function(
+    2,
+    [
+        example(T.of(2, 3, 8, 6), 1),
+        example(T.of(2, 3, 8, 6), (4, 3)),
+        example(T.of(1, 2, 7, 5), (3, None)),
+        example(T.of(1, 2, 5, 7), (2, 4)),
+    ],
+)
+adaptive_avg_pool3d = _adaptive_function(
+    3, [example(T.of(1, 2, 4, 6, 5), (2, 3, 2)), example(T.of(1, 2, 4, 4, 4), 1)]
+)

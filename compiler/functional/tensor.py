@@ -28,19 +28,29 @@ def _variadic(values: tuple, who: str) -> tuple:
     return tuple(values)
 
 
-_REDUCE_EXAMPLES = [example(T.of(3, 4)), example(T.of(2, 3, 4), 1), example(T.of(2, 3, 4), (0, 2), True),
-                    example(T.of(2, 3, 4), dim=-1, keepdim=True)]
+_REDUCE_EXAMPLES = [
+    example(T.of(3, 4)),
+    example(T.of(2, 3, 4), 1),
+    example(T.of(2, 3, 4), (0, 2), True),
+    example(T.of(2, 3, 4), dim=-1, keepdim=True),
+]
 
 
-@function("sum", examples=_REDUCE_EXAMPLES,
-          twin=lambda x, dim=None, keepdim=False: x.sum() if dim is None else x.sum(dim, keepdim))
+@function(
+    "sum",
+    examples=_REDUCE_EXAMPLES,
+    twin=lambda x, dim=None, keepdim=False: x.sum() if dim is None else x.sum(dim, keepdim),
+)
 def sum_(ctx, input, dim=None, keepdim=False):
     """torch.sum: over every element, or over dim (an int or a tuple)."""
     return B.sum(check_tensor(input, "sum"), _dims(dim, "sum"), keepdim)
 
 
-@function("mean", examples=_REDUCE_EXAMPLES,
-          twin=lambda x, dim=None, keepdim=False: x.mean() if dim is None else x.mean(dim, keepdim))
+@function(
+    "mean",
+    examples=_REDUCE_EXAMPLES,
+    twin=lambda x, dim=None, keepdim=False: x.mean() if dim is None else x.mean(dim, keepdim),
+)
 def mean(ctx, input, dim=None, keepdim=False):
     """torch.mean: over every element, or over dim (an int or a tuple)."""
     return B.mean(check_float(check_tensor(input, "mean"), "mean"), _dims(dim, "mean"), keepdim)
@@ -64,18 +74,27 @@ def max_(ctx, input, dim=None, keepdim=False):
     return B.amax(input, _dims(dim, "max"), keepdim, ties="split" if dim is None else "first")
 
 
-@function("reshape", "view", examples=[example(T.of(2, 3, 4), 6, -1), example(T.of(2, 3, 4), (-1, 6)),
-                                       example(T.of(2, 6), (-1,))],
-          twin=lambda x, *shape: x.reshape(*shape))
+@function(
+    "reshape",
+    "view",
+    examples=[example(T.of(2, 3, 4), 6, -1), example(T.of(2, 3, 4), (-1, 6)), example(T.of(2, 6), (-1,))],
+    twin=lambda x, *shape: x.reshape(*shape),
+)
 def reshape(ctx, input, *shape):
     """torch.reshape / Tensor.view: the shape as ints or one tuple; one -1 is inferred."""
     return B.reshape(check_tensor(input, "reshape"), _variadic(shape, "reshape"))
 
 
-@function("flatten", examples=[example(T.of(2, 3, 4, 5)), example(T.of(2, 3, 4, 5), 0),
-                               example(T.of(2, 3, 4, 5), 1, 2),
-                               example(T.of(2, 3, 4, 5), start_dim=2, end_dim=-1)],
-          twin=lambda x, start_dim=1, end_dim=-1: torch.flatten(x, start_dim, end_dim))
+@function(
+    "flatten",
+    examples=[
+        example(T.of(2, 3, 4, 5)),
+        example(T.of(2, 3, 4, 5), 0),
+        example(T.of(2, 3, 4, 5), 1, 2),
+        example(T.of(2, 3, 4, 5), start_dim=2, end_dim=-1),
+    ],
+    twin=lambda x, start_dim=1, end_dim=-1: torch.flatten(x, start_dim, end_dim),
+)
 def flatten(ctx, input, start_dim=1, end_dim=-1):
     """Merge dims start_dim..end_dim into one.
 
@@ -87,35 +106,47 @@ def flatten(ctx, input, start_dim=1, end_dim=-1):
         return B.reshape(x, (1,))
     start, end = normalize_axis(start_dim, x.rank), normalize_axis(end_dim, x.rank)
     if start > end:
-        raise NetcError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} "
-                        f"for {format_shape(x.shape)}")
-    return B.reshape(x, x.shape[:start] + (numel(x.shape[start:end + 1]),) + x.shape[end + 1:])
+        raise NetcError(
+            f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for {format_shape(x.shape)}"
+        )
+    return B.reshape(x, x.shape[:start] + (numel(x.shape[start : end + 1]),) + x.shape[end + 1 :])
 
 
-@function("transpose", examples=[example(T.of(2, 3, 4), 0, 2), example(T.of(3, 4), -1, 0)],
-          twin=torch.transpose)
+@function(
+    "transpose", examples=[example(T.of(2, 3, 4), 0, 2), example(T.of(3, 4), -1, 0)], twin=torch.transpose
+)
 def transpose(ctx, input, dim0, dim1):
     """torch.transpose: swap two dims."""
     x = check_tensor(input, "transpose")
     return B.swap_axes(x, normalize_axis(dim0, x.rank), normalize_axis(dim1, x.rank))
 
 
-@function("permute", examples=[example(T.of(2, 3, 4), 2, 0, 1), example(T.of(2, 3, 4), (1, 2, 0))],
-          twin=lambda x, *dims: x.permute(*dims))
+@function(
+    "permute",
+    examples=[example(T.of(2, 3, 4), 2, 0, 1), example(T.of(2, 3, 4), (1, 2, 0))],
+    twin=lambda x, *dims: x.permute(*dims),
+)
 def permute(ctx, input, *dims):
     """torch.permute: out.shape[i] = x.shape[dims[i]]; the dims as ints or one tuple."""
     x = check_tensor(input, "permute")
     dims = _variadic(dims, "permute")
     if len(dims) != x.rank:
-        raise NetcError(f"permute: {dims} has {len(dims)} dims, but the input {format_shape(x.shape)} "
-                        f"has {x.rank}")
+        raise NetcError(
+            f"permute: {dims} has {len(dims)} dims, but the input {format_shape(x.shape)} has {x.rank}"
+        )
     return B.transpose(x, tuple(normalize_axis(d, x.rank) for d in dims))
 
 
-@function("cat", "concat", examples=[example(T.of(2, 3), T.of(4, 3)), example(T.of(2, 3, 4), T.of(2, 1, 4),
-                                                                              T.of(2, 2, 4), dim=1),
-                                     example((T.of(2, 3), T.of(2, 2)), dim=-1)],
-          twin=lambda *xs, dim=0: torch.cat(xs[0] if len(xs) == 1 else xs, dim))
+@function(
+    "cat",
+    "concat",
+    examples=[
+        example(T.of(2, 3), T.of(4, 3)),
+        example(T.of(2, 3, 4), T.of(2, 1, 4), T.of(2, 2, 4), dim=1),
+        example((T.of(2, 3), T.of(2, 2)), dim=-1),
+    ],
+    twin=lambda *xs, dim=0: torch.cat(xs[0] if len(xs) == 1 else xs, dim),
+)
 def cat(ctx, *tensors, dim=0):
     """torch.cat: join tensors along dim; `cat(a, b, dim=1)` and `cat((a, b), dim=1)` both work."""
     if len(tensors) == 1 and isinstance(tensors[0], tuple):
@@ -126,15 +157,25 @@ def cat(ctx, *tensors, dim=0):
     axis = normalize_axis(dim, first.rank)
     for other in tensors[1:]:
         check_tensor(other, "cat")
-        if other.rank != first.rank or other.dtype != first.dtype or any(
-                a != b for i, (a, b) in enumerate(zip(first.shape, other.shape)) if i != axis):
+        if (
+            other.rank != first.rank
+            or other.dtype != first.dtype
+            or any(a != b for i, (a, b) in enumerate(zip(first.shape, other.shape)) if i != axis)
+        ):
             raise NetcError(f"cat: tensors must match except in dim {dim}; got {first.type} and {other.type}")
     return B.concat(tensors, axis)
 
 
-@function("matmul", examples=[example(T.of(3, 4), T.of(4, 5)), example(T.of(2, 3, 4), T.of(4)),
-                              example(T.of(4), T.of(2, 4, 3)), example(T.of(2, 1, 3, 4), T.of(5, 4, 2))],
-          twin=torch.matmul)
+@function(
+    "matmul",
+    examples=[
+        example(T.of(3, 4), T.of(4, 5)),
+        example(T.of(2, 3, 4), T.of(4)),
+        example(T.of(4), T.of(2, 4, 3)),
+        example(T.of(2, 1, 3, 4), T.of(5, 4, 2)),
+    ],
+    twin=torch.matmul,
+)
 def matmul(ctx, input, other):
     """torch.matmul: 1-D operands promoted, batch dims broadcast."""
     return B.matmul(check_tensor(input, "matmul"), check_tensor(other, "matmul", "second operand"))

@@ -54,21 +54,25 @@ def ceil_mode_padding(spatial: tuple, kernel: tuple, stride: tuple, padding: tup
     return tuple(pads)
 
 
-def output_sizes(spatial: tuple, kernel: tuple, stride: tuple, pads: tuple, dilation: tuple,
-                 who: str) -> tuple:
+def output_sizes(
+    spatial: tuple, kernel: tuple, stride: tuple, pads: tuple, dilation: tuple, who: str
+) -> tuple:
     """The number of windows along each axis, or an error when the kernel is larger than the padded input."""
     padded = tuple(s + lo + hi for s, (lo, hi) in zip(spatial, pads))
     spans = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
     if any(p < span for p, span in zip(padded, spans)):
         dilated = " (dilated)" if any(d > 1 for d in dilation) else ""
         padded_note = f" padded to {format_sizes(padded)}" if padded != tuple(spatial) else ""
-        raise NetcError(f"{who}: kernel size {format_sizes(spans)}{dilated} is larger than its input "
-                        f"{format_sizes(spatial)}{padded_note}")
+        raise NetcError(
+            f"{who}: kernel size {format_sizes(spans)}{dilated} is larger than its input "
+            f"{format_sizes(spatial)}{padded_note}"
+        )
     return tuple((p - span) // st + 1 for p, span, st in zip(padded, spans, stride))
 
 
-def sliding_windows(x: Value, kernel: tuple, stride: tuple, pads: tuple, dilation: tuple, pad_value: float,
-                    who: str) -> tuple[Value, tuple]:
+def sliding_windows(
+    x: Value, kernel: tuple, stride: tuple, pads: tuple, dilation: tuple, pad_value: float, who: str
+) -> tuple[Value, tuple]:
     """Gather the windows of x [N, C, *S] into [N, C, K, L]; return them and the output's spatial sizes."""
     out = output_sizes(tuple(x.shape[2:]), kernel, stride, pads, dilation, who)
     if all(lo == hi for lo, hi in pads):
@@ -76,7 +80,14 @@ def sliding_windows(x: Value, kernel: tuple, stride: tuple, pads: tuple, dilatio
     else:
         x = x.graph.emit("pad", x, pads=((0, 0), (0, 0)) + tuple(pads), value=pad_value)
         padding = (0,) * len(kernel)
-    cols = x.graph.emit("unfold", x, kernel=tuple(kernel), stride=tuple(stride), padding=padding,
-                        dilation=tuple(dilation), pad_value=pad_value)
+    cols = x.graph.emit(
+        "unfold",
+        x,
+        kernel=tuple(kernel),
+        stride=tuple(stride),
+        padding=padding,
+        dilation=tuple(dilation),
+        pad_value=pad_value,
+    )
     assert cols.shape[2:] == (math.prod(kernel), math.prod(out)), (cols.type, out)
     return cols, out

@@ -87,8 +87,10 @@ class SoftmaxBase(Layer):
     def __init__(self, dim=None):
         kind = type(self).__name__
         if dim is None:
-            raise NetcError(f"{kind} needs dim, the dimension to normalise over, such as {kind}(dim = 1); "
-                            f"PyTorch's implicit choice of dim is deprecated")
+            raise NetcError(
+                f"{kind} needs dim, the dimension to normalise over, such as {kind}(dim = 1); "
+                f"PyTorch's implicit choice of dim is deprecated"
+            )
         if not is_int(dim):
             raise NetcError(f"{kind}: dim must be an int, got {dim!r}")
         self.dim = dim

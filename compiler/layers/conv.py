@@ -25,8 +25,18 @@ class ConvNd(Layer):
 
     dims: int
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, padding_mode="zeros"):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        bias=True,
+        padding_mode="zeros",
+    ):
         kind = type(self).__name__
         self.in_channels = check_positive_int(in_channels, f"{kind}: in_channels")
         self.out_channels = check_positive_int(out_channels, f"{kind}: out_channels")
@@ -61,36 +71,48 @@ class ConvNd(Layer):
         who = layer_label(self)
         check_spatial_input(x, self.dims, who)
         if x.shape[1] != self.in_channels:
-            raise ctx.error(f"{self.name} expects {self.in_channels} input channels, got {x.shape[1]} "
-                            f"from {ctx.describe(x)}")
-        return convolution(ctx, x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                           self.groups, who)
+            raise ctx.error(
+                f"{self.name} expects {self.in_channels} input channels, got {x.shape[1]} "
+                f"from {ctx.describe(x)}"
+            )
+        return convolution(
+            ctx, x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, who
+        )
 
 
 @layer
 class Conv1d(ConvNd):
     dims = 1
     torch_twin = "Conv1d"
-    examples = (((2, 4, 3), {}, [(2, 2, 9)]),
-                ((4, 6, 3), {"stride": 2, "padding": 1, "groups": 2, "bias": False}, [(2, 4, 10)]),
-                ((3, 2, 4), {"padding": "same", "dilation": 1}, [(2, 3, 8)]))
+    examples = (
+        ((2, 4, 3), {}, [(2, 2, 9)]),
+        ((4, 6, 3), {"stride": 2, "padding": 1, "groups": 2, "bias": False}, [(2, 4, 10)]),
+        ((3, 2, 4), {"padding": "same", "dilation": 1}, [(2, 3, 8)]),
+    )
 
 
 @layer
 class Conv2d(ConvNd):
     dims = 2
     torch_twin = "Conv2d"
-    examples = (((1, 3, 5), {}, [(2, 1, 9, 9)]),
-                ((4, 6, (3, 2)), {"stride": (2, 1), "padding": (1, 0), "dilation": (1, 2), "groups": 2},
-                 [(2, 4, 8, 9)]),
-                ((2, 3, 3), {"padding": "same", "dilation": 2}, [(1, 2, 7, 6)]),
-                ((2, 3, 2), {"padding": "same"}, [(1, 2, 5, 5)]),
-                ((3, 3, 3), {"groups": 3, "padding": "valid", "bias": False}, [(2, 3, 5, 5)]))
+    examples = (
+        ((1, 3, 5), {}, [(2, 1, 9, 9)]),
+        (
+            (4, 6, (3, 2)),
+            {"stride": (2, 1), "padding": (1, 0), "dilation": (1, 2), "groups": 2},
+            [(2, 4, 8, 9)],
+        ),
+        ((2, 3, 3), {"padding": "same", "dilation": 2}, [(1, 2, 7, 6)]),
+        ((2, 3, 2), {"padding": "same"}, [(1, 2, 5, 5)]),
+        ((3, 3, 3), {"groups": 3, "padding": "valid", "bias": False}, [(2, 3, 5, 5)]),
+    )
 
 
 @layer
 class Conv3d(ConvNd):
     dims = 3
     torch_twin = "Conv3d"
-    examples = (((2, 3, 3), {"padding": 1}, [(1, 2, 4, 5, 4)]),
-                ((2, 4, (2, 3, 1)), {"stride": (1, 2, 1), "groups": 2}, [(2, 2, 4, 6, 3)]))
+    examples = (
+        ((2, 3, 3), {"padding": 1}, [(1, 2, 4, 5, 4)]),
+        ((2, 4, (2, 3, 1)), {"stride": (1, 2, 1), "groups": 2}, [(2, 2, 4, 6, 3)]),
+    )

@@ -39,9 +39,11 @@ class Linear(Layer):
         check_tensor(x, self.name)
         if x.rank == 0 or x.shape[-1] != self.in_features:
             got = x.shape[-1] if x.rank else "a scalar"
-            raise ctx.error(f"{self.name} expects {self.in_features} input features, got {got} "
-                            f"from {ctx.describe(x)}")
+            raise ctx.error(
+                f"{self.name} expects {self.in_features} input features, got {got} from {ctx.describe(x)}"
+            )
         if x.dtype not in ("f32", "f64"):
-            raise ctx.error(f"{self.name} expects a float input, got {x.type}; integer ids go through an "
-                            f"Embedding")
+            raise ctx.error(
+                f"{self.name} expects a float input, got {x.type}; integer ids go through an Embedding"
+            )
         return linear_map(x, self.weight, self.bias)

@@ -59,18 +59,30 @@ class Embedding(Layer):
     """
 
     torch_twin = "Embedding"
-    examples = (((10, 3), {}, [T.of(2, 5, dtype="i64", low=0, high=10)]),
-                ((6, 4), {"padding_idx": 0}, [T.exactly(((0, 3, 5), (2, 0, 1)))]),
-                ((6, 2), {"padding_idx": -1}, [T.of(7, dtype="i64", low=0, high=6)]))
+    examples = (
+        ((10, 3), {}, [T.of(2, 5, dtype="i64", low=0, high=10)]),
+        ((6, 4), {"padding_idx": 0}, [T.exactly(((0, 3, 5), (2, 0, 1)))]),
+        ((6, 2), {"padding_idx": -1}, [T.of(7, dtype="i64", low=0, high=6)]),
+    )
 
-    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, max_norm=None, norm_type=2.0,
-                 scale_grad_by_freq=False, sparse=False):
+    def __init__(
+        self,
+        num_embeddings,
+        embedding_dim,
+        padding_idx=None,
+        max_norm=None,
+        norm_type=2.0,
+        scale_grad_by_freq=False,
+        sparse=False,
+    ):
         self.num_embeddings = check_positive_int(num_embeddings, "Embedding: num_embeddings")
         self.embedding_dim = check_positive_int(embedding_dim, "Embedding: embedding_dim")
         if padding_idx is not None:
             if not is_int(padding_idx) or not -num_embeddings <= padding_idx < num_embeddings:
-                raise NetcError(f"Embedding: padding_idx must be within num_embeddings ({num_embeddings}), "
-                                f"got {padding_idx!r}")
+                raise NetcError(
+                    f"Embedding: padding_idx must be within num_embeddings ({num_embeddings}), "
+                    f"got {padding_idx!r}"
+                )
             padding_idx %= num_embeddings
         self.padding_idx = padding_idx
         if max_norm is not None:
@@ -90,8 +102,10 @@ class Embedding(Layer):
     def forward(self, ctx, x):
         check_tensor(x, self.name or "Embedding")
         if x.dtype != "i64":
-            raise ctx.error(f"{self.name} expects integer indices (an i64 tensor, such as "
-                            f"`input tokens: i64[N, L]`), got {x.type} from {ctx.describe(x)}")
+            raise ctx.error(
+                f"{self.name} expects integer indices (an i64 tensor, such as "
+                f"`input tokens: i64[N, L]`), got {x.type} from {ctx.describe(x)}"
+            )
         if self.padding_idx is None:
             return x.graph.emit("take", self.weight, x)
         return x.graph.emit("take", self.weight, x, frozen_row=self.padding_idx)

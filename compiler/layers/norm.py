@@ -38,8 +38,9 @@ class BatchNormNd(Layer):
         if self.track_running_stats:
             self.running_mean = ctx.buffer(f"{name}.running_mean", c, ("constant", 0.0))
             self.running_var = ctx.buffer(f"{name}.running_var", c, ("constant", 1.0))
-            self.num_batches_tracked = ctx.buffer(f"{name}.num_batches_tracked", (), ("constant", 0),
-                                                  dtype="i64")
+            self.num_batches_tracked = ctx.buffer(
+                f"{name}.num_batches_tracked", (), ("constant", 0), dtype="i64"
+            )
 
     def forward(self, ctx, x):
         self._check_input(ctx, x)
@@ -61,14 +62,17 @@ class BatchNormNd(Layer):
         if x.rank not in self.ranks:
             raise ctx.error(f"{who} expects a {self.layout}, got {format_shape(x.shape)}")
         if x.shape[1] != self.num_features:
-            raise ctx.error(f"{self.name} expects {self.num_features} channels, got {x.shape[1]} "
-                            f"from {ctx.describe(x)}")
+            raise ctx.error(
+                f"{self.name} expects {self.num_features} channels, got {x.shape[1]} from {ctx.describe(x)}"
+            )
 
     def _check_batch(self, x, axes) -> None:
         count = B.count(x, axes)
         if count == 1:  # the unbiased variance would divide by zero; torch refuses too
-            raise NetcError(f"{layer_label(self)}: expected more than 1 value per channel when training, "
-                            f"got input size {format_shape(x.shape)}")
+            raise NetcError(
+                f"{layer_label(self)}: expected more than 1 value per channel when training, "
+                f"got input size {format_shape(x.shape)}"
+            )
 
     def _update_running_stats(self, ctx, x, axes, batch_mean) -> None:
         def latest(buffer: str):
@@ -87,16 +91,24 @@ class BatchNormNd(Layer):
             ctx.update(f"{self.name}.{buffer}", (1 - momentum) * latest(buffer) + momentum * batch_value)
 
 
-_BN_OPTIONS = ({}, {"affine": False, "momentum": 0.3}, {"momentum": None},
-               {"track_running_stats": False, "eps": 1e-3})
+_BN_OPTIONS = (
+    {},
+    {"affine": False, "momentum": 0.3},
+    {"momentum": None},
+    {"track_running_stats": False, "eps": 1e-3},
+)
 
 
 @layer
 class BatchNorm1d(BatchNormNd):
     ranks, layout = (2, 3), "2-D or 3-D input [N, C] or [N, C, L]"
     torch_twin = "BatchNorm1d"
-    examples = (((3,), _BN_OPTIONS[0], [(4, 3)]), ((3,), _BN_OPTIONS[1], [(2, 3, 5)]),
-                ((3,), _BN_OPTIONS[2], [(4, 3, 2)]), ((3,), _BN_OPTIONS[3], [(5, 3)]))
+    examples = (
+        ((3,), _BN_OPTIONS[0], [(4, 3)]),
+        ((3,), _BN_OPTIONS[1], [(2, 3, 5)]),
+        ((3,), _BN_OPTIONS[2], [(4, 3, 2)]),
+        ((3,), _BN_OPTIONS[3], [(5, 3)]),
+    )
 
 
 @layer
@@ -116,8 +128,12 @@ class BatchNorm3d(BatchNormNd):
 @layer
 class LayerNorm(Layer):
     torch_twin = "LayerNorm"
-    examples = (((5,), {}, [(3, 4, 5)]), (((4, 5),), {"eps": 1e-3}, [(2, 4, 5)]),
-                ((6,), {"elementwise_affine": False}, [(3, 6)]), ((6,), {"bias": False}, [(2, 3, 6)]))
+    examples = (
+        ((5,), {}, [(3, 4, 5)]),
+        (((4, 5),), {"eps": 1e-3}, [(2, 4, 5)]),
+        ((6,), {"elementwise_affine": False}, [(3, 6)]),
+        ((6,), {"bias": False}, [(2, 3, 6)]),
+    )
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True):
         self.shape = normalized_shape_of(normalized_shape, "LayerNorm")

@@ -21,19 +21,29 @@ def _check_window(kind: str, dims: int, kernel_size, stride, padding, dilation=1
 class MaxPoolNd(Layer):
     dims: int
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
-                 ceil_mode=False):
+    def __init__(
+        self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False
+    ):
         kind = type(self).__name__
         _check_window(kind, self.dims, kernel_size, stride, padding, dilation)
         if return_indices:
-            raise NetcError(f"{kind}: return_indices=True is not supported; "
-                            "netc's max pooling returns the values only")
+            raise NetcError(
+                f"{kind}: return_indices=True is not supported; netc's max pooling returns the values only"
+            )
         self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
         self.ceil_mode = bool(ceil_mode)
 
     def forward(self, ctx, x):
-        return max_pool(x, self.dims, self.kernel_size, self.stride, self.padding, self.dilation,
-                        self.ceil_mode, who=layer_label(self))
+        return max_pool(
+            x,
+            self.dims,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.ceil_mode,
+            who=layer_label(self),
+        )
 
 
 @layer
@@ -47,8 +57,11 @@ class MaxPool1d(MaxPoolNd):
 class MaxPool2d(MaxPoolNd):
     dims = 2
     torch_twin = "MaxPool2d"
-    examples = (((2,), {}, [(2, 3, 8, 8)]), ((3, 2), {"padding": 1}, [(1, 2, 7, 8)]),
-                (((3, 2), (2, 1)), {"ceil_mode": True}, [(1, 2, 8, 7)]))
+    examples = (
+        ((2,), {}, [(2, 3, 8, 8)]),
+        ((3, 2), {"padding": 1}, [(1, 2, 7, 8)]),
+        (((3, 2), (2, 1)), {"ceil_mode": True}, [(1, 2, 8, 7)]),
+    )
 
 
 @layer
@@ -71,16 +84,27 @@ class AvgPoolNd(Layer):
         self.divisor_override = divisor_override
 
     def forward(self, ctx, x):
-        return avg_pool(x, self.dims, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                        self.count_include_pad, self.divisor_override, who=layer_label(self))
+        return avg_pool(
+            x,
+            self.dims,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.ceil_mode,
+            self.count_include_pad,
+            self.divisor_override,
+            who=layer_label(self),
+        )
 
 
 @layer
 class AvgPool1d(AvgPoolNd):
     dims = 1
     torch_twin = "AvgPool1d"
-    examples = (((3,), {}, [(2, 3, 9)]),
-                ((3, 2, 1), {"count_include_pad": False, "ceil_mode": True}, [(2, 3, 10)]))
+    examples = (
+        ((3,), {}, [(2, 3, 9)]),
+        ((3, 2, 1), {"count_include_pad": False, "ceil_mode": True}, [(2, 3, 10)]),
+    )
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
         self._setup(kernel_size, stride, padding, ceil_mode, count_include_pad)
@@ -90,11 +114,21 @@ class AvgPool1d(AvgPoolNd):
 class AvgPool2d(AvgPoolNd):
     dims = 2
     torch_twin = "AvgPool2d"
-    examples = (((2,), {}, [(2, 3, 8, 8)]), ((3, 2, 1), {"count_include_pad": False}, [(1, 2, 7, 8)]),
-                ((2,), {"divisor_override": 3}, [(1, 2, 4, 4)]))
+    examples = (
+        ((2,), {}, [(2, 3, 8, 8)]),
+        ((3, 2, 1), {"count_include_pad": False}, [(1, 2, 7, 8)]),
+        ((2,), {"divisor_override": 3}, [(1, 2, 4, 4)]),
+    )
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-                 divisor_override=None):
+    def __init__(
+        self,
+        kernel_size,
+        stride=None,
+        padding=0,
+        ceil_mode=False,
+        count_include_pad=True,
+        divisor_override=None,
+    ):
         self._setup(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
 
 
@@ -104,8 +138,15 @@ class AvgPool3d(AvgPoolNd):
     torch_twin = "AvgPool3d"
     examples = (((2,), {}, [(1, 2, 4, 6, 4)]), ((3, 2, 1), {"ceil_mode": True}, [(1, 1, 5, 6, 5)]))
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-                 divisor_override=None):
+    def __init__(
+        self,
+        kernel_size,
+        stride=None,
+        padding=0,
+        ceil_mode=False,
+        count_include_pad=True,
+        divisor_override=None,
+    ):
         self._setup(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
 
 
@@ -116,8 +157,10 @@ class AdaptiveAvgPoolNd(Layer):
         kind = type(self).__name__
         sizes = output_size if isinstance(output_size, tuple) else (output_size,) * self.dims
         if len(sizes) != self.dims or not all(s is None or (is_int(s) and s > 0) for s in sizes):
-            raise NetcError(f"{kind}: output_size must be a positive int or a tuple of {self.dims} "
-                            f"(positive ints or None), got {output_size!r}")
+            raise NetcError(
+                f"{kind}: output_size must be a positive int or a tuple of {self.dims} "
+                f"(positive ints or None), got {output_size!r}"
+            )
         self.output_size = output_size
 
     def forward(self, ctx, x):
@@ -135,8 +178,11 @@ class AdaptiveAvgPool1d(AdaptiveAvgPoolNd):
 class AdaptiveAvgPool2d(AdaptiveAvgPoolNd):
     dims = 2
     torch_twin = "AdaptiveAvgPool2d"
-    examples = (((1,), {}, [(2, 3, 5, 5)]), (((3, 2),), {}, [(1, 2, 7, 6)]),
-                (((None, 3),), {}, [(1, 2, 5, 7)]))
+    examples = (
+        ((1,), {}, [(2, 3, 5, 5)]),
+        (((3, 2),), {}, [(1, 2, 7, 6)]),
+        (((None, 3),), {}, [(1, 2, 5, 7)]),
+    )
 
 
 @layer

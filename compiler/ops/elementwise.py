@@ -22,7 +22,10 @@ _erf = np.frompyfunc(math.erf, 1, 1)
 
 def _unary_samples(low=-2.0, high=2.0):
     def samples(rng):
-        return [Sample([rand(rng, 3, 4, low=low, high=high)]), Sample([rand(rng, 2, 3, 5, low=low, high=high)])]
+        return [
+            Sample([rand(rng, 3, 4, low=low, high=high)]),
+            Sample([rand(rng, 2, 3, 5, low=low, high=high)]),
+        ]
 
     return samples
 
@@ -30,6 +33,7 @@ def _unary_samples(low=-2.0, high=2.0):
 def _binary_samples(low=-2.0, high=2.0, rhs_low=None, rhs_high=None, ties=False):
     """Random operand pairs; with `ties`, about a third of b copies a, so comparisons and maximum's
     gradient meet equal operands, where a wrong rule (ge as gt, a tie not split) shows."""
+
     def samples(rng):
         lo, hi = rhs_low if rhs_low is not None else low, rhs_high if rhs_high is not None else high
         pairs = []
@@ -46,15 +50,38 @@ def _binary_samples(low=-2.0, high=2.0, rhs_low=None, rhs_high=None, ties=False)
 def unary(name, ref, twin, c_expr, grad, *, float_only=True, low=-2.0, high=2.0, tol=1e-6, doc=""):
     rule = float_same_type(name) if float_only else same_type(name)
     doc = doc or f"elementwise {name}(x)"
-    return register(Op(name, "elementwise", shape=rule, ref=ref, torch=twin, c_expr=c_expr, grad=grad,
-                       samples=_unary_samples(low, high), tol=tol, doc=doc))
+    return register(
+        Op(
+            name,
+            "elementwise",
+            shape=rule,
+            ref=ref,
+            torch=twin,
+            c_expr=c_expr,
+            grad=grad,
+            samples=_unary_samples(low, high),
+            tol=tol,
+            doc=doc,
+        )
+    )
 
 
 def binary(name, ref, twin, c_expr, grad, *, float_only=False, mask=False, doc="", **sample_range):
     rule = mask_type(name) if mask else float_same_type(name) if float_only else same_type(name)
     doc = doc or f"elementwise {name}(a, b) of two tensors of one shape"
-    return register(Op(name, "elementwise", shape=rule, ref=ref, torch=twin, c_expr=c_expr, grad=grad,
-                       samples=_binary_samples(**sample_range), doc=doc))
+    return register(
+        Op(
+            name,
+            "elementwise",
+            shape=rule,
+            ref=ref,
+            torch=twin,
+            c_expr=c_expr,
+            grad=grad,
+            samples=_binary_samples(**sample_range),
+            doc=doc,
+        )
+    )
 
 
 def no_grad(g, out, *inputs, **attrs):
@@ -74,33 +101,89 @@ unary("exp", np.exp, torch.exp, "exp({0})", lambda g, out, x: [g * out])
 unary("log", np.log, torch.log, "log({0})", lambda g, out, x: [g / x], low=0.1, high=3.0)
 unary("log1p", np.log1p, torch.log1p, "log1p({0})", lambda g, out, x: [g / (1 + x)], low=-0.5, high=3.0)
 unary("sqrt", np.sqrt, torch.sqrt, "sqrt({0})", lambda g, out, x: [g / (2 * out)], low=0.1, high=3.0)
-unary("rsqrt", lambda x: 1 / np.sqrt(x), torch.rsqrt, "(1 / sqrt({0}))",
-      lambda g, out, x: [-0.5 * g * out / x], low=0.1, high=3.0)
+unary(
+    "rsqrt",
+    lambda x: 1 / np.sqrt(x),
+    torch.rsqrt,
+    "(1 / sqrt({0}))",
+    lambda g, out, x: [-0.5 * g * out / x],
+    low=0.1,
+    high=3.0,
+)
 unary("abs", np.abs, torch.abs, "fabs({0})", lambda g, out, x: [g * B.sign(x)], float_only=False)
 unary("sign", np.sign, torch.sign, "(({0} > 0) - ({0} < 0))", no_grad, float_only=False)
 # Ternaries, not fmax: they vectorise, and they propagate NaN as PyTorch does (fmax drops it).
-unary("relu", lambda x: np.maximum(x, 0).astype(x.dtype), torch.relu, "(({0} <= 0) ? 0 : {0})",
-      lambda g, out, x: [B.where(B.gt(out, 0), g, 0)])  # 0 at 0, as PyTorch
-unary("sigmoid", lambda x: 1 / (1 + np.exp(-x)), torch.sigmoid, "(1 / (1 + exp(-{0})))",
-      lambda g, out, x: [g * out * (1 - out)], low=-6, high=6)
+unary(
+    "relu",
+    lambda x: np.maximum(x, 0).astype(x.dtype),
+    torch.relu,
+    "(({0} <= 0) ? 0 : {0})",
+    lambda g, out, x: [B.where(B.gt(out, 0), g, 0)],
+)  # 0 at 0, as PyTorch
+unary(
+    "sigmoid",
+    lambda x: 1 / (1 + np.exp(-x)),
+    torch.sigmoid,
+    "(1 / (1 + exp(-{0})))",
+    lambda g, out, x: [g * out * (1 - out)],
+    low=-6,
+    high=6,
+)
 unary("tanh", np.tanh, torch.tanh, "tanh({0})", lambda g, out, x: [g * (1 - out * out)], low=-4, high=4)
-unary("erf", lambda x: _erf(x).astype(x.dtype), torch.erf, "erf({0})",
-      lambda g, out, x: [g * (2 / math.sqrt(math.pi)) * B.exp(-(x * x))])
+unary(
+    "erf",
+    lambda x: _erf(x).astype(x.dtype),
+    torch.erf,
+    "erf({0})",
+    lambda g, out, x: [g * (2 / math.sqrt(math.pi)) * B.exp(-(x * x))],
+)
 
 binary("add", np.add, torch.add, "({0} + {1})", lambda g, out, a, b: [g, g])
 binary("sub", np.subtract, torch.sub, "({0} - {1})", lambda g, out, a, b: [g, -g])
 binary("mul", np.multiply, torch.mul, "({0} * {1})", lambda g, out, a, b: [g * b, g * a])
-binary("div", np.divide, torch.div, "({0} / {1})", lambda g, out, a, b: [g / b, -g * out / b],
-       float_only=True, rhs_low=0.5, rhs_high=2.0)
-binary("maximum", np.maximum, torch.maximum, "((({0}) > ({1}) || ({0}) != ({0})) ? ({0}) : ({1}))", lambda g, out, a, b: _max_grads(g, out, a, b, B.gt),
-       ties=True)
-binary("minimum", np.minimum, torch.minimum, "((({0}) < ({1}) || ({0}) != ({0})) ? ({0}) : ({1}))", lambda g, out, a, b: _max_grads(g, out, a, b, B.lt),
-       ties=True)
-for _name, _np, _c in (("gt", np.greater, ">"), ("ge", np.greater_equal, ">="), ("lt", np.less, "<"),
-                       ("le", np.less_equal, "<="), ("eq", np.equal, "==")):
-    binary(_name, lambda a, b, _np=_np: _np(a, b).astype(a.dtype if a.dtype.kind == "f" else np.float32),
-           lambda a, b, _name=_name: getattr(torch, _name)(a, b).to(a.dtype),
-           f"(({{0}} {_c} {{1}}) ? 1 : 0)", no_grad, mask=True, ties=True, doc="a float 0/1 mask")
+binary(
+    "div",
+    np.divide,
+    torch.div,
+    "({0} / {1})",
+    lambda g, out, a, b: [g / b, -g * out / b],
+    float_only=True,
+    rhs_low=0.5,
+    rhs_high=2.0,
+)
+binary(
+    "maximum",
+    np.maximum,
+    torch.maximum,
+    "((({0}) > ({1}) || ({0}) != ({0})) ? ({0}) : ({1}))",
+    lambda g, out, a, b: _max_grads(g, out, a, b, B.gt),
+    ties=True,
+)
+binary(
+    "minimum",
+    np.minimum,
+    torch.minimum,
+    "((({0}) < ({1}) || ({0}) != ({0})) ? ({0}) : ({1}))",
+    lambda g, out, a, b: _max_grads(g, out, a, b, B.lt),
+    ties=True,
+)
+for _name, _np, _c in (
+    ("gt", np.greater, ">"),
+    ("ge", np.greater_equal, ">="),
+    ("lt", np.less, "<"),
+    ("le", np.less_equal, "<="),
+    ("eq", np.equal, "=="),
+):
+    binary(
+        _name,
+        lambda a, b, _np=_np: _np(a, b).astype(a.dtype if a.dtype.kind == "f" else np.float32),
+        lambda a, b, _name=_name: getattr(torch, _name)(a, b).to(a.dtype),
+        f"(({{0}} {_c} {{1}}) ? 1 : 0)",
+        no_grad,
+        mask=True,
+        ties=True,
+        doc="a float 0/1 mask",
+    )
 
 
 def _cast_type(types, *, dtype) -> TensorType:
@@ -108,30 +191,47 @@ def _cast_type(types, *, dtype) -> TensorType:
     return TensorType(types[0].shape, dtype)
 
 
-register(Op(
-    "cast", "elementwise", shape=_cast_type,
-    ref=lambda x, *, dtype: x.astype(np.int64 if dtype == "i64" else np.float64),
-    torch=lambda x, *, dtype: x.to(torch.int64 if dtype == "i64" else torch.float64),
-    samples=lambda rng: [Sample([rand(rng, 3, 4)], dict(dtype="f64")),
-                         Sample([rng.integers(-5, 5, (6,))], dict(dtype="f32"))],
-    grad=lambda g, out, x, *, dtype: [B.cast(g, x.dtype) if x.dtype in FLOAT_DTYPES else None],
-    c_expr="({0})", doc="convert to another dtype",
-))
+register(
+    Op(
+        "cast",
+        "elementwise",
+        shape=_cast_type,
+        ref=lambda x, *, dtype: x.astype(np.int64 if dtype == "i64" else np.float64),
+        torch=lambda x, *, dtype: x.to(torch.int64 if dtype == "i64" else torch.float64),
+        samples=lambda rng: [
+            Sample([rand(rng, 3, 4)], dict(dtype="f64")),
+            Sample([rng.integers(-5, 5, (6,))], dict(dtype="f32")),
+        ],
+        grad=lambda g, out, x, *, dtype: [B.cast(g, x.dtype) if x.dtype in FLOAT_DTYPES else None],
+        c_expr="({0})",
+        doc="convert to another dtype",
+    )
+)
 
 
 def _where_type(types) -> TensorType:
     mask, a, b = types
     out = same_type("where")([a, b])
     if mask.shape != out.shape:
-        raise ShapeError(f"where: the mask's shape {format_shape(mask.shape)} differs from {format_shape(out.shape)}")
+        raise ShapeError(
+            f"where: the mask's shape {format_shape(mask.shape)} differs from {format_shape(out.shape)}"
+        )
     return out
 
 
-register(Op(
-    "where", "elementwise", shape=_where_type,
-    ref=lambda c, a, b: np.where(c != 0, a, b),
-    torch=lambda c, a, b: torch.where(c != 0, a, b),
-    samples=lambda rng: [Sample([(rand(rng, 3, 4) > 0).astype(np.float64), rand(rng, 3, 4), rand(rng, 3, 4)])],
-    grad=lambda g, out, c, a, b: [None, B.where(c, g, 0), B.where(c, 0, g)],
-    nondiff=(0,), c_expr="(({0} != 0) ? {1} : {2})", doc="select a where the mask c is non-zero, else b",
-))
+register(
+    Op(
+        "where",
+        "elementwise",
+        shape=_where_type,
+        ref=lambda c, a, b: np.where(c != 0, a, b),
+        torch=lambda c, a, b: torch.where(c != 0, a, b),
+        samples=lambda rng: [
+            Sample([(rand(rng, 3, 4) > 0).astype(np.float64), rand(rng, 3, 4), rand(rng, 3, 4)])
+        ],
+        grad=lambda g, out, c, a, b: [None, B.where(c, g, 0), B.where(c, 0, g)],
+        nondiff=(0,),
+        c_expr="(({0} != 0) ? {1} : {2})",
+        doc="select a where the mask c is non-zero, else b",
+    )
+)

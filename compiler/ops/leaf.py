@@ -15,7 +15,9 @@ def _leaf_type(types, *, name, shape, dtype) -> TensorType:
 
 
 for _kind in ("input", "param", "buffer"):
-    register(Op(_kind, "leaf", shape=_leaf_type, ref=None, doc=f"a {_kind} of the network, fed by the runtime"))
+    register(
+        Op(_kind, "leaf", shape=_leaf_type, ref=None, doc=f"a {_kind} of the network, fed by the runtime")
+    )
 
 
 def _full_type(types, *, shape, value, dtype) -> TensorType:
@@ -23,14 +25,22 @@ def _full_type(types, *, shape, value, dtype) -> TensorType:
     return TensorType(tuple(shape), dtype)
 
 
-register(Op(
-    "full", "leaf", shape=_full_type,
-    ref=lambda *, shape, value, dtype: np.full(shape, value, dtype=np.int64 if dtype == "i64" else np.float64),
-    torch=lambda *, shape, value, dtype: torch.full(shape, float(value), dtype=torch.float64),
-    samples=lambda rng: [Sample([], dict(shape=(2, 3), value=1.5, dtype="f32")),
-                         Sample([], dict(shape=(), value=-0.25, dtype="f64"))],
-    doc="a tensor filled with one number (value may be a symbolic dim, such as the batch size of a mean)",
-))
+register(
+    Op(
+        "full",
+        "leaf",
+        shape=_full_type,
+        ref=lambda *, shape, value, dtype: np.full(
+            shape, value, dtype=np.int64 if dtype == "i64" else np.float64
+        ),
+        torch=lambda *, shape, value, dtype: torch.full(shape, float(value), dtype=torch.float64),
+        samples=lambda rng: [
+            Sample([], dict(shape=(2, 3), value=1.5, dtype="f32")),
+            Sample([], dict(shape=(), value=-0.25, dtype="f64")),
+        ],
+        doc="a tensor filled with one number (value may be a symbolic dim, such as the batch size of a mean)",
+    )
+)
 
 
 def _constant_type(types, *, array, dtype) -> TensorType:
@@ -38,10 +48,14 @@ def _constant_type(types, *, array, dtype) -> TensorType:
     return TensorType(tuple(array.shape), dtype)
 
 
-register(Op(
-    "constant", "leaf", shape=_constant_type,
-    ref=lambda *, array, dtype: np.array(array),
-    torch=lambda *, array, dtype: torch.from_numpy(np.array(array, dtype=np.float64)),
-    samples=lambda rng: [Sample([], dict(array=rng.uniform(-1, 1, (3, 4)), dtype="f32"))],
-    doc="a literal array computed at compile time (adaptive pooling's averaging matrices, say)",
-))
+register(
+    Op(
+        "constant",
+        "leaf",
+        shape=_constant_type,
+        ref=lambda *, array, dtype: np.array(array),
+        torch=lambda *, array, dtype: torch.from_numpy(np.array(array, dtype=np.float64)),
+        samples=lambda rng: [Sample([], dict(array=rng.uniform(-1, 1, (3, 4)), dtype="f32"))],
+        doc="a literal array computed at compile time (adaptive pooling's averaging matrices, say)",
+    )
+)

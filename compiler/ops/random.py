@@ -50,8 +50,16 @@ def _uniform_rule(types, *, shape, stream) -> TensorType:
     return TensorType(tuple(shape), "f32")
 
 
-register(Op(
-    "random_uniform", "random", shape=_uniform_rule, ref=uniform_ref, torch=None, samples=None,
-    grad=lambda g, out, seed, *, shape, stream: [None],
-    nondiff=(0,), doc="uniform [0, 1) numbers, a pure function of (seed, stream, element index)",
-))
+register(
+    Op(
+        "random_uniform",
+        "random",
+        shape=_uniform_rule,
+        ref=uniform_ref,
+        torch=None,
+        samples=None,
+        grad=lambda g, out, seed, *, shape, stream: [None],
+        nondiff=(0,),
+        doc="uniform [0, 1) numbers, a pure function of (seed, stream, element index)",
+    )
+)

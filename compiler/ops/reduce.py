@@ -27,8 +27,12 @@ def _reduce_rule(op: str):
 
 
 def _samples(rng):
-    return [Sample([rand(rng, 3, 4)], dict(axes=(1,))), Sample([rand(rng, 2, 3, 5)], dict(axes=(0, 2))),
-            Sample([rand(rng, 2, 3, 5)], dict(axes=(0, 1, 2))), Sample([rand(rng, 4, 6)], dict(axes=(0,)))]
+    return [
+        Sample([rand(rng, 3, 4)], dict(axes=(1,))),
+        Sample([rand(rng, 2, 3, 5)], dict(axes=(0, 2))),
+        Sample([rand(rng, 2, 3, 5)], dict(axes=(0, 1, 2))),
+        Sample([rand(rng, 4, 6)], dict(axes=(0,))),
+    ]
 
 
 def _max_grad(g, out, x, axes, ties):
@@ -53,24 +57,38 @@ def _max_twin(x, *, axes, ties=None):
     return values.reshape([1 if a in axes else x.shape[a] for a in range(x.dim())])
 
 
-register(Op(
-    "reduce_sum", "reduce", shape=_reduce_rule("reduce_sum"),
-    ref=lambda x, *, axes: np.sum(x, axis=tuple(axes), keepdims=True),
-    torch=lambda x, *, axes: torch.sum(x, dim=tuple(axes), keepdim=True),
-    grad=lambda g, out, x, *, axes: [B.broadcast_to(g, x.shape)],
-    samples=_samples, doc="sum over axes, keeping them with size 1",
-))
+register(
+    Op(
+        "reduce_sum",
+        "reduce",
+        shape=_reduce_rule("reduce_sum"),
+        ref=lambda x, *, axes: np.sum(x, axis=tuple(axes), keepdims=True),
+        torch=lambda x, *, axes: torch.sum(x, dim=tuple(axes), keepdim=True),
+        grad=lambda g, out, x, *, axes: [B.broadcast_to(g, x.shape)],
+        samples=_samples,
+        doc="sum over axes, keeping them with size 1",
+    )
+)
 
-register(Op(
-    "reduce_max", "reduce", shape=_reduce_rule("reduce_max"),
-    ref=lambda x, *, axes, ties=None: np.max(x, axis=tuple(axes), keepdims=True),
-    torch=_max_twin,
-    grad=lambda g, out, x, *, axes, ties=None: [_max_grad(g, out, x, axes, ties)],
-    samples=lambda rng: _samples(rng) + [Sample([_tied(rng, 4, 6)], dict(axes=(1,), ties="first")),
-                                         Sample([_tied(rng, 2, 3, 4)], dict(axes=(0, 2), ties="first")),
-                                         Sample([_tied(rng, 4, 6)], dict(axes=(1,)))],
-    doc="maximum over axes, keeping them with size 1; `ties` says where a tie's gradient goes",
-))
+register(
+    Op(
+        "reduce_max",
+        "reduce",
+        shape=_reduce_rule("reduce_max"),
+        ref=lambda x, *, axes, ties=None: np.max(x, axis=tuple(axes), keepdims=True),
+        torch=_max_twin,
+        grad=lambda g, out, x, *, axes, ties=None: [_max_grad(g, out, x, axes, ties)],
+        samples=lambda rng: (
+            _samples(rng)
+            + [
+                Sample([_tied(rng, 4, 6)], dict(axes=(1,), ties="first")),
+                Sample([_tied(rng, 2, 3, 4)], dict(axes=(0, 2), ties="first")),
+                Sample([_tied(rng, 4, 6)], dict(axes=(1,))),
+            ]
+        ),
+        doc="maximum over axes, keeping them with size 1; `ties` says where a tie's gradient goes",
+    )
+)
 
 
 def _tied(rng, *shape):
@@ -82,7 +100,7 @@ def _moved_last(x, axes):
     """x with `axes` moved to the end and flattened into one: [..kept.., reduced]."""
     kept = [a for a in range(x.ndim) if a not in axes]
     moved = np.transpose(x, kept + list(axes))
-    return moved.reshape(moved.shape[:len(kept)] + (-1,)), kept
+    return moved.reshape(moved.shape[: len(kept)] + (-1,)), kept
 
 
 def argmax_mask_ref(x, *, axes):
@@ -97,7 +115,7 @@ def _argmax_mask_twin(x, *, axes):
     axes = tuple(sorted(axes))
     kept = [a for a in range(x.dim()) if a not in axes]
     moved = x.permute(*kept, *axes)
-    flat = moved.reshape(*moved.shape[:len(kept)], -1)
+    flat = moved.reshape(*moved.shape[: len(kept)], -1)
     mask = torch.nn.functional.one_hot(flat.argmax(-1), flat.shape[-1]).to(x.dtype)
     inverse = [0] * x.dim()
     for i, a in enumerate(kept + list(axes)):
@@ -112,10 +130,19 @@ def _argmax_mask_rule(types, *, axes) -> TensorType:
     return x
 
 
-register(Op(
-    "argmax_mask", "reduce", shape=_argmax_mask_rule, ref=argmax_mask_ref, torch=_argmax_mask_twin,
-    samples=lambda rng: [Sample([_tied(rng, 4, 6)], dict(axes=(1,))), Sample([_tied(rng, 2, 3, 4)], dict(axes=(0, 2))),
-                         Sample([rand(rng, 3, 5)], dict(axes=(0,)))],
-    grad=lambda g, out, x, *, axes: [None],  # piecewise constant
-    doc="1 at the first maximum (row-major over `axes`) of each reduced group, 0 elsewhere",
-))
+register(
+    Op(
+        "argmax_mask",
+        "reduce",
+        shape=_argmax_mask_rule,
+        ref=argmax_mask_ref,
+        torch=_argmax_mask_twin,
+        samples=lambda rng: [
+            Sample([_tied(rng, 4, 6)], dict(axes=(1,))),
+            Sample([_tied(rng, 2, 3, 4)], dict(axes=(0, 2))),
+            Sample([rand(rng, 3, 5)], dict(axes=(0,))),
+        ],
+        grad=lambda g, out, x, *, axes: [None],  # piecewise constant
+        doc="1 at the first maximum (row-major over `axes`) of each reduced group, 0 elsewhere",
+    )
+)

@@ -32,7 +32,9 @@ class Op:
     torch: Callable | None = None  # (*torch.Tensor, **attrs) -> torch.Tensor: the twin tests compare with
     samples: Callable | None = None  # (np.random.Generator) -> list[Sample]
     tol: float = 1e-6  # relative tolerance of the float64 parity test
-    grad: Callable | None = None  # vjp rule, added by autodiff: (g, out, *inputs, **attrs) -> list[Value|None]
+    grad: Callable | None = (
+        None  # vjp rule, added by autodiff: (g, out, *inputs, **attrs) -> list[Value|None]
+    )
     nondiff: tuple = ()  # indices of inputs that never get a gradient (integer labels, masks)
     c_expr: str | None = None  # elementwise math for the kernel templates: "expf({0})"
     doc: str = ""

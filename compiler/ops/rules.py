@@ -13,7 +13,9 @@ def same_type(op: str):
         first = types[0]
         for t in types[1:]:
             if t.shape != first.shape:
-                raise ShapeError(f"{op}: shapes {format_shape(first.shape)} and {format_shape(t.shape)} differ")
+                raise ShapeError(
+                    f"{op}: shapes {format_shape(first.shape)} and {format_shape(t.shape)} differ"
+                )
             if t.dtype != first.dtype:
                 raise ShapeError(f"{op}: dtypes {first.dtype} and {t.dtype} differ; cast one of them first")
         return first

@@ -26,9 +26,11 @@ def window_counts(op: str, spatial, kernel, stride, padding, dilation) -> tuple:
         size = concrete(s, f"{op}: the spatial size {format_shape(spatial)} of a window's input")
         count = (size + 2 * p - d * (k - 1) - 1) // st + 1
         if count < 1:
-            raise ShapeError(f"{op}: input of spatial size {format_shape(spatial)} is smaller than the "
-                             f"kernel {format_shape(kernel)} (dilation {format_shape(dilation)}, padding "
-                             f"{format_shape(padding)})")
+            raise ShapeError(
+                f"{op}: input of spatial size {format_shape(spatial)} is smaller than the "
+                f"kernel {format_shape(kernel)} (dilation {format_shape(dilation)}, padding "
+                f"{format_shape(padding)})"
+            )
         out.append(count)
     return tuple(out)
 
@@ -36,14 +38,19 @@ def window_counts(op: str, spatial, kernel, stride, padding, dilation) -> tuple:
 def _check_attrs(op, rank, kernel, stride, padding, dilation):
     dims = len(kernel)
     if dims not in (1, 2, 3) or rank != dims + 2:
-        raise ShapeError(f"{op}: a {dims}-D window needs an input [N, C, *{dims} spatial dims], "
-                         f"got rank {rank}")
+        raise ShapeError(
+            f"{op}: a {dims}-D window needs an input [N, C, *{dims} spatial dims], got rank {rank}"
+        )
     if not all(len(a) == dims for a in (stride, padding, dilation)):
-        raise ShapeError(f"{op}: kernel {tuple(kernel)}, stride {tuple(stride)}, padding {tuple(padding)} "
-                         f"and dilation {tuple(dilation)} must have {dims} entries each")
+        raise ShapeError(
+            f"{op}: kernel {tuple(kernel)}, stride {tuple(stride)}, padding {tuple(padding)} "
+            f"and dilation {tuple(dilation)} must have {dims} entries each"
+        )
     if min((*kernel, *stride, *dilation)) < 1 or min(padding) < 0:
-        raise ShapeError(f"{op}: kernel {tuple(kernel)}, stride {tuple(stride)} and dilation "
-                         f"{tuple(dilation)} must be positive and padding {tuple(padding)} non-negative")
+        raise ShapeError(
+            f"{op}: kernel {tuple(kernel)}, stride {tuple(stride)} and dilation "
+            f"{tuple(dilation)} must be positive and padding {tuple(padding)} non-negative"
+        )
 
 
 def _float_only(op, t: TensorType):
@@ -65,8 +72,10 @@ def _fold_rule(types, *, spatial, kernel, stride, padding, dilation) -> TensorTy
     _check_attrs("fold", len(spatial) + 2, kernel, stride, padding, dilation)
     out = window_counts("fold", spatial, kernel, stride, padding, dilation)
     if cols.rank != 4 or cols.shape[2:] != (math.prod(kernel), math.prod(out)):
-        raise ShapeError(f"fold: columns for spatial size {format_shape(spatial)} must be "
-                         f"[N, C, {math.prod(kernel)}, {math.prod(out)}], got {format_shape(cols.shape)}")
+        raise ShapeError(
+            f"fold: columns for spatial size {format_shape(spatial)} must be "
+            f"[N, C, {math.prod(kernel)}, {math.prod(out)}], got {format_shape(cols.shape)}"
+        )
     return TensorType((cols.shape[0], cols.shape[1], *spatial), cols.dtype)
 
 
@@ -77,16 +86,23 @@ def unfold_ref(x, *, kernel, stride, padding, dilation, pad_value):
     spans = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
     # [N, C, *every window start, *span]: keep every stride-th start and every dilation-th element of a span.
     view = np.lib.stride_tricks.sliding_window_view(padded, spans, axis=tuple(range(2, 2 + dims)))
-    view = view[(slice(None), slice(None), *(slice(0, (n - 1) * s + 1, s) for n, s in zip(out, stride)),
-                 *(slice(None, None, d) for d in dilation))]
+    view = view[
+        (
+            slice(None),
+            slice(None),
+            *(slice(0, (n - 1) * s + 1, s) for n, s in zip(out, stride)),
+            *(slice(None, None, d) for d in dilation),
+        )
+    ]
     view = view.transpose(0, 1, *range(2 + dims, 2 + 2 * dims), *range(2, 2 + dims))
     return view.reshape(x.shape[0], x.shape[1], math.prod(kernel), math.prod(out))
 
 
 def _offset_slices(offset, out, stride, dilation):
     """The strided slices of the padded input that kernel offset `offset` sees across all windows."""
-    return tuple(slice(o * d, o * d + (n - 1) * s + 1, s)
-                 for o, n, s, d in zip(offset, out, stride, dilation))
+    return tuple(
+        slice(o * d, o * d + (n - 1) * s + 1, s) for o, n, s, d in zip(offset, out, stride, dilation)
+    )
 
 
 def fold_ref(cols, *, spatial, kernel, stride, padding, dilation):
@@ -118,7 +134,7 @@ def unfold_twin(x, *, kernel, stride, padding, dilation, pad_value):
     for axis, (k, s, d) in enumerate(zip(kernel, stride, dilation)):
         x = x.unfold(2 + axis, d * (k - 1) + 1, s)
     x = x[(..., *(slice(None, None, d) for d in dilation))]  # keep every d-th element of a dilated window
-    out = x.shape[2:2 + dims]
+    out = x.shape[2 : 2 + dims]
     x = x.permute(0, 1, *range(2 + dims, 2 + 2 * dims), *range(2, 2 + dims))
     return x.reshape(n, c, math.prod(kernel), math.prod(out))
 
@@ -127,8 +143,14 @@ def fold_twin(cols, *, spatial, kernel, stride, padding, dilation):
     """F.fold in 2-D; in 1-D and 3-D, the vector-Jacobian product of unfold_twin, fold by definition."""
     n, c = cols.shape[0], cols.shape[1]
     if len(kernel) == 2:
-        return F.fold(cols.reshape(n, c * cols.shape[2], cols.shape[3]), tuple(spatial), kernel,
-                      dilation=dilation, padding=padding, stride=stride)
+        return F.fold(
+            cols.reshape(n, c * cols.shape[2], cols.shape[3]),
+            tuple(spatial),
+            kernel,
+            dilation=dilation,
+            padding=padding,
+            stride=stride,
+        )
     x = torch.zeros(n, c, *spatial, dtype=cols.dtype, requires_grad=True)
     windows = unfold_twin(x, kernel=kernel, stride=stride, padding=padding, dilation=dilation, pad_value=0.0)
     # create_graph: the result stays differentiable in cols, for the gradient tests of fold itself.
@@ -153,16 +175,22 @@ WINDOW_CASES = [  # (input spatial, kernel, stride, padding, dilation)
 def _unfold_samples(rng):
     # Finite pad values only: the gradient tests take finite differences of these samples. Max pooling's -inf
     # padding is checked against the twin in tests/test_ops.py.
-    return [Sample([rand(rng, 2, 3, *s)], dict(kernel=k, stride=st, padding=p, dilation=d, pad_value=pv))
-            for (s, k, st, p, d), pv in zip(WINDOW_CASES, itertools.cycle((0.0, -5.0)))]
+    return [
+        Sample([rand(rng, 2, 3, *s)], dict(kernel=k, stride=st, padding=p, dilation=d, pad_value=pv))
+        for (s, k, st, p, d), pv in zip(WINDOW_CASES, itertools.cycle((0.0, -5.0)))
+    ]
 
 
 def _fold_samples(rng):
     samples = []
     for s, k, st, p, d in WINDOW_CASES:
         out = window_counts("fold", s, k, st, p, d)
-        samples.append(Sample([rand(rng, 2, 3, math.prod(k), math.prod(out))],
-                              dict(spatial=s, kernel=k, stride=st, padding=p, dilation=d)))
+        samples.append(
+            Sample(
+                [rand(rng, 2, 3, math.prod(k), math.prod(out))],
+                dict(spatial=s, kernel=k, stride=st, padding=p, dilation=d),
+            )
+        )
     return samples
 
 
@@ -170,15 +198,30 @@ def _window_attrs(attrs: dict) -> dict:
     return {k: attrs[k] for k in ("kernel", "stride", "padding", "dilation")}
 
 
-register(Op(
-    "unfold", "window", shape=_unfold_rule, ref=unfold_ref, torch=unfold_twin, samples=_unfold_samples,
-    grad=lambda g, out, x, **attrs: [g.graph.emit("fold", g, spatial=tuple(x.shape[2:]),
-                                                  **_window_attrs(attrs))],
-    doc="gather every (strided, dilated, padded) window of [N, C, *S] into [N, C, K, L]",
-))
+register(
+    Op(
+        "unfold",
+        "window",
+        shape=_unfold_rule,
+        ref=unfold_ref,
+        torch=unfold_twin,
+        samples=_unfold_samples,
+        grad=lambda g, out, x, **attrs: [
+            g.graph.emit("fold", g, spatial=tuple(x.shape[2:]), **_window_attrs(attrs))
+        ],
+        doc="gather every (strided, dilated, padded) window of [N, C, *S] into [N, C, K, L]",
+    )
+)
 
-register(Op(
-    "fold", "window", shape=_fold_rule, ref=fold_ref, torch=fold_twin, samples=_fold_samples,
-    grad=lambda g, out, cols, *, spatial, **attrs: [g.graph.emit("unfold", g, pad_value=0.0, **attrs)],
-    doc="the adjoint of unfold: add every window's columns back into [N, C, *spatial]",
-))
+register(
+    Op(
+        "fold",
+        "window",
+        shape=_fold_rule,
+        ref=fold_ref,
+        torch=fold_twin,
+        samples=_fold_samples,
+        grad=lambda g, out, cols, *, spatial, **attrs: [g.graph.emit("unfold", g, pad_value=0.0, **attrs)],
+        doc="the adjoint of unfold: add every window's columns back into [N, C, *spatial]",
+    )
+)

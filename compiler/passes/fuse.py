@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ..ir import LEAF_OPS, Graph, Value
 from ..ops import OPS
+from ..ops.movement import swaps_last_two_axes
 
 INLINE_OPS = ("broadcast_to", "full")  # computed inside an elementwise kernel, never on their own
 
@@ -54,9 +55,7 @@ def storage(v: Value) -> Value:
 
 
 def is_last_two_transpose(v: Value) -> bool:
-    perm = v.attrs.get("perm", ()) if v.op == "transpose" else ()
-    rank = len(perm)
-    return rank >= 2 and perm == tuple(range(rank - 2)) + (rank - 1, rank - 2)
+    return v.op == "transpose" and swaps_last_two_axes(v.attrs["perm"])
 
 
 def fuse(graph: Graph, roots: list | None = None) -> list:
@@ -89,7 +88,9 @@ class _Partition:
             elif read_in_place(v, self.users):
                 continue  # the matmuls that use it read the untransposed buffer with BLAS's transpose flag
             else:
-                sources = [matmul_operand(x)[0] for x in v.inputs] if v.op == "matmul" else map(storage, v.inputs)
+                sources = (
+                    [matmul_operand(x)[0] for x in v.inputs] if v.op == "matmul" else map(storage, v.inputs)
+                )
                 for x in sources:
                     self.materialise(x, self.position[v.id])
                 self.add(Kernel(OPS[v.op].kind, [v]), self.position[v.id])
@@ -97,8 +98,12 @@ class _Partition:
             self.materialise(self.floating[root_id], len(self.live))
         for kernel in self.order:
             inside = {v.id for v in kernel.values}
-            kernel.outputs = [v for v in kernel.values if v.id in self.users["roots"] or any(
-                u.id not in inside and self.needs_memory(v, u) for u in self.users.get(v.id, ()))]
+            kernel.outputs = [
+                v
+                for v in kernel.values
+                if v.id in self.users["roots"]
+                or any(u.id not in inside and self.needs_memory(v, u) for u in self.users.get(v.id, ()))
+            ]
         return [k for k in self.order if k.outputs]
 
     def needs_memory(self, v: Value, user: Value) -> bool:
@@ -149,8 +154,12 @@ class _Partition:
         group = None
         for producer in (storage(i) for i in v.inputs):
             candidate = self.kernel_of.get(producer.id)
-            if (candidate is not None and candidate.kind == "elementwise" and candidate.values[-1].shape == v.shape
-                    and all(self.ready_before(i, candidate, self.start[id(candidate)]) for i in v.inputs)):
+            if (
+                candidate is not None
+                and candidate.kind == "elementwise"
+                and candidate.values[-1].shape == v.shape
+                and all(self.ready_before(i, candidate, self.start[id(candidate)]) for i in v.inputs)
+            ):
                 group = candidate
                 break
         if group is None:
@@ -180,8 +189,12 @@ def reads(kernel: Kernel) -> list:
 
 def read_in_place(v: Value, users: dict) -> bool:
     """A transpose of the last two axes that only matmuls read needs no kernel of its own."""
-    return (is_last_two_transpose(v) and v.id not in users["roots"] and bool(users.get(v.id))
-            and all(u.op == "matmul" for u in users[v.id]))
+    return (
+        is_last_two_transpose(v)
+        and v.id not in users["roots"]
+        and bool(users.get(v.id))
+        and all(u.op == "matmul" for u in users[v.id])
+    )
 
 
 def _fusable(v: Value) -> bool:

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..ir import LEAF_OPS, Graph, Value, verify
 from ..ops import OPS
+from ..ops.movement import swaps_last_two_axes
 
 
 def simplify(graph: Graph) -> Graph:
@@ -34,8 +35,16 @@ def simplify(graph: Graph) -> Graph:
                 # turns the weight gradient of x @ W^T into one GEMM with no transpose copy.
                 a, b = inputs[0].inputs
                 swap = {"perm": v.attrs["perm"]}
-                rebuilt[v.id] = _rewrite(out, "matmul", [_rewrite(out, "transpose", [b], swap, table),
-                                                         _rewrite(out, "transpose", [a], swap, table)], {}, table)
+                rebuilt[v.id] = _rewrite(
+                    out,
+                    "matmul",
+                    [
+                        _rewrite(out, "transpose", [b], swap, table),
+                        _rewrite(out, "transpose", [a], swap, table),
+                    ],
+                    {},
+                    table,
+                )
             else:
                 rebuilt[v.id] = _rewrite(out, v.op, inputs, v.attrs, table)
     out.outputs = {k: rebuilt[v.id] for k, v in graph.outputs.items()}
@@ -60,10 +69,7 @@ def _use_counts(graph: Graph) -> dict:
 
 
 def _transposes_a_product(v: Value) -> bool:
-    perm = v.attrs.get("perm", ()) if v.op == "transpose" else ()
-    rank = len(perm)
-    swaps_last_two = rank >= 2 and perm == tuple(range(rank - 2)) + (rank - 1, rank - 2)
-    return swaps_last_two and v.inputs[0].op == "matmul"
+    return v.op == "transpose" and swaps_last_two_axes(v.attrs["perm"]) and v.inputs[0].op == "matmul"
 
 
 def _rewrite(graph: Graph, op: str, inputs: list, attrs: dict, table: dict) -> Value:
