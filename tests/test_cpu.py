@@ -104,3 +104,30 @@ def test_generated_c_is_readable():
     step = next(iter(model._prepared.values())).step
     assert "/* 0: unfold" in step.source and "int64_t netc_run(char *arena)" in step.source
     assert "relu" in step.source and "cblas_sgemm" in step.source
+
+
+def test_every_op_sample_runs_on_the_cpu_backend_as_on_the_reference():
+    """The registry's samples, all in one graph (one C library), in float64 on both backends."""
+    from netc.compiler.ir import Graph
+    from netc.compiler.ops import OPS
+    from netc.compiler.shapes import TensorType
+    from netc.runtime.backends import get_backend
+    from netc.runtime.reference import run_graph
+
+    graph, feeds = Graph("ops"), {}
+    rng = np.random.default_rng(0)
+    for name, op in sorted(OPS.items()):
+        if op.samples is None or op.kind == "leaf":
+            continue
+        for i, sample in enumerate(op.samples(rng)):
+            leaves = []
+            for j, array in enumerate(sample.inputs):
+                dtype = "i64" if array.dtype.kind in "iu" else "f64"
+                leaves.append(graph.add_leaf("input", f"{name}{i}_{j}", TensorType(array.shape, dtype)))
+                feeds[f"{name}{i}_{j}"] = array
+            graph.outputs[f"{name}{i}"] = graph.emit(name, *leaves, **sample.attrs)
+    roots = list(graph.outputs.values())
+    want = run_graph(graph, feeds, roots, precision="float64")
+    got = get_backend("cpu").prepare(graph, roots, "float64")(feeds)
+    for key, value in graph.outputs.items():
+        np.testing.assert_allclose(got[value.id], want[value.id], rtol=1e-12, atol=1e-12, err_msg=key)

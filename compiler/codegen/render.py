@@ -219,23 +219,26 @@ class Renderer:
         reduced = [{"size": x.shape[a], "stride": strides[a]} for a in sorted(axes)]
         ctype = self.ctype(v.dtype)
         is_sum = v.op == "reduce_sum"
-        groups = math.prod(
-            d["size"] for d in kept
-        )  # argmax_mask's output has x's shape: one group per kept index
-        acc = "double" if ctype != "int64_t" and is_sum else ctype  # sums accumulate in double
-        return dict(
-            template="reduce.j2",
-            ctype=ctype,
-            acc_type=acc,
-            kept=kept[::-1],
-            reduced=reduced,
-            init="0" if is_sum else "-INFINITY",
-            combine="acc + v" if is_sum else "(v > acc || v != v) ? v : acc",
-            size=groups,
-            work=math.prod(x.shape),
-            op=v.op,
-            args=[self.pointer(x), self.pointer(v)],
+        # One group per kept index (argmax_mask's output has x's shape, but the same groups).
+        groups = math.prod(d["size"] for d in kept)
+        ctx = dict(
+            template="reduce.j2", ctype=ctype, reduced=reduced, size=groups, work=math.prod(x.shape), op=v.op,
+            init="0" if is_sum else "-INFINITY", args=[self.pointer(x), self.pointer(v)],
         )
+        # Rows: when the input's last axes are kept, a group's neighbours are contiguous, and the loop over them
+        # vectorises. Sums take this path only when short, since they then accumulate in the output's type.
+        tail = _kept_tail(x.shape, axes)
+        count = math.prod(d["size"] for d in reduced)
+        if v.op != "argmax_mask" and tail and (not is_sum or count <= 1024):
+            start = len(x.shape) - tail
+            row = math.prod(x.shape[start:])
+            outer = [{"size": x.shape[a], "stride": strides[a]} for a in range(start) if a not in axes]
+            return ctx | dict(
+                template="reduce_rows.j2", row=row, outer=outer[::-1], rows=groups // row,
+                combine="a + v" if is_sum else "(v > a || v != v) ? v : a",
+            )
+        acc = "double" if ctype != "int64_t" and is_sum else ctype  # long sums accumulate in double
+        return ctx | dict(acc_type=acc, kept=kept[::-1], combine="acc + v" if is_sum else "(v > acc || v != v) ? v : acc")
 
     def matmul(self, kernel: Kernel) -> dict:
         (v,) = kernel.values
@@ -390,6 +393,16 @@ def _inner_axes(shape, broadcasts) -> int:
                 p.add(k)
         count += 1
     return count
+
+
+def _kept_tail(shape, axes) -> int:
+    """How many of the last axes a reduction keeps (size-1 axes, reduced or not, do not break the run)."""
+    count = 0
+    for axis in range(len(shape) - 1, -1, -1):
+        if axis in axes and shape[axis] != 1:
+            break
+        count += 1
+    return count if any(a not in axes for a in range(len(shape) - count, len(shape))) else 0
 
 
 def _needed(kernel: Kernel) -> set:
