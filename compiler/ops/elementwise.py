@@ -47,41 +47,21 @@ def _binary_samples(low=-2.0, high=2.0, rhs_low=None, rhs_high=None, ties=False)
     return samples
 
 
+def _elementwise(name, rule, samples, ref, twin, c_expr, grad, doc, tol=1e-6):
+    return register(Op(name, "elementwise", shape=rule, ref=ref, torch=twin, c_expr=c_expr, grad=grad,
+                       samples=samples, tol=tol, doc=doc))
+
+
 def unary(name, ref, twin, c_expr, grad, *, float_only=True, low=-2.0, high=2.0, tol=1e-6, doc=""):
     rule = float_same_type(name) if float_only else same_type(name)
-    doc = doc or f"elementwise {name}(x)"
-    return register(
-        Op(
-            name,
-            "elementwise",
-            shape=rule,
-            ref=ref,
-            torch=twin,
-            c_expr=c_expr,
-            grad=grad,
-            samples=_unary_samples(low, high),
-            tol=tol,
-            doc=doc,
-        )
-    )
+    return _elementwise(name, rule, _unary_samples(low, high), ref, twin, c_expr, grad,
+                        doc or f"elementwise {name}(x)", tol)
 
 
 def binary(name, ref, twin, c_expr, grad, *, float_only=False, mask=False, doc="", **sample_range):
     rule = mask_type(name) if mask else float_same_type(name) if float_only else same_type(name)
-    doc = doc or f"elementwise {name}(a, b) of two tensors of one shape"
-    return register(
-        Op(
-            name,
-            "elementwise",
-            shape=rule,
-            ref=ref,
-            torch=twin,
-            c_expr=c_expr,
-            grad=grad,
-            samples=_binary_samples(**sample_range),
-            doc=doc,
-        )
-    )
+    return _elementwise(name, rule, _binary_samples(**sample_range), ref, twin, c_expr, grad,
+                        doc or f"elementwise {name}(a, b) of two tensors of one shape")
 
 
 def no_grad(g, out, *inputs, **attrs):
