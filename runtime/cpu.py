@@ -18,13 +18,10 @@ import numpy as np
 from netc.compiler.codegen.render import C, Renderer
 from netc.compiler.errors import NetcError
 from netc.compiler.ir import LEAF_OPS
-from netc.compiler.passes.fuse import fuse, reads, storage
-from netc.compiler.passes.memory import Buffer, plan_memory
+from netc.compiler.passes.fuse import fuse, storage
 
+from .arena import FLOAT_TYPES, plan_arena
 from .cache import build_shared_library, load_library
-
-FLOAT_TYPES = {"float32": ("float", np.float32), "float64": ("double", np.float64)}
-ITEM_BYTES = {"float": 4, "double": 8, "int64_t": 8}
 
 
 @dataclass
@@ -68,9 +65,8 @@ def single_threaded_blas() -> None:
 def compile_step(graph, roots, precision: str, profile: bool = False) -> CompiledStep:
     float_type, _ = FLOAT_TYPES[precision]
     kernels = fuse(graph, roots)
-    buffers = _buffers(graph, kernels, roots, float_type)
-    plan = plan_memory(list(buffers.values()))
-    offsets = {vid: plan.offsets[vid] for vid in buffers}
+    plan = plan_arena(graph, kernels, roots, float_type)
+    offsets = plan.offsets
     source = Renderer(C, float_type, offsets, profile).render(
         kernels, network=graph.name, mode=graph.mode, arena_bytes=plan.arena_bytes
     )
@@ -81,51 +77,6 @@ def compile_step(graph, roots, precision: str, profile: bool = False) -> Compile
     entry.argtypes, entry.restype = [ctypes.c_void_p], ctypes.c_int64
     timings = (ctypes.c_double * len(kernels)).in_dll(library, "netc_kernel_seconds") if profile else None
     return CompiledStep(kernels, offsets, plan.arena_bytes, plan.naive_bytes, source, entry, timings)
-
-
-def _buffers(graph, kernels, roots, float_type: str) -> dict:
-    """One Buffer per stored value: leaves and exposed values live throughout; intermediates from the kernel
-    that writes them to the last kernel that reads them."""
-    end = len(kernels)
-    first, last = {}, {}
-    for v in graph.live_values(roots):
-        if v.op in LEAF_OPS:
-            first[v.id], last[v.id] = -1, end
-    for index, kernel in enumerate(kernels):
-        for out in kernel.outputs:
-            first.setdefault(out.id, index)
-            last.setdefault(out.id, index)
-        for x in reads(kernel):
-            last[x.id] = max(last.get(x.id, index), index)
-    for r in roots:
-        last[storage(r).id] = end
-    values = {v.id: v for v in graph.values}
-    aliases = _in_place_candidates(kernels)
-    return {
-        vid: Buffer(vid, _nbytes(values[vid], float_type), first[vid], last[vid], aliases.get(vid, ()))
-        for vid in first
-    }
-
-
-def _in_place_candidates(kernels) -> dict:
-    """Elementwise outputs may overwrite an input read at the same index (not through a broadcast): element i
-    of every input is read before element i of any output is written."""
-    candidates = {}
-    for kernel in kernels:
-        if kernel.kind != "elementwise":
-            continue
-        inside = {v.id for v in kernel.values}
-        outside = [(v, storage(i)) for v in kernel.values for i in v.inputs if i.id not in inside]
-        strided = {x.id for v, x in outside if v.op == "broadcast_to"}
-        same_index = [x for v, x in outside if x.id not in strided and x.op not in LEAF_OPS]
-        for out in kernel.outputs:
-            candidates[out.id] = tuple(dict.fromkeys(x.id for x in same_index if x.dtype == out.dtype))
-    return candidates
-
-
-def _nbytes(v, float_type: str) -> int:
-    item = 8 if v.dtype in ("i64", "f64") else ITEM_BYTES[float_type]
-    return max(item * math.prod(v.shape), item)
 
 
 class CpuBackend:

@@ -1,0 +1,80 @@
+"""The arena of a compiled step, shared by the compiled backends (cpu, cuda): which values are stored, how many
+bytes each takes, how long each must live, and where the memory planner puts them.
+
+A backend fuses a graph into kernels and calls `plan_arena`; the offsets it returns are what the renderer
+bakes into the generated source, so every backend that runs the same kernels over the same plan agrees on
+where each value lives.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from netc.compiler.ir import LEAF_OPS
+from netc.compiler.passes.fuse import reads, storage
+from netc.compiler.passes.memory import Buffer, plan_memory
+
+FLOAT_TYPES = {"float32": ("float", np.float32), "float64": ("double", np.float64)}  # precision -> (C, NumPy)
+ITEM_BYTES = {"float": 4, "double": 8, "int64_t": 8}
+
+
+@dataclass(frozen=True)
+class ArenaPlan:
+    offsets: dict  # value id -> byte offset in the arena
+    arena_bytes: int
+    naive_bytes: int  # what allocating every buffer on its own would take
+
+
+def plan_arena(graph, kernels, roots, float_type: str) -> ArenaPlan:
+    """Plan one arena for every value the kernels store: leaves, intermediates and roots."""
+    buffers = step_buffers(graph, kernels, roots, float_type)
+    plan = plan_memory(list(buffers.values()))
+    return ArenaPlan({vid: plan.offsets[vid] for vid in buffers}, plan.arena_bytes, plan.naive_bytes)
+
+
+def step_buffers(graph, kernels, roots, float_type: str) -> dict:
+    """One Buffer per stored value: leaves and exposed values live throughout; intermediates from the kernel
+    that writes them to the last kernel that reads them."""
+    end = len(kernels)
+    first, last = {}, {}
+    for v in graph.live_values(roots):
+        if v.op in LEAF_OPS:
+            first[v.id], last[v.id] = -1, end
+    for index, kernel in enumerate(kernels):
+        for out in kernel.outputs:
+            first.setdefault(out.id, index)
+            last.setdefault(out.id, index)
+        for x in reads(kernel):
+            last[x.id] = max(last.get(x.id, index), index)
+    for r in roots:
+        last[storage(r).id] = end
+    values = {v.id: v for v in graph.values}
+    aliases = in_place_candidates(kernels)
+    return {
+        vid: Buffer(vid, value_bytes(values[vid], float_type), first[vid], last[vid], aliases.get(vid, ()))
+        for vid in first
+    }
+
+
+def in_place_candidates(kernels) -> dict:
+    """Elementwise outputs may overwrite an input read at the same index (not through a broadcast): element i
+    of every input is read before element i of any output is written."""
+    candidates = {}
+    for kernel in kernels:
+        if kernel.kind != "elementwise":
+            continue
+        inside = {v.id for v in kernel.values}
+        outside = [(v, storage(i)) for v in kernel.values for i in v.inputs if i.id not in inside]
+        strided = {x.id for v, x in outside if v.op == "broadcast_to"}
+        same_index = [x for v, x in outside if x.id not in strided and x.op not in LEAF_OPS]
+        for out in kernel.outputs:
+            candidates[out.id] = tuple(dict.fromkeys(x.id for x in same_index if x.dtype == out.dtype))
+    return candidates
+
+
+def value_bytes(v, float_type: str) -> int:
+    item = 8 if v.dtype in ("i64", "f64") else ITEM_BYTES[float_type]
+    return max(item * math.prod(v.shape), item)
