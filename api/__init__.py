@@ -4,6 +4,7 @@ import netc
 net = netc.load("examples/lenet.net")          # parsed and shape-checked, batch size still symbolic
 model = netc.compile(net, batch=64)             # a Model: forward, state_dict, load_state_dict, train/eval
 outputs = model.forward(x=images)
+history = netc.fit(model, "train.npz", epochs=10, optimizer=netc.optim.Adam(lr=1e-3))   # the training loop
 """
 
 from __future__ import annotations
@@ -13,8 +14,23 @@ from pathlib import Path
 from netc.compiler.errors import NetcError
 from netc.compiler.frontend import Network, load
 from netc.runtime import optim
+from netc.runtime.data import batch_symbol as _graph_batch_symbol
+from netc.runtime.evaluate import evaluate, predict
+from netc.runtime.fit import History, TrainingInterrupted, fit
 
-__all__ = ["NetcError", "Network", "bindings_for", "compile", "load", "optim"]
+__all__ = [
+    "History",
+    "NetcError",
+    "Network",
+    "TrainingInterrupted",
+    "bindings_for",
+    "compile",
+    "evaluate",
+    "fit",
+    "load",
+    "optim",
+    "predict",
+]
 __version__ = "0.1.0"
 
 
@@ -62,7 +78,4 @@ def bindings_for(net: Network, batch: int | None, dims: dict | None = None) -> d
 
 def batch_symbol(net: Network) -> str | None:
     """The symbol of the inputs' leading dimension (`N`), if it is symbolic."""
-    for value in net.graph.inputs.values():
-        if value.shape and not isinstance(value.shape[0], int):
-            return value.shape[0].symbols[0]
-    return None
+    return _graph_batch_symbol(net.graph)

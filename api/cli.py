@@ -1,4 +1,4 @@
-"""The `netc` command line: check, inspect and run `.net` files.
+"""The `netc` command line: check, inspect, run and train `.net` files (training: cli_train.py).
 
 A mistake in the user's file prints a compiler-style message (file:line:col, the line, a caret) and exits 2.
 """
@@ -15,8 +15,11 @@ import netc
 from netc.compiler.autodiff import grad
 from netc.compiler.errors import NetcError
 from netc.compiler.passes.simplify import count_values, simplify
+from netc.cli_train import EXIT_INTERRUPTED
+from netc.cli_train import add_commands as add_training_commands
 
 EXIT_USER_ERROR = 2
+RENDERED_FORMATS = ("svg", "png", "pdf")  # drawn by Graphviz's dot program
 
 
 def main(argv=None) -> int:
@@ -29,6 +32,9 @@ def main(argv=None) -> int:
         return EXIT_USER_ERROR
     except BrokenPipeError:  # `netc ir big.net | head` is fine
         return 0
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (which saves first): no traceback
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the joint forward+backward graph, simplified, with value counts before and after",
     )
     graph = command("graph", cmd_graph, "draw the network's data flow")
-    graph.add_argument("--format", choices=("text", "dot"), default="text")
+    graph.add_argument(
+        "--format",
+        choices=("text", "dot") + RENDERED_FORMATS,
+        default="text",
+        help="text chains, Graphviz source, or a drawing (svg, png, pdf: needs Graphviz's dot program)",
+    )
     graph.add_argument("-o", "--output", type=Path, help="write to this file instead of standard output")
     graph.add_argument(
         "--backward", action="store_true", help="the backward pass, layer by layer (like .grad_fn)"
@@ -72,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch", type=int, default=4)
     run.add_argument("--backend", default="reference")
     run.add_argument("--seed", type=int, default=0)
+    add_training_commands(command)
     return parser
 
 
@@ -110,15 +122,40 @@ def cmd_graph(args) -> None:
 
     net = netc.load(args.file, args.network)
     if args.backward:
-        if args.format == "dot":
-            raise NetcError("--backward draws text only; drop --format dot")
+        if args.format != "text":
+            raise NetcError(f"--backward draws text only; drop --format {args.format}")
         text = backward_chain(simplify(grad(net.graph)))
+    elif args.format in RENDERED_FORMATS:
+        write_drawing(dot_graph(net.graph), args.format, args.output)
+        return
     else:
         text = dot_graph(net.graph) if args.format == "dot" else text_graph(net.graph)
     if args.output:
         args.output.write_text(text + "\n")
     else:
         print(text)
+
+
+def write_drawing(source: str, format: str, output: Path | None) -> None:
+    """Render Graphviz source with the dot program into `output` (an svg may go to standard output)."""
+    import graphviz
+
+    if output is None and format != "svg":
+        raise NetcError(f"--format {format} writes a binary file; name it with -o net.{format}")
+    try:
+        drawing = graphviz.Source(source).pipe(format=format)
+    except graphviz.ExecutableNotFound:
+        raise NetcError(
+            f"drawing {format} needs Graphviz's `dot` program, which is not on the PATH",
+            hint="install Graphviz (apt-get install graphviz, brew install graphviz, or graphviz.org/download), "
+            "or write the source with --format dot",
+        ) from None
+    except graphviz.CalledProcessError as err:
+        raise NetcError(f"Graphviz could not draw the graph: {err.stderr.decode(errors='replace')}") from None
+    if output is None:
+        print(drawing.decode())
+    else:
+        output.write_bytes(drawing)
 
 
 def cmd_compile(args) -> None:

@@ -1,0 +1,171 @@
+"""`netc train`, `netc eval` and `netc predict`: the training workflow on `.npz` data, from the command line.
+
+    netc train net.net --data train.npz --val-split 0.1 --epochs 20 --checkpoint run.safetensors --plot run.png
+    netc eval net.net --weights run.safetensors --data test.npz
+    netc predict net.net --weights run.safetensors --data images.npz -o predictions.npz
+
+Ctrl-C during training saves a checkpoint (to --checkpoint, or NAME.interrupted.safetensors) and exits with
+status 130, as a shell expects of an interrupted program; `--resume` continues from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+
+import netc
+from netc.compiler.errors import NetcError
+from netc.runtime.checkpoint import load_checkpoint, save_checkpoint, write_atomically
+from netc.runtime.fit import TrainingInterrupted
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+OPTIMIZERS = {"sgd": netc.optim.SGD, "adam": netc.optim.Adam, "adamw": netc.optim.AdamW}
+DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3, "adamw": 1e-3}
+
+
+def add_commands(command) -> None:
+    """Register the commands through cli.build_parser's `command(name, handler, help)`."""
+    train = command("train", cmd_train, "train the network on a .npz file whose arrays are named as its inputs")
+    train.add_argument("--data", type=Path, required=True, help="the training data (.npz)")
+    train.add_argument("--epochs", type=int, default=10, help="epochs in all, counting resumed ones (10)")
+    train.add_argument("--batch-size", type=int, help="samples per step (32, or the resumed run's)")
+    train.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="sgd (default), adam or adamw")
+    train.add_argument("--lr", type=float, help="learning rate (0.01 for sgd, 0.001 for adam and adamw)")
+    train.add_argument("--momentum", type=float, help="sgd's momentum (0)")
+    train.add_argument("--weight-decay", type=float, help="L2 penalty; adamw's decoupled decay (0, adamw 0.01)")
+    train.add_argument("--seed", type=int, help="initial weights, batch order and validation split (0)")
+    train.add_argument("--backend", default="reference", help="reference (NumPy) or cpu (compiled C)")
+    validation = train.add_mutually_exclusive_group()
+    validation.add_argument("--val", type=Path, help="validation data (.npz)")
+    validation.add_argument("--val-split", type=float, help="hold out this fraction of --data for validation")
+    train.add_argument("--checkpoint", type=Path, help="save a checkpoint here after every epoch (.safetensors)")
+    train.add_argument(
+        "--resume", type=Path, help="continue from this checkpoint (and save there, unless --checkpoint)"
+    )
+    train.add_argument("--weights", type=Path, help="start from these weights (a checkpoint or a state dict)")
+    train.add_argument("--plot", type=Path, help="draw loss and accuracy per epoch into this image")
+    train.add_argument("--quiet", action="store_true", help="no progress bar and no line per epoch")
+
+    for name, handler, help in (
+        ("eval", cmd_eval, "report the loss and accuracy of trained weights on a .npz file"),
+        ("predict", cmd_predict, "run trained weights on a .npz file and write every output to another"),
+    ):
+        sub = command(name, handler, help)
+        sub.add_argument("--weights", type=Path, required=True, help="a checkpoint or a safetensors state dict")
+        sub.add_argument("--data", type=Path, required=True, help="the inputs (.npz), named as the network's")
+        sub.add_argument("--batch-size", type=int, default=256, help="samples per forward pass (256)")
+        sub.add_argument("--backend", default="reference", help="reference (NumPy) or cpu (compiled C)")
+        if name == "predict":
+            sub.add_argument("-o", "--output", type=Path, required=True, help="where to write the outputs (.npz)")
+
+
+def cmd_train(args) -> int:
+    resumed = load_checkpoint(args.resume) if args.resume else None
+    if resumed is not None and args.weights:
+        raise NetcError("--resume already restores the weights; drop --weights")
+    training = resumed.training if resumed is not None else {}
+    batch_size = args.batch_size or training.get("batch_size", 32)
+    seed = args.seed if args.seed is not None else training.get("seed", 0)
+    model = compile_model(args, batch_size, seed)
+    if args.weights:
+        model.load_state_dict(load_checkpoint(args.weights).model)
+    try:
+        history = netc.fit(
+            model,
+            args.data,
+            epochs=args.epochs,
+            batch_size=batch_size,
+            optimizer=optimizer_from_args(args, resumed),
+            val_data=args.val,
+            val_split=args.val_split,
+            seed=seed,
+            checkpoint=args.checkpoint or args.resume,  # a resumed run goes on saving where it came from
+            resume=args.resume,
+            progress=not args.quiet,
+        )
+    except TrainingInterrupted as stop:
+        path = stop.path or Path(f"{Path(args.file).stem}.interrupted.safetensors")
+        if stop.path is None:
+            save_checkpoint(path, stop.checkpoint)
+        position = stop.checkpoint.training["batch"]
+        print(
+            f"interrupted in epoch {stop.checkpoint.epoch + 1} after {position} steps; saved {path}\n"
+            f"continue with: netc train {args.file} --data {args.data} --epochs {args.epochs} --resume {path}",
+            file=sys.stderr,
+        )
+        write_plot(args, stop.history)
+        return EXIT_INTERRUPTED
+    if args.checkpoint or args.resume:
+        print(f"saved {args.checkpoint or args.resume}")
+    write_plot(args, history)
+    return 0
+
+
+def compile_model(args, batch_size: int, seed: int = 0):
+    return netc.compile(args.file, batch=batch_size, backend=args.backend, seed=seed, network=args.network)
+
+
+def optimizer_from_args(args, resumed):
+    """The optimiser the flags ask for, on top of the resumed checkpoint's settings; None when neither says
+    anything (fit then takes the checkpoint's, or its default)."""
+    given = {
+        key: value
+        for key, value in (("lr", args.lr), ("momentum", args.momentum), ("weight_decay", args.weight_decay))
+        if value is not None
+    }
+    saved = resumed.make_optimizer() if resumed is not None and resumed.optimizer is not None else None
+    if args.optimizer is None and not given and saved is None:
+        return None
+    saved_name = type(saved).__name__.lower() if saved is not None else None
+    name = args.optimizer or saved_name or "sgd"
+    if saved is not None and name != saved_name:
+        raise NetcError(f"{args.resume} was trained with {saved_name}; --optimizer {name} cannot continue it")
+    if "momentum" in given and name != "sgd":
+        raise NetcError(f"--momentum is an sgd setting; {name} takes --lr and --weight-decay")
+    settings = dataclasses.asdict(saved) if saved is not None else {"lr": DEFAULT_LR[name]}
+    return OPTIMIZERS[name](**{**settings, **given})
+
+
+def write_plot(args, history) -> None:
+    if args.plot and len(history):
+        from netc.runtime.plot import plot_history
+
+        plot_history(history, args.plot)
+        print(f"plotted {args.plot}")
+
+
+def cmd_eval(args) -> None:
+    model = trained_model(args)
+    result = netc.evaluate(model, args.data, batch_size=args.batch_size)
+    parts = [f"{model.network.name} on {args.data}, {result['samples']} samples:"]
+    if result["loss"] is not None:
+        parts.append(f"loss {result['loss']:.4f}")
+    if result["accuracy"] is not None:
+        parts.append(f"accuracy {result['accuracy']:.2%}")
+    print(parts[0], "  ".join(parts[1:]))
+
+
+def cmd_predict(args) -> None:
+    if args.output.suffix != ".npz":
+        raise NetcError(f"-o {args.output}: predictions are written as a .npz file; name it something.npz")
+    model = trained_model(args)
+    outputs = netc.predict(model, args.data, batch_size=args.batch_size)
+
+    buffer = BytesIO()
+    np.savez(buffer, **outputs)
+    write_atomically(args.output, buffer.getvalue())
+    for name, array in outputs.items():
+        print(f"{name}: {list(array.shape)} {array.dtype}")
+    print(f"wrote {args.output}")
+
+
+def trained_model(args):
+    """The network compiled for --batch-size, holding --weights, in eval mode."""
+    model = compile_model(args, args.batch_size)
+    model.load_state_dict(load_checkpoint(args.weights).model)
+    return model.eval()
+

@@ -1,0 +1,264 @@
+"""The training loop of PyTorch's tutorials, as one call: shuffle, batch, step, evaluate, checkpoint.
+
+    model = netc.compile("examples/digits/mlp.net", batch=32, backend="cpu")
+    history = netc.fit(model, "train.npz", epochs=20, optimizer=netc.optim.Adam(lr=1e-3), val_split=0.1)
+    history["val_accuracy"]                           # one value per epoch
+
+Each epoch visits the training samples in the order `data.batch_order(samples, seed, epoch)` gives, in batches
+of `batch_size`; the last batch of an epoch is short when the samples do not divide evenly, and runs on a
+sibling model compiled for its size (see sized.py). What an epoch records:
+
+    loss            the mean of the epoch's training-step losses, weighted by batch size
+    accuracy        on the training set, measured after the epoch in eval mode (for classifiers; see
+                    data.classifier_output for the rule)
+    val_loss, val_accuracy      the same on the validation data, when there is some
+    seconds         the epoch's wall time, its evaluations included
+
+A NaN or infinite loss stops training with a NetcError naming the epoch and step. Ctrl-C stops it between two
+steps: fit saves a checkpoint (to `checkpoint`, when given) and raises TrainingInterrupted, which holds it. A
+checkpoint records the position inside the epoch, so `resume` continues with the next batch of the same order.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from netc.compiler.errors import NetcError
+
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .data import batch_order
+from .evaluate import as_dataset, check_batch_size, evaluate_sized
+from .interrupt import InterruptRequested, deferred_interrupt
+from .optim import SGD
+from .sized import SizedModels, batch_size_of
+
+DEFAULT_OPTIMIZER = SGD(lr=0.01)
+
+
+@dataclass
+class History:
+    """One record per epoch (see the module docstring); `history["loss"]` lists one key over the epochs."""
+
+    records: list = field(default_factory=list)
+
+    def __getitem__(self, key: str) -> list:
+        return [record.get(key) for record in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped `fit` between two steps. `checkpoint` holds the state it stopped in, `path` where it was
+    saved (None when fit had no checkpoint path), `history` the epochs completed."""
+
+    def __init__(self, checkpoint: Checkpoint, path, history: History):
+        super().__init__(f"training interrupted in epoch {checkpoint.epoch + 1}")
+        self.checkpoint, self.path, self.history = checkpoint, path, history
+
+
+def fit(
+    model,
+    data,
+    *,
+    epochs: int = 1,
+    batch_size: int | None = None,
+    optimizer=None,
+    val_data=None,
+    val_split: float | None = None,
+    seed: int | None = None,
+    checkpoint=None,
+    resume=None,
+    progress: bool = True,
+) -> History:
+    """Train `model` (a netc Model) on `data` (a .npz path or a dict of arrays, named as the inputs) for
+    `epochs` epochs in all, counting those of a resumed checkpoint; returns the History.
+
+    `batch_size` defaults to the model's; `optimizer` (netc.optim) to the resumed checkpoint's, else SGD with
+    lr=0.01; `seed` (default 0) fixes the batch order and the validation split. Validation data comes from
+    `val_data`, or from holding out the fraction `val_split` of `data`. `checkpoint` is a path written after
+    every epoch and on Ctrl-C; `resume` a checkpoint to continue from. `progress` shows a progress bar and a
+    line per epoch. The model ends with the trained weights, in the mode it came in."""
+    resumed = load_checkpoint(resume) if resume is not None else None
+    training = resumed.training if resumed is not None else {}
+    run = _Run(
+        SizedModels(model, _pick_optimizer(optimizer, resumed, resume)),
+        epochs=_check_epochs(epochs),
+        batch_size=check_batch_size(batch_size or training.get("batch_size") or batch_size_of(model)),
+        seed=_check_seed(seed if seed is not None else training.get("seed", 0)),
+        checkpoint=checkpoint,
+        progress=progress,
+    )
+    run.load_data(data, val_data, val_split)
+    if resumed is not None:
+        run.restore(resumed, resume, lr=optimizer.lr if optimizer is not None else None)
+    try:
+        with deferred_interrupt() as interrupt:
+            try:
+                run.train(interrupt)
+            except InterruptRequested:
+                raise run.interrupted() from None
+    finally:
+        run.sized.sync_home()
+    return run.history
+
+
+def _pick_optimizer(optimizer, resumed: Checkpoint | None, path):
+    if resumed is not None and resumed.optimizer is None:
+        raise NetcError(
+            f"{path} holds weights only, no optimiser state to resume",
+            hint="to start training from these weights, load them (--weights on the command line) instead",
+        )
+    if optimizer is not None:
+        return optimizer
+    return resumed.make_optimizer() if resumed is not None else DEFAULT_OPTIMIZER
+
+
+def _check_epochs(epochs) -> int:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise NetcError(f"epochs must be a positive integer, got {epochs!r}")
+    return epochs
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise NetcError(f"the seed must be a non-negative integer, got {seed!r}")
+    return seed
+
+
+class _Run:
+    """One call of fit: the models, the data, and where in training it is (epoch, batch, running loss)."""
+
+    def __init__(self, sized: SizedModels, epochs: int, batch_size: int, seed: int, checkpoint, progress: bool):
+        self.sized, self.epochs, self.batch_size, self.seed = sized, epochs, batch_size, seed
+        self.checkpoint_path, self.progress = checkpoint, progress
+        self.history = History()
+        self.epoch, self.batch, self.loss_sum, self.samples = 0, 0, 0.0, 0
+
+    def load_data(self, data, val_data, val_split) -> None:
+        graph = self.sized.home.graph
+        self.train_data = as_dataset(graph, data)
+        self.val_data = None
+        if val_data is not None and val_split:
+            raise NetcError("give validation data or a validation split, not both")
+        if val_split:
+            self.train_data, self.val_data = self.train_data.split(val_split, self.seed)
+        elif val_data is not None:
+            self.val_data = as_dataset(graph, val_data)
+
+    # -- the loop --------------------------------------------------------------------------------------------
+
+    def train(self, interrupt) -> None:
+        from tqdm.auto import tqdm
+
+        while self.epoch < self.epochs:
+            started = time.perf_counter()
+            order = batch_order(len(self.train_data), self.seed, self.epoch)
+            steps = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+            bar = tqdm(
+                total=len(steps),
+                initial=self.batch,
+                desc=f"epoch {self.epoch + 1}/{self.epochs}",
+                unit="batch",
+                leave=False,
+                disable=not self.progress,
+            )
+            with bar:
+                while self.batch < len(steps):
+                    self._step(steps[self.batch], len(steps))
+                    bar.set_postfix(loss=f"{self.loss_sum / self.samples:.4f}", refresh=False)
+                    bar.update()
+                    interrupt.check()
+            self._finish_epoch(started)
+            interrupt.check()
+
+    def _step(self, indices, steps: int) -> None:
+        loss = self.sized.trainer(len(indices)).step(**self.train_data.take(indices))
+        if not math.isfinite(loss):
+            raise NetcError(
+                f"training stopped: the loss is {loss} at epoch {self.epoch + 1}, step {self.batch + 1} of "
+                f"{steps}; the weights are no longer finite",
+                hint="lower the learning rate, or look for extreme values in the data",
+            )
+        self.loss_sum += loss * len(indices)
+        self.samples += len(indices)
+        self.batch += 1
+
+    def _finish_epoch(self, started: float) -> None:
+        record = {"epoch": self.epoch + 1, "loss": self.loss_sum / max(self.samples, 1)}
+        trained = evaluate_sized(self.sized, self.train_data, self.batch_size)
+        if trained["accuracy"] is not None:
+            record["accuracy"] = trained["accuracy"]
+        if self.val_data is not None:
+            validated = evaluate_sized(self.sized, self.val_data, self.batch_size)
+            for key in ("loss", "accuracy"):
+                if validated[key] is not None:
+                    record["val_" + key] = validated[key]
+        record["seconds"] = time.perf_counter() - started
+        self.history.records.append(record)
+        self.epoch, self.batch, self.loss_sum, self.samples = self.epoch + 1, 0, 0.0, 0
+        if self.progress:
+            print(format_record(record, self.epochs), flush=True)
+        if self.checkpoint_path is not None:
+            save_checkpoint(self.checkpoint_path, self.state())
+
+    # -- checkpoints -----------------------------------------------------------------------------------------
+
+    def state(self) -> Checkpoint:
+        sized = self.sized
+        return Checkpoint(
+            model=sized.state_dict(),
+            optimizer=sized.optimizer_state(),
+            optimizer_name=type(sized.optimizer).__name__,
+            epoch=self.epoch,
+            training={
+                "batch": self.batch,
+                "loss_sum": self.loss_sum,
+                "samples": self.samples,
+                "seed": self.seed,
+                "batch_size": self.batch_size,
+                "train_samples": len(self.train_data),
+                "history": self.history.records,
+            },
+        )
+
+    def interrupted(self) -> TrainingInterrupted:
+        state = self.state()
+        if self.checkpoint_path is not None:
+            save_checkpoint(self.checkpoint_path, state)
+        return TrainingInterrupted(state, self.checkpoint_path, self.history)
+
+    def restore(self, checkpoint: Checkpoint, path, lr: float | None) -> None:
+        """Continue from `checkpoint`; `lr`, when given, replaces the learning rate it was saved with."""
+        training = checkpoint.training
+        if training.get("batch", 0) > 0:
+            # Mid-epoch: the rest of the epoch must be the rest of the same batch order.
+            saved = {key: training.get(key) for key in ("batch_size", "seed", "train_samples")}
+            now = {"batch_size": self.batch_size, "seed": self.seed, "train_samples": len(self.train_data)}
+            if saved != now:
+                differences = ", ".join(f"{key} {saved[key]} (now {now[key]})" for key in saved if saved[key] != now[key])
+                raise NetcError(
+                    f"{path} was saved in the middle of an epoch with {differences}; the rest of that epoch "
+                    f"needs the same batch size, seed and training data"
+                )
+        self.sized.home.load_state_dict(checkpoint.model)
+        self.sized.load_optimizer_state(checkpoint.optimizer)
+        if lr is not None:
+            self.sized.trainer(batch_size_of(self.sized.home)).lr = lr
+        self.history.records = list(training.get("history", []))
+        self.epoch = checkpoint.epoch
+        self.batch = training.get("batch", 0)
+        self.loss_sum, self.samples = training.get("loss_sum", 0.0), training.get("samples", 0)
+
+
+def format_record(record: dict, epochs: int) -> str:
+    """One line per epoch: `epoch 3/20  loss 0.1234  accuracy 97.12%  val_loss 0.2345 ...  1.2 s`."""
+    parts = [f"epoch {record['epoch']}/{epochs}"]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        if key in record:
+            value = record[key]
+            parts.append(f"{key} {value:.2%}" if key.endswith("accuracy") else f"{key} {value:.4f}")
+    parts.append(f"{record['seconds']:.1f} s")
+    return "  ".join(parts)
