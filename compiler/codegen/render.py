@@ -22,10 +22,11 @@ from ..passes.fuse import INLINE_OPS, Kernel, matmul_operand, storage
 class Target:
     name: str
     prelude: str  # template of includes, types and the KERNEL / PARALLEL_FOR macros
+    module: str  # template of the whole module: the kernels and how the host reaches them
 
 
-C = Target("c", "prelude_c.j2")
-CUDA = Target("cuda", "prelude_cuda.j2")
+C = Target("c", "prelude_c.j2", "module.c.j2")
+CUDA = Target("cuda", "prelude_cuda.j2", "module.cu.j2")
 
 _environment = None
 
@@ -77,7 +78,7 @@ class Renderer:
         contexts = [self.context(i, k) for i, k in enumerate(kernels)]
         return (
             environment()
-            .get_template("module.c.j2")
+            .get_template(self.target.module)
             .render(
                 kernels=contexts,
                 target=self.target,
