@@ -16,6 +16,7 @@ from .errors import NetcError, did_you_mean
 from .ir import Graph, verify
 from .lower import lower_network
 from .parse import parse, parse_file
+from .passes.simplify import simplify
 
 
 @dataclass
@@ -34,12 +35,14 @@ class Network:
         return self.graph.symbols
 
     def lower(self, bindings: dict, training: bool) -> Graph:
-        """The IR for concrete sizes and a mode; cached, since a model switches modes often."""
+        """The IR for concrete sizes and a mode, simplified (layers written independently repeat work:
+        BatchNorm's mean for its statistics and for its running average); cached, since a model switches
+        modes often."""
         key = (tuple(sorted(bindings.items())), training)
         if key not in self._graphs:
             graph = lower_network(self.definition, self.blocks, bindings=bindings, training=training)
             verify(graph)
-            self._graphs[key] = graph
+            self._graphs[key] = simplify(graph)
         return self._graphs[key]
 
 

@@ -16,6 +16,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from ..ops import OPS
 from ..ops.window import window_counts
 from ..passes.fuse import INLINE_OPS, Kernel, matmul_operand, storage
+from .layout import contiguous_strides, literal
+from .rows import rows_context
 
 
 @dataclass(frozen=True)
@@ -42,22 +44,6 @@ def environment() -> Environment:
             keep_trailing_newline=True,
         )
     return _environment
-
-
-def contiguous_strides(shape) -> tuple:
-    strides, step = [], 1
-    for d in reversed(shape):
-        strides.append(step)
-        step *= d
-    return tuple(reversed(strides))
-
-
-def literal(value, ctype: str) -> str:
-    if isinstance(value, float) and math.isinf(value):
-        return f"(({ctype})({'-' if value < 0 else ''}INFINITY))"
-    if isinstance(value, float) and math.isnan(value):
-        return f"(({ctype})NAN)"
-    return f"(({ctype}){value!r})"
 
 
 class Renderer:
@@ -96,6 +82,8 @@ class Renderer:
     def context(self, index: int, kernel: Kernel) -> dict:
         builder = {
             "elementwise": self.elementwise,
+            "multi": self.multi,
+            "rows": self.rows,
             "reduce": self.reduce,
             "matmul": self.matmul,
             "window": self.window,
@@ -195,6 +183,22 @@ class Renderer:
             lines=[lines[key] for key in order if not isinstance(key, int) or key in needed] + stores,
         )
 
+    def multi(self, kernel: Kernel) -> dict:
+        """The parts' loop nests in one function: part j's parameters are named p{j}_in0, ..., and aliased
+        back to in0, ... inside its own block, so each part's loop reads as it would alone."""
+        params, args, parts = [], [], []
+        for j, part in enumerate(kernel.parts):
+            ctx = self.elementwise(part)
+            aliases = []
+            for param in ctx["params"]:
+                declaration, name = param.rsplit("*", 1)
+                params.append(f"{declaration}*p{j}_{name}")
+                aliases.append(f"{declaration}*{name} = p{j}_{name};")
+            args += ctx["args"]
+            parts.append(ctx | dict(aliases=aliases, summary=self.summary(part)))
+        sizes = [part["size"] for part in parts]
+        return dict(template="multi.j2", params=params, args=args, parts=parts, size=max(sizes), work=sum(sizes))
+
     @staticmethod
     def broadcast_offset(source, target, split: int, inner_index: str) -> tuple:
         """The index into a broadcast source: outer coordinates c0, c1, ... times the source's strides, plus j
@@ -210,6 +214,9 @@ class Renderer:
         if any(d != 1 for a, d in enumerate(source) if lead + a >= split):
             terms.append(inner_index)
         return " + ".join(terms) or "0", axes
+
+    def rows(self, kernel: Kernel) -> dict:
+        return rows_context(self, kernel)
 
     def reduce(self, kernel: Kernel) -> dict:
         (v,) = kernel.values

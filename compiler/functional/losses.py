@@ -99,18 +99,24 @@ def _class_weight(weight, classes, dtype: str, who: str) -> Value | None:
     return B.cast(weight, dtype)
 
 
-def class_nll(
-    logp: Value, target: Value, weight, ignore_index, reduction: str, label_smoothing: float, who: str
-) -> Value:
-    """The (weighted, smoothed) negative log-likelihood of logp [..., C] at target [...], torch-reduced."""
-    check_choice(reduction, REDUCTIONS, f"{who}: reduction")
+def one_hot_targets(target: Value, classes: int, dtype: str, ignore_index, who: str) -> Value:
+    """target [...] as one-hot rows [..., C] of `dtype`, zero for an ignored target."""
     if not is_int(ignore_index):
         raise NetcError(f"{who}: ignore_index must be an int, got {ignore_index!r}")
-    classes = logp.shape[-1]
-    picked = B.cast(logp.graph.emit("one_hot", target, num_classes=classes), logp.dtype)
+    picked = B.cast(target.graph.emit("one_hot", target, num_classes=classes), dtype)
     if 0 <= ignore_index < classes:  # one_hot zeroes out-of-range labels by itself, not an in-range one
-        kept = 1.0 - B.cast(B.eq(target, ignore_index), logp.dtype)
+        kept = 1.0 - B.cast(B.eq(target, ignore_index), dtype)
         picked = picked * B.reshape(kept, kept.shape + (1,))
+    return picked
+
+
+def class_nll(
+    logp: Value, picked: Value, weight, reduction: str, label_smoothing: float, who: str
+) -> Value:
+    """The (weighted, smoothed) negative log-likelihood of logp [..., C] at the one-hot targets `picked`
+    (from one_hot_targets), torch-reduced."""
+    check_choice(reduction, REDUCTIONS, f"{who}: reduction")
+    classes = logp.shape[-1]
     weight = _class_weight(weight, classes, logp.dtype, who)
     target_weight = B.sum(picked if weight is None else picked * weight, -1)  # 0 where ignored
     loss = -B.sum(picked * logp if weight is None else picked * weight * logp, -1)
@@ -157,22 +163,19 @@ def cross_entropy(
     smoothing = label_smoothing
     if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing <= 1:
         raise NetcError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0, got {smoothing!r}")
-    return class_nll(
-        log_softmax_of(logits, -1, "cross_entropy"),
-        target,
-        weight,
-        ignore_index,
-        reduction,
-        float(smoothing),
-        "cross_entropy",
-    )
+    # The targets come first: fusion then finds them computed when the log-softmax's row kernel begins, and
+    # the pick of each row's target log-probability joins that kernel.
+    picked = one_hot_targets(target, logits.shape[-1], logits.dtype, ignore_index, "cross_entropy")
+    logp = log_softmax_of(logits, -1, "cross_entropy")
+    return class_nll(logp, picked, weight, reduction, float(smoothing), "cross_entropy")
 
 
 @function("nll_loss", examples=_CLASS_EXAMPLES)
 def nll_loss(ctx, input, target, weight=None, *, ignore_index=-100, reduction="mean"):
     """torch.nn.functional.nll_loss: minus the input (log-probabilities) at each target, weighted."""
     logp, target = _classes_last(ctx, input, target, "nll_loss")
-    return class_nll(logp, target, weight, ignore_index, reduction, 0.0, "nll_loss")
+    picked = one_hot_targets(target, logp.shape[-1], logp.dtype, ignore_index, "nll_loss")
+    return class_nll(logp, picked, weight, reduction, 0.0, "nll_loss")
 
 
 @function(

@@ -5,9 +5,16 @@ Rules, in order of how much memory traffic they save:
 - Elementwise ops of one shape fuse into one loop, together with the `broadcast_to`s and `full`s that feed
   them: a broadcast becomes a strided load, a constant a literal. Only values used outside the group (or
   exposed by the graph) are written to memory.
+- A reduction over the last axis (and any others) becomes a *rows* kernel: one pass of threads over the groups
+  of kept indices, each making as many passes over its own row as the reductions chained in it need. The
+  elementwise ops of the row's shape that feed a reduction (its prologue: `exp(x - max)`) and those that use its
+  result (its epilogue: `/ sum`, BatchNorm's `(x - mean) * rstd * gamma + beta`, the statistics' running
+  averages) join it, so softmax, log_softmax and cross-entropy rows, and BatchNorm's statistics with their
+  normalisation, are one kernel each. Other reductions (over leading axes only: bias gradients) keep a kernel of
+  their own, whose loop vectorises along the contiguous kept axes instead.
 - A matmul reads an operand that is the transpose of its last two axes straight from the untransposed buffer
   (BLAS's transpose flag), so Linear's `x @ W^T` and the backward's transposes cost no copy.
-- Every other op (reductions, windows, gathers, copies) is a kernel of its own.
+- Every other op (windows, gathers, copies) is a kernel of its own.
 
 A value may join a group only if all of its inputs from outside the group were computed before the group began:
 that keeps the kernel list in topological order and can never create a cycle between kernels.
@@ -15,6 +22,7 @@ that keeps the kernel list in topological order and can never create a cycle bet
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ..ir import LEAF_OPS, Graph, Value
@@ -22,16 +30,64 @@ from ..ops import OPS
 from ..ops.movement import swaps_last_two_axes
 
 INLINE_OPS = ("broadcast_to", "full")  # computed inside an elementwise kernel, never on their own
+ROW_REDUCTIONS = ("reduce_sum", "reduce_max")
+# A rows kernel runs its groups in parallel: one with a single group (a reduction to a scalar) takes in its
+# prologue only while that stays this small, so that a big elementwise loop is not made serial.
+SERIAL_ROWS_LIMIT = 1 << 16
+
+
+@dataclass(frozen=True)
+class RowDomain:
+    """What the values of a rows kernel range over: the reductions' input shape, and the axes they reduce
+    (those of size 1 left out). A group is one index of the kept axes, in row-major order."""
+
+    shape: tuple
+    axes: tuple
+
+    @property
+    def groups(self) -> int:
+        return math.prod(d for a, d in enumerate(self.shape) if a not in self.axes)
+
+    def holds_group_value(self, shape) -> bool:
+        """Whether a value of `shape`, broadcast to the domain's shape, is one number per group: size 1 along
+        every reduced axis and the full size along every kept one."""
+        lead = len(self.shape) - len(shape)
+        padded = (1,) * lead + tuple(shape)
+        return lead >= 0 and all(
+            d == 1 if a in self.axes else d == self.shape[a] for a, d in enumerate(padded)
+        )
+
+
+def row_domain(v: Value) -> RowDomain | None:
+    """The domain of a reduction that a rows kernel can compute, or None: float sums and maxima whose reduced
+    axes include the last axis of any size, so that each group's row is walked contiguously."""
+    if v.op not in ROW_REDUCTIONS or v.dtype == "i64":
+        return None
+    shape = v.inputs[0].shape
+    axes = tuple(sorted(a for a in v.attrs["axes"] if shape[a] != 1))
+    last = max((a for a, d in enumerate(shape) if d != 1), default=None)
+    if not axes or last not in axes:
+        return None
+    return RowDomain(tuple(shape), axes)
 
 
 @dataclass(eq=False)
 class Kernel:
-    kind: str  # "elementwise", "reduce", "matmul", "window", "movement", "index", "random"
+    kind: str  # "elementwise", "multi", "rows", "reduce", "matmul", "window", "movement", "index", "random"
     values: list = field(default_factory=list)  # computed here, in topological order
     outputs: list = field(default_factory=list)  # values written to memory (used elsewhere or exposed)
+    domain: RowDomain | None = None  # for a rows kernel
+    parts: list = field(default_factory=list)  # for a multi-tensor kernel: its elementwise kernels
+
+    def __post_init__(self):
+        if self.parts:
+            self.values = [v for part in self.parts for v in part.values]
+            self.outputs = [v for part in self.parts for v in part.outputs]
 
     @property
     def name(self) -> str:
+        if self.kind == "multi":
+            return f"multi_tensor_{len(self.parts)}"
         ops = list(dict.fromkeys(v.op for v in self.values if v.op not in INLINE_OPS))
         return "_".join(ops[:4]) or self.values[-1].op
 
@@ -62,7 +118,48 @@ def fuse(graph: Graph, roots: list | None = None) -> list:
     """The kernels computing `roots` (default: everything the graph exposes), in launch order."""
     roots = graph.roots() if roots is None else roots
     live = [v for v in graph.live_values(roots) if v.op not in LEAF_OPS and v.op != "reshape"]
-    return _Partition(live, roots).kernels()
+    kernels = _Partition(_scalars_from_leaves_first(live), roots).kernels()
+    return _multi_tensor(kernels, {storage(r).id for r in roots})
+
+
+def _multi_tensor(kernels: list, root_ids: set) -> list:
+    """Runs of adjacent elementwise kernels that only write the graph's results (a training step's new
+    parameters and optimiser state, one kernel per parameter) and read none of each other's become one
+    multi-tensor kernel: one parallel region (one launch on a GPU) for the whole update, in which the small
+    tensors share the threads instead of each running alone."""
+    grouped, run, written = [], [], set()
+
+    def close_run():
+        grouped.extend([Kernel("multi", parts=list(run))] if len(run) > 1 else run)
+        run.clear()
+        written.clear()
+
+    for kernel in kernels:
+        if kernel.kind != "elementwise" or not all(o.id in root_ids for o in kernel.outputs):
+            close_run()
+            grouped.append(kernel)
+            continue
+        if any(x.id in written for x in reads(kernel)):
+            close_run()
+        run.append(kernel)
+        written.update(o.id for o in kernel.outputs)
+    close_run()
+    return grouped
+
+
+def _scalars_from_leaves_first(live: list) -> list:
+    """Move the scalars computed from leaves alone (an optimiser's bias corrections and step sizes, from its
+    step count and learning rate) to the front, keeping every other value in order. Placed where they occur,
+    they would begin kernels in the middle of the per-parameter updates that read them, and each update would
+    be split around them."""
+    early, ids = [], set()
+    for v in live:
+        if math.prod(v.shape) == 1 and all(
+            storage(x).op in LEAF_OPS or storage(x).id in ids for x in v.inputs
+        ):
+            early.append(v)
+            ids.add(v.id)
+    return early + [v for v in live if v.id not in ids]
 
 
 class _Partition:
@@ -87,6 +184,8 @@ class _Partition:
                 self.place_elementwise(v)
             elif read_in_place(v, self.users):
                 continue  # the matmuls that use it read the untransposed buffer with BLAS's transpose flag
+            elif row_domain(v) is not None:
+                self.place_row_reduction(v, row_domain(v))
             else:
                 sources = (
                     [matmul_operand(x)[0] for x in v.inputs] if v.op == "matmul" else map(storage, v.inputs)
@@ -152,14 +251,11 @@ class _Partition:
                 # Read through a reshape: its strided load would need coordinates of another shape.
                 self.materialise(x, self.position[v.id])
         group = None
-        for producer in (storage(i) for i in v.inputs):
-            candidate = self.kernel_of.get(producer.id)
-            if (
-                candidate is not None
-                and candidate.kind == "elementwise"
-                and candidate.values[-1].shape == v.shape
-                and all(self.ready_before(i, candidate, self.start[id(candidate)]) for i in v.inputs)
-            ):
+        # The kernels computing v's inputs first; then the latest kernels, which v may join though it shares
+        # no value with them (an optimiser's moment estimates, each a chain of its own over the gradient).
+        candidates = [self.kernel_of.get(producer.id) for producer in self.producers(v)] + self.order[-3:][::-1]
+        for candidate in dict.fromkeys(c for c in candidates if c is not None):
+            if self.accepts(candidate, v) and self.can_run_with(candidate, v.inputs, self.position[v.id]):
                 group = candidate
                 break
         if group is None:
@@ -170,6 +266,111 @@ class _Partition:
         group.values.append(v)
         self.kernel_of[v.id] = group
         self.containing[v.id] = [group]
+
+
+    def can_run_with(self, kernel: Kernel, inputs, position: float) -> bool:
+        """Whether `inputs` are ready when kernel runs, after moving it later in the launch order, to the value
+        being placed at `position`, if need be. A kernel can move to the end of the list made so far when no
+        kernel after it reads what it computes: then a cross-entropy row kernel, begun where the logits were
+        computed, can still take in the one-hot targets computed after them."""
+        if all(self.ready_before(i, kernel, self.start[id(kernel)]) for i in inputs):
+            return True
+        index = next(i for i, k in enumerate(self.order) if k is kernel)
+        later = self.order[index + 1 :]
+        if any(x in kernel.values for k in later for x in k.inputs()):
+            return False
+        if not all(self.ready_before(i, kernel, position) for i in inputs):
+            return False
+        self.order.append(self.order.pop(index))
+        self.start[id(kernel)] = position
+        return True
+
+    def producers(self, v: Value) -> list:
+        """The stored values v reads, directly or through the broadcasts it pulls in (a softmax's `x - max`
+        reads the maximum through one): the kernels computing them are where v may join."""
+        found = []
+        for x in map(storage, v.inputs):
+            if x.id in self.floating and x.op == "broadcast_to":
+                x = storage(x.inputs[0])
+            if x.id not in self.floating:
+                found.append(x)
+        return found
+
+    def accepts(self, kernel: Kernel, v: Value) -> bool:
+        """Whether elementwise v can be computed in kernel's loop."""
+        if kernel.kind == "elementwise":
+            return kernel.values[-1].shape == v.shape
+        return kernel.kind == "rows" and self.row_role(kernel, v) is not None
+
+    def row_role(self, kernel: Kernel, v: Value) -> str | None:
+        """How elementwise v fits a rows kernel: "full" (one value per element of the domain), "group" (one
+        per group, after the reductions it reads), or None. Every operand must be readable from where v is
+        computed: a full value may read the group's results only through a broadcast over the reduced axes."""
+        domain, inside = kernel.domain, {x.id for x in kernel.values}
+        if v.shape == domain.shape:
+            role = "full"
+        elif math.prod(v.shape) == domain.groups:
+            role = "group"
+        else:
+            return None
+        if role == "group" and not any(x.id in inside for x in self.producers(v)):
+            return None  # an epilogue reads the group's results; anything else has a better place elsewhere
+        for x in map(storage, v.inputs):
+            floating = self.floating.get(x.id)
+            if floating is not None and floating.op == "full":
+                continue
+            if floating is not None:  # a broadcast, computed where v is
+                source = storage(floating.inputs[0])
+                if source.op == "full":
+                    continue
+                if source.id in self.floating:
+                    return None
+                if role == "full" and source.id in inside and not domain.holds_group_value(
+                    floating.inputs[0].shape
+                ):
+                    return None
+                if role == "group" and math.prod(source.shape) != 1 and not (
+                    source.id in inside and math.prod(floating.shape) == math.prod(source.shape)
+                ):
+                    return None
+            elif x.id in inside:
+                if kernel_role(kernel, x) != role:
+                    return None
+            elif role == "group" and math.prod(x.shape) != domain.groups:
+                return None
+        return role
+
+    def place_row_reduction(self, v: Value, domain: RowDomain) -> None:
+        """Join the rows kernel (or turn into one the elementwise kernel) that computes v's input, or one of
+        the latest rows kernels over the same domain; otherwise start one."""
+        source = storage(v.inputs[0])
+        self.materialise(source, self.position[v.id])
+        producer = self.kernel_of.get(source.id)
+        same_domain = [k for k in reversed(self.order) if k.kind == "rows" and k.domain == domain]
+        candidates = list(dict.fromkeys(([producer] if producer is not None else []) + same_domain[:2]))
+        for kernel in candidates:
+            if not self.can_run_with(kernel, [source], self.position[v.id]):
+                continue
+            if kernel.kind == "rows" and kernel.domain == domain:
+                break
+            if (
+                kernel is producer
+                and kernel.kind == "elementwise"
+                and all(x.shape == domain.shape or x.op == "full" for x in kernel.values)
+                and (domain.groups > 1 or math.prod(domain.shape) <= SERIAL_ROWS_LIMIT)
+            ):
+                kernel.kind, kernel.domain = "rows", domain
+                break
+        else:
+            kernel = self.add(Kernel("rows", domain=domain), self.position[v.id])
+        kernel.values.append(v)
+        self.kernel_of[v.id] = kernel
+        self.containing[v.id] = [kernel]
+
+
+def kernel_role(kernel: Kernel, v: Value) -> str:
+    """A value's place in a rows kernel: "full" over the domain, or "group" (a reduction and what follows it)."""
+    return "full" if v.shape == kernel.domain.shape else "group"
 
 
 def matmul_operand(x: Value) -> tuple:

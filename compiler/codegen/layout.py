@@ -1,0 +1,21 @@
+"""What every kernel context needs: row-major strides, and numbers written as C literals of a type."""
+
+from __future__ import annotations
+
+import math
+
+
+def contiguous_strides(shape) -> tuple:
+    strides, step = [], 1
+    for d in reversed(shape):
+        strides.append(step)
+        step *= d
+    return tuple(reversed(strides))
+
+
+def literal(value, ctype: str) -> str:
+    if isinstance(value, float) and math.isinf(value):
+        return f"(({ctype})({'-' if value < 0 else ''}INFINITY))"
+    if isinstance(value, float) and math.isnan(value):
+        return f"(({ctype})NAN)"
+    return f"(({ctype}){value!r})"

@@ -1,0 +1,161 @@
+"""The context of a rows kernel (compiler/passes/fuse.py): reductions over a row with their prologue and
+epilogue, rendered by templates/rows.j2.
+
+Each group (one index of the kept axes) walks its row once per *phase*. A value's phase counts the reductions
+chained before it: softmax's maximum is taken in pass 0, the sum of `exp(x - max)` in pass 1, and the output
+`exp(x - max) / sum` is written in pass 2. Values of the row's shape are recomputed in every pass that needs
+them (arithmetic is cheaper than a store and a reload); the results of reductions, and what is computed from
+them alone ("group" values: a mean, a reciprocal standard deviation, a running average), are computed once per
+group, between passes.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..ops import OPS
+from ..passes.fuse import ROW_REDUCTIONS, Kernel, kernel_role, storage
+from .layout import contiguous_strides, literal
+
+
+def rows_context(renderer, kernel: Kernel) -> dict:
+    domain = kernel.domain
+    shape, reduced_axes = domain.shape, domain.axes
+    strides = contiguous_strides(shape)
+    kept = [a for a, d in enumerate(shape) if a not in reduced_axes and d != 1]
+    inside = {v.id: v for v in kernel.values}
+    inputs = kernel.inputs()
+    slot = {x.id: j for j, x in enumerate(inputs)}
+    role = {v.id: kernel_role(kernel, v) for v in kernel.values}
+    phase = _phases(kernel)
+    needed = _needed(kernel)
+    out_slot = {v.id: j for j, v in enumerate(kernel.outputs)}
+
+    def coordinate(axis: int) -> str:
+        return f"c{axis}" if axis in kept else f"r{axis}"
+
+    def broadcast_load(source, x) -> str:
+        """A load of external `x` broadcast from `source`'s shape to the row's: by the element's coordinates."""
+        lead = len(shape) - len(source.shape)
+        terms = [
+            f"{coordinate(lead + a)} * {st}"
+            for a, (d, st) in enumerate(zip(source.shape, contiguous_strides(source.shape)))
+            if d != 1
+        ]
+        return f"in{slot[x.id]}[{' + '.join(terms) or '0'}]"
+
+    def full_lines(targets: list) -> list:
+        """The statements computing `targets` (values of the row's shape) at element i, and what they read."""
+        wanted, stack = set(), [t.id for t in targets]
+        while stack:
+            vid = stack.pop()
+            if vid in inside and role[vid] == "full" and vid not in wanted:
+                wanted.add(vid)
+                stack.extend(storage(x).id for x in inside[vid].inputs)
+        lines, loaded = [], set()
+        for v in kernel.values:
+            if v.id not in wanted:
+                continue
+            ctype = renderer.ctype(v.dtype)
+            sources = [storage(x) for x in v.inputs]
+            if v.op == "full":
+                expr = literal(v.attrs["value"], ctype)
+            elif v.op == "broadcast_to":
+                x = sources[0]
+                expr = f"v{x.id}" if x.id in inside else broadcast_load(v.inputs[0], x)
+            else:
+                for x in sources:
+                    if x.id not in inside and x.id not in loaded:
+                        loaded.add(x.id)
+                        lines.append(f"const {renderer.ctype(x.dtype)} l{slot[x.id]} = in{slot[x.id]}[i];")
+                operands = [f"v{x.id}" if x.id in inside else f"l{slot[x.id]}" for x in sources]
+                expr = OPS[v.op].c_expr.format(*operands)
+            lines.append(f"const {ctype} v{v.id} = ({ctype})({expr});")
+        return lines
+
+    def operand(x) -> str:
+        """How the loop body names a reduction's input."""
+        return f"v{x.id}" if x.id in inside else f"in{slot[x.id]}[i]"
+
+    def group_lines(step: int) -> list:
+        """Group values of phase `step` (after the reductions of the pass before), and their stores."""
+        lines = []
+        for v in kernel.values:
+            if role[v.id] != "group" or phase[v.id] != step or v.id not in needed:
+                continue
+            ctype = renderer.ctype(v.dtype)
+            sources = [storage(x) for x in v.inputs]
+            if v.op in ROW_REDUCTIONS:
+                expr = f"acc{v.id}"
+            elif v.op == "full":
+                expr = literal(v.attrs["value"], ctype)
+            elif v.op == "broadcast_to":
+                x = sources[0]
+                expr = f"v{x.id}" if x.id in inside else f"in{slot[x.id]}[0]"
+            else:
+                operands = [f"v{x.id}" if x.id in inside else f"in{slot[x.id]}[g]" for x in sources]
+                expr = OPS[v.op].c_expr.format(*operands)
+            lines.append(f"const {ctype} v{v.id} = ({ctype})({expr});")
+            if v.id in out_slot:
+                lines.append(f"out{out_slot[v.id]}[g] = v{v.id};")
+        return lines
+
+    reductions = [v for v in kernel.values if v.op in ROW_REDUCTIONS and v.id in needed]
+    full_outputs = [v for v in kernel.outputs if role[v.id] == "full"]
+    passes = max([phase[r.id] - 1 for r in reductions] + [phase[v.id] for v in full_outputs])
+    blocks = [dict(lines=group_lines(0), loop=None)]
+    for k in range(passes + 1):
+        accumulating = [r for r in reductions if phase[r.id] == k + 1]
+        storing = [v for v in full_outputs if phase[v.id] == k]
+        inits, body = [], full_lines([storage(r.inputs[0]) for r in accumulating] + storing)
+        for r in accumulating:
+            ctype = renderer.ctype(r.dtype)
+            x = operand(storage(r.inputs[0]))
+            if r.op == "reduce_sum":
+                inits.append(f"double acc{r.id} = 0;")  # long rows: accumulate in double, as the reduce kernels
+                body.append(f"acc{r.id} += {x};")
+            else:
+                inits.append(f"{ctype} acc{r.id} = -INFINITY;")
+                body.append(f"acc{r.id} = ({x} > acc{r.id} || {x} != {x}) ? {x} : acc{r.id};")
+        body += [f"out{out_slot[v.id]}[i] = v{v.id};" for v in storing]
+        sums = [f"acc{r.id}" for r in accumulating if r.op == "reduce_sum"]
+        # A pass that only sums may add in any order: `omp simd` lets the compiler vectorise it.
+        simd = ", ".join(sums) if sums and len(sums) == len(accumulating) else ""
+        blocks.append(dict(lines=inits, loop=dict(body=body, simd=simd)))
+        blocks.append(dict(lines=group_lines(k + 1), loop=None))
+
+    params = [f"const {renderer.ctype(x.dtype)} *RESTRICT in{j}" for j, x in enumerate(inputs)]
+    params += [f"{renderer.ctype(v.dtype)} *RESTRICT out{j}" for j, v in enumerate(kernel.outputs)]
+    return dict(
+        template="rows.j2",
+        params=params,
+        groups=domain.groups,
+        work=math.prod(shape) * (passes + 1),
+        kept=[{"axis": a, "size": shape[a]} for a in reversed(kept)],
+        base=" + ".join(f"c{a} * {strides[a]}" for a in kept) or "0",
+        reduced=[{"axis": a, "size": shape[a], "stride": strides[a]} for a in reduced_axes],
+        blocks=blocks,
+        args=[renderer.pointer(x) for x in inputs + kernel.outputs],
+    )
+
+
+def _phases(kernel: Kernel) -> dict:
+    """Value id -> the pass from which it can be computed: a reduction's result is ready one pass after its
+    input; anything else, as soon as all of its inputs."""
+    phase = {}
+    for v in kernel.values:
+        ready = max((phase[storage(x).id] for x in v.inputs if storage(x).id in phase), default=0)
+        phase[v.id] = ready + 1 if v.op in ROW_REDUCTIONS else ready
+    return phase
+
+
+def _needed(kernel: Kernel) -> set:
+    """The values the kernel's stores depend on (a constant pulled in for a value that moved may not be)."""
+    inside = {v.id: v for v in kernel.values}
+    needed, stack = set(), [o.id for o in kernel.outputs]
+    while stack:
+        vid = stack.pop()
+        if vid in inside and vid not in needed:
+            needed.add(vid)
+            stack.extend(storage(i).id for i in inside[vid].inputs)
+    return needed

@@ -1,0 +1,154 @@
+"""Fusion decisions for reductions: rows kernels carry their prologue and epilogue, and stay correct.
+
+The patterns pinned here are the ones the issue names: softmax, log_softmax and cross-entropy rows in one kernel
+each, and BatchNorm's statistics with their normalisation. Each network is also run on the cpu backend against
+the reference in float64, so a fused kernel that computes the wrong thing fails here too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import netc
+from netc.compiler.autodiff import grad
+from netc.compiler.passes.fuse import fuse
+from netc.compiler.passes.simplify import simplify
+
+
+def network(tmp_path, body: str, name: str = "F"):
+    path = tmp_path / f"{name}.net"
+    path.write_text(f"network {name} {{\n{body}\n}}\n")
+    return path
+
+
+def kernels_of(path, training: bool = False, backward: bool = False, batch: int = 4):
+    graph = netc.load(path).lower({"N": batch}, training=training)
+    return fuse(simplify(grad(graph)) if backward else simplify(graph))
+
+
+def ops_of(kernel) -> list:
+    return [v.op for v in kernel.values if v.op not in ("full", "broadcast_to")]
+
+
+def matches_reference(path, batch: int = 3, seed: int = 0, training: bool = True, nan_at=None) -> None:
+    """Forward, and gradients where the network has a loss: cpu backend against the reference, in float64."""
+    ref = netc.compile(path, batch=batch, precision="float64").train(training)
+    cpu = netc.compile(path, batch=batch, backend="cpu", precision="float64").train(training)
+    cpu.load_state_dict(ref.state_dict())
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for name in ref.input_names():
+        leaf = ref.graph.inputs[name]
+        inputs[name] = (
+            rng.integers(0, 5, size=leaf.shape) if leaf.dtype == "i64" else rng.standard_normal(leaf.shape) * 3
+        )
+    if nan_at is not None:
+        inputs["x"][nan_at] = np.nan
+    a, b = ref.forward(**inputs), cpu.forward(**inputs)
+    for key in a:
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-10, atol=1e-12, err_msg=key)
+    if ref.graph.loss is not None and nan_at is None:
+        a, b = ref.gradients(**inputs), cpu.gradients(**inputs)
+        for key in a:
+            np.testing.assert_allclose(b[key], a[key], rtol=1e-9, atol=1e-12, err_msg=key)
+        for key, value in ref.state_dict().items():  # BatchNorm's running statistics
+            np.testing.assert_allclose(cpu.state_dict()[key], value, rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("function", ["softmax", "log_softmax"])
+def test_a_softmax_row_is_one_kernel(tmp_path, function):
+    path = network(tmp_path, f"    input x: [N, 7, 10]\n    output {function}(x, -1)")
+    (kernel,) = kernels_of(path)
+    assert kernel.kind == "rows" and kernel.domain.axes == (2,)
+    assert {"reduce_max", "exp", "reduce_sum"} <= set(ops_of(kernel))
+    matches_reference(path)
+
+
+def test_cross_entropy_rows_are_one_kernel_forward_and_backward(tmp_path):
+    path = network(
+        tmp_path,
+        "    input x: [N, 10]\n    input labels: i64[N]\n    fc = Linear(10, 5)\n"
+        "    out = x -> fc\n    loss = cross_entropy(out, labels)\n    output out\n    minimize loss",
+    )
+    forward = [k for k in kernels_of(path) if k.kind == "rows" and k.domain.shape == (4, 5)]
+    # Linear's bias add, the row maximum, the sum of exponentials, its log and the log-probabilities.
+    assert len(forward) <= 2, [ops_of(k) for k in forward]
+    first = forward[0]
+    assert ops_of(first)[:5] == ["add", "reduce_max", "sub", "exp", "reduce_sum"] and "log" in ops_of(first)
+    matches_reference(path)
+
+
+def test_batchnorm_statistics_and_normalisation_are_one_kernel(tmp_path):
+    path = network(
+        tmp_path,
+        "    input x: [N, 3, 6, 5]\n    bn = BatchNorm2d(3)\n    y = x -> bn -> relu\n"
+        "    loss = mean(y * y)\n    output y\n    minimize loss",
+    )
+    kernels = kernels_of(path, training=True)
+    (stats,) = [k for k in kernels if k.kind == "rows" and k.domain.axes == (0, 2, 3)]
+    ops = ops_of(stats)
+    assert ops.count("reduce_sum") == 2 and "rsqrt" in ops and "relu" in ops  # mean, variance, normalise
+    assert any(v.op == "relu" for v in stats.outputs)
+    # In the training step, the backward's sums over the same axes (of the gradient, for beta, and of the
+    # gradient times x̂, for gamma) join the statistics' kernel: one pass of kernels over x for all four.
+    (step,) = [k for k in kernels_of(path, training=True, backward=True)
+               if k.kind == "rows" and k.domain.axes == (0, 2, 3)]
+    assert ops_of(step).count("reduce_sum") == 4
+    matches_reference(path, batch=4)
+    matches_reference(path, batch=4, training=False)
+
+
+def test_a_reduction_to_a_scalar_does_not_make_a_big_loop_serial(tmp_path):
+    path = network(tmp_path, "    input x: [N, 512, 256]\n    output sum(x * x)", name="Big")
+    kinds = [k.kind for k in kernels_of(path, batch=2)]
+    assert kinds[0] == "elementwise" and len(kinds) == 2  # the square keeps its parallel loop
+    small = network(tmp_path, "    input x: [N, 16]\n    output sum(x * x)", name="Small")
+    assert [k.kind for k in kernels_of(small)] == ["rows"]
+    matches_reference(small)
+
+
+def test_reductions_over_middle_axes_and_maxima_with_nan(tmp_path):
+    path = network(
+        tmp_path,
+        "    input x: [N, 4, 6]\n    fc = Linear(6, 6)\n    h = x -> fc\n"
+        "    a = softmax(h, 1)\n    b = log_softmax(h, -1)\n    loss = sum(a * b)\n    output a, b\n    minimize loss",
+    )
+    matches_reference(path, seed=3)
+    nan = network(tmp_path, "    input x: [N, 4, 6]\n    output softmax(x, -1), max(x, -1)", name="Nan")
+    matches_reference(nan, nan_at=(1, 2, 3))
+
+
+@pytest.mark.parametrize("optimizer", [netc.optim.SGD(lr=0.1, momentum=0.9), netc.optim.Adam(lr=1e-3)],
+                         ids=["sgd", "adam"])
+def test_the_optimiser_updates_every_parameter_in_one_multi_tensor_kernel(tmp_path, optimizer):
+    """The update's scalars (bias corrections) are computed first, each parameter's update is one loop, and
+    the loops run in one kernel. (20 steps of both optimisers against torch.optim: tests/test_train.py.)"""
+    from pathlib import Path
+
+    from netc.runtime.trainer import build_step_graph
+
+    lenet = Path(__file__).resolve().parent.parent / "examples" / "lenet.net"
+    graph = build_step_graph(netc.load(lenet).lower({"N": 4}, training=True), optimizer)
+    kernels = fuse(graph)
+    (multi,) = [k for k in kernels if k.kind == "multi"]
+    assert len(multi.parts) == len(graph.params) == 10
+    new_values = {v.id for name, v in graph.outputs.items() if name.startswith("new:")}
+    assert new_values <= {v.id for v in multi.outputs}
+    assert kernels[-1] is multi
+
+    import shutil
+    import subprocess
+
+    from netc.compiler.codegen.render import CUDA, Renderer
+
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not installed: the CUDA rendering of the multi-tensor kernel is not compiled")
+    source = Renderer(CUDA, "float", {v.id: 0 for v in graph.values}).render(
+        kernels, network=graph.name, mode=graph.mode, arena_bytes=0
+    )
+    (tmp_path / "step.cu").write_text(source)
+    result = subprocess.run([nvcc, "-c", str(tmp_path / "step.cu"), "-o", str(tmp_path / "step.o"), "-Werror",
+                             "all-warnings", "-gencode", "arch=compute_80,code=sm_80"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[:4000]
