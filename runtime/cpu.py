@@ -2,8 +2,13 @@
 
 Preparing a graph fuses it into kernels, plans one arena for every buffer (inputs, parameters, intermediates,
 outputs) at offsets fixed at compile time, renders the C source and builds it (through the compile cache). Each
-run copies the feeds into their arena slots, makes one call into native code — every kernel in order — and
+run copies the inputs into their arena slots, makes one call into native code — every kernel in order — and
 copies the roots out.
+
+State (parameters, buffers, optimiser state) is resident: it stays in its slots of the arena between runs, and
+runtime/store.py moves it between the arenas of a model's steps only when another step needs it. A training
+step writes each new value over the old one in place where no later kernel reads the old one (resident.py), and
+otherwise into a buffer of its own that is copied into the slot after the native call.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,8 +25,10 @@ from netc.compiler.errors import NetcError
 from netc.compiler.ir import LEAF_OPS
 from netc.compiler.passes.fuse import fuse, storage
 
-from .arena import FLOAT_TYPES, plan_arena
+from .arena import FLOAT_TYPES
 from .cache import build_shared_library, load_library
+from .resident import plan_resident_arena
+from .store import Resident
 
 
 @dataclass
@@ -35,6 +42,7 @@ class CompiledStep:
     source: str
     entry: object  # ctypes function: int64_t netc_run(char *arena)
     kernel_seconds: object = None  # with profiling: seconds spent in each kernel so far (a ctypes array)
+    homes: dict = field(default_factory=dict)  # new value id -> id of the leaf it is written over in place
 
 
 def blas_build_options() -> dict:
@@ -62,10 +70,16 @@ def single_threaded_blas() -> None:
     library.scipy_openblas_set_num_threads(1)
 
 
-def compile_step(graph, roots, precision: str, profile: bool = False) -> CompiledStep:
+def compile_step(
+    graph, roots, precision: str, profile: bool = False, carried: dict | None = None
+) -> CompiledStep:
+    """Fuse, plan and build `graph` computing `roots`. `carried` maps the leaves whose slots must hold new
+    values after a run to those values (see runtime/resident.py)."""
     float_type, _ = FLOAT_TYPES[precision]
+    carried = carried or {}
+    roots = list({v.id: v for v in [*roots, *carried.values()]}.values())
     kernels = fuse(graph, roots)
-    plan = plan_arena(graph, kernels, roots, float_type)
+    plan, homes = plan_resident_arena(graph, kernels, roots, float_type, carried)
     offsets = plan.offsets
     source = Renderer(C, float_type, offsets, profile).render(
         kernels, network=graph.name, mode=graph.mode, arena_bytes=plan.arena_bytes
@@ -76,40 +90,73 @@ def compile_step(graph, roots, precision: str, profile: bool = False) -> Compile
     entry = library.netc_run
     entry.argtypes, entry.restype = [ctypes.c_void_p], ctypes.c_int64
     timings = (ctypes.c_double * len(kernels)).in_dll(library, "netc_kernel_seconds") if profile else None
-    return CompiledStep(kernels, offsets, plan.arena_bytes, plan.naive_bytes, source, entry, timings)
+    return CompiledStep(kernels, offsets, plan.arena_bytes, plan.naive_bytes, source, entry, timings, homes)
 
 
 class CpuBackend:
     name = "cpu"
+    keeps_state = True  # prepare(state=...) keeps parameters, buffers and optimiser state in the arena
 
     def __init__(self, profile: bool | None = None):
         self.profile = bool(os.environ.get("NETC_PROFILE")) if profile is None else profile
         single_threaded_blas()
 
-    def prepare(self, graph, roots, precision: str):
-        step = compile_step(graph, roots, precision, self.profile)
-        arena = np.zeros(step.arena_bytes + 64, dtype=np.uint8)
-        base = arena.ctypes.data
-        _, float_np = FLOAT_TYPES[precision]
+    def prepare(self, graph, roots, precision: str, state: dict | None = None) -> CpuRun:
+        """A callable running `graph` on feeds of its leaves and returning `roots`. The leaves named in `state`
+        are resident instead (see runtime/store.py): state[name] is the value that replaces one after a run,
+        or None if a run leaves it as it is."""
+        leaves = {**graph.params, **graph.buffers, **graph.inputs}
+        state = {name: value for name, value in (state or {}).items() if name in leaves}
+        carried = {leaves[name]: value for name, value in state.items() if value is not None}
+        step = compile_step(graph, roots, precision, self.profile, carried)
+        resident = {name: (leaves[name], value) for name, value in state.items()}
+        return CpuRun(step, graph, roots, resident, precision)
 
-        def view(v) -> np.ndarray:
-            dtype = {"i64": np.int64, "f64": np.float64}.get(v.dtype, float_np)
-            src = storage(v)
-            offset = step.offsets[src.id]
-            count = math.prod(src.shape)
-            return arena[offset : offset + count * np.dtype(dtype).itemsize].view(dtype).reshape(v.shape)
 
-        # The arena never moves, so each leaf's and root's window into it is made once, not per step.
-        leaves = [(v.attrs["name"], view(v)) for v in graph.live_values(roots) if v.op in LEAF_OPS]
-        outputs = [(r.id, view(r)) for r in roots]
+class CpuRun(Resident):
+    """A compiled step and its arena. Calling it copies the inputs in, runs every kernel, copies the roots out
+    and puts each resident leaf's new value in its slot (where the step did not write it there in place)."""
 
-        def run(feeds: dict) -> dict:
-            for name, window in leaves:
-                np.copyto(window, feeds[name], casting="same_kind")
-            status = step.entry(base)
-            if status:
-                raise NetcError(f"an index input is out of range (element {status - 1} of the batch)")
-            return {vid: window.copy() for vid, window in outputs}
+    def __init__(self, step: CompiledStep, graph, roots: list, state: dict, precision: str):
+        self.step = step  # for reports: kernels, arena bytes, source
+        self._arena = np.zeros(step.arena_bytes + 64, dtype=np.uint8)
+        self._base = self._arena.ctypes.data
+        self._float = FLOAT_TYPES[precision][1]
+        # The arena never moves, so each leaf's and root's window into it is made once, not per run.
+        super().__init__(
+            {name: self._window(leaf) for name, (leaf, _) in state.items() if leaf.id in step.offsets}
+        )
+        resident = {leaf.id for leaf, _ in state.values()}
+        computed = [*roots, *(value for _, value in state.values() if value is not None)]
+        self._inputs = [
+            (v.attrs["name"], self._window(v))
+            for v in graph.live_values(computed)
+            if v.op in LEAF_OPS and v.id not in resident
+        ]
+        self._outputs = [(r.id, self._window(r)) for r in roots]
+        # The new values not written in place: (slot, the value's window, whether that is a leaf's slot).
+        self._copies = [
+            (self.slots[name], self._window(value), storage(value).op in LEAF_OPS)
+            for name, (leaf, value) in state.items()
+            if value is not None and storage(value).id not in step.homes and storage(value) is not leaf
+        ]
 
-        run.step = step  # for reports: kernels, arena bytes, source
-        return run
+    def _window(self, v) -> np.ndarray:
+        dtype = {"i64": np.int64, "f64": np.float64}.get(v.dtype, self._float)
+        src = storage(v)
+        offset = self.step.offsets[src.id]
+        count = math.prod(src.shape)
+        return self._arena[offset : offset + count * np.dtype(dtype).itemsize].view(dtype).reshape(v.shape)
+
+    def __call__(self, feeds: dict) -> dict:
+        for name, window in self._inputs:
+            np.copyto(window, feeds[name], casting="same_kind")
+        status = self.step.entry(self._base)
+        if status:
+            raise NetcError(f"an index input is out of range (element {status - 1} of the batch)")
+        results = {vid: window.copy() for vid, window in self._outputs}
+        if self._copies:  # a leaf's old value is read before any copy can overwrite it
+            sources = [source.copy() if from_leaf else source for _, source, from_leaf in self._copies]
+            for (slot, _, _), source in zip(self._copies, sources):
+                np.copyto(slot, source)
+        return results

@@ -6,6 +6,9 @@
 
 Like a torch module it starts in train mode; `eval()` switches BatchNorm to running statistics and turns
 dropout off. A forward pass in train mode also updates BatchNorm's running statistics, as PyTorch's does.
+
+The parameters and buffers are a StateStore (runtime/store.py): on a compiled backend they stay resident in the
+arena of the step that last ran, and state_dict() reads them from there.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from netc.compiler.passes.simplify import simplify
 from netc.compiler.shapes import format_shape
 
 from .backends import get_backend
+from .optim import NEW_PREFIX
 from .reference import FLOAT
 from .state import check_state_dict, initial_value, to_numpy
+from .store import StateStore, launch, prepare_step
 from .trainer import Trainer
 
 
@@ -33,12 +38,14 @@ class Model:
         self.backend = get_backend(backend)
         self.training = True
         self._float = FLOAT[precision]
-        self._prepared: dict = {}
+        self._prepared: dict = {}  # (graph id, root ids, whether updates are kept) -> prepared step
         self._joint: dict = {}  # (mode, wrt) -> simplified forward+backward graph
         self._step = 0
         graph = self.graph
         rng = np.random.default_rng(seed)
-        self._state = {name: initial_value(spec, rng, self._float) for name, spec in graph.specs.items()}
+        self._state = StateStore(
+            {name: initial_value(spec, rng, self._float) for name, spec in graph.specs.items()}
+        )
 
     # -- modes and state, as in torch.nn.Module ------------------------------------------------------------
 
@@ -56,14 +63,15 @@ class Model:
 
     def state_dict(self) -> dict:
         """Parameters and buffers by PyTorch's names, as copies."""
-        return {name: array.copy() for name, array in self._state.items()}
+        return self._state.copies()
 
     def load_state_dict(self, state_dict: dict, strict: bool = True) -> None:
         """Load PyTorch tensors or NumPy arrays; names, shapes and dtypes are checked before anything changes."""
-        self._state.update(check_state_dict(state_dict, self.graph.specs, strict, self._float))
+        self._state.load(check_state_dict(state_dict, self.graph.specs, strict, self._float))
 
     def parameters(self) -> dict:
-        return {name: self._state[name] for name in self.graph.params}
+        """The parameters by name, as copies (use load_state_dict to change them)."""
+        return {name: np.array(self._state.read(name)) for name in self.graph.params}
 
     # -- running ---------------------------------------------------------------------------------------------
 
@@ -75,7 +83,7 @@ class Model:
             raise NetcError(
                 f"unknown input '{unknown[0]}'; {graph.name} takes: {', '.join(self.input_names())}"
             )
-        roots = list(graph.outputs.values()) + list(graph.updates.values())
+        roots = list(graph.outputs.values())
         if graph.loss is not None and _inputs_of(graph, [graph.loss]) <= set(inputs) | {"__seed__"}:
             roots.append(graph.loss)
         results = self._run(graph, roots, inputs)
@@ -100,9 +108,7 @@ class Model:
         missing = [n for n in self.input_names() if n not in inputs]
         if missing:
             raise NetcError(f"gradients need every input; missing: {', '.join(missing)}")
-        results = self._run(
-            joint, [joint.loss] + list(joint.outputs.values()) + list(joint.updates.values()), inputs
-        )
+        results = self._run(joint, [joint.loss] + list(joint.outputs.values()), inputs)
         out = {"loss": results[joint.loss.id]}
         out.update(
             {
@@ -139,25 +145,29 @@ class Model:
     def _run(self, graph, roots, inputs: dict) -> dict:
         """Check and feed the inputs the roots need, run, and apply buffer updates in train mode."""
         feeds = {"__seed__": np.int64(self.seed * 1_000_003 + self._step)}
-        for name in sorted(_inputs_of(graph, roots) - {"__seed__"}):
+        updates = list(graph.updates.values()) if self.training else []
+        for name in sorted(_inputs_of(graph, roots + updates) - {"__seed__"}):
             if name not in inputs:
                 raise NetcError(f"missing input '{name}' {graph.inputs[name].type}")
             feeds[name] = self._check_input(name, graph.inputs[name], inputs[name])
-        feeds.update(self._state)
-        results = self._executable(graph, roots)(feeds)
+        results = launch(self._executable(graph, roots, self.training), feeds, [self._state])
         if self.training:
             self._step += 1
-            for name, value in graph.updates.items():
-                self._state[name] = results[value.id]
         return results
 
     def input_names(self) -> list:
         return [n for n in self.graph.inputs if n != "__seed__"]
 
-    def _executable(self, graph, roots):
-        key = (id(graph), tuple(r.id for r in roots))  # graphs live as long as the model: ids are stable
+    def _executable(self, graph, roots: list, updating: bool):
+        """The prepared step computing `roots`, and, if `updating`, the new values of the parameters and
+        buffers that `graph` updates, which stay in its state (see runtime/store.py)."""
+        key = (id(graph), tuple(r.id for r in roots), updating)  # graphs live as long as the model
         if key not in self._prepared:
-            self._prepared[key] = self.backend.prepare(graph, roots, self.precision)
+            carry = dict.fromkeys([*graph.params, *graph.buffers])
+            if updating:
+                carry.update(graph.updates)
+                carry.update({n[len(NEW_PREFIX) :]: v for n, v in graph.outputs.items() if n.startswith(NEW_PREFIX)})
+            self._prepared[key] = prepare_step(self.backend, graph, roots, self.precision, carry)
         return self._prepared[key]
 
     def _check_input(self, name: str, leaf, value) -> np.ndarray:

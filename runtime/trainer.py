@@ -9,7 +9,8 @@
 The step graph is built once per (mode, optimiser settings other than lr), simplified, and reused every step:
 its roots are the loss, the new value of every parameter, and every buffer update (BatchNorm's running
 statistics and the optimiser's state), with the contract described in runtime/optim.py. The trainer keeps the
-optimiser's state; the model keeps the parameters and buffers, which each step writes back.
+optimiser's state and the model the parameters and buffers, each in a StateStore (runtime/store.py): on a
+compiled backend the step updates them in place in its arena, where they stay until another step needs them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from netc.compiler.shapes import format_shape
 
 from .optim import LR_INPUT, NEW_PREFIX, STATE_PREFIX, STEP_BUFFER, Optimizer, check_lr, state_name
 from .state import initial_value, to_numpy
+from .store import StateStore, launch
 
 
 def build_step_graph(graph, optimizer: Optimizer):
@@ -52,7 +54,7 @@ class Trainer:
         self.model, self.optimizer = model, optimizer
         self._lr = optimizer.lr
         graph = self.graph  # built now, so a network that cannot be trained fails here, not at the first step
-        self._state = self._initial_state(graph)
+        self._state = StateStore(self._initial_state(graph))
 
     @property
     def lr(self) -> float:
@@ -75,12 +77,8 @@ class Trainer:
     def step(self, **inputs) -> float:
         """One training step on a batch (every input of the network, by name); returns the loss."""
         model, graph = self.model, self.graph
-        roots = graph.roots()
-        results = model._executable(graph, roots)(self._feeds(graph, inputs))
-        for name, value in graph.updates.items():
-            (self._state if name.startswith(STATE_PREFIX) else model._state)[name] = results[value.id]
-        for name in graph.params:
-            model._state[name] = results[graph.outputs[NEW_PREFIX + name].id]
+        step = model._executable(graph, [graph.loss], updating=True)
+        results = launch(step, self._feeds(graph, inputs), [model._state, self._state])
         if model.training:
             model._step += 1
         return float(results[graph.loss.id])
@@ -97,10 +95,8 @@ class Trainer:
         feeds = {name: model._check_input(name, graph.inputs[name], inputs[name]) for name in names}
         # Dropout's seed counts optimiser steps, which the trainer's state_dict keeps: a resumed run replays
         # the same masks.
-        feeds["__seed__"] = np.int64(model.seed * 1_000_003 + int(self._state[STEP_BUFFER]))
+        feeds["__seed__"] = np.int64(model.seed * 1_000_003 + int(self._state.read(STEP_BUFFER)))
         feeds[LR_INPUT] = np.float64(self._lr)
-        feeds.update(model._state)
-        feeds.update(self._state)
         return feeds
 
     def _initial_state(self, graph) -> dict:
@@ -118,13 +114,13 @@ class Trainer:
 
         As in torch, "state" is empty until the first step. netc keeps one step count for all parameters."""
         params = list(self.model.graph.params)
-        step = self._state[STEP_BUFFER]
+        step = self._state.read(STEP_BUFFER)
         state = {}
         if step > 0:
             for name in params:
                 entry = {"step": step.copy()}
                 for key in self.optimizer.state_keys:
-                    entry[key] = self._state[state_name(key, name)].copy()
+                    entry[key] = self._state.read(state_name(key, name)).copy()
                 state[name] = entry
         return {"state": state, "param_groups": [self.optimizer.param_group(self._lr, params)]}
 
@@ -139,7 +135,8 @@ class Trainer:
             state = self._initial_state(self.graph)
         else:
             state = self._check_state(incoming, params)
-        self._state, self._lr = state, lr
+        self._state.load(state)
+        self._lr = lr
 
     def _check_param_groups(self, state_dict, params: list) -> float:
         kind = type(self.optimizer).__name__
@@ -188,7 +185,7 @@ class Trainer:
                 continue
             steps.add(float(to_numpy(entry["step"])))
             for key in self.optimizer.state_keys:
-                array, current = to_numpy(entry[key]), self._state[state_name(key, name)]
+                array, current = to_numpy(entry[key]), self._state.read(state_name(key, name))
                 if array.shape != current.shape:
                     problems.append(
                         f"{name}.{key}: expected shape {format_shape(current.shape)}, "

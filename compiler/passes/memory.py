@@ -13,6 +13,12 @@ an input that dies in that very kernel (in place). A buffer lists the inputs it 
 one slot. Chains of such hand-overs (relu over add over matmul output) become one slot whose live range is
 their union.
 
+A second exception keeps state resident: a training step's new parameter (or running statistic, or optimiser
+state) must end the step in the bytes of the leaf it replaces, so the next step reads it there. Such a buffer
+names that leaf as its `home`, and the planner always puts it there. The backend asks only where it is safe:
+the leaf is read by no kernel after the one that writes the new value, and by that kernel only where it may
+work in place (`may_alias`). The chain's slot then spans both lives, and the gap between them if any.
+
 This module knows nothing of the IR, so it can be tested on its own; the backends turn values into Buffers.
 """
 
@@ -31,6 +37,7 @@ class Buffer:
     first: int  # index, in launch order, of the first kernel that writes it
     last: int  # index of the last kernel that reads it (>= first)
     may_alias: tuple = ()  # names of inputs whose storage it may take over, if their last == this first
+    home: object = None  # the name of a buffer whose storage it must take over: the leaf whose new value it is
 
 
 @dataclass
@@ -79,19 +86,42 @@ def _check_buffers(buffers: list[Buffer], alignment: int) -> None:
         seen.add(b.name)
         if b.nbytes < 0 or b.last < b.first:
             raise ValueError(f"buffer {b.name!r} has a negative size or ends before it begins: {b}")
+    by_name = {b.name: b for b in buffers}
+    homes = [b.home for b in buffers if b.home is not None]
+    if len(set(homes)) != len(homes):
+        raise ValueError("two buffers have the same home")
+    for b in buffers:
+        home = by_name.get(b.home)
+        if b.home is not None and (home is None or home.home is not None or not may_take_over(home, b)):
+            # A home of a home could close a cycle; resident leaves have none, so none is allowed.
+            raise ValueError(f"buffer {b.name!r} cannot take over its home {b.home!r}: {home}")
+
+
+def may_take_over(a: Buffer, b: Buffer) -> bool:
+    """Whether b may be written over a's bytes: a dies in the kernel that writes b, which may work in place
+    over it; or a is b's home and dies before b is written. Never into a smaller buffer."""
+    if b.nbytes > a.nbytes or a is b:
+        return False
+    if a.last == b.first:
+        return a.name in b.may_alias
+    return a.name == b.home and a.last < b.first
 
 
 def _choose_aliases(buffers: list[Buffer]) -> dict:
     """For each buffer that may work in place, the input whose storage it takes over (at most one each way).
+    A buffer with a home always takes its home over (_check_buffers made sure it may).
 
     Always taking a legal hand-over pays: at the handing-over kernel both buffers are live, so without it
     they need their two sizes side by side. Among several candidates we take the tightest fit, so the
     smaller output wastes as little of the slot as possible; ties go to the order of `may_alias`.
     """
     by_name = {b.name: b for b in buffers}
-    aliases, taken = {}, set()
+    aliases = {b.name: b.home for b in buffers if b.home is not None}
+    taken = set(aliases.values())
     # In launch order, so that a chain is extended from its head: a's slot is settled before b joins it.
     for b in sorted(buffers, key=lambda b: b.first):  # stable: ties keep the caller's order
+        if b.name in aliases:
+            continue
         candidates = []
         for rank, name in enumerate(b.may_alias):
             a = by_name.get(name)
@@ -217,10 +247,15 @@ def _verify_aliases(by_name: dict, plan: MemoryPlan) -> None:
     for b_name, a_name in plan.aliases.items():
         assert b_name in by_name and a_name in by_name, f"alias {b_name!r} -> {a_name!r}: unknown buffers"
         b, a = by_name[b_name], by_name[a_name]
-        assert a_name in b.may_alias, f"{b_name!r} took over {a_name!r}, which it may not alias"
-        assert a.last == b.first, f"{b_name!r} took over {a_name!r}, whose life does not end where it begins"
+        assert a_name in b.may_alias or a_name == b.home, f"{b_name!r} took over {a_name!r}, which it may not alias"
+        assert a.last == b.first or (a_name == b.home and a.last < b.first), (
+            f"{b_name!r} took over {a_name!r}, whose life does not end where it begins"
+        )
         assert b.nbytes <= a.nbytes, f"{b_name!r} took over the smaller {a_name!r}"
         assert plan.offsets[b_name] == plan.offsets[a_name], f"{b_name!r} is not at {a_name!r}'s offset"
+    for b in by_name.values():
+        if b.home is not None:
+            assert plan.aliases.get(b.name) == b.home, f"{b.name!r} is not in its home {b.home!r}"
 
 
 def _verify_no_overlap(buffers: list[Buffer], plan: MemoryPlan) -> None:

@@ -1,0 +1,86 @@
+"""Resident state in a compiled step's arena: every state tensor keeps a slot, and a new value is written over
+the old one in place where that is safe.
+
+A training step reads each parameter (and buffer, and piece of optimiser state) and computes its new value; the
+runtime keeps the tensor in the arena between runs (runtime/store.py), so the new value must end the run in the
+old one's slot. The planner can put it there directly (memory.Buffer's `home`) when nothing reads the old value
+after the new one is written: then the old value's bytes are free by the time they are overwritten. Otherwise
+the new value gets a buffer of its own, and the backend copies it into the slot after the run.
+
+`plan_resident_arena` is arena.plan_arena with those slots and homes added; it knows nothing of any one backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from netc.compiler.ir import LEAF_OPS
+from netc.compiler.passes.fuse import reads, storage
+from netc.compiler.passes.memory import Buffer, plan_memory
+
+from .arena import ArenaPlan, step_buffers, value_bytes
+
+
+def plan_resident_arena(graph, kernels, roots: list, float_type: str, carried: dict) -> tuple[ArenaPlan, dict]:
+    """Plan the arena of `kernels`, which compute `roots` and the new values in `carried` (leaf -> the value
+    that replaces it after a run). Returns the plan, and the homes taken: new value id -> leaf id."""
+    buffers, homes = resident_buffers(graph, kernels, roots, float_type, carried)
+    plan = plan_memory(list(buffers.values()))
+    return ArenaPlan({vid: plan.offsets[vid] for vid in buffers}, plan.arena_bytes, plan.naive_bytes), homes
+
+
+def resident_buffers(graph, kernels, roots: list, float_type: str, carried: dict) -> tuple[dict, dict]:
+    """arena.step_buffers, plus a slot for every carried leaf, and each new value that may be written over its
+    leaf made that leaf's buffer's home (the leaf then lives only to its last read). Returns the buffers and
+    the homes."""
+    homes = in_place_homes(kernels, carried, roots)
+    buffers = step_buffers(graph, kernels, roots, float_type)
+    for leaf in carried:  # a leaf that the step replaces without reading it still needs its slot
+        buffers.setdefault(leaf.id, Buffer(leaf.id, value_bytes(leaf, float_type), -1, len(kernels)))
+    last_read = _last_reads(kernels)
+    for new, leaf in homes.items():
+        buffers[leaf] = dataclasses.replace(buffers[leaf], last=last_read.get(leaf, -1))
+        b = buffers[new]
+        buffers[new] = dataclasses.replace(b, may_alias=(leaf, *b.may_alias), home=leaf)
+    return buffers, homes
+
+
+def in_place_homes(kernels, carried: dict, roots: list) -> dict:
+    """The new values that can be written over the leaf they replace: new value id -> leaf id.
+
+    Safe where no kernel reads the leaf after the one that writes the new value, and that kernel reads it only
+    at the index it writes: an elementwise loop loads element i of every input before it stores element i of
+    any output. A leaf that a root shows (as a reshape of it, say) keeps its old value to the end of the run."""
+    written, last_read = {}, _last_reads(kernels)
+    for index, kernel in enumerate(kernels):
+        for out in kernel.outputs:
+            written.setdefault(out.id, index)
+    shown = {storage(r).id for r in roots}
+    homes = {}
+    for leaf, value in carried.items():
+        new = storage(value)
+        if new.id not in written or new.id in homes or leaf.id in shown:
+            continue  # a leaf itself (no kernel writes it), or already the new value of another leaf
+        if new.dtype != leaf.dtype or math.prod(new.shape) != math.prod(leaf.shape):
+            continue
+        k, read = written[new.id], last_read.get(leaf.id, -1)
+        if read < k or (read == k and leaf.id in leaves_read_in_place(kernels[k])):
+            homes[new.id] = leaf.id
+    return homes
+
+
+def leaves_read_in_place(kernel) -> set:
+    """The ids of the leaves an elementwise kernel reads only at the index it writes (never through a
+    broadcast); empty for other kernels, which make no such promise."""
+    if kernel.kind != "elementwise":
+        return set()
+    inside = {v.id for v in kernel.values}
+    outside = [(v, storage(i)) for v in kernel.values for i in v.inputs if i.id not in inside]
+    strided = {x.id for v, x in outside if v.op == "broadcast_to"}
+    return {x.id for v, x in outside if x.id not in strided and x.op in LEAF_OPS}
+
+
+def _last_reads(kernels) -> dict:
+    """Value id -> the index of the last kernel that reads it."""
+    return {x.id: index for index, kernel in enumerate(kernels) for x in reads(kernel)}

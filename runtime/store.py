@@ -1,0 +1,145 @@
+"""Where a model's parameters and buffers, and a trainer's optimiser state, live between runs.
+
+The reference backend is fed every tensor at every run and hands the updated ones back, so for it the state is
+host arrays. A compiled backend keeps the state *resident* instead: each prepared step has a slot for every
+state tensor it uses in its own arena, a training step writes each new value over the old one, and a run copies
+only the inputs in and the requested outputs out. A model prepares several steps (forward, gradients, training
+steps; in train and in eval mode), each with its own arena, so the latest value of a tensor is in exactly one
+place: the host, or the slot of one step. A StateStore knows which, and moves a tensor only when a step that
+needs it does not hold it: once at a switch between steps, never at every run.
+
+    store = StateStore(initial_arrays)
+    results = launch(step, feeds, [model_store, trainer_store])   # bring the state in, then run
+    store.read("fc1.weight")                                      # wherever it is, without moving it
+
+A step is a `Resident`: the backend's run, plus its slots. `HostRun` gives a backend without slots (the
+reference) the same interface, so models and trainers have one code path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Resident:
+    """A prepared step as a StateStore sees it: `slots`, the state tensors the step keeps between runs (name ->
+    array), each read and written through the methods below; calling it runs the step on feeds of the other
+    leaves. `tenants` and `synced` are the stores' bookkeeping: which store each slot's value belongs to, and
+    the token of each store at the step's last full sync (see StateStore.bring)."""
+
+    def __init__(self, slots: dict):
+        self.slots = slots
+        self.tenants: dict = {}
+        self.synced: dict = {}
+
+    def read(self, name: str) -> np.ndarray:
+        return self.slots[name]
+
+    def write(self, name: str, value) -> None:
+        np.copyto(self.slots[name], value, casting="same_kind")
+
+    def __call__(self, feeds: dict) -> dict:
+        raise NotImplementedError
+
+
+class HostRun(Resident):
+    """A step of a backend that keeps nothing between runs (the reference), behind the Resident interface:
+    its slots are the arrays it is fed, and a run replaces each one it updates with the result. Arrays are
+    never changed in place, so one may be shared with a store, another step or a caller."""
+
+    def __init__(self, run, carry: dict, roots: list):
+        super().__init__(dict.fromkeys(carry))
+        self.run, self.roots = run, roots
+        self.updates = {name: value for name, value in carry.items() if value is not None}
+
+    def write(self, name: str, value) -> None:
+        self.slots[name] = value
+
+    def __call__(self, feeds: dict) -> dict:
+        results = self.run({**feeds, **self.slots})
+        for name, value in self.updates.items():
+            self.slots[name] = results[value.id]
+        return {r.id: results[r.id] for r in self.roots}
+
+
+def prepare_step(backend, graph, roots: list, precision: str, carry: dict) -> Resident:
+    """Prepare `graph` to compute `roots` on `backend`, keeping the state tensors named in `carry` between
+    runs: carry[name] is the value that replaces the tensor after a run, or None where a run leaves it as it
+    is. The result returns the roots only; the new state stays in its slots."""
+    if getattr(backend, "keeps_state", False):
+        return backend.prepare(graph, roots, precision, state=carry)
+    carried = [v for v in carry.values() if v is not None]
+    return HostRun(backend.prepare(graph, list(roots) + carried, precision), carry, list(roots))
+
+
+def launch(step: Resident, feeds: dict, stores) -> dict:
+    """Run `step` on `feeds` (its inputs) with the state of `stores`, which among them hold every tensor it
+    keeps; returns the step's roots."""
+    for store in stores:
+        store.bring(step)
+    return step(feeds)
+
+
+class StateStore:
+    """Named tensors (a model's parameters and buffers, or a trainer's optimiser state) and where the latest
+    value of each is: here on the host, or in the slot of the one step that holds it."""
+
+    def __init__(self, arrays: dict):
+        self._names = list(arrays)  # the order of state dicts
+        self._host = dict(arrays)  # name -> the latest value, for tensors no step holds
+        self._where: dict = {}  # name -> the step whose slot holds the latest value
+        # Replaced whenever a tensor moves or is loaded: a step synced under the current token still holds
+        # every tensor of this store that it keeps, so bringing it the state costs one comparison.
+        self._token = object()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._host or name in self._where
+
+    def names(self) -> list:
+        return list(self._names)
+
+    def read(self, name: str) -> np.ndarray:
+        """The latest value of `name`, wherever it is, without moving it: not a copy, so read it before the
+        next run or move changes it."""
+        step = self._where.get(name)
+        return self._host[name] if step is None else step.read(name)
+
+    def copies(self) -> dict:
+        """Every tensor, as copies, in the order the store was made with."""
+        return {name: np.array(self.read(name)) for name in self._names}
+
+    def load(self, arrays: dict) -> None:
+        """Take new values for some tensors (arrays the store keeps; the caller makes them). Steps holding the
+        old values are sent the new ones when they next run."""
+        for name, array in arrays.items():
+            if name not in self:
+                raise KeyError(name)
+            self._where.pop(name, None)
+            self._host[name] = array
+        self._token = object()
+
+    def bring(self, step: Resident) -> None:
+        """Move into `step`'s slots the latest value of every tensor of this store that it keeps."""
+        if step.synced.get(self) is self._token:
+            return  # nothing moved since the step last held them all: the step that ran last, most often
+        moved = False
+        for name in step.slots:
+            if name not in self or self._where.get(name) is step:
+                continue
+            tenant = step.tenants.get(name)
+            if tenant is not None and tenant is not self and tenant._where.get(name) is step:
+                tenant._send_home(name)  # the slot holds another store's latest value: another trainer's
+            step.write(name, self.read(name))
+            self._host.pop(name, None)
+            self._where[name] = step
+            step.tenants[name] = self
+            moved = True
+        if moved:
+            self._token = object()
+        step.synced[self] = self._token
+
+    def _send_home(self, name: str) -> None:
+        """Copy a tensor out of the step that holds it, which is about to give its slot to another store."""
+        self._host[name] = np.array(self.read(name))
+        del self._where[name]
+        self._token = object()
