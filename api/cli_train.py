@@ -29,20 +29,26 @@ DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3, "adamw": 1e-3}
 
 def add_commands(command) -> None:
     """Register the commands through cli.build_parser's `command(name, handler, help)`."""
-    train = command("train", cmd_train, "train the network on a .npz file whose arrays are named as its inputs")
+    train = command(
+        "train", cmd_train, "train the network on a .npz file whose arrays are named as its inputs"
+    )
     train.add_argument("--data", type=Path, required=True, help="the training data (.npz)")
     train.add_argument("--epochs", type=int, default=10, help="epochs in all, counting resumed ones (10)")
     train.add_argument("--batch-size", type=int, help="samples per step (32, or the resumed run's)")
     train.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="sgd (default), adam or adamw")
     train.add_argument("--lr", type=float, help="learning rate (0.01 for sgd, 0.001 for adam and adamw)")
     train.add_argument("--momentum", type=float, help="sgd's momentum (0)")
-    train.add_argument("--weight-decay", type=float, help="L2 penalty; adamw's decoupled decay (0, adamw 0.01)")
+    train.add_argument(
+        "--weight-decay", type=float, help="L2 penalty; adamw's decoupled decay (0, adamw 0.01)"
+    )
     train.add_argument("--seed", type=int, help="initial weights, batch order and validation split (0)")
     train.add_argument("--backend", default="reference", help="reference (NumPy) or cpu (compiled C)")
     validation = train.add_mutually_exclusive_group()
     validation.add_argument("--val", type=Path, help="validation data (.npz)")
     validation.add_argument("--val-split", type=float, help="hold out this fraction of --data for validation")
-    train.add_argument("--checkpoint", type=Path, help="save a checkpoint here after every epoch (.safetensors)")
+    train.add_argument(
+        "--checkpoint", type=Path, help="save a checkpoint here after every epoch (.safetensors)"
+    )
     train.add_argument(
         "--resume", type=Path, help="continue from this checkpoint (and save there, unless --checkpoint)"
     )
@@ -55,12 +61,16 @@ def add_commands(command) -> None:
         ("predict", cmd_predict, "run trained weights on a .npz file and write every output to another"),
     ):
         sub = command(name, handler, help)
-        sub.add_argument("--weights", type=Path, required=True, help="a checkpoint or a safetensors state dict")
+        sub.add_argument(
+            "--weights", type=Path, required=True, help="a checkpoint or a safetensors state dict"
+        )
         sub.add_argument("--data", type=Path, required=True, help="the inputs (.npz), named as the network's")
         sub.add_argument("--batch-size", type=int, default=256, help="samples per forward pass (256)")
         sub.add_argument("--backend", default="reference", help="reference (NumPy) or cpu (compiled C)")
         if name == "predict":
-            sub.add_argument("-o", "--output", type=Path, required=True, help="where to write the outputs (.npz)")
+            sub.add_argument(
+                "-o", "--output", type=Path, required=True, help="where to write the outputs (.npz)"
+            )
 
 
 def cmd_train(args) -> int:
@@ -68,7 +78,7 @@ def cmd_train(args) -> int:
     if resumed is not None and args.weights:
         raise NetcError("--resume already restores the weights; drop --weights")
     training = resumed.training if resumed is not None else {}
-    batch_size = args.batch_size or training.get("batch_size", 32)
+    batch_size = args.batch_size if args.batch_size is not None else training.get("batch_size", 32)
     seed = args.seed if args.seed is not None else training.get("seed", 0)
     model = compile_model(args, batch_size, seed)
     if args.weights:
@@ -168,4 +178,3 @@ def trained_model(args):
     model = compile_model(args, args.batch_size)
     model.load_state_dict(load_checkpoint(args.weights).model)
     return model.eval()
-

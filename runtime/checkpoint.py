@@ -94,7 +94,7 @@ def load_checkpoint(path) -> Checkpoint:
     try:
         with safe_open(str(path), framework="np") as file:
             metadata = file.metadata() or {}
-            tensors = {name: file.get_tensor(name) for name in file.keys()}
+            tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118 (safe_open is no mapping)
     except (SafetensorError, OSError, ValueError, TypeError) as err:
         raise NetcError(f"{path}: not a readable safetensors file ({err})") from None
     checkpoint = Checkpoint(model_tensors(tensors))

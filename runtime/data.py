@@ -107,7 +107,7 @@ class Dataset:
         """(train, validation): a random `fraction` of the samples, chosen by the seed, held out."""
         if not 0 < fraction < 1:
             raise NetcError(f"the validation split must be a fraction between 0 and 1, got {fraction}")
-        held = int(round(len(self) * fraction))
+        held = round(len(self) * fraction)
         if held < 1 or held >= len(self):
             raise NetcError(
                 f"a validation split of {fraction} leaves {held} of {len(self)} samples for validation; "
@@ -151,10 +151,8 @@ def _check_array(name: str, leaf, array) -> list:
         return [f"'{name}' has shape {format_shape(array.shape)}, expected {_per_sample(leaf)}"]
     if leaf.dtype == "i64":
         if array.dtype.kind not in "iu":
-            return [
-                f"'{name}' holds {array.dtype}, but the input is {_per_sample(leaf)}: integers "
-                f"(convert it with .astype(np.int64))"
-            ]
+            hint = "convert it with .astype(np.int64)"
+            return [f"'{name}' holds {array.dtype}, but the input is {_per_sample(leaf)}: integers ({hint})"]
     elif array.dtype.kind not in "fiu":
         return [f"'{name}' holds {array.dtype}, but the input is {_per_sample(leaf)}: numbers"]
     elif array.dtype.kind == "f" and not np.isfinite(array).all():

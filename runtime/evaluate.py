@@ -45,11 +45,15 @@ def check_batch_size(batch_size) -> int:
     return int(batch_size)
 
 
+def _or_models(batch_size, model):
+    return batch_size_of(model) if batch_size is None else batch_size
+
+
 def evaluate(model, data, batch_size: int | None = None) -> dict:
     """The loss (when the network minimises one) and accuracy (when it classifies) over `data`, in eval mode;
     the model's weights and mode are left as they were."""
     sized = SizedModels(model)
-    result = evaluate_sized(sized, data, batch_size or batch_size_of(model))
+    result = evaluate_sized(sized, data, _or_models(batch_size, model))
     sized.sync_home()
     return result
 
@@ -82,11 +86,13 @@ def predict(model, data, batch_size: int | None = None) -> dict:
     graph = model.network.lower(model.bindings, training=False)
     dataset = as_dataset(graph, data, output_inputs(graph))
     pieces: dict = {name: [] for name in graph.outputs}
-    for indices in batches(len(dataset), check_batch_size(batch_size or batch_size_of(model))):
+    for indices in batches(len(dataset), check_batch_size(_or_models(batch_size, model))):
         outputs = sized.model(len(indices), training=False).forward(**dataset.take(indices))
         for name in graph.outputs:
             pieces[name].append(outputs[name])
     sized.sync_home()
     # An output with a row per sample is joined; a scalar one (a summary of each batch) is stacked.
-    return {name: np.stack(arrays) if arrays[0].ndim == 0 else np.concatenate(arrays)
-            for name, arrays in pieces.items()}
+    return {
+        name: np.stack(arrays) if arrays[0].ndim == 0 else np.concatenate(arrays)
+        for name, arrays in pieces.items()
+    }

@@ -86,7 +86,9 @@ def fit(
     run = _Run(
         SizedModels(model, _pick_optimizer(optimizer, resumed, resume)),
         epochs=_check_epochs(epochs),
-        batch_size=check_batch_size(batch_size or training.get("batch_size") or batch_size_of(model)),
+        batch_size=check_batch_size(
+            batch_size if batch_size is not None else training.get("batch_size", batch_size_of(model))
+        ),
         seed=_check_seed(seed if seed is not None else training.get("seed", 0)),
         checkpoint=checkpoint,
         progress=progress,
@@ -131,7 +133,9 @@ def _check_seed(seed) -> int:
 class _Run:
     """One call of fit: the models, the data, and where in training it is (epoch, batch, running loss)."""
 
-    def __init__(self, sized: SizedModels, epochs: int, batch_size: int, seed: int, checkpoint, progress: bool):
+    def __init__(
+        self, sized: SizedModels, epochs: int, batch_size: int, seed: int, checkpoint, progress: bool
+    ):
         self.sized, self.epochs, self.batch_size, self.seed = sized, epochs, batch_size, seed
         self.checkpoint_path, self.progress = checkpoint, progress
         self.history = History()
@@ -238,7 +242,9 @@ class _Run:
             saved = {key: training.get(key) for key in ("batch_size", "seed", "train_samples")}
             now = {"batch_size": self.batch_size, "seed": self.seed, "train_samples": len(self.train_data)}
             if saved != now:
-                differences = ", ".join(f"{key} {saved[key]} (now {now[key]})" for key in saved if saved[key] != now[key])
+                differences = ", ".join(
+                    f"{key} {saved[key]} (now {now[key]})" for key in saved if saved[key] != now[key]
+                )
                 raise NetcError(
                     f"{path} was saved in the middle of an epoch with {differences}; the rest of that epoch "
                     f"needs the same batch size, seed and training data"

@@ -98,6 +98,33 @@ class Volume3d(nn.Module):
         return {"out": out, "loss": F.mse_loss(out, target)}
 
 
+class DigitsMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(64, 128), nn.Linear(128, 10)
+
+    def forward(self, x, labels):
+        logits = self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
+        return {"logits": logits, "loss": F.cross_entropy(logits, labels)}
+
+
+class DigitsCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.conv2, self.bn2 = nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32)
+        self.fc = nn.Linear(32 * 4 * 4, 10)
+
+    def forward(self, x, labels):
+        x = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+        logits = self.fc(torch.flatten(F.max_pool2d(x, 2), 1))
+        return {"logits": logits, "loss": F.cross_entropy(logits, labels)}
+
+
+# examples/digits/: trained on real data by tests/test_digits.py rather than on random inputs
+DIGITS = {"mlp.net": DigitsMLP, "cnn.net": DigitsCNN}
+
+
 # example file -> (twin class, its inputs: a float input by its shape after the batch, labels by class count)
 EXAMPLES = {
     "lenet.net": (LeNet, {"x": (1, 32, 32), "target": (10,)}),
