@@ -46,6 +46,10 @@ def environment() -> Environment:
     return _environment
 
 
+# argmax_mask over rows keeps each row's running maxima and their positions on the stack: rows up to this long.
+ARGMAX_ROW_LIMIT = 4096
+
+
 class Renderer:
     """Renders the kernels of one graph, for one target and precision, over a planned arena."""
 
@@ -237,13 +241,15 @@ class Renderer:
         # vectorises. Sums take this path only when short, since they then accumulate in the output's type.
         tail = _kept_tail(x.shape, axes)
         count = math.prod(d["size"] for d in reduced)
+        start = len(x.shape) - tail
+        row = math.prod(x.shape[start:])
+        outer = [{"size": x.shape[a], "stride": strides[a]} for a in range(start) if a not in axes]
+        rows = dict(row=row, outer=outer[::-1], rows=groups // row)
+        if v.op == "argmax_mask" and tail and row <= ARGMAX_ROW_LIMIT:
+            return ctx | rows | dict(template="argmax_rows.j2")
         if v.op != "argmax_mask" and tail and (not is_sum or count <= 1024):
-            start = len(x.shape) - tail
-            row = math.prod(x.shape[start:])
-            outer = [{"size": x.shape[a], "stride": strides[a]} for a in range(start) if a not in axes]
-            return ctx | dict(
-                template="reduce_rows.j2", row=row, outer=outer[::-1], rows=groups // row,
-                combine="a + v" if is_sum else "(v > a || v != v) ? v : a",
+            return ctx | rows | dict(
+                template="reduce_rows.j2", combine="a + v" if is_sum else "(v > a || v != v) ? v : a"
             )
         acc = "double" if ctype != "int64_t" and is_sum else ctype  # long sums accumulate in double
         return ctx | dict(acc_type=acc, kept=kept[::-1], combine="acc + v" if is_sum else "(v > acc || v != v) ? v : acc")

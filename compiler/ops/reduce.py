@@ -141,6 +141,7 @@ register(
             Sample([_tied(rng, 4, 6)], dict(axes=(1,))),
             Sample([_tied(rng, 2, 3, 4)], dict(axes=(0, 2))),
             Sample([rand(rng, 3, 5)], dict(axes=(0,))),
+            Sample([_tied(rng, 3, 4, 5)], dict(axes=(0, 1))),  # pooling's layout: the last axis kept
         ],
         grad=lambda g, out, x, *, axes: [None],  # piecewise constant
         doc="1 at the first maximum (row-major over `axes`) of each reduced group, 0 elsewhere",
