@@ -30,7 +30,13 @@ def _cpu():
     return CpuBackend()
 
 
-BACKENDS = {"reference": ReferenceBackend, "cpu": _cpu}
+def _cuda():
+    from .cuda import CudaBackend  # imported on demand: it needs CuPy and a GPU, and says so if either is missing
+
+    return CudaBackend()
+
+
+BACKENDS = {"reference": ReferenceBackend, "cpu": _cpu, "cuda": _cuda}
 
 
 def get_backend(name: str):

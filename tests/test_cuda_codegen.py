@@ -1,7 +1,8 @@
-"""The CUDA rendering of the same kernels compiles with nvcc (sm_80 and sm_90) wherever nvcc is installed.
+"""The CUDA rendering of the same kernels compiles with nvcc (sm_80 and sm_90) wherever nvcc is installed, and
+with NVRTC (what CuPy compiles with at run time) wherever CuPy finds it.
 
-No GPU is needed: this checks every template against the CUDA compiler, so a template that does not compile
-fails CI even on machines without a device.
+No GPU is needed: this checks every template, and the module's __global__ entries, against the CUDA
+compilers, so a template that does not compile fails CI even on machines without a device.
 """
 
 from __future__ import annotations
@@ -25,7 +26,22 @@ from netc.compiler.shapes import TensorType
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 NVCC = shutil.which("nvcc")
-pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc is not installed: CUDA sources not compiled")
+needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc is not installed: CUDA sources not compiled")
+
+
+def _nvrtc():
+    """CuPy's binding of NVRTC, if CuPy and the NVRTC library are installed (no GPU needed), else None."""
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+
+        nvrtc.getVersion()
+    except Exception:  # CuPy missing, or its NVRTC library: ImportError, or CuPy's own errors
+        return None
+    return nvrtc
+
+
+NVRTC = _nvrtc()
+needs_nvrtc = pytest.mark.skipif(NVRTC is None, reason="CuPy's NVRTC is not installed: run-time compile not checked")
 
 
 def cuda_source(graph) -> str:
@@ -43,16 +59,48 @@ def nvcc(source: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[:4000]
 
 
+def nvrtc(source: str) -> None:
+    program = NVRTC.createProgram(source, "kernels.cu", [], [])
+    try:
+        NVRTC.compileProgram(program, ["-std=c++17", "-arch=compute_80"])  # the options runtime/cuda.py passes
+    except Exception:
+        pytest.fail(NVRTC.getProgramLog(program)[:4000])
+
+
+def _example_graphs(name: str, training: bool):
+    forward = netc.load(EXAMPLES_DIR / name).lower({"N": 4}, training=training)
+    return simplify(grad(forward)), forward  # the training step (forward, backward and loss), and inference
+
+
+@needs_nvcc
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_example_training_and_inference_kernels_compile(name, training, tmp_path):
-    forward = netc.load(EXAMPLES_DIR / name).lower({"N": 4}, training=training)
-    joint = simplify(grad(forward))
-    nvcc(cuda_source(joint), tmp_path)  # the training step: forward, backward and loss
-    nvcc(cuda_source(forward), tmp_path)  # inference
+    for graph in _example_graphs(name, training):
+        nvcc(cuda_source(graph), tmp_path)
 
 
+@needs_nvrtc
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_example_modules_compile_with_nvrtc(name, training):
+    for graph in _example_graphs(name, training):
+        source = cuda_source(graph)
+        assert source.count('extern "C" __global__') == source.count("_entry(char *arena)") > 0
+        nvrtc(source)
+
+
+@needs_nvcc
 def test_every_op_kernel_compiles(tmp_path):
+    nvcc(cuda_source(_every_op_graph()), tmp_path)
+
+
+@needs_nvrtc
+def test_every_op_kernel_compiles_with_nvrtc():
+    nvrtc(cuda_source(_every_op_graph()))
+
+
+def _every_op_graph() -> Graph:
     """One graph holding one instance of every op sample, so every kernel shape is rendered at least once."""
     graph = Graph("ops")
     rng = np.random.default_rng(0)
@@ -66,4 +114,4 @@ def test_every_op_kernel_compiles(tmp_path):
             graph.outputs[f"{name}{i}"] = graph.emit(name, *leaves, **sample.attrs)
     seed = graph.add_leaf("input", "seed", TensorType((), "i64"))
     graph.outputs["random"] = graph.emit("random_uniform", seed, shape=(3, 5), stream=1)
-    nvcc(cuda_source(graph), tmp_path)
+    return graph

@@ -1,0 +1,127 @@
+"""How the host runs the CUDA module (templates/module.cu.j2): a launch list, one entry per kernel in order.
+
+A kernel is launched through its `__global__` entry with the arena as its one argument, over a grid sized to
+the threads its template's loop can use (grid-stride loops cover any size, so the grid is capped, not exact).
+A matmul is a cuBLAS GEMM on pointers into the arena. Everything here is plain Python over the renderer's
+contexts, so the launch list is tested without a GPU; runtime/cuda.py turns it into launches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..passes.fuse import matmul_operand, storage
+
+BLOCK = 256  # threads per block: a multiple of the warp size, as the block reductions need
+MAX_BLOCKS = 8192  # past this, grid-stride loops give each thread more elements instead of more blocks
+
+
+@dataclass(frozen=True)
+class KernelLaunch:
+    index: int
+    entry: str  # the __global__ function in the module
+    grid: int
+    block: int
+
+
+@dataclass(frozen=True)
+class GemmLaunch:
+    """C = op(A) @ op(B) for each of `batch` matrices, row-major, as the CPU's cblas call computes it. Offsets
+    are bytes into the arena; strides are elements between consecutive matrices of the batch."""
+
+    index: int
+    dtype: str  # "float" or "double"
+    trans_a: bool
+    trans_b: bool
+    m: int
+    n: int
+    k: int
+    lda: int
+    ldb: int
+    ldc: int
+    a: int
+    b: int
+    c: int
+    batch: int
+    stride_a: int
+    stride_b: int
+    stride_c: int
+
+
+def plan_launches(renderer, kernels: list) -> list:
+    """The launch list of `kernels` as `renderer` (a CUDA Renderer over the arena's offsets) renders them."""
+    launches = []
+    for index, kernel in enumerate(kernels):
+        ctx = renderer.context(index, kernel)
+        if kernel.kind == "matmul":
+            launches.append(gemm_launch(index, ctx, kernel, renderer))
+        else:
+            grid, block = launch_shape(ctx)
+            launches.append(KernelLaunch(index, f"{ctx['fn']}_entry", grid, block))
+    return launches
+
+
+def launch_shape(ctx: dict) -> tuple:
+    """(blocks, threads per block) for a kernel's context: as many threads as its outer loop has iterations,
+    with the exceptions its CUDA template (NAME.cu.j2) makes."""
+    template = ctx["template"]
+    if template == "reduce.j2" and ctx["op"] != "argmax_mask":
+        return min(ctx["size"], MAX_BLOCKS), BLOCK  # reduce.cu.j2: a block per group
+    if template == "copy.j2" and ctx["fill"] is not None:
+        return 1, 1024  # copy.cu.j2: a pad fills, then copies, within one block
+    return _blocks(parallel_items(ctx)), BLOCK
+
+
+def parallel_items(ctx: dict) -> int:
+    """How many iterations the kernel's grid-stride loop has: the threads it can keep busy."""
+    template = ctx["template"]
+    if template in ("elementwise.j2", "random.j2", "reduce_rows.j2"):
+        return ctx["size"]  # the CUDA elementwise and row reductions use a thread per output element
+    if template == "reduce.j2":  # argmax_mask: a thread per group
+        return ctx["size"]
+    if template == "rows.j2":
+        return ctx["groups"]
+    if template == "unfold.j2":
+        return ctx["planes"] * ctx["K"] * ctx["L"]
+    if template == "fold.j2":
+        return ctx["planes"] * ctx["in_plane"]
+    if template == "copy.j2":
+        return max(piece["size"] for piece in ctx["pieces"])
+    if template == "index.j2":
+        return ctx["width"] if ctx["op"] == "scatter_add" else ctx["rows"]
+    return ctx.get("size", BLOCK * MAX_BLOCKS)  # a kernel shape this table does not know: the whole grid
+
+
+def _blocks(items: int) -> int:
+    return max(1, min(-(-items // BLOCK), MAX_BLOCKS))
+
+
+def gemm_launch(index: int, ctx: dict, kernel, renderer) -> GemmLaunch:
+    """The GEMM of a matmul kernel, with the sizes and leading dimensions of the CPU's cblas call (its
+    context) and the operands' places in the arena."""
+    (v,) = kernel.values
+    a, b = (storage(matmul_operand(x)[0]) for x in v.inputs)
+    dims = ctx["batch_dims"]  # innermost first; matmul's batch dims are equal, so contiguous strides
+    stride_a, stride_b = (dims[0]["a_stride"], dims[0]["b_stride"]) if dims else (0, 0)
+    for inner, outer in zip(dims, dims[1:]):
+        if (outer["a_stride"], outer["b_stride"]) != (inner["a_stride"] * inner["size"], inner["b_stride"] * inner["size"]):
+            raise AssertionError(f"matmul {ctx['fn']}: batch strides are not uniform")
+    return GemmLaunch(
+        index=index,
+        dtype=renderer.ctype(v.dtype),
+        trans_a=ctx["trans_a"] == "CblasTrans",
+        trans_b=ctx["trans_b"] == "CblasTrans",
+        m=ctx["m"],
+        n=ctx["n"],
+        k=ctx["k"],
+        lda=ctx["lda"],
+        ldb=ctx["ldb"],
+        ldc=ctx["n"],
+        a=renderer.offsets[a.id],
+        b=renderer.offsets[b.id],
+        c=renderer.offsets[storage(v).id],
+        batch=ctx["batch"],
+        stride_a=stride_a,
+        stride_b=stride_b,
+        stride_c=ctx["m"] * ctx["n"],
+    )

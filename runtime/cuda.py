@@ -1,0 +1,210 @@
+"""The CUDA backend: the same fused kernels rendered to CUDA, compiled at run time by CuPy, replayed as a graph.
+
+Preparing a graph fuses it and plans its arena exactly as the cpu backend does (runtime/arena.py), renders the
+CUDA module (templates/module.cu.j2: one `__global__` entry per kernel, taking only the arena) and plans the
+launch list (compiler/codegen/launch.py): each kernel's entry with its grid, each matmul a cuBLAS GEMM on
+pointers into the arena. CuPy compiles the module with NVRTC and caches the binary on disk.
+
+The arena is one device allocation. Preparing launches the list once on the backend's stream (over the zeroed
+arena: it loads the module and lets cuBLAS settle its kernels and workspace), then captures the same launches
+as a CUDA graph. A run copies the inputs into their slots, replays the graph and copies the roots out, all on
+that stream, ordered after the caller's current stream and before its next work.
+
+Inputs may be CuPy arrays, PyTorch CUDA tensors or anything DLPack exports from the GPU (copied device to
+device, never through the host) or NumPy arrays (copied to the device). Results are CuPy arrays: `.get()`
+brings one to the host, and `torch.from_dlpack` hands it to PyTorch without a copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from netc.compiler.codegen.launch import GemmLaunch, plan_launches
+from netc.compiler.codegen.render import CUDA, Renderer
+from netc.compiler.errors import NetcError
+from netc.compiler.ir import LEAF_OPS
+from netc.compiler.passes.fuse import fuse, storage
+
+from .arena import FLOAT_TYPES, plan_arena
+from .state import to_numpy
+
+INSTALL_HINT = "pip install 'netc[cuda12]' (CUDA 12 drivers) or 'netc[cuda13]' (CUDA 13)"
+DLPACK_CUDA = 2  # kDLCUDA, the device type of a DLPack tensor in GPU memory
+
+
+def import_cupy():
+    """CuPy, once it is known to see a GPU; otherwise a NetcError saying what to install or why not."""
+    try:
+        import cupy
+    except ImportError:
+        raise NetcError(f"the cuda backend needs CuPy, which is not installed: {INSTALL_HINT}") from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:  # CuPy raises CUDARuntimeError without a driver, ImportError without libraries
+        raise NetcError(f"the cuda backend found no usable CUDA GPU ({error})", hint=INSTALL_HINT) from None
+    if count == 0:
+        raise NetcError("the cuda backend found no CUDA GPU", hint="run on a machine with an NVIDIA GPU")
+    return cupy
+
+
+@dataclass
+class CudaStep:
+    """A graph compiled for CUDA, before anything touches a device: kernels, arena plan, source, launches."""
+
+    kernels: list
+    offsets: dict  # value id -> byte offset in the arena
+    arena_bytes: int
+    naive_bytes: int
+    source: str
+    launches: list  # KernelLaunch and GemmLaunch, in kernel order
+    float_type: str
+
+
+def compile_step(graph, roots, precision: str) -> CudaStep:
+    """Fuse, plan, render and plan the launches; pure Python, so it runs (and is tested) without a GPU."""
+    float_type, _ = FLOAT_TYPES[precision]
+    kernels = fuse(graph, roots)
+    plan = plan_arena(graph, kernels, roots, float_type)
+    renderer = Renderer(CUDA, float_type, plan.offsets)
+    source = renderer.render(kernels, network=graph.name, mode=graph.mode, arena_bytes=plan.arena_bytes)
+    launches = plan_launches(renderer, kernels)
+    return CudaStep(kernels, plan.offsets, plan.arena_bytes, plan.naive_bytes, source, launches, float_type)
+
+
+class CudaBackend:
+    name = "cuda"
+
+    def __init__(self):
+        self.cupy = import_cupy()
+
+    def prepare(self, graph, roots, precision: str):
+        return CudaRun(self.cupy, compile_step(graph, roots, precision), graph, roots, precision)
+
+
+class CudaRun:
+    """A compiled step on the device: calling it with {leaf name: array} returns {root id: CuPy array}."""
+
+    def __init__(self, cupy, step: CudaStep, graph, roots, precision: str):
+        self.cupy, self.step = cupy, step
+        self._float = FLOAT_TYPES[precision][1]
+        self.module = cupy.RawModule(code=step.source, options=("-std=c++17",))
+        self.arena = cupy.zeros(step.arena_bytes + 64, dtype=cupy.uint8)
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self._error = self.module.get_global("netc_error")
+        self._checks_indices = any(k.kind == "index" and k.values[0].op != "one_hot" for k in step.kernels)
+        from cupy_backends.cuda.libs import cublas
+
+        self._blas = Cublas(cublas, self.stream)
+        self._calls = [self._kernel_call(launch) for launch in step.launches]
+        # The arena never moves, so each leaf's and root's window into it is made once, not per run.
+        self._leaves = [(v.attrs["name"], self._window(v)) for v in graph.live_values(roots) if v.op in LEAF_OPS]
+        self._outputs = [(r.id, self._window(r)) for r in roots]
+        self._graph = self._capture()
+
+    def __call__(self, feeds: dict) -> dict:
+        cupy = self.cupy
+        caller = cupy.cuda.get_current_stream()
+        self.stream.wait_event(caller.record())  # inputs the caller made on its stream are complete
+        with self.stream:
+            for name, window in self._leaves:
+                self._copy_in(window, feeds[name])
+            self._graph.launch(self.stream)
+            results = {vid: window.copy() for vid, window in self._outputs}
+            if self._checks_indices:
+                status = int(cupy.ndarray((), cupy.int64, memptr=self._error).get(stream=self.stream))
+                if status:
+                    raise NetcError(f"an index input is out of range (element {status - 1} of the batch)")
+        caller.wait_event(self.stream.record())  # the caller's next work sees the results
+        return results
+
+    # -- launching -------------------------------------------------------------------------------------------
+
+    def _capture(self):
+        """Run the launch list once, then capture it as a graph."""
+        with self.stream:
+            self._launch_all()
+            self.stream.synchronize()
+            self.stream.begin_capture()
+            self._launch_all()
+            return self.stream.end_capture()
+
+    def _launch_all(self) -> None:
+        self._error.memset_async(0, 8, self.stream)
+        for call in self._calls:
+            call()
+
+    def _kernel_call(self, launch):
+        if isinstance(launch, GemmLaunch):
+            return GemmCall(self._blas, launch, self.arena.data.ptr)
+        function = self.module.get_function(launch.entry)
+        grid, block, args = (launch.grid,), (launch.block,), (self.arena,)
+        return lambda: function(grid, block, args)
+
+    # -- moving data -----------------------------------------------------------------------------------------
+
+    def _window(self, v):
+        dtype = {"i64": np.int64, "f64": np.float64}.get(v.dtype, self._float)
+        offset = self.step.offsets[storage(v).id]
+        return self.cupy.ndarray(tuple(v.shape), dtype, memptr=self.arena.data + offset)
+
+    def _copy_in(self, window, value) -> None:
+        device = device_array(self.cupy, value)
+        if device is not None:
+            self.cupy.copyto(window, device.reshape(window.shape), casting="same_kind")
+        else:
+            host = np.ascontiguousarray(to_numpy(value), dtype=window.dtype).reshape(window.shape)
+            window.set(host, stream=self.stream)
+
+
+def device_array(cupy, value):
+    """`value` as a CuPy array without copying, if it lives on the GPU (CuPy, or DLPack: PyTorch, JAX...)."""
+    if isinstance(value, cupy.ndarray):
+        return value
+    if hasattr(value, "detach"):  # a torch tensor that requires grad refuses to export itself
+        value = value.detach()
+    if hasattr(value, "__dlpack_device__") and value.__dlpack_device__()[0] == DLPACK_CUDA:
+        return cupy.from_dlpack(value)
+    return None
+
+
+class Cublas:
+    """A cuBLAS handle of one run, bound to its stream."""
+
+    def __init__(self, cublas, stream):
+        self.cublas, self.handle = cublas, cublas.create()
+        cublas.setStream(self.handle, stream.ptr)
+        # Full float32 arithmetic: TF32 tensor cores would miss PyTorch's results by more than 1e-4.
+        cublas.setMathMode(self.handle, cublas.CUBLAS_DEFAULT_MATH)
+
+    def __del__(self):
+        if getattr(self, "handle", None) is not None:
+            self.cublas.destroy(self.handle)
+
+
+class GemmCall:
+    """One matmul kernel as a cuBLAS call. cuBLAS is column-major, so the row-major C = op(A) @ op(B) is
+    computed as its transpose, C^T = op(B)^T @ op(A)^T, which is the same bytes."""
+
+    def __init__(self, blas: Cublas, launch: GemmLaunch, base: int):
+        self.blas, self.launch, self.base = blas, launch, base
+        dtype = np.float64 if launch.dtype == "double" else np.float32
+        self.scalars = np.array([1, 0], dtype=dtype)  # alpha and beta, read from the host when captured
+        prefix = "d" if launch.dtype == "double" else "s"
+        self.gemm = getattr(blas.cublas, prefix + ("gemm" if launch.batch == 1 else "gemmStridedBatched"))
+
+    def __call__(self) -> None:
+        g, cublas = self.launch, self.blas.cublas
+        op_a = cublas.CUBLAS_OP_T if g.trans_a else cublas.CUBLAS_OP_N
+        op_b = cublas.CUBLAS_OP_T if g.trans_b else cublas.CUBLAS_OP_N
+        alpha = self.scalars.ctypes.data
+        beta = alpha + self.scalars.itemsize
+        a, b, c = self.base + g.a, self.base + g.b, self.base + g.c
+        if g.batch == 1:
+            self.gemm(self.blas.handle, op_b, op_a, g.n, g.m, g.k, alpha, b, g.ldb, a, g.lda, beta, c, g.ldc)
+        else:
+            self.gemm(
+                self.blas.handle, op_b, op_a, g.n, g.m, g.k, alpha, b, g.ldb, g.stride_b, a, g.lda, g.stride_a,
+                beta, c, g.ldc, g.stride_c, g.batch,
+            )

@@ -1,0 +1,287 @@
+"""The cuda backend. Without a GPU: its error messages, its launch list and its cuBLAS calls (against a NumPy
+stand-in for cuBLAS). With CuPy and a GPU: every example against PyTorch, as the cpu backend is tested —
+forward, gradients, and 20 training steps of SGD with momentum and of Adam."""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_train import OPTIMIZERS, _rounding_driven, _torch_step
+from twins import EXAMPLES, example_inputs
+
+import netc
+from netc import NetcError
+from netc.compiler.autodiff import grad
+from netc.compiler.codegen.launch import BLOCK, MAX_BLOCKS, GemmLaunch, KernelLaunch
+from netc.compiler.codegen.render import C, Renderer
+from netc.compiler.ir import Graph
+from netc.compiler.passes.simplify import simplify
+from netc.compiler.shapes import TensorType
+from netc.runtime.cuda import GemmCall, compile_step, import_cupy
+from netc.runtime.state import to_numpy
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _gpu_missing() -> str | None:
+    try:
+        import_cupy()
+    except NetcError as error:
+        return f"no GPU for the cuda backend: {error.args[0] if error.args else error}"
+    return None
+
+
+NO_GPU = _gpu_missing()
+needs_gpu = pytest.mark.skipif(NO_GPU is not None, reason=NO_GPU or "")
+
+
+# -- without a GPU ---------------------------------------------------------------------------------------------
+
+
+def test_missing_cupy_names_the_extra_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
+    with pytest.raises(NetcError, match=r"needs CuPy.*netc\[cuda12\].*netc\[cuda13\]"):
+        netc.compile(EXAMPLES_DIR / "lenet.net", batch=2, backend="cuda")
+
+
+@pytest.mark.parametrize("failure", ["no driver", "no device"])
+def test_cupy_without_a_gpu_is_a_clear_error(monkeypatch, failure):
+    def device_count():
+        if failure == "no driver":
+            raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+        return 0
+
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=device_count)))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    with pytest.raises(NetcError, match="no (usable )?CUDA GPU"):
+        netc.compile(EXAMPLES_DIR / "lenet.net", batch=2, backend="cuda")
+
+
+def _graphs(name: str, batch: int = 4):
+    forward = netc.load(EXAMPLES_DIR / name).lower({"N": batch}, training=True)
+    joint = simplify(grad(forward))
+    yield forward, list(forward.outputs.values()) + ([forward.loss] if forward.loss is not None else [])
+    yield joint, [joint.loss] + list(joint.outputs.values())
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_launch_list_has_every_kernel_once_in_order(name):
+    for graph, roots in _graphs(name):
+        step = compile_step(graph, roots, "float32")
+        assert [launch.index for launch in step.launches] == list(range(len(step.kernels)))
+        for launch, kernel in zip(step.launches, step.kernels):
+            assert isinstance(launch, GemmLaunch) == (kernel.kind == "matmul")
+            if isinstance(launch, KernelLaunch):
+                assert f'extern "C" __global__ void {launch.entry}(char *arena)' in step.source
+                assert 1 <= launch.grid <= MAX_BLOCKS
+                assert launch.block % 32 == 0 and launch.block <= 1024
+        entries = re.findall(r'__global__ void (\w+)\(', step.source)
+        assert entries == [launch.entry for launch in step.launches if isinstance(launch, KernelLaunch)]
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_gemm_launches_match_the_cpu_blas_calls(name):
+    """Sizes, leading dimensions, transposes and operands are those of the C target's cblas call."""
+    for graph, roots in _graphs(name):
+        step = compile_step(graph, roots, "float32")
+        cpu = Renderer(C, "float", step.offsets)
+        for launch in step.launches:
+            if not isinstance(launch, GemmLaunch):
+                continue
+            ctx = cpu.context(launch.index, step.kernels[launch.index])
+            assert (launch.m, launch.n, launch.k, launch.lda, launch.ldb, launch.ldc) == (
+                ctx["m"], ctx["n"], ctx["k"], ctx["lda"], ctx["ldb"], ctx["n"])
+            assert (launch.trans_a, launch.trans_b) == (ctx["trans_a"] == "CblasTrans", ctx["trans_b"] == "CblasTrans")
+            assert launch.batch == ctx["batch"]
+            assert [launch.a, launch.b, launch.c] == [int(x) for x in re.findall(r"arena \+ (\d+)", ctx["call"])]
+            if launch.batch > 1:
+                assert (launch.stride_a, launch.stride_b, launch.stride_c) == (
+                    launch.m * launch.k, launch.k * launch.n, launch.m * launch.n)
+
+
+@pytest.mark.parametrize("shape, blocks", [((3,), 1), ((1000,), 4), ((4096, 1024), MAX_BLOCKS)])
+def test_grids_cover_the_work_of_small_and_large_kernels(shape, blocks):
+    """A block per BLOCK elements, up to MAX_BLOCKS; past that the grid-stride loops do the rest."""
+    graph = Graph("sizes")
+    graph.outputs["y"] = graph.emit("exp", graph.add_leaf("input", "x", TensorType(shape, "f32")))
+    (launch,) = compile_step(graph, list(graph.outputs.values()), "float32").launches
+    assert (launch.grid, launch.block) == (blocks, BLOCK)
+
+
+class NumpyCublas:
+    """Column-major GEMMs on a NumPy arena, with cuBLAS's argument conventions (pointers are addresses)."""
+
+    CUBLAS_OP_N, CUBLAS_OP_T = 0, 1
+
+    def __init__(self, arena: np.ndarray, dtype):
+        self.arena, self.dtype, self.base = arena, np.dtype(dtype), arena.ctypes.data
+
+    def _matrix(self, address: int, rows: int, cols: int, ld: int, op: int) -> np.ndarray:
+        """The rows x cols column-major matrix at `address`, with op applied (a view)."""
+        stored = (cols, rows) if op else (rows, cols)
+        item = self.dtype.itemsize
+        flat = self.arena[address - self.base:].view(self.dtype)
+        matrix = np.lib.stride_tricks.as_strided(flat, stored, (item, ld * item))
+        return matrix.T if op else matrix
+
+    def sgemm(self, handle, opa, opb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+        scalar = ctypes.c_float.from_address(alpha).value
+        a, b = self._matrix(A, m, k, lda, opa), self._matrix(B, k, n, ldb, opb)
+        self._matrix(C, m, n, ldc, 0)[...] = scalar * (a @ b)
+
+    def sgemmStridedBatched(self, handle, opa, opb, m, n, k, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, count):
+        item = self.dtype.itemsize
+        for i in range(count):
+            self.sgemm(handle, opa, opb, m, n, k, alpha, A + i * sa * item, lda, B + i * sb * item, ldb, beta,
+                       C + i * sc * item, ldc)
+
+
+def test_gemm_calls_compute_the_row_major_products():
+    """Every transpose combination, batched and not, through GemmCall's column-major mapping."""
+    graph = Graph("gemms")
+    rng = np.random.default_rng(0)
+    shapes = {"a": (2, 3, 4), "b": (2, 4, 5), "at": (2, 4, 3), "bt": (2, 5, 4), "m": (3, 4), "mt": (5, 4)}
+    leaves = {name: graph.add_leaf("input", name, TensorType(shape, "f32")) for name, shape in shapes.items()}
+    swap = lambda x: graph.emit("transpose", x, perm=tuple(range(x.rank - 2)) + (x.rank - 1, x.rank - 2))  # noqa: E731
+    graph.outputs["ab"] = graph.emit("matmul", leaves["a"], leaves["b"])
+    graph.outputs["atb"] = graph.emit("matmul", swap(leaves["at"]), leaves["b"])
+    graph.outputs["abt"] = graph.emit("matmul", leaves["a"], swap(leaves["bt"]))
+    graph.outputs["atbt"] = graph.emit("matmul", swap(leaves["at"]), swap(leaves["bt"]))
+    graph.outputs["mmt"] = graph.emit("matmul", leaves["m"], swap(leaves["mt"]))
+    roots = list(graph.outputs.values())
+    step = compile_step(graph, roots, "float32")
+    arena = np.zeros(step.arena_bytes + 64, dtype=np.uint8)
+
+    values = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
+    for name, leaf in leaves.items():
+        start = step.offsets[leaf.id]
+        arena[start: start + values[name].nbytes] = values[name].view(np.uint8).ravel()
+    blas = types.SimpleNamespace(cublas=NumpyCublas(arena, np.float32), handle=0)
+    gemms = [launch for launch in step.launches if isinstance(launch, GemmLaunch)]
+    assert len(gemms) == 5 and {g.batch for g in gemms} == {1, 2}
+    assert {(g.trans_a, g.trans_b) for g in gemms} == {(False, False), (True, False), (False, True), (True, True)}
+    for launch in gemms:
+        GemmCall(blas, launch, arena.ctypes.data)()
+    t = lambda x: np.swapaxes(x, -1, -2)  # noqa: E731
+    v = values
+    expected = {"ab": v["a"] @ v["b"], "atb": t(v["at"]) @ v["b"], "abt": v["a"] @ t(v["bt"]),
+                "atbt": t(v["at"]) @ t(v["bt"]), "mmt": v["m"] @ t(v["mt"])}
+    for name, want in expected.items():
+        start = step.offsets[graph.outputs[name].id]
+        got = arena[start: start + want.nbytes].view(np.float32).reshape(want.shape)
+        np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=name)
+
+
+# -- on a GPU ---------------------------------------------------------------------------------------------------
+
+
+def _host(value) -> np.ndarray:
+    return to_numpy(value)
+
+
+def _models(name: str, training: bool, batch: int = 4):
+    twin_class, spec = EXAMPLES[name]
+    torch.manual_seed(0)
+    twin = twin_class().train(training)
+    model = netc.compile(EXAMPLES_DIR / name, batch=batch, backend="cuda").train(training)
+    model.load_state_dict(twin.state_dict())
+    return twin, model, example_inputs(spec, batch, np.random.default_rng(5))
+
+
+@needs_gpu
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_forward_and_gradients_match_pytorch(name, training):
+    twin, model, inputs = _models(name, training)
+    got = {key: _host(value) for key, value in model.gradients(**inputs).items()}
+    out = twin(**{k: torch.from_numpy(v) for k, v in inputs.items()})
+    out["loss"].backward()
+    np.testing.assert_allclose(got["loss"], out["loss"].item(), rtol=1e-5)
+    expected = {k: p.grad.numpy() for k, p in twin.named_parameters()}
+    largest = max(np.abs(v).max() for v in expected.values())
+    for key, value in expected.items():
+        assert np.abs(got[key] - value).max() <= 1e-4 * max(np.abs(value).max(), 1e-3 * largest), key
+    forward = model.forward(**inputs)
+    for key in forward:
+        np.testing.assert_allclose(_host(forward[key]), out[key].detach().numpy(), rtol=1e-4, atol=1e-6)
+
+
+@needs_gpu
+@pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_example_training_matches_pytorch(name, kind):
+    """As tests/test_train.py checks the cpu backend: every step's loss, then every parameter and buffer."""
+    twin_class, spec = EXAMPLES[name]
+    torch.manual_seed(0)
+    twin = twin_class()
+    model = netc.compile(EXAMPLES_DIR / name, batch=4, backend="cuda")
+    model.load_state_dict(twin.state_dict())
+    ours, make_theirs = OPTIMIZERS[kind](name)
+    trainer, theirs = model.trainer(ours), make_theirs(twin.parameters())
+    rng = np.random.default_rng(1)
+    batches = [example_inputs(spec, 4, rng) for _ in range(3)]
+    for step in range(20):
+        batch = batches[step % len(batches)]
+        expected = _torch_step(twin, theirs, batch)
+        assert trainer.step(**batch) == pytest.approx(expected, rel=1e-4), f"step {step}"
+    rounding_driven = _rounding_driven(twin) if kind == "adam" else set()
+    got = {key: _host(value) for key, value in model.state_dict().items()}
+    for key, value in twin.state_dict().items():
+        if key not in rounding_driven:
+            value = value.numpy().astype(np.float64)
+            assert np.linalg.norm(got[key] - value) <= 1e-4 * max(np.linalg.norm(value), 1e-6), key
+
+
+def _run_lenet():
+    model = netc.compile(EXAMPLES_DIR / "lenet.net", batch=8, backend="cuda")
+    graph = model.graph
+    roots = list(graph.outputs.values()) + [graph.loss]
+    run = model.backend.prepare(graph, roots, "float32")
+    inputs = example_inputs(EXAMPLES["lenet.net"][1], 8, np.random.default_rng(2))
+    feeds = {"__seed__": np.int64(0), **inputs, **model.state_dict()}
+    return run, roots, feeds
+
+
+@needs_gpu
+def test_inputs_from_cupy_torch_and_numpy_give_the_same_results():
+    import cupy
+
+    run, roots, feeds = _run_lenet()
+    want = {vid: _host(value) for vid, value in run(feeds).items()}
+    as_cupy = {name: cupy.asarray(value) for name, value in feeds.items()}
+    variants = [as_cupy]
+    if torch.cuda.is_available():
+        variants.append({name: torch.as_tensor(np.asarray(value)).cuda() for name, value in feeds.items()})
+    for variant in variants:
+        got = run(variant)
+        assert all(isinstance(value, cupy.ndarray) for value in got.values())
+        for vid, value in got.items():
+            np.testing.assert_array_equal(value.get(), want[vid])
+
+
+@needs_gpu
+def test_graph_replays_are_repeatable_and_follow_new_inputs():
+    run, roots, feeds = _run_lenet()
+    first = {vid: _host(v) for vid, v in run(feeds).items()}
+    again = {vid: _host(v) for vid, v in run(feeds).items()}
+    for vid in first:
+        np.testing.assert_array_equal(first[vid], again[vid])
+    changed = dict(feeds, x=feeds["x"] * 2)
+    assert any(not np.array_equal(_host(v), first[vid]) for vid, v in run(changed).items())
+
+
+@needs_gpu
+def test_an_out_of_range_label_is_an_error():
+    _, spec = EXAMPLES["cifar_net.net"]
+    model = netc.compile(EXAMPLES_DIR / "cifar_net.net", batch=2, backend="cuda")
+    inputs = example_inputs(spec, 2, np.random.default_rng(0))
+    inputs["labels"] = np.array([1, 99])
+    with pytest.raises(NetcError, match="out of range"):
+        model.forward(**inputs)
