@@ -10,6 +10,9 @@ arena: it loads the module and lets cuBLAS settle its kernels and workspace), th
 as a CUDA graph. A run copies the inputs into their slots, replays the graph and copies the roots out, all on
 that stream, ordered after the caller's current stream and before its next work.
 
+State (parameters, buffers, optimiser state) is resident on the device, as on the cpu backend (runtime/store.py
+and resident.py): it stays in its arena slots between runs, and only the inputs are copied in.
+
 Inputs may be CuPy arrays, PyTorch CUDA tensors or anything DLPack exports from the GPU (copied device to
 device, never through the host) or NumPy arrays (copied to the device). Results are CuPy arrays: `.get()`
 brings one to the host, and `torch.from_dlpack` hands it to PyTorch without a copy.
@@ -27,8 +30,10 @@ from netc.compiler.errors import NetcError
 from netc.compiler.ir import LEAF_OPS
 from netc.compiler.passes.fuse import fuse, storage
 
-from .arena import FLOAT_TYPES, plan_arena
+from .arena import FLOAT_TYPES
+from .resident import plan_resident_arena
 from .state import to_numpy
+from .store import Resident
 
 INSTALL_HINT = "pip install 'netc[cuda12]' (CUDA 12 drivers) or 'netc[cuda13]' (CUDA 13)"
 DLPACK_CUDA = 2  # kDLCUDA, the device type of a DLPack tensor in GPU memory
@@ -59,59 +64,96 @@ class CudaStep:
     naive_bytes: int
     source: str
     launches: list  # KernelLaunch and GemmLaunch, in kernel order
-    float_type: str
+    homes: dict  # new value id -> id of the leaf it is written over in place
 
 
-def compile_step(graph, roots, precision: str) -> CudaStep:
-    """Fuse, plan, render and plan the launches; pure Python, so it runs (and is tested) without a GPU."""
+def compile_step(graph, roots, precision: str, carried: dict | None = None) -> CudaStep:
+    """Fuse, plan, render and plan the launches; pure Python, so it runs (and is tested) without a GPU.
+    `carried` maps the leaves whose slots must hold new values after a run to those values."""
     float_type, _ = FLOAT_TYPES[precision]
+    carried = carried or {}
+    roots = list({v.id: v for v in [*roots, *carried.values()]}.values())
     kernels = fuse(graph, roots)
-    plan = plan_arena(graph, kernels, roots, float_type)
+    plan, homes = plan_resident_arena(graph, kernels, roots, float_type, carried)
     renderer = Renderer(CUDA, float_type, plan.offsets)
     source = renderer.render(kernels, network=graph.name, mode=graph.mode, arena_bytes=plan.arena_bytes)
     launches = plan_launches(renderer, kernels)
-    return CudaStep(kernels, plan.offsets, plan.arena_bytes, plan.naive_bytes, source, launches, float_type)
+    return CudaStep(kernels, plan.offsets, plan.arena_bytes, plan.naive_bytes, source, launches, homes)
 
 
 class CudaBackend:
     name = "cuda"
+    keeps_state = True  # prepare(state=...) keeps parameters, buffers and optimiser state in the arena
 
     def __init__(self):
         self.cupy = import_cupy()
 
-    def prepare(self, graph, roots, precision: str):
-        return CudaRun(self.cupy, compile_step(graph, roots, precision), graph, roots, precision)
+    def prepare(self, graph, roots, precision: str, state: dict | None = None) -> CudaRun:
+        """As CpuBackend.prepare: a callable running `graph` on feeds of its leaves and returning `roots`, with
+        the leaves named in `state` resident (state[name]: the value replacing one after a run, or None)."""
+        leaves = {**graph.params, **graph.buffers, **graph.inputs}
+        state = {name: value for name, value in (state or {}).items() if name in leaves}
+        carried = {leaves[name]: value for name, value in state.items() if value is not None}
+        step = compile_step(graph, roots, precision, carried)
+        resident = {name: (leaves[name], value) for name, value in state.items()}
+        return CudaRun(self.cupy, step, graph, roots, resident, precision)
 
 
-class CudaRun:
-    """A compiled step on the device: calling it with {leaf name: array} returns {root id: CuPy array}."""
+class CudaRun(Resident):
+    """A compiled step on the device: calling it with {input name: array} returns {root id: CuPy array}, and
+    leaves each resident leaf's new value in its slot."""
 
-    def __init__(self, cupy, step: CudaStep, graph, roots, precision: str):
+    def __init__(self, cupy, step: CudaStep, graph, roots: list, state: dict, precision: str):
         self.cupy, self.step = cupy, step
         self._float = FLOAT_TYPES[precision][1]
         self.module = cupy.RawModule(code=step.source, options=("-std=c++17",))
-        self.arena = cupy.zeros(step.arena_bytes + 64, dtype=cupy.uint8)
         self.stream = cupy.cuda.Stream(non_blocking=True)
+        with self.stream:  # zeroed on the stream that will use it: a non-blocking stream skips no queue
+            self.arena = cupy.zeros(step.arena_bytes + 64, dtype=cupy.uint8)
         self._error = self.module.get_global("netc_error")
         self._checks_indices = any(k.kind == "index" and k.values[0].op != "one_hot" for k in step.kernels)
-        from cupy_backends.cuda.libs import cublas
-
-        self._blas = Cublas(cublas, self.stream)
+        self._blas = Cublas(self.stream)
         self._calls = [self._kernel_call(launch) for launch in step.launches]
         # The arena never moves, so each leaf's and root's window into it is made once, not per run.
-        self._leaves = [(v.attrs["name"], self._window(v)) for v in graph.live_values(roots) if v.op in LEAF_OPS]
+        super().__init__(
+            {name: self._window(leaf) for name, (leaf, _) in state.items() if leaf.id in step.offsets}
+        )
+        resident = {leaf.id for leaf, _ in state.values()}
+        computed = [*roots, *(value for _, value in state.values() if value is not None)]
+        self._inputs = [
+            (v.attrs["name"], self._window(v))
+            for v in graph.live_values(computed)
+            if v.op in LEAF_OPS and v.id not in resident
+        ]
         self._outputs = [(r.id, self._window(r)) for r in roots]
+        # The new values not written in place: (slot, the value's window, whether that is a leaf's slot).
+        self._copies = [
+            (self.slots[name], self._window(value), storage(value).op in LEAF_OPS)
+            for name, (leaf, value) in state.items()
+            if value is not None and storage(value).id not in step.homes and storage(value) is not leaf
+        ]
         self._graph = self._capture()
+
+    def read(self, name: str) -> np.ndarray:
+        return self.slots[name].get(stream=self.stream)
+
+    def write(self, name: str, value) -> None:
+        with self.stream:
+            self._copy_in(self.slots[name], value)
 
     def __call__(self, feeds: dict) -> dict:
         cupy = self.cupy
         caller = cupy.cuda.get_current_stream()
         self.stream.wait_event(caller.record())  # inputs the caller made on its stream are complete
         with self.stream:
-            for name, window in self._leaves:
+            for name, window in self._inputs:
                 self._copy_in(window, feeds[name])
             self._graph.launch(self.stream)
             results = {vid: window.copy() for vid, window in self._outputs}
+            # A leaf's old value is read before any copy can overwrite it.
+            sources = [source.copy() if from_leaf else source for _, source, from_leaf in self._copies]
+            for (slot, _, _), source in zip(self._copies, sources):
+                self.cupy.copyto(slot, source)
             if self._checks_indices:
                 status = int(cupy.ndarray((), cupy.int64, memptr=self._error).get(stream=self.stream))
                 if status:
@@ -172,7 +214,9 @@ def device_array(cupy, value):
 class Cublas:
     """A cuBLAS handle of one run, bound to its stream."""
 
-    def __init__(self, cublas, stream):
+    def __init__(self, stream):
+        from cupy_backends.cuda.libs import cublas  # CuPy's thin binding of the cuBLAS C API
+
         self.cublas, self.handle = cublas, cublas.create()
         cublas.setStream(self.handle, stream.ptr)
         # Full float32 arithmetic: TF32 tensor cores would miss PyTorch's results by more than 1e-4.
