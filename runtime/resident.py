@@ -65,16 +65,30 @@ def in_place_homes(kernels, carried: dict, roots: list) -> dict:
         if new.dtype != leaf.dtype or math.prod(new.shape) != math.prod(leaf.shape):
             continue
         k, read = written[new.id], last_read.get(leaf.id, -1)
-        if read < k or (read == k and leaf.id in leaves_read_in_place(kernels[k])):
+        if read < k or (read == k and new.id in in_place_writers(kernels[k]).get(leaf.id, ())):
             homes[new.id] = leaf.id
     return homes
 
 
-def leaves_read_in_place(kernel) -> set:
-    """The ids of the leaves an elementwise kernel reads only at the index it writes (never through a
-    broadcast); empty for other kernels, which make no such promise."""
-    if kernel.kind != "elementwise":
-        return set()
+def in_place_writers(kernel) -> dict:
+    """Leaf id -> the ids of the outputs that may overwrite it during `kernel` itself.
+
+    An elementwise loop loads element i of every input before it stores element i of any output, so its
+    outputs may overwrite a leaf it reads only at the index it writes (never through a broadcast). The parts of
+    a multi-tensor kernel run at the same time, so there only the outputs of the one part that reads the leaf
+    may. Other kernels make no such promise."""
+    parts = kernel.parts if kernel.kind == "multi" else [kernel] if kernel.kind == "elementwise" else []
+    writers, readers = {}, {}
+    for part in parts:
+        for leaf in _leaves_read_at_their_index(part):
+            writers[leaf] = {out.id for out in part.outputs}
+        for x in part.inputs():
+            readers[x.id] = readers.get(x.id, 0) + 1
+    return {leaf: outs for leaf, outs in writers.items() if readers[leaf] == 1}
+
+
+def _leaves_read_at_their_index(kernel) -> set:
+    """The ids of the leaves an elementwise kernel reads only at the index it writes, not through a broadcast."""
     inside = {v.id for v in kernel.values}
     outside = [(v, storage(i)) for v in kernel.values for i in v.inputs if i.id not in inside]
     strided = {x.id for v, x in outside if v.op == "broadcast_to"}

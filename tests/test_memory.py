@@ -82,6 +82,53 @@ def test_leaves_live_throughout_and_empty_buffers_take_no_room():
     assert plan.offsets["t"] == plan.offsets["u"]
 
 
+# --- resident state: a new value put in its leaf's slot ------------------------------------------------------
+
+
+def test_a_new_value_takes_over_its_leaf_once_the_leaf_is_read_no_more():
+    # w is read up to kernel 2; its new value is written at kernel 4 and must end the step in w's bytes.
+    buffers = [Buffer("w", 256, -1, 2), Buffer("t", 256, 0, 3), Buffer("new", 256, 4, 5, home="w")]
+    plan = planned(buffers)
+    assert plan.aliases == {"new": "w"} and plan.offsets["new"] == plan.offsets["w"] != plan.offsets["t"]
+
+
+def test_a_new_value_takes_over_its_leaf_in_the_kernel_that_reads_it_last_if_in_place():
+    buffers = [Buffer("w", 256, -1, 3), Buffer("m", 256, -1, 3), Buffer("new", 256, 3, 5, ("w", "m"), home="w")]
+    plan = planned(buffers)
+    assert plan.aliases == {"new": "w"} and plan.offsets["new"] == plan.offsets["w"] != plan.offsets["m"]
+
+
+def test_a_home_taken_is_not_offered_to_another_buffer():
+    buffers = [Buffer("w", 256, -1, 3), Buffer("x", 256, 3, 4, ("w",)), Buffer("new", 256, 3, 5, ("w",), "w")]
+    plan = planned(buffers)
+    assert plan.aliases == {"new": "w"} and plan.offsets["x"] != plan.offsets["w"]
+
+
+@pytest.mark.parametrize("buffers, reason", [
+    ([Buffer("w", 256, -1, 4), Buffer("new", 256, 3, 5, home="w")], "read after the new value is written"),
+    ([Buffer("w", 256, -1, 3), Buffer("new", 256, 3, 5, home="w")], "read by the writing kernel, not in place"),
+    ([Buffer("w", 128, -1, 1), Buffer("new", 256, 3, 5, home="w")], "smaller"),
+    ([Buffer("w", 256, -1, 1), Buffer("new", 256, 3, 5, home="v")], "no such buffer"),
+    ([Buffer("w", 256, -1, 1), Buffer("a", 256, 3, 5, home="w"), Buffer("b", 256, 3, 5, home="w")], "two"),
+    ([Buffer("v", 256, -1, -1), Buffer("w", 256, 0, 1, home="v"), Buffer("new", 256, 3, 5, home="w")], "chain"),
+], ids=lambda x: x if isinstance(x, str) else "")
+def test_a_home_the_buffer_cannot_take_over_is_refused(buffers, reason):
+    with pytest.raises(ValueError, match="home"):
+        plan_memory(buffers)
+
+
+def test_verify_plan_catches_a_home_not_taken_or_taken_too_early():
+    buffers = [Buffer("w", 256, -1, 2), Buffer("new", 256, 4, 5, home="w")]
+    with pytest.raises(AssertionError, match="not in its home"):
+        verify_plan(buffers, MemoryPlan({"w": 0, "new": 256}, 512, 512, {}))
+    read_late = [Buffer("w", 256, -1, 4), Buffer("new", 256, 3, 5, home="w")]
+    with pytest.raises(AssertionError, match="does not end"):
+        verify_plan(read_late, MemoryPlan({"w": 0, "new": 0}, 256, 512, {"new": "w"}))
+    not_home = [Buffer("w", 256, -1, 2), Buffer("new", 256, 4, 5)]
+    with pytest.raises(AssertionError, match="may not alias"):
+        verify_plan(not_home, MemoryPlan({"w": 0, "new": 0}, 256, 512, {"new": "w"}))
+
+
 def test_offsets_follow_the_alignment_asked_for():
     buffers = [Buffer(i, 10, 0, 0) for i in range(4)]
     assert sorted(planned(buffers, alignment=16).offsets.values()) == [0, 16, 32, 48]
@@ -126,14 +173,34 @@ def lifetimes(draw):
     return buffers
 
 
+@st.composite
+def lifetimes_with_resident_state(draw):
+    """lifetimes(), plus up to 8 leaves (live from before the first kernel, read up to some kernel) each with a
+    new value written at or after the leaf's last read and live to the end, whose home is the leaf. Leaves may
+    also be offered to the other buffers as in-place inputs, which must then yield to the new values."""
+    buffers = draw(lifetimes())
+    end = max((b.last for b in buffers), default=0) + 1
+    for j in range(draw(st.integers(0, 8))):
+        leaf = Buffer(f"leaf{j}", draw(st.integers(1, 10**5)), -1, draw(st.integers(-1, end - 1)))
+        first = draw(st.integers(max(leaf.last, 0), end - 1))
+        offered = (leaf.name,) if first == leaf.last or draw(st.booleans()) else ()
+        new = Buffer(f"new{j}", draw(st.integers(1, leaf.nbytes)), first, end, offered, home=leaf.name)
+        rival = Buffer(f"rival{j}", leaf.nbytes, first, first, (leaf.name,))  # would like the leaf's bytes too
+        buffers += [leaf, rival, new] if draw(st.booleans()) else [new, leaf]
+    return buffers
+
+
 @settings(max_examples=200, deadline=None)
-@given(lifetimes(), st.sampled_from([1, 8, 64]))
+@given(st.one_of(lifetimes(), lifetimes_with_resident_state()), st.sampled_from([1, 8, 64]))
 def test_random_plans_are_valid_and_sized_between_the_bounds(buffers, alignment):
     plan = plan_memory(buffers, alignment)
     verify_plan(buffers, plan)
     assert all(offset % alignment == 0 for offset in plan.offsets.values())
     assert live_bytes_lower_bound(buffers, plan.aliases) <= plan.arena_bytes <= plan.naive_bytes
     assert plan_memory(list(buffers), alignment) == plan  # deterministic
+    for b in buffers:
+        if b.home is not None:  # every new value ends the step in its leaf's bytes
+            assert plan.aliases[b.name] == b.home and plan.offsets[b.name] == plan.offsets[b.home]
 
 
 # --- size --------------------------------------------------------------------------------------------------
