@@ -132,7 +132,7 @@ class NumpyCublas:
         return matrix.T if op else matrix
 
     def sgemm(self, handle, opa, opb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
-        scalar = ctypes.c_float.from_address(alpha).value
+        scalar = (ctypes.c_double if self.dtype == np.float64 else ctypes.c_float).from_address(alpha).value
         a, b = self._matrix(A, m, k, lda, opa), self._matrix(B, k, n, ldb, opb)
         self._matrix(C, m, n, ldc, 0)[...] = scalar * (a @ b)
 
@@ -141,6 +141,8 @@ class NumpyCublas:
         for i in range(count):
             self.sgemm(handle, opa, opb, m, n, k, alpha, A + i * sa * item, lda, B + i * sb * item, ldb, beta,
                        C + i * sc * item, ldc)
+
+    dgemm, dgemmStridedBatched = sgemm, sgemmStridedBatched  # the arena's dtype decides
 
 
 def test_gemm_calls_compute_the_row_major_products():

@@ -81,6 +81,8 @@ def parallel_items(ctx: dict) -> int:
         return ctx["size"]
     if template == "rows.j2":
         return ctx["groups"]
+    if template == "argmax_rows.j2":
+        return ctx["rows"]
     if template == "unfold.j2":
         return ctx["planes"] * ctx["K"] * ctx["L"]
     if template == "fold.j2":

@@ -1,0 +1,122 @@
+"""The cuda backend's whole plan, run on the CPU: the CUDA module compiled as host C++ with one thread per
+launch (a grid of one block of one thread, so every grid-stride loop walks its whole range and every block
+reduction degenerates to one thread), its kernel entries called in launch-list order over a NumPy arena, and
+its GEMMs made by GemmCall against a NumPy stand-in for cuBLAS. Results must match the reference backend.
+
+This checks, without a GPU, what only a GPU run would otherwise: the CUDA variants' index arithmetic, the
+entries' pointers into the arena, the launch order and the GEMM mapping. It cannot check what needs real
+threads: races between them, and the warp shuffles of the block reductions.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import shutil
+import subprocess
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_cuda_runtime import NumpyCublas
+from twins import EXAMPLES, example_inputs
+
+import netc
+from netc.compiler.autodiff import grad
+from netc.compiler.codegen.launch import GemmLaunch
+from netc.compiler.ir import LEAF_OPS, Graph
+from netc.compiler.ops import OPS
+from netc.compiler.passes.fuse import storage
+from netc.compiler.passes.simplify import simplify
+from netc.compiler.shapes import TensorType
+from netc.runtime.cuda import GemmCall, compile_step
+from netc.runtime.reference import run_graph
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+CXX = shutil.which("g++") or shutil.which("c++")
+pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler to emulate the CUDA module with")
+
+# CUDA's built-ins for one thread: what the module needs beyond C++ to compile and run on the host.
+EMULATION = r"""
+#include <string.h>
+#define __global__
+#define __device__
+#define __shared__ static
+#define __syncthreads()
+struct netc_dim3 { unsigned x; };
+static const netc_dim3 threadIdx = {0}, blockIdx = {0}, blockDim = {1}, gridDim = {1};
+static const int warpSize = 1;
+template <class T> static T __shfl_down_sync(unsigned, T value, int) { return value; }
+"""
+
+
+def _emulated_library(source: str, tmp_path: Path):
+    (tmp_path / "emulation.h").write_text(EMULATION)
+    (tmp_path / "module.cpp").write_text(source)
+    library = tmp_path / "module.so"
+    command = [CXX, "-std=c++17", "-O1", "-fPIC", "-shared", "-include", str(tmp_path / "emulation.h"),
+               str(tmp_path / "module.cpp"), "-o", str(library)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[:4000]
+    return ctypes.CDLL(str(library))
+
+
+def run_emulated(graph, roots, feeds: dict, precision: str, tmp_path: Path) -> dict:
+    step = compile_step(graph, roots, precision)
+    library = _emulated_library(step.source, tmp_path)
+    arena = np.zeros(step.arena_bytes + 64, dtype=np.uint8)
+    float_type = np.float64 if precision == "float64" else np.float32
+
+    def window(v) -> np.ndarray:
+        dtype = np.dtype({"i64": np.int64, "f64": np.float64}.get(v.dtype, float_type))
+        start = step.offsets[storage(v).id]
+        return arena[start: start + dtype.itemsize * math.prod(v.shape)].view(dtype).reshape(v.shape)
+
+    for v in graph.live_values(roots):
+        if v.op in LEAF_OPS:
+            window(v)[...] = feeds[v.attrs["name"]]
+    blas = types.SimpleNamespace(cublas=NumpyCublas(arena, float_type), handle=0)
+    for launch in step.launches:
+        if isinstance(launch, GemmLaunch):
+            GemmCall(blas, launch, arena.ctypes.data)()
+        else:
+            getattr(library, launch.entry)(ctypes.c_void_p(arena.ctypes.data))
+    return {r.id: window(r).copy() for r in roots}
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_emulated_cuda_plan_matches_the_reference(name, training, tmp_path):
+    model = netc.compile(EXAMPLES_DIR / name, batch=3, precision="float64").train(training)
+    graph = simplify(grad(model.graph))
+    roots = [graph.loss] + list(graph.outputs.values()) + list(graph.updates.values())
+    inputs = example_inputs(EXAMPLES[name][1], 3, np.random.default_rng(4))
+    feeds = {"__seed__": np.int64(7), **inputs, **model.state_dict()}
+    want = run_graph(graph, feeds, roots, "float64")
+    got = run_emulated(graph, roots, feeds, "float64", tmp_path)
+    for r in roots:
+        np.testing.assert_allclose(got[r.id], want[r.id], rtol=1e-9, atol=1e-12, err_msg=str(r))
+
+
+def test_emulated_cuda_plan_of_every_op_sample_matches_the_reference(tmp_path):
+    """One graph holding every op sample, so every kernel shape and CUDA variant runs at least once."""
+    graph, feeds = Graph("ops"), {"seed": np.int64(3)}
+    rng = np.random.default_rng(0)
+    for name, op in sorted(OPS.items()):
+        if op.samples is None or op.kind == "leaf":
+            continue
+        for i, sample in enumerate(op.samples(rng)):
+            leaves = []
+            for j, array in enumerate(sample.inputs):
+                dtype = "i64" if array.dtype.kind in "iu" else "f64"
+                leaves.append(graph.add_leaf("input", f"{name}{i}_{j}", TensorType(array.shape, dtype)))
+                feeds[f"{name}{i}_{j}"] = array
+            graph.outputs[f"{name}{i}"] = graph.emit(name, *leaves, **sample.attrs)
+    seed = graph.add_leaf("input", "seed", TensorType((), "i64"))
+    graph.outputs["random"] = graph.emit("random_uniform", seed, shape=(3, 5), stream=1)
+    roots = list(graph.outputs.values())
+    want = run_graph(graph, feeds, roots, "float64")
+    got = run_emulated(graph, roots, feeds, "float64", tmp_path)
+    for name, r in graph.outputs.items():
+        np.testing.assert_allclose(got[r.id], want[r.id], rtol=1e-9, atol=1e-12, err_msg=name)
