@@ -161,6 +161,10 @@ class CudaRun(Resident):
         caller.wait_event(self.stream.record())  # the caller's next work sees the results
         return results
 
+    def replay(self) -> None:
+        """Launch the captured step on the run's stream, moving no inputs or outputs: for timing kernels."""
+        self._graph.launch(self.stream)
+
     # -- launching -------------------------------------------------------------------------------------------
 
     def _capture(self):
