@@ -15,6 +15,7 @@ import netc
 from netc.compiler.autodiff import grad
 from netc.compiler.errors import NetcError
 from netc.compiler.passes.simplify import count_values, simplify
+from netc.runtime.state import to_numpy
 from netc.cli_train import EXIT_INTERRUPTED
 from netc.cli_train import add_commands as add_training_commands
 
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("-o", "--output", type=Path, required=True, help="the folder to write into")
     run = command("run", cmd_run, "run the network forward on random inputs and print what comes out")
     run.add_argument("--batch", type=int, default=4)
-    run.add_argument("--backend", default="reference")
+    run.add_argument("--backend", default="reference", help="reference, cpu or cuda")
     run.add_argument("--seed", type=int, default=0)
     add_training_commands(command)
     return parser
@@ -173,7 +174,7 @@ def cmd_run(args) -> None:
     )
     rng = np.random.default_rng(args.seed)
     inputs = {name: random_input(model.graph.inputs[name], rng) for name in model.input_names()}
-    outputs = model.forward(**inputs)
+    outputs = {name: to_numpy(array) for name, array in model.forward(**inputs).items()}  # cuda: CuPy arrays
     print(f"{model.network.name} on the {args.backend} backend, batch {args.batch}, random inputs:")
     for name, array in outputs.items():
         summary = (
