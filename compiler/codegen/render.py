@@ -245,7 +245,7 @@ class Renderer:
         row = math.prod(x.shape[start:])
         outer = [{"size": x.shape[a], "stride": strides[a]} for a in range(start) if a not in axes]
         rows = dict(row=row, outer=outer[::-1], rows=groups // row)
-        if v.op == "argmax_mask" and tail and row <= ARGMAX_ROW_LIMIT:
+        if v.op == "argmax_mask" and tail and row <= ARGMAX_ROW_LIMIT and math.prod(x.shape) < 2**31:
             return ctx | rows | dict(template="argmax_rows.j2")
         if v.op != "argmax_mask" and tail and (not is_sum or count <= 1024):
             return ctx | rows | dict(
