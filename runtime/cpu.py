@@ -1,14 +1,14 @@
 """The CPU backend: fused kernels rendered to C, compiled once, run as one native call per step.
 
 Preparing a graph fuses it into kernels, plans one arena for every buffer (inputs, parameters, intermediates,
-outputs) at offsets fixed at compile time, renders the C source and builds it (through the compile cache). Each
-run copies the inputs into their arena slots, makes one call into native code — every kernel in order — and
-copies the roots out.
+outputs) at offsets fixed at compile time, renders the C source and builds it (through the compile cache).
+Each run copies the inputs into their arena slots, makes one call into native code — every kernel in order —
+and copies the roots out.
 
 State (parameters, buffers, optimiser state) is resident: it stays in its slots of the arena between runs, and
 runtime/store.py moves it between the arenas of a model's steps only when another step needs it. A training
-step writes each new value over the old one in place where no later kernel reads the old one (resident.py), and
-otherwise into a buffer of its own that is copied into the slot after the native call.
+step writes each new value over the old one in place where no later kernel reads the old one (resident.py),
+and otherwise into a buffer of its own that is copied into the slot after the native call.
 """
 
 from __future__ import annotations
@@ -102,9 +102,9 @@ class CpuBackend:
         single_threaded_blas()
 
     def prepare(self, graph, roots, precision: str, state: dict | None = None) -> CpuRun:
-        """A callable running `graph` on feeds of its leaves and returning `roots`. The leaves named in `state`
-        are resident instead (see runtime/store.py): state[name] is the value that replaces one after a run,
-        or None if a run leaves it as it is."""
+        """A callable running `graph` on feeds of its leaves and returning `roots`. The leaves named in
+        `state` are resident instead (see runtime/store.py): state[name] is the value that replaces one after
+        a run, or None if a run leaves it as it is."""
         leaves = {**graph.params, **graph.buffers, **graph.inputs}
         state = {name: value for name, value in (state or {}).items() if name in leaves}
         carried = {leaves[name]: value for name, value in state.items() if value is not None}

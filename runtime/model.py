@@ -7,8 +7,8 @@
 Like a torch module it starts in train mode; `eval()` switches BatchNorm to running statistics and turns
 dropout off. A forward pass in train mode also updates BatchNorm's running statistics, as PyTorch's does.
 
-The parameters and buffers are a StateStore (runtime/store.py): on a compiled backend they stay resident in the
-arena of the step that last ran, and state_dict() reads them from there.
+The parameters and buffers are a StateStore (runtime/store.py): on a compiled backend they stay resident in
+the arena of the step that last ran, and state_dict() reads them from there.
 """
 
 from __future__ import annotations
@@ -166,7 +166,8 @@ class Model:
             carry = dict.fromkeys([*graph.params, *graph.buffers])
             if updating:
                 carry.update(graph.updates)
-                carry.update({n[len(NEW_PREFIX) :]: v for n, v in graph.outputs.items() if n.startswith(NEW_PREFIX)})
+                new = {n[len(NEW_PREFIX) :]: v for n, v in graph.outputs.items() if n.startswith(NEW_PREFIX)}
+                carry.update(new)
             self._prepared[key] = prepare_step(self.backend, graph, roots, self.precision, carry)
         return self._prepared[key]
 

@@ -1,13 +1,13 @@
 """Resident state in a compiled step's arena: every state tensor keeps a slot, and a new value is written over
 the old one in place where that is safe.
 
-A training step reads each parameter (and buffer, and piece of optimiser state) and computes its new value; the
-runtime keeps the tensor in the arena between runs (runtime/store.py), so the new value must end the run in the
-old one's slot. The planner can put it there directly (memory.Buffer's `home`) when nothing reads the old value
-after the new one is written: then the old value's bytes are free by the time they are overwritten. Otherwise
-the new value gets a buffer of its own, and the backend copies it into the slot after the run.
+A training step reads each parameter (and buffer, and piece of optimiser state) and computes its new value;
+the runtime keeps the tensor in the arena between runs (runtime/store.py), so the new value must end the run
+in the old one's slot. The planner can put it there directly (memory.Buffer's `home`) when nothing reads the
+old value after the new one is written: then the old value's bytes are free by the time they are overwritten.
+Otherwise the new value gets a buffer of its own, and the backend copies it into the slot after the run.
 
-`plan_resident_arena` is arena.plan_arena with those slots and homes added; it knows nothing of any one backend.
+`plan_resident_arena` is arena.plan_arena with those slots and homes added, for any backend.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from netc.compiler.passes.memory import Buffer, plan_memory
 from .arena import ArenaPlan, step_buffers, value_bytes
 
 
-def plan_resident_arena(graph, kernels, roots: list, float_type: str, carried: dict) -> tuple[ArenaPlan, dict]:
+def plan_resident_arena(
+    graph, kernels, roots: list, float_type: str, carried: dict
+) -> tuple[ArenaPlan, dict]:
     """Plan the arena of `kernels`, which compute `roots` and the new values in `carried` (leaf -> the value
     that replaces it after a run). Returns the plan, and the homes taken: new value id -> leaf id."""
     buffers, homes = resident_buffers(graph, kernels, roots, float_type, carried)
@@ -51,7 +53,8 @@ def in_place_homes(kernels, carried: dict, roots: list) -> dict:
 
     Safe where no kernel reads the leaf after the one that writes the new value, and that kernel reads it only
     at the index it writes: an elementwise loop loads element i of every input before it stores element i of
-    any output. A leaf that a root shows (as a reshape of it, say) keeps its old value to the end of the run."""
+    any output. A leaf that a root shows (as a reshape of it, say) keeps its old value to the end of the
+    run."""
     written, last_read = {}, _last_reads(kernels)
     for index, kernel in enumerate(kernels):
         for out in kernel.outputs:
@@ -74,9 +77,9 @@ def in_place_writers(kernel) -> dict:
     """Leaf id -> the ids of the outputs that may overwrite it during `kernel` itself.
 
     An elementwise loop loads element i of every input before it stores element i of any output, so its
-    outputs may overwrite a leaf it reads only at the index it writes (never through a broadcast). The parts of
-    a multi-tensor kernel run at the same time, so there only the outputs of the one part that reads the leaf
-    may. Other kernels make no such promise."""
+    outputs may overwrite a leaf it reads only at the index it writes (never through a broadcast). The parts
+    of a multi-tensor kernel run at the same time, so there only the outputs of the one part that reads the
+    leaf may. Other kernels make no such promise."""
     parts = kernel.parts if kernel.kind == "multi" else [kernel] if kernel.kind == "elementwise" else []
     writers, readers = {}, {}
     for part in parts:
@@ -88,7 +91,7 @@ def in_place_writers(kernel) -> dict:
 
 
 def _leaves_read_at_their_index(kernel) -> set:
-    """The ids of the leaves an elementwise kernel reads only at the index it writes, not through a broadcast."""
+    """The ids of the leaves an elementwise kernel reads only at the index it writes (not broadcast)."""
     inside = {v.id for v in kernel.values}
     outside = [(v, storage(i)) for v in kernel.values for i in v.inputs if i.id not in inside]
     strided = {x.id for v, x in outside if v.op == "broadcast_to"}

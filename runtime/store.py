@@ -2,11 +2,11 @@
 
 The reference backend is fed every tensor at every run and hands the updated ones back, so for it the state is
 host arrays. A compiled backend keeps the state *resident* instead: each prepared step has a slot for every
-state tensor it uses in its own arena, a training step writes each new value over the old one, and a run copies
-only the inputs in and the requested outputs out. A model prepares several steps (forward, gradients, training
-steps; in train and in eval mode), each with its own arena, so the latest value of a tensor is in exactly one
-place: the host, or the slot of one step. A StateStore knows which, and moves a tensor only when a step that
-needs it does not hold it: once at a switch between steps, never at every run.
+state tensor it uses in its own arena, a training step writes each new value over the old one, and a run
+copies only the inputs in and the requested outputs out. A model prepares several steps (forward, gradients,
+training steps; in train and in eval mode), each with its own arena, so the latest value of a tensor is in
+exactly one place: the host, or the slot of one step. A StateStore knows which, and moves a tensor only when
+a step that needs it does not hold it: once at a switch between steps, never at every run.
 
     store = StateStore(initial_arrays)
     results = launch(step, feeds, [model_store, trainer_store])   # bring the state in, then run
@@ -22,10 +22,10 @@ import numpy as np
 
 
 class Resident:
-    """A prepared step as a StateStore sees it: `slots`, the state tensors the step keeps between runs (name ->
-    array), each read and written through the methods below; calling it runs the step on feeds of the other
-    leaves. `tenants` and `synced` are the stores' bookkeeping: which store each slot's value belongs to, and
-    the token of each store at the step's last full sync (see StateStore.bring)."""
+    """A prepared step as a StateStore sees it: `slots`, the state tensors the step keeps between runs
+    (name -> array), each read and written through the methods below; calling it runs the step on feeds of
+    the other leaves. `tenants` and `synced` are the stores' bookkeeping: which store each slot's value
+    belongs to, and the token of each store at the step's last full sync (see StateStore.bring)."""
 
     def __init__(self, slots: dict):
         self.slots = slots

@@ -82,7 +82,7 @@ def test_leaves_live_throughout_and_empty_buffers_take_no_room():
     assert plan.offsets["t"] == plan.offsets["u"]
 
 
-# --- resident state: a new value put in its leaf's slot ------------------------------------------------------
+# --- resident state: a new value put in its leaf's slot -----------------------------------------------------
 
 
 def test_a_new_value_takes_over_its_leaf_once_the_leaf_is_read_no_more():
@@ -93,7 +93,7 @@ def test_a_new_value_takes_over_its_leaf_once_the_leaf_is_read_no_more():
 
 
 def test_a_new_value_takes_over_its_leaf_in_the_kernel_that_reads_it_last_if_in_place():
-    buffers = [Buffer("w", 256, -1, 3), Buffer("m", 256, -1, 3), Buffer("new", 256, 3, 5, ("w", "m"), home="w")]
+    buffers = [Buffer("w", 256, -1, 3), Buffer("m", 256, -1, 3), Buffer("new", 256, 3, 5, ("w", "m"), "w")]
     plan = planned(buffers)
     assert plan.aliases == {"new": "w"} and plan.offsets["new"] == plan.offsets["w"] != plan.offsets["m"]
 
@@ -106,11 +106,11 @@ def test_a_home_taken_is_not_offered_to_another_buffer():
 
 @pytest.mark.parametrize("buffers, reason", [
     ([Buffer("w", 256, -1, 4), Buffer("new", 256, 3, 5, home="w")], "read after the new value is written"),
-    ([Buffer("w", 256, -1, 3), Buffer("new", 256, 3, 5, home="w")], "read by the writing kernel, not in place"),
+    ([Buffer("w", 256, -1, 3), Buffer("new", 256, 3, 5, home="w")], "read by the writer, not in place"),
     ([Buffer("w", 128, -1, 1), Buffer("new", 256, 3, 5, home="w")], "smaller"),
     ([Buffer("w", 256, -1, 1), Buffer("new", 256, 3, 5, home="v")], "no such buffer"),
     ([Buffer("w", 256, -1, 1), Buffer("a", 256, 3, 5, home="w"), Buffer("b", 256, 3, 5, home="w")], "two"),
-    ([Buffer("v", 256, -1, -1), Buffer("w", 256, 0, 1, home="v"), Buffer("new", 256, 3, 5, home="w")], "chain"),
+    ([Buffer("v", 256, -1, -1), Buffer("w", 256, 0, 1, home="v"), Buffer("n", 256, 3, 5, home="w")], "chain"),
 ], ids=lambda x: x if isinstance(x, str) else "")
 def test_a_home_the_buffer_cannot_take_over_is_refused(buffers, reason):
     with pytest.raises(ValueError, match="home"):
@@ -175,9 +175,9 @@ def lifetimes(draw):
 
 @st.composite
 def lifetimes_with_resident_state(draw):
-    """lifetimes(), plus up to 8 leaves (live from before the first kernel, read up to some kernel) each with a
-    new value written at or after the leaf's last read and live to the end, whose home is the leaf. Leaves may
-    also be offered to the other buffers as in-place inputs, which must then yield to the new values."""
+    """lifetimes(), plus up to 8 leaves (live from before the first kernel, read up to some kernel), each with
+    a new value written at or after the leaf's last read and live to the end, whose home is the leaf. A rival
+    buffer may be offered the leaf in place as well, and must yield to the new value."""
     buffers = draw(lifetimes())
     end = max((b.last for b in buffers), default=0) + 1
     for j in range(draw(st.integers(0, 8))):
@@ -185,7 +185,7 @@ def lifetimes_with_resident_state(draw):
         first = draw(st.integers(max(leaf.last, 0), end - 1))
         offered = (leaf.name,) if first == leaf.last or draw(st.booleans()) else ()
         new = Buffer(f"new{j}", draw(st.integers(1, leaf.nbytes)), first, end, offered, home=leaf.name)
-        rival = Buffer(f"rival{j}", leaf.nbytes, first, first, (leaf.name,))  # would like the leaf's bytes too
+        rival = Buffer(f"rival{j}", leaf.nbytes, first, first, (leaf.name,))
         buffers += [leaf, rival, new] if draw(st.booleans()) else [new, leaf]
     return buffers
 

@@ -1,6 +1,6 @@
-"""Resident state on the cpu backend: parameters, buffers and optimiser state live in the arenas of the prepared
-steps (runtime/store.py), and a step writes new values over the old in place (runtime/resident.py). Every test
-here compares with the reference backend, which feeds and returns the whole state at every run."""
+"""Resident state on the cpu backend: parameters, buffers and optimiser state live in the arenas of the
+prepared steps (runtime/store.py), and a step writes new values over the old in place (runtime/resident.py).
+The tests compare with the reference backend, which feeds and returns the whole state at every run."""
 
 from __future__ import annotations
 
@@ -47,7 +47,9 @@ def _pair(path):
 
 def _batches(count: int) -> list:
     rng = np.random.default_rng(0)
-    return [{"x": rng.standard_normal((BATCH, 5)), "y": rng.standard_normal((BATCH, 3))} for _ in range(count)]
+    return [
+        {"x": rng.standard_normal((BATCH, 5)), "y": rng.standard_normal((BATCH, 3))} for _ in range(count)
+    ]
 
 
 def _assert_same(a: dict, b: dict) -> None:
@@ -101,7 +103,7 @@ def test_loading_state_between_steps_takes_effect(path):
     later = [trainer.step(**batch) for batch in batches[3:]]
     cpu.load_state_dict(saved[0])
     trainer.load_state_dict(saved[1])
-    assert [trainer.step(**batch) for batch in batches[3:]] == later  # bit for bit: the same arena, the same code
+    assert [trainer.step(**batch) for batch in batches[3:]] == later  # bit for bit: the same code
     # A load reaches the step that holds the state: zero weights give the loss of a zero output.
     cpu.load_state_dict({k: np.zeros_like(v) for k, v in cpu.state_dict().items() if k.endswith("weight")},
                         strict=False)
@@ -150,12 +152,13 @@ def test_two_trainers_sharing_one_compiled_step_keep_their_own_state(path):
         np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
 
 
-# -- in place: never over a value that a later kernel still reads ---------------------------------------------
+# -- in place: never over a value that a later kernel still reads --------------------------------------------
 
 
 def _graph(read_after: bool):
     """A parameter w, its update new = w * 0.5 - 1 (an elementwise kernel), and an output x @ w computed
-    before the update or, with `read_after`, after it: then w's old value is still needed when new is written."""
+    before the update or, with `read_after`, after it: then w's old value is still needed when new is
+    written."""
     graph = Graph("g")
     x = graph.add_leaf("input", "x", TensorType((4, 4), "f64"))
     w = graph.add_leaf("param", "w", TensorType((4, 4), "f64"))

@@ -1,5 +1,5 @@
-"""The StateStore's bookkeeping on its own, with steps whose slots are plain arrays: where each tensor's latest
-value is, and that it moves only when a step that lacks it runs."""
+"""The StateStore's bookkeeping on its own, with steps whose slots are plain arrays: where each tensor's
+latest value is, and that it moves only when a step that lacks it runs."""
 
 from __future__ import annotations
 

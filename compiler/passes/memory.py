@@ -37,7 +37,7 @@ class Buffer:
     first: int  # index, in launch order, of the first kernel that writes it
     last: int  # index of the last kernel that reads it (>= first)
     may_alias: tuple = ()  # names of inputs whose storage it may take over, if their last == this first
-    home: object = None  # the name of a buffer whose storage it must take over: the leaf whose new value it is
+    home: object = None  # the name of a buffer it must take over: the leaf whose new value it is
 
 
 @dataclass
@@ -247,7 +247,9 @@ def _verify_aliases(by_name: dict, plan: MemoryPlan) -> None:
     for b_name, a_name in plan.aliases.items():
         assert b_name in by_name and a_name in by_name, f"alias {b_name!r} -> {a_name!r}: unknown buffers"
         b, a = by_name[b_name], by_name[a_name]
-        assert a_name in b.may_alias or a_name == b.home, f"{b_name!r} took over {a_name!r}, which it may not alias"
+        assert a_name in b.may_alias or a_name == b.home, (
+            f"{b_name!r} took over {a_name!r}, which it may not alias"
+        )
         assert a.last == b.first or (a_name == b.home and a.last < b.first), (
             f"{b_name!r} took over {a_name!r}, whose life does not end where it begins"
         )
