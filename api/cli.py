@@ -148,8 +148,8 @@ def write_drawing(source: str, format: str, output: Path | None) -> None:
     except graphviz.ExecutableNotFound:
         raise NetcError(
             f"drawing {format} needs Graphviz's `dot` program, which is not on the PATH",
-            hint="install Graphviz (apt-get install graphviz, brew install graphviz, or graphviz.org/download), "
-            "or write the source with --format dot",
+            hint="install Graphviz (apt-get install graphviz, brew install graphviz, or "
+            "graphviz.org/download), or write the source with --format dot",
         ) from None
     except graphviz.CalledProcessError as err:
         raise NetcError(f"Graphviz could not draw the graph: {err.stderr.decode(errors='replace')}") from None

@@ -1,6 +1,6 @@
 """`netc train`, `netc eval` and `netc predict`: the training workflow on `.npz` data, from the command line.
 
-    netc train net.net --data train.npz --val-split 0.1 --epochs 20 --checkpoint run.safetensors --plot run.png
+    netc train net.net --data train.npz --val-split 0.1 --epochs 20 --checkpoint run.safetensors --plot a.png
     netc eval net.net --weights run.safetensors --data test.npz
     netc predict net.net --weights run.safetensors --data images.npz -o predictions.npz
 
@@ -104,7 +104,8 @@ def cmd_train(args) -> int:
         position = stop.checkpoint.training["batch"]
         print(
             f"interrupted in epoch {stop.checkpoint.epoch + 1} after {position} steps; saved {path}\n"
-            f"continue with: netc train {args.file} --data {args.data} --epochs {args.epochs} --resume {path}",
+            f"continue with: "
+            f"netc train {args.file} --data {args.data} --epochs {args.epochs} --resume {path}",
             file=sys.stderr,
         )
         write_plot(args, stop.history)

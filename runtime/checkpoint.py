@@ -94,7 +94,8 @@ def load_checkpoint(path) -> Checkpoint:
     try:
         with safe_open(str(path), framework="np") as file:
             metadata = file.metadata() or {}
-            tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118 (safe_open is no mapping)
+            names = file.keys()  # safe_open is not a mapping: keys() is its way to list the tensors
+            tensors = {name: file.get_tensor(name) for name in names}
     except (SafetensorError, OSError, ValueError, TypeError) as err:
         raise NetcError(f"{path}: not a readable safetensors file ({err})") from None
     checkpoint = Checkpoint(model_tensors(tensors))

@@ -86,8 +86,8 @@ def classifier_output(graph) -> tuple[str, str] | None:
 
 
 def batch_order(size: int, seed: int, epoch: int) -> np.ndarray:
-    """The order in which an epoch visits the samples: a permutation fixed by the seed and the epoch, so that a
-    resumed run, or a PyTorch run checking netc's, visits them in the same order."""
+    """The order in which an epoch visits the samples: a permutation fixed by the seed and the epoch, so
+    that a resumed run, or a PyTorch run checking netc's, visits them in the same order."""
     return np.random.default_rng([seed, ORDER_STREAM, epoch]).permutation(size)
 
 

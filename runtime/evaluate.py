@@ -45,7 +45,8 @@ def check_batch_size(batch_size) -> int:
     return int(batch_size)
 
 
-def _or_models(batch_size, model):
+def _default_size(batch_size, model) -> int:
+    """The batch size asked for, or else the one the model was compiled for."""
     return batch_size_of(model) if batch_size is None else batch_size
 
 
@@ -53,7 +54,7 @@ def evaluate(model, data, batch_size: int | None = None) -> dict:
     """The loss (when the network minimises one) and accuracy (when it classifies) over `data`, in eval mode;
     the model's weights and mode are left as they were."""
     sized = SizedModels(model)
-    result = evaluate_sized(sized, data, _or_models(batch_size, model))
+    result = evaluate_sized(sized, data, _default_size(batch_size, model))
     sized.sync_home()
     return result
 
@@ -86,7 +87,7 @@ def predict(model, data, batch_size: int | None = None) -> dict:
     graph = model.network.lower(model.bindings, training=False)
     dataset = as_dataset(graph, data, output_inputs(graph))
     pieces: dict = {name: [] for name in graph.outputs}
-    for indices in batches(len(dataset), check_batch_size(_or_models(batch_size, model))):
+    for indices in batches(len(dataset), check_batch_size(_default_size(batch_size, model))):
         outputs = sized.model(len(indices), training=False).forward(**dataset.take(indices))
         for name in graph.outputs:
             pieces[name].append(outputs[name])

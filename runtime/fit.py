@@ -83,13 +83,14 @@ def fit(
     line per epoch. The model ends with the trained weights, in the mode it came in."""
     resumed = load_checkpoint(resume) if resume is not None else None
     training = resumed.training if resumed is not None else {}
+    epochs = _check_epochs(epochs)
+    batch_size = batch_size if batch_size is not None else training.get("batch_size", batch_size_of(model))
+    seed = _check_seed(seed if seed is not None else training.get("seed", 0))
     run = _Run(
         SizedModels(model, _pick_optimizer(optimizer, resumed, resume)),
-        epochs=_check_epochs(epochs),
-        batch_size=check_batch_size(
-            batch_size if batch_size is not None else training.get("batch_size", batch_size_of(model))
-        ),
-        seed=_check_seed(seed if seed is not None else training.get("seed", 0)),
+        epochs=epochs,
+        batch_size=check_batch_size(batch_size),
+        seed=seed,
         checkpoint=checkpoint,
         progress=progress,
     )
@@ -179,7 +180,7 @@ class _Run:
             interrupt.check()
 
     def _step(self, indices, steps: int) -> None:
-        loss = self.sized.trainer(len(indices)).step(**self.train_data.take(indices))
+        loss = self._trainer(len(indices)).step(**self.train_data.take(indices))
         if not math.isfinite(loss):
             raise NetcError(
                 f"training stopped: the loss is {loss} at epoch {self.epoch + 1}, step {self.batch + 1} of "
@@ -189,6 +190,19 @@ class _Run:
         self.loss_sum += loss * len(indices)
         self.samples += len(indices)
         self.batch += 1
+
+    def _trainer(self, size: int):
+        try:
+            return self.sized.trainer(size)
+        except NetcError as err:
+            if size == self.batch_size or err.hint:
+                raise
+            # Typically BatchNorm refusing a batch of one sample in training, as PyTorch does.
+            err.hint = (
+                f"this is the epoch's last batch: {len(self.train_data)} samples leave {size} over in "
+                f"batches of {self.batch_size}; pick a batch size that leaves more"
+            )
+            raise
 
     def _finish_epoch(self, started: float) -> None:
         record = {"epoch": self.epoch + 1, "loss": self.loss_sum / max(self.samples, 1)}

@@ -21,6 +21,8 @@ def batch_size_of(model) -> int:
 
 
 class SizedModels:
+    """The model the caller compiled (`home`) and its siblings by batch size, sharing one training state."""
+
     def __init__(self, model, optimizer=None):
         self.home = model
         self.optimizer = optimizer

@@ -48,6 +48,11 @@ def test_train_resume_eval_predict(tiny, tmp_path, capsys):
 
     code, out, _ = run(capsys, "eval", net, "--weights", ckpt, "--data", data)
     assert code == 0 and "50 samples: loss " in out and "accuracy " in out
+    again = tmp_path / "again.safetensors"
+    start = ["train", net, "--data", data, "--weights", ckpt, "--lr", 0, "--epochs", 1, "--checkpoint", again]
+    assert run(capsys, *start)[0] == 0
+    for name in ("fc1.weight", "fc2.bias"):  # lr 0: training started from the loaded weights and kept them
+        assert np.array_equal(load_checkpoint(again).model[name], load_checkpoint(ckpt).model[name])
 
     inputs, predictions = tmp_path / "x.npz", tmp_path / "out.npz"
     np.savez(inputs, x=tiny_data()["x"])  # no labels: prediction needs only what the outputs depend on
@@ -115,11 +120,28 @@ def test_option_mistakes_exit_2(tiny, tmp_path, capsys):
     assert code == 2 and "batch must be a positive integer" in err
     code, _, err = run(capsys, "predict", net, "--weights", data, "--data", data, "-o", tmp_path / "out.csv")
     assert code == 2 and "written as a .npz file" in err
+    code, _, err = run(capsys, "eval", net, "--weights", data, "--data", data)
+    assert code == 2 and "not a readable safetensors file" in err
+    ckpt = tmp_path / "run.safetensors"
+    code, _, err = run(capsys, "train", net, "--data", data, "--epochs", 1, "--checkpoint", ckpt)
+    assert code == 0, err
+    code, _, err = run(capsys, "train", net, "--data", data, "--resume", ckpt, "--optimizer", "adam")
+    assert code == 2 and "was trained with sgd; --optimizer adam cannot continue it" in err
+    code, _, err = run(capsys, "train", net, "--data", data, "--resume", ckpt, "--weights", ckpt)
+    assert code == 2 and "--resume already restores the weights" in err
+    resume = ["train", net, "--data", data, "--resume", ckpt, "--epochs", 2]
+    code, _, err = run(capsys, *resume, "--batch-size", 7)  # 50 = 7 * 7 + 1, and BatchNorm needs two samples
+    assert (
+        code == 2
+        and "expected more than 1 value per channel" in err
+        and "leave 1 over in batches of 7" in err
+    )
+    assert run(capsys, *resume, "--batch-size", 6)[0] == 0  # at an epoch's end the batch size may change
 
 
 def test_ctrl_c_saves_a_checkpoint_and_resuming_finishes_the_same_run(tiny, tmp_path):
-    """A real SIGINT in the middle of training: exit status 130, a checkpoint at the step it stopped after, and a
-    resumed run that ends with the weights of a run never interrupted."""
+    """A real SIGINT in the middle of training: exit status 130, a checkpoint at the step it stopped after,
+    and a resumed run that ends with the weights of a run never interrupted."""
     net, data = tiny
     ckpt = tmp_path / "run.safetensors"
     train = [sys.executable, "-m", "netc.cli", "train", str(net), "--data", str(data), "--batch-size", "8"]

@@ -1,5 +1,5 @@
-"""The digits example (examples/digits/) on real data: one epoch of netc.fit against the same epoch in PyTorch,
-and the README's commands reaching the accuracy they promise."""
+"""The digits example (examples/digits/) on real data: one epoch of netc.fit against the same epoch in
+PyTorch, and the README's commands reaching the accuracy they promise."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from twins import DIGITS
 
 import netc

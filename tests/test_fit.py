@@ -26,7 +26,8 @@ def tiny_model(tmp_path, batch: int = BATCH, seed: int = 0):
 
 def test_two_epochs_match_pytorch(tmp_path):
     """Epoch losses, validation loss and accuracy, and the final weights, BatchNorm's statistics included.
-    (SGD: Adam would turn the rounding noise in fc1.bias's gradient, zero before BatchNorm, into full steps.)"""
+    (SGD: Adam would turn the rounding noise in fc1.bias's gradient, zero before BatchNorm, into whole
+    steps.)"""
     torch.manual_seed(0)
     twin = TinyTwin()
     model = tiny_model(tmp_path)

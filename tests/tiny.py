@@ -1,4 +1,4 @@
-"""A tiny classifier, its PyTorch twin and data it can learn: the training workflow's tests run on these, fast."""
+"""A tiny classifier, its PyTorch twin and data it can learn: the training workflow's fast tests use them."""
 
 from __future__ import annotations
 
