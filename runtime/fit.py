@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from netc.compiler.errors import NetcError
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .data import batch_order
+from .data import batch_order, classifier_output
 from .evaluate import as_dataset, check_batch_size, evaluate_sized
 from .interrupt import InterruptRequested, deferred_interrupt
 from .optim import SGD
@@ -144,6 +144,7 @@ class _Run:
 
     def load_data(self, data, val_data, val_split) -> None:
         graph = self.sized.home.graph
+        self.classifies = classifier_output(graph) is not None
         self.train_data = as_dataset(graph, data)
         self.val_data = None
         if val_data is not None and val_split:
@@ -206,9 +207,8 @@ class _Run:
 
     def _finish_epoch(self, started: float) -> None:
         record = {"epoch": self.epoch + 1, "loss": self.loss_sum / max(self.samples, 1)}
-        trained = evaluate_sized(self.sized, self.train_data, self.batch_size)
-        if trained["accuracy"] is not None:
-            record["accuracy"] = trained["accuracy"]
+        if self.classifies:  # an extra pass over the training set, for the accuracy alone
+            record["accuracy"] = evaluate_sized(self.sized, self.train_data, self.batch_size)["accuracy"]
         if self.val_data is not None:
             validated = evaluate_sized(self.sized, self.val_data, self.batch_size)
             for key in ("loss", "accuracy"):
