@@ -173,7 +173,7 @@ class Renderer:
         coords = [
             {"axis": a, "size": shape[a], "used": a in used_axes} for a in range(split - 1, lowest - 1, -1)
         ]
-        needed = _needed(kernel)
+        needed = kernel.needed()
         return dict(
             template="elementwise.j2",
             params=params,
@@ -417,18 +417,6 @@ def _kept_tail(shape, axes) -> int:
             break
         count += 1
     return count if any(a not in axes for a in range(len(shape) - count, len(shape))) else 0
-
-
-def _needed(kernel: Kernel) -> set:
-    """The values of an elementwise kernel that its stores depend on (a pulled-in constant may not be)."""
-    inside = {v.id: v for v in kernel.values}
-    needed, stack = set(), [o.id for o in kernel.outputs]
-    while stack:
-        vid = stack.pop()
-        if vid in inside and vid not in needed:
-            needed.add(vid)
-            stack.extend(storage(i).id for i in inside[vid].inputs)
-    return needed
 
 
 def _piece(index: int, shape, in_strides, out_strides, in_base: int, out_base: int) -> dict:

@@ -30,7 +30,7 @@ def rows_context(renderer, kernel: Kernel) -> dict:
     slot = {x.id: j for j, x in enumerate(inputs)}
     role = {v.id: kernel_role(kernel, v) for v in kernel.values}
     phase = _phases(kernel)
-    needed = _needed(kernel)
+    needed = kernel.needed()
     out_slot = {v.id: j for j, v in enumerate(kernel.outputs)}
 
     coordinates_used = set()  # reduced axes whose own coordinate a broadcast load needs
@@ -179,15 +179,3 @@ def _phases(kernel: Kernel) -> dict:
         ready = max((phase[storage(x).id] for x in v.inputs if storage(x).id in phase), default=0)
         phase[v.id] = ready + 1 if v.op in ROW_REDUCTIONS else ready
     return phase
-
-
-def _needed(kernel: Kernel) -> set:
-    """The values the kernel's stores depend on (a constant pulled in for a value that moved may not be)."""
-    inside = {v.id: v for v in kernel.values}
-    needed, stack = set(), [o.id for o in kernel.outputs]
-    while stack:
-        vid = stack.pop()
-        if vid in inside and vid not in needed:
-            needed.add(vid)
-            stack.extend(storage(i).id for i in inside[vid].inputs)
-    return needed

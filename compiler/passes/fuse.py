@@ -91,6 +91,18 @@ class Kernel:
         ops = list(dict.fromkeys(v.op for v in self.values if v.op not in INLINE_OPS))
         return "_".join(ops[:4]) or self.values[-1].op
 
+    def needed(self) -> set:
+        """Ids of the values the kernel's stores depend on (a constant pulled in for a value that moved to
+        another kernel may not be one)."""
+        inside = {v.id: v for v in self.values}
+        needed, stack = set(), [o.id for o in self.outputs]
+        while stack:
+            vid = stack.pop()
+            if vid in inside and vid not in needed:
+                needed.add(vid)
+                stack.extend(storage(i).id for i in inside[vid].inputs)
+        return needed
+
     def inputs(self) -> list:
         """The stored values this kernel reads, in first-use order (a reshape reads its source's bytes)."""
         inside = {v.id for v in self.values}
