@@ -148,16 +148,24 @@ def main() -> None:
         for batch in args.batches:
             r = bench_example(name, batch, modes)
             n, e = r["netc"], r["eager"]
-            cells = [name.removesuffix(".net"), batch, n["kernels"], f"{n['train'] * 1e3:.3f}",
-                     f"{e['train'] * 1e3:.3f}", f"{e['train'] / n['train']:.2f}x"]
+            cells = [
+                name.removesuffix(".net"),
+                batch,
+                n["kernels"],
+                f"{n['train'] * 1e3:.3f}",
+                f"{e['train'] * 1e3:.3f}",
+                f"{e['train'] / n['train']:.2f}x",
+            ]
             cells += [f"{r[mode]['train'] * 1e3:.3f}" for mode in modes]
             cells += [f"{n['infer'] * 1e3:.3f}", f"{e['infer'] * 1e3:.3f}", f"{e['infer'] / n['infer']:.2f}x"]
             cells += [f"{r[mode]['infer'] * 1e3:.3f}" for mode in modes]
             cells += [f"{n['arena'] / 1024:.0f}", f"{e['peak'] / 1024:.0f}"]
             print("| " + " | ".join(map(str, cells)) + " |", flush=True)
     fused, copy = elementwise_bandwidth()
-    print(f"\nfused elementwise kernel (64M floats): {fused:.0f} GB/s; device copy: {copy:.0f} GB/s "
-          f"({fused / copy:.0%} of copy bandwidth)")
+    print(
+        f"\nfused elementwise kernel (64M floats): {fused:.0f} GB/s; device copy: {copy:.0f} GB/s "
+        f"({fused / copy:.0%} of copy bandwidth)"
+    )
 
 
 if __name__ == "__main__":

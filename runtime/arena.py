@@ -1,5 +1,5 @@
-"""The arena of a compiled step, shared by the compiled backends (cpu, cuda): which values are stored, how many
-bytes each takes, how long each must live, and where the memory planner puts them.
+"""The arena of a compiled step, shared by the compiled backends (cpu, cuda): which values are stored, how
+many bytes each takes, how long each must live, and where the memory planner puts them.
 
 A backend fuses a graph into kernels and calls `plan_arena`; the offsets it returns are what the renderer
 bakes into the generated source, so every backend that runs the same kernels over the same plan agrees on
@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
 from netc.compiler.ir import LEAF_OPS
 from netc.compiler.passes.fuse import reads, storage
 from netc.compiler.passes.memory import Buffer, plan_memory

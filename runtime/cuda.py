@@ -1,4 +1,4 @@
-"""The CUDA backend: the same fused kernels rendered to CUDA, compiled at run time by CuPy, replayed as a graph.
+"""The CUDA backend: the fused kernels rendered to CUDA, compiled at run time by CuPy, replayed as a graph.
 
 Preparing a graph fuses it and plans its arena exactly as the cpu backend does (runtime/arena.py), renders the
 CUDA module (templates/module.cu.j2: one `__global__` entry per kernel, taking only the arena) and plans the
@@ -10,7 +10,7 @@ arena: it loads the module and lets cuBLAS settle its kernels and workspace), th
 as a CUDA graph. A run copies the inputs into their slots, replays the graph and copies the roots out, all on
 that stream, ordered after the caller's current stream and before its next work.
 
-State (parameters, buffers, optimiser state) is resident on the device, as on the cpu backend (runtime/store.py
+State (parameters, buffers, optimiser state) is resident on the device, as on the cpu backend (see store.py
 and resident.py): it stays in its arena slots between runs, and only the inputs are copied in.
 
 Inputs may be CuPy arrays, PyTorch CUDA tensors or anything DLPack exports from the GPU (copied device to
@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from netc.compiler.codegen.launch import GemmLaunch, plan_launches
 from netc.compiler.codegen.render import CUDA, Renderer
 from netc.compiler.errors import NetcError
@@ -89,8 +88,9 @@ class CudaBackend:
         self.cupy = import_cupy()
 
     def prepare(self, graph, roots, precision: str, state: dict | None = None) -> CudaRun:
-        """As CpuBackend.prepare: a callable running `graph` on feeds of its leaves and returning `roots`, with
-        the leaves named in `state` resident (state[name]: the value replacing one after a run, or None)."""
+        """As CpuBackend.prepare: a callable running `graph` on feeds of its leaves and returning `roots`,
+        with the leaves named in `state` resident (state[name]: the value that replaces one after a run, or
+        None)."""
         leaves = {**graph.params, **graph.buffers, **graph.inputs}
         state = {name: value for name, value in (state or {}).items() if name in leaves}
         carried = {leaves[name]: value for name, value in state.items() if value is not None}
@@ -253,6 +253,22 @@ class GemmCall:
             self.gemm(self.blas.handle, op_b, op_a, g.n, g.m, g.k, alpha, b, g.ldb, a, g.lda, beta, c, g.ldc)
         else:
             self.gemm(
-                self.blas.handle, op_b, op_a, g.n, g.m, g.k, alpha, b, g.ldb, g.stride_b, a, g.lda, g.stride_a,
-                beta, c, g.ldc, g.stride_c, g.batch,
+                self.blas.handle,
+                op_b,
+                op_a,
+                g.n,
+                g.m,
+                g.k,
+                alpha,
+                b,
+                g.ldb,
+                g.stride_b,
+                a,
+                g.lda,
+                g.stride_a,
+                beta,
+                c,
+                g.ldc,
+                g.stride_c,
+                g.batch,
             )

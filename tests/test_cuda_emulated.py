@@ -17,12 +17,9 @@ import subprocess
 import types
 from pathlib import Path
 
+import netc
 import numpy as np
 import pytest
-from test_cuda_runtime import NumpyCublas
-from twins import EXAMPLES, example_inputs
-
-import netc
 from netc.compiler.autodiff import grad
 from netc.compiler.codegen.launch import GemmLaunch
 from netc.compiler.ir import LEAF_OPS, Graph
@@ -32,6 +29,8 @@ from netc.compiler.passes.simplify import simplify
 from netc.compiler.shapes import TensorType
 from netc.runtime.cuda import GemmCall, compile_step
 from netc.runtime.reference import run_graph
+from test_cuda_runtime import NumpyCublas
+from twins import EXAMPLES, example_inputs
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 CXX = shutil.which("g++") or shutil.which("c++")
@@ -55,8 +54,18 @@ def _emulated_library(source: str, tmp_path: Path):
     (tmp_path / "emulation.h").write_text(EMULATION)
     (tmp_path / "module.cpp").write_text(source)
     library = tmp_path / "module.so"
-    command = [CXX, "-std=c++17", "-O1", "-fPIC", "-shared", "-include", str(tmp_path / "emulation.h"),
-               str(tmp_path / "module.cpp"), "-o", str(library)]
+    command = [
+        CXX,
+        "-std=c++17",
+        "-O1",
+        "-fPIC",
+        "-shared",
+        "-include",
+        str(tmp_path / "emulation.h"),
+        str(tmp_path / "module.cpp"),
+        "-o",
+        str(library),
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[:4000]
     return ctypes.CDLL(str(library))
@@ -71,7 +80,7 @@ def run_emulated(graph, roots, feeds: dict, precision: str, tmp_path: Path) -> d
     def window(v) -> np.ndarray:
         dtype = np.dtype({"i64": np.int64, "f64": np.float64}.get(v.dtype, float_type))
         start = step.offsets[storage(v).id]
-        return arena[start: start + dtype.itemsize * math.prod(v.shape)].view(dtype).reshape(v.shape)
+        return arena[start : start + dtype.itemsize * math.prod(v.shape)].view(dtype).reshape(v.shape)
 
     for v in graph.live_values(roots):
         if v.op in LEAF_OPS:

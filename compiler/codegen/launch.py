@@ -8,6 +8,7 @@ contexts, so the launch list is tested without a GPU; runtime/cuda.py turns it i
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from ..passes.fuse import matmul_operand, storage
@@ -105,8 +106,11 @@ def gemm_launch(index: int, ctx: dict, kernel, renderer) -> GemmLaunch:
     a, b = (storage(matmul_operand(x)[0]) for x in v.inputs)
     dims = ctx["batch_dims"]  # innermost first; matmul's batch dims are equal, so contiguous strides
     stride_a, stride_b = (dims[0]["a_stride"], dims[0]["b_stride"]) if dims else (0, 0)
-    for inner, outer in zip(dims, dims[1:]):
-        if (outer["a_stride"], outer["b_stride"]) != (inner["a_stride"] * inner["size"], inner["b_stride"] * inner["size"]):
+    for inner, outer in itertools.pairwise(dims):
+        if (outer["a_stride"], outer["b_stride"]) != (
+            inner["a_stride"] * inner["size"],
+            inner["b_stride"] * inner["size"],
+        ):
             raise AssertionError(f"matmul {ctx['fn']}: batch strides are not uniform")
     return GemmLaunch(
         index=index,
