@@ -77,7 +77,9 @@ def _example_graphs(name: str, training: bool):
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_example_training_and_inference_kernels_compile(name, training, tmp_path):
     for graph in _example_graphs(name, training):
-        nvcc(cuda_source(graph), tmp_path)
+        source = cuda_source(graph)
+        assert source.count('extern "C" __global__') == source.count("_entry(char *arena)") > 0
+        nvcc(source, tmp_path)
 
 
 @needs_nvrtc
