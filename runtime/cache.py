@@ -4,7 +4,9 @@ An entry is addressed by the sha256 of everything that decides the binary: the s
 resolved path and `--version` text), the full flag list and the libraries and directories linked. Layout:
 
     cache_dir()/<key[:2]>/<key>/lib<name>.so    the library
-                               /<name>.c        the source, for people to read (and for compiler errors)
+                               /<name>.c        the source, for people to read (and for compiler errors);
+                                                a source in parts: <name>.c, <name>.1.c, ..., compiled side by
+                                                side (one compiler process each) and linked
                                /manifest.json   key, compiler, flags, creation time; written last
 
 Several processes may build the same entry at once: each compiles into a file of its own in the entry's
@@ -48,7 +50,7 @@ def cache_dir() -> Path:
 
 
 def build_shared_library(
-    source: str,
+    source: str | list,
     *,
     compiler: str | None = None,
     flags: tuple = (),
@@ -57,12 +59,14 @@ def build_shared_library(
     include_dirs: tuple = (),
     name: str = "kernels",
 ) -> Path:
-    """The path of a shared library built from C `source`, compiling it only if the cache lacks it.
+    """The path of a shared library built from C `source` (a string, or a list of translation units),
+    compiling it only if the cache lacks it.
 
     `compiler` (default $CC, else `cc`) may carry arguments, like $CC ("ccache gcc"). `flags` are appended to
     -O3 -fPIC -shared -std=c11 (and -fopenmp, where the compiler supports it). Raises NetcError when there is
     no compiler or it rejects the source.
     """
+    sources = [source] if isinstance(source, str) else list(source)
     command = _compiler_command(compiler)
     recipe = {
         "format": CACHE_FORMAT,
@@ -73,7 +77,8 @@ def build_shared_library(
         "include_dirs": [str(d) for d in include_dirs],
         "name": name,
     }
-    key = hashlib.sha256(json.dumps({**recipe, "source": source}, sort_keys=True).encode()).hexdigest()
+    keyed = {**recipe, "source": sources[0] if len(sources) == 1 else sources}
+    key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
     entry = cache_dir() / key[:2] / key
     library = entry / f"lib{name}.so"
     if library.exists():
@@ -81,11 +86,12 @@ def build_shared_library(
             return library
         library.unlink(missing_ok=True)  # corrupt: build it again
     entry.mkdir(parents=True, exist_ok=True)
-    source_path = entry / f"{name}.c"
-    _write_atomically(source_path, source)
+    source_paths = [entry / (f"{name}.c" if i == 0 else f"{name}.{i}.c") for i in range(len(sources))]
+    for path, text in zip(source_paths, sources):
+        _write_atomically(path, text)
     compile_args = (*recipe["flags"], *(f"-I{d}" for d in include_dirs))
     link_args = (*(f"-L{d}" for d in library_dirs), *(f"-l{lib}" for lib in libraries))
-    _compile(command, compile_args, source_path, library, link_args)
+    _compile(command, compile_args, source_paths, library, link_args)
     if not _loads(library):
         raise NetcError(f"the C compiler built {library}, but it does not load: {_load_error(library)}")
     manifest = {"key": key, **recipe, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -136,22 +142,43 @@ def _openmp_flags(command: tuple) -> tuple:
         return ("-fopenmp",) if result.returncode == 0 and _loads(output) else ()
 
 
-def _compile(command: tuple, flags: tuple, source_path: Path, library: Path, link_args: tuple) -> None:
-    """Compile into a file no other process writes, then move it into place in one atomic step."""
+def _compile(command: tuple, flags: tuple, source_paths: list, library: Path, link_args: tuple) -> None:
+    """Compile into a file no other process writes, then move it into place in one atomic step. A source in
+    parts compiles each part to an object of its own, all at once, and links them."""
     partial = _unique_sibling(library)
-    # Libraries come after the source: the linker resolves symbols left to right.
-    args = [*command, *flags, str(source_path), "-o", str(partial), *link_args]
+    objects = [_unique_sibling(path.with_suffix(".o")) for path in source_paths] if len(source_paths) > 1 else []
     try:
+        if objects:
+            object_flags = [f for f in flags if f != "-shared"]
+            jobs = [
+                ([*command, *object_flags, "-c", str(path), "-o", str(obj)], path)
+                for path, obj in zip(source_paths, objects)
+            ]
+            running = [subprocess.Popen(args, stderr=subprocess.PIPE, text=True) for args, _ in jobs]
+            errors = [process.communicate()[1] for process in running]  # all finish before any is judged
+            for process, stderr, (args, path) in zip(running, errors, jobs):
+                _check(process.returncode, stderr, args, path)
+            inputs = [str(obj) for obj in objects]
+        else:
+            inputs = [str(source_paths[0])]
+        # Libraries come after the sources: the linker resolves symbols left to right.
+        args = [*command, *flags, *inputs, "-o", str(partial), *link_args]
         result = subprocess.run(args, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            stderr = "\n".join(result.stderr.strip().splitlines()[:STDERR_LINES])
-            raise NetcError(
-                f"the C compiler failed on {source_path} (kept there to read):\n{stderr}",
-                hint=f"the command was: {shlex.join(args)}",
-            )
+        _check(result.returncode, result.stderr, args, source_paths[0])
         os.replace(partial, library)
     finally:
         partial.unlink(missing_ok=True)
+        for obj in objects:
+            obj.unlink(missing_ok=True)
+
+
+def _check(returncode: int, stderr: str, args: list, source_path: Path) -> None:
+    if returncode != 0:
+        stderr = "\n".join(stderr.strip().splitlines()[:STDERR_LINES])
+        raise NetcError(
+            f"the C compiler failed on {source_path} (kept there to read):\n{stderr}",
+            hint=f"the command was: {shlex.join(args)}",
+        )
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -70,6 +70,9 @@ def single_threaded_blas() -> None:
     library.scipy_openblas_set_num_threads(1)
 
 
+MAX_PARTS = 8  # translation units a module is split into, compiled side by side
+
+
 def compile_step(
     graph, roots, precision: str, profile: bool = False, carried: dict | None = None
 ) -> CompiledStep:
@@ -81,11 +84,14 @@ def compile_step(
     kernels = fuse(graph, roots)
     plan, homes = plan_resident_arena(graph, kernels, roots, float_type, carried)
     offsets = plan.offsets
-    source = Renderer(C, float_type, offsets, profile).render(
-        kernels, network=graph.name, mode=graph.mode, arena_bytes=plan.arena_bytes
+    # The module in as many parts as there are cores (the C compiler is most of a cold compile's time).
+    sources = Renderer(C, float_type, offsets, profile).render_parts(
+        kernels, min(os.cpu_count() or 1, MAX_PARTS), network=graph.name, mode=graph.mode,
+        arena_bytes=plan.arena_bytes,
     )
+    source = "\n".join(sources)
     library = load_library(
-        build_shared_library(source, name=f"netc_{graph.name.lower()}", **blas_build_options())
+        build_shared_library(sources, name=f"netc_{graph.name.lower()}", **blas_build_options())
     )
     entry = library.netc_run
     entry.argtypes, entry.restype = [ctypes.c_void_p], ctypes.c_int64

@@ -139,3 +139,19 @@ def test_a_missing_compiler_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("CC", "netc-no-such-cc -O2")
     with pytest.raises(NetcError, match="netc-no-such-cc"):
         build_shared_library(ADD)
+
+
+def test_a_source_in_parts_compiles_side_by_side_and_links_into_one_library():
+    caller = fresh("float half(float x);\nfloat add(float a, float b) { return half(a) + half(b) + half(a + b); }\n")
+    helper = fresh("float half(float x) { return x / 2; }\n")
+    path = build_shared_library([caller, helper], name="parts")
+    assert call_add(path, 1.5, 2.25) == 3.75
+    assert sorted(p.name for p in path.parent.glob("*.c")) == ["parts.1.c", "parts.c"]
+    assert not list(path.parent.glob("*.o")) and not list(path.parent.glob(".*.tmp"))
+    assert build_shared_library([caller, helper], name="parts") == path  # a hit: the parts together are the key
+
+
+def test_a_compile_error_in_one_part_names_that_part():
+    with pytest.raises(NetcError, match=r"bad\.1\.c") as error:
+        build_shared_library([fresh(ADD), fresh("float oops(void) { return missing; }\n")], name="bad")
+    assert "missing" in str(error.value)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, StrictUndefined
 
 from ..ops import OPS
 from ..ops.window import window_counts
@@ -38,6 +38,9 @@ def environment() -> Environment:
     if _environment is None:
         _environment = Environment(
             loader=PackageLoader("netc.compiler.codegen", "templates"),
+            # Compiled templates kept in Jinja's per-user temporary folder, checked against the template's
+            # source: a third of a second off every process's first compile.
+            bytecode_cache=FileSystemBytecodeCache(),
             undefined=StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
@@ -65,12 +68,22 @@ class Renderer:
         return f"(({self.ctype(v.dtype)} *)(arena + {self.offsets[v.id]}))"
 
     def render(self, kernels: list, *, network: str, mode: str, arena_bytes: int) -> str:
+        """The whole module as one source."""
+        return self.render_parts(kernels, 1, network=network, mode=mode, arena_bytes=arena_bytes)[0]
+
+    def render_parts(self, kernels: list, parts: int, *, network: str, mode: str, arena_bytes: int) -> list:
+        """The module as `parts` sources (C only), each with about the same amount of code, which a C compiler
+        can build side by side: the first holds the entry point, which calls the others' kernels."""
         contexts = [self.context(i, k) for i, k in enumerate(kernels)]
-        return (
-            environment()
-            .get_template(self.target.module)
-            .render(
+        parts = max(1, min(parts, len(kernels))) if self.target.name == "c" else 1
+        homes = _balanced(kernels, parts)
+        template = environment().get_template(self.target.module)
+        return [
+            template.render(
                 kernels=contexts,
+                here={i for i, home in enumerate(homes) if home == part},
+                part=part,
+                parts=parts,
                 target=self.target,
                 network=network,
                 mode=mode,
@@ -81,7 +94,8 @@ class Renderer:
                 uses_blas=any(k.kind == "matmul" for k in kernels),
                 uses_random=any(k.kind == "random" for k in kernels),
             )
-        )
+            for part in range(parts)
+        ]
 
     def context(self, index: int, kernel: Kernel) -> dict:
         builder = {
@@ -389,6 +403,17 @@ class Renderer:
             size=math.prod(v.shape),
             args=[self.pointer(v.inputs[0]), self.pointer(v)],
         )
+
+
+def _balanced(kernels: list, parts: int) -> list:
+    """The part each kernel goes to: the largest first, each to the part with the least code so far (the
+    number of values a kernel computes stands for its code; a GEMM's is a call)."""
+    load, homes = [0] * parts, [0] * len(kernels)
+    for index in sorted(range(len(kernels)), key=lambda i: -len(kernels[i].values)):
+        part = load.index(min(load))
+        homes[index] = part
+        load[part] += len(kernels[index].values) + 4
+    return homes
 
 
 def _inner_axes(shape, broadcasts) -> int:
