@@ -22,13 +22,12 @@ import numpy as np
 
 from netc.compiler.codegen.render import C, Renderer
 from netc.compiler.errors import NetcError
-from netc.compiler.ir import LEAF_OPS
 from netc.compiler.passes.fuse import fuse, storage
 
 from .arena import FLOAT_TYPES
 from .cache import build_shared_library, load_library
 from .resident import plan_resident_arena
-from .store import Resident
+from .store import ArenaRun
 
 
 @dataclass
@@ -119,7 +118,7 @@ class CpuBackend:
         return CpuRun(step, graph, roots, resident, precision)
 
 
-class CpuRun(Resident):
+class CpuRun(ArenaRun):
     """A compiled step and its arena. Calling it copies the inputs in, runs every kernel, copies the roots out
     and puts each resident leaf's new value in its slot (where the step did not write it there in place)."""
 
@@ -128,24 +127,7 @@ class CpuRun(Resident):
         self._arena = np.zeros(step.arena_bytes + 64, dtype=np.uint8)
         self._base = self._arena.ctypes.data
         self._float = FLOAT_TYPES[precision][1]
-        # The arena never moves, so each leaf's and root's window into it is made once, not per run.
-        super().__init__(
-            {name: self._window(leaf) for name, (leaf, _) in state.items() if leaf.id in step.offsets}
-        )
-        resident = {leaf.id for leaf, _ in state.values()}
-        computed = [*roots, *(value for _, value in state.values() if value is not None)]
-        self._inputs = [
-            (v.attrs["name"], self._window(v))
-            for v in graph.live_values(computed)
-            if v.op in LEAF_OPS and v.id not in resident
-        ]
-        self._outputs = [(r.id, self._window(r)) for r in roots]
-        # The new values not written in place: (slot, the value's window, whether that is a leaf's slot).
-        self._copies = [
-            (self.slots[name], self._window(value), storage(value).op in LEAF_OPS)
-            for name, (leaf, value) in state.items()
-            if value is not None and storage(value).id not in step.homes and storage(value) is not leaf
-        ]
+        self._bind(step, graph, roots, state)
 
     def _window(self, v) -> np.ndarray:
         dtype = {"i64": np.int64, "f64": np.float64}.get(v.dtype, self._float)

@@ -23,16 +23,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from netc.compiler.codegen.launch import GemmLaunch, plan_launches
 from netc.compiler.codegen.render import CUDA, Renderer
 from netc.compiler.errors import NetcError
-from netc.compiler.ir import LEAF_OPS
 from netc.compiler.passes.fuse import fuse, storage
 
 from .arena import FLOAT_TYPES
 from .resident import plan_resident_arena
 from .state import to_numpy
-from .store import Resident
+from .store import ArenaRun
 
 INSTALL_HINT = "pip install 'netc[cuda12]' (CUDA 12 drivers) or 'netc[cuda13]' (CUDA 13)"
 DLPACK_CUDA = 2  # kDLCUDA, the device type of a DLPack tensor in GPU memory
@@ -99,7 +99,7 @@ class CudaBackend:
         return CudaRun(self.cupy, step, graph, roots, resident, precision)
 
 
-class CudaRun(Resident):
+class CudaRun(ArenaRun):
     """A compiled step on the device: calling it with {input name: array} returns {root id: CuPy array}, and
     leaves each resident leaf's new value in its slot."""
 
@@ -114,24 +114,7 @@ class CudaRun(Resident):
         self._checks_indices = any(k.kind == "index" and k.values[0].op != "one_hot" for k in step.kernels)
         self._blas = Cublas(self.stream)
         self._calls = [self._kernel_call(launch) for launch in step.launches]
-        # The arena never moves, so each leaf's and root's window into it is made once, not per run.
-        super().__init__(
-            {name: self._window(leaf) for name, (leaf, _) in state.items() if leaf.id in step.offsets}
-        )
-        resident = {leaf.id for leaf, _ in state.values()}
-        computed = [*roots, *(value for _, value in state.values() if value is not None)]
-        self._inputs = [
-            (v.attrs["name"], self._window(v))
-            for v in graph.live_values(computed)
-            if v.op in LEAF_OPS and v.id not in resident
-        ]
-        self._outputs = [(r.id, self._window(r)) for r in roots]
-        # The new values not written in place: (slot, the value's window, whether that is a leaf's slot).
-        self._copies = [
-            (self.slots[name], self._window(value), storage(value).op in LEAF_OPS)
-            for name, (leaf, value) in state.items()
-            if value is not None and storage(value).id not in step.homes and storage(value) is not leaf
-        ]
+        self._bind(step, graph, roots, state)
         self._graph = self._capture()
 
     def read(self, name: str) -> np.ndarray:

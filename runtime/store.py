@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from netc.compiler.ir import LEAF_OPS
+from netc.compiler.passes.fuse import storage
+
 
 class Resident:
     """A prepared step as a StateStore sees it: `slots`, the state tensors the step keeps between runs
@@ -39,6 +42,35 @@ class Resident:
         np.copyto(self.slots[name], value, casting="same_kind")
 
     def __call__(self, feeds: dict) -> dict:
+        raise NotImplementedError
+
+
+class ArenaRun(Resident):
+    """A step over one arena (the cpu and cuda backends): its slots, the inputs it is fed, the roots it returns
+    and the new values to copy into slots after a run (those the step did not write in place) are windows
+    into the arena, made once, since the arena never moves. A subclass provides `_window(value)`."""
+
+    def _bind(self, step, graph, roots: list, state: dict) -> None:
+        """`state`: name -> (leaf, its new value or None) for every resident leaf."""
+        Resident.__init__(
+            self, {name: self._window(leaf) for name, (leaf, _) in state.items() if leaf.id in step.offsets}
+        )
+        resident = {leaf.id for leaf, _ in state.values()}
+        computed = [*roots, *(value for _, value in state.values() if value is not None)]
+        self._inputs = [
+            (v.attrs["name"], self._window(v))
+            for v in graph.live_values(computed)
+            if v.op in LEAF_OPS and v.id not in resident
+        ]
+        self._outputs = [(r.id, self._window(r)) for r in roots]
+        # (slot, the value's window, whether that is a leaf's slot) for each new value not written in place.
+        self._copies = [
+            (self.slots[name], self._window(value), storage(value).op in LEAF_OPS)
+            for name, (leaf, value) in state.items()
+            if value is not None and storage(value).id not in step.homes and storage(value) is not leaf
+        ]
+
+    def _window(self, value):
         raise NotImplementedError
 
 
