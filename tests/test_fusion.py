@@ -152,3 +152,24 @@ def test_the_optimiser_updates_every_parameter_in_one_multi_tensor_kernel(tmp_pa
     result = subprocess.run([nvcc, "-c", str(tmp_path / "step.cu"), "-o", str(tmp_path / "step.o"), "-Werror",
                              "all-warnings", "-gencode", "arch=compute_80,code=sm_80"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[:4000]
+
+
+def test_batchnorm_backward_takes_all_its_sums_in_one_pass(tmp_path):
+    """Sums are linear: the sum that BatchNorm's autodiff writes over `dxhat * rstd + dvar * 2(x - mean) / n`
+    distributes into sums taken in the same pass (simplify), so no backward sum waits for another. Here the
+    forward and backward share one rows kernel: the mean (pass 0), the variance (1), every backward sum (2),
+    and the gradient into the convolution in the last pass (3): four passes over the rows, not five."""
+    from netc.compiler.codegen.rows import _phases
+
+    path = network(
+        tmp_path,
+        "    input x: [N, 3, 6, 5]\n    conv = Conv2d(3, 4, 3, padding = 1)\n    bn = BatchNorm2d(4)\n"
+        "    y = x -> conv -> bn -> relu\n    loss = mean(y * y)\n    output y\n    minimize loss",
+    )
+    (kernel,) = [k for k in kernels_of(path, training=True, backward=True)
+                 if k.kind == "rows" and k.domain.axes == (0, 2, 3) and len(k.values) > 5]
+    phases = _phases(kernel)
+    sums = [phases[v.id] for v in kernel.values if v.op == "reduce_sum"]
+    assert sorted(set(sums)) == [1, 2, 3] and sums.count(3) >= 3
+    assert max(phases.values()) == 3
+    matches_reference(path, batch=4)

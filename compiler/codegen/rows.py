@@ -147,7 +147,8 @@ def rows_context(renderer, kernel: Kernel) -> dict:
         template="rows.j2",
         params=params,
         groups=domain.groups,
-        work=math.prod(shape) * (passes + 1),
+        # Work for the threading threshold: every pass computes many values per element, not one.
+        work=math.prod(shape) * sum(len(block["loop"]["body"]) for block in blocks if block["loop"]),
         kept=[{"axis": a, "size": shape[a]} for a in reversed(kept)],
         base=" + ".join(f"c{a} * {strides[a]}" for a in kept) or "0",
         reduced=loops[:-1],

@@ -73,6 +73,10 @@ def _transposes_a_product(v: Value) -> bool:
 
 
 def _rewrite(graph: Graph, op: str, inputs: list, attrs: dict, table: dict) -> Value:
+    if op == "reduce_sum" and _sums_rows(inputs[0], attrs["axes"]):
+        distributed = _distributed_sum(graph, inputs[0], tuple(attrs["axes"]), table)
+        if distributed is not None:
+            return distributed
     out_type = OPS[op].shape([i.type for i in inputs], **attrs)
     simpler = _identity(op, inputs, attrs, out_type)
     if isinstance(simpler, Value):
@@ -85,6 +89,59 @@ def _rewrite(graph: Graph, op: str, inputs: list, attrs: dict, table: dict) -> V
     if key not in table:
         table[key] = graph.emit(op, *inputs, **attrs)
     return table[key]
+
+
+def _distributed_sum(graph: Graph, x: Value, axes: tuple, table: dict) -> Value | None:
+    """reduce_sum(x) by linearity, where that makes it cheaper, else None: a factor constant along the reduced
+    axes comes out of the sum (sum(g * gamma) = gamma * sum(g)), a negation too, and a sum of terms splits into
+    sums of terms when each then simplifies or is a sum already taken. BatchNorm's backward is where this pays:
+    the sum that its autodiff writes over `dxhat * rstd + dvar * 2(x - mean) / n` becomes sums that its first
+    pass over the rows already takes, which saves a whole pass."""
+
+    def sum_of(v: Value) -> Value:
+        return _distributed_sum(graph, v, axes, table) or _plain_sum(v)
+
+    def _plain_sum(v: Value) -> Value:
+        return _rewrite(graph, "reduce_sum", [v], {"axes": axes}, table)
+
+    def taken(v: Value) -> bool:
+        return ("reduce_sum", (v.id,), _freeze({"axes": axes})) in table
+
+    if x.op == "neg":
+        return _rewrite(graph, "neg", [sum_of(x.inputs[0])], {}, table)
+    if x.op == "mul":
+        for factor, other in (x.inputs, x.inputs[::-1]):
+            constant = _along_axes_constant(graph, factor, x.shape, axes, table)
+            if constant is not None:
+                reduced = OPS["reduce_sum"].shape([other.type], axes=axes).shape
+                spread = _rewrite(graph, "broadcast_to", [constant], {"shape": reduced}, table)
+                return _rewrite(graph, "mul", [sum_of(other), spread], {}, table)
+    if x.op in ("add", "sub") and all(t.shape == x.shape for t in x.inputs):
+        simpler = [_distributed_sum(graph, t, axes, table) for t in x.inputs]
+        if all(s is not None or taken(t) for s, t in zip(simpler, x.inputs)):
+            terms = [s if s is not None else _plain_sum(t) for s, t in zip(simpler, x.inputs)]
+            return _rewrite(graph, x.op, terms, {}, table)
+    return None
+
+
+def _sums_rows(x: Value, axes) -> bool:
+    """Whether a sum of x is one that fusion gives a rows kernel (float, over the last axis), which takes in
+    the factors that come out of it: elsewhere they would cost a kernel of their own."""
+    last = max((a for a, d in enumerate(x.shape) if d != 1), default=None)
+    return x.dtype != "i64" and last in axes
+
+
+def _along_axes_constant(graph: Graph, v: Value, shape: tuple, axes: tuple, table: dict) -> Value | None:
+    """The value v broadcasts from, if v does not vary along `axes` (of `shape`): a broadcast whose source has
+    size 1 on every one of them, or a constant (then a scalar `full`, which broadcasts to any shape)."""
+    if v.op == "full":
+        attrs = {"dtype": v.attrs["dtype"], "shape": (), "value": v.attrs["value"]}
+        return _rewrite(graph, "full", [], attrs, table)
+    if v.op != "broadcast_to":
+        return None
+    source = v.inputs[0]
+    padded = (1,) * (len(shape) - source.rank) + tuple(source.shape)
+    return source if all(padded[a] == 1 for a in axes) else None
 
 
 def scalar_constant(v: Value):
