@@ -17,6 +17,7 @@ import numpy as np
 
 from netc.compiler.autodiff import GRAD_PREFIX, grad, hvp
 from netc.compiler.errors import NetcError
+from netc.compiler.passes.remat import rematerialise
 from netc.compiler.passes.simplify import simplify
 from netc.compiler.shapes import format_shape
 
@@ -103,7 +104,7 @@ class Model:
         wrt = list(graph.params) + list(inputs_wrt)
         key = (graph.mode, tuple(wrt))
         if key not in self._joint:
-            self._joint[key] = simplify(grad(graph, wrt))
+            self._joint[key] = rematerialise(simplify(grad(graph, wrt)))
         joint = self._joint[key]
         missing = [n for n in self.input_names() if n not in inputs]
         if missing:

@@ -19,6 +19,7 @@ import numpy as np
 
 from netc.compiler.autodiff import grad
 from netc.compiler.errors import NetcError
+from netc.compiler.passes.remat import rematerialise
 from netc.compiler.passes.simplify import simplify
 from netc.compiler.shapes import format_shape
 
@@ -39,7 +40,7 @@ def build_step_graph(graph, optimizer: Optimizer):
     joint = optimizer.append_update(grad(graph))
     # A step returns only the loss: the gradients and the declared outputs stay intermediate values.
     joint.outputs = {name: v for name, v in joint.outputs.items() if name.startswith(NEW_PREFIX)}
-    return simplify(joint)
+    return rematerialise(simplify(joint))
 
 
 class Trainer:

@@ -37,6 +37,9 @@ class Op:
     )
     nondiff: tuple = ()  # indices of inputs that never get a gradient (integer labels, masks)
     c_expr: str | None = None  # elementwise math for the kernel templates: "expf({0})"
+    # Cheap to compute again from its inputs, and larger than them (a window expansion): a training step
+    # recomputes it for the backward pass instead of keeping it from the forward one (passes/remat.py).
+    recompute: bool = False
     doc: str = ""
 
 

@@ -209,6 +209,7 @@ register(
         grad=lambda g, out, x, **attrs: [
             g.graph.emit("fold", g, spatial=tuple(x.shape[2:]), **_window_attrs(attrs))
         ],
+        recompute=True,
         doc="gather every (strided, dilated, padded) window of [N, C, *S] into [N, C, K, L]",
     )
 )

@@ -17,13 +17,8 @@ from ..ops.movement import swaps_last_two_axes
 
 
 def simplify(graph: Graph) -> Graph:
-    out = Graph(graph.name, symbols=graph.symbols, mode=graph.mode, specs=dict(graph.specs))
-    out.layer_calls = graph.layer_calls
-    rebuilt: dict[int, Value] = {}
+    out, rebuilt = rebuild_leaves(graph)
     table: dict[tuple, Value] = {}
-    for v in graph.values:  # leaves first, in their original order, so parameter order is kept
-        if v.op in LEAF_OPS:
-            rebuilt[v.id] = out.add_leaf(v.op, v.attrs["name"], v.type)
     users = _use_counts(graph)
     for v in graph.live_values():
         if v.op in LEAF_OPS:
@@ -55,6 +50,18 @@ def simplify(graph: Graph) -> Graph:
     out.values = [v for v in out.values if v.op in LEAF_OPS or v.id in live]
     verify(out)
     return out
+
+
+def rebuild_leaves(graph: Graph) -> tuple[Graph, dict]:
+    """The start of a rebuild: a new graph with `graph`'s name, mode and specs and its leaves, in their original
+    order (so parameter order is kept); and the map old value id -> new value, so far for the leaves."""
+    out = Graph(graph.name, symbols=graph.symbols, mode=graph.mode, specs=dict(graph.specs))
+    out.layer_calls = graph.layer_calls
+    rebuilt: dict[int, Value] = {}
+    for v in graph.values:
+        if v.op in LEAF_OPS:
+            rebuilt[v.id] = out.add_leaf(v.op, v.attrs["name"], v.type)
+    return out, rebuilt
 
 
 def _use_counts(graph: Graph) -> dict:

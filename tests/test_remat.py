@@ -1,0 +1,90 @@
+"""Rematerialisation (compiler/passes/remat.py): a convolution's unfolded columns are computed again for the
+backward pass instead of being kept from the forward one. The step computes the same, in less memory.
+(Training parity of every example against PyTorch, with the pass in the step: tests/test_train.py.)"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from twins import EXAMPLES, example_inputs
+
+import netc
+from netc.compiler.autodiff import grad
+from netc.compiler.passes.fuse import fuse
+from netc.compiler.passes.remat import rematerialise
+from netc.compiler.passes.simplify import simplify
+from netc.runtime.arena import plan_arena
+from netc.runtime.reference import run_graph
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+
+
+def joint_graph(path, batch: int):
+    return simplify(grad(netc.load(path).lower({"N": batch}, training=True)))
+
+
+def readers(graph, v) -> list:
+    """The positions of the values that read v, looking through reshapes (free views of the same bytes)."""
+    position = {u.id: i for i, u in enumerate(graph.values)}
+    found = []
+    for u in graph.values:
+        if v in u.inputs:
+            found.extend(readers(graph, u) if u.op == "reshape" else [position[u.id]])
+    return found
+
+
+def test_a_convolutions_columns_are_recomputed_for_the_backward_pass_and_a_pools_are_not():
+    joint = joint_graph(EXAMPLES_DIR / "lenet.net", batch=4)
+    graph = rematerialise(joint)
+    turn = graph.values.index(graph.loss)
+    unfolds = [v for v in graph.values if v.op == "unfold"]
+    # LeNet's two 5x5 convolutions unfold 13 to 19 values per input value, once before the loss and once after
+    # it; its two 2x2 poolings unfold each input value once, so keeping their windows costs nothing extra.
+    convs = [v for v in unfolds if math.prod(v.shape) > 10 * math.prod(v.inputs[0].shape)]
+    pools = [v for v in unfolds if math.prod(v.shape) == math.prod(v.inputs[0].shape)]
+    assert len(convs) == 4 and len(pools) == 2 and len(unfolds) == 6
+    assert len([v for v in joint.values if v.op == "unfold"]) == 4
+    forward = [v for v in convs if graph.values.index(v) < turn]
+    backward = [v for v in convs if graph.values.index(v) > turn]
+    assert len(forward) == len(backward) == 2
+    assert all(max(readers(graph, v)) < turn for v in forward), "the forward columns live past the loss"
+    assert all(min(readers(graph, v)) > turn for v in backward)
+    assert all(max(readers(graph, v)) > turn for v in pools)  # argmax_mask reads them in the backward pass
+
+
+@pytest.mark.parametrize("name", ["lenet.net", "cifar_net.net", "resnet_tiny.net", "volume3d.net"])
+def test_recomputing_lowers_the_arena_and_keeps_the_results(name):
+    joint = joint_graph(EXAMPLES_DIR / name, batch=16)
+    graph = rematerialise(joint)
+    kept = plan_arena(joint, fuse(joint), joint.roots(), "float")
+    recomputed = plan_arena(graph, fuse(graph), graph.roots(), "float")
+    assert recomputed.arena_bytes < 0.8 * kept.arena_bytes, (recomputed.arena_bytes, kept.arena_bytes)
+
+    rng = np.random.default_rng(1)
+    feeds = example_inputs(EXAMPLES[name][1], 2, rng)
+    small = joint_graph(EXAMPLES_DIR / name, batch=2)
+    for leaf in [*small.params.values(), *small.buffers.values()]:
+        feeds[leaf.attrs["name"]] = rng.standard_normal(leaf.shape).astype(np.float32) * 0.1 + (
+            1.0 if leaf.attrs["name"].endswith("running_var") else 0.0
+        )
+    expected = run_graph(small, feeds, small.roots(), "float64")
+    again = rematerialise(small)
+    actual = run_graph(again, feeds, again.roots(), "float64")
+    for before, after in zip(small.roots(), again.roots()):
+        np.testing.assert_array_equal(actual[after.id], expected[before.id])
+
+
+def test_nothing_is_recomputed_without_a_loss_or_without_an_expansion(tmp_path):
+    forward = tmp_path / "forward.net"
+    forward.write_text("network Forward {\n    input x: [N, 3, 5, 5]\n    conv = Conv2d(3, 4, 3)\n"
+                       "    output x -> conv\n}\n")
+    graph = simplify(netc.load(forward).lower({"N": 2}, training=False))
+    assert rematerialise(graph) is graph  # no backward pass to recompute for
+    pointwise = tmp_path / "pointwise.net"
+    pointwise.write_text("network Pointwise {\n    input x: [N, 3, 5, 5]\n    conv = Conv2d(3, 4, 1)\n"
+                         "    loss = mean(x -> conv -> relu)\n    minimize loss\n}\n")
+    joint = joint_graph(pointwise, batch=2)
+    assert rematerialise(joint) is joint  # a 1x1 convolution's columns are no larger than its input
