@@ -75,6 +75,7 @@ def bench_example(name: str, batch: int, with_compile: bool) -> dict:
     row["netc_infer"] = median_seconds(lambda: model.forward(**arrays))
     step = next(s for s in trainer_steps(trainer))
     row["arena_kib"], row["naive_kib"] = step.arena_bytes / 1024, step.naive_bytes / 1024
+    row["peak_kib"] = step.peak_bytes / 1024
     row["kernels"] = len(step.kernels)
 
     optimizer = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9)
@@ -125,7 +126,7 @@ def main() -> None:
     )
     header = (
         "| example | batch | kernels | train: netc ms | eager ms | speed-up | infer: netc ms | eager ms | "
-        "speed-up | arena KiB | naive KiB |"
+        "speed-up | arena KiB | peak live KiB | naive KiB |"
         + (" compile train ms | vs compile |" if args.torch_compile else "")
     )
     print(header)
@@ -137,7 +138,8 @@ def main() -> None:
                 f"| {r['example']} | {batch} | {r['kernels']} | {r['netc_train'] * 1e3:.3f} | "
                 f"{r['eager_train'] * 1e3:.3f} | {r['eager_train'] / r['netc_train']:.2f}x | "
                 f"{r['netc_infer'] * 1e3:.3f} | {r['eager_infer'] * 1e3:.3f} | "
-                f"{r['eager_infer'] / r['netc_infer']:.2f}x | {r['arena_kib']:.0f} | {r['naive_kib']:.0f} |"
+                f"{r['eager_infer'] / r['netc_infer']:.2f}x | {r['arena_kib']:.0f} | {r['peak_kib']:.0f} | "
+                f"{r['naive_kib']:.0f} |"
             )
             if args.torch_compile:
                 line += f" {r['compiled_train'] * 1e3:.3f} | {r['compiled_train'] / r['netc_train']:.2f}x |"

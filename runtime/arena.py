@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from netc.compiler.ir import LEAF_OPS
 from netc.compiler.passes.fuse import reads, storage
-from netc.compiler.passes.memory import Buffer, plan_memory
+from netc.compiler.passes.memory import Buffer, live_bytes_lower_bound, plan_memory
 
 FLOAT_TYPES = {"float32": ("float", np.float32), "float64": ("double", np.float64)}  # precision -> (C, NumPy)
 ITEM_BYTES = {"float": 4, "double": 8, "int64_t": 8}
@@ -25,13 +25,19 @@ class ArenaPlan:
     offsets: dict  # value id -> byte offset in the arena
     arena_bytes: int
     naive_bytes: int  # what allocating every buffer on its own would take
+    peak_bytes: int  # the most bytes live at one kernel: no plan of these buffers can be smaller
 
 
 def plan_arena(graph, kernels, roots, float_type: str) -> ArenaPlan:
     """Plan one arena for every value the kernels store: leaves, intermediates and roots."""
     buffers = step_buffers(graph, kernels, roots, float_type)
-    plan = plan_memory(list(buffers.values()))
-    return ArenaPlan({vid: plan.offsets[vid] for vid in buffers}, plan.arena_bytes, plan.naive_bytes)
+    return arena_plan(list(buffers.values()))
+
+
+def arena_plan(buffers: list) -> ArenaPlan:
+    plan = plan_memory(buffers)
+    peak = live_bytes_lower_bound(buffers, plan.aliases)
+    return ArenaPlan({b.name: plan.offsets[b.name] for b in buffers}, plan.arena_bytes, plan.naive_bytes, peak)
 
 
 def step_buffers(graph, kernels, roots, float_type: str) -> dict:

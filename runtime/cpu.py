@@ -38,6 +38,7 @@ class CompiledStep:
     offsets: dict  # value id -> byte offset in the arena
     arena_bytes: int
     naive_bytes: int
+    peak_bytes: int  # the most bytes live at one kernel, the lower bound of arena_bytes
     source: str
     entry: object  # ctypes function: int64_t netc_run(char *arena)
     kernel_seconds: object = None  # with profiling: seconds spent in each kernel so far (a ctypes array)
@@ -95,7 +96,9 @@ def compile_step(
     entry = library.netc_run
     entry.argtypes, entry.restype = [ctypes.c_void_p], ctypes.c_int64
     timings = (ctypes.c_double * len(kernels)).in_dll(library, "netc_kernel_seconds") if profile else None
-    return CompiledStep(kernels, offsets, plan.arena_bytes, plan.naive_bytes, source, entry, timings, homes)
+    return CompiledStep(
+        kernels, offsets, plan.arena_bytes, plan.naive_bytes, plan.peak_bytes, source, entry, timings, homes
+    )
 
 
 class CpuBackend:

@@ -61,6 +61,7 @@ class CudaStep:
     offsets: dict  # value id -> byte offset in the arena
     arena_bytes: int
     naive_bytes: int
+    peak_bytes: int  # the most bytes live at one kernel, the lower bound of arena_bytes
     source: str
     launches: list  # KernelLaunch and GemmLaunch, in kernel order
     homes: dict  # new value id -> id of the leaf it is written over in place
@@ -77,7 +78,9 @@ def compile_step(graph, roots, precision: str, carried: dict | None = None) -> C
     renderer = Renderer(CUDA, float_type, plan.offsets)
     source = renderer.render(kernels, network=graph.name, mode=graph.mode, arena_bytes=plan.arena_bytes)
     launches = plan_launches(renderer, kernels)
-    return CudaStep(kernels, plan.offsets, plan.arena_bytes, plan.naive_bytes, source, launches, homes)
+    return CudaStep(
+        kernels, plan.offsets, plan.arena_bytes, plan.naive_bytes, plan.peak_bytes, source, launches, homes
+    )
 
 
 class CudaBackend:

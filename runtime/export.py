@@ -67,6 +67,7 @@ def plan_of(step) -> dict:
     return {
         "arena_bytes": step.arena_bytes,
         "naive_bytes": step.naive_bytes,
+        "peak_live_bytes": step.peak_bytes,
         "launches": [
             {
                 "kernel": f"k{i}_{k.name}",
@@ -87,7 +88,8 @@ def report(name: str, bindings: dict, steps: dict) -> str:
         lines += [
             "",
             f"{label}: {len(step.kernels)} kernels, arena {step.arena_bytes:,} bytes = {ratio:.0%} of "
-            f"the naive {step.naive_bytes:,} (every buffer allocated separately)",
+            f"the naive {step.naive_bytes:,} (every buffer allocated separately); at most "
+            f"{step.peak_bytes:,} bytes are live at once",
             describe_kernels(step.kernels),
         ]
     return "\n".join(lines)

@@ -17,9 +17,9 @@ import math
 
 from netc.compiler.ir import LEAF_OPS
 from netc.compiler.passes.fuse import reads, storage
-from netc.compiler.passes.memory import Buffer, plan_memory
+from netc.compiler.passes.memory import Buffer
 
-from .arena import ArenaPlan, step_buffers, value_bytes
+from .arena import ArenaPlan, arena_plan, step_buffers, value_bytes
 
 
 def plan_resident_arena(
@@ -28,8 +28,7 @@ def plan_resident_arena(
     """Plan the arena of `kernels`, which compute `roots` and the new values in `carried` (leaf -> the value
     that replaces it after a run). Returns the plan, and the homes taken: new value id -> leaf id."""
     buffers, homes = resident_buffers(graph, kernels, roots, float_type, carried)
-    plan = plan_memory(list(buffers.values()))
-    return ArenaPlan({vid: plan.offsets[vid] for vid in buffers}, plan.arena_bytes, plan.naive_bytes), homes
+    return arena_plan(list(buffers.values())), homes
 
 
 def resident_buffers(graph, kernels, roots: list, float_type: str, carried: dict) -> tuple[dict, dict]:
