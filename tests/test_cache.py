@@ -77,6 +77,20 @@ def test_anything_that_changes_the_binary_changes_the_key():
     assert build_shared_library(source + "\n") != plain
 
 
+def test_a_machine_with_other_instruction_sets_gets_its_own_binary(monkeypatch):
+    """-march=native builds for this CPU, so a cache shared by two machines must not hand one's to the
+    other: what "native" selects is part of the key."""
+    source = fresh()
+    here = build_shared_library(source)
+    flags, target = cache._native_target(cache._compiler_command(None))
+    if not flags:
+        pytest.skip("the C compiler does not take -march=native")
+    assert "march" in target or "target-cpu" in target
+    monkeypatch.setattr(cache, "_native_target", lambda command: (flags, target + " -mno-avx512f"))
+    elsewhere = build_shared_library(source)
+    assert elsewhere != here and elsewhere.exists()
+
+
 def test_concurrent_builds_of_one_new_source_all_succeed_at_one_path():
     # Enough functions to take the compiler a second, so the four builds overlap.
     many = "\n".join(f"float f{i}(float x) {{ return x * {i}.5f; }}" for i in range(300))

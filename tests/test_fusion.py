@@ -99,6 +99,21 @@ def test_batchnorm_statistics_and_normalisation_are_one_kernel(tmp_path):
     matches_reference(path, batch=4, training=False)
 
 
+def test_layernorm_statistics_and_normalisation_are_one_kernel(tmp_path):
+    path = network(
+        tmp_path,
+        "    input x: [N, 5, 12]\n    ln = LayerNorm(12)\n    y = x -> ln -> gelu\n"
+        "    loss = mean(y * y)\n    output y\n    minimize loss",
+    )
+    (stats,) = [k for k in kernels_of(path) if k.kind == "rows" and k.domain.axes == (2,)]
+    assert stats.domain.groups == 4 * 5  # one row per position, the loss's sum is a kernel of its own
+    ops = ops_of(stats)
+    assert ops.count("reduce_sum") == 2 and "rsqrt" in ops  # mean, variance and the normalisation
+    assert "erf" in ops  # GELU, in the epilogue
+    assert {o.shape for o in stats.outputs} == {(4, 5, 12)}  # y, and y * y for the loss's sum
+    matches_reference(path, batch=4)
+
+
 def test_a_reduction_to_a_scalar_does_not_make_a_big_loop_serial(tmp_path):
     path = network(tmp_path, "    input x: [N, 512, 256]\n    output sum(x * x)", name="Big")
     kinds = [k.kind for k in kernels_of(path, batch=2)]
