@@ -4,8 +4,9 @@ and 64, with compile times and memory. Prints a Markdown table (BENCHMARKS.md ho
     python3 benchmarks/bench.py                  # netc cpu vs PyTorch eager
     python3 benchmarks/bench.py --torch-compile  # and torch.compile (slow to compile on a small machine)
 
-Timings are medians of repeated runs after warm-up, so they compare steady states; ratios above 1 mean netc is
-faster. Nothing here asserts a speed: it measures and reports.
+Timings are medians of repeated runs after warm-up, so they compare steady states, and the contestants are
+timed in alternating rounds, so that a slow spell of a shared machine hits them alike; ratios above 1 mean
+netc is faster. Nothing here asserts a speed: it measures and reports.
 """
 
 from __future__ import annotations
@@ -36,15 +37,24 @@ import netc  # noqa: E402
 from netc.runtime.optim import SGD  # noqa: E402
 
 
-def median_seconds(fn, warmup: int = 3, min_time: float = 0.5, max_runs: int = 200) -> float:
-    for _ in range(warmup):
+def interleaved_seconds(contestants: dict, rounds: int = 21, round_seconds: float = 0.03) -> dict:
+    """Median seconds per call of each contestant, timed in alternating rounds (a few calls of each in turn):
+    a slow spell of a shared machine then slows every contestant alike, not whichever ran during it."""
+    calls = {}
+    for name, fn in contestants.items():
+        for _ in range(3):  # warm-up: caches, allocators, lazy compilation
+            fn()
+        start = time.perf_counter()
         fn()
-    times, start = [], time.perf_counter()
-    while len(times) < 5 or (time.perf_counter() - start < min_time and len(times) < max_runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        calls[name] = max(1, int(round_seconds / max(time.perf_counter() - start, 1e-7)))
+    times = {name: [] for name in contestants}
+    for _ in range(rounds):
+        for name, fn in contestants.items():
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                fn()
+            times[name].append((time.perf_counter() - start) / calls[name])
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def torch_step(twin, inputs, optimizer):
@@ -70,23 +80,31 @@ def bench_example(name: str, batch: int, with_compile: bool) -> dict:
     trainer = model.trainer(SGD(lr=0.01, momentum=0.9))
     trainer.step(**arrays)  # builds the training step
     row["compile_s"] = time.perf_counter() - start
-    row["netc_train"] = median_seconds(lambda: trainer.step(**arrays))
-    model.eval()
-    row["netc_infer"] = median_seconds(lambda: model.forward(**arrays))
     step = next(s for s in trainer_steps(trainer))
     row["arena_kib"], row["naive_kib"] = step.arena_bytes / 1024, step.naive_bytes / 1024
     row["peak_kib"] = step.peak_bytes / 1024
     row["kernels"] = len(step.kernels)
 
     optimizer = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9)
-    row["eager_train"] = median_seconds(torch_step(twin.train(), tensors, optimizer))
-    with torch.no_grad():
-        twin.eval()
-        row["eager_infer"] = median_seconds(lambda: twin(**tensors))
+    training = {
+        "netc_train": lambda: trainer.step(**arrays),
+        "eager_train": torch_step(twin.train(), tensors, optimizer),
+    }
     if with_compile:
         compiled = torch.compile(twin.train())
         optimizer = torch.optim.SGD(compiled.parameters(), lr=0.01, momentum=0.9)
-        row["compiled_train"] = median_seconds(torch_step(compiled, tensors, optimizer), warmup=2)
+        training["compiled_train"] = torch_step(compiled, tensors, optimizer)
+    row.update(interleaved_seconds(training))
+
+    model.eval()
+    twin.eval()
+
+    def eager_infer():
+        with torch.no_grad():
+            twin(**tensors)
+
+    inference = {"netc_infer": lambda: model.forward(**arrays), "eager_infer": eager_infer}
+    row.update(interleaved_seconds(inference))
     return row
 
 
