@@ -20,6 +20,18 @@ FLOAT_TYPES = {"float32": ("float", np.float32), "float64": ("double", np.float6
 ITEM_BYTES = {"float": 4, "double": 8, "int64_t": 8}
 
 
+@dataclass
+class PlannedStep:
+    """What a compiled backend's step holds whatever the target: its kernels, in launch order, and the arena
+    plan they were rendered against."""
+
+    kernels: list
+    offsets: dict  # value id -> byte offset in the arena
+    arena_bytes: int
+    naive_bytes: int  # what allocating every buffer on its own would take
+    peak_bytes: int  # the most bytes live at one kernel, the lower bound of arena_bytes
+
+
 @dataclass(frozen=True)
 class ArenaPlan:
     offsets: dict  # value id -> byte offset in the arena

@@ -24,21 +24,16 @@ from netc.compiler.codegen.render import C, Renderer
 from netc.compiler.errors import NetcError
 from netc.compiler.passes.fuse import fuse, storage
 
-from .arena import FLOAT_TYPES
+from .arena import FLOAT_TYPES, PlannedStep
 from .cache import build_shared_library, load_library
 from .resident import plan_resident_arena
 from .store import ArenaRun
 
 
 @dataclass
-class CompiledStep:
-    """A graph compiled for the CPU: its kernels, arena plan, source and native entry point."""
+class CompiledStep(PlannedStep):
+    """A graph compiled for the CPU: its kernels and arena plan, source and native entry point."""
 
-    kernels: list
-    offsets: dict  # value id -> byte offset in the arena
-    arena_bytes: int
-    naive_bytes: int
-    peak_bytes: int  # the most bytes live at one kernel, the lower bound of arena_bytes
     source: str
     entry: object  # ctypes function: int64_t netc_run(char *arena)
     kernel_seconds: object = None  # with profiling: seconds spent in each kernel so far (a ctypes array)

@@ -29,7 +29,7 @@ from netc.compiler.codegen.render import CUDA, Renderer
 from netc.compiler.errors import NetcError
 from netc.compiler.passes.fuse import fuse, storage
 
-from .arena import FLOAT_TYPES
+from .arena import FLOAT_TYPES, PlannedStep
 from .resident import plan_resident_arena
 from .state import to_numpy
 from .store import ArenaRun
@@ -54,14 +54,9 @@ def import_cupy():
 
 
 @dataclass
-class CudaStep:
+class CudaStep(PlannedStep):
     """A graph compiled for CUDA, before anything touches a device: kernels, arena plan, source, launches."""
 
-    kernels: list
-    offsets: dict  # value id -> byte offset in the arena
-    arena_bytes: int
-    naive_bytes: int
-    peak_bytes: int  # the most bytes live at one kernel, the lower bound of arena_bytes
     source: str
     launches: list  # KernelLaunch and GemmLaunch, in kernel order
     homes: dict  # new value id -> id of the leaf it is written over in place

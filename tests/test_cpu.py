@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from twins import EXAMPLES, example_inputs
+from samples import every_op_sample
+from twins import EXAMPLES, assert_matches_twin, example_inputs
 
 import netc
 from netc import NetcError
@@ -31,17 +32,7 @@ def _models(name: str, training: bool, batch: int = 4):
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_forward_and_gradients_match_pytorch(name, training):
     twin, model, inputs = _models(name, training)
-    got = model.gradients(**inputs)
-    out = twin(**{k: torch.from_numpy(v) for k, v in inputs.items()})
-    out["loss"].backward()
-    np.testing.assert_allclose(got["loss"], out["loss"].item(), rtol=1e-5)
-    expected = {k: p.grad.numpy() for k, p in twin.named_parameters()}
-    largest = max(np.abs(v).max() for v in expected.values())
-    for key, value in expected.items():
-        assert np.abs(got[key] - value).max() <= 1e-4 * max(np.abs(value).max(), 1e-3 * largest), key
-    forward = model.forward(**inputs)
-    for key in forward:
-        np.testing.assert_allclose(forward[key], out[key].detach().numpy(), rtol=1e-4, atol=1e-6)
+    assert_matches_twin(twin, inputs, model.gradients(**inputs), lambda: model.forward(**inputs))
     state = model.state_dict()  # BatchNorm running statistics, updated by the native code
     for key, value in twin.state_dict().items():
         if "running" in key or "num_batches" in key:  # torch ran one step, netc two (gradients, forward)
@@ -115,24 +106,10 @@ def test_generated_c_is_readable():
 
 def test_every_op_sample_runs_on_the_cpu_backend_as_on_the_reference():
     """The registry's samples, all in one graph (one C library), in float64 on both backends."""
-    from netc.compiler.ir import Graph
-    from netc.compiler.ops import OPS
-    from netc.compiler.shapes import TensorType
     from netc.runtime.backends import get_backend
     from netc.runtime.reference import run_graph
 
-    graph, feeds = Graph("ops"), {}
-    rng = np.random.default_rng(0)
-    for name, op in sorted(OPS.items()):
-        if op.samples is None or op.kind == "leaf":
-            continue
-        for i, sample in enumerate(op.samples(rng)):
-            leaves = []
-            for j, array in enumerate(sample.inputs):
-                dtype = "i64" if array.dtype.kind in "iu" else "f64"
-                leaves.append(graph.add_leaf("input", f"{name}{i}_{j}", TensorType(array.shape, dtype)))
-                feeds[f"{name}{i}_{j}"] = array
-            graph.outputs[f"{name}{i}"] = graph.emit(name, *leaves, **sample.attrs)
+    graph, feeds = every_op_sample()
     roots = list(graph.outputs.values())
     want = run_graph(graph, feeds, roots, precision="float64")
     got = get_backend("cpu").prepare(graph, roots, "float64")(feeds)

@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 from netc.compiler.autodiff import grad
 from netc.compiler.codegen.launch import GemmLaunch
-from netc.compiler.ir import LEAF_OPS, Graph
-from netc.compiler.ops import OPS
+from netc.compiler.ir import LEAF_OPS
 from netc.compiler.passes.fuse import storage
 from netc.compiler.passes.simplify import simplify
 from netc.compiler.shapes import TensorType
 from netc.runtime.cuda import GemmCall, compile_step
 from netc.runtime.reference import run_graph
 from test_cuda_runtime import NumpyCublas
+from samples import every_op_sample
 from twins import EXAMPLES, example_inputs
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
@@ -110,18 +110,8 @@ def test_emulated_cuda_plan_matches_the_reference(name, training, tmp_path):
 
 def test_emulated_cuda_plan_of_every_op_sample_matches_the_reference(tmp_path):
     """One graph holding every op sample, so every kernel shape and CUDA variant runs at least once."""
-    graph, feeds = Graph("ops"), {"seed": np.int64(3)}
-    rng = np.random.default_rng(0)
-    for name, op in sorted(OPS.items()):
-        if op.samples is None or op.kind == "leaf":
-            continue
-        for i, sample in enumerate(op.samples(rng)):
-            leaves = []
-            for j, array in enumerate(sample.inputs):
-                dtype = "i64" if array.dtype.kind in "iu" else "f64"
-                leaves.append(graph.add_leaf("input", f"{name}{i}_{j}", TensorType(array.shape, dtype)))
-                feeds[f"{name}{i}_{j}"] = array
-            graph.outputs[f"{name}{i}"] = graph.emit(name, *leaves, **sample.attrs)
+    graph, feeds = every_op_sample()
+    feeds["seed"] = np.int64(3)
     seed = graph.add_leaf("input", "seed", TensorType((), "i64"))
     graph.outputs["random"] = graph.emit("random_uniform", seed, shape=(3, 5), stream=1)
     roots = list(graph.outputs.values())

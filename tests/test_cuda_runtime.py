@@ -24,7 +24,7 @@ from netc.compiler.shapes import TensorType
 from netc.runtime.cuda import GemmCall, compile_step, import_cupy
 from netc.runtime.state import to_numpy
 from test_train import OPTIMIZERS, _rounding_driven, _torch_step
-from twins import EXAMPLES, example_inputs
+from twins import EXAMPLES, assert_matches_twin, example_inputs
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 
@@ -245,17 +245,10 @@ def _models(name: str, training: bool, batch: int = 4):
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_forward_and_gradients_match_pytorch(name, training):
     twin, model, inputs = _models(name, training)
-    got = {key: _host(value) for key, value in model.gradients(**inputs).items()}
-    out = twin(**{k: torch.from_numpy(v) for k, v in inputs.items()})
-    out["loss"].backward()
-    np.testing.assert_allclose(got["loss"], out["loss"].item(), rtol=1e-5)
-    expected = {k: p.grad.numpy() for k, p in twin.named_parameters()}
-    largest = max(np.abs(v).max() for v in expected.values())
-    for key, value in expected.items():
-        assert np.abs(got[key] - value).max() <= 1e-4 * max(np.abs(value).max(), 1e-3 * largest), key
-    forward = model.forward(**inputs)
-    for key in forward:
-        np.testing.assert_allclose(_host(forward[key]), out[key].detach().numpy(), rtol=1e-4, atol=1e-6)
+    gradients = {key: _host(value) for key, value in model.gradients(**inputs).items()}
+    assert_matches_twin(
+        twin, inputs, gradients, lambda: {k: _host(v) for k, v in model.forward(**inputs).items()}
+    )
 
 
 @needs_gpu

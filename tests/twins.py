@@ -140,3 +140,21 @@ def example_inputs(spec: dict, batch: int, rng) -> dict:
     """Random inputs for an example: standard normal floats, labels uniform over the classes."""
     return {name: rng.integers(0, kind, size=(batch,)) if isinstance(kind, int)
             else rng.standard_normal((batch, *kind)).astype("float32") for name, kind in spec.items()}
+
+
+def assert_matches_twin(twin, inputs: dict, gradients: dict, forward) -> None:
+    """A netc model's loss and parameter gradients (`gradients`, NumPy) against `twin`'s on the same `inputs`:
+    the loss to rtol 1e-5, each gradient to 1e-4 of its own scale (or of the largest's, for one near zero).
+    Then `forward()`, the model's outputs from a forward pass run after that, against the twin's."""
+    import numpy as np
+
+    out = twin(**{k: torch.from_numpy(v) for k, v in inputs.items()})
+    out["loss"].backward()
+    np.testing.assert_allclose(gradients["loss"], out["loss"].item(), rtol=1e-5)
+    expected = {k: p.grad.numpy() for k, p in twin.named_parameters()}
+    largest = max(np.abs(v).max() for v in expected.values())
+    for key, value in expected.items():
+        assert np.abs(gradients[key] - value).max() <= 1e-4 * max(np.abs(value).max(), 1e-3 * largest), key
+    outputs = forward()
+    for key in outputs:
+        np.testing.assert_allclose(outputs[key], out[key].detach().numpy(), rtol=1e-4, atol=1e-6)
