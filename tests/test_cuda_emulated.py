@@ -1,11 +1,13 @@
-"""The cuda backend's whole plan, run on the CPU: the CUDA module compiled as host C++ with one thread per
-launch (a grid of one block of one thread, so every grid-stride loop walks its whole range and every block
-reduction degenerates to one thread), its kernel entries called in launch-list order over a NumPy arena, and
-its GEMMs made by GemmCall against a NumPy stand-in for cuBLAS. Results must match the reference backend.
+"""The cuda backend's whole plan, run on the CPU: the CUDA module compiled as host C++ in which every CUDA
+thread is a thread of the host (blocks of 16 threads in warps of 4, up to 3 blocks a launch, one block after
+another: grid-stride loops still cover every range, and every block reduction runs through both of its
+stages), its kernel entries called in launch-list order over a NumPy arena, and its GEMMs made by GemmCall
+against a NumPy stand-in for cuBLAS. Results must match the reference backend.
 
 This checks, without a GPU, what only a GPU run would otherwise: the CUDA variants' index arithmetic, the
-entries' pointers into the arena, the launch order and the GEMM mapping. It cannot check what needs real
-threads: races between them, and the warp shuffles of the block reductions.
+entries' pointers into the arena, the launch order, the GEMM mapping, and the cooperation of a block's
+threads (barriers, warp shuffles, shared memory). It cannot check the timing of a real GPU: races that the
+host's scheduling happens not to expose, or a launch shape the device would refuse.
 """
 
 from __future__ import annotations
@@ -36,17 +38,51 @@ EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 CXX = shutil.which("g++") or shutil.which("c++")
 pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler to emulate the CUDA module with")
 
-# CUDA's built-ins for one thread: what the module needs beyond C++ to compile and run on the host.
+# CUDA's built-ins, each CUDA thread a host thread: barriers for __syncthreads (the block's) and for the warp's
+# shuffles, `static` for shared memory (the blocks of a launch run one after another), thread-local indices.
+EMULATED_BLOCK, EMULATED_WARP, EMULATED_GRID = 16, 4, 3
 EMULATION = r"""
 #include <string.h>
+#include <barrier>
+#include <memory>
+#include <thread>
+#include <vector>
 #define __global__
 #define __device__
 #define __shared__ static
-#define __syncthreads()
 struct netc_dim3 { unsigned x; };
-static const netc_dim3 threadIdx = {0}, blockIdx = {0}, blockDim = {1}, gridDim = {1};
-static const int warpSize = 1;
-template <class T> static T __shfl_down_sync(unsigned, T value, int) { return value; }
+static thread_local netc_dim3 threadIdx, blockIdx;
+static netc_dim3 blockDim, gridDim;
+static const int warpSize = NETC_WARP;
+static std::barrier<> *netc_block_barrier;
+static std::vector<std::unique_ptr<std::barrier<>>> netc_warp_barriers;
+alignas(16) static unsigned char netc_exchange[1024][16];
+#define __syncthreads() netc_block_barrier->arrive_and_wait()
+static void __syncwarp(unsigned = 0xffffffffu) { netc_warp_barriers[threadIdx.x / warpSize]->arrive_and_wait(); }
+template <class T> static T __shfl_down_sync(unsigned, T value, int offset) {
+    memcpy(netc_exchange[threadIdx.x], &value, sizeof(T));
+    __syncwarp();
+    T result = value;
+    if (threadIdx.x % warpSize + offset < (unsigned)warpSize)
+        memcpy(&result, netc_exchange[threadIdx.x + offset], sizeof(T));
+    __syncwarp();
+    return result;
+}
+extern "C" void netc_emulate(void (*entry)(char *), char *arena, unsigned grid, unsigned block) {
+    gridDim.x = grid;
+    blockDim.x = block;
+    for (unsigned b = 0; b < grid; ++b) {
+        std::barrier<> block_barrier(block);
+        netc_block_barrier = &block_barrier;
+        netc_warp_barriers.clear();
+        for (unsigned w = 0; w < (block + warpSize - 1) / warpSize; ++w)
+            netc_warp_barriers.push_back(std::make_unique<std::barrier<>>(warpSize));
+        std::vector<std::thread> threads;
+        for (unsigned t = 0; t < block; ++t)
+            threads.emplace_back([=] { threadIdx.x = t; blockIdx.x = b; entry(arena); });
+        for (auto &thread : threads) thread.join();
+    }
+}
 """
 
 
@@ -56,10 +92,12 @@ def _emulated_library(source: str, tmp_path: Path):
     library = tmp_path / "module.so"
     command = [
         CXX,
-        "-std=c++17",
+        "-std=c++20",
         "-O1",
         "-fPIC",
         "-shared",
+        "-pthread",
+        f"-DNETC_WARP={EMULATED_WARP}",
         "-include",
         str(tmp_path / "emulation.h"),
         str(tmp_path / "module.cpp"),
@@ -68,7 +106,9 @@ def _emulated_library(source: str, tmp_path: Path):
     ]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[:4000]
-    return ctypes.CDLL(str(library))
+    library = ctypes.CDLL(str(library))
+    library.netc_emulate.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+    return library
 
 
 def run_emulated(graph, roots, feeds: dict, precision: str, tmp_path: Path) -> dict:
@@ -90,7 +130,10 @@ def run_emulated(graph, roots, feeds: dict, precision: str, tmp_path: Path) -> d
         if isinstance(launch, GemmLaunch):
             GemmCall(blas, launch, arena.ctypes.data)()
         else:
-            getattr(library, launch.entry)(ctypes.c_void_p(arena.ctypes.data))
+            entry = ctypes.cast(getattr(library, launch.entry), ctypes.c_void_p)
+            grid = min(launch.grid, EMULATED_GRID)
+            block = EMULATED_BLOCK if launch.block >= EMULATED_BLOCK else EMULATED_WARP
+            library.netc_emulate(entry, arena.ctypes.data, grid, block)
     return {r.id: window(r).copy() for r in roots}
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ..passes.fuse import matmul_operand, storage
 
 BLOCK = 256  # threads per block: a multiple of the warp size, as the block reductions need
+WARP = 32
 MAX_BLOCKS = 8192  # past this, grid-stride loops give each thread more elements instead of more blocks
 
 
@@ -68,6 +69,8 @@ def launch_shape(ctx: dict) -> tuple:
     template = ctx["template"]
     if template == "reduce.j2" and ctx["op"] != "argmax_mask":
         return min(ctx["size"], MAX_BLOCKS), BLOCK  # reduce.cu.j2: a block per group
+    if template == "rows.j2":  # rows.cu.j2: a block per group, of as many warps as its row can keep busy
+        return min(ctx["groups"], MAX_BLOCKS), min(BLOCK, max(WARP, -(-ctx["row"] // WARP) * WARP))
     if template == "copy.j2" and ctx["fill"] is not None:
         return 1, 1024  # copy.cu.j2: a pad fills, then copies, within one block
     return _blocks(parallel_items(ctx)), BLOCK
@@ -80,8 +83,6 @@ def parallel_items(ctx: dict) -> int:
         return ctx["size"]  # the CUDA elementwise and row reductions use a thread per output element
     if template == "reduce.j2":  # argmax_mask: a thread per group
         return ctx["size"]
-    if template == "rows.j2":
-        return ctx["groups"]
     if template == "argmax_rows.j2":
         return ctx["rows"]
     if template == "unfold.j2":

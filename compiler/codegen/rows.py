@@ -136,6 +136,10 @@ def rows_context(renderer, kernel: Kernel) -> dict:
             simd=simd,
             part_inits=[declaration for declaration, _, _ in parts],
             part_adds=[add for _, _, add in parts],
+            # For targets that combine partial results across threads (rows.cu.j2): which accumulators are
+            # sums (of the `part` partials) and which maxima.
+            sums=[r.id for r in accumulating if r.op == "reduce_sum"],
+            maxima=[r.id for r in accumulating if r.op != "reduce_sum"],
         )
         blocks.append(dict(lines=inits, loop=loop))
         blocks.append(dict(lines=group_lines(k + 1), loop=None))
@@ -147,6 +151,7 @@ def rows_context(renderer, kernel: Kernel) -> dict:
         template="rows.j2",
         params=params,
         groups=domain.groups,
+        row=math.prod(shape[a] for a in reduced_axes),  # elements per group
         # Work for the threading threshold: every pass computes many values per element, not one.
         work=math.prod(shape) * sum(len(block["loop"]["body"]) for block in blocks if block["loop"]),
         kept=[{"axis": a, "size": shape[a]} for a in reversed(kept)],
