@@ -31,11 +31,10 @@ from netc.compiler.passes.fuse import fuse, storage
 
 from .arena import FLOAT_TYPES, PlannedStep
 from .resident import plan_resident_arena
-from .state import to_numpy
+from .state import on_gpu, to_numpy
 from .store import ArenaRun
 
 INSTALL_HINT = "pip install 'netc[cuda12]' (CUDA 12 drivers) or 'netc[cuda13]' (CUDA 13)"
-DLPACK_CUDA = 2  # kDLCUDA, the device type of a DLPack tensor in GPU memory
 
 
 def import_cupy():
@@ -81,6 +80,7 @@ def compile_step(graph, roots, precision: str, carried: dict | None = None) -> C
 class CudaBackend:
     name = "cuda"
     keeps_state = True  # prepare(state=...) keeps parameters, buffers and optimiser state in the arena
+    takes_gpu_inputs = True  # inputs already on the GPU are copied into the arena there, not through the host
 
     def __init__(self):
         self.cupy = import_cupy()
@@ -191,7 +191,7 @@ def device_array(cupy, value):
         return value
     if hasattr(value, "detach"):  # a torch tensor that requires grad refuses to export itself
         value = value.detach()
-    if hasattr(value, "__dlpack_device__") and value.__dlpack_device__()[0] == DLPACK_CUDA:
+    if on_gpu(value):
         return cupy.from_dlpack(value)
     return None
 

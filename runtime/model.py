@@ -24,7 +24,7 @@ from netc.compiler.shapes import format_shape
 from .backends import get_backend
 from .optim import NEW_PREFIX
 from .reference import FLOAT
-from .state import check_state_dict, initial_value, to_numpy
+from .state import check_state_dict, dtype_of, initial_value, numpy_dtype, on_gpu, to_numpy
 from .store import StateStore, launch, prepare_step
 from .trainer import Trainer
 
@@ -172,20 +172,25 @@ class Model:
             self._prepared[key] = prepare_step(self.backend, graph, roots, self.precision, carry)
         return self._prepared[key]
 
-    def _check_input(self, name: str, leaf, value) -> np.ndarray:
-        array = to_numpy(value)
-        expected = tuple(leaf.shape)
+    def _check_input(self, name: str, leaf, value):
+        """The input as the backend takes it, after checking its shape and type: a NumPy array of the leaf's
+        dtype; or, for a backend that runs on the GPU, a GPU array as it is (CuPy, or a PyTorch CUDA tensor),
+        which the backend copies into its arena device to device, converting the type there."""
+        keep_on_gpu = getattr(self.backend, "takes_gpu_inputs", False) and on_gpu(value)
+        array = value if keep_on_gpu else to_numpy(value)
+        expected, dtype = tuple(leaf.shape), numpy_dtype(array)
         if tuple(array.shape) != expected:
             raise NetcError(
                 f"input '{name}' must have shape {format_shape(expected)}, got {format_shape(array.shape)}"
             )
         if leaf.dtype == "i64":
-            if array.dtype.kind not in "iu":
-                raise NetcError(f"input '{name}' must hold integers (i64), got {array.dtype}")
-            return array.astype(np.int64, copy=False)
-        if array.dtype.kind not in "fiu" or array.dtype == np.bool_:
-            raise NetcError(f"input '{name}' must hold floats, got {array.dtype}")
-        return array.astype(np.float64 if leaf.dtype == "f64" else self._float, copy=False)
+            if dtype is None or dtype.kind not in "iu":
+                raise NetcError(f"input '{name}' must hold integers (i64), got {dtype or array.dtype}")
+        elif dtype is None or dtype.kind not in "fiu" or dtype == np.bool_:
+            raise NetcError(f"input '{name}' must hold floats, got {dtype or array.dtype}")
+        if keep_on_gpu:
+            return array
+        return array.astype(dtype_of(leaf.dtype, self._float), copy=False)
 
 
 def _inputs_of(graph, roots) -> set:

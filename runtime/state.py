@@ -32,6 +32,27 @@ def dtype_of(ir_dtype: str, float_type):
     return float_type if ir_dtype == "f32" else NUMPY_DTYPES[ir_dtype]
 
 
+DLPACK_CUDA = 2  # kDLCUDA, the device type of a DLPack tensor in GPU memory
+
+
+def on_gpu(value) -> bool:
+    """Whether `value` is an array in GPU memory: a CuPy array, or a DLPack exporter (a PyTorch CUDA tensor)."""
+    if type(value).__module__.startswith("cupy"):
+        return hasattr(value, "shape")
+    device = getattr(value, "__dlpack_device__", None)
+    return device is not None and device()[0] == DLPACK_CUDA
+
+
+def numpy_dtype(value):
+    """The NumPy dtype of an array of any library, read without touching its data; None if NumPy has none
+    (bfloat16, say)."""
+    dtype = getattr(value, "dtype", None)
+    try:
+        return np.dtype(str(dtype).removeprefix("torch."))
+    except TypeError:
+        return None
+
+
 def to_numpy(value) -> np.ndarray:
     """Accept NumPy arrays, PyTorch tensors (any device) and anything array-like."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):

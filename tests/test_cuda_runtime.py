@@ -130,6 +130,40 @@ def test_grids_cover_the_work_of_small_and_large_kernels(shape, blocks):
     assert (launch.grid, launch.block) == (blocks, BLOCK)
 
 
+@pytest.mark.parametrize("shape, grid, block", [((6, 10), 6, 32), ((3, 100), 3, 128), ((2, 5000), 2, BLOCK)])
+def test_rows_kernels_run_a_block_per_group_sized_to_the_row(shape, grid, block):
+    """A softmax row: one block per row, of whole warps, as many as the row can keep busy (up to BLOCK)."""
+    graph = Graph("rows")
+    x = graph.add_leaf("input", "x", TensorType(shape, "f32"))
+    graph.outputs["y"] = graph.emit("reduce_max", x, axes=(1,))
+    (launch,) = compile_step(graph, list(graph.outputs.values()), "float32").launches
+    assert (launch.grid, launch.block) == (grid, block)
+
+
+class FakeGpuArray:
+    """What the model's input check sees of a CuPy array or a PyTorch CUDA tensor, without a GPU."""
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = shape, dtype
+
+    def __dlpack_device__(self):
+        return (2, 0)  # kDLCUDA, device 0
+
+
+def test_a_gpu_input_is_checked_in_place_and_kept_on_the_gpu():
+    """trainer.step and model.forward hand a GPU input to the cuda backend as it is (which copies it into the
+    arena device to device): only its shape and dtype are read, and they are checked like any input's."""
+    model = netc.compile(EXAMPLES_DIR / "lenet.net", batch=2)
+    model.backend = types.SimpleNamespace(takes_gpu_inputs=True)  # only the check runs here
+    leaf = model.graph.inputs["x"]
+    images = FakeGpuArray((2, 1, 32, 32), "torch.float32")
+    assert model._check_input("x", leaf, images) is images
+    with pytest.raises(NetcError, match=r"input 'x' must have shape \[2, 1, 32, 32\], got \[2, 32, 32\]"):
+        model._check_input("x", leaf, FakeGpuArray((2, 32, 32), "torch.float32"))
+    with pytest.raises(NetcError, match="input 'x' must hold floats, got torch.bfloat16"):
+        model._check_input("x", leaf, FakeGpuArray((2, 1, 32, 32), "torch.bfloat16"))
+
+
 class NumpyCublas:
     """Column-major GEMMs on a NumPy arena, with cuBLAS's argument conventions (pointers are addresses)."""
 
@@ -303,6 +337,26 @@ def test_inputs_from_cupy_torch_and_numpy_give_the_same_results():
         assert all(isinstance(value, cupy.ndarray) for value in got.values())
         for vid, value in got.items():
             np.testing.assert_array_equal(value.get(), want[vid])
+
+
+@needs_gpu
+def test_trainer_and_forward_take_cupy_and_torch_inputs_on_the_gpu():
+    import cupy
+
+    name = "lenet.net"
+    inputs = example_inputs(EXAMPLES[name][1], 4, np.random.default_rng(2))
+    variants = {"numpy": inputs, "cupy": {k: cupy.asarray(v) for k, v in inputs.items()}}
+    if torch.cuda.is_available():
+        variants["torch"] = {k: torch.as_tensor(v).cuda() for k, v in inputs.items()}
+    losses, outputs = {}, {}
+    for label, feeds in variants.items():
+        model = netc.compile(EXAMPLES_DIR / name, batch=4, backend="cuda", seed=0)
+        trainer = model.trainer(netc.optim.SGD(lr=0.01, momentum=0.9))
+        losses[label] = [trainer.step(**feeds) for _ in range(3)]
+        outputs[label] = _host(model.eval().forward(**feeds)["out"])
+    for label in variants:
+        np.testing.assert_allclose(losses[label], losses["numpy"], rtol=1e-6, err_msg=label)
+        np.testing.assert_allclose(outputs[label], outputs["numpy"], rtol=1e-6, atol=1e-7, err_msg=label)
 
 
 @needs_gpu
