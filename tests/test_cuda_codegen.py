@@ -7,6 +7,7 @@ compilers, so a template that does not compile fails CI even on machines without
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -117,3 +118,24 @@ def _every_op_graph() -> Graph:
     seed = graph.add_leaf("input", "seed", TensorType((), "i64"))
     graph.outputs["random"] = graph.emit("random_uniform", seed, shape=(3, 5), stream=1)
     return graph
+
+
+@needs_nvcc
+def test_an_elementwise_kernel_moves_four_floats_per_access(tmp_path):
+    """Where every access is at the element's own index, each input is read and each output written in one
+    128-bit access: the PTX has vector loads and stores of four floats, and no scalar global ones."""
+    graph = Graph("wide")
+    x = graph.add_leaf("input", "x", TensorType((512, 1024), "f32"))
+    y = graph.add_leaf("input", "y", TensorType((512, 1024), "f32"))
+    graph.outputs["z"] = graph.emit("mul", graph.emit("relu", x), y)
+    kernels = fuse(graph)
+    offsets = {v.id: 64 * i for i, v in enumerate(graph.values)}  # every buffer 64-byte aligned, as planned
+    source = Renderer(CUDA, "float", offsets).render(kernels, network="wide", mode="eval", arena_bytes=0)
+    path = tmp_path / "wide.cu"
+    path.write_text(source)
+    result = subprocess.run([NVCC, "-ptx", str(path), "-o", str(tmp_path / "wide.ptx"), "-arch=sm_80"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[:4000]
+    ptx = (tmp_path / "wide.ptx").read_text()
+    global_accesses = re.findall(r"\b(ld|st)\.global(?:\.nc)?(\.v\d)?\.f32", ptx)
+    assert {access for access in global_accesses} == {("ld", ".v4"), ("st", ".v4")}, global_accesses

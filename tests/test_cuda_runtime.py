@@ -121,9 +121,12 @@ def test_gemm_launches_match_the_cpu_blas_calls(name):
                 )
 
 
-@pytest.mark.parametrize("shape, blocks", [((3,), 1), ((1000,), 4), ((4096, 1024), MAX_BLOCKS)])
+@pytest.mark.parametrize(
+    "shape, blocks", [((3,), 1), ((1002,), 4), ((1000,), 1), ((8192, 1024), MAX_BLOCKS), ((3, 10**7), MAX_BLOCKS)]
+)
 def test_grids_cover_the_work_of_small_and_large_kernels(shape, blocks):
-    """A block per BLOCK elements, up to MAX_BLOCKS; past that the grid-stride loops do the rest."""
+    """A block per BLOCK threads, up to MAX_BLOCKS (past that the grid-stride loops do the rest); a thread per
+    element, or per VECTOR of them where the size allows (1000 elements: 250 threads)."""
     graph = Graph("sizes")
     graph.outputs["y"] = graph.emit("exp", graph.add_leaf("input", "x", TensorType(shape, "f32")))
     (launch,) = compile_step(graph, list(graph.outputs.values()), "float32").launches

@@ -79,8 +79,10 @@ def launch_shape(ctx: dict) -> tuple:
 def parallel_items(ctx: dict) -> int:
     """How many iterations the kernel's grid-stride loop has: the threads it can keep busy."""
     template = ctx["template"]
-    if template in ("elementwise.j2", "random.j2", "reduce_rows.j2"):
-        return ctx["size"]  # the CUDA elementwise and row reductions use a thread per output element
+    if template == "elementwise.j2":  # a thread per element, or per `vector` of them
+        return ctx["size"] // ctx["vector"]
+    if template in ("random.j2", "reduce_rows.j2"):
+        return ctx["size"]  # a thread per output element
     if template == "reduce.j2":  # argmax_mask: a thread per group
         return ctx["size"]
     if template == "argmax_rows.j2":

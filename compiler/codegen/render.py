@@ -51,6 +51,9 @@ def environment() -> Environment:
 
 # argmax_mask over rows keeps each row's running maxima and their positions on the stack: rows up to this long.
 ARGMAX_ROW_LIMIT = 4096
+# Elements a CUDA thread of an elementwise kernel loads and stores at once: 16 bytes of float32, one 128-bit
+# access per input and output (every buffer is 64-byte aligned in the arena).
+VECTOR = 4
 
 
 class Renderer:
@@ -188,17 +191,32 @@ class Renderer:
             {"axis": a, "size": shape[a], "used": a in used_axes} for a in range(split - 1, lowest - 1, -1)
         ]
         needed = kernel.needed()
+        body = [lines[key] for key in order if isinstance(key, int) and key in needed]
+        size, outer = math.prod(shape), math.prod(shape[:split])
         return dict(
             template="elementwise.j2",
             params=params,
             coords=coords,
-            size=math.prod(shape),
+            size=size,
             inner=inner,
             hoisted=[line for vid, line in hoisted.items() if vid in needed],
             per_row=[line for vid, line in per_row.items() if vid in needed],
-            outer=math.prod(shape[:split]),
+            outer=outer,
             args=[self.pointer(x) for x in inputs + kernel.outputs],
             lines=[lines[key] for key in order if not isinstance(key, int) or key in needed] + stores,
+            # For targets that load and store VECTOR elements at once (elementwise.cu.j2): when every load and
+            # store is at index i, the inputs read at i, the body without those loads, and the outputs.
+            vector=VECTOR if outer == 1 and size % VECTOR == 0 else 1,
+            vector_loads=[
+                {"slot": slot[xid], "ctype": self.ctype(x.dtype)}
+                for xid, x in ((x.id, x) for x in inputs)
+                if xid in loaded
+            ],
+            vector_body=body,
+            vector_stores=[
+                {"slot": j, "ctype": self.ctype(out.dtype), "name": names[out.id]}
+                for j, out in enumerate(kernel.outputs)
+            ],
         )
 
     def multi(self, kernel: Kernel) -> dict:
