@@ -47,6 +47,8 @@ def numpy_dtype(value):
     """The NumPy dtype of an array of any library, read without touching its data; None if NumPy has none
     (bfloat16, say)."""
     dtype = getattr(value, "dtype", None)
+    if isinstance(dtype, np.dtype):  # NumPy and CuPy
+        return dtype
     try:
         return np.dtype(str(dtype).removeprefix("torch."))
     except TypeError:
