@@ -110,7 +110,7 @@ class CudaRun(ArenaRun):
             self.arena = cupy.zeros(step.arena_bytes + 64, dtype=cupy.uint8)
         self._error = self.module.get_global("netc_error")
         self._checks_indices = any(k.kind == "index" and k.values[0].op != "one_hot" for k in step.kernels)
-        self._blas = Cublas(self.stream)
+        self._blas = Cublas(cupy, self.stream)
         self._calls = [self._kernel_call(launch) for launch in step.launches]
         self._bind(step, graph, roots, state)
         self._graph = self._capture()
@@ -196,16 +196,29 @@ def device_array(cupy, value):
     return None
 
 
-class Cublas:
-    """A cuBLAS handle of one run, bound to its stream."""
+CUBLAS_WORKSPACE_BYTES = 32 << 20  # NVIDIA's recommended cuBLAS workspace on Hopper, ample on older GPUs
 
-    def __init__(self, stream):
-        from cupy_backends.cuda.libs import cublas  # CuPy's thin binding of the cuBLAS C API
+
+class Cublas:
+    """A cuBLAS handle of one run, bound to its stream, with a workspace of its own.
+
+    The workspace is set before the step is captured: a cuBLAS that allocates its workspace itself does so on
+    first use, which inside a stream capture is illegal (cudaMalloc) or leaves allocation nodes in the graph
+    (cudaMallocAsync). It lives as long as the handle, and so as long as the captured graph that uses it."""
+
+    def __init__(self, cupy, stream, cublas=None):
+        if cublas is None:
+            from cupy_backends.cuda.libs import cublas  # CuPy's thin binding of the cuBLAS C API
 
         self.cublas, self.handle = cublas, cublas.create()
         cublas.setStream(self.handle, stream.ptr)
         # Full float32 arithmetic: TF32 tensor cores would miss PyTorch's results by more than 1e-4.
         cublas.setMathMode(self.handle, cublas.CUBLAS_DEFAULT_MATH)
+        self.workspace = None
+        if hasattr(cublas, "setWorkspace"):  # where CuPy binds cublasSetWorkspace; else the warm-up run must do
+            with stream:
+                self.workspace = cupy.empty(CUBLAS_WORKSPACE_BYTES, dtype=cupy.uint8)
+            cublas.setWorkspace(self.handle, self.workspace.data.ptr, CUBLAS_WORKSPACE_BYTES)
 
     def __del__(self):
         if getattr(self, "handle", None) is not None:

@@ -21,7 +21,7 @@ from netc.compiler.codegen.render import C, Renderer
 from netc.compiler.ir import Graph
 from netc.compiler.passes.simplify import simplify
 from netc.compiler.shapes import TensorType
-from netc.runtime.cuda import GemmCall, compile_step, import_cupy
+from netc.runtime.cuda import CUBLAS_WORKSPACE_BYTES, Cublas, GemmCall, compile_step, import_cupy
 from netc.runtime.state import to_numpy
 from test_train import OPTIMIZERS, _rounding_driven, _torch_step
 from twins import EXAMPLES, assert_matches_twin, example_inputs
@@ -165,6 +165,43 @@ def test_a_gpu_input_is_checked_in_place_and_kept_on_the_gpu():
         model._check_input("x", leaf, FakeGpuArray((2, 32, 32), "torch.float32"))
     with pytest.raises(NetcError, match="input 'x' must hold floats, got torch.bfloat16"):
         model._check_input("x", leaf, FakeGpuArray((2, 1, 32, 32), "torch.bfloat16"))
+
+
+def test_cublas_gets_its_workspace_before_anything_is_captured():
+    """cuBLAS must not allocate its own workspace during the stream capture: the handle is given one at once,
+    on the run's stream, and keeps it alive."""
+    calls = []
+
+    class Binding:
+        CUBLAS_DEFAULT_MATH = 0
+
+        def create(self):
+            calls.append("create")
+            return 7
+
+        def __getattr__(self, name):
+            return lambda *args: calls.append((name, *args))
+
+    class Buffer:
+        def __init__(self, size):
+            self.size, self.data = size, types.SimpleNamespace(ptr=0xAB00)
+
+    fake_cupy = types.SimpleNamespace(uint8=np.uint8, empty=lambda size, dtype: Buffer(size))
+
+    class Stream:
+        ptr = 0x5
+
+        def __enter__(self):
+            calls.append("on the stream")
+
+        def __exit__(self, *error):
+            return False
+
+    stream = Stream()
+    blas = Cublas(fake_cupy, stream, cublas=Binding())
+    assert blas.workspace.size == CUBLAS_WORKSPACE_BYTES == 32 << 20
+    assert calls == ["create", ("setStream", 7, 0x5), ("setMathMode", 7, 0), "on the stream",
+                     ("setWorkspace", 7, 0xAB00, CUBLAS_WORKSPACE_BYTES)]
 
 
 class NumpyCublas:
