@@ -62,8 +62,8 @@ def test_recomputing_lowers_the_arena_and_keeps_the_results(name):
     kept = plan_arena(joint, fuse(joint), joint.roots(), "float")
     recomputed = plan_arena(graph, fuse(graph), graph.roots(), "float")
     assert recomputed.arena_bytes < 0.8 * kept.arena_bytes, (recomputed.arena_bytes, kept.arena_bytes)
-    # The greedy planner stays within 10% of the most bytes live at once, the bound of any plan.
-    assert recomputed.peak_bytes <= recomputed.arena_bytes <= 1.1 * recomputed.peak_bytes
+    # The planner stays within 15% of the most bytes live at once, the bound of any plan (memory.py).
+    assert recomputed.peak_bytes <= recomputed.arena_bytes <= 1.15 * recomputed.peak_bytes
 
     rng = np.random.default_rng(1)
     feeds = example_inputs(EXAMPLES[name][1], 2, rng)

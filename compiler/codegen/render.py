@@ -289,12 +289,12 @@ class Renderer:
     def matmul(self, kernel: Kernel) -> dict:
         (v,) = kernel.values
         a, b = v.inputs
-        (a_src, trans_a), (b_src, trans_b) = matmul_operand(a), matmul_operand(b)
+        (a_src, trans_a, a_shared), (b_src, trans_b, b_shared) = matmul_operand(a), matmul_operand(b)
         m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
         batch_shape = v.shape[:-2]
         dims = []
-        a_strides = self.batch_strides(a, a_src, m * k)
-        b_strides = self.batch_strides(b, b_src, k * n)
+        a_strides = self.batch_strides(a, m * k, a_shared)
+        b_strides = self.batch_strides(b, k * n, b_shared)
         for d, sa, sb in reversed(list(zip(batch_shape, a_strides, b_strides))):
             dims.append({"size": d, "a_stride": sa, "b_stride": sb})
         gemm = "dgemm" if self.ctype(v.dtype) == "double" else "sgemm"
@@ -314,9 +314,11 @@ class Renderer:
         )
 
     @staticmethod
-    def batch_strides(x, source, matrix: int) -> tuple:
+    def batch_strides(x, matrix: int, shared: bool) -> tuple:
+        """Elements between consecutive matrices of operand x along each batch axis: none when one matrix
+        serves the whole batch."""
         batch = x.shape[:-2]
-        return tuple(s * matrix for s in contiguous_strides(batch)) if batch else ()
+        return tuple(0 if shared else s * matrix for s in contiguous_strides(batch))
 
     def window(self, kernel: Kernel) -> dict:
         (v,) = kernel.values

@@ -13,7 +13,8 @@ Rules, in order of how much memory traffic they save:
   normalisation, are one kernel each. Other reductions (over leading axes only: bias gradients) keep a kernel of
   their own, whose loop vectorises along the contiguous kept axes instead.
 - A matmul reads an operand that is the transpose of its last two axes straight from the untransposed buffer
-  (BLAS's transpose flag), so Linear's `x @ W^T` and the backward's transposes cost no copy.
+  (BLAS's transpose flag), so Linear's `x @ W^T` and the backward's transposes cost no copy; and one matrix
+  broadcast over the batch (a convolution's weight) from its own buffer, with a batch stride of 0.
 - Every other op (windows, gathers, copies) is a kernel of its own.
 
 A value may join a group only if all of its inputs from outside the group were computed before the group began:
@@ -386,11 +387,17 @@ def kernel_role(kernel: Kernel, v: Value) -> str:
 
 
 def matmul_operand(x: Value) -> tuple:
-    """The buffer a matmul reads an operand from, and whether BLAS reads it transposed."""
+    """The buffer a matmul reads an operand from, whether BLAS reads it transposed, and whether that buffer is
+    one matrix shared by the whole batch: a broadcast over the batch axes (a convolution's weight against
+    every sample's columns) is read in place with a batch stride of 0 rather than copied once per sample."""
     x = storage(x)
-    if is_last_two_transpose(x):
-        return storage(x.inputs[0]), True
-    return x, False
+    transposed = is_last_two_transpose(x)
+    if transposed:
+        x = storage(x.inputs[0])
+    shared = x.op == "broadcast_to" and x.rank > 2 and math.prod(x.inputs[0].shape) == math.prod(x.shape[-2:])
+    if shared:
+        x = storage(x.inputs[0])
+    return x, transposed, shared
 
 
 def reads(kernel: Kernel) -> list:

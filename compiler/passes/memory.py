@@ -5,7 +5,10 @@ that first writes it to the last kernel that reads it. Two buffers whose ranges 
 two that never meet may share them. Finding the smallest arena is NP-hard (it is dynamic storage
 allocation), so we use the "greedy by size" heuristic of TFLite's and PyTorch Mobile's planners: place the
 largest buffer first, each at the lowest offset that clears every already-placed buffer live at the same
-time. In practice it lands within a few percent of the lower bound, the most bytes live at any one kernel.
+time. Its result depends on the order, so we also place the buffers by size times lifetime and by lifetime,
+and keep the smallest arena of the three. The lower bound is the most bytes live at any one kernel: by size
+alone LeNet's forward and backward at batch 64 land 17% over it, the best of three 14%; the other examples
+within 7% either way.
 
 One exception to "overlapping ranges need disjoint bytes": an elementwise kernel can write its output over
 an input that dies in that very kernel (in place). A buffer lists the inputs it may take over in
@@ -58,7 +61,7 @@ def plan_memory(buffers: list[Buffer], alignment: int = 64) -> MemoryPlan:
     _check_buffers(buffers, alignment)
     aliases = _choose_aliases(buffers)
     roots = _roots(buffers, aliases)
-    slot_offsets = _place_greedy_by_size(_slots(buffers, roots), alignment)
+    slot_offsets = _place_best_greedy(_slots(buffers, roots), alignment)
     offsets = {b.name: slot_offsets[roots[b.name]] for b in buffers}
     arena = max((offsets[b.name] + b.nbytes for b in buffers), default=0)
     naive = sum(_align_up(b.nbytes, alignment) for b in buffers)
@@ -175,8 +178,28 @@ def _slots(buffers: list[Buffer], roots: dict) -> list[_Slot]:
     return slots
 
 
-def _place_greedy_by_size(slots: list[_Slot], alignment: int) -> dict:
-    """Largest first, each slot at the lowest aligned offset clear of every placed slot live at the same time.
+# Orders to place slots in, as sort keys; each ends in the slot's input position, so plans are deterministic.
+PLACEMENT_ORDERS = (
+    lambda s: (-s.nbytes, s.first, s.order),  # largest first
+    lambda s: (-s.nbytes * (s.last - s.first + 1), s.first, s.order),  # most byte-kernels first
+    lambda s: (s.first - s.last, -s.nbytes, s.order),  # longest-lived first
+)
+
+
+def _place_best_greedy(slots: list[_Slot], alignment: int) -> dict:
+    """The smallest of the greedy placements in PLACEMENT_ORDERS (the first, on a tie)."""
+    best, best_end = None, None
+    for order in PLACEMENT_ORDERS:
+        offsets = _place_greedy(sorted(slots, key=order), alignment)
+        end = max((offsets[s.root] + s.nbytes for s in slots), default=0)
+        if best_end is None or end < best_end:
+            best, best_end = offsets, end
+    return best
+
+
+def _place_greedy(slots: list[_Slot], alignment: int) -> dict:
+    """In the given order, each slot at the lowest aligned offset clear of every placed slot live at the same
+    time.
 
     `placed` stays sorted by offset, so one pass in offset order finds the lowest gap: a conflicting slot
     pushes the candidate offset past its end, and the first slot that starts beyond the candidate's end
@@ -184,7 +207,7 @@ def _place_greedy_by_size(slots: list[_Slot], alignment: int) -> dict:
     """
     placed: list = []  # (offset, end, first, last, order), sorted by offset
     offsets = {}
-    for slot in sorted(slots, key=lambda s: (-s.nbytes, s.first, s.order)):
+    for slot in slots:
         candidate = 0
         for offset, end, first, last, _ in placed:
             if offset >= candidate + slot.nbytes:
