@@ -77,6 +77,28 @@ def test_anything_that_changes_the_binary_changes_the_key():
     assert build_shared_library(source + "\n") != plain
 
 
+def test_the_openmp_probe_is_answered_from_disk_in_a_new_process(monkeypatch, private_cache):
+    """A new process reads whether the compiler takes -fopenmp from the cache directory instead of building
+    the probe again; an unreadable record is probed again and rewritten."""
+    command = cache._compiler_command(None)
+    cache._openmp_flags.cache_clear()
+    probed = cache._openmp_flags(command)  # probes, and records the answer
+    (record,) = (private_cache / "probes").glob("openmp-*.json")
+    cache._openmp_flags.cache_clear()  # as in a new process
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("the OpenMP probe was built again")
+
+    monkeypatch.setattr(cache, "_probe_openmp", no_probe)
+    assert cache._openmp_flags(command) == probed
+    record.write_text("{ not json")
+    cache._openmp_flags.cache_clear()
+    monkeypatch.setattr(cache, "_probe_openmp", lambda command: ("-fprobed",))
+    assert cache._openmp_flags(command) == ("-fprobed",)
+    assert '"-fprobed"' in record.read_text()
+    cache._openmp_flags.cache_clear()  # later tests probe for real again
+
+
 def test_a_machine_with_other_instruction_sets_gets_its_own_binary(monkeypatch):
     """-march=native builds for this CPU, so a cache shared by two machines must not hand one's to the
     other: what "native" selects is part of the key."""
