@@ -173,12 +173,13 @@ def test_batchnorm_backward_takes_all_its_sums_in_one_pass(tmp_path):
     """Sums are linear: the sum that BatchNorm's autodiff writes over `dxhat * rstd + dvar * 2(x - mean) / n`
     distributes into sums taken in the same pass (simplify), so no backward sum waits for another. Here the
     forward and backward share one rows kernel: the mean (pass 0), the variance (1), every backward sum (2),
-    and the gradient into the convolution in the last pass (3): four passes over the rows, not five."""
+    and the gradient into the convolution in the last pass (3): four passes over the rows, not five. (The conv
+    has no bias, as before any BatchNorm: a bias's gradient would sum that last pass's values in a fifth.)"""
     from netc.compiler.codegen.rows import _phases
 
     path = network(
         tmp_path,
-        "    input x: [N, 3, 6, 5]\n    conv = Conv2d(3, 4, 3, padding = 1)\n    bn = BatchNorm2d(4)\n"
+        "    input x: [N, 3, 6, 5]\n    conv = Conv2d(3, 4, 3, padding = 1, bias = false)\n    bn = BatchNorm2d(4)\n"
         "    y = x -> conv -> bn -> relu\n    loss = mean(y * y)\n    output y\n    minimize loss",
     )
     (kernel,) = [k for k in kernels_of(path, training=True, backward=True)

@@ -96,9 +96,10 @@ def rows_context(renderer, kernel: Kernel) -> dict:
                 expr = f"acc{v.id}"
             elif v.op == "full":
                 expr = literal(v.attrs["value"], ctype)
-            elif v.op == "broadcast_to":
+            elif v.op == "broadcast_to":  # of a scalar, or of one number per group (fuse.py: row_role)
                 x = sources[0]
-                expr = f"v{x.id}" if x.id in inside else f"in{slot[x.id]}[0]"
+                one_per_group = math.prod(x.shape) == domain.groups
+                expr = f"v{x.id}" if x.id in inside else f"in{slot[x.id]}[{'g' if one_per_group else '0'}]"
             else:
                 operands = [f"v{x.id}" if x.id in inside else f"in{slot[x.id]}[g]" for x in sources]
                 expr = OPS[v.op].c_expr.format(*operands)

@@ -342,8 +342,11 @@ class _Partition:
                     floating.inputs[0].shape
                 ):
                     return None
+                # A group value reads a broadcast of a scalar, or of one number per group: computed here, or
+                # stored by another kernel (a running statistic, the forward pass's rstd in the backward).
                 if role == "group" and math.prod(source.shape) != 1 and not (
-                    source.id in inside and math.prod(floating.shape) == math.prod(source.shape)
+                    math.prod(floating.shape) == math.prod(source.shape)
+                    and (source.id in inside or math.prod(source.shape) == domain.groups)
                 ):
                     return None
             elif x.id in inside:

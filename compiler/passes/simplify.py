@@ -117,12 +117,24 @@ def _distributed_sum(graph: Graph, x: Value, axes: tuple, table: dict) -> Value 
     if x.op == "neg":
         return _rewrite(graph, "neg", [sum_of(x.inputs[0])], {}, table)
     if x.op == "mul":
+        reduced = OPS["reduce_sum"].shape([x.type], axes=axes).shape
         for factor, other in (x.inputs, x.inputs[::-1]):
             constant = _along_axes_constant(graph, factor, x.shape, axes, table)
             if constant is not None:
-                reduced = OPS["reduce_sum"].shape([other.type], axes=axes).shape
                 spread = _rewrite(graph, "broadcast_to", [constant], {"shape": reduced}, table)
                 return _rewrite(graph, "mul", [sum_of(other), spread], {}, table)
+        for factor, other in (x.inputs, x.inputs[::-1]):
+            # sum(a * (b * c)) = c * sum(a * b) for c constant along the axes: BatchNorm's gamma gradient,
+            # sum(dy * xhat) with xhat = (x - mean) * rstd, then reads x - mean, which its backward reads anyway,
+            # so the forward pass no longer stores xhat.
+            if factor.op != "mul" or other.shape != x.shape:
+                continue
+            for inner, outer in (factor.inputs, factor.inputs[::-1]):
+                constant = _along_axes_constant(graph, outer, x.shape, axes, table)
+                if constant is not None and inner.shape == x.shape:
+                    product = _rewrite(graph, "mul", [other, inner], {}, table)
+                    spread = _rewrite(graph, "broadcast_to", [constant], {"shape": reduced}, table)
+                    return _rewrite(graph, "mul", [sum_of(product), spread], {}, table)
     if x.op in ("add", "sub") and all(t.shape == x.shape for t in x.inputs):
         simpler = [_distributed_sum(graph, t, axes, table) for t in x.inputs]
         if all(s is not None or taken(t) for s, t in zip(simpler, x.inputs)):
