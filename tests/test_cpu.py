@@ -84,10 +84,11 @@ def test_lenet_training_step_fusion_is_pinned():
     fused = [k.name for k in kernels if k.kind == "elementwise"]
     # A conv's weight is one matrix for every sample: its GEMMs read it with a batch stride of 0, no copies.
     assert "broadcast_to" not in fused and kinds.count("elementwise") == 8
-    # Each conv and hidden Linear: bias add, ReLU and the mask its backward needs, in one loop.
-    assert fused.count("add_relu_gt") == 4
-    assert fused.count("where") == 2  # the hidden Linears' ReLU backward; the convs' is in their bias sum
-    assert [k.name for k in kernels if k.kind == "rows"].count("where_reduce_sum") == 2
+    # Each conv and hidden Linear: bias add and ReLU in one loop. The ReLU's mask (out > 0) is not stored for the
+    # backward pass: each backward kernel that needs it compares the stored output again.
+    assert fused.count("add_relu") == 4
+    assert fused.count("gt_where") == 2  # the hidden Linears' ReLU backward; the convs' is in their bias sum
+    assert [k.name for k in kernels if k.kind == "rows"].count("gt_where_reduce_sum") == 2
     # Max pooling's backward: the first maximum of each window (as torch), its share of the gradient, col2im.
     assert [k.name for k in kernels].count("argmax_mask") == 2
     # fc3's bias add, the MSE loss and its gradient: one kernel, the gradient computed in the loss's last pass.

@@ -7,6 +7,8 @@ the reference in float64, so a fused kernel that computes the wrong thing fails 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -189,3 +191,25 @@ def test_batchnorm_backward_takes_all_its_sums_in_one_pass(tmp_path):
     assert sorted(set(sums)) == [1, 2, 3] and sums.count(3) >= 3
     assert max(phases.values()) == 3
     matches_reference(path, batch=4)
+
+
+@pytest.mark.parametrize("name", ["cifar_net.net", "lenet.net", "resnet_tiny.net", "signal1d.net", "volume3d.net"])
+def test_every_elementwise_kernel_stores_values_of_its_own_shape(name):
+    """An elementwise kernel writes each output at every index of its loop. A floating broadcast pulled into
+    a larger loop once came out as an output there too (cross-entropy's backward: a [4] vector written
+    40 times over, past its buffer, onto a live one); a value that floats is stored by one kernel only."""
+    from pathlib import Path
+
+    from netc.compiler.passes.remat import rematerialise
+    from netc.runtime.trainer import build_step_graph
+
+    path = Path(__file__).resolve().parent.parent / "examples" / name
+    network_graph = netc.load(path).lower({"N": 4}, training=True)
+    graphs = [rematerialise(simplify(grad(network_graph))),
+              build_step_graph(network_graph, netc.optim.SGD(lr=0.1, momentum=0.9))]
+    for graph in graphs:
+        for kernel in fuse(graph):
+            parts = kernel.parts if kernel.kind == "multi" else [kernel] if kernel.kind == "elementwise" else []
+            for part in parts:
+                loop = math.prod(part.values[-1].shape)
+                assert all(math.prod(o.shape) == loop for o in part.outputs), (part.name, part.outputs)

@@ -185,6 +185,9 @@ class Renderer:
         params = [f"const {self.ctype(x.dtype)} *in{j}" for j, x in enumerate(inputs)]
         params += [f"{self.ctype(out.dtype)} *out{j}" for j, out in enumerate(kernel.outputs)]
         stores = [f"out{j}[i] = {names[out.id]};" for j, out in enumerate(kernel.outputs)]
+        for out in kernel.outputs:  # each is written at every index of the loop: a smaller one would overflow
+            if math.prod(out.shape) != math.prod(shape):
+                raise AssertionError(f"{kernel.name}: output {out} is not of the loop's shape {shape}")
         # Coordinates of the outer index, from the last outer axis down to the first one a load needs.
         lowest = min(used_axes, default=split)
         coords = [

@@ -31,6 +31,7 @@ from ..ops import OPS
 from ..ops.movement import swaps_last_two_axes
 
 INLINE_OPS = ("broadcast_to", "full")  # computed inside an elementwise kernel, never on their own
+COMPARISONS = ("gt", "ge", "lt", "le", "eq")
 ROW_REDUCTIONS = ("reduce_sum", "reduce_max")
 # A rows kernel runs its groups in parallel: one with a single group (a reduction to a scalar) takes in its
 # prologue only while that stays this small, so that a big elementwise loop is not made serial.
@@ -188,10 +189,11 @@ class _Partition:
         self.start: dict[int, float] = {}  # id(kernel) -> position of its first value
         self.floating: dict[int, Value] = {}
         self.containing: dict[int, list] = {}  # value id -> every kernel that computes it
+        self.stored_by: dict[int, Kernel] = {}  # a floating value needed in memory -> the kernel that stores it
 
     def kernels(self) -> list:
         for v in self.live:
-            if v.op in INLINE_OPS:
+            if v.op in INLINE_OPS or _recomputed_mask(v):
                 self.floating[v.id] = v
             elif _fusable(v):
                 self.place_elementwise(v)
@@ -213,8 +215,11 @@ class _Partition:
             kernel.outputs = [
                 v
                 for v in kernel.values
-                if v.id in self.users["roots"]
-                or any(u.id not in inside and self.needs_memory(v, u) for u in self.users.get(v.id, ()))
+                if self.stored_by.get(v.id, kernel) is kernel
+                and (
+                    v.id in self.users["roots"]
+                    or any(u.id not in inside and self.needs_memory(v, u) for u in self.users.get(v.id, ()))
+                )
             ]
         return [k for k in self.order if k.outputs]
 
@@ -233,10 +238,13 @@ class _Partition:
         return kernel
 
     def materialise(self, v: Value, position: float) -> None:
-        """Store a floating value, in a kernel of its own, just before its first non-elementwise reader."""
+        """Store a floating value, in a kernel of its own, just before its first non-elementwise reader. That
+        kernel alone stores it: the others that pulled it in may loop over another shape (a broadcast of a
+        [4] vector pulled into a [4, 10] loop would be written 40 times over, past its buffer)."""
         if v.id in self.floating:
             kernel = Kernel("elementwise")
             self.pull(v, kernel)
+            self.stored_by[v.id] = kernel
             self.add(kernel, position - 0.5)
             self.position[v.id] = position - 0.5
             del self.floating[v.id]
@@ -332,6 +340,13 @@ class _Partition:
             floating = self.floating.get(x.id)
             if floating is not None and floating.op == "full":
                 continue
+            if floating is not None and floating.op not in INLINE_OPS:  # a mask, computed here from its input
+                if role != "full" or floating.shape != domain.shape:
+                    return None
+                (source,) = [storage(i) for i in floating.inputs if not _is_constant(i)]
+                if source.id in self.floating or (source.id in inside and kernel_role(kernel, source) != "full"):
+                    return None
+                continue
             if floating is not None:  # a broadcast, computed where v is
                 source = storage(floating.inputs[0])
                 if source.op == "full":
@@ -418,6 +433,23 @@ def read_in_place(v: Value, users: dict) -> bool:
         and bool(users.get(v.id))
         and all(u.op == "matmul" for u in users[v.id])
     )
+
+
+def _recomputed_mask(v: Value) -> bool:
+    """A comparison of one value with a constant (ReLU's `out > 0`): one instruction wherever it is read, so it
+    floats like a broadcast, computed in each kernel that reads it, instead of being stored from the forward
+    pass for the backward one (where it would cost a store, a buffer and a load as big as the value)."""
+    if v.op not in COMPARISONS or v.dtype == "i64":
+        return False
+    constants = [x for x in v.inputs if _is_constant(x)]
+    return len(constants) == 1 and all(x.shape == v.shape for x in v.inputs if not _is_constant(x))
+
+
+def _is_constant(x: Value) -> bool:
+    x = storage(x)
+    while x.op == "broadcast_to":
+        x = storage(x.inputs[0])
+    return x.op == "full"
 
 
 def _fusable(v: Value) -> bool:
