@@ -4,8 +4,11 @@ lenet.ir            the forward graph, for the batch size asked
 lenet.grad          the training step: forward, backward and the optimiser's update, simplified
 lenet.fused         the kernels of the training step, with the ops fused into each
 lenet.train.c       the C source of the training step; lenet.infer.c that of inference
-lenet.plan.json     the launch list and arena layout of both
+lenet.plan.json     the launch list and arena layout of both, and the state updated in place
 lenet.report.txt    kernels, fused ops, arena bytes against the naive sum of all buffers
+
+Both steps are compiled as a model runs them: parameters, buffers and optimiser state resident in the arena,
+the training step writing their new values over them where it can.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from pathlib import Path
 
 from netc.compiler.passes.fuse import INLINE_OPS
 
-from .cpu import compile_step
+from .cpu import CpuBackend
+from .model import state_carry
 from .optim import SGD
 from .trainer import build_step_graph
 
@@ -29,15 +33,19 @@ def export_compiled(
     train_graph = network.lower(bindings, training=True)
     infer_graph = network.lower(bindings, training=False)
     step_graph = build_step_graph(train_graph, optimizer or SGD(lr=0.01, momentum=0.9))
-    train = compile_step(step_graph, step_graph.roots(), precision)
-    infer = compile_step(infer_graph, list(infer_graph.outputs.values()), precision)
+    backend = CpuBackend(profile=False)
+    train = backend.prepare(step_graph, [step_graph.loss], precision, state_carry(step_graph, True)).step
+    infer_roots = list(infer_graph.outputs.values())
+    infer = backend.prepare(infer_graph, infer_roots, precision, state_carry(infer_graph, False)).step
     files = {
         f"{stem}.ir": str(train_graph),
         f"{stem}.grad": str(step_graph),
         f"{stem}.fused": describe_kernels(train.kernels),
         f"{stem}.train.c": train.source,
         f"{stem}.infer.c": infer.source,
-        f"{stem}.plan.json": json.dumps({"train": plan_of(train), "inference": plan_of(infer)}, indent=1),
+        f"{stem}.plan.json": json.dumps(
+            {"train": plan_of(train, step_graph), "inference": plan_of(infer, infer_graph)}, indent=1
+        ),
         f"{stem}.report.txt": report(network.name, bindings, {"training step": train, "inference": infer}),
     }
     written = []
@@ -63,11 +71,15 @@ def describe_kernels(kernels: list) -> str:
     return "\n".join(lines)
 
 
-def plan_of(step) -> dict:
+def plan_of(step, graph) -> dict:
+    leaves = {v.id: v for v in [*graph.params.values(), *graph.buffers.values(), *graph.inputs.values()]}
     return {
         "arena_bytes": step.arena_bytes,
         "naive_bytes": step.naive_bytes,
         "peak_live_bytes": step.peak_bytes,
+        "leaves": {leaf.attrs["name"]: step.offsets[vid] for vid, leaf in leaves.items() if vid in step.offsets},
+        # The state whose new value the step writes straight over the old one, rather than copying it after.
+        "updated_in_place": sorted(leaves[vid].attrs["name"] for vid in step.homes.values()),
         "launches": [
             {
                 "kernel": f"k{i}_{k.name}",

@@ -164,11 +164,7 @@ class Model:
         buffers that `graph` updates, which stay in its state (see runtime/store.py)."""
         key = (id(graph), tuple(r.id for r in roots), updating)  # graphs live as long as the model
         if key not in self._prepared:
-            carry = dict.fromkeys([*graph.params, *graph.buffers])
-            if updating:
-                carry.update(graph.updates)
-                new = {n[len(NEW_PREFIX) :]: v for n, v in graph.outputs.items() if n.startswith(NEW_PREFIX)}
-                carry.update(new)
+            carry = state_carry(graph, updating)
             self._prepared[key] = prepare_step(self.backend, graph, roots, self.precision, carry)
         return self._prepared[key]
 
@@ -191,6 +187,17 @@ class Model:
         if keep_on_gpu:
             return array
         return array.astype(dtype_of(leaf.dtype, self._float), copy=False)
+
+
+def state_carry(graph, updating: bool) -> dict:
+    """What a step of `graph` keeps resident between runs (see store.py): every parameter and buffer, mapped to
+    None (left as it is) or, if `updating`, to the value that replaces it (BatchNorm's running statistics, and
+    a training step's new parameters and optimiser state)."""
+    carry = dict.fromkeys([*graph.params, *graph.buffers])
+    if updating:
+        carry.update(graph.updates)
+        carry.update({n[len(NEW_PREFIX) :]: v for n, v in graph.outputs.items() if n.startswith(NEW_PREFIX)})
+    return carry
 
 
 def _inputs_of(graph, roots) -> set:

@@ -82,3 +82,31 @@ def test_graph_backward_lists_layers_in_reverse(capsys):
     scopes = [line.split()[0] for line in out.splitlines()]
     assert code == 0 and scopes[0] == "mse_loss" and scopes[-1] == "conv1"
     assert "=> fc3.weight, fc3.bias" in out
+
+
+def test_compile_writes_every_stage_and_the_plan_the_runtime_uses(capsys, tmp_path):
+    """`netc compile` compiles the steps as a model runs them (state resident, updated in place), so its report
+    and plan are the runtime's: the arena of the training step is the one trainer.step allocates."""
+    import json
+
+    import numpy as np
+
+    import netc
+
+    code, out, _ = run(capsys, "compile", EXAMPLES / "lenet.net", "--backend", "cpu", "--batch", 8, "-o", tmp_path)
+    assert code == 0
+    for suffix in ("ir", "grad", "fused", "train.c", "infer.c", "plan.json", "report.txt"):
+        assert (tmp_path / f"lenet.{suffix}").stat().st_size > 0, suffix
+    plan = json.loads((tmp_path / "lenet.plan.json").read_text())["train"]
+    assert plan["peak_live_bytes"] <= plan["arena_bytes"] < plan["naive_bytes"]
+    assert "conv1.weight" in plan["updated_in_place"]
+    assert "optimizer.momentum_buffer.fc3.bias" in plan["updated_in_place"]
+    model = netc.compile(EXAMPLES / "lenet.net", batch=8, backend="cpu")
+    trainer = model.trainer(netc.optim.SGD(lr=0.01, momentum=0.9))
+    rng = np.random.default_rng(0)
+    trainer.step(x=rng.standard_normal((8, 1, 32, 32)).astype("float32"),
+                 target=rng.standard_normal((8, 10)).astype("float32"))
+    (step,) = [p.step for p in model._prepared.values() if hasattr(p, "step") and len(p.step.kernels) > 40]
+    assert step.arena_bytes == plan["arena_bytes"]
+    report = (tmp_path / "lenet.report.txt").read_text()
+    assert f"arena {plan['arena_bytes']:,} bytes" in report
