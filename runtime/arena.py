@@ -43,13 +43,15 @@ class ArenaPlan:
 def plan_arena(graph, kernels, roots, float_type: str) -> ArenaPlan:
     """Plan one arena for every value the kernels store: leaves, intermediates and roots."""
     buffers = step_buffers(graph, kernels, roots, float_type)
-    return arena_plan(list(buffers.values()))
+    return plan_buffers(list(buffers.values()))
 
 
-def arena_plan(buffers: list) -> ArenaPlan:
+def plan_buffers(buffers: list) -> ArenaPlan:
+    """The memory plan of `buffers`, with the bytes live at its peak."""
     plan = plan_memory(buffers)
     peak = live_bytes_lower_bound(buffers, plan.aliases)
-    return ArenaPlan({b.name: plan.offsets[b.name] for b in buffers}, plan.arena_bytes, plan.naive_bytes, peak)
+    offsets = {b.name: plan.offsets[b.name] for b in buffers}
+    return ArenaPlan(offsets, plan.arena_bytes, plan.naive_bytes, peak)
 
 
 def step_buffers(graph, kernels, roots, float_type: str) -> dict:

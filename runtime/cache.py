@@ -70,18 +70,19 @@ def build_shared_library(
     """
     sources = [source] if isinstance(source, str) else list(source)
     command = _compiler_command(compiler)
+    native_flags, target = _native_target(command)
     recipe = {
         "format": CACHE_FORMAT,
         "compiler": _compiler_identity(command),
-        "flags": [*DEFAULT_FLAGS, *_openmp_flags(command), *_native_target(command)[0], *flags],
-        "target": _native_target(command)[1],
+        "flags": [*DEFAULT_FLAGS, *_openmp_flags(command), *native_flags, *flags],
+        "target": target,
         "libraries": list(libraries),
         "library_dirs": [str(d) for d in library_dirs],
         "include_dirs": [str(d) for d in include_dirs],
         "name": name,
     }
     keyed = {**recipe, "source": sources[0] if len(sources) == 1 else sources}
-    key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
+    key = _digest(keyed)
     entry = cache_dir() / key[:2] / key
     library = entry / f"lib{name}.so"
     if library.exists():
@@ -100,6 +101,11 @@ def build_shared_library(
     manifest = {"key": key, **recipe, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     _write_atomically(entry / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return library
+
+
+def _digest(data: dict) -> str:
+    """A content address: the SHA-256 of the data as canonical JSON."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def load_library(path: Path) -> ctypes.CDLL:
@@ -131,12 +137,11 @@ def _compiler_identity(command: tuple) -> dict:
 @functools.cache
 def _openmp_flags(command: tuple) -> tuple:
     """("-fopenmp",) if the compiler builds and links a tiny OpenMP library with it, else (). Without it the
-    generated `#pragma omp` lines are ignored and the kernels run on one thread. The answer is kept in the cache
-    directory for this compiler (its path and version), so that a new process does not build the probe again
-    (30 ms, a third of a cached compile); a record that cannot be read is probed again and rewritten."""
+    generated `#pragma omp` lines are ignored and the kernels run on one thread. The answer is kept in the
+    cache directory for this compiler (its path and version), so that a new process does not build the probe
+    again (30 ms, a third of a cached compile); a record that cannot be read is probed again and rewritten."""
     identity = _compiler_identity(command)
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
-    record = cache_dir() / "probes" / f"openmp-{digest}.json"
+    record = cache_dir() / "probes" / f"openmp-{_digest(identity)[:24]}.json"
     try:
         return tuple(json.loads(record.read_text())["flags"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -165,18 +170,18 @@ def _probe_openmp(command: tuple) -> tuple:
 
 
 # Tried in order. On x86, vectors of 256 bits at most: gcc's AVX-512 vectoriser took 2 s over one BatchNorm
-# kernel with rows of 16 (0.1 s at 256 bits: resnet_tiny's cold compile 3.7 s against 1.9 s), and the steps ran
-# as fast without it (A/B on the examples: within 4%, noise). Compilers for other machines reject the x86
-# option and take the next set.
+# kernel with rows of 16 (0.1 s at 256 bits: resnet_tiny's cold compile 3.7 s against 1.9 s), and the steps
+# ran as fast without it (A/B on the examples: within 4%, noise). Compilers for other machines reject the
+# x86 option and take the next set.
 NATIVE_FLAGS = (("-march=native", "-mprefer-vector-width=256"), ("-march=native",))
 
 
 @functools.cache
 def _native_target(command: tuple) -> tuple[tuple, str]:
-    """(the first of NATIVE_FLAGS the compiler takes, the CPU and instruction sets it selects on this machine),
-    or ((), "") where it takes none; asked once per process. The selection is what the compiler's driver
-    passes on to its back end (`-###`): "-march=znver3 -mavx2 -mfma ..." from gcc, "-target-cpu znver3" from
-    clang."""
+    """(the first of NATIVE_FLAGS the compiler takes, the CPU and instruction sets it selects on this
+    machine), or ((), "") where it takes none; asked once per process. The selection is what the compiler's
+    driver passes on to its back end (`-###`): "-march=znver3 -mavx2 -mfma ..." from gcc, "-target-cpu
+    znver3" from clang."""
     for flags in NATIVE_FLAGS:
         result = subprocess.run(
             [*command, *flags, "-###", "-E", "-x", "c", os.devnull],

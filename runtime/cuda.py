@@ -215,7 +215,8 @@ class Cublas:
         # Full float32 arithmetic: TF32 tensor cores would miss PyTorch's results by more than 1e-4.
         cublas.setMathMode(self.handle, cublas.CUBLAS_DEFAULT_MATH)
         self.workspace = None
-        if hasattr(cublas, "setWorkspace"):  # where CuPy binds cublasSetWorkspace; else the warm-up run must do
+        # Where CuPy binds cublasSetWorkspace; without it, the warm-up run before capture must do.
+        if hasattr(cublas, "setWorkspace"):
             with stream:
                 self.workspace = cupy.empty(CUBLAS_WORKSPACE_BYTES, dtype=cupy.uint8)
             cublas.setWorkspace(self.handle, self.workspace.data.ptr, CUBLAS_WORKSPACE_BYTES)

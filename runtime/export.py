@@ -77,7 +77,9 @@ def plan_of(step, graph) -> dict:
         "arena_bytes": step.arena_bytes,
         "naive_bytes": step.naive_bytes,
         "peak_live_bytes": step.peak_bytes,
-        "leaves": {leaf.attrs["name"]: step.offsets[vid] for vid, leaf in leaves.items() if vid in step.offsets},
+        "leaves": {
+            leaf.attrs["name"]: step.offsets[vid] for vid, leaf in leaves.items() if vid in step.offsets
+        },
         # The state whose new value the step writes straight over the old one, rather than copying it after.
         "updated_in_place": sorted(leaves[vid].attrs["name"] for vid in step.homes.values()),
         "launches": [

@@ -190,9 +190,9 @@ class Model:
 
 
 def state_carry(graph, updating: bool) -> dict:
-    """What a step of `graph` keeps resident between runs (see store.py): every parameter and buffer, mapped to
-    None (left as it is) or, if `updating`, to the value that replaces it (BatchNorm's running statistics, and
-    a training step's new parameters and optimiser state)."""
+    """What a step of `graph` keeps resident between runs (see store.py): every parameter and buffer, mapped
+    to None (left as it is) or, if `updating`, to the value that replaces it (BatchNorm's running statistics,
+    and a training step's new parameters and optimiser state)."""
     carry = dict.fromkeys([*graph.params, *graph.buffers])
     if updating:
         carry.update(graph.updates)

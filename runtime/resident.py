@@ -19,7 +19,7 @@ from netc.compiler.ir import LEAF_OPS
 from netc.compiler.passes.fuse import reads, storage
 from netc.compiler.passes.memory import Buffer
 
-from .arena import ArenaPlan, arena_plan, step_buffers, value_bytes
+from .arena import ArenaPlan, plan_buffers, step_buffers, value_bytes
 
 
 def plan_resident_arena(
@@ -28,7 +28,7 @@ def plan_resident_arena(
     """Plan the arena of `kernels`, which compute `roots` and the new values in `carried` (leaf -> the value
     that replaces it after a run). Returns the plan, and the homes taken: new value id -> leaf id."""
     buffers, homes = resident_buffers(graph, kernels, roots, float_type, carried)
-    return arena_plan(list(buffers.values())), homes
+    return plan_buffers(list(buffers.values())), homes
 
 
 def resident_buffers(graph, kernels, roots: list, float_type: str, carried: dict) -> tuple[dict, dict]:

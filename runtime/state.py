@@ -36,7 +36,8 @@ DLPACK_CUDA = 2  # kDLCUDA, the device type of a DLPack tensor in GPU memory
 
 
 def on_gpu(value) -> bool:
-    """Whether `value` is an array in GPU memory: a CuPy array, or a DLPack exporter (a PyTorch CUDA tensor)."""
+    """Whether `value` is an array in GPU memory: a CuPy array, or a DLPack exporter (a PyTorch CUDA
+    tensor)."""
     if type(value).__module__.startswith("cupy"):
         return hasattr(value, "shape")
     device = getattr(value, "__dlpack_device__", None)

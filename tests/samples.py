@@ -9,8 +9,9 @@ from netc.compiler.ops import OPS
 from netc.compiler.shapes import TensorType
 
 
-def every_op_sample(seed: int = 0) -> tuple[Graph, dict]:
-    """A graph with an output NAME{i} per sample i of each op NAME, and the feeds of its inputs."""
+def every_op_sample(seed: int = 0, float_dtype: str = "f64") -> tuple[Graph, dict]:
+    """A graph with an output NAME{i} per sample i of each op NAME, float inputs of `float_dtype`, and the feeds
+    of its inputs."""
     graph, feeds = Graph("ops"), {}
     rng = np.random.default_rng(seed)
     for name, op in sorted(OPS.items()):
@@ -19,7 +20,7 @@ def every_op_sample(seed: int = 0) -> tuple[Graph, dict]:
         for i, sample in enumerate(op.samples(rng)):
             leaves = []
             for j, array in enumerate(sample.inputs):
-                dtype = "i64" if array.dtype.kind in "iu" else "f64"
+                dtype = "i64" if array.dtype.kind in "iu" else float_dtype
                 leaves.append(graph.add_leaf("input", f"{name}{i}_{j}", TensorType(array.shape, dtype)))
                 feeds[f"{name}{i}_{j}"] = array
             graph.outputs[f"{name}{i}"] = graph.emit(name, *leaves, **sample.attrs)

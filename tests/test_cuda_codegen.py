@@ -12,7 +12,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 from twins import EXAMPLES
 
@@ -20,10 +19,10 @@ import netc
 from netc.compiler.autodiff import grad
 from netc.compiler.codegen.render import CUDA, Renderer
 from netc.compiler.ir import Graph
-from netc.compiler.ops import OPS
 from netc.compiler.passes.fuse import fuse
 from netc.compiler.passes.simplify import simplify
 from netc.compiler.shapes import TensorType
+from samples import every_op_sample
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 NVCC = shutil.which("nvcc")
@@ -105,16 +104,7 @@ def test_every_op_kernel_compiles_with_nvrtc():
 
 def _every_op_graph() -> Graph:
     """One graph holding one instance of every op sample, so every kernel shape is rendered at least once."""
-    graph = Graph("ops")
-    rng = np.random.default_rng(0)
-    for name, op in sorted(OPS.items()):
-        if op.samples is None or op.kind == "leaf":
-            continue
-        for i, sample in enumerate(op.samples(rng)):
-            leaves = [graph.add_leaf("input", f"{name}{i}_{j}", TensorType(a.shape, "i64" if a.dtype.kind in "iu"
-                                                                             else "f32"))
-                      for j, a in enumerate(sample.inputs)]
-            graph.outputs[f"{name}{i}"] = graph.emit(name, *leaves, **sample.attrs)
+    graph, _ = every_op_sample(float_dtype="f32")
     seed = graph.add_leaf("input", "seed", TensorType((), "i64"))
     graph.outputs["random"] = graph.emit("random_uniform", seed, shape=(3, 5), stream=1)
     return graph

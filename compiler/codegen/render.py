@@ -211,9 +211,7 @@ class Renderer:
             # store is at index i, the inputs read at i, the body without those loads, and the outputs.
             vector=VECTOR if outer == 1 and size % VECTOR == 0 else 1,
             vector_loads=[
-                {"slot": slot[xid], "ctype": self.ctype(x.dtype)}
-                for xid, x in ((x.id, x) for x in inputs)
-                if xid in loaded
+                {"slot": slot[x.id], "ctype": self.ctype(x.dtype)} for x in inputs if x.id in loaded
             ],
             vector_body=body,
             vector_stores=[

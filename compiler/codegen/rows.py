@@ -34,7 +34,7 @@ def rows_context(renderer, kernel: Kernel) -> dict:
     out_slot = {v.id: j for j, v in enumerate(kernel.outputs)}
     for v in kernel.outputs:  # written at every element of the domain, or once per group: nothing else fits
         if math.prod(v.shape) not in (math.prod(shape), domain.groups):
-            raise AssertionError(f"rows kernel {kernel.name}: output {v} fits neither the rows nor the groups")
+            raise AssertionError(f"rows kernel {kernel.name}: output {v} fits neither rows nor groups")
 
     coordinates_used = set()  # reduced axes whose own coordinate a broadcast load needs
 

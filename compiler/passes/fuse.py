@@ -189,7 +189,7 @@ class _Partition:
         self.start: dict[int, float] = {}  # id(kernel) -> position of its first value
         self.floating: dict[int, Value] = {}
         self.containing: dict[int, list] = {}  # value id -> every kernel that computes it
-        self.stored_by: dict[int, Kernel] = {}  # a floating value needed in memory -> the kernel that stores it
+        self.stored_by: dict[int, Kernel] = {}  # floating value id -> the one kernel that stores it
 
     def kernels(self) -> list:
         for v in self.live:
@@ -344,7 +344,9 @@ class _Partition:
                 if role != "full" or floating.shape != domain.shape:
                     return None
                 (source,) = [storage(i) for i in floating.inputs if not _is_constant(i)]
-                if source.id in self.floating or (source.id in inside and kernel_role(kernel, source) != "full"):
+                if source.id in self.floating:
+                    return None
+                if source.id in inside and kernel_role(kernel, source) != "full":
                     return None
                 continue
             if floating is not None:  # a broadcast, computed where v is
@@ -436,9 +438,9 @@ def read_in_place(v: Value, users: dict) -> bool:
 
 
 def _recomputed_mask(v: Value) -> bool:
-    """A comparison of one value with a constant (ReLU's `out > 0`): one instruction wherever it is read, so it
-    floats like a broadcast, computed in each kernel that reads it, instead of being stored from the forward
-    pass for the backward one (where it would cost a store, a buffer and a load as big as the value)."""
+    """A comparison of one value with a constant (ReLU's `out > 0`): one instruction wherever it is read, so
+    it floats like a broadcast, computed in each kernel that reads it, instead of being stored from the
+    forward pass for the backward one (a store, a buffer and a load as big as the value)."""
     if v.op not in COMPARISONS or v.dtype == "i64":
         return False
     constants = [x for x in v.inputs if _is_constant(x)]

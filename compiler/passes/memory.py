@@ -7,8 +7,8 @@ allocation), so we use the "greedy by size" heuristic of TFLite's and PyTorch Mo
 largest buffer first, each at the lowest offset that clears every already-placed buffer live at the same
 time. Its result depends on the order, so we also place the buffers by size times lifetime, and from the last
 to die, and keep the smallest arena of the three. The lower bound is the most bytes live at any one kernel: on
-the examples' training steps at batch 64 the best of three lands within 0-6% of it (LeNet's, the worst; by size
-alone, cifar_net's and volume3d's would be 6% and 12% over).
+the examples' training steps at batch 64 the best of three lands within 0-8% of it (signal1d's, the worst; by
+size alone, cifar_net's and volume3d's would be 6% and 12% over).
 
 One exception to "overlapping ranges need disjoint bytes": an elementwise kernel can write its output over
 an input that dies in that very kernel (in place). A buffer lists the inputs it may take over in

@@ -53,8 +53,9 @@ def simplify(graph: Graph) -> Graph:
 
 
 def rebuild_leaves(graph: Graph) -> tuple[Graph, dict]:
-    """The start of a rebuild: a new graph with `graph`'s name, mode and specs and its leaves, in their original
-    order (so parameter order is kept); and the map old value id -> new value, so far for the leaves."""
+    """The start of a rebuild: a new graph with `graph`'s name, mode and specs and its leaves, in their
+    original order (so parameter order is kept); and the map old value id -> new value, so far for the
+    leaves."""
     out = Graph(graph.name, symbols=graph.symbols, mode=graph.mode, specs=dict(graph.specs))
     out.layer_calls = graph.layer_calls
     rebuilt: dict[int, Value] = {}
@@ -125,8 +126,8 @@ def _distributed_sum(graph: Graph, x: Value, axes: tuple, table: dict) -> Value 
                 return _rewrite(graph, "mul", [sum_of(other), spread], {}, table)
         for factor, other in (x.inputs, x.inputs[::-1]):
             # sum(a * (b * c)) = c * sum(a * b) for c constant along the axes: BatchNorm's gamma gradient,
-            # sum(dy * xhat) with xhat = (x - mean) * rstd, then reads x - mean, which its backward reads anyway,
-            # so the forward pass no longer stores xhat.
+            # sum(dy * xhat) with xhat = (x - mean) * rstd, then reads x - mean, which its backward reads
+            # anyway, so the forward pass no longer stores xhat.
             if factor.op != "mul" or other.shape != x.shape:
                 continue
             for inner, outer in (factor.inputs, factor.inputs[::-1]):
