@@ -68,6 +68,10 @@ class NetcError(Exception):
         return "\n".join(parts)
 
 
+class NetcWarning(UserWarning):
+    """Something netc recovered from that the user should hear about: a damaged cache entry built again."""
+
+
 class ShapeError(NetcError):
     """A shape or dtype mismatch, found while building or verifying the IR."""
 

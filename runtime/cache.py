@@ -7,11 +7,17 @@ resolved path and `--version` text), the full flag list and the libraries and di
                                /<name>.c        the source, for people to read (and for compiler errors);
                                                 a source in parts: <name>.c, <name>.1.c, ..., compiled side by
                                                 side (one compiler process each) and linked
-                               /manifest.json   key, compiler, flags, creation time; written last
+                               /manifest.json   key, compiler, flags, the library's SHA-256, creation
+                                                time; written last
 
 Several processes may build the same entry at once: each compiles into a file of its own in the entry's
-directory and os.replace()s it into place, which is atomic, so a reader sees no library or a whole one. An
-entry that does not load (a truncated or garbage file) is deleted and built again, once.
+directory, fsyncs it and os.replace()s it into place, which is atomic, so a reader sees no library or a whole
+one, even after a power loss.
+
+A library is code that netc runs, so nothing in an entry is loaded before it is checked: the entry's folders
+and files must belong to the user and be writable by nobody else (compiler/user_cache.py), and the library's
+SHA-256 must be the one its manifest recorded. An entry that fails (truncated, another library swapped in, a
+group-writable folder) is never loaded: netc warns and builds it again.
 
 Headers and libraries are keyed by their paths, not their contents: upgrading a library in place under the
 same path needs `rm -r` of the cache (or a new $NETC_CACHE_DIR).
@@ -24,31 +30,25 @@ import functools
 import hashlib
 import json
 import os
-import secrets
 import shlex
 import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
-from netc.compiler.errors import NetcError
+from netc.compiler.errors import NetcError, NetcWarning
+from netc.compiler.files import clean_orphans, sync_directory, temporary_sibling, write_file
+from netc.compiler.user_cache import UntrustedEntry, private_directory, untrusted_reason
+from netc.compiler.user_cache import cache_dir  # noqa: F401 (re-exported: where the cache is)
 
-CACHE_FORMAT = "netc-cache-1"  # bump when the layout or the key changes, to leave old entries behind
+CACHE_FORMAT = "netc-cache-2"  # bump when the layout or the key changes, to leave old entries behind
 DEFAULT_FLAGS = ("-O3", "-fPIC", "-shared", "-std=c11")
 # Plus -march=native where the compiler takes it: the kernels' loops vectorise at the machine's full width
 # (AVX2 or AVX-512 rather than SSE2: resnet_tiny's step 12% faster on the development machine). A cache in a
 # home directory shared by different machines stays safe because the key holds what "native" means here.
 STDERR_LINES = 40  # of a failed compile's stderr, shown in the error
-
-
-def cache_dir() -> Path:
-    """Where compiled libraries live: $NETC_CACHE_DIR, else $XDG_CACHE_HOME/netc, else ~/.cache/netc."""
-    if os.environ.get("NETC_CACHE_DIR"):
-        return Path(os.environ["NETC_CACHE_DIR"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg and Path(xdg).expanduser().is_absolute() else Path.home() / ".cache"
-    return base / "netc"
 
 
 def build_shared_library(
@@ -83,24 +83,79 @@ def build_shared_library(
     }
     keyed = {**recipe, "source": sources[0] if len(sources) == 1 else sources}
     key = _digest(keyed)
-    entry = cache_dir() / key[:2] / key
+    entry = _entry_directory(key)
     library = entry / f"lib{name}.so"
+    problem = _entry_problem(entry, library, key)
+    if problem is None:
+        return library
     if library.exists():
-        if _loads(library):
-            return library
-        library.unlink(missing_ok=True)  # corrupt: build it again
-    entry.mkdir(parents=True, exist_ok=True)
+        warnings.warn(f"the compile cache entry {entry} is not safe to load ({problem}); building it again",
+                      NetcWarning, stacklevel=2)
+    (entry / "manifest.json").unlink(missing_ok=True)  # the entry is whole again only when rewritten
+    library.unlink(missing_ok=True)
+    clean_orphans(entry)
     source_paths = [entry / (f"{name}.c" if i == 0 else f"{name}.{i}.c") for i in range(len(sources))]
     for path, text in zip(source_paths, sources):
-        _write_atomically(path, text)
+        write_file(path, text, new_mode=0o644)
     compile_args = (*recipe["flags"], *(f"-I{d}" for d in include_dirs))
     link_args = (*(f"-L{d}" for d in library_dirs), *(f"-l{lib}" for lib in libraries))
-    _compile(command, compile_args, source_paths, library, link_args)
+    digest = _compile(command, compile_args, source_paths, library, link_args)
     if not _loads(library):
         raise NetcError(f"the C compiler built {library}, but it does not load: {_load_error(library)}")
-    manifest = {"key": key, **recipe, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    _write_atomically(entry / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    manifest = {
+        "key": key, **recipe, "library_sha256": digest, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    }
+    write_file(entry / "manifest.json", json.dumps(manifest, indent=2) + "\n", new_mode=0o644)
     return library
+
+
+def _entry_directory(key: str) -> Path:
+    """The entry's folder, private; one that anybody else could have written is removed and made afresh."""
+    try:
+        return private_directory(key[:2], key)
+    except UntrustedEntry as untrusted:
+        warnings.warn(f"the compile cache entry {untrusted.directory} is not safe to load ({untrusted.reason}); "
+                      f"building it again", NetcWarning, stacklevel=3)
+        try:
+            if untrusted.directory.is_dir() and not untrusted.directory.is_symlink():
+                shutil.rmtree(untrusted.directory)
+            else:
+                untrusted.directory.unlink()
+            return private_directory(key[:2], key)
+        except (OSError, UntrustedEntry) as err:
+            raise NetcError(
+                f"the compile cache entry {untrusted.directory} is not safe to load ({untrusted.reason}) "
+                f"and cannot be removed ({err})",
+                hint="remove it, or set NETC_CACHE_DIR to a folder of yours",
+            ) from None
+
+
+def _entry_problem(entry: Path, library: Path, key: str) -> str | None:
+    """Why the entry's library must not be loaded, or None when it is the library its manifest recorded, in
+    files only the user can write. Reads the library, never maps it."""
+    for path in (library, entry / "manifest.json"):
+        reason = untrusted_reason(path)
+        if reason is not None:
+            return reason
+    try:
+        manifest = json.loads((entry / "manifest.json").read_text())
+        recorded = manifest["library_sha256"] if manifest.get("key") == key else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "its manifest is unreadable"
+    if recorded != _file_sha256(library):
+        return "the library is not the one its manifest recorded: truncated or replaced"
+    return None
+
+
+def _file_sha256(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def _digest(data: dict) -> str:
@@ -141,18 +196,27 @@ def _openmp_flags(command: tuple) -> tuple:
     cache directory for this compiler (its path and version), so that a new process does not build the probe
     again (30 ms, a third of a cached compile); a record that cannot be read is probed again and rewritten."""
     identity = _compiler_identity(command)
-    record = cache_dir() / "probes" / f"openmp-{_digest(identity)[:24]}.json"
     try:
-        return tuple(json.loads(record.read_text())["flags"])
+        record = private_directory("probes") / f"openmp-{_digest(identity)[:24]}.json"
+    except (NetcError, UntrustedEntry):
+        return _probe_openmp(command)  # no cache to keep the answer in
+    try:
+        # The answer becomes compiler flags, so only a record of the user's own, saying one of the two
+        # answers a probe can give, is believed.
+        flags = tuple(json.loads(record.read_text())["flags"]) if untrusted_reason(record) is None else None
+        if flags in OPENMP_ANSWERS:
+            return flags
     except (OSError, ValueError, KeyError, TypeError):
         pass
     flags = _probe_openmp(command)
     try:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(record, json.dumps({"flags": list(flags), **identity}, indent=2) + "\n")
-    except OSError:
+        write_file(record, json.dumps({"flags": list(flags), **identity}, indent=2) + "\n", new_mode=0o644)
+    except NetcError:
         pass  # a read-only cache: probe again next time
     return flags
+
+
+OPENMP_ANSWERS = ((), ("-fopenmp",))
 
 
 def _probe_openmp(command: tuple) -> tuple:
@@ -196,11 +260,12 @@ def _native_target(command: tuple) -> tuple[tuple, str]:
     return (), ""
 
 
-def _compile(command: tuple, flags: tuple, source_paths: list, library: Path, link_args: tuple) -> None:
-    """Compile into a file no other process writes, then move it into place in one atomic step. A source in
-    parts compiles each part to an object of its own, all at once, and links them."""
-    partial = _unique_sibling(library)
-    objects = [_unique_sibling(path.with_suffix(".o")) for path in source_paths] if len(source_paths) > 1 else []
+def _compile(command: tuple, flags: tuple, source_paths: list, library: Path, link_args: tuple) -> str:
+    """Compile into a file no other process writes, make it durable and writable by the user alone, then move
+    it into place in one atomic step; returns its SHA-256. A source in parts compiles each part to an object
+    of its own, all at once, and links them."""
+    partial = temporary_sibling(library)
+    objects = [temporary_sibling(path.with_suffix(".o")) for path in source_paths] if len(source_paths) > 1 else []
     try:
         if objects:
             object_flags = [f for f in flags if f != "-shared"]
@@ -219,7 +284,15 @@ def _compile(command: tuple, flags: tuple, source_paths: list, library: Path, li
         args = [*command, *flags, *inputs, "-o", str(partial), *link_args]
         result = subprocess.run(args, capture_output=True, text=True, check=False)
         _check(result.returncode, result.stderr, args, source_paths[0])
+        if not partial.is_file():
+            raise NetcError(
+                f"the C compiler ({command[0]}) reported success but wrote no library",
+                hint=f"is it a C compiler? the command was: {shlex.join(args)}",
+            )
+        digest = _seal(partial)
         os.replace(partial, library)
+        sync_directory(library.parent)
+        return digest
     finally:
         partial.unlink(missing_ok=True)
         for obj in objects:
@@ -235,19 +308,15 @@ def _check(returncode: int, stderr: str, args: list, source_path: Path) -> None:
         )
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    partial = _unique_sibling(path)
-    try:
-        partial.write_text(text)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def _unique_sibling(path: Path) -> Path:
-    """A hidden temporary name beside `path`: the same directory, so os.replace() stays one atomic rename.
-    Named, not opened (as mkstemp would), so the compiler creates it with the usual permissions."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+def _seal(library: Path) -> str:
+    """Make a freshly built library writable by the user alone (a umask of 002 would leave it group-writable,
+    which the entry check refuses) and durable (fsynced, so a power loss cannot leave a truncated file under
+    the final name); returns its SHA-256."""
+    mode = os.stat(library).st_mode
+    os.chmod(library, mode & ~0o022)
+    with open(library, "rb+") as file:
+        os.fsync(file.fileno())
+    return _file_sha256(library)
 
 
 def _loads(library: Path) -> bool:
