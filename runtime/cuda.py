@@ -30,6 +30,8 @@ from netc.compiler.errors import NetcError
 from netc.compiler.passes.fuse import fuse, storage
 
 from .arena import FLOAT_TYPES, PlannedStep
+from .cuda_gemm import WORKSPACE_BYTES, CudaGemms
+from .cuda_libs import load_cuda_library
 from .resident import plan_resident_arena
 from .state import on_gpu, to_numpy
 from .store import ArenaRun
@@ -101,16 +103,22 @@ class CudaRun(ArenaRun):
     """A compiled step on the device: calling it with {input name: array} returns {root id: CuPy array}, and
     leaves each resident leaf's new value in its slot."""
 
-    def __init__(self, cupy, step: CudaStep, graph, roots: list, state: dict, precision: str):
+    def __init__(self, cupy, step: CudaStep, graph, roots: list, state: dict, precision: str, load=None):
+        """`load(stem)` loads lib{stem} (cuBLASLt, cuBLAS): by default the copy CuPy uses (cuda_libs.py)."""
         self.cupy, self.step = cupy, step
         self._float = FLOAT_TYPES[precision][1]
         self.module = cupy.RawModule(code=step.source, options=("-std=c++17",))
         self.stream = cupy.cuda.Stream(non_blocking=True)
         with self.stream:  # zeroed on the stream that will use it: a non-blocking stream skips no queue
             self.arena = cupy.zeros(step.arena_bytes + 64, dtype=cupy.uint8)
+            self.workspace = cupy.empty(WORKSPACE_BYTES, dtype=cupy.uint8)  # cuBLAS's, kept as long as the graph
         self._error = self.module.get_global("netc_error")
         self._checks_indices = any(k.kind == "index" and k.values[0].op != "one_hot" for k in step.kernels)
-        self._blas = Cublas(cupy, self.stream)
+        if load is None:
+            major = cupy.cuda.runtime.runtimeGetVersion() // 1000
+            load = lambda stem: load_cuda_library(stem, major)  # noqa: E731
+        self.gemms = CudaGemms(load, self.stream.ptr, self.workspace.data.ptr, WORKSPACE_BYTES,
+                               tf32=precision == "tf32")
         self._calls = [self._kernel_call(launch) for launch in step.launches]
         self._bind(step, graph, roots, state)
         self._graph = self._capture()
@@ -164,10 +172,15 @@ class CudaRun(ArenaRun):
 
     def _kernel_call(self, launch):
         if isinstance(launch, GemmLaunch):
-            return GemmCall(self._blas, launch, self.arena.data.ptr)
+            return self.gemms.gemm(launch, self.arena.data.ptr)
         function = self.module.get_function(launch.entry)
-        grid, block, args = (launch.grid,), (launch.block,), (self.arena,)
-        return lambda: function(grid, block, args)
+        grid, block, args, stream = (launch.grid,), (launch.block,), (self.arena,), self.stream
+        return lambda: function(grid, block, args, stream=stream)
+
+    def __del__(self):
+        gemms = getattr(self, "gemms", None)
+        if gemms is not None:
+            gemms.close()
 
     # -- moving data -----------------------------------------------------------------------------------------
 
@@ -194,76 +207,3 @@ def device_array(cupy, value):
     if on_gpu(value):
         return cupy.from_dlpack(value)
     return None
-
-
-CUBLAS_WORKSPACE_BYTES = 32 << 20  # NVIDIA's recommended cuBLAS workspace on Hopper, ample on older GPUs
-
-
-class Cublas:
-    """A cuBLAS handle of one run, bound to its stream, with a workspace of its own.
-
-    The workspace is set before the step is captured: a cuBLAS that allocates its workspace itself does so on
-    first use, which inside a stream capture is illegal (cudaMalloc) or leaves allocation nodes in the graph
-    (cudaMallocAsync). It lives as long as the handle, and so as long as the captured graph that uses it."""
-
-    def __init__(self, cupy, stream, cublas=None):
-        if cublas is None:
-            from cupy_backends.cuda.libs import cublas  # CuPy's thin binding of the cuBLAS C API
-
-        self.cublas, self.handle = cublas, cublas.create()
-        cublas.setStream(self.handle, stream.ptr)
-        # Full float32 arithmetic: TF32 tensor cores would miss PyTorch's results by more than 1e-4.
-        cublas.setMathMode(self.handle, cublas.CUBLAS_DEFAULT_MATH)
-        self.workspace = None
-        # Where CuPy binds cublasSetWorkspace; without it, the warm-up run before capture must do.
-        if hasattr(cublas, "setWorkspace"):
-            with stream:
-                self.workspace = cupy.empty(CUBLAS_WORKSPACE_BYTES, dtype=cupy.uint8)
-            cublas.setWorkspace(self.handle, self.workspace.data.ptr, CUBLAS_WORKSPACE_BYTES)
-
-    def __del__(self):
-        if getattr(self, "handle", None) is not None:
-            self.cublas.destroy(self.handle)
-
-
-class GemmCall:
-    """One matmul kernel as a cuBLAS call. cuBLAS is column-major, so the row-major C = op(A) @ op(B) is
-    computed as its transpose, C^T = op(B)^T @ op(A)^T, which is the same bytes."""
-
-    def __init__(self, blas: Cublas, launch: GemmLaunch, base: int):
-        self.blas, self.launch, self.base = blas, launch, base
-        dtype = np.float64 if launch.dtype == "double" else np.float32
-        self.scalars = np.array([1, 0], dtype=dtype)  # alpha and beta, read from the host when captured
-        prefix = "d" if launch.dtype == "double" else "s"
-        self.gemm = getattr(blas.cublas, prefix + ("gemm" if launch.batch == 1 else "gemmStridedBatched"))
-
-    def __call__(self) -> None:
-        g, cublas = self.launch, self.blas.cublas
-        op_a = cublas.CUBLAS_OP_T if g.trans_a else cublas.CUBLAS_OP_N
-        op_b = cublas.CUBLAS_OP_T if g.trans_b else cublas.CUBLAS_OP_N
-        alpha = self.scalars.ctypes.data
-        beta = alpha + self.scalars.itemsize
-        a, b, c = self.base + g.a, self.base + g.b, self.base + g.c
-        if g.batch == 1:
-            self.gemm(self.blas.handle, op_b, op_a, g.n, g.m, g.k, alpha, b, g.ldb, a, g.lda, beta, c, g.ldc)
-        else:
-            self.gemm(
-                self.blas.handle,
-                op_b,
-                op_a,
-                g.n,
-                g.m,
-                g.k,
-                alpha,
-                b,
-                g.ldb,
-                g.stride_b,
-                a,
-                g.lda,
-                g.stride_a,
-                beta,
-                c,
-                g.ldc,
-                g.stride_c,
-                g.batch,
-            )

@@ -181,9 +181,10 @@ class Model:
             )
         if leaf.dtype == "i64":
             if dtype is None or dtype.kind not in "iu":
-                raise NetcError(f"input '{name}' must hold integers (i64), got {dtype or array.dtype}")
+                raise NetcError(f"input '{name}' must hold integers (i64), got {array.dtype}")
         elif dtype is None or dtype.kind not in "fiu" or dtype == np.bool_:
-            raise NetcError(f"input '{name}' must hold floats, got {dtype or array.dtype}")
+            # The array's own name for its type (torch.bfloat16 for PyTorch), whether or not NumPy knows one.
+            raise NetcError(f"input '{name}' must hold floats, got {array.dtype}")
         if keep_on_gpu:
             return array
         return array.astype(dtype_of(leaf.dtype, self._float), copy=False)

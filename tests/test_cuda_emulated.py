@@ -1,8 +1,11 @@
 """The cuda backend's whole plan, run on the CPU: the CUDA module compiled as host C++ in which every CUDA
 thread is a thread of the host (blocks of 16 threads in warps of 4, up to 3 blocks a launch, one block after
 another: grid-stride loops still cover every range, and every block reduction runs through both of its
-stages), its kernel entries called in launch-list order over a NumPy arena, and its GEMMs made by GemmCall
-against a NumPy stand-in for cuBLAS. Results must match the reference backend.
+stages). runtime/cuda.py's own CudaRun runs it over stand-ins for CuPy, cuBLASLt and cuBLAS (cuda_fakes.py,
+cuda_blas_fakes.py) exactly as on a GPU: a run before the capture, the capture, and replays of the captured
+graph, which is where each kernel and GEMM recorded during the capture really runs. CuPy's own cuBLAS binding,
+which refuses any call while the stream captures, stands in for cupy_backends' throughout. Results must match
+the reference backend.
 
 This checks, without a GPU, what only a GPU run would otherwise: the CUDA variants' index arithmetic, the
 entries' pointers into the arena, the launch order, the GEMM mapping, and the cooperation of a block's
@@ -13,9 +16,9 @@ host's scheduling happens not to expose, or a launch shape the device would refu
 from __future__ import annotations
 
 import ctypes
-import math
 import shutil
 import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -23,14 +26,12 @@ import netc
 import numpy as np
 import pytest
 from netc.compiler.autodiff import grad
-from netc.compiler.codegen.launch import GemmLaunch
-from netc.compiler.ir import LEAF_OPS
-from netc.compiler.passes.fuse import storage
+from cuda_blas_fakes import CupyStyleCublas, FakeCublas, FakeCublasLt
+from cuda_fakes import fake_cupy
 from netc.compiler.passes.simplify import simplify
 from netc.compiler.shapes import TensorType
-from netc.runtime.cuda import GemmCall, compile_step
+from netc.runtime.cuda import CudaRun, compile_step
 from netc.runtime.reference import run_graph
-from test_cuda_runtime import NumpyCublas
 from samples import every_op_sample
 from twins import EXAMPLES, example_inputs
 
@@ -111,47 +112,59 @@ def _emulated_library(source: str, tmp_path: Path):
     return library
 
 
-def run_emulated(graph, roots, feeds: dict, precision: str, tmp_path: Path) -> dict:
-    step = compile_step(graph, roots, precision)
-    library = _emulated_library(step.source, tmp_path)
-    arena = np.zeros(step.arena_bytes + 64, dtype=np.uint8)
-    float_type = np.float64 if precision == "float64" else np.float32
+def _emulate(library, entry, arena: int, grid: int, block: int) -> None:
+    block = EMULATED_BLOCK if block >= EMULATED_BLOCK else EMULATED_WARP
+    library.netc_emulate(entry, arena, min(grid, EMULATED_GRID), block)
 
-    def window(v) -> np.ndarray:
-        dtype = np.dtype({"i64": np.int64, "f64": np.float64}.get(v.dtype, float_type))
-        start = step.offsets[storage(v).id]
-        return arena[start : start + dtype.itemsize * math.prod(v.shape)].view(dtype).reshape(v.shape)
 
-    for v in graph.live_values(roots):
-        if v.op in LEAF_OPS:
-            window(v)[...] = feeds[v.attrs["name"]]
-    blas = types.SimpleNamespace(cublas=NumpyCublas(arena, float_type), handle=0)
-    for launch in step.launches:
-        if isinstance(launch, GemmLaunch):
-            GemmCall(blas, launch, arena.ctypes.data)()
-        else:
-            entry = ctypes.cast(getattr(library, launch.entry), ctypes.c_void_p)
-            grid = min(launch.grid, EMULATED_GRID)
-            block = EMULATED_BLOCK if launch.block >= EMULATED_BLOCK else EMULATED_WARP
-            library.netc_emulate(entry, arena.ctypes.data, grid, block)
-    return {r.id: window(r).copy() for r in roots}
+class EmulatedDevice:
+    """A fake CuPy whose modules are emulated on the host, CuPy's capture-refusing cuBLAS binding installed
+    where cupy_backends' would be, and fake cuBLASLt and cuBLAS libraries for the backend to load."""
+
+    def __init__(self, tmp_path: Path, monkeypatch):
+        self.cupy = fake_cupy(lambda source: _emulated_library(source, tmp_path), _emulate)
+        self.lt, self.blas = FakeCublasLt(), FakeCublas()
+        self.cupy_blas = CupyStyleCublas(self.cupy)
+        libs = types.SimpleNamespace(cublas=self.cupy_blas)
+        for name, module in [("cupy_backends", types.SimpleNamespace(cuda=types.SimpleNamespace(libs=libs))),
+                             ("cupy_backends.cuda", types.SimpleNamespace(libs=libs)),
+                             ("cupy_backends.cuda.libs", libs), ("cupy_backends.cuda.libs.cublas", self.cupy_blas)]:
+            monkeypatch.setitem(sys.modules, name, module)
+
+    def load(self, stem: str):
+        return {"cublasLt": self.lt, "cublas": self.blas}[stem]
+
+    def prepare(self, graph, roots, precision: str) -> CudaRun:
+        step = compile_step(graph, roots, precision)
+        return CudaRun(self.cupy, step, graph, roots, {}, precision, load=self.load)
+
+
+@pytest.fixture
+def device(tmp_path, monkeypatch):
+    return EmulatedDevice(tmp_path, monkeypatch)
+
+
+def run_emulated(device: EmulatedDevice, graph, roots, feeds: dict, precision: str) -> dict:
+    """One run of the captured step on `feeds` (every leaf), the roots brought back to the host."""
+    run = device.prepare(graph, roots, precision)
+    return {vid: value.get() for vid, value in run(feeds).items()}
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
-def test_emulated_cuda_plan_matches_the_reference(name, training, tmp_path):
+def test_emulated_cuda_plan_matches_the_reference(name, training, device):
     model = netc.compile(EXAMPLES_DIR / name, batch=3, precision="float64").train(training)
     graph = simplify(grad(model.graph))
     roots = [graph.loss] + list(graph.outputs.values()) + list(graph.updates.values())
     inputs = example_inputs(EXAMPLES[name][1], 3, np.random.default_rng(4))
     feeds = {"__seed__": np.int64(7), **inputs, **model.state_dict()}
     want = run_graph(graph, feeds, roots, "float64")
-    got = run_emulated(graph, roots, feeds, "float64", tmp_path)
+    got = run_emulated(device, graph, roots, feeds, "float64")
     for r in roots:
         np.testing.assert_allclose(got[r.id], want[r.id], rtol=1e-9, atol=1e-12, err_msg=str(r))
 
 
-def test_emulated_cuda_plan_of_every_op_sample_matches_the_reference(tmp_path):
+def test_emulated_cuda_plan_of_every_op_sample_matches_the_reference(device):
     """One graph holding every op sample, so every kernel shape and CUDA variant runs at least once."""
     graph, feeds = every_op_sample()
     feeds["seed"] = np.int64(3)
@@ -159,6 +172,6 @@ def test_emulated_cuda_plan_of_every_op_sample_matches_the_reference(tmp_path):
     graph.outputs["random"] = graph.emit("random_uniform", seed, shape=(3, 5), stream=1)
     roots = list(graph.outputs.values())
     want = run_graph(graph, feeds, roots, "float64")
-    got = run_emulated(graph, roots, feeds, "float64", tmp_path)
+    got = run_emulated(device, graph, roots, feeds, "float64")
     for name, r in graph.outputs.items():
         np.testing.assert_allclose(got[r.id], want[r.id], rtol=1e-9, atol=1e-12, err_msg=name)

@@ -1,0 +1,203 @@
+"""Stand-ins for CuPy, CuPy's cuBLAS binding, cuBLASLt and cuBLAS, on the host, refusing what the real ones
+refuse. Device memory is host memory (a pointer is a host address), and a kernel is the CUDA module compiled
+for the host (test_cuda_emulated.py), so the cuda backend's own code (runtime/cuda.py) runs unchanged on them.
+
+What they hold to, as the real libraries do:
+- Work issued to a stream while it captures is recorded, not run; it runs when the graph is launched. Waiting
+  for a capturing stream (synchronize, a device-to-host copy) is an error.
+- CuPy's cuBLAS binding (cupy_backends.cuda.libs.cublas) resets the handle's stream to the current stream before
+  every call, and raises NotImplementedError while that stream captures: whatever the handle.
+- cuBLASLt computes with the algorithm the heuristic chose, under the alignments that were in force when it
+  was chosen, and needs the workspace that algorithm asked for; a classic cuBLAS handle captured without a
+  workspace of its own would allocate one during the capture, which CUDA refuses.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import types
+
+import numpy as np
+
+STATUS_SUCCESS, STATUS_NOT_INITIALIZED, STATUS_INVALID_VALUE, STATUS_NOT_SUPPORTED = 0, 1, 7, 15
+
+
+class CaptureError(RuntimeError):
+    """What CUDA answers to an operation not permitted while a stream captures."""
+
+
+# -- streams, graphs, memory ----------------------------------------------------------------------------------
+
+
+class FakeStream:
+    _pointers = itertools.count(0x1000, 0x10)
+    by_pointer: dict = {}
+
+    def __init__(self, cupy, non_blocking: bool = False):
+        self.cupy, self.ptr, self.captured = cupy, next(self._pointers), None
+        FakeStream.by_pointer[self.ptr] = self
+
+    @property
+    def capturing(self) -> bool:
+        return self.captured is not None
+
+    def enqueue(self, work, what: str) -> None:
+        """Run `work` now, or record it (as `what`) while capturing."""
+        if self.capturing:
+            self.captured.append((what, work))
+        elif any(stream.capturing for stream in self.cupy.streams):
+            if self.ptr == 0:
+                raise CaptureError("the legacy stream was used while another stream captures")
+            work()
+        else:
+            work()
+
+    def __enter__(self):
+        self.cupy.current.append(self)
+        return self
+
+    def __exit__(self, *error):
+        self.cupy.current.pop()
+        return False
+
+    def begin_capture(self):
+        if self.capturing:
+            raise CaptureError("already capturing")
+        self.captured = []
+
+    def end_capture(self):
+        graph, self.captured = FakeGraph(self.captured), None
+        self.cupy.graphs.append(graph)
+        return graph
+
+    def synchronize(self):
+        if self.capturing:
+            raise CaptureError("cudaErrorStreamCaptureUnsupported: synchronize while capturing")
+
+    def record(self, event=None):
+        if self.capturing:
+            raise CaptureError("an event recorded during capture is a node, not something to wait for")
+        return types.SimpleNamespace(synchronize=lambda: None)
+
+    def wait_event(self, event):
+        if self.capturing:
+            raise CaptureError("waiting for an event not captured needs cudaEventWaitExternal")
+
+
+class FakeGraph:
+    """A captured graph: the work recorded, in order, replayed by launch()."""
+
+    def __init__(self, nodes: list):
+        self.nodes = nodes
+
+    def kinds(self) -> list:
+        return [what for what, _ in self.nodes]
+
+    def launch(self, stream=None):
+        for _, work in self.nodes:
+            work()
+
+
+class FakeMemoryPointer:
+    def __init__(self, cupy, ptr: int):
+        self.cupy, self.ptr = cupy, ptr
+
+    def __add__(self, offset: int):
+        return FakeMemoryPointer(self.cupy, self.ptr + offset)
+
+    def memset_async(self, value: int, size: int, stream):
+        stream.enqueue(lambda: ctypes.memset(self.ptr, value, size), "memset")
+
+
+class FakeCupyArray(np.ndarray):
+    """A CuPy array: NumPy over host memory standing for the device, its transfers going through streams."""
+
+    cupy = None
+
+    def __new__(cls, shape, dtype=np.float64, memptr=None):
+        """A view of the device memory at `memptr` (CuPy's ndarray(shape, dtype, memptr=...))."""
+        dtype, shape = np.dtype(dtype), tuple(np.atleast_1d(shape)) if shape != () else ()
+        count = int(np.prod(shape, dtype=np.int64))
+        buffer = (ctypes.c_char * max(count * dtype.itemsize, 1)).from_address(memptr.ptr)
+        return np.frombuffer(buffer, dtype, count=count).reshape(shape).view(cls)
+
+    @property
+    def data(self):
+        return FakeMemoryPointer(self.cupy, self.ctypes.data)
+
+    def get(self, stream=None):
+        stream = stream or self.cupy.get_current_stream()
+        stream.synchronize()  # refuses while capturing, as a device-to-host copy does
+        return np.array(self)
+
+    def set(self, host, stream=None):
+        host = np.ascontiguousarray(host)
+        (stream or self.cupy.get_current_stream()).enqueue(lambda: np.copyto(np.asarray(self), host), "copy")
+
+    def copy(self):
+        out = self.cupy.empty(self.shape, self.dtype)
+        self.cupy.get_current_stream().enqueue(lambda: np.copyto(np.asarray(out), np.asarray(self)), "copy")
+        return out
+
+
+class FakeModule:
+    """cupy.RawModule over the emulated module: get_function launches an entry on a stream."""
+
+    def __init__(self, library, cupy):
+        self.library, self.cupy = library, cupy
+
+    def get_function(self, name: str):
+        entry = ctypes.cast(getattr(self.library, name), ctypes.c_void_p)
+        cupy = self.cupy
+
+        def launch(grid, block, args, shared_mem=0, stream=None):
+            (arena,) = args
+            stream = stream or cupy.get_current_stream()
+            work = lambda: cupy.emulate(self.library, entry, arena.ctypes.data, grid[0], block[0])  # noqa: E731
+            stream.enqueue(work, f"kernel {name}")
+
+        return launch
+
+    def get_global(self, name: str):
+        return FakeMemoryPointer(self.cupy, ctypes.addressof(ctypes.c_int64.in_dll(self.library, name)))
+
+
+def fake_cupy(compile_module, emulate, runtime_version: int = 13000):
+    """A CuPy stand-in: `compile_module(source)` returns the emulated module's library, `emulate(library,
+    entry, arena address, grid, block)` runs one launch of one of its entries."""
+    cupy = types.SimpleNamespace(uint8=np.uint8, int64=np.int64, float32=np.float32, float64=np.float64)
+    cupy.current, cupy.streams, cupy.graphs, cupy.buffers = [], [], [], []
+    cupy.emulate = emulate
+    array_type = type("ndarray", (FakeCupyArray,), {"cupy": cupy})
+
+    def empty(shape, dtype):
+        dtype = np.dtype(dtype)
+        storage = np.zeros(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize + 256, np.uint8)
+        cupy.buffers.append(storage)  # device memory lives as long as the fake device
+        start = -storage.ctypes.data % 256  # CuPy's allocations are 256-byte aligned at least
+        return array_type(shape, dtype, FakeMemoryPointer(cupy, storage.ctypes.data + start))
+
+    def zeros(shape, dtype):
+        return empty(shape, dtype)  # fresh storage is zeroed
+
+    def copyto(dst, src, casting="same_kind"):
+        src = np.asarray(src)
+        cupy.get_current_stream().enqueue(lambda: np.copyto(np.asarray(dst), src, casting=casting), "copy")
+
+    def make_stream(non_blocking=False):
+        stream = FakeStream(cupy, non_blocking)
+        cupy.streams.append(stream)
+        return stream
+
+    legacy = FakeStream.__new__(FakeStream)
+    legacy.cupy, legacy.ptr, legacy.captured = cupy, 0, None
+    cupy.get_current_stream = lambda: cupy.current[-1] if cupy.current else legacy
+    cupy.ndarray, cupy.empty, cupy.zeros, cupy.copyto = array_type, empty, zeros, copyto
+    cupy.RawModule = lambda code, options=(): FakeModule(compile_module(code), cupy)
+    cupy.cuda = types.SimpleNamespace(
+        Stream=make_stream,
+        get_current_stream=cupy.get_current_stream,
+        runtime=types.SimpleNamespace(runtimeGetVersion=lambda: runtime_version, getDeviceCount=lambda: 1),
+    )
+    return cupy

@@ -1,0 +1,215 @@
+"""The cuda backend's GEMMs (runtime/cuda_gemm.py) against stand-ins for cuBLASLt and cuBLAS that refuse what
+the real libraries refuse (cuda_blas_fakes.py): every transpose combination, batched and not, a weight shared
+by the batch, float32, float64 and TF32, computed on a fake stream at once and after a capture."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+from cuda_blas_fakes import FakeCublas, FakeCublasLt, round_to_tf32
+from cuda_fakes import fake_cupy
+from netc.compiler.codegen.launch import GemmLaunch
+from netc.compiler.ir import Graph
+from netc.compiler.shapes import TensorType
+from netc.runtime import cuda_blas_api as api
+from netc.runtime.cuda import compile_step
+from netc.runtime.cuda_gemm import WORKSPACE_BYTES, CudaGemms, alignment
+
+SHAPES = {"a": (2, 3, 4), "b": (2, 4, 5), "at": (2, 4, 3), "bt": (2, 5, 4), "m": (3, 4), "mt": (5, 4), "w": (4, 5)}
+
+
+def _gemm_graph():
+    """A graph of matmuls covering every transpose pair, batched and not, and a matrix shared by the batch."""
+    graph = Graph("gemms")
+    leaves = {name: graph.add_leaf("input", name, TensorType(shape, "f32")) for name, shape in SHAPES.items()}
+
+    def swap(x):
+        return graph.emit("transpose", x, perm=(*range(x.rank - 2), x.rank - 1, x.rank - 2))
+
+    graph.outputs["ab"] = graph.emit("matmul", leaves["a"], leaves["b"])
+    graph.outputs["atb"] = graph.emit("matmul", swap(leaves["at"]), leaves["b"])
+    graph.outputs["abt"] = graph.emit("matmul", leaves["a"], swap(leaves["bt"]))
+    graph.outputs["atbt"] = graph.emit("matmul", swap(leaves["at"]), swap(leaves["bt"]))
+    graph.outputs["mmt"] = graph.emit("matmul", leaves["m"], swap(leaves["mt"]))
+    shared = graph.emit("broadcast_to", leaves["w"], shape=(2, 4, 5))  # read in place, a batch stride of 0
+    graph.outputs["aw"] = graph.emit("matmul", leaves["a"], shared)
+    return graph, leaves
+
+
+def _expected(v: dict) -> dict:
+    t = lambda x: np.swapaxes(x, -1, -2)  # noqa: E731
+    return {"ab": v["a"] @ v["b"], "atb": t(v["at"]) @ v["b"], "abt": v["a"] @ t(v["bt"]),
+            "atbt": t(v["at"]) @ t(v["bt"]), "mmt": v["m"] @ t(v["mt"]), "aw": v["a"] @ v["w"]}
+
+
+class Bench:
+    """The GEMMs of the graph above on a fake device: an arena, a stream, and the libraries to load."""
+
+    def __init__(self, precision="float32", lt=None, blas=None):
+        self.graph, self.leaves = _gemm_graph()
+        self.step = compile_step(self.graph, list(self.graph.outputs.values()), precision)
+        self.float = np.float64 if precision == "float64" else np.float32
+        self.cupy = fake_cupy(compile_module=None, emulate=None)
+        self.stream = self.cupy.cuda.Stream(non_blocking=True)
+        self.arena = self.cupy.zeros(self.step.arena_bytes + 64, np.uint8)
+        self.workspace = self.cupy.empty(WORKSPACE_BYTES, np.uint8)
+        self.lt, self.blas = lt or FakeCublasLt(), blas or FakeCublas()
+        self.launches = [launch for launch in self.step.launches if isinstance(launch, GemmLaunch)]
+        assert {(g.trans_a, g.trans_b) for g in self.launches} == {(False, False), (True, False), (False, True),
+                                                                   (True, True)}
+        assert {g.batch for g in self.launches} == {1, 2} and any(g.stride_b == 0 for g in self.launches)
+
+    def gemms(self, **options) -> CudaGemms:
+        libraries = {"cublasLt": self.lt, "cublas": self.blas}
+        return CudaGemms(libraries.__getitem__, self.stream.ptr, self.workspace.data.ptr, WORKSPACE_BYTES, **options)
+
+    def window(self, value) -> np.ndarray:
+        start = self.step.offsets[value.id]
+        count = int(np.prod(value.shape))
+        return np.asarray(self.arena[start:start + count * np.dtype(self.float).itemsize]).view(self.float).reshape(
+            value.shape)
+
+    def fill(self, seed: int) -> dict:
+        rng = np.random.default_rng(seed)
+        values = {name: rng.standard_normal(shape).astype(self.float) for name, shape in SHAPES.items()}
+        for name, leaf in self.leaves.items():
+            self.window(leaf)[...] = values[name]
+        return values
+
+    def results(self) -> dict:
+        return {name: self.window(value).copy() for name, value in self.graph.outputs.items()}
+
+
+def _check(got: dict, want: dict, rtol: float) -> None:
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, rtol=rtol, atol=rtol, err_msg=name)
+
+
+@pytest.mark.parametrize("library", ["lt", "cublas"])
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_gemms_compute_the_row_major_products_when_captured_and_replayed(library, precision):
+    bench = Bench(precision)
+    gemms = bench.gemms(prefer=library)
+    with bench.stream:
+        calls = [gemms.gemm(launch, bench.arena.data.ptr) for launch in bench.launches]
+        bench.stream.begin_capture()
+        for call in calls:
+            call()
+        graph = bench.stream.end_capture()
+    assert gemms.libraries_used() == [{"lt": "cublasLt", "cublas": "cublas"}[library]]
+    assert len(graph.nodes) == len(calls)  # recorded, not run: the arena is still zero
+    assert not any(np.any(value) for value in bench.results().values())
+    rtol = 1e-12 if precision == "float64" else 1e-5
+    for seed in (1, 2):  # each replay reads the arena as it is then
+        want = _expected(bench.fill(seed))
+        graph.launch(bench.stream)
+        _check(bench.results(), want, rtol)
+    gemms.close()
+    assert not bench.lt.objects and not bench.blas.objects  # every handle and descriptor destroyed
+
+
+def test_one_algorithm_per_gemm_shape_and_alignment_chosen_before_any_capture():
+    bench = Bench()
+    chosen = []
+    heuristic = bench.lt.cublasLtMatmulAlgoGetHeuristic
+
+    def spying(*args):
+        assert not bench.stream.capturing, "an algorithm is chosen during the capture"
+        chosen.append(args)
+        return heuristic(*args)
+
+    bench.lt.cublasLtMatmulAlgoGetHeuristic = spying
+    gemms = bench.gemms()
+    base = bench.arena.data.ptr
+    calls = [gemms.gemm(launch, base) for launch in bench.launches * 2]  # each GEMM twice: chosen once
+    assert len(chosen) == len(bench.launches)
+    for call in calls:
+        call()
+    _check(bench.results(), _expected({name: np.zeros(shape) for name, shape in SHAPES.items()}), 0)
+
+
+def test_algorithms_are_chosen_for_the_alignment_the_pointers_really_have():
+    """The heuristic assumes 256-byte alignment unless told otherwise; an algorithm chosen that way refuses
+    pointers 64 bytes apart (the arena's offsets), so every pointer's own alignment is declared."""
+    assert [alignment(x) for x in (0x1000, 0x1040, 0x1004, 0x1002)] == [256, 64, 4, 2]
+    bench = Bench()
+    offsets = {launch.a % 256 for launch in bench.launches} | {launch.c % 256 for launch in bench.launches}
+    assert offsets != {0}, "the test needs operands that are not 256-byte aligned"
+    gemms = bench.gemms()
+    with bench.stream:
+        for launch in bench.launches:
+            gemms.gemm(launch, bench.arena.data.ptr)()
+    want = _expected(bench.fill(3))
+    with bench.stream:
+        for launch in bench.launches:
+            gemms.gemm(launch, bench.arena.data.ptr)()
+    _check(bench.results(), want, 1e-5)
+
+
+def test_a_gemm_with_no_cublaslt_algorithm_goes_through_cublas():
+    lt = FakeCublasLt()
+    lt.cublasLtMatmulAlgoGetHeuristic = lambda *args: 15  # CUBLAS_STATUS_NOT_SUPPORTED
+    bench = Bench(lt=lt)
+    want = _expected(bench.fill(4))
+    gemms = bench.gemms()
+    for launch in bench.launches:
+        gemms.gemm(launch, bench.arena.data.ptr)()
+    assert gemms.libraries_used() == ["cublas"] and bench.blas.gemms == len(bench.launches)
+    _check(bench.results(), want, 1e-5)
+
+
+def test_the_classic_handle_gets_its_stream_and_workspace_before_any_capture():
+    """A cuBLAS handle without a workspace of its own allocates one when first used, which a capture refuses
+    (the stand-in answers CUBLAS_STATUS_ALLOC_FAILED): the backend sets it when the handle is made."""
+    bench = Bench()
+    gemms = bench.gemms(prefer="cublas")
+    call = gemms.gemm(bench.launches[0], bench.arena.data.ptr)
+    (state,) = bench.blas.objects.values()
+    assert (state["stream"], state["workspace"], state["math"]) == (
+        bench.stream.ptr, bench.workspace.data.ptr, api.CUBLAS_DEFAULT_MATH)
+    state["workspace"] = 0  # as if it had not been set: the stand-in must refuse the capture
+    bench.stream.begin_capture()
+    with pytest.raises(api.CublasError, match="status 3"):
+        call()
+
+
+def test_tf32_uses_tensor_float_arithmetic_and_float32_does_not():
+    """precision="tf32": the GEMMs' inputs rounded to a 10-bit mantissa (TF32 tensor cores), as PyTorch's
+    allow_tf32; "float32" stays exact. Checked against NumPy on inputs rounded the same way."""
+    for library in ("lt", "cublas"):
+        results = {}
+        for tf32 in (False, True):
+            bench = Bench()
+            values = bench.fill(5)
+            gemms = bench.gemms(prefer=library, tf32=tf32)
+            for launch in bench.launches:
+                gemms.gemm(launch, bench.arena.data.ptr)()
+            results[tf32] = bench.results()
+        if library == "cublas":  # the fake classic API does not model TF32 math: the mode must be set
+            (state,) = bench.blas.objects.values()
+            assert state["math"] == api.CUBLAS_TF32_TENSOR_OP_MATH
+            continue
+        _check(results[False], _expected(values), 1e-5)
+        rounded = {name: round_to_tf32(value).astype(np.float64) for name, value in values.items()}
+        _check(results[True], _expected(rounded), 1e-5)
+        assert any(np.abs(results[True][k] - results[False][k]).max() > 1e-5 for k in results[True])
+
+
+def test_round_to_tf32_keeps_ten_mantissa_bits():
+    x = np.array([1 + 2**-10, 1 + 2**-11, 1 + 3 * 2**-11, 1 + 2**-12], np.float32)
+    assert round_to_tf32(x).tolist() == [1 + 2**-10, 1.0, 1 + 2**-9, 1.0]  # ties to even
+
+
+def test_an_unknown_gemm_library_is_named():
+    with pytest.raises(Exception, match="NETC_CUDA_GEMM must be one of lt, cublas, got 'magma'"):
+        CudaGemms(lambda stem: None, 0, 0, 0, prefer="magma")
+
+
+def test_status_errors_name_the_function():
+    lt = FakeCublasLt()
+    bound = api.BoundLibrary(lt, api.CUBLASLT_FUNCTIONS, "cuBLASLt")
+    handle = ctypes.c_void_p()
+    with pytest.raises(api.CublasError, match="cublasLtMatrixLayoutCreate failed with cuBLAS status 7"):
+        bound.cublasLtMatrixLayoutCreate(ctypes.addressof(handle), api.CUDA_R_32F, 4, 3, 2)  # ld < rows
