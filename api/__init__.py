@@ -9,6 +9,7 @@ history = netc.fit(model, "train.npz", epochs=10, optimizer=netc.optim.Adam(lr=1
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 
 from netc.compiler.errors import NetcError
@@ -43,23 +44,34 @@ def compile(
     precision: str = "float32",
     seed: int = 0,
     network: str | None = None,
+    import_path=None,
 ):
     """Compile a `.net` file (or a loaded Network) for a batch size and a backend, returning a Model.
 
     `batch` binds the batch symbol (the leading dim of the inputs, `N` in the examples); `dims` binds any other
-    symbol by name. `precision` is "float32" or "float64" (the reference backend runs both).
+    symbol by name. `precision` is "float32" or "float64" (the reference backend runs both). `import_path`: see
+    `load`.
     """
     from netc.runtime.model import Model
 
-    net = source if isinstance(source, Network) else load(Path(source), network)
+    net = source if isinstance(source, Network) else load(Path(source), network, import_path=import_path)
     return Model(net, bindings_for(net, batch, dims), backend, precision, seed)
 
 
 def bindings_for(net: Network, batch: int | None, dims: dict | None = None) -> dict:
     """Sizes for every symbol of the network: `batch` for the batch symbol, `dims` for the others."""
+    if dims is not None and not isinstance(dims, dict):
+        raise NetcError(f"dims must be a dict of sizes by symbol, such as {{'T': 16}}, got {dims!r}")
     bindings = dict(dims or {})
+    for name, size in bindings.items():
+        if name not in net.symbols:
+            known = ", ".join(net.symbols) or "none"
+            raise NetcError(f"dims names '{name}', which is not a symbol of {net.name} (its symbols: {known})")
+        if not _is_size(size):
+            raise NetcError(f"dims['{name}'] must be a positive integer, got {size!r}")
+        bindings[name] = int(size)
     if batch is not None:
-        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        if not _is_size(batch):
             raise NetcError(f"batch must be a positive integer, got {batch!r}")
         symbol = batch_symbol(net)
         if symbol is None:
@@ -74,6 +86,10 @@ def bindings_for(net: Network, batch: int | None, dims: dict | None = None) -> d
             hint="pass batch=... for the batch dimension, dims={'NAME': size} for the others",
         )
     return bindings
+
+
+def _is_size(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 def batch_symbol(net: Network) -> str | None:

@@ -1,23 +1,28 @@
 """The `netc` command line: check, inspect, run and train `.net` files (training: cli_train.py).
 
 A mistake in the user's file prints a compiler-style message (file:line:col, the line, a caret) and exits 2.
+Any other exception is a bug in netc: it prints an internal compiler error report (internal_error.py) and
+exits 3. No traceback reaches the user either way (NETC_DEBUG=1 shows it).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 import netc
 from netc.compiler.autodiff import grad
-from netc.compiler.errors import NetcError
+from netc.compiler.errors import NetcError, NetcWarning
+from netc.compiler.files import write_file
 from netc.compiler.passes.simplify import count_values, simplify
 from netc.runtime.state import to_numpy
 from netc.cli_train import EXIT_INTERRUPTED
 from netc.cli_train import add_commands as add_training_commands
+from netc.internal_error import EXIT_INTERNAL_ERROR, report_internal_error
 
 EXIT_USER_ERROR = 2
 RENDERED_FORMATS = ("svg", "png", "pdf")  # drawn by Graphviz's dot program
@@ -26,16 +31,33 @@ RENDERED_FORMATS = ("svg", "png", "pdf")  # drawn by Graphviz's dot program
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.handler(args) or 0
-    except NetcError as err:
-        print(str(err), file=sys.stderr)
-        return EXIT_USER_ERROR
-    except BrokenPipeError:  # `netc ir big.net | head` is fine
-        return 0
-    except KeyboardInterrupt:  # Ctrl-C outside a training loop (which saves first): no traceback
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        try:
+            return args.handler(args) or 0
+        except NetcError as err:
+            print(str(err), file=sys.stderr)
+            return EXIT_USER_ERROR
+        except BrokenPipeError:  # `netc ir big.net | head` is fine
+            return 0
+        except KeyboardInterrupt:  # Ctrl-C outside a training loop (which saves first): no traceback
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except MemoryError:
+            print("error: out of memory", file=sys.stderr)
+            print("    hint: use a smaller batch size or smaller layers", file=sys.stderr)
+            return EXIT_USER_ERROR
+        except Exception as err:  # a bug in netc: a report, not a traceback
+            print(report_internal_error(err, args.file, args.network), file=sys.stderr)
+            return EXIT_INTERNAL_ERROR
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """netc's own warnings as one line, like its errors; others as Python prints them."""
+    if issubclass(category, NetcWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
         sub.add_argument("file", type=Path, help="the .net file")
         sub.add_argument("--network", help="which network of the file, if it defines several")
+        sub.add_argument(
+            "--import-path",
+            action="append",
+            type=Path,
+            metavar="DIR",
+            help="a folder `import` may read from besides the file's own folder tree (repeatable; also "
+            "$NETC_PATH)",
+        )
         sub.set_defaults(handler=handler)
         return sub
 
@@ -83,13 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = command("run", cmd_run, "run the network forward on random inputs and print what comes out")
     run.add_argument("--batch", type=int, default=4)
     run.add_argument("--backend", default="reference", help="reference, cpu or cuda")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=int, default=0, help="initial weights and inputs (0)")
     add_training_commands(command)
     return parser
 
 
 def cmd_check(args) -> None:
-    net = netc.load(args.file, args.network)
+    net = netc.load(args.file, args.network, import_path=args.import_path)
     print(
         f"{args.file}: network {net.name} checks out"
         + (f" (symbolic: {', '.join(net.symbols)})" if net.symbols else "")
@@ -100,7 +130,7 @@ def cmd_check(args) -> None:
 
 
 def cmd_ir(args) -> None:
-    net = netc.load(args.file, args.network)
+    net = netc.load(args.file, args.network, import_path=args.import_path)
     graph = (
         net.graph
         if args.batch is None and not args.eval
@@ -121,7 +151,7 @@ def cmd_ir(args) -> None:
 def cmd_graph(args) -> None:
     from netc.compiler.summary import backward_chain, dot_graph, text_graph
 
-    net = netc.load(args.file, args.network)
+    net = netc.load(args.file, args.network, import_path=args.import_path)
     if args.backward:
         if args.format != "text":
             raise NetcError(f"--backward draws text only; drop --format {args.format}")
@@ -132,7 +162,7 @@ def cmd_graph(args) -> None:
     else:
         text = dot_graph(net.graph) if args.format == "dot" else text_graph(net.graph)
     if args.output:
-        args.output.write_text(text + "\n")
+        write_file(args.output, text + "\n")
     else:
         print(text)
 
@@ -156,13 +186,13 @@ def write_drawing(source: str, format: str, output: Path | None) -> None:
     if output is None:
         print(drawing.decode())
     else:
-        output.write_bytes(drawing)
+        write_file(output, drawing)
 
 
 def cmd_compile(args) -> None:
     from netc.runtime.export import export_compiled
 
-    net = netc.load(args.file, args.network)
+    net = netc.load(args.file, args.network, import_path=args.import_path)
     for path in export_compiled(net, netc.bindings_for(net, args.batch), args.output):
         print(path)
     print((args.output / f"{net.name.lower()}.report.txt").read_text().split("\n\n")[1].splitlines()[0])
@@ -170,7 +200,8 @@ def cmd_compile(args) -> None:
 
 def cmd_run(args) -> None:
     model = netc.compile(
-        args.file, batch=args.batch, backend=args.backend, seed=args.seed, network=args.network
+        args.file, batch=args.batch, backend=args.backend, seed=args.seed, network=args.network,
+        import_path=args.import_path,
     )
     rng = np.random.default_rng(args.seed)
     inputs = {name: random_input(model.graph.inputs[name], rng) for name in model.input_names()}

@@ -5,12 +5,15 @@
     netc predict net.net --weights run.safetensors --data images.npz -o predictions.npz
 
 Ctrl-C during training saves a checkpoint (to --checkpoint, or NAME.interrupted.safetensors) and exits with
-status 130, as a shell expects of an interrupted program; `--resume` continues from it.
+status 130, as a shell expects of an interrupted program; `--resume` continues from it. SIGTERM and SIGHUP
+(a scheduler, `docker stop`, a closed terminal) do the same, with status 143 and 129. Every path a command
+writes is checked before it starts, not after an hour of training.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
 from io import BytesIO
 from pathlib import Path
@@ -19,10 +22,12 @@ import numpy as np
 
 import netc
 from netc.compiler.errors import NetcError
-from netc.runtime.checkpoint import load_checkpoint, save_checkpoint, write_atomically
+from netc.compiler.files import check_output_path, write_file
+from netc.runtime.checkpoint import check_checkpoint_path, load_checkpoint, save_checkpoint
 from netc.runtime.fit import TrainingInterrupted
 
-EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # what a shell expects of a program a signal stopped: 128 + its number
+PLOT_FORMATS = (".png", ".svg", ".pdf")
 OPTIMIZERS = {"sgd": netc.optim.SGD, "adam": netc.optim.Adam, "adamw": netc.optim.AdamW}
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3, "adamw": 1e-3}
 
@@ -74,15 +79,16 @@ def add_commands(command) -> None:
 
 
 def cmd_train(args) -> int:
-    resumed = load_checkpoint(args.resume) if args.resume else None
-    if resumed is not None and args.weights:
+    if args.resume and args.weights:
         raise NetcError("--resume already restores the weights; drop --weights")
+    check_paths(args)
+    resumed = load_checkpoint(args.resume, tensors=False) if args.resume else None  # fit reads the tensors
     training = resumed.training if resumed is not None else {}
     batch_size = args.batch_size if args.batch_size is not None else training.get("batch_size", 32)
     seed = args.seed if args.seed is not None else training.get("seed", 0)
     model = compile_model(args, batch_size, seed)
     if args.weights:
-        model.load_state_dict(load_checkpoint(args.weights).model)
+        model.load_state_dict(load_checkpoint(args.weights, shapes_of(model)).model)
     try:
         history = netc.fit(
             model,
@@ -98,26 +104,52 @@ def cmd_train(args) -> int:
             progress=not args.quiet,
         )
     except TrainingInterrupted as stop:
-        path = stop.path or Path(f"{Path(args.file).stem}.interrupted.safetensors")
+        path = stop.path or interrupted_path(args)
         if stop.path is None:
             save_checkpoint(path, stop.checkpoint)
         position = stop.checkpoint.training["batch"]
+        by = "" if stop.signal == signal.SIGINT else f" by {signal.Signals(stop.signal).name}"
         print(
-            f"interrupted in epoch {stop.checkpoint.epoch + 1} after {position} steps; saved {path}\n"
+            f"interrupted{by} in epoch {stop.checkpoint.epoch + 1} after {position} steps; saved {path}\n"
             f"continue with: "
             f"netc train {args.file} --data {args.data} --epochs {args.epochs} --resume {path}",
             file=sys.stderr,
         )
         write_plot(args, stop.history)
-        return EXIT_INTERRUPTED
+        return 128 + stop.signal
     if args.checkpoint or args.resume:
         print(f"saved {args.checkpoint or args.resume}")
     write_plot(args, history)
     return 0
 
 
+def check_paths(args) -> None:
+    """Everything train will write, checked before it trains: a mistyped path fails now, not after the
+    last epoch, and --checkpoint never names a file that is not a checkpoint (the .net file, the data)."""
+    if args.checkpoint:
+        check_checkpoint_path(args.checkpoint)
+    elif not args.resume:
+        check_checkpoint_path(interrupted_path(args))
+    if args.plot:
+        check_output_path(args.plot)
+        if args.plot.suffix.lower() not in PLOT_FORMATS:
+            raise NetcError(f"--plot {args.plot}: draw into a {', '.join(PLOT_FORMATS)} file")
+
+
+def interrupted_path(args) -> Path:
+    """Where an interrupted run without --checkpoint saves its state."""
+    return Path(f"{Path(args.file).stem}.interrupted.safetensors")
+
+
 def compile_model(args, batch_size: int, seed: int = 0):
-    return netc.compile(args.file, batch=batch_size, backend=args.backend, seed=seed, network=args.network)
+    return netc.compile(
+        args.file, batch=batch_size, backend=args.backend, seed=seed, network=args.network,
+        import_path=args.import_path,
+    )
+
+
+def shapes_of(model) -> dict:
+    return {name: spec.type.shape for name, spec in model.graph.specs.items()}
 
 
 def optimizer_from_args(args, resumed):
@@ -163,12 +195,13 @@ def cmd_eval(args) -> None:
 def cmd_predict(args) -> None:
     if args.output.suffix != ".npz":
         raise NetcError(f"-o {args.output}: predictions are written as a .npz file; name it something.npz")
+    check_output_path(args.output)
     model = trained_model(args)
     outputs = netc.predict(model, args.data, batch_size=args.batch_size)
 
     buffer = BytesIO()
     np.savez(buffer, **outputs)
-    write_atomically(args.output, buffer.getvalue())
+    write_file(args.output, buffer.getvalue())
     for name, array in outputs.items():
         print(f"{name}: {list(array.shape)} {array.dtype}")
     print(f"wrote {args.output}")
@@ -177,5 +210,5 @@ def cmd_predict(args) -> None:
 def trained_model(args):
     """The network compiled for --batch-size, holding --weights, in eval mode."""
     model = compile_model(args, args.batch_size)
-    model.load_state_dict(load_checkpoint(args.weights).model)
+    model.load_state_dict(load_checkpoint(args.weights, shapes_of(model)).model)
     return model.eval()

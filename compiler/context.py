@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from .errors import NetcError
 from .ir import Graph, Value
-from .shapes import TensorType, format_shape
+from .shapes import TensorType, format_shape, numel
 
 
 @dataclass(eq=False)
@@ -41,13 +41,22 @@ class LowerContext:
     _streams: int = 0
 
     applied: set = field(default_factory=set)  # names of layers applied so far (parameters counted once)
+    # Parameter elements by layer name and every enclosing block's ("layer1.conv1", "layer1"), kept as they
+    # are created: counting by scanning every parameter at every layer made loading quadratic (10,000 layers
+    # took 43 s).
+    param_elements: dict = field(default_factory=dict)
 
     def record(self, label: str, kind: str, args, result, params: int = 0) -> None:
         record_call(self.graph, label, kind, args, result, params)
 
     def param(self, name: str, shape, init: tuple, dtype: str = "f32") -> Value:
         """A trainable parameter, named as in PyTorch's state_dict (`conv1.weight`)."""
-        return self.graph.add_leaf("param", name, TensorType(tuple(shape), dtype), init)
+        value = self.graph.add_leaf("param", name, TensorType(tuple(shape), dtype), init)
+        owners = name.split(".")[:-1]
+        for depth in range(1, len(owners) + 1):
+            owner = ".".join(owners[:depth])
+            self.param_elements[owner] = self.param_elements.get(owner, 0) + numel(value.shape)
+        return value
 
     def buffer(self, name: str, shape, init: tuple, dtype: str = "f32") -> Value:
         """A non-trainable tensor that the network keeps (`bn1.running_mean`)."""

@@ -3,10 +3,15 @@
 `load` parses the file and the files it imports, picks the network, and lowers it once with its symbolic
 dims (the batch size `N` stays `N`), which checks every shape and yields the IR that `netc ir` prints.
 Compiling for a batch size lowers the same definition again with the symbols bound, in train or eval mode.
+
+An `import` reads `.net` files only, from the importing file's folder tree, or from a folder named on the
+import path (`load(..., import_path=[...])`, `--import-path` on the command line, $NETC_PATH): a `.net` file
+is trusted, so its errors quote it, but `import "/proc/self/environ"` must not print the environment.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,13 +51,19 @@ class Network:
         return self._graphs[key]
 
 
-def load(source: str | Path, network: str | None = None, *, text: str | None = None) -> Network:
-    """Parse and check a `.net` file (or `text`, named `source` in messages)."""
+def load(
+    source: str | Path, network: str | None = None, *, text: str | None = None, import_path=None
+) -> Network:
+    """Parse and check a `.net` file (or `text`, named `source` in messages). `import_path`: folders whose
+    `.net` files `import` may read besides the file's own folder tree, searched after the importing file's
+    folder for a relative name; $NETC_PATH (folders separated by os.pathsep) adds more."""
     path = str(source)
     module = parse(text, path) if text is not None else parse_file(path)
     blocks: dict = {}
     networks: dict = {}
-    _collect(module, Path(path).resolve().parent, blocks, networks, seen={str(Path(path).resolve())})
+    root = _resolve(Path(path), None)
+    importer = Importer([root.parent, *_search_path(import_path)])
+    importer.collect(module, root.parent, blocks, networks, seen={root})
     definition = _pick_network(networks, network, path)
     try:
         graph = lower_network(definition, blocks, bindings={}, training=True)
@@ -62,21 +73,63 @@ def load(source: str | Path, network: str | None = None, *, text: str | None = N
     return Network(definition.name, definition, blocks, graph, path)
 
 
-def _collect(module: ast.Module, directory: Path, blocks: dict, networks: dict, seen: set) -> None:
-    """Gather blocks (from imports first) and networks; an import brings in another file's blocks."""
-    for imp in module.imports:
-        target = (directory / imp.path).resolve()
-        if str(target) in seen:
-            continue  # imported already (or an import cycle): its blocks are in scope once
-        seen.add(str(target))
-        if not target.is_file():
-            raise NetcError(f"cannot import '{imp.path}': no such file {target}", imp.loc)
-        _collect(parse_file(str(target)), target.parent, blocks, {}, seen)
-    for definition in module.definitions:
-        table = blocks if definition.kind == "block" else networks
-        if definition.name in blocks or definition.name in networks:
-            raise NetcError(f"'{definition.name}' is defined twice", definition.loc)
-        table[definition.name] = BlockDef(definition, blocks) if definition.kind == "block" else definition
+def _search_path(import_path) -> list:
+    """The folders of the import path: those given, then those of $NETC_PATH."""
+    if isinstance(import_path, (str, os.PathLike)):
+        import_path = [import_path]
+    folders = [Path(p) for p in (import_path or [])]
+    folders += [Path(p) for p in os.environ.get("NETC_PATH", "").split(os.pathsep) if p]
+    return [_resolve(folder, None) for folder in folders]
+
+
+def _resolve(path: Path, loc) -> Path:
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as err:  # a symlink loop: RuntimeError before Python 3.13, OSError after
+        raise NetcError(f"cannot resolve {path}: {err}", loc) from None
+
+
+class Importer:
+    """Follows `import` lines: which files they may read (`roots`: folders whose trees are trusted), and the
+    blocks they bring into scope."""
+
+    def __init__(self, roots: list):
+        self.roots = roots
+
+    def collect(self, module: ast.Module, directory: Path, blocks: dict, networks: dict, seen: set) -> None:
+        """Gather blocks (from imports first) and networks; an import brings in another file's blocks."""
+        for imp in module.imports:
+            target = self.find(imp, directory)
+            if target in seen:
+                continue  # imported already (or an import cycle): its blocks are in scope once
+            seen.add(target)
+            self.collect(parse_file(str(target)), target.parent, blocks, {}, seen)
+        for definition in module.definitions:
+            table = blocks if definition.kind == "block" else networks
+            if definition.name in blocks or definition.name in networks:
+                raise NetcError(f"'{definition.name}' is defined twice", definition.loc)
+            table[definition.name] = BlockDef(definition, blocks) if definition.kind == "block" else definition
+
+    def find(self, imp: ast.Import, directory: Path) -> Path:
+        """The file an import names: beside the importing file, else in a folder of the import path. Only a
+        `.net` file inside a trusted folder tree; the message never quotes the file."""
+        if not imp.path.endswith(".net"):
+            raise NetcError(f"cannot import '{imp.path}': only .net files can be imported", imp.loc)
+        candidates = [directory / imp.path] + [root / imp.path for root in self.roots[1:]]
+        target = next((c for c in candidates if c.is_file()), None)
+        if target is None:
+            raise NetcError(f"cannot import '{imp.path}': no such file {candidates[0]}", imp.loc)
+        resolved = _resolve(target, imp.loc)
+        if resolved.suffix != ".net":  # a symlink named .net to something else
+            raise NetcError(f"cannot import '{imp.path}': it is not a .net file", imp.loc)
+        trusted = [directory, *self.roots]
+        if not any(resolved.is_relative_to(root) for root in trusted):
+            raise NetcError(
+                f"cannot import '{imp.path}': {resolved} is outside the folder of the file that imports it",
+                imp.loc,
+                hint=f"add its folder to the import path: --import-path {resolved.parent} (or $NETC_PATH)",
+            )
+        return resolved
 
 
 def _pick_network(networks: dict, name: str | None, path: str) -> ast.Definition:

@@ -107,16 +107,28 @@ def _evaluate(scope: Scope, expr: ast.Expr):
         kwargs = _keywords(scope, expr.kwargs)
         return call(scope, func, expr.func.id, args, kwargs, expr.loc)
     if isinstance(expr, ast.Pipe):
-        source = evaluate(scope, expr.source)
-        stage = expr.stage
-        if isinstance(stage, ast.Call):
-            func = evaluate(scope, stage.func)
-            args = [source] + [evaluate(scope, a) for a in stage.args]
-            return call(scope, func, stage.func.id, args, _keywords(scope, stage.kwargs), stage.loc)
-        if isinstance(stage, ast.Name):
-            return call(scope, evaluate(scope, stage), stage.id, [source], {}, stage.loc)
-        raise NetcError("after '->' comes a layer or a function, such as 'relu' or 'maxpool2d(2)'", stage.loc)
+        # A chain `x -> f -> g -> ...` nests to the left; applied in a loop, not by recursion, so that a
+        # pipeline of thousands of stages cannot overflow Python's stack.
+        stages = []
+        while isinstance(expr, ast.Pipe):
+            stages.append(expr.stage)
+            expr = expr.source
+        value = evaluate(scope, expr)
+        for stage in reversed(stages):
+            value = _apply_stage(scope, value, stage)
+        return value
     raise AssertionError(f"unknown expression {expr}")
+
+
+def _apply_stage(scope: Scope, source, stage: ast.Expr):
+    """`source -> stage`: the stage called with the source as its first argument."""
+    if isinstance(stage, ast.Call):
+        func = evaluate(scope, stage.func)
+        args = [source] + [evaluate(scope, a) for a in stage.args]
+        return call(scope, func, stage.func.id, args, _keywords(scope, stage.kwargs), stage.loc)
+    if isinstance(stage, ast.Name):
+        return call(scope, evaluate(scope, stage), stage.id, [source], {}, stage.loc)
+    raise NetcError("after '->' comes a layer or a function, such as 'relu' or 'maxpool2d(2)'", stage.loc)
 
 
 def _keywords(scope: Scope, keywords: list) -> dict:
@@ -205,7 +217,7 @@ def _apply(scope: Scope, func, name: str, args: list, kwargs: dict, loc: SourceL
         ctx.applied.add(func.name)
         with ctx.graph.at(loc, func.name):
             result = bind_and_call(func.forward, ctx, args, kwargs, name, loc)
-        params = _param_count(ctx.graph, func.name) if first_use else 0
+        params = ctx.param_elements.get(func.name, 0) if first_use else 0
         ctx.record(func.name, func.describe(), args, result, params)
     elif callable(func) and not isinstance(func, Value):
         with ctx.graph.at(loc, scope.prefix + name):
@@ -215,12 +227,6 @@ def _apply(scope: Scope, func, name: str, args: list, kwargs: dict, loc: SourceL
         raise NetcError(f"'{name}' is {describe_kind(func)}, which cannot be called", loc)
     ctx.note(result, name, args)
     return result
-
-
-def _param_count(graph, layer_name: str) -> int:
-    from .shapes import numel
-
-    return sum(numel(v.shape) for name, v in graph.params.items() if name.startswith(layer_name + "."))
 
 
 def _no_tensors(args, kwargs, message, loc):
@@ -285,6 +291,12 @@ def lower_network(
     BlockInstance.bind_hyperparameters(scope, definition, [], hyper or {}, definition.loc, evaluate)
     for decl in (s for s in definition.body if isinstance(s, ast.InputDecl)):
         with graph.at(decl.loc):
+            if decl.name.startswith("__") and decl.name.endswith("__"):
+                raise NetcError(
+                    f"'{decl.name}' is a name netc keeps for itself (the random seed is '__seed__')",
+                    decl.loc,
+                    hint="rename the input",
+                )
             if decl.dims is None:
                 raise NetcError(
                     f"network input '{decl.name}' needs a shape, such as [N, 3, 32, 32]", decl.loc

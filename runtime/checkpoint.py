@@ -14,23 +14,27 @@ the seed and batch size that fix the batch order, and the history so far).
 
     twin.load_state_dict(netc.checkpoint.model_tensors(safetensors.torch.load_file("run.safetensors")))
 
-Files are written atomically: to a temporary file beside the target, flushed to disk, then renamed over it,
-so an interrupted save leaves the previous checkpoint intact.
+Files are written atomically (compiler/files.py), so an interrupted save leaves the previous checkpoint intact,
+and only over a netc checkpoint: a save never replaces a `.net` file, the training data or a PyTorch state dict
+that a mistyped --checkpoint names. Loading reads the header first: metadata of the wrong type is a NetcError,
+and a tensor whose shape differs from the network's is named before any tensor is read.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
 from netc.compiler.errors import NetcError
+from netc.compiler.files import check_output_path, write_file
+from netc.compiler.shapes import format_shape
 
 from . import optim
+from .memory_limit import check_allocation
 
 FORMAT = "netc-checkpoint-1"
 OPTIMIZER_PREFIX = "optimizer."
@@ -55,7 +59,10 @@ class Checkpoint:
             return None
         cls = OPTIMIZERS[self.optimizer_name]
         group = self.optimizer["param_groups"][0]
-        return cls(**{f.name: group[f.name] for f in fields(cls) if f.name in group})
+        try:
+            return cls(**{f.name: group[f.name] for f in fields(cls) if f.name in group})
+        except (TypeError, ValueError) as err:  # settings of the wrong type, in a damaged file
+            raise NetcError(f"a damaged netc checkpoint: its {self.optimizer_name} settings ({err})") from None
 
 
 def model_tensors(tensors: dict) -> dict:
@@ -63,9 +70,47 @@ def model_tensors(tensors: dict) -> dict:
     return {name: value for name, value in tensors.items() if not name.startswith(OPTIMIZER_PREFIX)}
 
 
+def check_checkpoint_path(path) -> None:
+    """A NetcError unless a checkpoint may be written at `path`: a new file, or a netc checkpoint (which it
+    replaces), in a directory that exists. fit calls it before training, not after the first epoch."""
+    check_output_path(path)
+    path = Path(path)
+    if path.exists() and _metadata(path).get("format") != FORMAT:
+        raise NetcError(
+            f"will not overwrite {path} with a checkpoint: it is not a netc checkpoint",
+            hint="name a new file, such as run.safetensors (a file of weights loads with --weights)",
+        )
+
+
+def checkpoint_epoch(path) -> int | None:
+    """The epoch of the netc checkpoint at `path`, or None where there is none."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    metadata = _metadata(path)
+    try:
+        return int(metadata["epoch"]) if metadata.get("format") == FORMAT else None
+    except (KeyError, ValueError):
+        return None
+
+
+def _metadata(path: Path) -> dict:
+    """The metadata of a safetensors file, read from its header alone; {} for a file that is not one."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as file:
+            return file.metadata() or {}
+    except (SafetensorError, OSError, ValueError, TypeError):
+        return {}
+
+
 def save_checkpoint(path, checkpoint: Checkpoint) -> None:
-    """Write `checkpoint` to `path` atomically."""
+    """Write `checkpoint` to `path` atomically, keeping the mode of the checkpoint it replaces; a NetcError if
+    `path` holds anything but a netc checkpoint."""
     from safetensors.numpy import save
+
+    check_checkpoint_path(path)
 
     clashes = [name for name in checkpoint.model if name.startswith(OPTIMIZER_PREFIX)]
     if clashes:
@@ -81,11 +126,16 @@ def save_checkpoint(path, checkpoint: Checkpoint) -> None:
                 tensors[f"{STATE_PREFIX}{param}.{key}"] = _contiguous(array)
         metadata["optimizer"] = checkpoint.optimizer_name
         metadata["optimizer.param_groups"] = json.dumps(checkpoint.optimizer["param_groups"])
-    write_atomically(Path(path), save(tensors, metadata=metadata))
+    write_file(path, save(tensors, metadata=metadata))
 
 
-def load_checkpoint(path) -> Checkpoint:
-    """Read a checkpoint, or any safetensors file of weights (then `optimizer` is None)."""
+def load_checkpoint(path, shapes: dict | None = None, *, tensors: bool = True) -> Checkpoint:
+    """Read a checkpoint, or any safetensors file of weights (then `optimizer` is None).
+
+    `shapes` (name -> shape, a network's parameters and buffers) are checked against the header before any
+    tensor is read, and so are the optimiser's tensors (each of its parameter's shape); every tensor's size is
+    checked against the memory there is. `tensors=False` reads the metadata alone (the model and the
+    optimiser's state come back empty)."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -94,27 +144,82 @@ def load_checkpoint(path) -> Checkpoint:
     try:
         with safe_open(str(path), framework="np") as file:
             metadata = file.metadata() or {}
-            names = file.keys()  # safe_open is not a mapping: keys() is its way to list the tensors
-            tensors = {name: file.get_tensor(name) for name in names}
+            names = list(file.keys())  # safe_open is not a mapping: keys() is its way to list the tensors
+            if tensors:
+                _check_shapes(path, {name: file.get_slice(name).get_shape() for name in names}, shapes)
+            arrays = {name: file.get_tensor(name) for name in names} if tensors else {}
     except (SafetensorError, OSError, ValueError, TypeError) as err:
         raise NetcError(f"{path}: not a readable safetensors file ({err})") from None
-    checkpoint = Checkpoint(model_tensors(tensors))
+    checkpoint = Checkpoint(model_tensors(arrays))
     if metadata.get("format") != FORMAT:
         return checkpoint  # weights only, from PyTorch or elsewhere
     try:
-        checkpoint.epoch = int(metadata["epoch"])
-        checkpoint.training = json.loads(metadata["training"])
+        checkpoint.epoch = _count(metadata["epoch"], "epoch")
+        checkpoint.training = _training(json.loads(metadata["training"]))
         if "optimizer" in metadata:
             checkpoint.optimizer_name = metadata["optimizer"]
             if checkpoint.optimizer_name not in OPTIMIZERS:
                 raise ValueError(f"unknown optimiser {checkpoint.optimizer_name}")
             checkpoint.optimizer = {
-                "state": _optimizer_state(tensors),
-                "param_groups": json.loads(metadata["optimizer.param_groups"]),
+                "state": _optimizer_state(arrays),
+                "param_groups": _param_groups(json.loads(metadata["optimizer.param_groups"])),
             }
     except (KeyError, ValueError) as err:
         raise NetcError(f"{path}: a damaged netc checkpoint ({err})") from None
     return checkpoint
+
+
+def _check_shapes(path: Path, found: dict, expected: dict | None) -> None:
+    """Name every tensor of the header whose shape differs from the network's, and any too large to read."""
+    problems = []
+    for name, shape in found.items():
+        check_allocation(math.prod(shape) * 8, f"the tensor {name} of {path}, {format_shape(shape)}")
+        if expected is None:
+            continue
+        wanted = expected.get(name)
+        if name.startswith(STATE_PREFIX):
+            param, _, key = name[len(STATE_PREFIX) :].rpartition(".")
+            wanted = () if key == "step" else expected.get(param)
+        if wanted is not None and tuple(shape) != tuple(wanted):
+            problems.append(f"{name} is {format_shape(shape)}, the network's is {format_shape(wanted)}")
+    if problems:
+        raise NetcError(f"{path} does not fit the network: " + "; ".join(problems))
+
+
+# What fit records in "training", and the type of each: a damaged file is caught here, not deep in fit.
+TRAINING_FIELDS = {
+    "batch": int, "samples": int, "seed": int, "batch_size": int, "train_samples": int,
+    "loss_sum": (int, float), "history": list,
+}
+
+
+def _training(training) -> dict:
+    if not isinstance(training, dict):
+        raise ValueError(f"'training' must be a record, got {type(training).__name__}")
+    for key, kind in TRAINING_FIELDS.items():
+        if key not in training:
+            continue
+        value = training[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ValueError(f"'training.{key}' has the wrong type ({type(value).__name__})")
+        if kind is int and value < (1 if key == "batch_size" else 0):
+            raise ValueError(f"'training.{key}' is {value}")
+    if not all(isinstance(record, dict) for record in training.get("history", [])):
+        raise ValueError("'training.history' must list one record per epoch")
+    return training
+
+
+def _param_groups(groups) -> list:
+    if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) for g in groups):
+        raise ValueError("'optimizer.param_groups' must be a list of settings")
+    return groups
+
+
+def _count(text: str, what: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"'{what}' is {value}")
+    return value
 
 
 def _optimizer_state(tensors: dict) -> dict:
@@ -125,39 +230,6 @@ def _optimizer_state(tensors: dict) -> dict:
             param, key = name[len(STATE_PREFIX) :].rsplit(".", 1)
             state.setdefault(param, {})[key] = array
     return state
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` by `data` all at once: readers see the old file or the new one, never a part."""
-    directory = path.resolve().parent
-    if not directory.is_dir():
-        raise NetcError(f"cannot write {path}: no such directory {directory}")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; a checkpoint is an ordinary file
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _sync_directory(directory)
-
-
-def _sync_directory(directory: Path) -> None:
-    """Make the rename itself durable; not every platform lets a directory be opened for this."""
-    try:
-        handle = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)
 
 
 def _contiguous(array) -> np.ndarray:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from netc.compiler.errors import NetcError
+from netc.compiler.files import write_file
 from netc.compiler.passes.fuse import INLINE_OPS
 
 from .cpu import CpuBackend
@@ -28,7 +30,10 @@ def export_compiled(
     network, bindings: dict, out_dir: Path, precision: str = "float32", optimizer=None
 ) -> list:
     """Compile the training step and inference of `network` for the CPU and write every stage; return paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file of that name, no permission...
+        raise NetcError(f"cannot write into the folder {out_dir}: {err.strerror or err}") from None
     stem = network.name.lower()
     train_graph = network.lower(bindings, training=True)
     infer_graph = network.lower(bindings, training=False)
@@ -50,7 +55,7 @@ def export_compiled(
     }
     written = []
     for name, text in files.items():
-        (out_dir / name).write_text(text + "\n")
+        write_file(out_dir / name, text + "\n")
         written.append(out_dir / name)
     return written
 

@@ -14,20 +14,26 @@ sibling model compiled for its size (see sized.py). What an epoch records:
     val_loss, val_accuracy      the same on the validation data, when there is some
     seconds         the epoch's wall time, its evaluations included
 
-A NaN or infinite loss stops training with a NetcError naming the epoch and step. Ctrl-C stops it between two
-steps: fit saves a checkpoint (to `checkpoint`, when given) and raises TrainingInterrupted, which holds it. A
-checkpoint records the position inside the epoch, so `resume` continues with the next batch of the same order.
+A NaN or infinite loss, or weights that are no longer finite at the end of an epoch, stop training with a
+NetcError naming the epoch and the checkpoint kept: a diverged state never replaces a good checkpoint. Ctrl-C,
+SIGTERM and SIGHUP stop it between two steps: fit saves a checkpoint (to `checkpoint`, when given) and raises
+TrainingInterrupted, which holds it. A checkpoint records the position inside the epoch, so `resume` continues
+with the next batch of the same order. The checkpoint path is checked before the first step: a path that holds
+anything but a netc checkpoint is refused.
 """
 
 from __future__ import annotations
 
 import math
+import signal
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from netc.compiler.errors import NetcError
 
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, check_checkpoint_path, checkpoint_epoch, load_checkpoint, save_checkpoint
 from .data import batch_order, classifier_output
 from .evaluate import as_dataset, check_batch_size, evaluate_sized
 from .interrupt import InterruptRequested, deferred_interrupt
@@ -51,12 +57,13 @@ class History:
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped `fit` between two steps. `checkpoint` holds the state it stopped in, `path` where it was
-    saved (None when fit had no checkpoint path), `history` the epochs completed."""
+    """Ctrl-C (or SIGTERM, SIGHUP: `signal` is its number) stopped `fit` between two steps. `checkpoint` holds
+    the state it stopped in, `path` where it was saved (None when fit had no checkpoint path), `history` the
+    epochs completed."""
 
-    def __init__(self, checkpoint: Checkpoint, path, history: History):
+    def __init__(self, checkpoint: Checkpoint, path, history: History, signum: int = signal.SIGINT):
         super().__init__(f"training interrupted in epoch {checkpoint.epoch + 1}")
-        self.checkpoint, self.path, self.history = checkpoint, path, history
+        self.checkpoint, self.path, self.history, self.signal = checkpoint, path, history, signum
 
 
 def fit(
@@ -81,7 +88,9 @@ def fit(
     `val_data`, or from holding out the fraction `val_split` of `data`. `checkpoint` is a path written after
     every epoch and on Ctrl-C; `resume` a checkpoint to continue from. `progress` shows a progress bar and a
     line per epoch. The model ends with the trained weights, in the mode it came in."""
-    resumed = load_checkpoint(resume) if resume is not None else None
+    if checkpoint is not None:
+        check_checkpoint_path(checkpoint)
+    resumed = load_checkpoint(resume, _shapes(model)) if resume is not None else None
     training = resumed.training if resumed is not None else {}
     epochs = _check_epochs(epochs)
     batch_size = batch_size if batch_size is not None else training.get("batch_size", batch_size_of(model))
@@ -101,11 +110,16 @@ def fit(
         with deferred_interrupt() as interrupt:
             try:
                 run.train(interrupt)
-            except InterruptRequested:
-                raise run.interrupted() from None
+            except InterruptRequested as stop:
+                raise run.interrupted(stop.signal) from None
     finally:
         run.sized.sync_home()
     return run.history
+
+
+def _shapes(model) -> dict:
+    """The shape of each of the model's parameters and buffers, by name: what a checkpoint must hold."""
+    return {name: spec.type.shape for name, spec in model.graph.specs.items()}
 
 
 def _pick_optimizer(optimizer, resumed: Checkpoint | None, path):
@@ -139,6 +153,9 @@ class _Run:
     ):
         self.sized, self.epochs, self.batch_size, self.seed = sized, epochs, batch_size, seed
         self.checkpoint_path, self.progress = checkpoint, progress
+        # The epoch of the good checkpoint at checkpoint_path (None: no file there yet), for the message that
+        # says which one a divergence leaves in place.
+        self.kept_epoch = checkpoint_epoch(checkpoint) if checkpoint is not None else None
         self.history = History()
         self.epoch, self.batch, self.loss_sum, self.samples = 0, 0, 0.0, 0
 
@@ -183,11 +200,7 @@ class _Run:
     def _step(self, indices, steps: int) -> None:
         loss = self._trainer(len(indices)).step(**self.train_data.take(indices))
         if not math.isfinite(loss):
-            raise NetcError(
-                f"training stopped: the loss is {loss} at epoch {self.epoch + 1}, step {self.batch + 1} of "
-                f"{steps}; the weights are no longer finite",
-                hint="lower the learning rate, or look for extreme values in the data",
-            )
+            raise self.diverged(f"the loss is {loss} at epoch {self.epoch + 1}, step {self.batch + 1} of {steps}")
         self.loss_sum += loss * len(indices)
         self.samples += len(indices)
         self.batch += 1
@@ -219,8 +232,30 @@ class _Run:
         self.epoch, self.batch, self.loss_sum, self.samples = self.epoch + 1, 0, 0.0, 0
         if self.progress:
             print(format_record(record, self.epochs), flush=True)
+        self.save(self.state())
+
+    def diverged(self, what: str) -> NetcError:
+        """The error that stops a diverging run, saying which checkpoint is left in place."""
+        if self.checkpoint_path is None:
+            kept = "no checkpoint was being saved"
+        elif self.kept_epoch is None:
+            kept = f"no checkpoint was written to {self.checkpoint_path}"
+        else:
+            kept = f"{self.checkpoint_path} keeps the state after epoch {self.kept_epoch}"
+        return NetcError(
+            f"training stopped: {what}; the weights are no longer finite, and {kept}",
+            hint="lower the learning rate, or look for extreme values in the data",
+        )
+
+    def save(self, state: Checkpoint) -> None:
+        """Save `state` to the checkpoint path, if there is one; never a state that is not finite."""
+        broken = _first_non_finite(state)
+        if broken is not None:
+            where = f"in epoch {state.epoch + 1}" if self.batch else f"at the end of epoch {state.epoch}"
+            raise self.diverged(f"{broken} holds NaN or infinity {where}")
         if self.checkpoint_path is not None:
-            save_checkpoint(self.checkpoint_path, self.state())
+            save_checkpoint(self.checkpoint_path, state)
+            self.kept_epoch = state.epoch
 
     # -- checkpoints -----------------------------------------------------------------------------------------
 
@@ -242,11 +277,10 @@ class _Run:
             },
         )
 
-    def interrupted(self) -> TrainingInterrupted:
+    def interrupted(self, signum: int) -> TrainingInterrupted:
         state = self.state()
-        if self.checkpoint_path is not None:
-            save_checkpoint(self.checkpoint_path, state)
-        return TrainingInterrupted(state, self.checkpoint_path, self.history)
+        self.save(state)
+        return TrainingInterrupted(state, self.checkpoint_path, self.history, signum)
 
     def restore(self, checkpoint: Checkpoint, path, lr: float | None) -> None:
         """Continue from `checkpoint`; `lr`, when given, replaces the learning rate it was saved with."""
@@ -271,6 +305,18 @@ class _Run:
         self.epoch = checkpoint.epoch
         self.batch = training.get("batch", 0)
         self.loss_sum, self.samples = training.get("loss_sum", 0.0), training.get("samples", 0)
+
+
+def _first_non_finite(state: Checkpoint) -> str | None:
+    """The name of a float tensor of the model or the optimiser that holds NaN or infinity, or None."""
+    tensors = dict(state.model)
+    for param, entry in ((state.optimizer or {}).get("state") or {}).items():
+        tensors.update({f"the optimiser's {key} of {param}": array for key, array in entry.items()})
+    for name, array in tensors.items():
+        array = np.asarray(array)
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            return name
+    return None
 
 
 def format_record(record: dict, epochs: int) -> str:

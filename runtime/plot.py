@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from io import BytesIO
 from pathlib import Path
 
 from netc.compiler.errors import NetcError
+from netc.compiler.files import write_file
 
 
 def plot_history(history, path) -> None:
@@ -33,7 +35,9 @@ def plot_history(history, path) -> None:
         axes.set_title(title)
         axes.grid(alpha=0.3)
         axes.legend()
+    drawing = BytesIO()
     try:
-        figure.savefig(Path(path))
+        figure.savefig(drawing, format=Path(path).suffix.lstrip(".").lower() or None)
     except (ValueError, OSError) as err:
         raise NetcError(f"cannot write the plot {path}: {err}") from None
+    write_file(path, drawing.getvalue())
