@@ -2,12 +2,13 @@
 
 Preparing a graph fuses it and plans its arena exactly as the cpu backend does (runtime/arena.py), renders the
 CUDA module (templates/module.cu.j2: one `__global__` entry per kernel, taking only the arena) and plans the
-launch list (compiler/codegen/launch.py): each kernel's entry with its grid, each matmul a cuBLAS GEMM on
-pointers into the arena. CuPy compiles the module with NVRTC and caches the binary on disk.
+launch list (compiler/codegen/launch.py): each kernel's entry with its grid, each matmul a GEMM on pointers
+into the arena (cuda_gemm.py: cuBLASLt called through ctypes, since CuPy's cuBLAS binding refuses to be
+captured). CuPy compiles the module with NVRTC and caches the binary on disk.
 
 The arena is one device allocation. Preparing launches the list once on the backend's stream (over the zeroed
-arena: it loads the module and lets cuBLAS settle its kernels and workspace), then captures the same launches
-as a CUDA graph. A run copies the inputs into their slots, replays the graph and copies the roots out, all on
+arena: it loads the module, and every GEMM's algorithm and workspace are settled), then captures the same
+launches as a CUDA graph. A run copies the inputs into their slots, replays the graph and copies the roots out, all on
 that stream, ordered after the caller's current stream and before its next work.
 
 State (parameters, buffers, optimiser state) is resident on the device, as on the cpu backend (see store.py
@@ -63,10 +64,15 @@ class CudaStep(PlannedStep):
     homes: dict  # new value id -> id of the leaf it is written over in place
 
 
+def stored_precision(precision: str) -> str:
+    """The precision tensors are kept in: "tf32" keeps float32 and changes only how the GEMMs compute."""
+    return "float32" if precision == "tf32" else precision
+
+
 def compile_step(graph, roots, precision: str, carried: dict | None = None) -> CudaStep:
     """Fuse, plan, render and plan the launches; pure Python, so it runs (and is tested) without a GPU.
     `carried` maps the leaves whose slots must hold new values after a run to those values."""
-    float_type, _ = FLOAT_TYPES[precision]
+    float_type, _ = FLOAT_TYPES[stored_precision(precision)]
     carried = carried or {}
     roots = list({v.id: v for v in [*roots, *carried.values()]}.values())
     kernels = fuse(graph, roots)
@@ -106,7 +112,7 @@ class CudaRun(ArenaRun):
     def __init__(self, cupy, step: CudaStep, graph, roots: list, state: dict, precision: str, load=None):
         """`load(stem)` loads lib{stem} (cuBLASLt, cuBLAS): by default the copy CuPy uses (cuda_libs.py)."""
         self.cupy, self.step = cupy, step
-        self._float = FLOAT_TYPES[precision][1]
+        self._float = FLOAT_TYPES[stored_precision(precision)][1]
         self.module = cupy.RawModule(code=step.source, options=("-std=c++17",))
         self.stream = cupy.cuda.Stream(non_blocking=True)
         with self.stream:  # zeroed on the stream that will use it: a non-blocking stream skips no queue
@@ -114,10 +120,7 @@ class CudaRun(ArenaRun):
             self.workspace = cupy.empty(WORKSPACE_BYTES, dtype=cupy.uint8)  # cuBLAS's, kept as long as the graph
         self._error = self.module.get_global("netc_error")
         self._checks_indices = any(k.kind == "index" and k.values[0].op != "one_hot" for k in step.kernels)
-        if load is None:
-            major = cupy.cuda.runtime.runtimeGetVersion() // 1000
-            load = lambda stem: load_cuda_library(stem, major)  # noqa: E731
-        self.gemms = CudaGemms(load, self.stream.ptr, self.workspace.data.ptr, WORKSPACE_BYTES,
+        self.gemms = CudaGemms(load or cupy_blas_loader(cupy), self.stream.ptr, self.workspace.data.ptr, WORKSPACE_BYTES,
                                tf32=precision == "tf32")
         self._calls = [self._kernel_call(launch) for launch in step.launches]
         self._bind(step, graph, roots, state)
@@ -196,6 +199,16 @@ class CudaRun(ArenaRun):
         else:
             host = np.ascontiguousarray(to_numpy(value), dtype=window.dtype).reshape(window.shape)
             window.set(host, stream=self.stream)
+
+
+def cupy_blas_loader(cupy):
+    """load(stem) for CudaGemms: cuBLASLt or cuBLAS of CuPy's CUDA version, the copy CuPy loaded first."""
+    try:  # has CuPy load its cuBLAS (and the cuBLASLt it links) if it has not yet: that copy is found first
+        from cupy_backends.cuda.libs import cublas  # noqa: F401
+    except ImportError:
+        pass
+    major = cupy.cuda.runtime.runtimeGetVersion() // 1000
+    return lambda stem: load_cuda_library(stem, major)
 
 
 def device_array(cupy, value):

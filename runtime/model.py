@@ -28,17 +28,25 @@ from .state import check_state_dict, dtype_of, initial_value, numpy_dtype, on_gp
 from .store import StateStore, launch, prepare_step
 from .trainer import Trainer
 
+# Precisions of the cuda backend alone, with the NumPy type they store: tf32 keeps float32 tensors and runs
+# the matmuls on TensorFloat-32 tensor cores, as torch.backends.cuda.matmul.allow_tf32 does.
+GPU_PRECISIONS = {"tf32": np.float32}
+
 
 class Model:
     def __init__(
         self, network, bindings: dict, backend: str = "reference", precision: str = "float32", seed: int = 0
     ):
-        if precision not in FLOAT:
-            raise NetcError(f"precision must be one of {', '.join(FLOAT)}, got '{precision}'")
+        if precision not in FLOAT and not (precision in GPU_PRECISIONS and backend == "cuda"):
+            cuda_only = "'tf32' (TensorFloat-32 matmuls) is for backend='cuda'"
+            raise NetcError(
+                f"precision must be one of {', '.join(FLOAT)}, got '{precision}'",
+                hint=cuda_only if precision in GPU_PRECISIONS else None,
+            )
         self.network, self.bindings, self.precision, self.seed = network, dict(bindings), precision, seed
         self.backend = get_backend(backend)
         self.training = True
-        self._float = FLOAT[precision]
+        self._float = FLOAT.get(precision) or GPU_PRECISIONS[precision]
         self._prepared: dict = {}  # (graph id, root ids, whether updates are kept) -> prepared step
         self._joint: dict = {}  # (mode, wrt) -> simplified forward+backward graph
         self._step = 0

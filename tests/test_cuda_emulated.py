@@ -28,6 +28,7 @@ import pytest
 from netc.compiler.autodiff import grad
 from cuda_blas_fakes import CupyStyleCublas, FakeCublas, FakeCublasLt
 from cuda_fakes import fake_cupy
+from netc.compiler.codegen.launch import GemmLaunch
 from netc.compiler.passes.simplify import simplify
 from netc.compiler.shapes import TensorType
 from netc.runtime.cuda import CudaRun, compile_step
@@ -175,3 +176,45 @@ def test_emulated_cuda_plan_of_every_op_sample_matches_the_reference(device):
     got = run_emulated(device, graph, roots, feeds, "float64")
     for name, r in graph.outputs.items():
         np.testing.assert_allclose(got[r.id], want[r.id], rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def _lenet_step(batch: int = 2):
+    model = netc.compile(EXAMPLES_DIR / "lenet.net", batch=batch)
+    graph = simplify(grad(model.graph))
+    roots = [graph.loss] + list(graph.outputs.values()) + list(graph.updates.values())
+    inputs = example_inputs(EXAMPLES["lenet.net"][1], batch, np.random.default_rng(6))
+    return graph, roots, {"__seed__": np.int64(1), **inputs, **model.state_dict()}
+
+
+def test_the_step_is_captured_once_and_each_replay_follows_its_inputs(device):
+    """Every kernel and GEMM is in the graph, in launch order, and runs only when the graph does: the capture
+    itself computes nothing, and a second call with other inputs gets its own results."""
+    graph, roots, feeds = _lenet_step()
+    run = device.prepare(graph, roots, "float32")
+    (captured,) = device.cupy.graphs
+    launches = run.step.launches
+    kinds = [kind for kind in captured.kinds() if kind != "memset"]
+    assert kinds == ["cublasLtMatmul" if isinstance(launch, GemmLaunch) else f"kernel {launch.entry}"
+                     for launch in launches]
+    assert device.lt.matmuls == sum(isinstance(launch, GemmLaunch) for launch in launches)  # the run before
+    other = dict(feeds, x=feeds["x"][::-1].copy())
+    for current in (feeds, other, feeds):
+        want = run_graph(graph, current, roots, "float32")
+        got = {vid: value.get() for vid, value in run(current).items()}
+        for r in roots:
+            np.testing.assert_allclose(got[r.id], want[r.id], rtol=2e-4, atol=1e-5, err_msg=str(r))
+    assert len(device.cupy.graphs) == 1
+
+
+def test_tf32_runs_the_gemms_in_tensor_float_arithmetic(device):
+    """precision="tf32" keeps float32 tensors and changes only the GEMMs' compute type: the step's results
+    move from the float32 ones by TF32's rounding (relative 2^-11 an operand), and no more."""
+    graph, roots, feeds = _lenet_step()
+    full = {vid: v.get() for vid, v in device.prepare(graph, roots, "float32")(feeds).items()}
+    tf32 = {vid: v.get() for vid, v in device.prepare(graph, roots, "tf32")(feeds).items()}
+    loss = graph.loss.id
+    assert tf32[loss].dtype == np.float32
+    assert tf32[loss] != full[loss]
+    np.testing.assert_allclose(tf32[loss], full[loss], rtol=5e-3)
+    for r in roots:
+        np.testing.assert_allclose(tf32[r.id], full[r.id], rtol=5e-2, atol=5e-3, err_msg=str(r))

@@ -64,6 +64,15 @@ def test_cupy_without_a_gpu_is_a_clear_error(monkeypatch, failure):
         netc.compile(EXAMPLES_DIR / "lenet.net", batch=2, backend="cuda")
 
 
+def test_tf32_is_a_precision_of_the_cuda_backend_only(monkeypatch):
+    with pytest.raises(NetcError, match="precision must be one of float32, float64, got 'tf32'") as caught:
+        netc.compile(EXAMPLES_DIR / "lenet.net", batch=2, backend="cpu", precision="tf32")
+    assert "backend='cuda'" in caught.value.hint
+    monkeypatch.setitem(sys.modules, "cupy", None)  # the precision is accepted: CuPy is what is missing
+    with pytest.raises(NetcError, match="needs CuPy"):
+        netc.compile(EXAMPLES_DIR / "lenet.net", batch=2, backend="cuda", precision="tf32")
+
+
 def _graphs(name: str, batch: int = 4):
     forward = netc.load(EXAMPLES_DIR / name).lower({"N": batch}, training=True)
     joint = simplify(grad(forward))
@@ -292,3 +301,29 @@ def test_out_of_range_indices_are_an_error_not_a_crash(tmp_path):
     with pytest.raises(NetcError, match="out of range"):
         model.forward(ids=np.full((2, 5), 10))
     assert model.forward(ids=np.zeros((2, 5), np.int64))["output"].shape == (2, 5, 4)  # the flag was reset
+
+
+@needs_gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA build of PyTorch")
+def test_tf32_matches_pytorch_with_tf32_matmuls_and_convolutions(monkeypatch):
+    """precision="tf32" against PyTorch on the GPU with allow_tf32 for matmuls and cuDNN: the loss to 1e-3,
+    the outputs to 1e-2 of their scale (TF32 keeps 10 of float32's 23 mantissa bits); and it is not float32."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    twin_class, spec = EXAMPLES["resnet_tiny.net"]
+    torch.manual_seed(0)
+    twin = twin_class().cuda().eval()
+    inputs = example_inputs(spec, 16, np.random.default_rng(3))
+    with torch.no_grad():
+        out = twin(**{k: torch.from_numpy(v).cuda() for k, v in inputs.items()})
+    want = {k: v.cpu().numpy() for k, v in out.items()}
+    got = {}
+    for precision in ("tf32", "float32"):
+        model = netc.compile(EXAMPLES_DIR / "resnet_tiny.net", batch=16, backend="cuda", precision=precision)
+        model.load_state_dict(twin.state_dict())
+        got[precision] = {k: _host(v) for k, v in model.eval().forward(**inputs).items()}
+    np.testing.assert_allclose(got["tf32"]["loss"], want["loss"], rtol=1e-3)
+    for key, value in want.items():
+        scale = np.abs(value).max()
+        assert np.abs(got["tf32"][key] - value).max() <= 1e-2 * scale, key
+    assert any(not np.array_equal(got["tf32"][k], got["float32"][k]) for k in want)
