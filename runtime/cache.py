@@ -44,7 +44,9 @@ from netc.compiler.user_cache import UntrustedEntry, private_directory, untruste
 from netc.compiler.user_cache import cache_dir  # noqa: F401 (re-exported: where the cache is)
 
 CACHE_FORMAT = "netc-cache-2"  # bump when the layout or the key changes, to leave old entries behind
-DEFAULT_FLAGS = ("-O3", "-fPIC", "-shared", "-std=c11")
+# -fno-math-errno: no kernel reads errno, and a sqrt that may set it is a call the loop cannot vectorise
+# around (every Adam update and every norm's rstd).
+DEFAULT_FLAGS = ("-O3", "-fPIC", "-shared", "-std=c11", "-fno-math-errno")
 # Plus -march=native where the compiler takes it: the kernels' loops vectorise at the machine's full width
 # (AVX2 or AVX-512 rather than SSE2: resnet_tiny's step 12% faster on the development machine). A cache in a
 # home directory shared by different machines stays safe because the key holds what "native" means here.
