@@ -105,10 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--backward", action="store_true", help="the backward pass, layer by layer (like .grad_fn)"
     )
     build = command(
-        "compile", cmd_compile, "compile for the CPU and write every stage: IR, kernels, C, plan, report"
+        "compile", cmd_compile, "compile for the CPU or a GPU and write every stage: IR, kernels, C or CUDA, "
+        "plan, report"
     )
     build.add_argument("--batch", type=int, required=True)
-    build.add_argument("--backend", choices=("cpu",), default="cpu")
+    build.add_argument(
+        "--backend", choices=("cpu", "cuda"), default="cpu", help="cpu (C) or cuda (CUDA, compiled without a GPU)"
+    )
     build.add_argument("-o", "--output", type=Path, required=True, help="the folder to write into")
     run = command("run", cmd_run, "run the network forward on random inputs and print what comes out")
     run.add_argument("--batch", type=int, default=4)
@@ -193,7 +196,7 @@ def cmd_compile(args) -> None:
     from netc.runtime.export import export_compiled
 
     net = netc.load(args.file, args.network, import_path=args.import_path)
-    for path in export_compiled(net, netc.bindings_for(net, args.batch), args.output):
+    for path in export_compiled(net, netc.bindings_for(net, args.batch), args.output, backend=args.backend):
         print(path)
     print((args.output / f"{net.name.lower()}.report.txt").read_text().split("\n\n")[1].splitlines()[0])
 

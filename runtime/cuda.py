@@ -97,12 +97,18 @@ class CudaBackend:
         """As CpuBackend.prepare: a callable running `graph` on feeds of its leaves and returning `roots`,
         with the leaves named in `state` resident (state[name]: the value that replaces one after a run, or
         None)."""
-        leaves = {**graph.params, **graph.buffers, **graph.inputs}
-        state = {name: value for name, value in (state or {}).items() if name in leaves}
-        carried = {leaves[name]: value for name, value in state.items() if value is not None}
-        step = compile_step(graph, roots, precision, carried)
-        resident = {name: (leaves[name], value) for name, value in state.items()}
+        step, resident = compile_resident_step(graph, roots, precision, state)
         return CudaRun(self.cupy, step, graph, roots, resident, precision)
+
+
+def compile_resident_step(graph, roots, precision: str, state: dict | None = None) -> tuple:
+    """(CudaStep, the resident leaves as CudaRun takes them) for prepare's arguments, without a GPU: what
+    `netc compile --backend cuda` writes out."""
+    leaves = {**graph.params, **graph.buffers, **graph.inputs}
+    state = {name: value for name, value in (state or {}).items() if name in leaves}
+    carried = {leaves[name]: value for name, value in state.items() if value is not None}
+    step = compile_step(graph, roots, precision, carried)
+    return step, {name: (leaves[name], value) for name, value in state.items()}
 
 
 class CudaRun(ArenaRun):
