@@ -26,6 +26,7 @@ from netc.compiler.passes.fuse import fuse, storage
 
 from .arena import FLOAT_TYPES, PlannedStep
 from .cache import build_shared_library, load_library
+from .memory_limit import check_allocation
 from .resident import plan_resident_arena
 from .store import ArenaRun
 
@@ -78,6 +79,7 @@ def compile_step(
     roots = list({v.id: v for v in [*roots, *carried.values()]}.values())
     kernels = fuse(graph, roots)
     plan, homes = plan_resident_arena(graph, kernels, roots, float_type, carried)
+    check_allocation(plan.arena_bytes, f"the arena of {graph.name}'s {graph.mode} step")  # before compiling
     offsets = plan.offsets
     # The module in as many parts as there are cores (the C compiler is most of a cold compile's time).
     sources = Renderer(C, float_type, offsets, profile).render_parts(

@@ -13,6 +13,8 @@ the arena of the step that last ran, and state_dict() reads them from there.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from netc.compiler.autodiff import GRAD_PREFIX, grad, hvp
@@ -22,6 +24,8 @@ from netc.compiler.passes.simplify import simplify
 from netc.compiler.shapes import format_shape
 
 from .backends import get_backend
+from .data import index_bounds
+from .memory_limit import available_bytes, check_allocation
 from .optim import NEW_PREFIX
 from .reference import FLOAT
 from .state import check_state_dict, dtype_of, initial_value, numpy_dtype, on_gpu, to_numpy
@@ -43,7 +47,9 @@ class Model:
                 f"precision must be one of {', '.join(FLOAT)}, got '{precision}'",
                 hint=cuda_only if precision in GPU_PRECISIONS else None,
             )
-        self.network, self.bindings, self.precision, self.seed = network, dict(bindings), precision, seed
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise NetcError(f"the seed must be a non-negative integer, got {seed!r}")
+        self.network, self.bindings, self.precision, self.seed = network, dict(bindings), precision, int(seed)
         self.backend = get_backend(backend)
         self.training = True
         self._float = FLOAT.get(precision) or GPU_PRECISIONS[precision]
@@ -51,6 +57,8 @@ class Model:
         self._joint: dict = {}  # (mode, wrt) -> simplified forward+backward graph
         self._step = 0
         graph = self.graph
+        check_sizes(graph, self._float)
+        self._index_bounds: dict = {}  # graph id -> index_bounds(graph)
         rng = np.random.default_rng(seed)
         self._state = StateStore(
             {name: initial_value(spec, rng, self._float) for name, spec in graph.specs.items()}
@@ -181,7 +189,10 @@ class Model:
         dtype; or, for a backend that runs on the GPU, a GPU array as it is (CuPy, or a PyTorch CUDA tensor),
         which the backend copies into its arena device to device, converting the type there."""
         keep_on_gpu = getattr(self.backend, "takes_gpu_inputs", False) and on_gpu(value)
-        array = value if keep_on_gpu else to_numpy(value)
+        try:
+            array = value if keep_on_gpu else to_numpy(value)
+        except (TypeError, ValueError, RuntimeError) as err:  # a ragged list, a bfloat16 tensor
+            raise NetcError(f"input '{name}' is not an array of numbers NumPy can read ({err})") from None
         expected, dtype = tuple(leaf.shape), numpy_dtype(array)
         if tuple(array.shape) != expected:
             raise NetcError(
@@ -193,9 +204,50 @@ class Model:
         elif dtype is None or dtype.kind not in "fiu" or dtype == np.bool_:
             # The array's own name for its type (torch.bfloat16 for PyTorch), whether or not NumPy knows one.
             raise NetcError(f"input '{name}' must hold floats, got {array.dtype}")
+        if leaf.dtype == "i64":
+            self._check_indices(name, array)
         if keep_on_gpu:
             return array
-        return array.astype(dtype_of(leaf.dtype, self._float), copy=False)
+        with np.errstate(over="ignore"):  # a value too large for the precision is reported below
+            converted = array.astype(dtype_of(leaf.dtype, self._float), copy=False)
+        if dtype.itemsize > converted.dtype.itemsize and dtype.kind == "f":
+            finite = np.isfinite(array)
+            if not np.array_equal(finite, np.isfinite(converted)):
+                raise NetcError(
+                    f"input '{name}' holds {array[finite & ~np.isfinite(converted)].flat[0]:.4g}, too large "
+                    f"for the model's {self.precision}"
+                )
+        return converted
+
+    def _check_indices(self, name: str, array) -> None:
+        """Class labels and token ids must index a class or a row, as PyTorch insists; unchecked, a label
+        out of range trains on a wrong loss without a word (and reads outside an embedding table)."""
+        graph = self.graph
+        if id(graph) not in self._index_bounds:
+            self._index_bounds[id(graph)] = index_bounds(graph)
+        bound = self._index_bounds[id(graph)].get(name)
+        if bound is None or not math.prod(array.shape):
+            return
+        limit, what = bound
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high >= limit:
+            raise NetcError(
+                f"input '{name}' holds {low if low < 0 else high}, out of range [0, {limit}): the network has "
+                f"{limit} {what}"
+            )
+
+
+def check_sizes(graph, float_type) -> None:
+    """Every value the graph holds, before any is allocated, against the memory there is: a NetcError naming
+    the first too large (an input at a huge batch size, a layer of 10**30 features) instead of a MemoryError.
+    A compiled backend checks its arena as well."""
+    limit = available_bytes()
+    item = np.dtype(float_type).itemsize
+    for value in graph.values:
+        nbytes = math.prod(value.shape) * (8 if value.dtype in ("i64", "f64") else item)
+        name = value.attrs.get("name")
+        where = f"'{name}'" if name else f"{value.op} in {value.scope or 'the body'}"
+        check_allocation(nbytes, f"{graph.name}'s {where} of shape {format_shape(value.shape)}", limit)
 
 
 def state_carry(graph, updating: bool) -> dict:
