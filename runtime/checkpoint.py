@@ -34,6 +34,7 @@ from netc.compiler.files import check_output_path, write_file
 from netc.compiler.shapes import format_shape
 
 from . import optim
+from .data import FILE_HINT
 from .memory_limit import check_allocation
 
 FORMAT = "netc-checkpoint-1"
@@ -173,7 +174,8 @@ def _check_shapes(path: Path, found: dict, expected: dict | None) -> None:
     """Name every tensor of the header whose shape differs from the network's, and any too large to read."""
     problems = []
     for name, shape in found.items():
-        check_allocation(math.prod(shape) * 8, f"the tensor {name} of {path}, {format_shape(shape)}")
+        what = f"the tensor {name} of {path}, {format_shape(shape)}"
+        check_allocation(math.prod(shape) * 8, what, hint=FILE_HINT)  # 8: the widest dtype netc reads
         if expected is None:
             continue
         wanted = expected.get(name)

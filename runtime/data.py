@@ -12,6 +12,7 @@ ids) must index a row of its table.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +22,23 @@ import numpy as np
 from netc.compiler.errors import NetcError
 from netc.compiler.shapes import format_shape
 
+from .memory_limit import available_bytes, check_allocation
+
+FILE_HINT = "so its header says; is it the file you meant, and whole?"
 # One seed drives both the validation split and the batch order, through separate random streams.
 SPLIT_STREAM, ORDER_STREAM = 0, 1
 
 
-def load_npz(path) -> dict:
-    """The arrays of a `.npz` file by name, read into memory; a NetcError if it is not a readable one."""
+class NpzArrays(dict):
+    """The arrays read from a `.npz` file by name; `names` lists every array in the file, read or not."""
+
+    names: list
+
+
+def load_npz(path, names=None) -> NpzArrays:
+    """The arrays of a `.npz` file by name (only those in `names`, when given), read into memory; a NetcError
+    if it is not a readable one. Arrays not asked for are never decompressed (a small file may inflate to
+    gigabytes), and each one's size is checked from its header against the memory there is before it is."""
     path = Path(path)
     if not path.is_file():
         raise NetcError(f"{path}: no such data file")
@@ -35,10 +47,29 @@ def load_npz(path) -> dict:
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise NetcError(f"{path}: expected a .npz archive of named arrays (np.savez), got a single array")
         with archive:
-            return {name: archive[name] for name in archive.files}
+            wanted = [n for n in archive.files if names is None or n in names]
+            limit = available_bytes()
+            for name in wanted:
+                shape, dtype = _declared(archive, name)
+                size = math.prod(shape) * dtype.itemsize
+                check_allocation(size, f"{path}'s array '{name}', {format_shape(shape)}", limit, FILE_HINT)
+            arrays = NpzArrays({name: archive[name] for name in wanted})
+            arrays.names = list(archive.files)
+            return arrays
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         # allow_pickle=False turns an array of Python objects into a ValueError too
         raise NetcError(f"{path}: not a readable .npz file of numeric arrays ({err})") from None
+
+
+def _declared(archive, name: str) -> tuple:
+    """(shape, dtype) of an array of a .npz archive, from the header of its .npy member alone."""
+    with archive.zip.open(f"{name}.npy") as member:
+        version = np.lib.format.read_magic(member)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            raise ValueError(f"array '{name}' has the unknown .npy format version {version}")
+        shape, _, dtype = readers[version](member)
+    return shape, dtype
 
 
 def batch_symbol(graph) -> str | None:
@@ -123,9 +154,10 @@ class Dataset:
         problems = []
         missing = [n for n in names if n not in arrays]
         if missing:
+            in_file = getattr(arrays, "names", list(arrays))
             problems.append(
                 f"missing {', '.join(f'{n!r} {_per_sample(graph.inputs[n])}' for n in missing)} "
-                f"(the file has {', '.join(map(repr, arrays)) or 'no arrays'})"
+                f"(the file has {', '.join(map(repr, in_file)) or 'no arrays'})"
             )
         present = [n for n in names if n in arrays]
         problems += [p for n in present for p in _check_array(n, graph.inputs[n], arrays[n])]

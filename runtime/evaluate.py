@@ -24,7 +24,8 @@ def as_dataset(graph, data, names=None) -> Dataset:
         return data
     if isinstance(data, dict):
         return Dataset.for_graph(graph, data, names)
-    return Dataset.for_graph(graph, load_npz(data), names, source=str(data))
+    wanted = [n for n in graph.inputs if n != "__seed__"] if names is None else names
+    return Dataset.for_graph(graph, load_npz(data, wanted), names, source=str(data))
 
 
 def output_inputs(graph) -> list:

@@ -32,14 +32,17 @@ def available_bytes() -> int | None:
         return None
 
 
-def check_allocation(nbytes: int, what: str, limit: int | None = None) -> None:
+SMALLER = "use a smaller batch size or smaller layers"
+
+
+def check_allocation(nbytes: int, what: str, limit: int | None = None, hint: str = SMALLER) -> None:
     """A NetcError if `nbytes` for `what` ("the arena of LeNet's training step") exceed `limit`, by default
     the memory available now."""
     limit = available_bytes() if limit is None else limit
     if limit is not None and nbytes > limit:
         raise NetcError(
             f"{what} needs {format_bytes(nbytes)}, more than the {format_bytes(limit)} of memory available",
-            hint="use a smaller batch size or smaller layers",
+            hint=hint,
         )
 
 
