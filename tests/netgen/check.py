@@ -1,0 +1,131 @@
+"""The differential check: a network's compiled backends against its reference backend.
+
+Every backend gets the same parameters (drawn, then perturbed so that BatchNorm and LayerNorm weights are not
+all ones), the same inputs and the same sequence of calls, so their dropout seeds and BatchNorm statistics
+stay in step. Each stage compares what a user sees:
+
+    forward     the declared outputs and the loss (train mode: running statistics move too)
+    gradients   model.gradients: the loss, every parameter's gradient and every float input's
+    sgd, adam   three training steps each (SGD with momentum, Adam): the loss of every step, then every
+                parameter, buffer and piece of optimiser state
+    eval        forward in eval mode, on the running statistics the steps left
+
+Tolerances are float32's, relative to the largest value compared: |got - want| <= RTOL * |want| + ATOL *
+max(1, max |want|), so one loose element among large ones cannot hide, and tiny values are not held to more
+digits than float32 carries through a few dozen roundings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import netc
+from netc.runtime.data import index_bounds
+
+from parity import EMULATED, EmulatedCudaBackend
+
+RTOL, ATOL = 1e-4, 2e-5
+STAGES = ("forward", "gradients", "sgd", "adam", "eval")
+OPTIMIZERS = {
+    "sgd": lambda: netc.optim.SGD(lr=0.1, momentum=0.9),
+    # eps well above float32's noise: a gradient that is zero up to rounding must not become a full step
+    "adam": lambda: netc.optim.Adam(lr=0.01, eps=1e-3),
+}
+BACKENDS = ("cpu", EMULATED)
+
+
+class Mismatch(AssertionError):
+    """A compiled backend disagrees with the reference, or fails where the reference does not."""
+
+
+def compile_all(source: str, batch: int, backends, path: str = "generated.net") -> dict:
+    """A float32 model per backend name ("reference", "cpu", "cuda-emulated": parity.py) of the network in
+    `source`."""
+    network = netc.load(path, text=source)
+    models = {}
+    for name in ("reference", *backends):
+        model = netc.compile(network, batch=batch, backend="cpu" if name == "cpu" else "reference")
+        if name == EMULATED:
+            model.backend = EmulatedCudaBackend()  # before its first run: every step it prepares is emulated
+        models[name] = model
+    return models
+
+
+def perturbed_state(model, rng: np.random.Generator) -> dict:
+    state = {}
+    for name, value in model.state_dict().items():
+        if value.dtype.kind == "f":
+            value = value + rng.uniform(-0.3, 0.3, value.shape).astype(value.dtype)
+            if name.endswith("running_var"):
+                value = np.abs(value) + 0.5
+        state[name] = value
+    return state
+
+
+def random_inputs(model, rng: np.random.Generator) -> dict:
+    """Standard normal floats; i64 inputs within the bound of the loss or Embedding that reads them."""
+    graph = model.graph
+    bounds = index_bounds(graph)
+    inputs = {}
+    for name in model.input_names():
+        leaf = graph.inputs[name]
+        if leaf.dtype == "i64":
+            inputs[name] = rng.integers(0, bounds.get(name, (2,))[0], size=leaf.shape, dtype=np.int64)
+        else:
+            inputs[name] = rng.standard_normal(leaf.shape).astype(np.float32)
+    return inputs
+
+
+def compare(got: dict, want: dict, where: str) -> None:
+    if set(got) != set(want):
+        raise Mismatch(f"{where}: keys {sorted(got)} differ from the reference's {sorted(want)}")
+    for key in want:
+        a, b = np.asarray(got[key], dtype=np.float64), np.asarray(want[key], dtype=np.float64)
+        finite = np.abs(b[np.isfinite(b)])
+        scale = max(1.0, float(np.max(finite))) if finite.size else 1.0
+        if a.shape != b.shape or not np.allclose(a, b, rtol=RTOL, atol=ATOL * scale, equal_nan=True):
+            worst = float(np.max(np.abs(a - b))) if a.shape == b.shape and a.size else float("nan")
+            raise Mismatch(f"{where}: {key} differs from the reference (max |diff| {worst:.3g}, scale {scale:.3g})"
+                           f"\n got  {np.array2string(a.ravel()[:8], precision=5)}"
+                           f"\n want {np.array2string(b.ravel()[:8], precision=5)}")
+
+
+def run_stage(model, stage: str, inputs: dict) -> dict:
+    """What a user sees after one stage, as {name: array}."""
+    if stage == "forward":
+        return model.train().forward(**inputs)
+    if stage == "eval":
+        return model.eval().forward(**inputs)
+    if stage == "gradients":
+        floats = [n for n in model.input_names() if model.graph.inputs[n].dtype != "i64"]
+        return model.train().gradients(inputs_wrt=floats, **inputs)
+    trainer = model.train().trainer(OPTIMIZERS[stage]())
+    out = {f"loss of step {i + 1}": np.float64(trainer.step(**inputs)) for i in range(3)}
+    out.update({f"state {k}": v for k, v in model.state_dict().items()})
+    optimizer_state = trainer.state_dict()["state"]
+    out.update({f"{stage} {p}.{k}": v for p, entry in optimizer_state.items() for k, v in entry.items()})
+    return out
+
+
+def check_network(
+    source: str, batch: int, stages=STAGES, backends=BACKENDS, seed: int = 0, path: str = "generated.net"
+) -> None:
+    """Raise Mismatch where a backend's results differ from the reference's, stage by stage."""
+    models = compile_all(source, batch, backends, path)
+    reference = models["reference"]
+    rng = np.random.default_rng(seed)
+    state, inputs = perturbed_state(reference, rng), random_inputs(reference, rng)
+    for model in models.values():
+        model.load_state_dict(state)
+    for stage in stages:
+        if stage in OPTIMIZERS and not reference.graph.params:
+            continue  # nothing to train
+        want = run_stage(reference, stage, inputs)
+        want_state = reference.state_dict()
+        for name in backends:
+            try:
+                got = run_stage(models[name], stage, inputs)
+            except Exception as error:
+                raise Mismatch(f"{name}, {stage}: {type(error).__name__}: {error}") from error
+            compare(got, want, f"{name}, {stage}")
+            compare(models[name].state_dict(), want_state, f"{name}, state after {stage}")
