@@ -53,6 +53,7 @@ class Checkpoint:
     optimizer_name: str | None = None
     epoch: int = 0
     training: dict = field(default_factory=dict)
+    source: str = "the checkpoint"  # the file it was read from, for messages
 
     def make_optimizer(self):
         """The netc.optim optimiser the checkpoint's state belongs to, with its settings and learning rate."""
@@ -62,8 +63,10 @@ class Checkpoint:
         group = self.optimizer["param_groups"][0]
         try:
             return cls(**{f.name: group[f.name] for f in fields(cls) if f.name in group})
-        except (TypeError, ValueError) as err:  # settings of the wrong type, in a damaged file
-            raise NetcError(f"a damaged netc checkpoint: its {self.optimizer_name} settings ({err})") from None
+        except (TypeError, ValueError, NetcError) as err:  # settings of the wrong type, in a damaged file
+            problem = err.message if isinstance(err, NetcError) else err
+            raise NetcError(f"{self.source}: a damaged netc checkpoint: its {self.optimizer_name} settings "
+                            f"({problem})") from None
 
 
 def model_tensors(tensors: dict) -> dict:
@@ -151,7 +154,7 @@ def load_checkpoint(path, shapes: dict | None = None, *, tensors: bool = True) -
             arrays = {name: file.get_tensor(name) for name in names} if tensors else {}
     except (SafetensorError, OSError, ValueError, TypeError) as err:
         raise NetcError(f"{path}: not a readable safetensors file ({err})") from None
-    checkpoint = Checkpoint(model_tensors(arrays))
+    checkpoint = Checkpoint(model_tensors(arrays), source=str(path))
     if metadata.get("format") != FORMAT:
         return checkpoint  # weights only, from PyTorch or elsewhere
     try:
