@@ -117,6 +117,8 @@ class Importer:
             raise NetcError(f"cannot import '{imp.path}': only .net files can be imported", imp.loc)
         candidates = [directory / imp.path] + [root / imp.path for root in self.roots[1:]]
         target = next((c for c in candidates if c.is_file()), None)
+        if target is None and candidates[0].is_symlink():
+            _resolve(candidates[0], imp.loc)  # a link to nothing, or a loop: say which
         if target is None:
             raise NetcError(f"cannot import '{imp.path}': no such file {candidates[0]}", imp.loc)
         resolved = _resolve(target, imp.loc)
