@@ -59,7 +59,8 @@ def in_place_homes(kernels, carried: dict, roots: list) -> dict:
         for out in kernel.outputs:
             written.setdefault(out.id, index)
     shown = {storage(r).id for r in roots}
-    homes = {}
+    homes, writers = {}, {}  # writers: kernel index -> in_place_writers of it, worked out once (an update
+    # kernel holds every parameter's part: asking it again per parameter made planning quadratic)
     for leaf, value in carried.items():
         new = storage(value)
         if new.id not in written or new.id in homes or leaf.id in shown:
@@ -67,7 +68,9 @@ def in_place_homes(kernels, carried: dict, roots: list) -> dict:
         if new.dtype != leaf.dtype or math.prod(new.shape) != math.prod(leaf.shape):
             continue
         k, read = written[new.id], last_read.get(leaf.id, -1)
-        if read < k or (read == k and new.id in in_place_writers(kernels[k]).get(leaf.id, ())):
+        if read == k and k not in writers:
+            writers[k] = in_place_writers(kernels[k])
+        if read < k or (read == k and new.id in writers[k].get(leaf.id, ())):
             homes[new.id] = leaf.id
     return homes
 

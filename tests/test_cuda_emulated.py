@@ -16,6 +16,7 @@ host's scheduling happens not to expose, or a launch shape the device would refu
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -88,27 +89,36 @@ extern "C" void netc_emulate(void (*entry)(char *), char *arena, unsigned grid, 
 """
 
 
+EMULATION_FLAGS = ("-std=c++20", "-O1", "-fPIC", "-pthread", f"-DNETC_WARP={EMULATED_WARP}")
+
+
 def _emulated_library(source: str, tmp_path: Path):
-    (tmp_path / "emulation.h").write_text(EMULATION)
-    (tmp_path / "module.cpp").write_text(source)
-    library = tmp_path / "module.so"
-    command = [
-        CXX,
-        "-std=c++20",
-        "-O1",
-        "-fPIC",
-        "-shared",
-        "-pthread",
-        f"-DNETC_WARP={EMULATED_WARP}",
-        "-include",
-        str(tmp_path / "emulation.h"),
-        str(tmp_path / "module.cpp"),
-        "-o",
-        str(library),
-    ]
+    """The CUDA module `source` built for the host, in a folder of `tmp_path` named by the source: dlopen
+    hands back a library already loaded from the same path, whatever the file holds now, so a second module
+    built at one path would run the first's kernels. The emulation header (the C++ thread library, most of a
+    module's build time) is precompiled once per `tmp_path`."""
+    header = tmp_path / "emulation.h"
+    if not header.with_suffix(".h.gch").exists():
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        header.write_text(EMULATION)
+        _build([CXX, *EMULATION_FLAGS, "-x", "c++-header", str(header), "-o", str(header) + ".gch"])
+    folder = tmp_path / hashlib.sha256(source.encode()).hexdigest()[:16]
+    library = folder / "module.so"
+    if not library.exists():
+        folder.mkdir(exist_ok=True)
+        (folder / "module.cpp").write_text(source)
+        _build([CXX, *EMULATION_FLAGS, "-shared", "-include", str(header), str(folder / "module.cpp"),
+                "-o", str(library)])
+    return _load_emulation(library)
+
+
+def _build(command: list) -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[:4000]
-    library = ctypes.CDLL(str(library))
+
+
+def _load_emulation(path: Path):
+    library = ctypes.CDLL(str(path))
     library.netc_emulate.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
     return library
 

@@ -421,14 +421,34 @@ def matmul_operand(x: Value) -> tuple:
     """The buffer a matmul reads an operand from, whether BLAS reads it transposed, and whether that buffer is
     one matrix shared by the whole batch: a broadcast over the batch axes (a convolution's weight against
     every sample's columns) is read in place with a batch stride of 0 rather than copied once per sample."""
-    x = storage(x)
-    transposed = is_last_two_transpose(x)
+    x, source = storage(x), _matrix_view(x)
+    transposed = source is not None and is_last_two_transpose(source)
     if transposed:
-        x = storage(x.inputs[0])
-    shared = x.op == "broadcast_to" and x.rank > 2 and math.prod(x.inputs[0].shape) == math.prod(x.shape[-2:])
+        x, source = storage(source.inputs[0]), _matrix_view(source.inputs[0])
+    shared = source is not None and _broadcast_of_one_matrix(source)
     if shared:
-        x = storage(x.inputs[0])
+        x = storage(source.inputs[0])
     return x, transposed, shared
+
+
+def _matrix_view(x: Value) -> Value | None:
+    """The value whose buffer holds x, if the reshapes between them keep x's matrices (its last two axes)
+    and only merge or split the batch axes in front of them; otherwise None. Only then is a transpose or a
+    broadcast of that value read in place as x: `reshape(permute(x, 0, 2, 1), [N * 5, 3])` is not a
+    transposed [3, N * 5] matrix, its rows are those of N matrices, one after another."""
+    source = storage(x)
+    keeps_matrices = x.rank >= 2 and source.rank >= 2 and tuple(source.shape[-2:]) == tuple(x.shape[-2:])
+    return source if keeps_matrices else None
+
+
+def _broadcast_of_one_matrix(x: Value) -> bool:
+    """Whether x broadcasts one matrix, the same for every batch index: its source has size 1 along every
+    batch axis (not merely as many elements as one matrix: [2, 1, 3] -> [2, 2, 3] repeats rows, per batch)."""
+    if x.op != "broadcast_to" or x.rank <= 2:
+        return False
+    source = x.inputs[0].shape
+    padded = (1,) * (x.rank - len(source)) + tuple(source)
+    return all(d == 1 for d in padded[:-2]) and padded[-2:] == tuple(x.shape[-2:])
 
 
 def reads(kernel: Kernel) -> list:
@@ -439,12 +459,16 @@ def reads(kernel: Kernel) -> list:
 
 
 def read_in_place(v: Value, users: dict) -> bool:
-    """A transpose of the last two axes that only matmuls read needs no kernel of its own."""
+    """A transpose of the last two axes that only matmuls read, each with BLAS's transpose flag (not through
+    a reshape that regroups its matrices), needs no kernel of its own."""
     return (
         is_last_two_transpose(v)
         and v.id not in users["roots"]
         and bool(users.get(v.id))
-        and all(u.op == "matmul" for u in users[v.id])
+        and all(
+            u.op == "matmul" and all(matmul_operand(x)[1] for x in u.inputs if storage(x) is v)
+            for u in users[v.id]
+        )
     )
 
 

@@ -1,0 +1,136 @@
+"""Networks that once compiled wrongly or not at all, kept as .net files in tests/regressions/ (each says which
+bug it caught), against PyTorch twins on every backend: the forward outputs, the loss and every parameter's
+gradient, then three steps of SGD with momentum (each step's loss, then every parameter and buffer).
+
+Tolerances are those of the example networks' tests (float32 throughout): outputs to rtol 1e-4, the loss to
+1e-5, gradients to 1e-4 of their own scale (twins.assert_matches_twin); the losses of the training steps to
+rtol 1e-4 and the state after them to rtol 1e-4, atol 1e-6.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import netc
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from netc.compiler.ir import Graph
+from netc.compiler.shapes import TensorType
+from parity import backend, run_on  # noqa: F401 - a fixture
+from test_train import _torch_step
+from torch import nn
+from twins import assert_matches_twin
+
+REGRESSIONS = Path(__file__).resolve().parent / "regressions"
+BATCH, STEPS, LR, MOMENTUM = 2, 3, 0.01, 0.9
+
+
+@dataclass(frozen=True)
+class Ints:
+    """An integer input: `shape` after the batch, values in [0, high)."""
+
+    high: int
+    shape: tuple = ()
+
+
+def random_inputs(spec: dict, rng) -> dict:
+    """Standard normal floats (a shape after the batch) and uniform integers (Ints)."""
+    return {
+        name: rng.integers(0, kind.high, size=(BATCH, *kind.shape))
+        if isinstance(kind, Ints)
+        else rng.standard_normal((BATCH, *kind)).astype(np.float32)
+        for name, kind in spec.items()
+    }
+
+
+class PermuteLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2, bias=False)
+
+    def forward(self, x, target):
+        h = self.fc(x.permute(0, 2, 1))
+        return {"h": h, "loss": F.mse_loss(h, target)}
+
+
+class Conv1dTransposeLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv1d(3, 4, 3), nn.Linear(4, 2)
+
+    def forward(self, x, target):
+        h = self.fc(self.conv(x).transpose(1, 2))
+        return {"h": h, "loss": F.mse_loss(h, target)}
+
+
+# regression file -> (twin, its inputs: floats by their shape after the batch, integers by Ints)
+CASES = {
+    "permute_linear.net": (PermuteLinear, {"x": (3, 5), "target": (5, 2)}),
+    "conv1d_transpose_linear.net": (Conv1dTransposeLinear, {"x": (3, 6), "target": (4, 2)}),
+}
+
+
+def test_every_regression_file_has_a_twin():
+    assert sorted(p.name for p in REGRESSIONS.glob("*.net")) == sorted(CASES)
+
+
+def _pair(name: str, backend: str):
+    """A fresh twin and the netc model of the same file with the twin's weights."""
+    twin_class, _ = CASES[name]
+    torch.manual_seed(0)
+    twin = twin_class()
+    with torch.no_grad():  # not the default ones and zeros, under which LayerNorm's sum is a constant
+        for parameter in twin.parameters():
+            parameter.uniform_(-1, 1)
+    model = netc.compile(REGRESSIONS / name, batch=BATCH, backend=backend)
+    model.load_state_dict(twin.state_dict())
+    return twin, model
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_regression_matches_pytorch(name, backend):
+    inputs = random_inputs(CASES[name][1], np.random.default_rng(3))
+    twin, model = _pair(name, backend)
+    assert_matches_twin(twin, inputs, model.gradients(**inputs), lambda: model.forward(**inputs))
+
+    twin, model = _pair(name, backend)
+    trainer = model.trainer(netc.optim.SGD(lr=LR, momentum=MOMENTUM))
+    theirs = torch.optim.SGD(twin.parameters(), lr=LR, momentum=MOMENTUM)
+    for step in range(STEPS):
+        expected = _torch_step(twin, theirs, inputs)
+        assert trainer.step(**inputs) == pytest.approx(expected, rel=1e-4), f"step {step}"
+    state = model.state_dict()
+    for key, value in twin.state_dict().items():
+        np.testing.assert_allclose(state[key], value.numpy(), rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+# -- graphs the language does not write directly ---------------------------------------------------------
+
+
+def _matmul_of_broadcast(kind: str) -> tuple:
+    """A matmul whose second operand is a broadcast that is not one matrix per batch: rows repeated within
+    each batch member ([2, 1, 3] -> [2, 2, 3], as many elements as one matrix), or one matrix broadcast over
+    a batch and then regrouped by a reshape into one taller matrix. Its feeds, and the product by NumPy."""
+    graph, rng = Graph("m"), np.random.default_rng(0)
+    shapes = {"a": (2, 4, 2), "b": (2, 1, 3)} if kind == "rows repeated" else {"a": (4, 6), "b": (2, 3)}
+    a, b = (graph.add_leaf("input", name, TensorType(shape, "f32")) for name, shape in shapes.items())
+    feeds = {name: rng.standard_normal(shape) for name, shape in shapes.items()}
+    if kind == "rows repeated":
+        operand = graph.emit("broadcast_to", b, shape=(2, 2, 3))
+        expected = feeds["a"] @ np.broadcast_to(feeds["b"], (2, 2, 3))
+    else:
+        operand = graph.emit("reshape", graph.emit("broadcast_to", b, shape=(3, 2, 3)), shape=(6, 3))
+        expected = feeds["a"] @ np.broadcast_to(feeds["b"], (3, 2, 3)).reshape(6, 3)
+    graph.outputs["c"] = graph.emit("matmul", a, operand)
+    return graph, feeds, expected
+
+
+@pytest.mark.parametrize("kind", ["rows repeated", "regrouped"])
+def test_matmul_reads_a_broadcast_in_place_only_when_it_is_one_matrix(kind, backend):
+    graph, feeds, expected = _matmul_of_broadcast(kind)
+    (c,) = graph.outputs.values()
+    got = run_on(backend, graph, [c], feeds)[c.id]
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
