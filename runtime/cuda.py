@@ -33,6 +33,7 @@ from netc.compiler.passes.fuse import fuse, storage
 from .arena import FLOAT_TYPES, PlannedStep
 from .cuda_gemm import WORKSPACE_BYTES, CudaGemms
 from .cuda_libs import load_cuda_library
+from .cuda_staging import PinnedStaging
 from .resident import plan_resident_arena
 from .state import on_gpu, to_numpy
 from .store import ArenaRun
@@ -130,6 +131,9 @@ class CudaRun(ArenaRun):
                                tf32=precision == "tf32")
         self._calls = [self._kernel_call(launch) for launch in step.launches]
         self._bind(step, graph, roots, state)
+        self._staging = PinnedStaging(cupy, dict(self._inputs))
+        with self.stream:  # where a leaf's old value is kept while the new one is copied over it
+            self._scratch = [source.copy() if from_leaf else None for _, source, from_leaf in self._copies]
         self._graph = self._capture()
 
     def read(self, name: str) -> np.ndarray:
@@ -144,14 +148,12 @@ class CudaRun(ArenaRun):
         caller = cupy.cuda.get_current_stream()
         self.stream.wait_event(caller.record())  # inputs the caller made on its stream are complete
         with self.stream:
+            self._staging.wait()
             for name, window in self._inputs:
-                self._copy_in(window, feeds[name])
-            self._graph.launch(self.stream)
+                self._copy_in(window, feeds[name], name)
+            self._staging.copies_queued(self.stream)
+            self._graph.launch(self.stream)  # the step, then its new state copied into the slots
             results = {vid: window.copy() for vid, window in self._outputs}
-            # A leaf's old value is read before any copy can overwrite it.
-            sources = [source.copy() if from_leaf else source for _, source, from_leaf in self._copies]
-            for (slot, _, _), source in zip(self._copies, sources):
-                self.cupy.copyto(slot, source)
             if self._checks_indices:
                 status = int(cupy.ndarray((), cupy.int64, memptr=self._error).get(stream=self.stream))
                 if status:
@@ -166,18 +168,28 @@ class CudaRun(ArenaRun):
     # -- launching -------------------------------------------------------------------------------------------
 
     def _capture(self):
-        """Run the launch list once, then capture it as a graph."""
+        """Run the launch list once, then capture it, and the copies of the new state, as a graph."""
         with self.stream:
             self._launch_all()
             self.stream.synchronize()
             self.stream.begin_capture()
             self._launch_all()
+            self._copy_state()
             return self.stream.end_capture()
 
     def _launch_all(self) -> None:
         self._error.memset_async(0, 8, self.stream)
         for call in self._calls:
             call()
+
+    def _copy_state(self) -> None:
+        """Each new state value the step did not write in place, copied into its slot; a value that is
+        another leaf's old value (read before any copy can overwrite it) through its scratch buffer."""
+        for (_, source, _), scratch in zip(self._copies, self._scratch):
+            if scratch is not None:
+                self.cupy.copyto(scratch, source)
+        for (slot, source, _), scratch in zip(self._copies, self._scratch):
+            self.cupy.copyto(slot, source if scratch is None else scratch)
 
     def _kernel_call(self, launch):
         if isinstance(launch, GemmLaunch):
@@ -198,10 +210,14 @@ class CudaRun(ArenaRun):
         offset = self.step.offsets[storage(v).id]
         return self.cupy.ndarray(tuple(v.shape), dtype, memptr=self.arena.data + offset)
 
-    def _copy_in(self, window, value) -> None:
+    def _copy_in(self, window, value, staged: str | None = None) -> None:
+        """`value` copied into `window` on the run's stream: device to device from the GPU; from the host
+        through the pinned buffer of input `staged`, or (a state slot's rare write) from pageable memory."""
         device = device_array(self.cupy, value)
         if device is not None:
             self.cupy.copyto(window, device.reshape(window.shape), casting="same_kind")
+        elif staged is not None:
+            window.set(self._staging.stage(staged, to_numpy(value)), stream=self.stream)
         else:
             host = np.ascontiguousarray(to_numpy(value), dtype=window.dtype).reshape(window.shape)
             window.set(host, stream=self.stream)

@@ -31,11 +31,16 @@ class CaptureError(RuntimeError):
 
 
 class FakeStream:
+    """A CUDA stream: work queued on it runs in order, but only when something waits for it (synchronize, an
+    event, a device-to-host copy, another stream's wait), as a GPU runs behind the host. Host memory that a
+    queued copy reads is read then, so reusing a buffer before its copy has run is caught."""
+
     _pointers = itertools.count(0x1000, 0x10)
     by_pointer: dict = {}
 
     def __init__(self, cupy, non_blocking: bool = False):
         self.cupy, self.ptr, self.captured = cupy, next(self._pointers), None
+        self.pending, self.queued, self.done = [], 0, 0
         FakeStream.by_pointer[self.ptr] = self
 
     @property
@@ -43,14 +48,19 @@ class FakeStream:
         return self.captured is not None
 
     def enqueue(self, work, what: str) -> None:
-        """Run `work` now, or record it (as `what`) while capturing."""
+        """Queue `work`, or record it (as `what`) while capturing."""
         if self.capturing:
             self.captured.append((what, work))
-        elif any(stream.capturing for stream in self.cupy.streams):
-            if self.ptr == 0:
-                raise CaptureError("the legacy stream was used while another stream captures")
-            work()
-        else:
+            return
+        if self.ptr == 0 and any(stream.capturing for stream in self.cupy.streams):
+            raise CaptureError("the legacy stream was used while another stream captures")
+        self.pending.append(work)
+        self.queued += 1
+
+    def run_until(self, position: int) -> None:
+        while self.done < position:
+            work = self.pending.pop(0)
+            self.done += 1
             work()
 
     def __enter__(self):
@@ -74,19 +84,35 @@ class FakeStream:
     def synchronize(self):
         if self.capturing:
             raise CaptureError("cudaErrorStreamCaptureUnsupported: synchronize while capturing")
+        self.run_until(self.queued)
 
     def record(self, event=None):
-        if self.capturing:
-            raise CaptureError("an event recorded during capture is a node, not something to wait for")
-        return types.SimpleNamespace(synchronize=lambda: None)
+        event = event or FakeEvent()
+        event.record(self)
+        return event
 
     def wait_event(self, event):
         if self.capturing:
             raise CaptureError("waiting for an event not captured needs cudaEventWaitExternal")
+        self.enqueue(event.synchronize, "wait")
+
+
+class FakeEvent:
+    def __init__(self, *args, **kwargs):
+        self.stream, self.position = None, 0
+
+    def record(self, stream):
+        if stream.capturing:
+            raise CaptureError("an event recorded during capture is a node, not something to wait for")
+        self.stream, self.position = stream, stream.queued
+
+    def synchronize(self):
+        if self.stream is not None:
+            self.stream.run_until(self.position)
 
 
 class FakeGraph:
-    """A captured graph: the work recorded, in order, replayed by launch()."""
+    """A captured graph: the work recorded, in order, queued on a stream by launch()."""
 
     def __init__(self, nodes: list):
         self.nodes = nodes
@@ -95,8 +121,8 @@ class FakeGraph:
         return [what for what, _ in self.nodes]
 
     def launch(self, stream=None):
-        for _, work in self.nodes:
-            work()
+        for what, work in self.nodes:
+            stream.enqueue(work, what)
 
 
 class FakeMemoryPointer:
@@ -131,9 +157,22 @@ class FakeCupyArray(np.ndarray):
         stream.synchronize()  # refuses while capturing, as a device-to-host copy does
         return np.array(self)
 
+    def item(self):
+        return self.get().item()  # a device-to-host copy: waits for the stream, as CuPy's does
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
     def set(self, host, stream=None):
-        host = np.ascontiguousarray(host)
-        (stream or self.cupy.get_current_stream()).enqueue(lambda: np.copyto(np.asarray(self), host), "copy")
+        """A host-to-device copy: from page-locked memory it reads the host array when it runs; from pageable
+        memory CUDA stages the bytes before the call returns."""
+        if not self.cupy.is_pinned(host):
+            host = np.array(host, copy=True)
+        target = np.asarray(self)
+        (stream or self.cupy.get_current_stream()).enqueue(lambda: np.copyto(target, host), "copy")
 
     def copy(self):
         out = self.cupy.empty(self.shape, self.dtype)
@@ -167,7 +206,7 @@ def fake_cupy(compile_module, emulate, runtime_version: int = 13000):
     """A CuPy stand-in: `compile_module(source)` returns the emulated module's library, `emulate(library,
     entry, arena address, grid, block)` runs one launch of one of its entries."""
     cupy = types.SimpleNamespace(uint8=np.uint8, int64=np.int64, float32=np.float32, float64=np.float64)
-    cupy.current, cupy.streams, cupy.graphs, cupy.buffers = [], [], [], []
+    cupy.current, cupy.streams, cupy.graphs, cupy.buffers, cupy.pinned = [], [], [], [], []
     cupy.emulate = emulate
     array_type = type("ndarray", (FakeCupyArray,), {"cupy": cupy})
 
@@ -182,21 +221,34 @@ def fake_cupy(compile_module, emulate, runtime_version: int = 13000):
         return empty(shape, dtype)  # fresh storage is zeroed
 
     def copyto(dst, src, casting="same_kind"):
-        src = np.asarray(src)
-        cupy.get_current_stream().enqueue(lambda: np.copyto(np.asarray(dst), src, casting=casting), "copy")
+        source, target = np.asarray(src), np.asarray(dst)
+        cupy.get_current_stream().enqueue(lambda: np.copyto(target, source, casting=casting), "copy")
+
+    def alloc_pinned_memory(size: int):
+        """Page-locked host memory: a buffer NumPy can view, remembered as pinned."""
+        storage = np.zeros(max(size, 1), np.uint8)
+        cupy.pinned.append(storage)
+        return storage.data
+
+    def is_pinned(array) -> bool:
+        address = np.asarray(array).ctypes.data
+        return any(p.ctypes.data <= address < p.ctypes.data + p.nbytes for p in cupy.pinned)
 
     def make_stream(non_blocking=False):
         stream = FakeStream(cupy, non_blocking)
         cupy.streams.append(stream)
         return stream
 
-    legacy = FakeStream.__new__(FakeStream)
-    legacy.cupy, legacy.ptr, legacy.captured = cupy, 0, None
+    legacy = FakeStream(cupy)
+    legacy.ptr = 0  # the legacy default stream, which work of a capturing stream must not meet
     cupy.get_current_stream = lambda: cupy.current[-1] if cupy.current else legacy
     cupy.ndarray, cupy.empty, cupy.zeros, cupy.copyto = array_type, empty, zeros, copyto
+    cupy.is_pinned = is_pinned
     cupy.RawModule = lambda code, options=(): FakeModule(compile_module(code), cupy)
     cupy.cuda = types.SimpleNamespace(
         Stream=make_stream,
+        Event=FakeEvent,
+        alloc_pinned_memory=alloc_pinned_memory,
         get_current_stream=cupy.get_current_stream,
         runtime=types.SimpleNamespace(runtimeGetVersion=lambda: runtime_version, getDeviceCount=lambda: 1),
     )
