@@ -5,6 +5,10 @@ against the device's copy bandwidth. Prints Markdown tables.
 
     python3 -m pip install -e '.[test,cuda12]'    # and a CUDA build of torch, e.g. from download.pytorch.org
     python3 benchmarks/bench_cuda.py               # add --no-compile to skip torch.compile (slow to compile)
+    python3 benchmarks/bench_cuda.py --precision tf32 --batches 64 512
+
+`--precision` sets both sides alike: float32 turns PyTorch's TF32 off for matmuls and cuDNN convolutions (cuDNN's
+is on by default), tf32 turns both on, as netc's precision="tf32" does for its GEMMs.
 
 Both sides take each batch from host memory (NumPy for netc, a CPU tensor moved with .cuda() for PyTorch) and
 hand the loss back as a Python float, which waits for the GPU: a step is what a training loop pays for it.
@@ -84,19 +88,20 @@ def torch_side(name: str, batch: int, inputs: dict, mode: str | None) -> dict:
     return {"train": train, "infer": infer, "peak": peak}
 
 
-def netc_side(name: str, batch: int, inputs: dict) -> dict:
-    model = netc.compile(EXAMPLES_DIR / name, batch=batch, backend="cuda")
+def netc_side(name: str, batch: int, inputs: dict, precision: str) -> dict:
+    model = netc.compile(EXAMPLES_DIR / name, batch=batch, backend="cuda", precision=precision)
     trainer = model.trainer(SGD(lr=0.01, momentum=0.9))
     train = median_seconds(lambda: trainer.step(**inputs))
-    step = model._executable(trainer.graph, [trainer.graph.loss], updating=True).step  # the step just timed
+    run = model._executable(trainer.graph, [trainer.graph.loss], updating=True)  # the step just timed
     model.eval()
     infer = median_seconds(lambda: {k: v.get() for k, v in model.forward(**inputs).items()})
-    return {"train": train, "infer": infer, "kernels": len(step.kernels), "arena": step.arena_bytes}
+    return {"train": train, "infer": infer, "kernels": len(run.step.kernels), "arena": run.step.arena_bytes,
+            "gemms": "+".join(run.gemms.libraries_used()) or "none"}
 
 
-def bench_example(name: str, batch: int, modes) -> dict:
+def bench_example(name: str, batch: int, modes, precision: str) -> dict:
     inputs = example_inputs(EXAMPLES[name][1], batch, np.random.default_rng(0))
-    result = {"netc": netc_side(name, batch, inputs), "eager": torch_side(name, batch, inputs, None)}
+    result = {"netc": netc_side(name, batch, inputs, precision), "eager": torch_side(name, batch, inputs, None)}
     for mode in modes:
         result[mode] = torch_side(name, batch, inputs, mode)
     return result
@@ -135,23 +140,27 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--examples", nargs="*", default=sorted(EXAMPLES))
     parser.add_argument("--batches", nargs="*", type=int, default=[1, 64])
+    parser.add_argument("--precision", choices=("float32", "tf32"), default="float32")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_cuda.py needs a CUDA build of PyTorch and a GPU")
     modes = () if args.no_compile else COMPILE_MODES
-    print(f"GPU: {torch.cuda.get_device_name()}; torch {torch.__version__}\n")
-    columns = ["example", "batch", "kernels", "train: netc ms", "eager ms", "speed-up"]
+    tf32 = args.precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    print(f"GPU: {torch.cuda.get_device_name()}; torch {torch.__version__}; {args.precision} on both sides\n")
+    columns = ["example", "batch", "kernels", "GEMMs via", "train: netc ms", "eager ms", "speed-up"]
     columns += [f"{mode} ms" for mode in modes] + ["infer: netc ms", "eager ms", "speed-up"]
     columns += [f"{mode} ms" for mode in modes] + ["arena KiB", "torch peak KiB"]
     print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for name in args.examples:
         for batch in args.batches:
-            r = bench_example(name, batch, modes)
+            r = bench_example(name, batch, modes, args.precision)
             n, e = r["netc"], r["eager"]
             cells = [
                 name.removesuffix(".net"),
                 batch,
                 n["kernels"],
+                n["gemms"],
                 f"{n['train'] * 1e3:.3f}",
                 f"{e['train'] * 1e3:.3f}",
                 f"{e['train'] / n['train']:.2f}x",
