@@ -126,6 +126,9 @@ class CudaRun(ArenaRun):
             self.arena = cupy.zeros(step.arena_bytes + 64, dtype=cupy.uint8)
             self.workspace = cupy.empty(WORKSPACE_BYTES, dtype=cupy.uint8)  # cuBLAS's, kept as long as the graph
         self._error = self.module.get_global("netc_error")
+        self._error_flag = cupy.ndarray((), cupy.int64, memptr=self._error)
+        # Made once: recording an event again moves it, and a stream's wait takes the event as it is then.
+        self._inputs_ready, self._results_ready = (cupy.cuda.Event(disable_timing=True) for _ in range(2))
         self._checks_indices = any(k.kind == "index" and k.values[0].op != "one_hot" for k in step.kernels)
         self.gemms = CudaGemms(load or cupy_blas_loader(cupy), self.stream.ptr, self.workspace.data.ptr, WORKSPACE_BYTES,
                                tf32=precision == "tf32")
@@ -146,7 +149,8 @@ class CudaRun(ArenaRun):
     def __call__(self, feeds: dict) -> dict:
         cupy = self.cupy
         caller = cupy.cuda.get_current_stream()
-        self.stream.wait_event(caller.record())  # inputs the caller made on its stream are complete
+        self._inputs_ready.record(caller)
+        self.stream.wait_event(self._inputs_ready)  # inputs the caller made on its stream are complete
         with self.stream:
             self._staging.wait()
             for name, window in self._inputs:
@@ -155,10 +159,11 @@ class CudaRun(ArenaRun):
             self._graph.launch(self.stream)  # the step, then its new state copied into the slots
             results = {vid: window.copy() for vid, window in self._outputs}
             if self._checks_indices:
-                status = int(cupy.ndarray((), cupy.int64, memptr=self._error).get(stream=self.stream))
+                status = int(self._error_flag.get(stream=self.stream))
                 if status:
                     raise NetcError(f"an index input is out of range (element {status - 1} of the batch)")
-        caller.wait_event(self.stream.record())  # the caller's next work sees the results
+        self._results_ready.record(self.stream)
+        caller.wait_event(self._results_ready)  # the caller's next work sees the results
         return results
 
     def replay(self) -> None:

@@ -92,9 +92,12 @@ class FakeStream:
         return event
 
     def wait_event(self, event):
+        """Work queued after this waits for the work before the event as it was recorded now (recording
+        the event again later does not move this wait)."""
         if self.capturing:
             raise CaptureError("waiting for an event not captured needs cudaEventWaitExternal")
-        self.enqueue(event.synchronize, "wait")
+        stream, position = event.stream, event.position
+        self.enqueue(lambda: stream.run_until(position) if stream is not None else None, "wait")
 
 
 class FakeEvent:

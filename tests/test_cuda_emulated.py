@@ -24,6 +24,7 @@ import types
 from pathlib import Path
 
 import netc
+from netc import NetcError
 import numpy as np
 import pytest
 from netc.compiler.autodiff import grad
@@ -268,3 +269,32 @@ def test_inputs_queued_behind_the_host_are_the_ones_given(emulated_backend):
     for batch, output in zip(batches, outputs):
         want = reference.forward(**batch)
         np.testing.assert_allclose(output["out"].get(), want["out"], rtol=1e-4, atol=1e-6)
+
+
+def test_an_out_of_range_index_is_an_error_and_the_next_run_is_clean(emulated_backend, tmp_path):
+    path = tmp_path / "e.net"
+    path.write_text("network E {\n    input ids: i64[N, 5]\n    emb = Embedding(10, 4)\n    output ids -> emb\n}\n")
+    model = netc.compile(path, batch=2, backend="cuda")
+    reference = netc.compile(path, batch=2)
+    reference.load_state_dict(model.state_dict())
+    ids = np.arange(10).reshape(2, 5)
+    np.testing.assert_array_equal(model.forward(ids=ids)["output"].get(), reference.forward(ids=ids)["output"])
+    run = model._executable(model.graph, list(model.graph.outputs.values()), updating=False)
+    with pytest.raises(NetcError, match="out of range"):
+        run({"ids": np.full((2, 5), 10), "__seed__": np.int64(0)})
+    np.testing.assert_array_equal(model.forward(ids=ids)["output"].get(), reference.forward(ids=ids)["output"])
+
+
+def test_the_gpu_benchmark_runs_netc_on_the_emulated_device(emulated_backend, monkeypatch):
+    """benchmarks/bench_cuda.py's netc side, each timed function run once: what it reads of the backend
+    exists, so a GPU's time is not spent on a typo."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_cuda.py"
+    spec = importlib.util.spec_from_file_location("bench_cuda", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "median_seconds", lambda fn, **_: (fn(), 1e-3)[1])
+    inputs = example_inputs(EXAMPLES["lenet.net"][1], 2, np.random.default_rng(0))
+    result = bench.netc_side("lenet.net", 2, inputs, "tf32")
+    assert result["gemms"] == "cublasLt" and result["kernels"] > 5 and result["arena"] > 0
