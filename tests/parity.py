@@ -77,8 +77,12 @@ def backend(request) -> str:
         yield request.param
 
 
+def on_host(results: dict) -> dict:
+    """A backend's results as NumPy arrays: a cuda backend's are device arrays, read once their work is done."""
+    return {key: np.asarray(value.get() if hasattr(value, "get") else value) for key, value in results.items()}
+
+
 def run_on(backend: str, graph, roots: list, feeds: dict, precision: str = "float64") -> dict:
     """{root id: NumPy array} computed by `backend` (available: see the fixture) from `feeds`, every leaf the
     roots need by name."""
-    results = backends.get_backend(backend).prepare(graph, list(roots), precision)(feeds)
-    return {vid: np.asarray(value.get() if hasattr(value, "get") else value) for vid, value in results.items()}
+    return on_host(backends.get_backend(backend).prepare(graph, list(roots), precision)(feeds))

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from netc.compiler.ir import Graph
 from netc.compiler.shapes import TensorType
-from parity import backend, run_on  # noqa: F401 - a fixture
+from parity import backend, on_host, run_on  # noqa: F401 - a fixture
 from test_train import _torch_step
 from torch import nn
 from twins import assert_matches_twin
@@ -66,10 +66,63 @@ class Conv1dTransposeLinear(nn.Module):
         return {"h": h, "loss": F.mse_loss(h, target)}
 
 
+class LeakyReluSum(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 4), nn.Linear(4, 4, bias=False)
+
+    def forward(self, x):
+        return {"loss": self.fc2(F.leaky_relu(self.fc1(x), 0.2)).sum()}
+
+
+class SoftmaxWeightedSum(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x, w):
+        p = F.softmax(self.fc(x), dim=1)
+        return {"p": p, "loss": (p * w).sum()}
+
+
+class LayerNormSum(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.ln = nn.Linear(4, 4, bias=False), nn.LayerNorm(4)
+
+    def forward(self, x):
+        return {"loss": self.ln(self.fc(x)).sum()}
+
+
+class MeanSoftmaxMse(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.wq = nn.Linear(4, 4)
+
+    def forward(self, x, target):
+        out = F.softmax(self.wq(x), dim=-1).mean(1)
+        return {"out": out, "loss": F.mse_loss(out, target)}
+
+
+class GroupedConvAvgPool(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=4), nn.Conv2d(8, 8, 1)
+
+    def forward(self, x, target):
+        out = F.avg_pool2d(self.c2(F.leaky_relu(self.c1(x), 0.1)), 2, stride=1)
+        return {"out": out, "loss": F.mse_loss(out, target)}
+
+
 # regression file -> (twin, its inputs: floats by their shape after the batch, integers by Ints)
 CASES = {
     "permute_linear.net": (PermuteLinear, {"x": (3, 5), "target": (5, 2)}),
     "conv1d_transpose_linear.net": (Conv1dTransposeLinear, {"x": (3, 6), "target": (4, 2)}),
+    "leaky_relu_sum.net": (LeakyReluSum, {"x": (4,)}),
+    "softmax_weighted_sum.net": (SoftmaxWeightedSum, {"x": (4,), "w": (4,)}),
+    "layernorm_sum.net": (LayerNormSum, {"x": (4,)}),
+    "mean_softmax_mse.net": (MeanSoftmaxMse, {"x": (5, 4), "target": (4,)}),
+    "grouped_conv_avgpool.net": (GroupedConvAvgPool, {"x": (4, 8, 8), "target": (8, 3, 3)}),
 }
 
 
@@ -94,7 +147,8 @@ def _pair(name: str, backend: str):
 def test_regression_matches_pytorch(name, backend):
     inputs = random_inputs(CASES[name][1], np.random.default_rng(3))
     twin, model = _pair(name, backend)
-    assert_matches_twin(twin, inputs, model.gradients(**inputs), lambda: model.forward(**inputs))
+    gradients = on_host(model.gradients(**inputs))
+    assert_matches_twin(twin, inputs, gradients, lambda: on_host(model.forward(**inputs)))
 
     twin, model = _pair(name, backend)
     trainer = model.trainer(netc.optim.SGD(lr=LR, momentum=MOMENTUM))

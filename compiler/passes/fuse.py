@@ -212,14 +212,15 @@ class _Partition:
         for root_id in sorted(self.users["roots"] & set(self.floating)):
             self.materialise(self.floating[root_id], len(self.live))
         for kernel in self.order:
-            inside = {v.id for v in kernel.values}
+            # A user inside this kernel may still read v from memory elsewhere: a floating one (a ReLU mask
+            # over v, computed again in the backward kernel) is computed in every kernel that reads it.
             kernel.outputs = [
                 v
                 for v in kernel.values
                 if self.stored_by.get(v.id, kernel) is kernel
                 and (
                     v.id in self.users["roots"]
-                    or any(u.id not in inside and self.needs_memory(v, u) for u in self.users.get(v.id, ()))
+                    or any(self.needs_memory(v, u) for u in self.users.get(v.id, ()))
                 )
             ]
         return [k for k in self.order if k.outputs]
