@@ -45,42 +45,41 @@ def _expected(v: dict) -> dict:
 
 
 class Bench:
-    """The GEMMs of the graph above on a fake device: an arena, a stream, and the libraries to load."""
+    """The GEMMs of the graph above on a device, fake by default (or CuPy's, with the real libraries): an
+    arena, a stream, and the libraries to load."""
 
-    def __init__(self, precision="float32", lt=None, blas=None):
+    def __init__(self, precision="float32", lt=None, blas=None, cupy=None, load=None):
         self.graph, self.leaves = _gemm_graph()
         self.step = compile_step(self.graph, list(self.graph.outputs.values()), precision)
         self.float = np.float64 if precision == "float64" else np.float32
-        self.cupy = fake_cupy(compile_module=None, emulate=None)
+        self.cupy = cupy or fake_cupy(compile_module=None, emulate=None)
         self.stream = self.cupy.cuda.Stream(non_blocking=True)
-        self.arena = self.cupy.zeros(self.step.arena_bytes + 64, np.uint8)
-        self.workspace = self.cupy.empty(WORKSPACE_BYTES, np.uint8)
+        with self.stream:
+            self.arena = self.cupy.zeros(self.step.arena_bytes + 64, self.cupy.uint8)
+            self.workspace = self.cupy.empty(WORKSPACE_BYTES, self.cupy.uint8)
         self.lt, self.blas = lt or FakeCublasLt(), blas or FakeCublas()
+        self.load = load or {"cublasLt": self.lt, "cublas": self.blas}.__getitem__
         self.launches = [launch for launch in self.step.launches if isinstance(launch, GemmLaunch)]
         assert {(g.trans_a, g.trans_b) for g in self.launches} == {(False, False), (True, False), (False, True),
                                                                    (True, True)}
         assert {g.batch for g in self.launches} == {1, 2} and any(g.stride_b == 0 for g in self.launches)
 
     def gemms(self, **options) -> CudaGemms:
-        libraries = {"cublasLt": self.lt, "cublas": self.blas}
-        return CudaGemms(libraries.__getitem__, self.stream.ptr, self.workspace.data.ptr, WORKSPACE_BYTES, **options)
+        return CudaGemms(self.load, self.stream.ptr, self.workspace.data.ptr, WORKSPACE_BYTES, **options)
 
-    def window(self, value) -> np.ndarray:
-        start = self.step.offsets[value.id]
-        count = int(np.prod(value.shape))
-        return np.asarray(self.arena[start:start + count * np.dtype(self.float).itemsize]).view(self.float).reshape(
-            value.shape)
+    def window(self, value):
+        return self.cupy.ndarray(value.shape, self.float, memptr=self.arena.data + self.step.offsets[value.id])
 
     def fill(self, seed: int) -> dict:
         rng = np.random.default_rng(seed)
         values = {name: rng.standard_normal(shape).astype(self.float) for name, shape in SHAPES.items()}
         for name, leaf in self.leaves.items():
-            self.window(leaf)[...] = values[name]
+            self.window(leaf).set(values[name], stream=self.stream)
         return values
 
     def results(self) -> dict:
-        self.stream.synchronize()  # the GEMMs queued so far run
-        return {name: self.window(value).copy() for name, value in self.graph.outputs.items()}
+        """The products, once the GEMMs queued so far have run."""
+        return {name: self.window(value).get(stream=self.stream) for name, value in self.graph.outputs.items()}
 
 
 def _check(got: dict, want: dict, rtol: float) -> None:
@@ -215,3 +214,46 @@ def test_status_errors_name_the_function():
     handle = ctypes.c_void_p()
     with pytest.raises(api.CublasError, match="cublasLtMatrixLayoutCreate failed with cuBLAS status 7"):
         bound.cublasLtMatrixLayoutCreate(ctypes.addressof(handle), api.CUDA_R_32F, 4, 3, 2)  # ld < rows
+
+
+# -- on a GPU: the same GEMMs through the real cuBLASLt and cuBLAS, captured in a CUDA graph -----------------
+
+
+def _cupy():
+    from netc.runtime.cuda import import_cupy
+
+    try:
+        return import_cupy()
+    except Exception:  # NetcError without CuPy or a GPU
+        return None
+
+
+CUPY = _cupy()
+
+
+@pytest.mark.skipif(CUPY is None, reason="no CuPy or no GPU")
+@pytest.mark.parametrize("library", ["lt", "cublas"])
+@pytest.mark.parametrize("precision", ["float32", "float64", "tf32"])
+def test_on_the_gpu_captured_gemms_compute_the_row_major_products(library, precision):
+    """What the device check needs to tell apart: each GEMM shape (transposes, batches, a weight shared by
+    the batch) through each library, run once, captured, and replayed on new operands."""
+    from netc.runtime.cuda import cupy_blas_loader
+
+    bench = Bench("float32" if precision == "tf32" else precision, cupy=CUPY, load=cupy_blas_loader(CUPY))
+    gemms = bench.gemms(prefer=library, tf32=precision == "tf32")
+    with bench.stream:
+        calls = [gemms.gemm(launch, bench.arena.data.ptr) for launch in bench.launches]
+        for call in calls:
+            call()
+        bench.stream.synchronize()
+        bench.stream.begin_capture()
+        for call in calls:
+            call()
+        graph = bench.stream.end_capture()
+    assert ("cublasLt" if library == "lt" else "cublas") in gemms.libraries_used()
+    tolerance = {"float64": 1e-12, "float32": 1e-5, "tf32": 5e-3}[precision]
+    for seed in (1, 2):
+        want = _expected(bench.fill(seed))
+        graph.launch(bench.stream)
+        _check(bench.results(), want, tolerance)
+    gemms.close()
