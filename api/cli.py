@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with warnings.catch_warnings():
         warnings.showwarning = show_warning
+        warnings.simplefilter("always", NetcWarning)  # each rebuilt cache entry is news, not a repeat
         try:
             return args.handler(args) or 0
         except NetcError as err:

@@ -105,7 +105,7 @@ def _axes(x: Value, axes) -> tuple:
         return tuple(range(x.rank))
     axes = (axes,) if isinstance(axes, int) else tuple(axes)
     for a in axes:
-        if not -x.rank <= a < max(x.rank, 1):
+        if not -max(x.rank, 1) <= a < max(x.rank, 1):  # a 0-d tensor's one axis is 0 or -1, as in torch
             raise ShapeError(f"dimension {a} is out of range for a tensor of rank {x.rank}")
     return tuple(sorted({a % x.rank for a in axes})) if x.rank else ()
 

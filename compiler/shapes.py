@@ -111,9 +111,11 @@ def broadcast_shapes(*shapes: Shape) -> Shape:
 
 
 def normalize_axis(axis: int, rank: int) -> int:
-    if not -rank <= axis < max(rank, 1):
+    """`axis` counted from the front. As in PyTorch, a 0-d tensor has one axis to name, as 0 or -1."""
+    bound = max(rank, 1)
+    if not -bound <= axis < bound:
         raise ShapeError(f"dimension {axis} is out of range for a tensor of rank {rank}")
-    return axis % rank if rank else 0
+    return axis % bound
 
 
 def infer_reshape(old: Shape, new: tuple) -> Shape:

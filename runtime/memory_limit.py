@@ -48,8 +48,9 @@ def check_allocation(nbytes: int, what: str, limit: int | None = None, hint: str
 
 def format_bytes(nbytes: int) -> str:
     """2.1 GB, 512 MB, 40 kB: decimal units, as free(1) -h and file managers show them."""
+    if nbytes >= 10**21:  # past exabytes (and past what a float holds, for a layer of 10**400 features)
+        return f"about 10^{len(str(nbytes)) - 1} bytes"
     for unit, size in UNITS:
         if nbytes >= size:
-            amount = nbytes / size
-            return f"{amount:.3g} {unit}" if amount < 1000 else f"{nbytes:.3g} bytes"
+            return f"{nbytes / size:.3g} {unit}"
     return f"{nbytes} bytes"

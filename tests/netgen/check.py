@@ -17,12 +17,14 @@ digits than float32 carries through a few dozen roundings.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import numpy as np
 
 import netc
 from netc.runtime.data import index_bounds
 
-from parity import EMULATED, EmulatedCudaBackend
+from parity import EMULATED, available
 
 RTOL, ATOL = 1e-4, 2e-5
 STAGES = ("forward", "gradients", "sgd", "adam", "eval")
@@ -39,16 +41,10 @@ class Mismatch(AssertionError):
 
 
 def compile_all(source: str, batch: int, backends, path: str = "generated.net") -> dict:
-    """A float32 model per backend name ("reference", "cpu", "cuda-emulated": parity.py) of the network in
-    `source`."""
+    """A float32 model per backend name ("reference", "cpu", "cuda-emulated") of the network in `source`; the
+    caller makes the emulated backend available (parity.available)."""
     network = netc.load(path, text=source)
-    models = {}
-    for name in ("reference", *backends):
-        model = netc.compile(network, batch=batch, backend="cpu" if name == "cpu" else "reference")
-        if name == EMULATED:
-            model.backend = EmulatedCudaBackend()  # before its first run: every step it prepares is emulated
-        models[name] = model
-    return models
+    return {name: netc.compile(network, batch=batch, backend=name) for name in ("reference", *backends)}
 
 
 def perturbed_state(model, rng: np.random.Generator) -> dict:
@@ -76,11 +72,16 @@ def random_inputs(model, rng: np.random.Generator) -> dict:
     return inputs
 
 
+def host(value):
+    """A result as NumPy: the cuda backend returns CuPy arrays, which are read with .get()."""
+    return value.get() if hasattr(value, "get") and type(value) is not np.ndarray else value
+
+
 def compare(got: dict, want: dict, where: str) -> None:
     if set(got) != set(want):
         raise Mismatch(f"{where}: keys {sorted(got)} differ from the reference's {sorted(want)}")
     for key in want:
-        a, b = np.asarray(got[key], dtype=np.float64), np.asarray(want[key], dtype=np.float64)
+        a, b = np.asarray(host(got[key]), dtype=np.float64), np.asarray(want[key], dtype=np.float64)
         finite = np.abs(b[np.isfinite(b)])
         scale = max(1.0, float(np.max(finite))) if finite.size else 1.0
         if a.shape != b.shape or not np.allclose(a, b, rtol=RTOL, atol=ATOL * scale, equal_nan=True):
@@ -111,7 +112,14 @@ def check_network(
     source: str, batch: int, stages=STAGES, backends=BACKENDS, seed: int = 0, path: str = "generated.net"
 ) -> None:
     """Raise Mismatch where a backend's results differ from the reference's, stage by stage."""
-    models = compile_all(source, batch, backends, path)
+    with ExitStack() as backends_available:
+        for name in backends:
+            backends_available.enter_context(available(name))
+        compare_stages(compile_all(source, batch, backends, path), stages, backends, seed)
+
+
+def compare_stages(models: dict, stages, backends, seed: int) -> None:
+    """Run every stage on every model from the same state and inputs; raise Mismatch at the first difference."""
     reference = models["reference"]
     rng = np.random.default_rng(seed)
     state, inputs = perturbed_state(reference, rng), random_inputs(reference, rng)

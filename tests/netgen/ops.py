@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from .program import ONE, Dim, Program, Tensor, declarable, product
 
 MAX_NUMEL = 384  # elements of any one value at the drawn batch size: keeps kernels and the reference cheap
-KNOWN_BUGS = {"transpose_0d"}  # features that hit an open compiler bug (tests/regressions/), avoided until fixed
+KNOWN_BUGS: set = set()  # features that hit an open compiler bug (tests/regressions/), avoided until fixed
 
 
 @dataclass(frozen=True)
@@ -258,19 +258,21 @@ def build_reduce(draw, prog: Program, x: Tensor):
     form = draw(st.sampled_from(["axis", "axes", "all"]))
     if form == "all":
         return bind(prog, f"{kind}({x.expr})", ())
+    rank = max(x.rank, 1)  # a 0-d tensor's one axis is 0 or -1
     if form == "axes":
-        axes = sorted(draw(st.sets(st.integers(0, x.rank - 1), min_size=1)))
-        dim = "(" + ", ".join(axis_text(draw, a, x.rank) for a in axes) + ("," if len(axes) == 1 else "") + ")"
+        axes = sorted(draw(st.sets(st.integers(0, rank - 1), min_size=1)))
+        dim = "(" + ", ".join(axis_text(draw, a, rank) for a in axes) + ("," if len(axes) == 1 else "") + ")"
     else:
-        axes = [draw(st.integers(0, x.rank - 1))]
-        dim = axis_text(draw, axes[0], x.rank)
+        axes = [draw(st.integers(0, rank - 1))]
+        dim = axis_text(draw, axes[0], rank)
     shape = tuple(ONE if i in axes else d for i, d in enumerate(x.shape) if keepdim or i not in axes)
     return bind(prog, f"{kind}({x.expr}, dim = {dim}, keepdim = {str(keepdim).lower()})", shape)
 
 
 def build_softmax(draw, prog: Program, x: Tensor):
     kind = draw(st.sampled_from(["softmax", "log_softmax"]))
-    axis = axis_text(draw, draw(st.integers(0, x.rank - 1)), x.rank)
+    rank = max(x.rank, 1)
+    axis = axis_text(draw, draw(st.integers(0, rank - 1)), rank)
     if draw(st.integers(0, 3)) == 0:
         layer = prog.add_layer(f"{'Softmax' if kind == 'softmax' else 'LogSoftmax'}(dim = {axis})", "sm")
         return bind(prog, f"{x.expr} -> {layer}", x.shape)
@@ -312,13 +314,13 @@ def spatial_applies(prog: Program, x: Tensor) -> bool:
     return 3 <= x.rank <= 5 and all(d.concrete for d in x.shape[2:])
 
 
-def elementwise_applies(prog: Program, x: Tensor) -> bool:
+def any_value(prog: Program, x: Tensor) -> bool:
     return True
 
 
 OPS_BEFORE_WINDOWS = [
-    Op("unary", elementwise_applies, build_unary),
-    Op("binary", elementwise_applies, build_binary),
+    Op("unary", any_value, build_unary),
+    Op("binary", any_value, build_binary),
     Op("linear", lambda prog, x: x.rank >= 1 and x.shape[-1].concrete, build_linear),
     Op("matmul", lambda prog, x: x.rank >= 1, build_matmul),
     Op("permute", lambda prog, x: x.rank >= 2, build_permute),
@@ -326,9 +328,9 @@ OPS_BEFORE_WINDOWS = [
     Op("reshape", lambda prog, x: x.rank >= 1, build_reshape),
     Op("flatten", lambda prog, x: x.rank >= 1, build_flatten),
     Op("concat", lambda prog, x: x.rank >= 1, build_concat),
-    Op("reduce", lambda prog, x: x.rank >= 1, build_reduce),
-    Op("softmax", lambda prog, x: x.rank >= 1, build_softmax),
+    Op("reduce", any_value, build_reduce),
+    Op("softmax", any_value, build_softmax),
     Op("layer_norm", lambda prog, x: x.rank >= 1, build_layer_norm),
     Op("batch_norm", batch_norm_applies, build_batch_norm),
-    Op("dropout", elementwise_applies, build_dropout),
+    Op("dropout", any_value, build_dropout),
 ]
