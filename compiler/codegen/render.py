@@ -55,6 +55,23 @@ ARGMAX_ROW_LIMIT = 4096
 # access per input and output (every buffer is 64-byte aligned in the arena).
 VECTOR = 4
 
+# A GEMM is split into row blocks when the batch alone cannot keep GEMM_TASKS cores busy (a Linear layer's one
+# matrix product; BLAS itself runs single-threaded, runtime/cpu.py says why), down to blocks of
+# GEMM_MIN_ROWS rows, and only when it has GEMM_SPLIT_MACS multiply-adds to share.
+GEMM_TASKS = 8
+GEMM_MIN_ROWS = 16
+GEMM_SPLIT_MACS = 1 << 21
+
+
+def gemm_row_blocks(batch: int, m: int, n: int, k: int) -> tuple:
+    """(rows per task, tasks per matrix) for a batch of m x k by k x n products: every block but the last has
+    rows per task rows, and none is empty."""
+    if batch >= GEMM_TASKS or batch * m * n * k < GEMM_SPLIT_MACS:
+        return m, 1
+    blocks = max(1, min(-(-GEMM_TASKS // batch), m // GEMM_MIN_ROWS))
+    rows = -(-m // blocks)
+    return rows, -(-m // rows)
+
 
 class Renderer:
     """Renders the kernels of one graph, for one target and precision, over a planned arena."""
@@ -299,9 +316,12 @@ class Renderer:
         for d, sa, sb in reversed(list(zip(batch_shape, a_strides, b_strides))):
             dims.append({"size": d, "a_stride": sa, "b_stride": sb})
         gemm = "dgemm" if self.ctype(v.dtype) == "double" else "sgemm"
+        rows_per_task, tasks_per_matrix = gemm_row_blocks(math.prod(batch_shape), m, n, k)
         return dict(
             template="matmul.j2",
             batch=math.prod(batch_shape),
+            rows_per_task=rows_per_task,
+            tasks_per_matrix=tasks_per_matrix,
             batch_dims=dims,
             gemm=gemm,
             trans_a="CblasTrans" if trans_a else "CblasNoTrans",
