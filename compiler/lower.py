@@ -18,6 +18,7 @@ from .errors import NetcError, SourceLoc, did_you_mean
 from .functional import FUNCTIONS
 from .ir import Graph, Value
 from .layers import LAYERS, Layer
+from .sequential import Sequential
 from .shapes import DTYPES, Sym, TensorType
 
 
@@ -37,9 +38,11 @@ class Scope:
             return FUNCTIONS[name]
         if name in LAYERS:
             return LAYERS[name]
+        if name == "Sequential":
+            return Sequential
         if name in self.blocks:
             return self.blocks[name]
-        known = set(self.names) | set(FUNCTIONS) | set(LAYERS) | set(self.blocks)
+        known = set(self.names) | set(FUNCTIONS) | set(LAYERS) | {"Sequential"} | set(self.blocks)
         raise NetcError(f"unknown name '{name}'", loc, did_you_mean(name, known))
 
 
@@ -100,7 +103,19 @@ def _evaluate(scope: Scope, expr: ast.Expr):
         operand = evaluate(scope, expr.operand)
         return B.neg(operand) if isinstance(operand, Value) else _hyper_unary(operand, expr.loc)
     if isinstance(expr, ast.BinOp):
-        return binary(expr.op, evaluate(scope, expr.left), evaluate(scope, expr.right), expr.loc)
+        # `a + b + c + ...` nests to the left: evaluated in a loop, as pipelines are.
+        chain = []
+        while isinstance(expr, ast.BinOp):
+            chain.append(expr)
+            expr = expr.left
+        value = evaluate(scope, expr)
+        for node in reversed(chain):
+            with scope.ctx.graph.at(node.loc):
+                try:
+                    value = binary(node.op, value, evaluate(scope, node.right), node.loc)
+                except NetcError as err:
+                    raise err.with_loc(node.loc)
+        return value
     if isinstance(expr, ast.Call):
         func = evaluate(scope, expr.func)
         args = [evaluate(scope, a) for a in expr.args]
@@ -213,18 +228,26 @@ def call(scope: Scope, func, name: str, args: list, kwargs: dict, loc: SourceLoc
 def _apply(scope: Scope, func, name: str, args: list, kwargs: dict, loc: SourceLoc):
     ctx = scope.ctx
     if isinstance(func, Layer):
-        first_use = func.name not in ctx.applied
-        ctx.applied.add(func.name)
-        with ctx.graph.at(loc, func.name):
-            result = bind_and_call(func.forward, ctx, args, kwargs, name, loc)
-        params = ctx.param_elements.get(func.name, 0) if first_use else 0
-        ctx.record(func.name, func.describe(), args, result, params)
-    elif callable(func) and not isinstance(func, Value):
+        return apply_layer(ctx, func, name, args, kwargs, loc)
+    if callable(func) and not isinstance(func, Value):
         with ctx.graph.at(loc, scope.prefix + name):
             result = bind_and_call(func, ctx, args, kwargs, name, loc)
         ctx.record(scope.prefix + name, name, args, result)
     else:
         raise NetcError(f"'{name}' is {describe_kind(func)}, which cannot be called", loc)
+    ctx.note(result, name, args)
+    return result
+
+
+def apply_layer(ctx: LowerContext, layer: Layer, name: str, args: list, kwargs: dict, loc: SourceLoc):
+    """Apply a named layer instance (`name` is how the source spells it), counting its parameters in the
+    summary on its first application only."""
+    first_use = layer.name not in ctx.applied
+    ctx.applied.add(layer.name)
+    with ctx.graph.at(loc, layer.name):
+        result = bind_and_call(layer.forward, ctx, args, kwargs, name, loc)
+    params = ctx.param_elements.get(layer.name, 0) if first_use else 0
+    ctx.record(layer.name, layer.describe(), args, result, params)
     ctx.note(result, name, args)
     return result
 
