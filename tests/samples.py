@@ -15,7 +15,7 @@ def every_op_sample(seed: int = 0, float_dtype: str = "f64") -> tuple[Graph, dic
     graph, feeds = Graph("ops"), {}
     rng = np.random.default_rng(seed)
     for name, op in sorted(OPS.items()):
-        if op.samples is None or op.kind == "leaf":
+        if op.samples is None:  # inputs, parameters and buffers: the graph's leaves, not ops to compute
             continue
         for i, sample in enumerate(op.samples(rng)):
             leaves = []

@@ -114,6 +114,46 @@ class GroupedConvAvgPool(nn.Module):
         return {"out": out, "loss": F.mse_loss(out, target)}
 
 
+class AvgPool1dExcludePad(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(7, 7)
+
+    def forward(self, x, target):
+        out = F.avg_pool1d(self.fc(x), 3, 1, 1, count_include_pad=False)
+        return {"out": out, "loss": F.mse_loss(out, target)}
+
+
+class AvgPool2dCeilMode(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 1)
+
+    def forward(self, x, target):
+        out = F.avg_pool2d(self.conv(x), 2, stride=2, ceil_mode=True)
+        return {"out": out, "loss": F.mse_loss(out, target)}
+
+
+class AdaptiveAvgPoolUneven(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 2, 1)
+
+    def forward(self, x, target):
+        out = F.adaptive_avg_pool1d(self.conv(x), 4)
+        return {"out": out, "loss": F.mse_loss(out, target)}
+
+
+class EmbeddingPaddingIdx(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(7, 3, padding_idx=0)
+
+    def forward(self, ids, target):
+        out = self.emb(ids)
+        return {"out": out, "loss": F.mse_loss(out, target)}
+
+
 # regression file -> (twin, its inputs: floats by their shape after the batch, integers by Ints)
 CASES = {
     "permute_linear.net": (PermuteLinear, {"x": (3, 5), "target": (5, 2)}),
@@ -123,6 +163,10 @@ CASES = {
     "layernorm_sum.net": (LayerNormSum, {"x": (4,)}),
     "mean_softmax_mse.net": (MeanSoftmaxMse, {"x": (5, 4), "target": (4,)}),
     "grouped_conv_avgpool.net": (GroupedConvAvgPool, {"x": (4, 8, 8), "target": (8, 3, 3)}),
+    "avgpool1d_exclude_pad.net": (AvgPool1dExcludePad, {"x": (2, 7), "target": (2, 7)}),
+    "avgpool2d_ceil_mode.net": (AvgPool2dCeilMode, {"x": (2, 7, 7), "target": (2, 4, 4)}),
+    "adaptive_avgpool_uneven.net": (AdaptiveAvgPoolUneven, {"x": (2, 6), "target": (2, 4)}),
+    "embedding_padding_idx.net": (EmbeddingPaddingIdx, {"ids": Ints(7, (5,)), "target": (5, 3)}),
 }
 
 

@@ -81,7 +81,7 @@ def parallel_items(ctx: dict) -> int:
     template = ctx["template"]
     if template == "elementwise.j2":  # a thread per element, or per `vector` of them
         return ctx["size"] // ctx["vector"]
-    if template in ("random.j2", "reduce_rows.j2"):
+    if template in ("random.j2", "reduce_rows.j2", "constant.j2"):
         return ctx["size"]  # a thread per output element
     if template == "reduce.j2":  # argmax_mask: a thread per group
         return ctx["size"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, StrictUndefined
 
 from ..ops import OPS
@@ -128,6 +129,7 @@ class Renderer:
             "movement": self.copy,
             "index": self.index,
             "random": self.random,
+            "constant": self.constant,
         }
         ctx = builder[kernel.kind](kernel)
         ctx.update(index=index, fn=f"k{index}_{kernel.name}", summary=self.summary(kernel))
@@ -444,6 +446,27 @@ class Renderer:
             size=math.prod(v.shape),
             args=[self.pointer(v.inputs[0]), self.pointer(v)],
         )
+
+    def constant(self, kernel: Kernel) -> dict:
+        """A literal array, copied into its buffer each run from a table in the module (constants are small:
+        pooling divisors, adaptive pooling's matrices, an embedding's row mask)."""
+        (v,) = kernel.values
+        ctype = self.ctype(v.dtype)
+        values = np.asarray(v.attrs["array"]).ravel()
+        numbers = [str(int(x)) for x in values] if v.dtype == "i64" else [_float_literal(x) for x in values]
+        return dict(
+            template="constant.j2", ctype=ctype, size=len(numbers), numbers=numbers, args=[self.pointer(v)]
+        )
+
+
+def _float_literal(x) -> str:
+    """A number as a C initialiser, exact to float64's precision."""
+    x = float(x)
+    if math.isnan(x):
+        return "NAN"
+    if math.isinf(x):
+        return "INFINITY" if x > 0 else "-INFINITY"
+    return repr(x)
 
 
 def _balanced(kernels: list, parts: int) -> list:

@@ -75,7 +75,8 @@ def row_domain(v: Value) -> RowDomain | None:
 
 @dataclass(eq=False)
 class Kernel:
-    kind: str  # "elementwise", "multi", "rows", "reduce", "matmul", "window", "movement", "index", "random"
+    kind: str  # "elementwise", "multi", "rows", "reduce", "matmul", "window", "movement", "index", "random",
+    # "constant"
     values: list = field(default_factory=list)  # computed here, in topological order
     outputs: list = field(default_factory=list)  # values written to memory (used elsewhere or exposed)
     domain: RowDomain | None = None  # for a rows kernel
@@ -208,7 +209,7 @@ class _Partition:
                 )
                 for x in sources:
                     self.materialise(x, self.position[v.id])
-                self.add(Kernel(OPS[v.op].kind, [v]), self.position[v.id])
+                self.add(Kernel(_own_kernel_kind(v), [v]), self.position[v.id])
         for root_id in sorted(self.users["roots"] & set(self.floating)):
             self.materialise(self.floating[root_id], len(self.live))
         for kernel in self.order:
