@@ -18,10 +18,10 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import seed as hypothesis_seed  # noqa: E402
-from netgen.check import BACKENDS, STAGES, check_network  # noqa: E402
-from netgen.strategy import describe, networks  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import seed as hypothesis_seed
+from netgen.check import BACKENDS, STAGES, check_network
+from netgen.strategy import describe, networks
 
 
 def run_chunk(seed: int, examples: int) -> tuple[set, object]:
@@ -29,9 +29,17 @@ def run_chunk(seed: int, examples: int) -> tuple[set, object]:
     checked, failing = set(), {}
 
     @hypothesis_seed(seed)
-    @settings(max_examples=examples, deadline=None, database=None, print_blob=False,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                     HealthCheck.large_base_example])
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        print_blob=False,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.large_base_example,
+        ],
+    )
     @given(program=networks())
     def body(program):
         source = program.render()
@@ -44,7 +52,7 @@ def run_chunk(seed: int, examples: int) -> tuple[set, object]:
 
     try:
         body()
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever failed, the failing program was recorded
         return checked, failing.get("last")
     return checked, None
 
@@ -69,12 +77,17 @@ def main() -> int:
             path.write_text(f"{message}\n# batch: {program.batch}\n{describe(program)}")
             failures.append(path)
             print(f"seed {seed}: FAILED, shrunk to {path}: {str(error).splitlines()[0][:160]}", flush=True)
-        print(f"seed {seed}: {total} networks checked, {len(failures)} failing chunks, "
-              f"{time.time() - started:.0f} s", flush=True)
+        print(
+            f"seed {seed}: {total} networks checked, {len(failures)} failing chunks, "
+            f"{time.time() - started:.0f} s",
+            flush=True,
+        )
         seed += 1
-    print(f"done: {total} networks checked (every stage: {', '.join(STAGES)}; backends: "
-          f"{', '.join(BACKENDS)}), {len(failures)} failures{': ' if failures else ''}"
-          f"{', '.join(map(str, failures))}")
+    print(
+        f"done: {total} networks checked (every stage: {', '.join(STAGES)}; backends: "
+        f"{', '.join(BACKENDS)}), {len(failures)} failures{': ' if failures else ''}"
+        f"{', '.join(map(str, failures))}"
+    )
     return 1 if failures else 0
 
 

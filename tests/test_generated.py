@@ -60,7 +60,9 @@ def test_compiled_backends_match_the_reference(program, data):
 REGRESSION_FILES = sorted(REGRESSIONS.rglob("*.net"))
 
 
-@pytest.mark.parametrize("path", REGRESSION_FILES, ids=[str(p.relative_to(REGRESSIONS)) for p in REGRESSION_FILES])
+@pytest.mark.parametrize(
+    "path", REGRESSION_FILES, ids=[str(p.relative_to(REGRESSIONS)) for p in REGRESSION_FILES]
+)
 def test_regression_files_match_the_reference(path):
     """Every kept regression network, every stage, every compiled backend (at batch 2; a file may name another
     in a comment `# batch: 3`)."""
@@ -74,8 +76,12 @@ def test_the_check_catches_a_backend_that_is_off_by_a_little(monkeypatch):
     from netc.runtime.cpu import CpuRun
 
     run = CpuRun.__call__
-    monkeypatch.setattr(CpuRun, "__call__", lambda self, feeds: {k: v * 1.001 for k, v in run(self, feeds).items()})
-    source = "network Off {\n    input x: [N, 3]\n    fc = Linear(3, 2)\n    y = x -> fc\n    output y\n" \
-             "    minimize sum(y * y)\n}\n"
+    monkeypatch.setattr(
+        CpuRun, "__call__", lambda self, feeds: {k: v * 1.001 for k, v in run(self, feeds).items()}
+    )
+    source = (
+        "network Off {\n    input x: [N, 3]\n    fc = Linear(3, 2)\n    y = x -> fc\n    output y\n"
+        "    minimize sum(y * y)\n}\n"
+    )
     with pytest.raises(Mismatch, match="cpu, forward: y differs"):
         check_network(source, 2, ("forward",), ("cpu",))

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
-import numpy as np
-
 import netc
+import numpy as np
 from netc.runtime.data import index_bounds
-
 from parity import EMULATED, available
 
 RTOL, ATOL = 1e-4, 2e-5
@@ -80,15 +78,17 @@ def host(value):
 def compare(got: dict, want: dict, where: str) -> None:
     if set(got) != set(want):
         raise Mismatch(f"{where}: keys {sorted(got)} differ from the reference's {sorted(want)}")
-    for key in want:
-        a, b = np.asarray(host(got[key]), dtype=np.float64), np.asarray(want[key], dtype=np.float64)
+    for key, expected in want.items():
+        a, b = np.asarray(host(got[key]), dtype=np.float64), np.asarray(expected, dtype=np.float64)
         finite = np.abs(b[np.isfinite(b)])
         scale = max(1.0, float(np.max(finite))) if finite.size else 1.0
         if a.shape != b.shape or not np.allclose(a, b, rtol=RTOL, atol=ATOL * scale, equal_nan=True):
             worst = float(np.max(np.abs(a - b))) if a.shape == b.shape and a.size else float("nan")
-            raise Mismatch(f"{where}: {key} differs from the reference (max |diff| {worst:.3g}, scale {scale:.3g})"
-                           f"\n got  {np.array2string(a.ravel()[:8], precision=5)}"
-                           f"\n want {np.array2string(b.ravel()[:8], precision=5)}")
+            raise Mismatch(
+                f"{where}: {key} differs from the reference (max |diff| {worst:.3g}, scale {scale:.3g})"
+                f"\n got  {np.array2string(a.ravel()[:8], precision=5)}"
+                f"\n want {np.array2string(b.ravel()[:8], precision=5)}"
+            )
 
 
 def run_stage(model, stage: str, inputs: dict) -> dict:

@@ -10,8 +10,8 @@ shrinks a choice from a list towards its first element.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from hypothesis import strategies as st
 
@@ -53,11 +53,35 @@ def concrete_last(x: Tensor, count: int) -> bool:
 # -- elementwise ---------------------------------------------------------------------------------------------
 
 UNARY = (
-    "relu", "sigmoid", "tanh", "silu", "gelu", "abs", "neg", "leaky_relu", "gelu_tanh", "exp", "log", "sqrt",
-    "clamp", "clamp_min", "scale", "shift", "rsub", "divide",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "silu",
+    "gelu",
+    "abs",
+    "neg",
+    "leaky_relu",
+    "gelu_tanh",
+    "exp",
+    "log",
+    "sqrt",
+    "clamp",
+    "clamp_min",
+    "scale",
+    "shift",
+    "rsub",
+    "divide",
 )
-ACTIVATION_LAYERS = ("ReLU()", "Tanh()", "Sigmoid()", "SiLU()", "GELU()", 'GELU(approximate = "tanh")',
-                     "LeakyReLU(0.1)", "Identity()")
+ACTIVATION_LAYERS = (
+    "ReLU()",
+    "Tanh()",
+    "Sigmoid()",
+    "SiLU()",
+    "GELU()",
+    'GELU(approximate = "tanh")',
+    "LeakyReLU(0.1)",
+    "Identity()",
+)
 
 
 def unary_expr(kind: str, x: str) -> str:
@@ -159,8 +183,11 @@ def build_matmul(draw, prog: Program, x: Tensor):
             return bind(prog, f"{x.expr} @ {t}", x.shape[:-1] + (x.shape[-2],))
         return bind(prog, f"matmul({t}, {x.expr})", x.shape[:-2] + (k, k))
     if kind == "value" and x.rank >= 2:
-        others = [y for y in prog.values if y.rank >= 2 and y.shape[-2] == k
-                  and broadcast(x.shape[:-2], y.shape[:-2]) is not None]
+        others = [
+            y
+            for y in prog.values
+            if y.rank >= 2 and y.shape[-2] == k and broadcast(x.shape[:-2], y.shape[:-2]) is not None
+        ]
         if others:
             y = draw(st.sampled_from(others))
             batch = broadcast(x.shape[:-2], y.shape[:-2])
@@ -171,7 +198,9 @@ def build_matmul(draw, prog: Program, x: Tensor):
         y = prog.add_input((k,), stem="w")
         return bind(prog, f"{x.expr} @ {y.expr}", x.shape[:-1])
     m = Dim(draw(st.integers(1, 4)))
-    lead = () if x.rank < 3 or not declarable(x.shape[:-2]) or draw(st.booleans()) else x.shape[:-2]  # a batched right operand, or a matrix
+    lead = (
+        () if x.rank < 3 or not declarable(x.shape[:-2]) or draw(st.booleans()) else x.shape[:-2]
+    )  # a batched right operand, or a matrix
     y = prog.add_input(lead + (k, m), stem="w")
     return bind(prog, f"matmul({x.expr}, {y.expr})", x.shape[:-1] + (m,))
 
@@ -238,8 +267,11 @@ def build_flatten(draw, prog: Program, x: Tensor):
 
 def build_concat(draw, prog: Program, x: Tensor):
     axis = draw(st.integers(0, x.rank - 1))
-    others = [y for y in prog.values if y.rank == x.rank
-              and all(a == b for i, (a, b) in enumerate(zip(x.shape, y.shape)) if i != axis)]
+    others = [
+        y
+        for y in prog.values
+        if y.rank == x.rank and all(a == b for i, (a, b) in enumerate(zip(x.shape, y.shape)) if i != axis)
+    ]
     y = draw(st.sampled_from(others))  # x itself is among them
     joined = Dim(x.shape[axis].coeff + y.shape[axis].coeff, x.shape[axis].power)
     if x.shape[axis].power != y.shape[axis].power:
@@ -297,8 +329,11 @@ def batch_norm_applies(prog: Program, x: Tensor) -> bool:
 
 def build_batch_norm(draw, prog: Program, x: Tensor):
     kind = {2: 1, 3: 1, 4: 2, 5: 3}[x.rank]
-    options = draw(st.sampled_from(["", ", affine = false", ", momentum = 0.3", ", track_running_stats = false",
-                                    ", eps = 0.01"]))
+    options = draw(
+        st.sampled_from(
+            ["", ", affine = false", ", momentum = 0.3", ", track_running_stats = false", ", eps = 0.01"]
+        )
+    )
     layer = prog.add_layer(f"BatchNorm{kind}d({x.shape[1].coeff}{options})", "bn", share=draw(st.booleans()))
     return bind(prog, f"{x.expr} -> {layer}", x.shape)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from .ops import KNOWN_BUGS, OPS_BEFORE_WINDOWS, bind
-from .program import N, Dim, Program, Tensor, declarable, shape_text
+from .program import Dim, N, Program, Tensor, declarable, shape_text
 from .windows import WINDOW_OPS
 
 OPS = OPS_BEFORE_WINDOWS + WINDOW_OPS

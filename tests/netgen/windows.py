@@ -52,8 +52,16 @@ def build_conv(draw, prog: Program, x: Tensor):
     else:
         padding = 0 if padding != "int" else per_axis(draw, dims, st.integers(0, 2))
         padding_text = '"valid"' if padding == 0 and draw(st.booleans()) else text(padding)
-        sizes = [window_count(n.coeff, k, s, p, d, False) for n, k, s, p, d in zip(
-            x.shape[2:], spread(kernel, dims), spread(stride, dims), spread(padding, dims), spread(dilation, dims))]
+        sizes = [
+            window_count(n.coeff, k, s, p, d, False)
+            for n, k, s, p, d in zip(
+                x.shape[2:],
+                spread(kernel, dims),
+                spread(stride, dims),
+                spread(padding, dims),
+                spread(dilation, dims),
+            )
+        ]
     if min(sizes) < 1:
         return None
     args = [str(channels), str(out), text(kernel)]
@@ -77,8 +85,12 @@ def build_pool(draw, prog: Program, x: Tensor):
     dilation = per_axis(draw, dims, st.integers(1, 2)) if kind == "max" else 1
     ceil_mode = draw(st.booleans()) and (kind == "max" or "avg_pool_constant" not in KNOWN_BUGS)
     strides = spread(kernel if stride is None else stride, dims)
-    sizes = [window_count(n.coeff, k, s, p, d, ceil_mode) for n, k, s, p, d in
-             zip(x.shape[2:], spread(kernel, dims), strides, spread(padding, dims), spread(dilation, dims))]
+    sizes = [
+        window_count(n.coeff, k, s, p, d, ceil_mode)
+        for n, k, s, p, d in zip(
+            x.shape[2:], spread(kernel, dims), strides, spread(padding, dims), spread(dilation, dims)
+        )
+    ]
     if min(sizes) < 1:
         return None
     options = {"stride": stride, "padding": padding, "ceil_mode": ceil_mode}
@@ -107,8 +119,9 @@ def build_adaptive_pool(draw, prog: Program, x: Tensor):
     dims = x.rank - 2
     sizes = []
     for n in x.shape[2:]:
-        choices = [o for o in range(1, n.coeff + 2)
-                   if n.coeff % o == 0 or "avg_pool_constant" not in KNOWN_BUGS]
+        choices = [
+            o for o in range(1, n.coeff + 2) if n.coeff % o == 0 or "avg_pool_constant" not in KNOWN_BUGS
+        ]
         sizes.append(draw(st.sampled_from(choices)))
     output = sizes[0] if len(set(sizes)) == 1 and draw(st.booleans()) else tuple(sizes)
     shape = x.shape[:2] + tuple(Dim(s) for s in sizes)
