@@ -95,6 +95,8 @@ def transpose(x: Value, perm) -> Value:
 
 
 def swap_axes(x: Value, a: int, b: int) -> Value:
+    if a == b:  # the identity at any rank, a scalar's included (PyTorch lets dim 0 name a 0-d tensor's "axis")
+        return x
     perm = list(range(x.rank))
     perm[a], perm[b] = perm[b], perm[a]
     return transpose(x, perm)

@@ -154,6 +154,16 @@ class EmbeddingPaddingIdx(nn.Module):
         return {"out": out, "loss": F.mse_loss(out, target)}
 
 
+class TransposeScalar(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 1)
+
+    def forward(self, x):
+        y = self.fc(x).mean().transpose(0, 0).transpose(-1, 0)
+        return {"y": y, "loss": y * y}
+
+
 # regression file -> (twin, its inputs: floats by their shape after the batch, integers by Ints)
 CASES = {
     "permute_linear.net": (PermuteLinear, {"x": (3, 5), "target": (5, 2)}),
@@ -167,6 +177,7 @@ CASES = {
     "avgpool2d_ceil_mode.net": (AvgPool2dCeilMode, {"x": (2, 7, 7), "target": (2, 4, 4)}),
     "adaptive_avgpool_uneven.net": (AdaptiveAvgPoolUneven, {"x": (2, 6), "target": (2, 4)}),
     "embedding_padding_idx.net": (EmbeddingPaddingIdx, {"ids": Ints(7, (5,)), "target": (5, 3)}),
+    "transpose_scalar.net": (TransposeScalar, {"x": (3,)}),
 }
 
 
