@@ -49,8 +49,8 @@ def compile(
     """Compile a `.net` file (or a loaded Network) for a batch size and a backend, returning a Model.
 
     `batch` binds the batch symbol (the leading dim of the inputs, `N` in the examples); `dims` binds any other
-    symbol by name. `precision` is "float32" or "float64" (the reference backend runs both). `import_path`: see
-    `load`.
+    symbol by name. `precision` is "float32" or "float64" (the reference backend runs both). `import_path`:
+    see `load`.
     """
     from netc.runtime.model import Model
 
@@ -66,7 +66,7 @@ def bindings_for(net: Network, batch: int | None, dims: dict | None = None) -> d
     for name, size in bindings.items():
         if name not in net.symbols:
             known = ", ".join(net.symbols) or "none"
-            raise NetcError(f"dims names '{name}', which is not a symbol of {net.name} (its symbols: {known})")
+            raise NetcError(f"dims names '{name}', not a symbol of {net.name} (its symbols: {known})")
         if not _is_size(size):
             raise NetcError(f"dims['{name}'] must be a positive integer, got {size!r}")
         bindings[name] = int(size)

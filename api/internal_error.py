@@ -1,4 +1,4 @@
-"""The report an unexpected exception becomes on the command line: an internal compiler error, not a traceback.
+"""What an unexpected exception becomes on the command line: an internal compiler error report, no traceback.
 
 Every mistake of the user's is a NetcError (exit 2). Anything else that escapes a command is a bug in netc;
 the user gets a report that says so, names the network and the stage of the compiler that failed (from the

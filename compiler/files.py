@@ -1,6 +1,6 @@
 """Every file netc writes goes through `write_file`: atomic, durable, permission-preserving, orphan-cleaning.
 
-    write_file("run.safetensors", data)          # checkpoints, plots, predictions, cache entries, compile output
+    write_file("run.safetensors", data)    # checkpoints, plots, predictions, cache entries, compile output
 
 The data goes to a hidden temporary file beside the target (`.run.safetensors.<pid>.<random>.partial`), is
 flushed to disk, and is renamed over the target, and the rename is made durable too: a reader, a crash or a
@@ -90,7 +90,8 @@ def clean_orphans(directory: Path, name: str | None = None, max_age: float = ORP
         if not pattern.fullmatch(entry.name):
             continue
         try:
-            if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime > max_age:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+            if entry.is_file(follow_symlinks=False) and age > max_age:
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
         except OSError:

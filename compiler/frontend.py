@@ -108,7 +108,8 @@ class Importer:
             table = blocks if definition.kind == "block" else networks
             if definition.name in blocks or definition.name in networks:
                 raise NetcError(f"'{definition.name}' is defined twice", definition.loc)
-            table[definition.name] = BlockDef(definition, blocks) if definition.kind == "block" else definition
+            is_block = definition.kind == "block"
+            table[definition.name] = BlockDef(definition, blocks) if is_block else definition
 
     def find(self, imp: ast.Import, directory: Path) -> Path:
         """The file an import names: beside the importing file, else in a folder of the import path. Only a

@@ -1,9 +1,9 @@
 """netc's cache directory, and the checks that make what it holds safe to load.
 
 The cache holds what netc loads as code: compiled libraries (runtime/cache.py) and the parser's tables
-(compiler/parse.py, a pickle). Anyone who can write there can run code as the user, so netc trusts a file in it
-only when the file and every directory from the cache's root down to it belong to the user and nobody else can
-write them. Directories netc creates there are private (0700).
+(compiler/parse.py, a pickle). Anyone who can write there can run code as the user, so netc trusts a file in
+it only when the file and every directory from the cache's root down to it belong to the user and nobody else
+can write them. Directories netc creates there are private (0700).
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ the seed and batch size that fix the batch order, and the history so far).
 
     twin.load_state_dict(netc.checkpoint.model_tensors(safetensors.torch.load_file("run.safetensors")))
 
-Files are written atomically (compiler/files.py), so an interrupted save leaves the previous checkpoint intact,
-and only over a netc checkpoint: a save never replaces a `.net` file, the training data or a PyTorch state dict
-that a mistyped --checkpoint names. Loading reads the header first: metadata of the wrong type is a NetcError,
-and a tensor whose shape differs from the network's is named before any tensor is read.
+Files are written atomically (compiler/files.py), so an interrupted save leaves the previous checkpoint
+intact, and only over a netc checkpoint: a save never replaces a `.net` file, the training data or a PyTorch
+state dict that a mistyped --checkpoint names. Loading reads the header first: metadata of the wrong type is
+a NetcError, and a tensor whose shape differs from the network's is named before any tensor is read.
 """
 
 from __future__ import annotations

@@ -200,7 +200,8 @@ class _Run:
     def _step(self, indices, steps: int) -> None:
         loss = self._trainer(len(indices)).step(**self.train_data.take(indices))
         if not math.isfinite(loss):
-            raise self.diverged(f"the loss is {loss} at epoch {self.epoch + 1}, step {self.batch + 1} of {steps}")
+            where = f"epoch {self.epoch + 1}, step {self.batch + 1} of {steps}"
+            raise self.diverged(f"the loss is {loss} at {where}")
         self.loss_sum += loss * len(indices)
         self.samples += len(indices)
         self.batch += 1

@@ -14,7 +14,8 @@ import threading
 from contextlib import contextmanager
 
 
-STOPPING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+# Ctrl-C; what schedulers and `docker stop` send; a closed terminal. Windows has no SIGHUP.
+STOPPING_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
 class InterruptRequested(Exception):
@@ -36,8 +37,8 @@ class Interrupt:
 
 @contextmanager
 def deferred_interrupt():
-    """Yield an Interrupt whose flag the first stopping signal sets. Signal handlers belong to the main thread;
-    in any other thread the signals cannot reach the loop anyway, and the flag simply stays down."""
+    """Yield an Interrupt whose flag the first stopping signal sets. Signal handlers belong to the main
+    thread; in any other thread the signals cannot reach the loop anyway, and the flag simply stays down."""
     interrupt = Interrupt()
     if threading.current_thread() is not threading.main_thread():
         yield interrupt

@@ -115,7 +115,8 @@ def test_a_damaged_cache_entry_is_rebuilt_with_a_warning(damage, tmp_path, monke
     monkeypatch.setenv("NETC_CACHE_DIR", str(tmp_path / "cache"))
     argv = ["run", str(TINY), "--batch", "3", "--backend", "cpu"]
     # Built by another process: this one must map each library for the first time after the damage.
-    first = subprocess.run([sys.executable, "-m", "netc.cli", *argv], capture_output=True, text=True, check=True)
+    command = [sys.executable, "-m", "netc.cli", *argv]
+    first = subprocess.run(command, capture_output=True, text=True, check=True)
     libraries = sorted((tmp_path / "cache").glob("*/*/lib*.so"))
     foreign = build_shared_library("float add(float a, float b) { return a + b; }\n")
     assert libraries

@@ -13,7 +13,7 @@ from netc.cli import main
 
 SECRET = "NETC_TOKEN=hunter2-do-not-print"
 BLOCK = "block Twice(n) {\n    input x\n    fc = Linear(n, n)\n    output x -> fc -> fc\n}\n"
-USES_BLOCK = "import \"{path}\"\nnetwork Uses {{\n    input x: [N, 4]\n    t = Twice(4)\n    output x -> t\n}}\n"
+USES_BLOCK = 'import "{path}"\nnetwork Uses {{\n    input x: [N, 4]\n    t = Twice(4)\n    output x -> t\n}}'
 
 
 def test_importing_a_file_that_is_not_net_source_quotes_nothing_of_it(tmp_path):

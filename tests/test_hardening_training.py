@@ -47,6 +47,7 @@ def test_divergence_keeps_the_last_good_checkpoint(tiny, tmp_path, capsys):
     assert ckpt.read_bytes() == good
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
 def test_fit_without_a_checkpoint_says_none_was_saved(tiny):
     net, _ = tiny
     model = netc.compile(net, batch=8)

@@ -1,5 +1,6 @@
-"""The compile cache checks an entry before it loads it: a truncated library, another library swapped in, files
-that others could have written or that belong to someone else are never mapped, but rebuilt with a warning.
+"""The compile cache checks an entry before it loads it: a truncated library, another library swapped in,
+files that others could have written or that belong to someone else are never mapped, but rebuilt with a
+warning.
 Killed builds leave no orphans for long; a broken compiler and an unwritable cache are clear errors."""
 
 import ctypes
@@ -47,7 +48,7 @@ def fresh(source: str = ADD) -> str:
 
 
 def built_elsewhere(source: str) -> Path:
-    """Build in a new interpreter: once this process has mapped a path, the loader would answer from memory."""
+    """Build in a new interpreter: once this process has mapped a path, the loader answers from memory."""
     script = "import sys\nfrom netc.runtime import cache\nprint(cache.build_shared_library(sys.stdin.read()))"
     result = subprocess.run([sys.executable, "-c", script], input=source, capture_output=True, text=True,
                             check=True)
@@ -77,7 +78,7 @@ def test_a_truncated_library_is_rebuilt_without_being_mapped(loads):
     source = fresh()
     path = built_elsewhere(source)
     whole = path.read_bytes()
-    path.write_bytes(whole[: len(whole) // 2])  # what a power loss before an fsync can leave: SIGBUS if mapped
+    path.write_bytes(whole[: len(whole) // 2])  # a power loss before fsync can leave this; mapped: SIGBUS
     damaged = sha256(path)
     with pytest.warns(NetcWarning, match="not the one its manifest recorded"):
         assert build_shared_library(source) == path

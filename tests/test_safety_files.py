@@ -50,9 +50,9 @@ def test_a_symlink_is_written_through_and_stays_a_symlink(tmp_path):
     assert link.is_symlink() and target.read_text() == "new"
 
 
-@pytest.mark.parametrize("where, complaint", [("a folder", "it is a directory"), ("nowhere", "no such directory")])
+@pytest.mark.parametrize("where, complaint", [("folder", "is a directory"), ("nowhere", "no such directory")])
 def test_impossible_targets_are_clear_errors(tmp_path, where, complaint):
-    path = tmp_path if where == "a folder" else tmp_path / "missing" / "out.txt"
+    path = tmp_path if where == "folder" else tmp_path / "missing" / "out.txt"
     with pytest.raises(NetcError, match=complaint):
         write_file(path, "x")
 

@@ -15,7 +15,7 @@ PARSE_ONE = "from netc.compiler.parse import parse; parse('network A {\\n input 
 
 
 class Planted:
-    """A pickle that creates a file when it is loaded: the harmless stand-in for running an attacker's code."""
+    """A pickle that creates a file when it is loaded: a harmless stand-in for running an attacker's code."""
 
     def __init__(self, marker):
         self.marker = marker

@@ -1,5 +1,5 @@
-"""Writes the generated part of the hostile corpus: data files, checkpoints and .net files too long to write by
-hand. The files are committed; run this again only to change them (python3 tests/hostile/make_corpus.py).
+"""Writes the generated part of the hostile corpus: data files, checkpoints and .net files too long to write
+by hand. The files are committed; run this again only to change them (python3 tests/hostile/make_corpus.py).
 
 Each file is something a user (unlucky, or attacked) could hand netc. tests/test_hardening_cli.py runs every
 command over all of them and asserts that none ends in a traceback.
@@ -57,7 +57,8 @@ def write_data() -> None:
         archive.writestr("x.npy", npy(big, b"\0" * 64))
         archive.writestr("labels.npy", npy({"descr": "<i8", "fortran_order": False, "shape": (10**12,)}))
     with zipfile.ZipFile(DATA / "short_body.npz", "w") as archive:
-        archive.writestr("x.npy", npy({"descr": "<f4", "fortran_order": False, "shape": (SAMPLES, 4)}, b"\0" * 7))
+        short = {"descr": "<f4", "fortran_order": False, "shape": (SAMPLES, 4)}
+        archive.writestr("x.npy", npy(short, b"\0" * 7))
         archive.writestr("labels.npy", npy({"descr": "<i8", "fortran_order": False, "shape": (SAMPLES,)}))
 
 
