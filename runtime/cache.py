@@ -116,8 +116,12 @@ def _entry_directory(key: str) -> Path:
     try:
         return private_directory(key[:2], key)
     except UntrustedEntry as untrusted:
-        warnings.warn(f"the compile cache entry {untrusted.directory} is not safe to load ({untrusted.reason}); "
-                      f"building it again", NetcWarning, stacklevel=3)
+        warnings.warn(
+            f"the compile cache entry {untrusted.directory} is not safe to load ({untrusted.reason}); "
+            f"building it again",
+            NetcWarning,
+            stacklevel=3,
+        )
         try:
             if untrusted.directory.is_dir() and not untrusted.directory.is_symlink():
                 shutil.rmtree(untrusted.directory)
@@ -267,7 +271,8 @@ def _compile(command: tuple, flags: tuple, source_paths: list, library: Path, li
     it into place in one atomic step; returns its SHA-256. A source in parts compiles each part to an object
     of its own, all at once, and links them."""
     partial = temporary_sibling(library)
-    objects = [temporary_sibling(path.with_suffix(".o")) for path in source_paths] if len(source_paths) > 1 else []
+    parts = source_paths if len(source_paths) > 1 else []
+    objects = [temporary_sibling(path.with_suffix(".o")) for path in parts]
     try:
         if objects:
             object_flags = [f for f in flags if f != "-shared"]
