@@ -110,6 +110,9 @@ class Graph:
     # produced each value; passes ignore both.
     layer_calls: list = field(default_factory=list, repr=False)
     producers: dict = field(default_factory=dict, repr=False)
+    # one_hot value id -> the label outside [0, classes) that it is meant to meet (a loss's ignore_index,
+    # -100 by default): the runtime's range check of class labels lets it through, as PyTorch does.
+    ignored_labels: dict = field(default_factory=dict, repr=False)
     _ids: itertools.count = field(default_factory=itertools.count, repr=False)
     _loc: SourceLoc | None = field(default=None, repr=False)
     _scope: str = field(default="", repr=False)

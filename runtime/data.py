@@ -16,6 +16,7 @@ import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -80,8 +81,24 @@ def batch_symbol(graph) -> str | None:
     return None
 
 
+class IndexBound(NamedTuple):
+    """The values an i64 input used as an index may hold: [0, limit), and `ignored` (a loss's ignore_index)."""
+
+    limit: int
+    what: str  # "classes", or "rows in its embedding table"
+    ignored: int | None = None
+
+    def violation(self, array) -> int | None:
+        """A value of `array` out of range, or None."""
+        values = array if self.ignored is None else array[array != self.ignored]
+        if not values.size:
+            return None
+        low, high = int(values.min()), int(values.max())
+        return low if low < 0 else high if high >= self.limit else None
+
+
 def index_bounds(graph) -> dict:
-    """For each i64 input used as an index, (bound, what): its values must lie in [0, bound).
+    """For each i64 input used as an index, its IndexBound.
 
     An input reaches its consumer through i64 ops only (a reshape, a slice): the first `one_hot` or `take` it
     meets decides the bound."""
@@ -94,9 +111,10 @@ def index_bounds(graph) -> dict:
             if not any(i.id in reached for i in value.inputs):
                 continue
             if value.op == "one_hot":
-                bounds.setdefault(name, (value.attrs["num_classes"], "classes"))
+                ignored = graph.ignored_labels.get(value.id)
+                bounds.setdefault(name, IndexBound(value.attrs["num_classes"], "classes", ignored))
             elif value.op == "take":
-                bounds.setdefault(name, (value.inputs[0].shape[0], "rows in its embedding table"))
+                bounds.setdefault(name, IndexBound(value.inputs[0].shape[0], "rows in its embedding table"))
             elif value.dtype == "i64":
                 reached.add(value.id)
     return bounds
@@ -106,7 +124,7 @@ def classifier_output(graph) -> tuple[str, str] | None:
     """(output, labels) when the network classifies: an i64 input [N] of class labels (it feeds a one_hot of C
     classes) and an output [N, C] of class scores, the first such output declared. Accuracy is then the share
     of samples whose highest-scoring class is their label."""
-    for label, (classes, what) in index_bounds(graph).items():
+    for label, (classes, what, _) in index_bounds(graph).items():
         shape = tuple(graph.inputs[label].shape)
         if what != "classes" or len(shape) != 1:
             continue
@@ -171,7 +189,7 @@ class Dataset:
             problems.append("the arrays hold no samples")
         if not problems:
             bounds = index_bounds(graph)
-            problems += [_check_range(n, arrays[n], *bounds[n]) for n in present if n in bounds]
+            problems += [_check_range(n, arrays[n], bounds[n]) for n in present if n in bounds]
         problems = [p for p in problems if p]
         if problems:
             raise NetcError(f"{source} does not fit {graph.name}'s inputs: " + "; ".join(problems))
@@ -198,11 +216,10 @@ def _per_sample(leaf) -> str:
     return leaf.dtype + format_shape(("samples",) + tuple(leaf.shape)[1:])
 
 
-def _check_range(name: str, array, bound: int, what: str) -> str | None:
-    low, high = int(array.min()), int(array.max())
-    if low < 0 or high >= bound:
-        bad = low if low < 0 else high
-        return f"'{name}' holds {bad}, outside [0, {bound}): the network has {bound} {what}"
+def _check_range(name: str, array, bound: IndexBound) -> str | None:
+    bad = bound.violation(array)
+    if bad is not None:
+        return f"'{name}' holds {bad}, outside [0, {bound.limit}): the network has {bound.limit} {bound.what}"
     return None
 
 

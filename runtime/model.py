@@ -228,12 +228,11 @@ class Model:
         bound = self._index_bounds[id(graph)].get(name)
         if bound is None or not math.prod(array.shape):
             return
-        limit, what = bound
-        low, high = int(array.min()), int(array.max())
-        if low < 0 or high >= limit:
+        bad = bound.violation(array)
+        if bad is not None:
             raise NetcError(
-                f"input '{name}' holds {low if low < 0 else high}, out of range [0, {limit}): the network has "
-                f"{limit} {what}"
+                f"input '{name}' holds {bad}, out of range [0, {bound.limit}): the network has "
+                f"{bound.limit} {bound.what}"
             )
 
 

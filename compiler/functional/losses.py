@@ -103,7 +103,10 @@ def one_hot_targets(target: Value, classes: int, dtype: str, ignore_index, who: 
     """target [...] as one-hot rows [..., C] of `dtype`, zero for an ignored target."""
     if not is_int(ignore_index):
         raise NetcError(f"{who}: ignore_index must be an int, got {ignore_index!r}")
-    picked = B.cast(target.graph.emit("one_hot", target, num_classes=classes), dtype)
+    one_hot = target.graph.emit("one_hot", target, num_classes=classes)
+    if not 0 <= ignore_index < classes:
+        target.graph.ignored_labels[one_hot.id] = ignore_index
+    picked = B.cast(one_hot, dtype)
     if 0 <= ignore_index < classes:  # one_hot zeroes out-of-range labels by itself, not an in-range one
         kept = 1.0 - B.cast(B.eq(target, ignore_index), dtype)
         picked = picked * B.reshape(kept, kept.shape + (1,))

@@ -45,6 +45,7 @@ def simplify(graph: Graph) -> Graph:
     out.outputs = {k: rebuilt[v.id] for k, v in graph.outputs.items()}
     out.updates = {k: rebuilt[v.id] for k, v in graph.updates.items()}
     out.loss = rebuilt[graph.loss.id] if graph.loss is not None else None
+    out.ignored_labels = {rebuilt[i].id: label for i, label in graph.ignored_labels.items() if i in rebuilt}
     # Rewrites can orphan values built on the way (the scalar under a folded broadcast): sweep them.
     live = {v.id for v in out.live_values()}
     out.values = [v for v in out.values if v.op in LEAF_OPS or v.id in live]
