@@ -7,8 +7,8 @@ against the device's copy bandwidth. Prints Markdown tables.
     python3 benchmarks/bench_cuda.py               # add --no-compile to skip torch.compile (slow to compile)
     python3 benchmarks/bench_cuda.py --precision tf32 --batches 64 512
 
-`--precision` sets both sides alike: float32 turns PyTorch's TF32 off for matmuls and cuDNN convolutions (cuDNN's
-is on by default), tf32 turns both on, as netc's precision="tf32" does for its GEMMs.
+`--precision` sets both sides alike: float32 turns PyTorch's TF32 off for matmuls and cuDNN convolutions
+(cuDNN's is on by default), tf32 turns both on, as netc's precision="tf32" does for its GEMMs.
 
 Both sides take each batch from host memory (NumPy for netc, a CPU tensor moved with .cuda() for PyTorch) and
 hand the loss back as a Python float, which waits for the GPU: a step is what a training loop pays for it.
@@ -28,13 +28,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from twins import EXAMPLES, example_inputs  # noqa: E402
-
-import netc  # noqa: E402
-from netc.compiler.ir import Graph  # noqa: E402
-from netc.compiler.shapes import TensorType  # noqa: E402
-from netc.runtime.backends import get_backend  # noqa: E402
-from netc.runtime.optim import SGD  # noqa: E402
+import netc
+from netc.compiler.ir import Graph
+from netc.compiler.shapes import TensorType
+from netc.runtime.backends import get_backend
+from netc.runtime.optim import SGD
+from twins import EXAMPLES, example_inputs
 
 EXAMPLES_DIR = ROOT / "examples"
 COMPILE_MODES = ("default", "reduce-overhead")
@@ -95,13 +94,21 @@ def netc_side(name: str, batch: int, inputs: dict, precision: str) -> dict:
     run = model._executable(trainer.graph, [trainer.graph.loss], updating=True)  # the step just timed
     model.eval()
     infer = median_seconds(lambda: {k: v.get() for k, v in model.forward(**inputs).items()})
-    return {"train": train, "infer": infer, "kernels": len(run.step.kernels), "arena": run.step.arena_bytes,
-            "gemms": "+".join(run.gemms.libraries_used()) or "none"}
+    return {
+        "train": train,
+        "infer": infer,
+        "kernels": len(run.step.kernels),
+        "arena": run.step.arena_bytes,
+        "gemms": "+".join(run.gemms.libraries_used()) or "none",
+    }
 
 
 def bench_example(name: str, batch: int, modes, precision: str) -> dict:
     inputs = example_inputs(EXAMPLES[name][1], batch, np.random.default_rng(0))
-    result = {"netc": netc_side(name, batch, inputs, precision), "eager": torch_side(name, batch, inputs, None)}
+    result = {
+        "netc": netc_side(name, batch, inputs, precision),
+        "eager": torch_side(name, batch, inputs, None),
+    }
     for mode in modes:
         result[mode] = torch_side(name, batch, inputs, mode)
     return result

@@ -43,7 +43,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     "$PYTHON" -m pip install --no-index --no-deps --target "$DEPS" "${missing[@]}" >>"$OUT/environment.txt" 2>&1 \
         || { echo "installing the carried wheels failed: see environment.txt"; exit 3; }
 fi
-"$PYTHON" -m pip install --no-deps --no-build-isolation -e . >>"$OUT/environment.txt" 2>&1 \
+"$PYTHON" -m pip install --no-index --no-deps --no-build-isolation -e . >>"$OUT/environment.txt" 2>&1 \
     || { echo "installing netc failed: see environment.txt"; tail -20 "$OUT/environment.txt"; exit 3; }
 "$PYTHON" - >>"$OUT/environment.txt" 2>&1 <<'EOF' || { echo "netc, CuPy or the GPU is missing:"; tail -5 "$OUT/environment.txt"; exit 3; }
 import cupy, netc

@@ -8,8 +8,8 @@ captured). CuPy compiles the module with NVRTC and caches the binary on disk.
 
 The arena is one device allocation. Preparing launches the list once on the backend's stream (over the zeroed
 arena: it loads the module, and every GEMM's algorithm and workspace are settled), then captures the same
-launches as a CUDA graph. A run copies the inputs into their slots, replays the graph and copies the roots out, all on
-that stream, ordered after the caller's current stream and before its next work.
+launches as a CUDA graph. A run copies the inputs into their slots, replays the graph and copies the roots
+out, all on that stream, ordered after the caller's current stream and before its next work.
 
 State (parameters, buffers, optimiser state) is resident on the device, as on the cpu backend (see store.py
 and resident.py): it stays in its arena slots between runs, and only the inputs are copied in.
@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from netc.compiler.codegen.launch import GemmLaunch, plan_launches
 from netc.compiler.codegen.render import CUDA, Renderer
 from netc.compiler.errors import NetcError
@@ -124,14 +123,21 @@ class CudaRun(ArenaRun):
         self.stream = cupy.cuda.Stream(non_blocking=True)
         with self.stream:  # zeroed on the stream that will use it: a non-blocking stream skips no queue
             self.arena = cupy.zeros(step.arena_bytes + 64, dtype=cupy.uint8)
-            self.workspace = cupy.empty(WORKSPACE_BYTES, dtype=cupy.uint8)  # cuBLAS's, kept as long as the graph
+            self.workspace = cupy.empty(
+                WORKSPACE_BYTES, dtype=cupy.uint8
+            )  # cuBLAS's, kept as long as the graph
         self._error = self.module.get_global("netc_error")
         self._error_flag = cupy.ndarray((), cupy.int64, memptr=self._error)
         # Made once: recording an event again moves it, and a stream's wait takes the event as it is then.
         self._inputs_ready, self._results_ready = (cupy.cuda.Event(disable_timing=True) for _ in range(2))
         self._checks_indices = any(k.kind == "index" and k.values[0].op != "one_hot" for k in step.kernels)
-        self.gemms = CudaGemms(load or cupy_blas_loader(cupy), self.stream.ptr, self.workspace.data.ptr, WORKSPACE_BYTES,
-                               tf32=precision == "tf32")
+        self.gemms = CudaGemms(
+            load or cupy_blas_loader(cupy),
+            self.stream.ptr,
+            self.workspace.data.ptr,
+            WORKSPACE_BYTES,
+            tf32=precision == "tf32",
+        )
         self._calls = [self._kernel_call(launch) for launch in step.launches]
         self._bind(step, graph, roots, state)
         self._staging = PinnedStaging(cupy, dict(self._inputs))

@@ -20,7 +20,13 @@ from netc.compiler.errors import NetcError
 
 # Every pointer, handle and descriptor is passed as an integer address: the same for the real libraries and
 # for the tests' stand-ins, which read and write through the addresses they are given.
-POINTER, INT, INT64, UINT64, SIZE = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_uint64, ctypes.c_size_t
+POINTER, INT, INT64, UINT64, SIZE = (
+    ctypes.c_void_p,
+    ctypes.c_int,
+    ctypes.c_int64,
+    ctypes.c_uint64,
+    ctypes.c_size_t,
+)
 
 # The constants used, under their C names (cublas_api.h, cublasLt.h, library_types.h).
 CUBLAS_STATUS_SUCCESS = 0
@@ -65,7 +71,7 @@ CUBLASLT_FUNCTIONS = {
     "cublasLtMatmulPreferenceSetAttribute": [POINTER, INT, POINTER, SIZE],
     # handle, operation, A, B, C, D layouts, preference, requested count, results[], returned count
     "cublasLtMatmulAlgoGetHeuristic": [POINTER] * 7 + [INT, POINTER, POINTER],
-    # handle, operation, alpha, A, Adesc, B, Bdesc, beta, C, Cdesc, D, Ddesc, algo, workspace, its size, stream
+    # handle, operation, alpha, A, Adesc, B, Bdesc, beta, C, Cdesc, D, Ddesc, algo, workspace, size, stream
     "cublasLtMatmul": [POINTER] * 14 + [SIZE, POINTER],
 }
 
@@ -102,7 +108,9 @@ class BoundLibrary:
         for function, argtypes in functions.items():
             entry = getattr(library, function, None)
             if entry is None:
-                raise NetcError(f"{name} has no {function}: it is older than the cuda backend needs (CUDA 11.0+)")
+                raise NetcError(
+                    f"{name} has no {function}: it is older than the cuda backend needs (CUDA 11.0+)"
+                )
             if isinstance(library, ctypes.CDLL):
                 entry.argtypes, entry.restype = argtypes, ctypes.c_int
             setattr(self, function, _checked(function, entry))

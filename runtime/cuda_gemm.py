@@ -19,7 +19,6 @@ import os
 from dataclasses import dataclass, replace
 
 import numpy as np
-
 from netc.compiler.codegen.launch import GemmLaunch
 from netc.compiler.errors import NetcError
 
@@ -69,8 +68,15 @@ class CudaGemms:
     `load(stem)` loads lib{stem} ("cublasLt", "cublas"): runtime/cuda_libs.py on a device, a stand-in in the
     tests. The workspace is device memory of `workspace_bytes` that outlives every captured graph."""
 
-    def __init__(self, load, stream_ptr: int, workspace_ptr: int, workspace_bytes: int, tf32: bool = False,
-                 prefer: str | None = None):
+    def __init__(
+        self,
+        load,
+        stream_ptr: int,
+        workspace_ptr: int,
+        workspace_bytes: int,
+        tf32: bool = False,
+        prefer: str | None = None,
+    ):
         prefer = prefer or os.environ.get("NETC_CUDA_GEMM", "lt")
         if prefer not in GEMM_LIBRARIES:
             raise NetcError(f"NETC_CUDA_GEMM must be one of {', '.join(GEMM_LIBRARIES)}, got '{prefer}'")
@@ -127,8 +133,12 @@ class LtMatmuls:
         self.handle, self.preference = ctypes.c_void_p(), ctypes.c_void_p()
         self.lt.cublasLtCreate(ctypes.addressof(self.handle))
         self.lt.cublasLtMatmulPreferenceCreate(ctypes.addressof(self.preference))
-        _set(self.lt.cublasLtMatmulPreferenceSetAttribute, self.preference,
-                  api.CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, ctypes.c_uint64(gemms.workspace_bytes))
+        _set(
+            self.lt.cublasLtMatmulPreferenceSetAttribute,
+            self.preference,
+            api.CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+            ctypes.c_uint64(gemms.workspace_bytes),
+        )
         self._algorithms: dict = {}
         self._owned: list = []  # (destroy function, descriptor) of every descriptor made
 
@@ -147,18 +157,33 @@ class LtMatmuls:
     def _choose(self, operation, layouts: list, pointers: list) -> api.MatmulHeuristicResult:
         """The heuristic's first algorithm for this GEMM at its pointers' alignments (C and D are one)."""
         first, second, out = (alignment(p) for p in pointers)
-        for attribute, value in [(api.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, first),
-                                 (api.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, second),
-                                 (api.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, out),
-                                 (api.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, out)]:
-            _set(self.lt.cublasLtMatmulPreferenceSetAttribute, self.preference, attribute,
-                      ctypes.c_uint32(value))
+        for attribute, value in [
+            (api.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, first),
+            (api.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, second),
+            (api.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, out),
+            (api.CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, out),
+        ]:
+            _set(
+                self.lt.cublasLtMatmulPreferenceSetAttribute,
+                self.preference,
+                attribute,
+                ctypes.c_uint32(value),
+            )
         result, returned = api.MatmulHeuristicResult(), ctypes.c_int(0)
         a, b, c = layouts
         try:
             self.lt.cublasLtMatmulAlgoGetHeuristic(
-                self.handle, operation, a, b, c, c, self.preference, 1, ctypes.addressof(result),
-                ctypes.addressof(returned))
+                self.handle,
+                operation,
+                a,
+                b,
+                c,
+                c,
+                self.preference,
+                1,
+                ctypes.addressof(result),
+                ctypes.addressof(returned),
+            )
         except api.CublasError as error:
             raise NoAlgorithm(str(error)) from None
         if returned.value < 1 or result.state != api.CUBLAS_STATUS_SUCCESS:
@@ -192,15 +217,28 @@ def describe(lt, launch: GemmLaunch, tf32: bool, owned: list) -> tuple:
     compute, data_type = _compute(launch.dtype, tf32)
     first, second, out = column_major(launch)
     operation = made("cublasLtMatmulDesc", compute, data_type)
-    for attribute, operand in [(api.CUBLASLT_MATMUL_DESC_TRANSA, first), (api.CUBLASLT_MATMUL_DESC_TRANSB, second)]:
-        _set(lt.cublasLtMatmulDescSetAttribute, operation, attribute, ctypes.c_int32(_operation(operand.transposed)))
+    for attribute, operand in [
+        (api.CUBLASLT_MATMUL_DESC_TRANSA, first),
+        (api.CUBLASLT_MATMUL_DESC_TRANSB, second),
+    ]:
+        _set(
+            lt.cublasLtMatmulDescSetAttribute,
+            operation,
+            attribute,
+            ctypes.c_int32(_operation(operand.transposed)),
+        )
     layouts = []
     for operand in (first, second, out):
         layout = made("cublasLtMatrixLayout", data_type, operand.rows, operand.cols, operand.ld)
         if launch.batch > 1:  # a stride of 0 reads one matrix for the whole batch (a convolution's weight)
             setter = lt.cublasLtMatrixLayoutSetAttribute
             _set(setter, layout, api.CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, ctypes.c_int32(launch.batch))
-            _set(setter, layout, api.CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, ctypes.c_int64(operand.stride))
+            _set(
+                setter,
+                layout,
+                api.CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                ctypes.c_int64(operand.stride),
+            )
         layouts.append(layout)
     return operation, layouts
 
@@ -217,9 +255,24 @@ class LtGemm:
         (first, second, out), (la, lb, lc) = self.pointers, self.layouts
         alpha = self.scalars.ctypes.data
         beta = alpha + self.scalars.itemsize
-        m.lt.cublasLtMatmul(m.handle, self.operation, alpha, first, la, second, lb, beta, out, lc, out, lc,
-                            ctypes.addressof(self.algorithm.algo), gemms.workspace, gemms.workspace_bytes,
-                            gemms.stream)
+        m.lt.cublasLtMatmul(
+            m.handle,
+            self.operation,
+            alpha,
+            first,
+            la,
+            second,
+            lb,
+            beta,
+            out,
+            lc,
+            out,
+            lc,
+            ctypes.addressof(self.algorithm.algo),
+            gemms.workspace,
+            gemms.workspace_bytes,
+            gemms.stream,
+        )
 
 
 class ClassicGemms:
@@ -241,16 +294,38 @@ class ClassicGemms:
         scalars = _scalars(launch.dtype)
         alpha = scalars.ctypes.data
         beta = alpha + scalars.itemsize
-        head = (self.handle, _operation(first.transposed), _operation(second.transposed), launch.n, launch.m,
-                launch.k, alpha)
+        head = (
+            self.handle,
+            _operation(first.transposed),
+            _operation(second.transposed),
+            launch.n,
+            launch.m,
+            launch.k,
+            alpha,
+        )
         a, b, c = base + first.offset, base + second.offset, base + out.offset
         prefix = "cublasD" if launch.dtype == "double" else "cublasS"
         if launch.batch == 1:
-            gemm, args = getattr(self.blas, prefix + "gemm_v2"), (*head, a, first.ld, b, second.ld, beta, c, out.ld)
+            gemm, args = (
+                getattr(self.blas, prefix + "gemm_v2"),
+                (*head, a, first.ld, b, second.ld, beta, c, out.ld),
+            )
         else:
             gemm = getattr(self.blas, prefix + "gemmStridedBatched")
-            args = (*head, a, first.ld, first.stride, b, second.ld, second.stride, beta, c, out.ld, out.stride,
-                    launch.batch)
+            args = (
+                *head,
+                a,
+                first.ld,
+                first.stride,
+                b,
+                second.ld,
+                second.stride,
+                beta,
+                c,
+                out.ld,
+                out.stride,
+                launch.batch,
+            )
 
         def call(scalars=scalars):  # keeps alpha and beta alive as long as the call
             gemm(*args)

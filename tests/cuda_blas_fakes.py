@@ -17,7 +17,10 @@ from cuda_fakes import STATUS_INVALID_VALUE, STATUS_NOT_INITIALIZED, STATUS_NOT_
 from netc.runtime import cuda_blas_api as api
 
 DTYPES = {api.CUDA_R_32F: np.float32, api.CUDA_R_64F: np.float64}
-MATMUL_ATTRIBUTES = {api.CUBLASLT_MATMUL_DESC_TRANSA: ("transa", 4), api.CUBLASLT_MATMUL_DESC_TRANSB: ("transb", 4)}
+MATMUL_ATTRIBUTES = {
+    api.CUBLASLT_MATMUL_DESC_TRANSA: ("transa", 4),
+    api.CUBLASLT_MATMUL_DESC_TRANSB: ("transb", 4),
+}
 LAYOUT_ATTRIBUTES = {
     api.CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT: ("batch", 4),
     api.CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET: ("stride", 8),
@@ -41,7 +44,8 @@ def _write_pointer(address, value: int) -> None:
 
 
 def round_to_tf32(x: np.ndarray) -> np.ndarray:
-    """float32 rounded to TensorFloat-32's 10-bit mantissa (to nearest, ties to even), as tensor cores read it."""
+    """float32 rounded to TensorFloat-32's 10-bit mantissa (to nearest, ties to even), as tensor cores read
+    it."""
     bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
     rounded = (bits + 0xFFF + ((bits >> 13) & 1)) & np.uint32(0xFFFFE000)
     return rounded.view(np.float32)
@@ -110,8 +114,9 @@ class FakeCublasLt(_Objects):
         return self.new(out, kind="layout", dtype=dtype, rows=rows, cols=cols, ld=ld, batch=1, stride=0)
 
     def cublasLtMatmulPreferenceCreate(self, out):
-        return self.new(out, kind="preference", max_workspace=0, align_a=256, align_b=256, align_c=256,
-                        align_d=256)
+        return self.new(
+            out, kind="preference", max_workspace=0, align_a=256, align_b=256, align_c=256, align_d=256
+        )
 
     def _destroy(self, handle):
         return 0 if self.objects.pop(_value(handle), None) else STATUS_INVALID_VALUE
@@ -134,7 +139,7 @@ class FakeCublasLt(_Objects):
         return _set(self.get(preference), PREFERENCE_ATTRIBUTES, attribute, buffer, size)
 
     def _problem(self, desc, a, b, c, d):
-        """(operation, layouts) if the shapes chain (op(A): m x k, op(B): k x n, C and D: m x n), else None."""
+        """(operation, layouts) if the shapes chain (op(A): m x k, op(B): k x n, C and D: m x n), or None."""
         operation, layouts = self.get(desc), [self.get(x) for x in (a, b, c, d)]
         if operation is None or None in layouts:
             return None
@@ -154,16 +159,36 @@ class FakeCublasLt(_Objects):
         if pref["max_workspace"] < ALGORITHM_WORKSPACE:
             return STATUS_NOT_SUPPORTED  # the fake has no algorithm without workspace
         algorithm_id = next(self._ids)
-        self.algorithms[algorithm_id] = {"problem": _signature(*problem), "workspace": ALGORITHM_WORKSPACE,
-                                         "alignment": [pref[f"align_{x}"] for x in "abcd"]}
+        self.algorithms[algorithm_id] = {
+            "problem": _signature(*problem),
+            "workspace": ALGORITHM_WORKSPACE,
+            "alignment": [pref[f"align_{x}"] for x in "abcd"],
+        }
         result = api.MatmulHeuristicResult.from_address(_value(results))
         result.algo[0] = algorithm_id  # the opaque words name the fake's record
         result.workspaceSize, result.state, result.wavesCount = ALGORITHM_WORKSPACE, 0, 1.0
         ctypes.c_int.from_address(_value(count)).value = 1
         return 0
 
-    def cublasLtMatmul(self, handle, desc, alpha, a, adesc, b, bdesc, beta, c, cdesc, d, ddesc, algo, workspace,
-                       workspace_size, stream):
+    def cublasLtMatmul(
+        self,
+        handle,
+        desc,
+        alpha,
+        a,
+        adesc,
+        b,
+        bdesc,
+        beta,
+        c,
+        cdesc,
+        d,
+        ddesc,
+        algo,
+        workspace,
+        workspace_size,
+        stream,
+    ):
         problem = self._problem(desc, adesc, bdesc, cdesc, ddesc)
         algorithm = self.algorithms.get(ctypes.c_uint64.from_address(_value(algo)).value)
         target = FakeStream.by_pointer.get(_value(stream))
@@ -189,7 +214,9 @@ class FakeCublasLt(_Objects):
                 if tf32:
                     first, second = round_to_tf32(first), round_to_tf32(second)
                 out = _matrix(pointers[3], lc, i, False)
-                out[...] = alpha * (first @ second) + (beta * _matrix(pointers[2], lc, i, False) if beta else 0)
+                out[...] = alpha * (first @ second) + (
+                    beta * _matrix(pointers[2], lc, i, False) if beta else 0
+                )
 
         target.enqueue(compute, "cublasLtMatmul")
         return 0
@@ -245,8 +272,12 @@ class FakeCublas(_Objects):
             self.gemms += 1
             for i in range(batch):
                 first = column_major(_value(a) + i * sa * item, dtype, *((k, m) if opa else (m, k)), lda, opa)
-                second = column_major(_value(b) + i * sb * item, dtype, *((n, k) if opb else (k, n)), ldb, opb)
-                column_major(_value(c) + i * sc * item, dtype, m, n, ldc, False)[...] = alpha * (first @ second)
+                second = column_major(
+                    _value(b) + i * sb * item, dtype, *((n, k) if opb else (k, n)), ldb, opb
+                )
+                column_major(_value(c) + i * sc * item, dtype, m, n, ldc, False)[...] = alpha * (
+                    first @ second
+                )
 
         target.enqueue(compute, "cublas gemm")
         return 0
@@ -257,11 +288,19 @@ class FakeCublas(_Objects):
     def cublasDgemm_v2(self, h, opa, opb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
         return self._gemm(np.float64, h, opa, opb, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1)
 
-    def cublasSgemmStridedBatched(self, h, opa, opb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, count):
-        return self._gemm(np.float32, h, opa, opb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, count)
+    def cublasSgemmStridedBatched(
+        self, h, opa, opb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, count
+    ):
+        return self._gemm(
+            np.float32, h, opa, opb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, count
+        )
 
-    def cublasDgemmStridedBatched(self, h, opa, opb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, count):
-        return self._gemm(np.float64, h, opa, opb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, count)
+    def cublasDgemmStridedBatched(
+        self, h, opa, opb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, count
+    ):
+        return self._gemm(
+            np.float64, h, opa, opb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, count
+        )
 
 
 class CupyStyleCublas:

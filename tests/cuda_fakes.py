@@ -3,10 +3,11 @@ refuse. Device memory is host memory (a pointer is a host address), and a kernel
 for the host (test_cuda_emulated.py), so the cuda backend's own code (runtime/cuda.py) runs unchanged on them.
 
 What they hold to, as the real libraries do:
-- Work issued to a stream while it captures is recorded, not run; it runs when the graph is launched. Waiting
-  for a capturing stream (synchronize, a device-to-host copy) is an error.
-- CuPy's cuBLAS binding (cupy_backends.cuda.libs.cublas) resets the handle's stream to the current stream before
-  every call, and raises NotImplementedError while that stream captures: whatever the handle.
+- Work queued on a stream runs only when something waits for it, as a GPU runs behind the host. Work issued
+  while a stream captures is recorded, not run; it runs when the graph is launched. Waiting for a capturing
+  stream (synchronize, a device-to-host copy) is an error.
+- CuPy's cuBLAS binding (cupy_backends.cuda.libs.cublas) resets the handle's stream to the current stream
+  before every call, and raises NotImplementedError while that stream captures: whatever the handle.
 - cuBLASLt computes with the algorithm the heuristic chose, under the alignments that were in force when it
   was chosen, and needs the workspace that algorithm asked for; a classic cuBLAS handle captured without a
   workspace of its own would allocate one during the capture, which CUDA refuses.
@@ -27,7 +28,7 @@ class CaptureError(RuntimeError):
     """What CUDA answers to an operation not permitted while a stream captures."""
 
 
-# -- streams, graphs, memory ----------------------------------------------------------------------------------
+# -- streams, graphs, memory -----------------------------------------------------------------------------
 
 
 class FakeStream:
@@ -196,7 +197,7 @@ class FakeModule:
         def launch(grid, block, args, shared_mem=0, stream=None):
             (arena,) = args
             stream = stream or cupy.get_current_stream()
-            work = lambda: cupy.emulate(self.library, entry, arena.ctypes.data, grid[0], block[0])  # noqa: E731
+            work = lambda: cupy.emulate(self.library, entry, arena.ctypes.data, grid[0], block[0])
             stream.enqueue(work, f"kernel {name}")
 
         return launch

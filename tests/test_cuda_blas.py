@@ -33,8 +33,11 @@ CXX = shutil.which("g++") or shutil.which("c++")
 
 def _include_dirs() -> list:
     """Folders holding the cuBLAS headers and the CUDA runtime headers they include."""
-    roots = [Path(root) / sub for root in _nvidia_wheel_roots() for sub in ("cu13/include", "cu12/include",
-                                                                           "cublas/include", "cuda_runtime/include")]
+    roots = [
+        Path(root) / sub
+        for root in _nvidia_wheel_roots()
+        for sub in ("cu13/include", "cu12/include", "cublas/include", "cuda_runtime/include")
+    ]
     roots += [Path(os.environ[v]) / "include" for v in ("CUDA_PATH", "CUDA_HOME") if os.environ.get(v)]
     roots.append(Path("/usr/local/cuda/include"))
     return [str(root) for root in roots if root.is_dir()]
@@ -43,8 +46,13 @@ def _include_dirs() -> list:
 HEADERS = [d for d in _include_dirs() if (Path(d) / "cublasLt.h").exists()]
 needs_headers = pytest.mark.skipif(not HEADERS or CXX is None, reason="no cuBLAS headers or no C++ compiler")
 
-CTYPES_KINDS = {ctypes.c_void_p: {"p8"}, ctypes.c_int: {"i4", "e4"}, ctypes.c_int64: {"i8"},
-                ctypes.c_uint64: {"u8"}, ctypes.c_size_t: {"u8"}}
+CTYPES_KINDS = {
+    ctypes.c_void_p: {"p8"},
+    ctypes.c_int: {"i4", "e4"},
+    ctypes.c_int64: {"i8"},
+    ctypes.c_uint64: {"u8"},
+    ctypes.c_size_t: {"u8"},
+}
 
 PROGRAM = r"""
 #include <cublasLt.h>
@@ -65,7 +73,8 @@ template <class R, class... A> void describe(const char *name, R (*)(A...)) {
 int main() {
 BODY
     typedef cublasLtMatmulHeuristicResult_t R;
-    std::printf("struct result %zu %zu %zu %zu %zu\n", sizeof(R), offsetof(R, workspaceSize), offsetof(R, state),
+    std::printf("struct result %zu %zu %zu %zu %zu\n", sizeof(R), offsetof(R, workspaceSize),
+                offsetof(R, state),
                 offsetof(R, wavesCount), sizeof(cublasLtMatmulAlgo_t));
 }
 """
@@ -81,8 +90,9 @@ def header_facts(tmp_path_factory) -> dict:
     source, binary = folder / "facts.cpp", folder / "facts"
     source.write_text(PROGRAM.replace("BODY", "\n".join(body)))
     includes = [flag for d in dict.fromkeys(HEADERS + _include_dirs()) for flag in ("-I", d)]
-    build = subprocess.run([CXX, "-std=c++17", *includes, str(source), "-o", str(binary)], capture_output=True,
-                           text=True)
+    build = subprocess.run(
+        [CXX, "-std=c++17", *includes, str(source), "-o", str(binary)], capture_output=True, text=True
+    )
     assert build.returncode == 0, build.stderr[:4000]
     facts = {"function": {}, "constant": {}}
     for line in subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout.splitlines():
@@ -96,9 +106,13 @@ def test_every_declared_function_matches_its_header_prototype(header_facts):
     for name, argtypes in {**api.CUBLASLT_FUNCTIONS, **api.CUBLAS_FUNCTIONS}.items():
         returns, *parameters = header_facts["function"][name]
         assert returns == "e4", f"{name} returns {returns}, not a cublasStatus_t"
-        assert len(parameters) == len(argtypes), f"{name}: {len(parameters)} parameters, {len(argtypes)} declared"
+        assert len(parameters) == len(argtypes), (
+            f"{name}: {len(parameters)} parameters, {len(argtypes)} declared"
+        )
         for index, (actual, declared) in enumerate(zip(parameters, argtypes)):
-            assert actual in CTYPES_KINDS[declared], f"{name} parameter {index}: {actual}, declared {declared}"
+            assert actual in CTYPES_KINDS[declared], (
+                f"{name} parameter {index}: {actual}, declared {declared}"
+            )
 
 
 @needs_headers
@@ -107,8 +121,12 @@ def test_every_constant_and_the_heuristic_result_match_the_headers(header_facts)
         assert int(header_facts["constant"][name][0]) == value, name
     size, workspace, state, waves = map(int, header_facts["struct"]["result"][:4])
     result = api.MatmulHeuristicResult
-    assert (ctypes.sizeof(result), result.workspaceSize.offset, result.state.offset, result.wavesCount.offset) == (
-        size, workspace, state, waves)
+    assert (
+        ctypes.sizeof(result),
+        result.workspaceSize.offset,
+        result.state.offset,
+        result.wavesCount.offset,
+    ) == (size, workspace, state, waves)
     assert int(header_facts["struct"]["result"][4]) == ctypes.sizeof(ctypes.c_uint64 * 8)
 
 
@@ -139,13 +157,19 @@ def test_the_real_cublaslt_takes_every_gemm_description_of_a_training_step(tf32)
         for launch in launches:
             operation, layouts = describe(REAL_LT, launch, tf32, owned)
             operands = column_major(launch)
-            for attribute, operand in [(api.CUBLASLT_MATMUL_DESC_TRANSA, operands[0]),
-                                       (api.CUBLASLT_MATMUL_DESC_TRANSB, operands[1])]:
-                assert _read(REAL_LT.cublasLtMatmulDescGetAttribute, operation, attribute, ctypes.c_int32) == (
-                    _operation(operand.transposed))
+            for attribute, operand in [
+                (api.CUBLASLT_MATMUL_DESC_TRANSA, operands[0]),
+                (api.CUBLASLT_MATMUL_DESC_TRANSB, operands[1]),
+            ]:
+                assert _read(
+                    REAL_LT.cublasLtMatmulDescGetAttribute, operation, attribute, ctypes.c_int32
+                ) == (_operation(operand.transposed))
             for layout, operand in zip(layouts, operands):
                 read = REAL_LT.cublasLtMatrixLayoutGetAttribute
-                assert _read(read, layout, api.CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, ctypes.c_int32) == launch.batch
+                assert (
+                    _read(read, layout, api.CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, ctypes.c_int32)
+                    == launch.batch
+                )
                 stride = _read(read, layout, api.CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, ctypes.c_int64)
                 assert stride == (operand.stride if launch.batch > 1 else 0)
     finally:

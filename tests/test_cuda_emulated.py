@@ -24,12 +24,12 @@ import types
 from pathlib import Path
 
 import netc
-from netc import NetcError
 import numpy as np
 import pytest
-from netc.compiler.autodiff import grad
 from cuda_blas_fakes import CupyStyleCublas, FakeCublas, FakeCublasLt
 from cuda_fakes import fake_cupy
+from netc import NetcError
+from netc.compiler.autodiff import grad
 from netc.compiler.codegen.launch import GemmLaunch
 from netc.compiler.passes.simplify import simplify
 from netc.compiler.shapes import TensorType
@@ -108,8 +108,18 @@ def _emulated_library(source: str, tmp_path: Path):
     if not library.exists():
         folder.mkdir(exist_ok=True)
         (folder / "module.cpp").write_text(source)
-        _build([CXX, *EMULATION_FLAGS, "-shared", "-include", str(header), str(folder / "module.cpp"),
-                "-o", str(library)])
+        _build(
+            [
+                CXX,
+                *EMULATION_FLAGS,
+                "-shared",
+                "-include",
+                str(header),
+                str(folder / "module.cpp"),
+                "-o",
+                str(library),
+            ]
+        )
     return _load_emulation(library)
 
 
@@ -138,9 +148,12 @@ class EmulatedDevice:
         self.lt, self.blas = FakeCublasLt(), FakeCublas()
         self.cupy_blas = CupyStyleCublas(self.cupy)
         libs = types.SimpleNamespace(cublas=self.cupy_blas)
-        for name, module in [("cupy_backends", types.SimpleNamespace(cuda=types.SimpleNamespace(libs=libs))),
-                             ("cupy_backends.cuda", types.SimpleNamespace(libs=libs)),
-                             ("cupy_backends.cuda.libs", libs), ("cupy_backends.cuda.libs.cublas", self.cupy_blas)]:
+        for name, module in [
+            ("cupy_backends", types.SimpleNamespace(cuda=types.SimpleNamespace(libs=libs))),
+            ("cupy_backends.cuda", types.SimpleNamespace(libs=libs)),
+            ("cupy_backends.cuda.libs", libs),
+            ("cupy_backends.cuda.libs.cublas", self.cupy_blas),
+        ]:
             monkeypatch.setitem(sys.modules, name, module)
 
     def load(self, stem: str):
@@ -205,8 +218,10 @@ def test_the_step_is_captured_once_and_each_replay_follows_its_inputs(device):
     (captured,) = device.cupy.graphs
     launches = run.step.launches
     kinds = [kind for kind in captured.kinds() if kind != "memset"]
-    assert kinds == ["cublasLtMatmul" if isinstance(launch, GemmLaunch) else f"kernel {launch.entry}"
-                     for launch in launches]
+    assert kinds == [
+        "cublasLtMatmul" if isinstance(launch, GemmLaunch) else f"kernel {launch.entry}"
+        for launch in launches
+    ]
     assert device.lt.matmuls == sum(isinstance(launch, GemmLaunch) for launch in launches)  # the run before
     other = dict(feeds, x=feeds["x"][::-1].copy())
     for current in (feeds, other, feeds):
@@ -273,16 +288,22 @@ def test_inputs_queued_behind_the_host_are_the_ones_given(emulated_backend):
 
 def test_an_out_of_range_index_is_an_error_and_the_next_run_is_clean(emulated_backend, tmp_path):
     path = tmp_path / "e.net"
-    path.write_text("network E {\n    input ids: i64[N, 5]\n    emb = Embedding(10, 4)\n    output ids -> emb\n}\n")
+    path.write_text(
+        "network E {\n    input ids: i64[N, 5]\n    emb = Embedding(10, 4)\n    output ids -> emb\n}\n"
+    )
     model = netc.compile(path, batch=2, backend="cuda")
     reference = netc.compile(path, batch=2)
     reference.load_state_dict(model.state_dict())
     ids = np.arange(10).reshape(2, 5)
-    np.testing.assert_array_equal(model.forward(ids=ids)["output"].get(), reference.forward(ids=ids)["output"])
+    np.testing.assert_array_equal(
+        model.forward(ids=ids)["output"].get(), reference.forward(ids=ids)["output"]
+    )
     run = model._executable(model.graph, list(model.graph.outputs.values()), updating=False)
     with pytest.raises(NetcError, match="out of range"):
         run({"ids": np.full((2, 5), 10), "__seed__": np.int64(0)})
-    np.testing.assert_array_equal(model.forward(ids=ids)["output"].get(), reference.forward(ids=ids)["output"])
+    np.testing.assert_array_equal(
+        model.forward(ids=ids)["output"].get(), reference.forward(ids=ids)["output"]
+    )
 
 
 def test_the_gpu_benchmark_runs_netc_on_the_emulated_device(emulated_backend, monkeypatch):

@@ -11,13 +11,22 @@ import pytest
 from cuda_blas_fakes import FakeCublas, FakeCublasLt, round_to_tf32
 from cuda_fakes import fake_cupy
 from netc.compiler.codegen.launch import GemmLaunch
+from netc.compiler.errors import NetcError
 from netc.compiler.ir import Graph
 from netc.compiler.shapes import TensorType
 from netc.runtime import cuda_blas_api as api
 from netc.runtime.cuda import compile_step
 from netc.runtime.cuda_gemm import WORKSPACE_BYTES, CudaGemms, alignment
 
-SHAPES = {"a": (2, 3, 4), "b": (2, 4, 5), "at": (2, 4, 3), "bt": (2, 5, 4), "m": (3, 4), "mt": (5, 4), "w": (4, 5)}
+SHAPES = {
+    "a": (2, 3, 4),
+    "b": (2, 4, 5),
+    "at": (2, 4, 3),
+    "bt": (2, 5, 4),
+    "m": (3, 4),
+    "mt": (5, 4),
+    "w": (4, 5),
+}
 
 
 def _gemm_graph():
@@ -39,9 +48,15 @@ def _gemm_graph():
 
 
 def _expected(v: dict) -> dict:
-    t = lambda x: np.swapaxes(x, -1, -2)  # noqa: E731
-    return {"ab": v["a"] @ v["b"], "atb": t(v["at"]) @ v["b"], "abt": v["a"] @ t(v["bt"]),
-            "atbt": t(v["at"]) @ t(v["bt"]), "mmt": v["m"] @ t(v["mt"]), "aw": v["a"] @ v["w"]}
+    t = lambda x: np.swapaxes(x, -1, -2)
+    return {
+        "ab": v["a"] @ v["b"],
+        "atb": t(v["at"]) @ v["b"],
+        "abt": v["a"] @ t(v["bt"]),
+        "atbt": t(v["at"]) @ t(v["bt"]),
+        "mmt": v["m"] @ t(v["mt"]),
+        "aw": v["a"] @ v["w"],
+    }
 
 
 class Bench:
@@ -60,15 +75,21 @@ class Bench:
         self.lt, self.blas = lt or FakeCublasLt(), blas or FakeCublas()
         self.load = load or {"cublasLt": self.lt, "cublas": self.blas}.__getitem__
         self.launches = [launch for launch in self.step.launches if isinstance(launch, GemmLaunch)]
-        assert {(g.trans_a, g.trans_b) for g in self.launches} == {(False, False), (True, False), (False, True),
-                                                                   (True, True)}
+        assert {(g.trans_a, g.trans_b) for g in self.launches} == {
+            (False, False),
+            (True, False),
+            (False, True),
+            (True, True),
+        }
         assert {g.batch for g in self.launches} == {1, 2} and any(g.stride_b == 0 for g in self.launches)
 
     def gemms(self, **options) -> CudaGemms:
         return CudaGemms(self.load, self.stream.ptr, self.workspace.data.ptr, WORKSPACE_BYTES, **options)
 
     def window(self, value):
-        return self.cupy.ndarray(value.shape, self.float, memptr=self.arena.data + self.step.offsets[value.id])
+        return self.cupy.ndarray(
+            value.shape, self.float, memptr=self.arena.data + self.step.offsets[value.id]
+        )
 
     def fill(self, seed: int) -> dict:
         rng = np.random.default_rng(seed)
@@ -79,7 +100,9 @@ class Bench:
 
     def results(self) -> dict:
         """The products, once the GEMMs queued so far have run."""
-        return {name: self.window(value).get(stream=self.stream) for name, value in self.graph.outputs.items()}
+        return {
+            name: self.window(value).get(stream=self.stream) for name, value in self.graph.outputs.items()
+        }
 
 
 def _check(got: dict, want: dict, rtol: float) -> None:
@@ -169,7 +192,10 @@ def test_the_classic_handle_gets_its_stream_and_workspace_before_any_capture():
     call = gemms.gemm(bench.launches[0], bench.arena.data.ptr)
     (state,) = bench.blas.objects.values()
     assert (state["stream"], state["workspace"], state["math"]) == (
-        bench.stream.ptr, bench.workspace.data.ptr, api.CUBLAS_DEFAULT_MATH)
+        bench.stream.ptr,
+        bench.workspace.data.ptr,
+        api.CUBLAS_DEFAULT_MATH,
+    )
     state["workspace"] = 0  # as if it had not been set: the stand-in must refuse the capture
     bench.stream.begin_capture()
     with pytest.raises(api.CublasError, match="status 3"):
@@ -224,7 +250,7 @@ def _cupy():
 
     try:
         return import_cupy()
-    except Exception:  # NetcError without CuPy or a GPU
+    except NetcError:  # no CuPy, or no GPU
         return None
 
 

@@ -1,6 +1,7 @@
 """The cuda backend. Without a GPU: its error messages and its launch list (its GEMMs: test_cuda_gemm.py; the
-whole captured step, emulated: test_cuda_emulated.py). With CuPy and a GPU: every example against PyTorch, as the cpu backend is tested —
-forward, gradients, and 20 training steps of SGD with momentum and of Adam."""
+whole captured step, emulated: test_cuda_emulated.py). With CuPy and a GPU: every example against PyTorch,
+as the cpu backend is tested (forward, gradients, and 20 training steps of SGD with momentum and of Adam),
+and precision="tf32" against PyTorch's TF32."""
 
 from __future__ import annotations
 
@@ -124,12 +125,16 @@ def test_gemm_launches_match_the_cpu_blas_calls(name):
             if launch.batch > 1:  # a weight shared by the batch is read with a batch stride of 0
                 inner = ctx["batch_dims"][0]
                 assert (launch.stride_a, launch.stride_b) == (inner["a_stride"], inner["b_stride"])
-                assert launch.stride_a in (0, launch.m * launch.k) and launch.stride_b in (0, launch.k * launch.n)
+                assert launch.stride_a in (0, launch.m * launch.k) and launch.stride_b in (
+                    0,
+                    launch.k * launch.n,
+                )
                 assert launch.stride_c == launch.m * launch.n
 
 
 @pytest.mark.parametrize(
-    "shape, blocks", [((3,), 1), ((1002,), 4), ((1000,), 1), ((8192, 1024), MAX_BLOCKS), ((3, 10**7), MAX_BLOCKS)]
+    "shape, blocks",
+    [((3,), 1), ((1002,), 4), ((1000,), 1), ((8192, 1024), MAX_BLOCKS), ((3, 10**7), MAX_BLOCKS)],
 )
 def test_grids_cover_the_work_of_small_and_large_kernels(shape, blocks):
     """A block per BLOCK threads, up to MAX_BLOCKS (past that the grid-stride loops do the rest); a thread per
@@ -307,7 +312,8 @@ def test_out_of_range_indices_are_an_error_not_a_crash(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA build of PyTorch")
 def test_tf32_matches_pytorch_with_tf32_matmuls_and_convolutions(monkeypatch):
     """precision="tf32" against PyTorch on the GPU with allow_tf32 for matmuls and cuDNN: the loss to 1e-3,
-    the outputs to 1e-2 of their scale (TF32 keeps 10 of float32's 23 mantissa bits); and it is not float32."""
+    the outputs to 1e-2 of their scale (TF32 keeps 10 of float32's 23 mantissa bits); and it is not
+    float32."""
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     twin_class, spec = EXAMPLES["resnet_tiny.net"]
