@@ -17,9 +17,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from netc.compiler.ir import Graph
+from netc.compiler.autodiff import grad
+from netc.compiler.ir import LEAF_OPS, Graph
+from netc.compiler.passes.remat import rematerialise
+from netc.compiler.passes.simplify import simplify
 from netc.compiler.shapes import TensorType
 from parity import backend, on_host, run_on  # noqa: F401 - a fixture
+from test_cuda_codegen import cuda_source, needs_nvcc, nvcc
 from test_train import _torch_step
 from torch import nn
 from twins import assert_matches_twin
@@ -164,6 +168,46 @@ class TransposeScalar(nn.Module):
         return {"y": y, "loss": y * y}
 
 
+class LayerNormLongRows(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.ln = nn.LayerNorm(2048)
+
+    def forward(self, x, target):
+        out = self.ln(x)
+        return {"out": out, "loss": F.mse_loss(out, target)}
+
+
+class BatchNormLongRows(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(2)
+
+    def forward(self, x, target):
+        out = self.bn(x)
+        return {"out": out, "loss": F.mse_loss(out, target)}
+
+
+class CrossEntropyLongRows(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 2000)
+
+    def forward(self, x, labels):
+        logits = self.fc(x)
+        return {"logits": logits, "loss": F.cross_entropy(logits, labels)}
+
+
+class MseLongRows(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 2000)
+
+    def forward(self, x, target):
+        out = self.fc(x)
+        return {"out": out, "loss": F.mse_loss(out, target)}
+
+
 # regression file -> (twin, its inputs: floats by their shape after the batch, integers by Ints)
 CASES = {
     "permute_linear.net": (PermuteLinear, {"x": (3, 5), "target": (5, 2)}),
@@ -178,6 +222,10 @@ CASES = {
     "adaptive_avgpool_uneven.net": (AdaptiveAvgPoolUneven, {"x": (2, 6), "target": (2, 4)}),
     "embedding_padding_idx.net": (EmbeddingPaddingIdx, {"ids": Ints(7, (5,)), "target": (5, 3)}),
     "transpose_scalar.net": (TransposeScalar, {"x": (3,)}),
+    "layernorm_long_rows.net": (LayerNormLongRows, {"x": (2048,), "target": (2048,)}),
+    "batchnorm_long_rows.net": (BatchNormLongRows, {"x": (2, 64, 64), "target": (2, 64, 64)}),
+    "cross_entropy_long_rows.net": (CrossEntropyLongRows, {"x": (8,), "labels": Ints(2000)}),
+    "mse_long_rows.net": (MseLongRows, {"x": (8,), "target": (2000,)}),
 }
 
 
@@ -243,3 +291,26 @@ def test_matmul_reads_a_broadcast_in_place_only_when_it_is_one_matrix(kind, back
     (c,) = graph.outputs.values()
     got = run_on(backend, graph, [c], feeds)[c.id]
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def _every_regression_step() -> Graph:
+    """One graph holding the forward and backward pass of every regression network, each one's leaves and
+    results under its own prefix: one CUDA module renders every kernel they need."""
+    merged = Graph("regressions")
+    for k, name in enumerate(sorted(CASES)):
+        graph = rematerialise(simplify(grad(netc.load(REGRESSIONS / name).lower({"N": BATCH}, training=True))))
+        copies = {}
+        for v in graph.values:
+            if v.op in LEAF_OPS:
+                copies[v.id] = merged.add_leaf(v.op, f"r{k}.{v.attrs['name']}", v.type)
+            else:
+                copies[v.id] = merged.emit(v.op, *(copies[x.id] for x in v.inputs), **v.attrs)
+        for root in graph.roots():
+            merged.outputs[f"r{k}.{root.id}"] = copies[root.id]
+    return merged
+
+
+@needs_nvcc
+def test_the_cuda_source_of_every_regression_compiles(tmp_path):
+    """The CUDA rendering of the same kernels, for nvcc (the emulated plan builds it as host C++)."""
+    nvcc(cuda_source(_every_regression_step()), tmp_path)
