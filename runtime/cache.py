@@ -93,21 +93,24 @@ def build_shared_library(
     if library.exists():
         warnings.warn(f"the compile cache entry {entry} is not safe to load ({problem}); building it again",
                       NetcWarning, stacklevel=2)
-    (entry / "manifest.json").unlink(missing_ok=True)  # the entry is whole again only when rewritten
-    library.unlink(missing_ok=True)
     clean_orphans(entry)
     source_paths = [entry / (f"{name}.c" if i == 0 else f"{name}.{i}.c") for i in range(len(sources))]
     for path, text in zip(source_paths, sources):
         write_file(path, text, new_mode=0o644)
     compile_args = (*recipe["flags"], *(f"-I{d}" for d in include_dirs))
     link_args = (*(f"-L{d}" for d in library_dirs), *(f"-l{lib}" for lib in libraries))
-    digest = _compile(command, compile_args, source_paths, library, link_args)
+
+    def record(digest: str) -> None:
+        """The manifest goes in before the library it describes, so that an entry with a library always has
+        its manifest: a process that found one without would take the entry for damaged and rebuild it."""
+        manifest = {
+            "key": key, **recipe, "library_sha256": digest, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        }
+        write_file(entry / "manifest.json", json.dumps(manifest, indent=2) + "\n", new_mode=0o644)
+
+    _compile(command, compile_args, source_paths, library, link_args, record)
     if not _loads(library):
         raise NetcError(f"the C compiler built {library}, but it does not load: {_load_error(library)}")
-    manifest = {
-        "key": key, **recipe, "library_sha256": digest, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    }
-    write_file(entry / "manifest.json", json.dumps(manifest, indent=2) + "\n", new_mode=0o644)
     return library
 
 
@@ -266,10 +269,10 @@ def _native_target(command: tuple) -> tuple[tuple, str]:
     return (), ""
 
 
-def _compile(command: tuple, flags: tuple, source_paths: list, library: Path, link_args: tuple) -> str:
-    """Compile into a file no other process writes, make it durable and writable by the user alone, then move
-    it into place in one atomic step; returns its SHA-256. A source in parts compiles each part to an object
-    of its own, all at once, and links them."""
+def _compile(command: tuple, flags: tuple, source_paths: list, library: Path, link_args: tuple, record):
+    """Compile into a file no other process writes, make it durable and writable by the user alone, call
+    `record` with its SHA-256, then move it into place in one atomic step. A source in parts compiles each
+    part to an object of its own, all at once, and links them."""
     partial = temporary_sibling(library)
     parts = source_paths if len(source_paths) > 1 else []
     objects = [temporary_sibling(path.with_suffix(".o")) for path in parts]
@@ -296,10 +299,9 @@ def _compile(command: tuple, flags: tuple, source_paths: list, library: Path, li
                 f"the C compiler ({command[0]}) reported success but wrote no library",
                 hint=f"is it a C compiler? the command was: {shlex.join(args)}",
             )
-        digest = _seal(partial)
+        record(_seal(partial))
         os.replace(partial, library)
         sync_directory(library.parent)
-        return digest
     finally:
         partial.unlink(missing_ok=True)
         for obj in objects:
