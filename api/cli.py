@@ -16,7 +16,7 @@ import numpy as np
 
 import netc
 from netc.compiler.autodiff import grad
-from netc.compiler.errors import NetcError, NetcWarning
+from netc.compiler.errors import InternalError, NetcError, NetcWarning
 from netc.compiler.files import write_file
 from netc.compiler.passes.simplify import count_values, simplify
 from netc.runtime.state import to_numpy
@@ -36,6 +36,9 @@ def main(argv=None) -> int:
         warnings.simplefilter("always", NetcWarning)  # each rebuilt cache entry is news, not a repeat
         try:
             return args.handler(args) or 0
+        except InternalError as err:  # a bug caught where the API promises a NetcError
+            print(report_internal_error(err.__cause__ or err, args.file, args.network), file=sys.stderr)
+            return EXIT_INTERNAL_ERROR
         except NetcError as err:
             print(str(err), file=sys.stderr)
             return EXIT_USER_ERROR

@@ -68,6 +68,11 @@ class NetcError(Exception):
         return "\n".join(parts)
 
 
+class InternalError(NetcError):
+    """A bug in netc (or a library it uses) caught where the API promises a NetcError; the exception it caught
+    is its __cause__. The command line reports it as an internal compiler error, not as a user's mistake."""
+
+
 class NetcWarning(UserWarning):
     """Something netc recovered from that the user should hear about: a damaged cache entry built again."""
 

@@ -22,7 +22,7 @@ from lark.exceptions import UnexpectedInput, VisitError
 from netc.grammar import GRAMMAR_PATH
 
 from . import ast
-from .errors import NetcError, SourceLoc
+from .errors import InternalError, NetcError, SourceLoc
 from .files import write_file
 from .syntax_errors import describe_syntax_error
 from .user_cache import UntrustedEntry, private_directory, untrusted_reason
@@ -127,7 +127,7 @@ def parse(text: str, file: str = "<string>") -> ast.Module:
         raise
     except Exception as err:  # a bug in netc or Lark; the caller was still promised a NetcError
         problem = f"{type(err).__name__}: {err}"
-        raise NetcError(f"internal error while parsing {file} ({problem}); please report it") from err
+        raise InternalError(f"internal error while parsing {file} ({problem}); please report it") from err
 
 
 def _parse(text: str, file: str) -> ast.Module:

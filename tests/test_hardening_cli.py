@@ -148,6 +148,7 @@ def inject(monkeypatch, module, name: str) -> None:
 @pytest.mark.parametrize(
     "module_name, function, command, stage",
     [
+        ("netc.compiler.parse", "_parse", ["check"], "parsing"),  # parse turns it into an InternalError
         ("netc.compiler.passes.simplify", "_use_counts", ["ir", "--batch", "2"], "simplification"),
         ("netc.compiler.autodiff", "grad", ["ir", "--grad"], "differentiation"),
         ("netc.compiler.passes.fuse", "_scalars_from_leaves_first", ["run", "--backend", "cpu"], "fusion"),
