@@ -46,7 +46,7 @@ def test_the_written_cuda_modules_compile_with_nvcc(capsys, tmp_path):
         main(
             [
                 "compile",
-                str(EXAMPLES / "resnet_tiny.net"),
+                str(EXAMPLES / "lenet.net"),
                 "--backend",
                 "cuda",
                 "--batch",
