@@ -25,7 +25,7 @@ from . import ast
 from .errors import InternalError, NetcError, SourceLoc
 from .files import write_file
 from .syntax_errors import describe_syntax_error
-from .user_cache import UntrustedEntry, private_directory, untrusted_reason
+from .user_cache import private_directory, untrusted_reason
 
 BRACKET_DEPTH = {"(": 1, "[": 1, ")": -1, "]": -1}
 ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'"}
@@ -93,7 +93,7 @@ def _parser_tables_path() -> Path | None:
     identity.update(f"{lark.__version__} {sys.version_info[:2]}".encode())
     try:
         directory = private_directory("parser")
-    except (NetcError, UntrustedEntry):
+    except NetcError:
         return None
     return directory / f"net-{identity.hexdigest()[:32]}.lark"
 

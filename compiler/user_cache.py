@@ -9,10 +9,12 @@ can write them. Directories netc creates there are private (0700).
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import warnings
 from pathlib import Path
 
-from .errors import NetcError
+from .errors import NetcError, NetcWarning
 
 OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
 
@@ -47,16 +49,19 @@ def untrusted_reason(path: Path, kind: str = "file") -> str | None:
 
 
 def private_directory(*parts: str) -> Path:
-    """The directory cache_dir()/parts..., created private where missing. A NetcError when the cache's root
-    cannot be trusted or created; a subdirectory that cannot be trusted raises UntrustedEntry, which its
-    caller may answer by rebuilding the entry."""
+    """The directory cache_dir()/parts..., created private where missing; a NetcError where that cannot be.
+
+    The root may be one an older netc made under a umask of 002 (group-writable): if it is the user's, it is
+    made private, with a warning. A folder below it that anybody else could have written (and so filled) is
+    removed and made afresh, with a warning: its entries are built again."""
     root = cache_dir()
     _make(root)
+    _tighten(root)
     reason = untrusted_reason(root, "directory")
     if reason is not None:
         raise NetcError(
             f"netc will not use the cache directory {root}: {reason}",
-            hint=f"make it yours and private (chmod 700 {root}), or set NETC_CACHE_DIR to a folder of yours",
+            hint="set NETC_CACHE_DIR to a folder of yours",
         )
     directory = root
     for part in parts:
@@ -64,16 +69,39 @@ def private_directory(*parts: str) -> Path:
         _make(directory)
         reason = untrusted_reason(directory, "directory")
         if reason is not None:
-            raise UntrustedEntry(directory, reason)
+            _make_afresh(directory, reason)
     return directory
 
 
-class UntrustedEntry(Exception):
-    """A directory inside the cache that netc did not make private (or that was changed since)."""
+def _tighten(directory: Path) -> None:
+    """Take group and others' write permission from a directory of the user's."""
+    try:
+        info = os.lstat(directory)
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and info.st_mode & OTHERS_WRITE:
+            os.chmod(directory, stat.S_IMODE(info.st_mode) & ~OTHERS_WRITE)
+            warnings.warn(f"the cache directory {directory} could be written by others; made it private",
+                          NetcWarning, stacklevel=4)
+    except (OSError, AttributeError):  # not ours to change (or no os.getuid): the check below refuses it
+        pass
 
-    def __init__(self, directory: Path, reason: str):
-        super().__init__(reason)
-        self.directory, self.reason = directory, reason
+
+def _make_afresh(directory: Path, reason: str) -> None:
+    warnings.warn(f"the cache folder {reason}; building it again", NetcWarning, stacklevel=4)
+    try:
+        if directory.is_dir() and not directory.is_symlink():
+            shutil.rmtree(directory)
+        else:
+            directory.unlink()
+    except OSError as err:
+        raise NetcError(
+            f"the cache folder {directory} is not safe to load from ({reason}) and cannot be removed "
+            f"({err.strerror or err})",
+            hint="remove it, or set NETC_CACHE_DIR to a folder of yours",
+        ) from None
+    _make(directory)
+    reason = untrusted_reason(directory, "directory")
+    if reason is not None:
+        raise NetcError(f"cannot make the cache folder {directory} private: {reason}")
 
 
 def _make(directory: Path) -> None:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from netc.compiler.errors import NetcError, NetcWarning
 from netc.compiler.files import clean_orphans, sync_directory, temporary_sibling, write_file
-from netc.compiler.user_cache import UntrustedEntry, private_directory, untrusted_reason
+from netc.compiler.user_cache import private_directory, untrusted_reason
 from netc.compiler.user_cache import cache_dir  # noqa: F401 (re-exported: where the cache is)
 
 CACHE_FORMAT = "netc-cache-2"  # bump when the layout or the key changes, to leave old entries behind
@@ -85,7 +85,7 @@ def build_shared_library(
     }
     keyed = {**recipe, "source": sources[0] if len(sources) == 1 else sources}
     key = _digest(keyed)
-    entry = _entry_directory(key)
+    entry = private_directory(key[:2], key)  # one that others could have written is made afresh
     library = entry / f"lib{name}.so"
     problem = _entry_problem(entry, library, key)
     if problem is None:
@@ -112,31 +112,6 @@ def build_shared_library(
     if not _loads(library):
         raise NetcError(f"the C compiler built {library}, but it does not load: {_load_error(library)}")
     return library
-
-
-def _entry_directory(key: str) -> Path:
-    """The entry's folder, private; one that anybody else could have written is removed and made afresh."""
-    try:
-        return private_directory(key[:2], key)
-    except UntrustedEntry as untrusted:
-        warnings.warn(
-            f"the compile cache entry {untrusted.directory} is not safe to load ({untrusted.reason}); "
-            f"building it again",
-            NetcWarning,
-            stacklevel=3,
-        )
-        try:
-            if untrusted.directory.is_dir() and not untrusted.directory.is_symlink():
-                shutil.rmtree(untrusted.directory)
-            else:
-                untrusted.directory.unlink()
-            return private_directory(key[:2], key)
-        except (OSError, UntrustedEntry) as err:
-            raise NetcError(
-                f"the compile cache entry {untrusted.directory} is not safe to load ({untrusted.reason}) "
-                f"and cannot be removed ({err})",
-                hint="remove it, or set NETC_CACHE_DIR to a folder of yours",
-            ) from None
 
 
 def _entry_problem(entry: Path, library: Path, key: str) -> str | None:
@@ -207,7 +182,7 @@ def _openmp_flags(command: tuple) -> tuple:
     identity = _compiler_identity(command)
     try:
         record = private_directory("probes") / f"openmp-{_digest(identity)[:24]}.json"
-    except (NetcError, UntrustedEntry):
+    except NetcError:
         return _probe_openmp(command)  # no cache to keep the answer in
     try:
         # The answer becomes compiler flags, so only a record of the user's own, saying one of the two

@@ -131,7 +131,8 @@ def test_a_damaged_cache_entry_is_rebuilt_with_a_warning(damage, tmp_path, monke
             (library.parent / "manifest.json").write_text("[not a manifest")
     code, output = run(capsys, *argv)
     assert code == 0 and "Traceback" not in output, output
-    assert "warning: the compile cache entry" in output and "building it again" in output
+    assert "warning: the cache folder" in output or "warning: the compile cache entry" in output
+    assert "building it again" in output
     assert first.stdout.split("random inputs:")[1] in output  # the same numbers, from a rebuilt library
 
 
