@@ -123,9 +123,8 @@ class CudaRun(ArenaRun):
         self.stream = cupy.cuda.Stream(non_blocking=True)
         with self.stream:  # zeroed on the stream that will use it: a non-blocking stream skips no queue
             self.arena = cupy.zeros(step.arena_bytes + 64, dtype=cupy.uint8)
-            self.workspace = cupy.empty(
-                WORKSPACE_BYTES, dtype=cupy.uint8
-            )  # cuBLAS's, kept as long as the graph
+            # cuBLAS's workspace, as long-lived as the graph that uses it
+            self.workspace = cupy.empty(WORKSPACE_BYTES, dtype=cupy.uint8)
         self._error = self.module.get_global("netc_error")
         self._error_flag = cupy.ndarray((), cupy.int64, memptr=self._error)
         # Made once: recording an event again moves it, and a stream's wait takes the event as it is then.
@@ -179,19 +178,22 @@ class CudaRun(ArenaRun):
     # -- launching -------------------------------------------------------------------------------------------
 
     def _capture(self):
-        """Run the launch list once, then capture it, and the copies of the new state, as a graph."""
+        """Run the step once, then capture it as a graph. The first run, over the zeroed arena (no state is in
+        it yet), loads every module, CuPy's copy kernels among them, and settles cuBLASLt's kernels: nothing
+        is compiled or loaded while the stream captures."""
         with self.stream:
             self._launch_all()
             self.stream.synchronize()
             self.stream.begin_capture()
             self._launch_all()
-            self._copy_state()
             return self.stream.end_capture()
 
     def _launch_all(self) -> None:
+        """The step: the error flag reset, every launch in order, then the new state copied into its slots."""
         self._error.memset_async(0, 8, self.stream)
         for call in self._calls:
             call()
+        self._copy_state()
 
     def _copy_state(self) -> None:
         """Each new state value the step did not write in place, copied into its slot; a value that is

@@ -13,7 +13,13 @@ import ctypes
 import itertools
 
 import numpy as np
-from cuda_fakes import STATUS_INVALID_VALUE, STATUS_NOT_INITIALIZED, STATUS_NOT_SUPPORTED, FakeStream
+from cuda_fakes import (
+    STATUS_EXECUTION_FAILED,
+    STATUS_INVALID_VALUE,
+    STATUS_NOT_INITIALIZED,
+    STATUS_NOT_SUPPORTED,
+    FakeStream,
+)
 from netc.runtime import cuda_blas_api as api
 
 DTYPES = {api.CUDA_R_32F: np.float32, api.CUDA_R_64F: np.float64}
@@ -218,6 +224,9 @@ class FakeCublasLt(_Objects):
                     beta * _matrix(pointers[2], lc, i, False) if beta else 0
                 )
 
+        if target.capturing and not algorithm.get("loaded"):
+            return STATUS_EXECUTION_FAILED  # its kernel would be loaded during the capture
+        algorithm["loaded"] = True
         target.enqueue(compute, "cublasLtMatmul")
         return 0
 
@@ -239,6 +248,7 @@ class FakeCublas(_Objects):
     def __init__(self):
         super().__init__()
         self.gemms = 0
+        self.loaded = set()  # the GEMM kernels launched so far, whose code is loaded
 
     def cublasCreate_v2(self, out):
         return self.new(out, kind="handle", stream=0, workspace=0, math=0)
@@ -279,6 +289,10 @@ class FakeCublas(_Objects):
                     first @ second
                 )
 
+        kernel = (dtype, opa, opb, batch > 1)
+        if target.capturing and kernel not in self.loaded:
+            return STATUS_EXECUTION_FAILED  # its kernel would be loaded during the capture
+        self.loaded.add(kernel)
         target.enqueue(compute, "cublas gemm")
         return 0
 

@@ -22,6 +22,7 @@ import types
 import numpy as np
 
 STATUS_SUCCESS, STATUS_NOT_INITIALIZED, STATUS_INVALID_VALUE, STATUS_NOT_SUPPORTED = 0, 1, 7, 15
+STATUS_EXECUTION_FAILED = 13
 
 
 class CaptureError(RuntimeError):
@@ -197,6 +198,7 @@ class FakeModule:
         def launch(grid, block, args, shared_mem=0, stream=None):
             (arena,) = args
             stream = stream or cupy.get_current_stream()
+            cupy.load_kernel(stream, ("module", id(self.library), name))
             work = lambda: cupy.emulate(self.library, entry, arena.ctypes.data, grid[0], block[0])
             stream.enqueue(work, f"kernel {name}")
 
@@ -211,6 +213,7 @@ def fake_cupy(compile_module, emulate, runtime_version: int = 13000):
     entry, arena address, grid, block)` runs one launch of one of its entries."""
     cupy = types.SimpleNamespace(uint8=np.uint8, int64=np.int64, float32=np.float32, float64=np.float64)
     cupy.current, cupy.streams, cupy.graphs, cupy.buffers, cupy.pinned = [], [], [], [], []
+    cupy.loaded = set()  # the kernels launched so far, whose code is loaded
     cupy.emulate = emulate
     array_type = type("ndarray", (FakeCupyArray,), {"cupy": cupy})
 
@@ -224,9 +227,18 @@ def fake_cupy(compile_module, emulate, runtime_version: int = 13000):
     def zeros(shape, dtype):
         return empty(shape, dtype)  # fresh storage is zeroed
 
+    def load_kernel(stream, kernel) -> None:
+        """CUDA loads a kernel's code when it is first launched (lazy loading), which a capture refuses."""
+        if kernel not in cupy.loaded:
+            if stream.capturing:
+                raise CaptureError(f"{kernel} is first launched, so loaded, while the stream captures")
+            cupy.loaded.add(kernel)
+
     def copyto(dst, src, casting="same_kind"):
         source, target = np.asarray(src), np.asarray(dst)
-        cupy.get_current_stream().enqueue(lambda: np.copyto(target, source, casting=casting), "copy")
+        stream = cupy.get_current_stream()
+        load_kernel(stream, ("cupy", "copy", source.dtype, target.dtype))
+        stream.enqueue(lambda: np.copyto(target, source, casting=casting), "copy")
 
     def alloc_pinned_memory(size: int):
         """Page-locked host memory: a buffer NumPy can view, remembered as pinned."""
@@ -247,7 +259,7 @@ def fake_cupy(compile_module, emulate, runtime_version: int = 13000):
     legacy.ptr = 0  # the legacy default stream, which work of a capturing stream must not meet
     cupy.get_current_stream = lambda: cupy.current[-1] if cupy.current else legacy
     cupy.ndarray, cupy.empty, cupy.zeros, cupy.copyto = array_type, empty, zeros, copyto
-    cupy.is_pinned = is_pinned
+    cupy.is_pinned, cupy.load_kernel = is_pinned, load_kernel
     cupy.RawModule = lambda code, options=(): FakeModule(compile_module(code), cupy)
     cupy.cuda = types.SimpleNamespace(
         Stream=make_stream,

@@ -105,6 +105,30 @@ class Bench:
         }
 
 
+def run_then_capture(bench: Bench, gemms: CudaGemms):
+    """Each GEMM run once (which loads its kernel), then all captured, as CudaRun does: the graph."""
+    with bench.stream:
+        calls = [gemms.gemm(launch, bench.arena.data.ptr) for launch in bench.launches]
+        for call in calls:
+            call()
+        bench.stream.synchronize()
+        bench.stream.begin_capture()
+        for call in calls:
+            call()
+        return bench.stream.end_capture()
+
+
+def test_a_gemm_first_launched_during_a_capture_is_refused():
+    """The stand-ins load a GEMM's kernel when it is first launched, as CUDA's lazy loading does, and refuse
+    to do so while the stream captures: the run before the capture is what makes capturing possible."""
+    for library in ("lt", "cublas"):
+        bench = Bench()
+        call = bench.gemms(prefer=library).gemm(bench.launches[0], bench.arena.data.ptr)
+        bench.stream.begin_capture()
+        with pytest.raises(api.CublasError, match="status 13"):
+            call()
+
+
 def _check(got: dict, want: dict, rtol: float) -> None:
     for name, value in want.items():
         np.testing.assert_allclose(got[name], value, rtol=rtol, atol=rtol, err_msg=name)
@@ -115,16 +139,10 @@ def _check(got: dict, want: dict, rtol: float) -> None:
 def test_gemms_compute_the_row_major_products_when_captured_and_replayed(library, precision):
     bench = Bench(precision)
     gemms = bench.gemms(prefer=library)
-    with bench.stream:
-        calls = [gemms.gemm(launch, bench.arena.data.ptr) for launch in bench.launches]
-        bench.stream.begin_capture()
-        for call in calls:
-            call()
-        graph = bench.stream.end_capture()
+    graph = run_then_capture(bench, gemms)
     assert gemms.libraries_used() == [{"lt": "cublasLt", "cublas": "cublas"}[library]]
-    assert len(graph.nodes) == len(calls)  # recorded, not run: the arena is still zero
-    assert not any(np.any(value) for value in bench.results().values())
-    assert bench.lt.matmuls + bench.blas.gemms == 0
+    assert len(graph.nodes) == len(bench.launches)  # recorded, not run: only the run before has run
+    assert bench.lt.matmuls + bench.blas.gemms == len(bench.launches)
     rtol = 1e-12 if precision == "float64" else 1e-5
     for seed in (1, 2):  # each replay reads the arena as it is then
         want = _expected(bench.fill(seed))
@@ -267,15 +285,7 @@ def test_on_the_gpu_captured_gemms_compute_the_row_major_products(library, preci
 
     bench = Bench("float32" if precision == "tf32" else precision, cupy=CUPY, load=cupy_blas_loader(CUPY))
     gemms = bench.gemms(prefer=library, tf32=precision == "tf32")
-    with bench.stream:
-        calls = [gemms.gemm(launch, bench.arena.data.ptr) for launch in bench.launches]
-        for call in calls:
-            call()
-        bench.stream.synchronize()
-        bench.stream.begin_capture()
-        for call in calls:
-            call()
-        graph = bench.stream.end_capture()
+    graph = run_then_capture(bench, gemms)
     assert ("cublasLt" if library == "lt" else "cublas") in gemms.libraries_used()
     tolerance = {"float64": 1e-12, "float32": 1e-5, "tf32": 5e-3}[precision]
     for seed in (1, 2):
