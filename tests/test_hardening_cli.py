@@ -74,7 +74,7 @@ def test_every_command_over_every_hostile_network(net, good, tmp_path, capsys):
         ["train", "--data", data, "--epochs", "1", "--quiet", "--checkpoint", tmp_path / "run.safetensors"],
         ["eval", "--weights", checkpoint, "--data", data],
     ]
-    if net.name != "deep_pipeline.net":  # 5,000 fused stages: a slow C compile, and nothing new to learn
+    if not net.name.startswith("deep_"):  # thousands of fused stages: a slow C compile, nothing new to learn
         commands.append(["run", "--batch", "2", "--backend", "cpu"])
     for command in commands:
         argv = [command[0], net, *command[1:]]

@@ -107,11 +107,11 @@ def write_checkpoints() -> None:
 
 
 def write_long_sources() -> None:
-    stages = " -> ".join(["relu"] * 5000)
+    stages = " -> ".join(["relu"] * 2000)
     (HERE / "deep_pipeline.net").write_text(
         f"network DeepPipeline {{\n    input x: [N, 4]\n    output x -> {stages}\n}}\n"
     )
-    terms = " + ".join(["x"] * 5000)
+    terms = " + ".join(["x"] * 2000)
     (HERE / "deep_sum.net").write_text(f"network DeepSum {{\n    input x: [N, 4]\n    output {terms}\n}}\n")
     nested = "(" * 3000 + "x" + ")" * 3000
     (HERE / "deep_parentheses.net").write_text(
