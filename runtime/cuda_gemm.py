@@ -4,9 +4,9 @@ Each GEMM is a cublasLtMatmul (through ctypes, cuda_blas_api.py) on pointers int
 and matrix layouts (batch count and batch strides included) are described once, and its algorithm is chosen
 by cuBLASLt's heuristic once, before the step is captured, for the alignment its pointers really have. The
 workspace is the run's own, passed to every call, so nothing is allocated during the capture. Where the
-heuristic offers no algorithm for a GEMM, that GEMM goes through the classic cuBLAS API instead (also through
-ctypes, on a handle whose stream and workspace are set before the capture); NETC_CUDA_GEMM=cublas sends every
-GEMM there, to compare the two on a device.
+heuristic offers no algorithm for a GEMM, or its first call (before the capture) is refused, that GEMM goes
+through the classic cuBLAS API instead (also through ctypes, on a handle whose stream and workspace are set
+before the capture); NETC_CUDA_GEMM=cublas sends every GEMM there, to compare the two on a device.
 
 cuBLAS is column-major, so the row-major C = op(A) @ op(B) is computed as its transpose,
 C^T = op(B)^T @ op(A)^T, which is the same bytes: B's buffer is cuBLAS's first operand and A's the second.
@@ -84,31 +84,54 @@ class CudaGemms:
         self.stream, self.workspace, self.workspace_bytes = stream_ptr, workspace_ptr, workspace_bytes
         self._lt = LtMatmuls(self) if prefer == "lt" else None
         self._cublas = None
+        self.used: set = set()
 
     def gemm(self, launch: GemmLaunch, base: int):
         if self._lt is not None:
             try:
-                return self._lt.gemm(launch, base)
+                return FirstCallFallback(
+                    self._lt.gemm(launch, base), lambda: self._classic(launch, base), self
+                )
             except NoAlgorithm:
                 pass
+        return self._classic(launch, base)
+
+    def _classic(self, launch: GemmLaunch, base: int):
         if self._cublas is None:
             self._cublas = ClassicGemms(self)
+        self.used.add("cublas")
         return self._cublas.gemm(launch, base)
 
     def libraries_used(self) -> list:
-        """Which APIs issue the GEMMs ("cublasLt", "cublas"): for reports and tests."""
-        used = []
-        if self._lt is not None and self._lt.count:
-            used.append("cublasLt")
-        if self._cublas is not None:
-            used.append("cublas")
-        return used
+        """Which APIs the GEMMs called so far went through ("cublasLt", "cublas"): for reports and tests."""
+        return sorted(self.used, key=("cublasLt", "cublas").index)
 
     def close(self) -> None:
         for library in (self._lt, self._cublas):
             if library is not None:
                 library.close()
         self._lt = self._cublas = None
+
+
+class FirstCallFallback:
+    """A cuBLASLt GEMM whose first call, made before any capture (by the run that loads every kernel), goes
+    through the classic API instead if cuBLASLt refuses it with a status: the heuristic's algorithm is a
+    promise only the call keeps. Later calls, the captured one among them, go where the first one went."""
+
+    def __init__(self, primary, make_fallback, gemms: CudaGemms):
+        self.primary, self.make_fallback, self.gemms, self.chosen = primary, make_fallback, gemms, None
+
+    def __call__(self) -> None:
+        if self.chosen is not None:
+            self.chosen()
+            return
+        try:
+            self.primary()
+            self.chosen = self.primary
+            self.gemms.used.add("cublasLt")
+        except api.CublasError:
+            self.chosen = self.make_fallback()
+            self.chosen()
 
 
 def _compute(dtype: str, tf32: bool) -> tuple:
@@ -128,7 +151,7 @@ class LtMatmuls:
     everything that describes a GEMM, alignments included: equal GEMMs get the same algorithm)."""
 
     def __init__(self, gemms: CudaGemms):
-        self.gemms, self.count = gemms, 0
+        self.gemms = gemms
         self.lt = api.BoundLibrary(gemms.load("cublasLt"), api.CUBLASLT_FUNCTIONS, "cuBLASLt")
         self.handle, self.preference = ctypes.c_void_p(), ctypes.c_void_p()
         self.lt.cublasLtCreate(ctypes.addressof(self.handle))
@@ -151,7 +174,6 @@ class LtMatmuls:
         key = (launch.dtype, self.gemms.tf32, launch.batch, *shapes, *map(alignment, pointers))
         if key not in self._algorithms:
             self._algorithms[key] = self._choose(operation, layouts, pointers)
-        self.count += 1
         return LtGemm(self, launch.dtype, operation, layouts, pointers, self._algorithms[key])
 
     def _choose(self, operation, layouts: list, pointers: list) -> api.MatmulHeuristicResult:

@@ -293,3 +293,24 @@ def test_on_the_gpu_captured_gemms_compute_the_row_major_products(library, preci
         graph.launch(bench.stream)
         _check(bench.results(), want, tolerance)
     gemms.close()
+
+
+def test_a_gemm_cublaslt_refuses_when_called_goes_through_cublas():
+    """An algorithm the heuristic offered can still be refused by the call (here every batched GEMM): that
+    GEMM goes through the classic API from its first call, before any capture, and stays there."""
+    lt = FakeCublasLt()
+    matmul = lt.cublasLtMatmul
+
+    def refusing_batches(handle, desc, alpha, a, adesc, *rest):
+        return 15 if lt.get(adesc)["batch"] > 1 else matmul(handle, desc, alpha, a, adesc, *rest)
+
+    lt.cublasLtMatmul = refusing_batches
+    bench = Bench(lt=lt)
+    gemms = bench.gemms()
+    graph = run_then_capture(bench, gemms)
+    assert gemms.libraries_used() == ["cublasLt", "cublas"]
+    batched = sum(launch.batch > 1 for launch in bench.launches)
+    assert bench.blas.gemms == batched and lt.matmuls == len(bench.launches) - batched
+    want = _expected(bench.fill(7))
+    graph.launch(bench.stream)
+    _check(bench.results(), want, 1e-5)
