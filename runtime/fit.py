@@ -88,15 +88,16 @@ def fit(
     `val_data`, or from holding out the fraction `val_split` of `data`. `checkpoint` is a path written after
     every epoch and on Ctrl-C; `resume` a checkpoint to continue from. `progress` shows a progress bar and a
     line per epoch. The model ends with the trained weights, in the mode it came in."""
-    if checkpoint is not None:
-        check_checkpoint_path(checkpoint)
     resumed = load_checkpoint(resume, _shapes(model)) if resume is not None else None
     training = resumed.training if resumed is not None else {}
     epochs = _check_epochs(epochs)
     batch_size = batch_size if batch_size is not None else training.get("batch_size", batch_size_of(model))
     seed = _check_seed(seed if seed is not None else training.get("seed", 0))
+    chosen = _pick_optimizer(optimizer, resumed, resume)
+    if checkpoint is not None:
+        check_checkpoint_path(checkpoint)  # before the first epoch, not after it
     run = _Run(
-        SizedModels(model, _pick_optimizer(optimizer, resumed, resume)),
+        SizedModels(model, chosen),
         epochs=epochs,
         batch_size=check_batch_size(batch_size),
         seed=seed,
