@@ -92,6 +92,8 @@ def _make_afresh(directory: Path, reason: str) -> None:
             shutil.rmtree(directory)
         else:
             directory.unlink()
+    except FileNotFoundError:
+        pass  # another process made it afresh first
     except OSError as err:
         raise NetcError(
             f"the cache folder {directory} is not safe to load from ({reason}) and cannot be removed "
