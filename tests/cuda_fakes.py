@@ -173,7 +173,10 @@ class FakeCupyArray(np.ndarray):
 
     def set(self, host, stream=None):
         """A host-to-device copy: from page-locked memory it reads the host array when it runs; from pageable
-        memory CUDA stages the bytes before the call returns."""
+        memory CUDA stages the bytes before the call returns. As CuPy's, it takes only a NumPy array of the
+        same dtype and shape."""
+        if not isinstance(host, np.ndarray) or host.dtype != self.dtype or host.shape != self.shape:
+            raise TypeError(f"cannot set a {self.dtype}{list(self.shape)} array from {host!r:.60}")
         if not self.cupy.is_pinned(host):
             host = np.array(host, copy=True)
         target = np.asarray(self)
