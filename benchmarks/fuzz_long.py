@@ -1,7 +1,8 @@
 """The long mode of tests/test_generated.py: many generated networks, every stage on every backend, run in
 chunks so that one failure does not end the run.
 
-    python3 benchmarks/fuzz_long.py --examples 2000 [--chunk 100] [--seed 0] [--out fuzz-failures]
+    python3 benchmarks/fuzz_long.py --examples 2000 [--chunk 100] [--seed 0] [--backends cpu,cuda-emulated]
+                                    [--out fuzz-failures]
 
 Each chunk is one Hypothesis run of `--chunk` networks from its own seed. A failing chunk is shrunk by
 Hypothesis, its smallest network written to OUT/<seed>.net with the error as a comment, and the run goes on
@@ -24,7 +25,7 @@ from netgen.check import BACKENDS, STAGES, check_network
 from netgen.strategy import describe, networks
 
 
-def run_chunk(seed: int, examples: int) -> tuple[set, object]:
+def run_chunk(seed: int, examples: int, backends: tuple) -> tuple[set, object]:
     """The sources of the networks that passed every check, and (smallest failing program, error) or None."""
     checked, failing = set(), {}
 
@@ -44,7 +45,7 @@ def run_chunk(seed: int, examples: int) -> tuple[set, object]:
     def body(program):
         source = program.render()
         try:
-            check_network(source, program.batch, STAGES, BACKENDS)
+            check_network(source, program.batch, STAGES, backends)
         except Exception as error:
             failing["last"] = (program, error)  # the last to fail is the one Hypothesis shrank to
             raise
@@ -62,12 +63,18 @@ def main() -> int:
     parser.add_argument("--examples", type=int, default=1000, help="networks to check in all")
     parser.add_argument("--chunk", type=int, default=100, help="networks per Hypothesis run")
     parser.add_argument("--seed", type=int, default=0, help="the first chunk's seed")
+    parser.add_argument(
+        "--backends",
+        type=lambda text: tuple(text.split(",")),
+        default=BACKENDS,
+        help=f"compiled backends to check, comma-separated (default {','.join(BACKENDS)})",
+    )
     parser.add_argument("--out", type=Path, default=Path("fuzz-failures"), help="where failures are written")
     args = parser.parse_args()
     total, failures, started = 0, [], time.time()
     seed = args.seed
     while total < args.examples:
-        checked, failure = run_chunk(seed, min(args.chunk, args.examples - total))
+        checked, failure = run_chunk(seed, min(args.chunk, args.examples - total), args.backends)
         total += len(checked) + (failure is not None)  # networks tried while shrinking are not counted
         if failure is not None:
             program, error = failure
@@ -85,7 +92,7 @@ def main() -> int:
         seed += 1
     print(
         f"done: {total} networks checked (every stage: {', '.join(STAGES)}; backends: "
-        f"{', '.join(BACKENDS)}), {len(failures)} failures{': ' if failures else ''}"
+        f"{', '.join(args.backends)}), {len(failures)} failures{': ' if failures else ''}"
         f"{', '.join(map(str, failures))}"
     )
     return 1 if failures else 0
