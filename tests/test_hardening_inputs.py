@@ -110,7 +110,9 @@ def test_the_cpu_arena_is_checked_before_compiling(tmp_path, monkeypatch):
     # Every array fits; the arena of them all does not.
     monkeypatch.setattr(model_module, "available_bytes", lambda: real())
     monkeypatch.setattr(memory_limit, "available_bytes", lambda: 600)
-    monkeypatch.setattr("netc.runtime.cache.build_shared_library", lambda *a, **k: pytest.fail("compiled"))
+    from netc.runtime import cpu  # imported first: it binds build_shared_library by name
+
+    monkeypatch.setattr(cpu, "build_shared_library", lambda *a, **k: pytest.fail("compiled"))
     model = netc.compile(path, batch=4, backend="cpu")
     with pytest.raises(NetcError, match=r"the arena of Tiny's train step needs .* more than the 600 bytes"):
         model.forward(**BATCH)
