@@ -214,7 +214,10 @@ class CudaRun(ArenaRun):
     def __del__(self):
         gemms = getattr(self, "gemms", None)
         if gemms is not None:
-            gemms.close()
+            try:
+                gemms.close()
+            except Exception:  # noqa: BLE001 - at exit, the CUDA context may already be gone: nothing to free
+                pass
 
     # -- moving data -----------------------------------------------------------------------------------------
 
