@@ -48,10 +48,10 @@ class Inputs:
     """The example's tensors as graph inputs (x0, x1...) and as data, in the order they appear."""
 
     def __init__(self, graph, rng: np.random.Generator, batch: Sym | None = None,
-                 batch_size: int | None = None):
+                 batch_size: int | None = None, prefix: str = ""):
         self.graph, self.rng, self.batch, self.batch_size = graph, rng, batch, batch_size
         self.arrays: dict = {}
-        self._names = (f"x{i}" for i in itertools.count())
+        self._names = (f"{prefix}x{i}" for i in itertools.count())  # a prefix per case in a shared graph
 
     def leaf(self, spec: T):
         name = next(self._names)
@@ -65,10 +65,13 @@ class Inputs:
         return [torch.from_numpy(a) for a in self.arrays.values()]
 
 
-def random_state(graph, rng: np.random.Generator) -> dict:
-    """Random values for every parameter and buffer, near their initial values (variances stay positive)."""
+def random_state(graph, rng: np.random.Generator, prefix: str = "") -> dict:
+    """Random values for every parameter and buffer (whose name starts with `prefix`), near their initial
+    values (variances stay positive)."""
     state = {}
     for name, spec in graph.specs.items():
+        if not name.startswith(prefix):
+            continue
         shape = tuple(spec.type.shape)
         if spec.type.dtype == "i64":
             state[name] = np.array(rng.integers(0, 5, size=shape), dtype=np.int64)

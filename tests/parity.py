@@ -37,6 +37,7 @@ def _gpu_present() -> bool:
 
 HAS_CXX = bool(shutil.which("g++") or shutil.which("c++"))  # to build the emulation (test_cuda_emulated.py)
 BACKENDS = ["reference", "cpu"] + ([EMULATED] if HAS_CXX else []) + (["cuda"] if _gpu_present() else [])
+COMPILED = [b for b in BACKENDS if b != "reference"]
 # Emulated modules, one folder per source (test_cuda_emulated._emulated_library), shared by a whole session.
 _MODULES = Path(tempfile.mkdtemp(prefix="netc-emulated-"))
 
@@ -86,3 +87,56 @@ def run_on(backend: str, graph, roots: list, feeds: dict, precision: str = "floa
     """{root id: NumPy array} computed by `backend` (available: see the fixture) from `feeds`, every leaf the
     roots need by name."""
     return on_host(backends.get_backend(backend).prepare(graph, list(roots), precision)(feeds))
+
+
+# -- many small cases in one graph -----------------------------------------------------------------------------
+
+
+class Suite:
+    """Parity cases gathered into one graph, so that a compiled backend builds one module for all of them (a
+    module per case would cost a C compile each). Each case is an output of the graph, named by its key, with
+    inputs and parameters under names of its own. The graph is differentiated: its loss is the sum of every
+    float output times fixed random weights, and the joint graph (as Model.gradients builds it: simplified,
+    rematerialised) also returns the gradient of every float input and parameter. `run(backend)` returns
+    that graph's results on a backend, once per backend."""
+
+    def __init__(self, graph, feeds: dict, seed: int = 0):
+        from netc.compiler import build as B
+        from netc.compiler.autodiff import grad
+        from netc.compiler.passes.remat import rematerialise
+        from netc.compiler.passes.simplify import simplify
+        from netc.compiler.shapes import FLOAT_DTYPES, TensorType
+
+        rng = np.random.default_rng(seed)
+        self.feeds, terms = dict(feeds), []
+        for key, out in graph.outputs.items():
+            if out.dtype in FLOAT_DTYPES:
+                weight = graph.add_leaf("input", f"weight:{key}", TensorType(out.shape, out.dtype))
+                self.feeds[f"weight:{key}"] = rng.uniform(-1, 1, out.shape)
+                terms.append(B.sum(B.mul(out, weight)))
+        graph.loss = terms[0]
+        for term in terms[1:]:  # "f32" (the run's float type) and "f64" terms meet in the loss's type
+            graph.loss = B.add(graph.loss, B.cast(term, graph.loss.dtype))
+        wrt = [name for name, leaf in {**graph.inputs, **graph.params}.items()
+               if leaf.dtype in FLOAT_DTYPES and not name.startswith("weight:")]
+        self.graph = rematerialise(simplify(grad(graph, wrt)))
+        self.roots = list(self.graph.outputs.values()) + list(self.graph.updates.values())
+        self._results: dict = {}
+
+    def run(self, backend: str) -> dict:
+        """{output name, "update:" buffer name: NumPy array} on `backend` (float64): the cases' outputs, the
+        gradients ("grad:" leaf name) and the buffers' new values."""
+        if backend not in self._results:
+            with available(backend):
+                by_id = run_on(backend, self.graph, self.roots, self.feeds)
+            results = {name: by_id[v.id] for name, v in self.graph.outputs.items()}
+            results.update({f"update:{name}": by_id[v.id] for name, v in self.graph.updates.items()})
+            self._results[backend] = results
+        return self._results[backend]
+
+
+def assert_same_results(got: dict, want: dict, keys, what: str, rtol: float = 1e-7, atol: float = 1e-10) -> None:
+    """A compiled backend's results against the reference's for the same graph, in float64: equal but for the
+    order of floating-point operations (sums in chunks, fused multiply-adds)."""
+    for key in keys:
+        np.testing.assert_allclose(got[key], want[key], rtol=rtol, atol=atol, err_msg=f"{what}: {key}")

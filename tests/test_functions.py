@@ -1,8 +1,9 @@
 """Every registered function against its PyTorch twin, generated from the `examples` of its registration.
 
-Each example runs in train and eval mode (only dropout cares), on the reference backend in float64, and is
-compared with the twin at rtol 1e-5; dropout's twin keeps exactly the elements netc keeps. Also: symbolic
-batch sizes, and the error messages of misuse.
+Each example runs in train and eval mode (only dropout cares), in float64 on every backend (tests/parity.py),
+and is compared with the twin at rtol 1e-5; dropout's twin keeps exactly the elements netc keeps. On a
+compiled backend the gradients are checked too, against the reference's. Also: symbolic batch sizes, and the
+error messages of misuse.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from lowering_harness import Inputs, assert_close, map_specs, run, same_dropout_masks
+from lowering_harness import SEED, Inputs, assert_close, map_specs, run, same_dropout_masks
+from netc.compiler.autodiff import GRAD_PREFIX
 from netc.compiler.context import LowerContext
 from netc.compiler.errors import NetcError
 from netc.compiler.functional import FUNCTIONS
 from netc.compiler.functional.registry import T
 from netc.compiler.ir import Graph, verify
 from netc.compiler.shapes import Sym, TensorType, bind_shape
+from parity import BACKENDS, EMULATED, Suite, assert_same_results
 
 # One entry per function: aliases (max_pool2d, maxpool2d) share the function and its examples.
 PRIMARY = {}
@@ -36,15 +39,19 @@ def _first_tensor(args):
     return found[0] if found else None
 
 
-def build(name: str, index: int, training: bool, rng, batch: Sym | None = None):
+def lower_example(ctx, name: str, index: int, rng, batch: Sym | None = None, prefix: str = ""):
+    """The example's output, lowered into ctx's graph with inputs named `prefix`x0, ...; and its Inputs."""
     fn = FUNCTIONS[name]
     args, kwargs = fn.examples[index]
     first = _first_tensor(args)
-    graph = Graph("t")
-    ctx = LowerContext(graph, training)
     batch_size = first.shape[0] if first is not None and len(first.shape) >= 2 else None
-    inputs = Inputs(graph, rng, batch, batch_size)
-    out = fn(ctx, *map_specs(args, inputs.leaf), **map_specs(kwargs, inputs.leaf))
+    inputs = Inputs(ctx.graph, rng, batch, batch_size, prefix)
+    return fn(ctx, *map_specs(args, inputs.leaf), **map_specs(kwargs, inputs.leaf)), inputs
+
+
+def build(name: str, index: int, training: bool, rng, batch: Sym | None = None):
+    graph = Graph("t")
+    out, inputs = lower_example(LowerContext(graph, training), name, index, rng, batch)
     graph.outputs["out"] = out
     verify(graph)
     return graph, out, inputs
@@ -67,11 +74,8 @@ def test_every_function_has_an_example_and_a_twin():
         assert callable(twin_of(fn)), f"{name}: its twin is not a torch function"
 
 
-@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-@pytest.mark.parametrize("name, index", CASES)
-def test_function_matches_torch(name, index, training):
-    graph, out, inputs = build(name, index, training, np.random.default_rng(index))
-    got, _, uniforms = run(graph, out, inputs.arrays)
+def torch_result(name: str, index: int, inputs: Inputs, training: bool, uniforms: list):
+    """The twin's result on the example's inputs, its dropout keeping what netc's `uniforms` keep."""
     fn = FUNCTIONS[name]
     args, kwargs = fn.examples[index]
     tensors = iter(inputs.tensors())
@@ -80,8 +84,61 @@ def test_function_matches_torch(name, index, training):
     if _takes_training(twin):
         tkwargs["training"] = training
     with torch.no_grad(), same_dropout_masks(uniforms):
-        want = twin(*targs, **tkwargs)
-    assert_close(got, want, f"{name} example {index}")
+        return twin(*targs, **tkwargs)
+
+
+class FunctionSuite:
+    """Every example in one graph (tests/parity.py's Suite): an output per example, named "NAME/INDEX", and
+    its dropout masks' uniform draws as outputs "NAME/INDEX/uniformJ"."""
+
+    def __init__(self, training: bool):
+        graph = Graph("functions")
+        ctx = LowerContext(graph, training)  # one context: each dropout draws from a stream of its own
+        self.inputs, self.uniforms, feeds = {}, {}, {"__seed__": SEED}
+        for name, index in CASES:
+            key, start = f"{name}/{index}", len(graph.values)
+            graph.outputs[key], self.inputs[key] = lower_example(
+                ctx, name, index, np.random.default_rng(index), prefix=f"{name}{index}_"
+            )
+            feeds.update(self.inputs[key].arrays)
+            draws = [v for v in graph.values[start:] if v.op == "random_uniform"]
+            self.uniforms[key] = [f"{key}/uniform{j}" for j in range(len(draws))]
+            graph.outputs.update(zip(self.uniforms[key], draws))
+        self.suite = Suite(graph, feeds)
+
+
+_SUITES: dict = {}
+
+
+def function_suite(training: bool) -> FunctionSuite:
+    if training not in _SUITES:
+        _SUITES[training] = FunctionSuite(training)
+    return _SUITES[training]
+
+
+# Emulated CUDA runs train mode only: eval mode differs from it in dropout alone (then the identity), and each
+# mode's module costs ~40 s there under load.
+MODES = [(training, b) for training in (True, False) for b in BACKENDS if training or b != EMULATED]
+
+
+@pytest.mark.parametrize("training, backend", MODES, ids=[f"{'train' if t else 'eval'}-{b}" for t, b in MODES])
+@pytest.mark.parametrize("name, index", CASES)
+def test_function_matches_torch(name, index, training, backend):
+    """On the reference backend each example is a graph of its own; on a compiled one, one graph holds them
+    all (one module to build), with the gradients of a weighted sum of the outputs, which must be the
+    reference's for the same graph."""
+    if backend == "reference":
+        graph, out, inputs = build(name, index, training, np.random.default_rng(index))
+        got, _, uniforms = run(graph, out, inputs.arrays)
+        assert_close(got, torch_result(name, index, inputs, training, uniforms), f"{name} example {index}")
+        return
+    functions, key = function_suite(training), f"{name}/{index}"
+    got, want = functions.suite.run(backend), functions.suite.run("reference")
+    inputs = functions.inputs[key]
+    uniforms = [got[u] for u in functions.uniforms[key]]
+    assert_close(got[key], torch_result(name, index, inputs, training, uniforms), f"{name} example {index}")
+    gradients = [f"{GRAD_PREFIX}{leaf}" for leaf in inputs.arrays if f"{GRAD_PREFIX}{leaf}" in got]
+    assert_same_results(got, want, [key, *functions.uniforms[key], *gradients], f"{name} example {index}")
 
 
 @pytest.mark.parametrize("name, index", [(n, i) for n, i in CASES if n not in ("cat", "concat")])

@@ -2,7 +2,8 @@
 
 Each example runs in train and eval mode with random parameters loaded into torch by state_dict name (so
 netc's parameter names and shapes must equal torch's), and compares the output and the buffers after the step
-(BatchNorm's running statistics) in float64. Also: default initialisation, symbolic batch sizes and the error
+(BatchNorm's running statistics) in float64, on every backend (tests/parity.py); on a compiled backend, the
+gradients too, against the reference's. Also: default initialisation, symbolic batch sizes and the error
 messages a PyTorch user sees.
 """
 
@@ -13,7 +14,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from lowering_harness import Inputs, as_spec, assert_close, random_state, run, same_dropout_masks
+from lowering_harness import SEED, Inputs, as_spec, assert_close, random_state, run, same_dropout_masks
+from netc.compiler.autodiff import GRAD_PREFIX
 from netc.compiler.context import LowerContext
 from netc.compiler.errors import NetcError
 from netc.compiler.ir import Graph, verify
@@ -21,25 +23,34 @@ from netc.compiler.layers import LAYERS
 from netc.compiler.lower import Scope, bind_layer, call, instantiate
 from netc.compiler.shapes import Sym, TensorType, bind_shape
 from netc.runtime.state import initial_value
+from parity import BACKENDS, EMULATED, Suite, assert_same_results
 
 CASES = [(name, i) for name, cls in sorted(LAYERS.items()) for i in range(len(getattr(cls, "examples", ())))]
+# Emulated CUDA runs train mode only (each mode's module costs ~40 s there under load); eval mode, where
+# BatchNorm reads its running statistics and dropout is off, runs on the reference and cpu backends.
+MODES = [(training, b) for training in (True, False) for b in BACKENDS if training or b != EMULATED]
 # torch warns that it copies the input for an even kernel with padding="same"; netc pads explicitly too.
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
 
 
-def build(name: str, index: int, training: bool, rng, batch: Sym | None = None):
-    """The example's graph, with inputs x0... and the layer bound as `m`; its output; the Inputs' data."""
+def lower_example(ctx, name: str, index: int, rng, batch: Sym | None = None, prefix: str = ""):
+    """The example lowered into ctx's graph, with inputs `prefix`x0... and the layer bound as `prefix`m; its
+    output and its Inputs."""
     cls = LAYERS[name]
     args, kwargs, specs = cls.examples[index][:3]
     specs = [as_spec(s) for s in specs]
-    graph = Graph("t")
-    ctx = LowerContext(graph, training)
-    inputs = Inputs(graph, rng, batch, specs[0].shape[0] if specs[0].shape else None)
+    inputs = Inputs(ctx.graph, rng, batch, specs[0].shape[0] if specs[0].shape else None, prefix)
     xs = [inputs.leaf(s) for s in specs]
     module = cls(*args, **kwargs)
-    module.name = "m"
-    module.create(ctx, "m")
-    out = module.forward(ctx, *xs)
+    module.name = f"{prefix}m"
+    module.create(ctx, module.name)
+    return module.forward(ctx, *xs), inputs
+
+
+def build(name: str, index: int, training: bool, rng, batch: Sym | None = None):
+    """The example's graph, with inputs x0... and the layer bound as `m`; its output; the Inputs' data."""
+    graph = Graph("t")
+    out, inputs = lower_example(LowerContext(graph, training), name, index, rng, batch)
     graph.outputs["out"] = out
     verify(graph)
     return graph, out, inputs
@@ -52,25 +63,75 @@ def test_every_layer_has_an_example_and_a_twin():
         assert hasattr(torch.nn, twin), f"{name}: torch_twin {twin!r} names no torch.nn class"
 
 
-@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-@pytest.mark.parametrize("name, index", CASES)
-def test_layer_matches_torch(name, index, training):
-    rng = np.random.default_rng(index)
-    graph, out, inputs = build(name, index, training, rng)
-    state = random_state(graph, rng)
-    got, updates, uniforms = run(graph, out, {**inputs.arrays, **state})
-
+def assert_matches_twin_layer(name: str, index: int, training: bool, inputs: Inputs, state: dict, got,
+                              updates: dict, uniforms: list, prefix: str = "") -> None:
+    """The layer's output and its buffers after the step (updated exactly where torch updates them,
+    unchanged elsewhere) against its torch.nn twin's, given the same parameters and dropout masks."""
     cls = LAYERS[name]
     args, kwargs = cls.examples[index][:2]
     twin = getattr(torch.nn, cls.torch_twin)(*args, **kwargs).double().train(training)
-    twin.load_state_dict({k.removeprefix("m."): torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    own = f"{prefix}m."
+    twin.load_state_dict({k.removeprefix(own): torch.from_numpy(v) for k, v in state.items()}, strict=True)
     with torch.no_grad(), same_dropout_masks(uniforms):
         want = twin(*inputs.tensors())
     assert_close(got, want, f"{name} example {index}")
-    # Buffers after the step: updated exactly where torch updates them, unchanged elsewhere.
     for key, value in twin.state_dict().items():
-        after = updates.get(f"m.{key}", state[f"m.{key}"])
+        after = updates.get(f"{own}{key}", state[f"{own}{key}"])
         assert_close(np.asarray(after), value, f"{name} example {index}: {key} after the step")
+
+
+class LayerSuite:
+    """Every example in one graph (tests/parity.py's Suite): an output per example, "NAME/INDEX", its layer
+    bound as "cK_m" and its inputs "cK_x0"..., and its dropout masks' uniform draws as outputs."""
+
+    def __init__(self, training: bool):
+        graph = Graph("layers")
+        ctx = LowerContext(graph, training)  # one context: each dropout draws from a stream of its own
+        self.inputs, self.states, self.uniforms, feeds = {}, {}, {}, {"__seed__": SEED}
+        for k, (name, index) in enumerate(CASES):
+            key, start, prefix = f"{name}/{index}", len(graph.values), f"c{k}_"
+            rng = np.random.default_rng(index)  # as build's, so the inputs and state are the same
+            graph.outputs[key], self.inputs[key] = lower_example(ctx, name, index, rng, prefix=prefix)
+            self.states[key] = random_state(graph, rng, prefix=f"{prefix}m.")
+            feeds.update(self.inputs[key].arrays, **self.states[key])
+            draws = [v for v in graph.values[start:] if v.op == "random_uniform"]
+            self.uniforms[key] = [f"{key}/uniform{j}" for j in range(len(draws))]
+            graph.outputs.update(zip(self.uniforms[key], draws))
+        self.prefixes = {f"{name}/{index}": f"c{k}_" for k, (name, index) in enumerate(CASES)}
+        self.suite = Suite(graph, feeds)
+
+
+_SUITES: dict = {}
+
+
+def layer_suite(training: bool) -> LayerSuite:
+    if training not in _SUITES:
+        _SUITES[training] = LayerSuite(training)
+    return _SUITES[training]
+
+
+@pytest.mark.parametrize("training, backend", MODES, ids=[f"{'train' if t else 'eval'}-{b}" for t, b in MODES])
+@pytest.mark.parametrize("name, index", CASES)
+def test_layer_matches_torch(name, index, training, backend):
+    """On the reference backend each example is a graph of its own; on a compiled one, one graph holds them
+    all (one module to build), with the gradients of a weighted sum of the outputs (every input and
+    parameter), which must be the reference's for the same graph."""
+    if backend == "reference":
+        rng = np.random.default_rng(index)
+        graph, out, inputs = build(name, index, training, rng)
+        state = random_state(graph, rng)
+        got, updates, uniforms = run(graph, out, {**inputs.arrays, **state})
+        assert_matches_twin_layer(name, index, training, inputs, state, got, updates, uniforms)
+        return
+    layers, key = layer_suite(training), f"{name}/{index}"
+    got, want = layers.suite.run(backend), layers.suite.run("reference")
+    prefix = layers.prefixes[key]
+    updates = {k.removeprefix("update:"): v for k, v in got.items() if k.startswith(f"update:{prefix}m.")}
+    uniforms = [got[u] for u in layers.uniforms[key]]
+    assert_matches_twin_layer(name, index, training, layers.inputs[key], layers.states[key], got[key], updates,
+                              uniforms, prefix)
+    own = [k for k in got if k.startswith((f"{GRAD_PREFIX}{prefix}", f"update:{prefix}"))]
+    assert_same_results(got, want, [key, *layers.uniforms[key], *own], f"{name} example {index}")
 
 
 @pytest.mark.parametrize("name, index", CASES)

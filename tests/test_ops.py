@@ -1,7 +1,8 @@
 """Every primitive against its PyTorch twin, generated from the registry: an op without a test fails here.
 
 Each sample of each op runs three ways: the NumPy reference in float64 against the torch twin, the shape rule
-against the reference's result, and the reference in float32, which must stay float32. Below, the families
+against the reference's result, and the reference in float32, which must stay float32; and on every compiled
+backend (tests/parity.py), against the twin and, for its gradients, the reference. Below, the families
 with more to check get their own tests: adjoint identities, symbolic shapes, the shape rules' error
 messages, and the hash behind random_uniform.
 """
@@ -13,9 +14,12 @@ import re
 import numpy as np
 import pytest
 import torch
+from netc.compiler.autodiff import GRAD_PREFIX
 from netc.compiler.errors import NetcError, ShapeError
 from netc.compiler.ops import KINDS, OPS
 from netc.compiler.shapes import Sym, TensorType
+from parity import COMPILED, Suite, assert_same_results
+from samples import every_op_sample
 
 LEAVES = ("input", "param", "buffer")  # fed by the runtime: nothing to compute
 NO_TWIN = {"random_uniform": "no torch equivalent; tested for determinism, distribution and its hash below"}
@@ -269,3 +273,38 @@ def test_random_uniform_is_a_deterministic_uniform_stream():
     assert abs(np.corrcoef(a[:-1], a[1:])[0, 1]) < 0.01  # neighbours (consecutive counters) are independent
     b = ref(np.int64(8), shape=(100_000,), stream=1)
     assert abs(np.corrcoef(a, b)[0, 1]) < 0.01  # and so are two seeds' streams
+
+
+# -- on the compiled backends ----------------------------------------------------------------------------------
+
+_OP_SUITE: list = []
+
+
+def op_suite() -> tuple:
+    """Every sample of every op as the outputs of one graph (samples.every_op_sample), differentiated (parity's
+    Suite): one module per compiled backend. Also the sample values by output name, before differentiation."""
+    if not _OP_SUITE:
+        graph, feeds = every_op_sample()
+        samples = dict(graph.outputs)
+        _OP_SUITE.append((Suite(graph, feeds), samples))
+    return _OP_SUITE[0]
+
+
+SAMPLE_KEYS = sorted(every_op_sample()[0].outputs)  # NAME{i} for sample i of op NAME
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("key", SAMPLE_KEYS)
+def test_op_sample_matches_pytorch_on_a_compiled_backend(key, backend):
+    """Each op sample's result against its twin's, to the op's tolerance; its gradients (of a weighted sum of
+    every sample, with respect to its float inputs) against the reference backend's for the same graph."""
+    suite, samples = op_suite()
+    got, want = suite.run(backend), suite.run("reference")
+    value = samples[key]
+    op, leaves = OPS[value.op], [x.attrs["name"] for x in value.inputs]
+    if op.torch is not None:
+        tensors = (torch.from_numpy(np.array(suite.feeds[leaf])) for leaf in leaves)
+        expected = op.torch(*tensors, **value.attrs).detach().numpy()
+        np.testing.assert_allclose(got[key], expected, rtol=op.tol, atol=ATOL, err_msg=key)
+    gradients = [f"{GRAD_PREFIX}{leaf}" for leaf in leaves if f"{GRAD_PREFIX}{leaf}" in got]
+    assert_same_results(got, want, [key, *gradients], key)

@@ -22,7 +22,7 @@ from netc.compiler.ir import LEAF_OPS, Graph
 from netc.compiler.passes.remat import rematerialise
 from netc.compiler.passes.simplify import simplify
 from netc.compiler.shapes import TensorType
-from parity import backend, on_host, run_on  # noqa: F401 - a fixture
+from parity import on_host, run_on
 from test_cuda_codegen import cuda_source, needs_nvcc, nvcc
 from test_train import _torch_step
 from torch import nn
