@@ -115,19 +115,23 @@ def trainer_steps(trainer):
             yield run.step
 
 
-def compile_times(name: str) -> tuple:
-    """Cold (empty cache) and cached compile times of the example's training step, at batch 64."""
-    times = []
+def compile_times(name: str, path: Path | None = None, spec: dict | None = None, batch: int = 64) -> tuple:
+    """Cold (empty cache) and cached compile times of the example's training step, at batch 64 (or of the
+    network at `path`, whose inputs `spec` describes as EXAMPLES does, at `batch`)."""
+    path, spec = path or ROOT / "examples" / name, spec or EXAMPLES[name][1]
+    times, users_cache = [], os.environ.get("NETC_CACHE_DIR")
     with tempfile.TemporaryDirectory() as cache:
         os.environ["NETC_CACHE_DIR"] = cache
         for _ in range(2):
             start = time.perf_counter()
-            model = netc.compile(ROOT / "examples" / name, batch=64, backend="cpu")
+            model = netc.compile(path, batch=batch, backend="cpu")
             trainer = model.trainer(SGD(lr=0.01))
-            arrays = example_inputs(EXAMPLES[name][1], 64, np.random.default_rng(0))
+            arrays = example_inputs(spec, batch, np.random.default_rng(0))
             trainer.step(**arrays)
             times.append(time.perf_counter() - start)
         del os.environ["NETC_CACHE_DIR"]
+    if users_cache is not None:
+        os.environ["NETC_CACHE_DIR"] = users_cache
     return tuple(times)
 
 

@@ -1,5 +1,5 @@
-"""Sequential: layers in order, named by position as torch.nn.Sequential names them, against torch.nn.Sequential
-(float64 on the reference backend), and the errors a user meets."""
+"""Sequential: layers in order, named by position as torch.nn.Sequential names them; checked against
+torch.nn.Sequential (float64, reference backend), and the errors a user meets."""
 
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ def test_the_summary_counts_each_parameter_once():
     table = layer_table(netc.load("seq.net", text=SEQ).graph)
     assert "total parameters: 256" in table  # 4*8+8 + 8*8+8 + 2 * (8*8+8)
     rows = [line.split() for line in table.splitlines()[2:]]
-    assert ["head.2.0", "Linear", "[N,", "8]", "72"] in rows and ["head", "Sequential", "[N,", "8]", "112"] in rows
+    assert ["head.2.0", "Linear", "[N,", "8]", "72"] in rows
+    assert ["head", "Sequential", "[N,", "8]", "112"] in rows
     # body's first application counts its parameters, the second (weights shared) none
     assert [r for r in rows if r[0] == "body"] == [["body", "Sequential", "[N,", "8]", "144"],
                                                    ["body", "Sequential", "[N,", "8]"]]
@@ -110,8 +111,8 @@ def test_what_sequential_refuses(line, expected):
 def test_a_layer_that_already_has_a_name_is_refused():
     err = message("    fc = Linear(4, 4)\n    s = Sequential(fc, ReLU())\n    output x -> s\n")
     assert err.startswith(
-        "bad.net:4:9: error: Sequential: item 0 is the layer 'fc', which already has a name; write a new layer "
-        "in its place, such as Sequential(Linear(4, 4), ReLU())"
+        "bad.net:4:9: error: Sequential: item 0 is the layer 'fc', which already has a name; write a new "
+        "layer in its place, such as Sequential(Linear(4, 4), ReLU())"
     )
 
 

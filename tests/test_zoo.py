@@ -7,9 +7,10 @@ Three checks per network:
   gradient element by its whole size: rounding, not a bug, but too large for an elementwise tolerance;
 - on the backend the benchmark runs (cpu), the eval-mode forward pass in float32 (running statistics in use),
   elementwise to 1e-4;
-- and on that backend, two steps of SGD with momentum in float32: each loss to 1e-4, the running statistics after them to 1e-4 of
-  their norm, and each parameter's total update to 5% of its norm: a flipped ReLU mask moved the update of a
-  tensor by up to 0.3% here, while a gradient that is wrong rather than rounded is off by its own size.
+- and on that backend, two steps of SGD with momentum in float32: each loss to 1e-4, the running statistics
+  after them to 1e-4 of their norm, and each parameter's total update to 5% of its norm: a flipped ReLU mask
+  moved the update of a tensor by up to 0.3% here, while a gradient that is wrong rather than rounded is off
+  by its own size.
 
 ResNet-18 runs on the reference backend only: its C takes about 10 s of CPU to compile at batch 2. The float64
 gradients run on the reference backend because compiling C for them would double the file's time (it takes

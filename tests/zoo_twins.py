@@ -69,7 +69,8 @@ class ResNet18(nn.Module):
         widths = [64, 128, 256, 512]
         for stage, width in enumerate(widths, start=1):
             cin, stride = (64, 1) if stage == 1 else (widths[stage - 2], 2)
-            setattr(self, f"layer{stage}", nn.Sequential(BasicBlock(cin, width, stride), BasicBlock(width, width)))
+            blocks = nn.Sequential(BasicBlock(cin, width, stride), BasicBlock(width, width))
+            setattr(self, f"layer{stage}", blocks)
         self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(512, num_classes)
 
     def forward(self, x, labels):
