@@ -13,6 +13,7 @@ it), so Models and Trainers run on it unchanged: forward, gradients and training
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -38,8 +39,16 @@ def _gpu_present() -> bool:
 HAS_CXX = bool(shutil.which("g++") or shutil.which("c++"))  # to build the emulation (test_cuda_emulated.py)
 BACKENDS = ["reference", "cpu"] + ([EMULATED] if HAS_CXX else []) + (["cuda"] if _gpu_present() else [])
 COMPILED = [b for b in BACKENDS if b != "reference"]
-# Emulated modules, one folder per source (test_cuda_emulated._emulated_library), shared by a whole session.
-_MODULES = Path(tempfile.mkdtemp(prefix="netc-emulated-"))
+_MODULES: list = []  # the folder of this session's emulated modules, made on first use
+
+
+def emulated_modules() -> Path:
+    """The folder where this process builds emulated modules (one folder each, named by its source: see
+    test_cuda_emulated._emulated_library), shared by the whole session and removed at its end."""
+    if not _MODULES:
+        _MODULES.append(Path(tempfile.mkdtemp(prefix="netc-emulated-")))
+        atexit.register(shutil.rmtree, _MODULES[0], ignore_errors=True)
+    return _MODULES[0]
 
 
 class EmulatedCudaBackend:
@@ -66,7 +75,7 @@ def available(name: str):
     from test_cuda_emulated import EmulatedDevice
 
     with pytest.MonkeyPatch.context() as patch:
-        device = EmulatedDevice(_MODULES, patch)
+        device = EmulatedDevice(emulated_modules(), patch)
         patch.setitem(backends.BACKENDS, EMULATED, lambda: EmulatedCudaBackend(device))
         yield
 
