@@ -143,14 +143,14 @@ def build_binary(draw, prog: Program, x: Tensor):
         y = draw(st.sampled_from(compatible))  # x itself is always among them
         y_expr = y.expr
         shape = y.shape
-    elif source == "input" or x.rank == 0:
+    elif (source == "input" or x.rank == 0) and not prog.in_block:
         shape = partner_shape(draw, x)
         y_expr = prog.add_input(shape, stem="b").expr
     else:  # a statistic of x kept with size-1 dims, broadcast back against x: x - mean(x, dim, keepdim)
-        axis = draw(st.integers(0, x.rank - 1))
+        axis = draw(st.integers(0, max(x.rank, 1) - 1))
         kind = draw(st.sampled_from(["mean", "sum", "max"]))
         y_expr = f"{kind}({x.expr}, dim = {axis_text(draw, axis, x.rank)}, keepdim = true)"
-        shape = x.shape[:axis] + (ONE,) + x.shape[axis + 1 :]
+        shape = x.shape[:axis] + (ONE,) + x.shape[axis + 1 :] if x.rank else ()
     operator = draw(st.sampled_from(["+", "*", "-", "/", "max"]))
     a, b = (x.expr, y_expr) if draw(st.booleans()) else (y_expr, x.expr)
     if operator == "/":
@@ -192,7 +192,7 @@ def build_matmul(draw, prog: Program, x: Tensor):
             y = draw(st.sampled_from(others))
             batch = broadcast(x.shape[:-2], y.shape[:-2])
             return bind(prog, f"{x.expr} @ {y.expr}", batch + (x.shape[-2], y.shape[-1]))
-    if not declarable((k,)):
+    if not declarable((k,)) or prog.in_block:  # a block has no inputs of its own to multiply by
         return None
     if kind == "vector":
         y = prog.add_input((k,), stem="w")

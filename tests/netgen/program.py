@@ -87,7 +87,9 @@ class Program:
     outputs: list = field(default_factory=list)
     loss_terms: list = field(default_factory=list)
     reusable: dict = field(default_factory=dict)  # constructor text -> layer name, for weight sharing
+    blocks: list = field(default_factory=list)  # block definitions, as text
     counter: int = 0
+    in_block: bool = False  # the body of a block: its one input is given, it declares no others
 
     def fresh(self, stem: str) -> str:
         self.counter += 1
@@ -95,7 +97,7 @@ class Program:
 
     def add_input(self, shape: tuple, dtype: str = "f32", stem: str = "x", keep: bool = True) -> Tensor:
         """An input; `keep` offers a float one to later ops."""
-        assert declarable(shape), shape
+        assert declarable(shape) and not self.in_block, shape
         name = self.fresh(stem)
         self.inputs.append((name, shape, dtype))
         tensor = Tensor(name, shape, dtype)
@@ -127,8 +129,15 @@ class Program:
     def numel(self, shape: tuple) -> int:
         return math.prod(self.size(d) for d in shape)
 
+    def render_block(self, name: str, output: Tensor) -> str:
+        """This program as the body of `block NAME` whose input is `x` and whose output is `output`."""
+        lines = [f"block {name} {{", "    input x"]
+        lines += [f"    {layer} = {constructor}" for layer, constructor in self.layers]
+        lines += [f"    {value} = {expr}" for value, expr in self.statements]
+        return "\n".join([*lines, f"    output {output.expr}", "}"]) + "\n"
+
     def render(self) -> str:
-        lines = ["network Generated {"]
+        lines = [*self.blocks, "network Generated {"]
         for name, shape, dtype in self.inputs:
             prefix = "" if dtype == "f32" else dtype
             lines.append(f"    input {name}: {prefix}{shape_text(shape)}")

@@ -11,11 +11,34 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from .ops import KNOWN_BUGS, OPS_BEFORE_WINDOWS, bind
+from .ops import KNOWN_BUGS, OPS_BEFORE_WINDOWS, Op, bind
 from .program import Dim, N, Program, Tensor, declarable, shape_text
 from .windows import WINDOW_OPS
 
-OPS = OPS_BEFORE_WINDOWS + WINDOW_OPS
+
+def build_block(draw, prog: Program, x: Tensor):
+    """A block of one to three ops on x's shape, defined once and applied to x and, sharing its weights, now
+    and then to another value of the same shape."""
+    body = Program(batch=prog.batch, in_block=True)
+    body.values.append(Tensor("x", x.shape))
+    for _ in range(draw(st.integers(1, 3))):
+        y = body.values[-1 - draw(st.integers(0, len(body.values) - 1))]
+        op = draw(st.sampled_from([op for op in OPS if op.applies(body, y)]))
+        op.build(draw, body, y)
+    output = body.values[-1]
+    if output.expr == "x":
+        return None
+    name = "Block" + prog.fresh("")
+    prog.blocks.append(body.render_block(name, output))
+    instance = prog.add_layer(f"{name}()", "blk")
+    result = bind(prog, f"{x.expr} -> {instance}", output.shape)
+    others = [v for v in prog.values if v.shape == x.shape and v not in (x, result)]
+    if others and draw(st.booleans()):
+        bind(prog, f"{draw(st.sampled_from(others)).expr} -> {instance}", output.shape)
+    return result
+
+
+OPS = OPS_BEFORE_WINDOWS + WINDOW_OPS + [Op("block", lambda prog, x: not prog.in_block, build_block)]
 
 
 def entry(draw, prog: Program) -> None:
@@ -71,7 +94,9 @@ def networks(draw, max_ops: int = 8) -> Program:
     for i, x in enumerate(terms):
         term = loss_term(draw, prog, x)
         prog.loss_terms.append(term if i == 0 else f"0.5 * {term}")
-    prog.outputs = sorted({v.expr for v in draw(st.lists(st.sampled_from(computed), min_size=1, max_size=2))})
+    # Outputs are mostly computed values, now and then an input itself (a root that is a leaf of the arena).
+    outputs = st.sampled_from(computed) | st.sampled_from(prog.values)
+    prog.outputs = sorted({v.expr for v in draw(st.lists(outputs, min_size=1, max_size=2))})
     return prog
 
 
