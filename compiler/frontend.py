@@ -19,7 +19,7 @@ from . import ast
 from .blocks import BlockDef
 from .errors import NetcError, did_you_mean
 from .ir import Graph, verify
-from .lower import lower_network
+from .lower import is_builtin, lower_network
 from .parse import parse, parse_file
 from .passes.simplify import simplify
 
@@ -108,6 +108,13 @@ class Importer:
             table = blocks if definition.kind == "block" else networks
             if definition.name in blocks or definition.name in networks:
                 raise NetcError(f"'{definition.name}' is defined twice", definition.loc)
+            if definition.kind == "block" and is_builtin(definition.name):
+                # A built-in is looked up first: the block would never be used, and calls of it would be
+                # checked against the built-in's signature.
+                raise NetcError(
+                    f"block '{definition.name}' has the name of a built-in layer or function: rename the block",
+                    definition.loc,
+                )
             is_block = definition.kind == "block"
             table[definition.name] = BlockDef(definition, blocks) if is_block else definition
 

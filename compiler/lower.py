@@ -34,16 +34,20 @@ class Scope:
     def lookup(self, name: str, loc: SourceLoc):
         if name in self.names:
             return self.names[name]
-        if name in FUNCTIONS:
-            return FUNCTIONS[name]
-        if name in LAYERS:
-            return LAYERS[name]
-        if name == "Sequential":
-            return Sequential
+        if is_builtin(name):
+            return BUILTINS.get(name) or FUNCTIONS.get(name) or LAYERS[name]
         if name in self.blocks:
             return self.blocks[name]
-        known = set(self.names) | set(FUNCTIONS) | set(LAYERS) | {"Sequential"} | set(self.blocks)
+        known = set(self.names) | set(FUNCTIONS) | set(LAYERS) | set(BUILTINS) | set(self.blocks)
         raise NetcError(f"unknown name '{name}'", loc, did_you_mean(name, known))
+
+
+BUILTINS = {"Sequential": Sequential}  # containers, beside the layers and functions of the registries
+
+
+def is_builtin(name: str) -> bool:
+    """Whether `name` is a function, layer or container of the language (a block may not take it)."""
+    return name in FUNCTIONS or name in LAYERS or name in BUILTINS
 
 
 def run_body(scope: Scope, body: list) -> tuple[list, list]:

@@ -156,3 +156,13 @@ def test_file_level_mistakes(tmp_path):
                                     "    output x\n}\n")
     with pytest.raises(NetcError, match="c.net:5:9: error: 'A' is defined twice"):
         netc.load(tmp_path / "c.net")
+
+
+@pytest.mark.parametrize("name", ["Linear", "relu", "Sequential"])
+def test_a_block_may_not_take_the_name_of_a_builtin(name):
+    """A built-in is looked up first, so such a block would be silently unused."""
+    with pytest.raises(NetcError) as err:
+        netc.load("shadow.net", text=f"block {name}(c) {{\n    input x\n    output x\n}}\n" + HEAD + "    output x\n}\n")
+    assert str(err.value).startswith(
+        f"shadow.net:1:7: error: block '{name}' has the name of a built-in layer or function: rename the block"
+    )
