@@ -284,6 +284,18 @@ def build_concat(draw, prog: Program, x: Tensor):
     return bind(prog, f"concat({parts}, dim = {axis_text(draw, axis, x.rank)})", shape)
 
 
+def build_moved_contraction(draw, prog: Program, x: Tensor):
+    """A permute, transpose or reshape read at once by a Linear, a matmul or a reduction: the pattern whose
+    strides a GEMM or a fused reduction must follow (issue 10's first bug: reshape(permute(x)) read as
+    transpose(reshape(x)) by a matmul). Drawn as one op, since two ops drawn one after another seldom meet."""
+    move = draw(st.sampled_from([build_permute, build_transpose, build_reshape]))
+    moved = move(draw, prog, x)
+    if moved is None or moved.rank == 0:
+        return moved
+    readers = [build_matmul, build_reduce] + ([build_linear] if moved.shape[-1].concrete else [])
+    return draw(st.sampled_from(readers))(draw, prog, moved)
+
+
 # -- reductions and row ops ----------------------------------------------------------------------------------
 
 
@@ -364,6 +376,7 @@ OPS_BEFORE_WINDOWS = [
     Op("permute", lambda prog, x: x.rank >= 2, build_permute),
     Op("transpose", lambda prog, x: x.rank >= 1 or "transpose_0d" not in KNOWN_BUGS, build_transpose),
     Op("reshape", lambda prog, x: x.rank >= 1, build_reshape),
+    Op("moved_contraction", lambda prog, x: x.rank >= 2, build_moved_contraction),
     Op("flatten", lambda prog, x: x.rank >= 1, build_flatten),
     Op("concat", lambda prog, x: x.rank >= 1, build_concat),
     Op("reduce", any_value, build_reduce),
