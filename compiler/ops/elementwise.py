@@ -112,7 +112,7 @@ unary(
 unary("tanh", np.tanh, torch.tanh, "tanh({0})", lambda g, out, x: [g * (1 - out * out)], low=-4, high=4)
 unary(
     "erf",
-    lambda x: _erf(x).astype(x.dtype),
+    lambda x: np.asarray(_erf(x), dtype=x.dtype),  # a ufunc of frompyfunc gives a 0-d input a Python float
     torch.erf,
     "erf({0})",
     lambda g, out, x: [g * (2 / math.sqrt(math.pi)) * B.exp(-(x * x))],
