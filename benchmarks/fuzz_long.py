@@ -75,7 +75,7 @@ def main() -> int:
     seed = args.seed
     while total < args.examples:
         checked, failure = run_chunk(seed, min(args.chunk, args.examples - total), args.backends)
-        total += len(checked) + (failure is not None)  # networks tried while shrinking are not counted
+        total += len(checked) + (failure is not None)  # passing networks tried while shrinking count too
         if failure is not None:
             program, error = failure
             args.out.mkdir(parents=True, exist_ok=True)

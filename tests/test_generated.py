@@ -57,12 +57,22 @@ def test_compiled_backends_match_the_reference(program, data):
     check_network(program.render(), program.batch, stages, backends)
 
 
-REGRESSION_FILES = sorted(REGRESSIONS.rglob("*.net"))
+# Regression networks of bugs still open: a strict xfail, so that the fix makes the test fail until this goes.
+OPEN_BUGS = {
+    "generated/relu_bce_sum_planner.net": "the memory planner gives a buffer a negative lifetime (gradients)",
+}
+REGRESSION_FILES = [
+    pytest.param(
+        path,
+        id=str(path.relative_to(REGRESSIONS)),
+        marks=[pytest.mark.xfail(strict=True, reason=OPEN_BUGS[name])] if name in OPEN_BUGS else [],
+    )
+    for path in sorted(REGRESSIONS.rglob("*.net"))
+    for name in [str(path.relative_to(REGRESSIONS))]
+]
 
 
-@pytest.mark.parametrize(
-    "path", REGRESSION_FILES, ids=[str(p.relative_to(REGRESSIONS)) for p in REGRESSION_FILES]
-)
+@pytest.mark.parametrize("path", REGRESSION_FILES)
 def test_regression_files_match_the_reference(path):
     """Every kept regression network, every stage, every compiled backend (at batch 2; a file may name another
     in a comment `# batch: 3`)."""
