@@ -58,9 +58,7 @@ def test_compiled_backends_match_the_reference(program, data):
 
 
 # Regression networks of bugs still open: a strict xfail, so that the fix makes the test fail until this goes.
-OPEN_BUGS = {
-    "generated/relu_bce_sum_planner.net": "the memory planner gives a buffer a negative lifetime (gradients)",
-}
+OPEN_BUGS: dict = {}  # file -> what is wrong, for a kept network whose bug is not fixed yet (a strict xfail)
 REGRESSION_FILES = [
     pytest.param(
         path,

@@ -267,7 +267,13 @@ class _Partition:
         x = storage(x)
         if x.id in self.floating:
             return all(self.ready_before(i, kernel, start) for i in x.inputs)
-        return (kernel is not None and x in kernel.values) or self.position.get(x.id, -1) < start
+        if kernel is not None and x in kernel.values:
+            return True
+        # x is in memory once the kernel storing it has run: where x was computed, unless that kernel was
+        # moved later since (can_run_with), and with it every value in it.
+        home = self.stored_by.get(x.id) or self.kernel_of.get(x.id)
+        moved = self.start[id(home)] if home is not None else -1
+        return max(self.position.get(x.id, -1), moved) < start
 
     def place_elementwise(self, v: Value) -> None:
         for x in map(storage, v.inputs):
