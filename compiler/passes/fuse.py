@@ -433,10 +433,17 @@ def matmul_operand(x: Value) -> tuple:
     transposed = source is not None and is_last_two_transpose(source)
     if transposed:
         x, source = storage(source.inputs[0]), _matrix_view(source.inputs[0])
-    shared = source is not None and _broadcast_of_one_matrix(source)
+    shared = source is not None and _broadcast_of_one_matrix(source) and _stored(storage(source.inputs[0]))
     if shared:
         x = storage(source.inputs[0])
     return x, transposed, shared
+
+
+def _stored(v: Value) -> bool:
+    """Whether v has a buffer of its own wherever it is read: not a constant or a broadcast, which float
+    into the kernels that read them (a matmul reading through a broadcast of a constant reads the broadcast's
+    own buffer instead, which the kernel materialising it stores)."""
+    return v.op not in INLINE_OPS and not _recomputed_mask(v)
 
 
 def _matrix_view(x: Value) -> Value | None:
