@@ -5,16 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from netc.cli import main
+from cli_run import run_cli as run
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_check_prints_the_layer_table(capsys):
@@ -89,9 +82,8 @@ def test_compile_writes_every_stage_and_the_plan_the_runtime_uses(capsys, tmp_pa
     and plan are the runtime's: the arena of the training step is the one trainer.step allocates."""
     import json
 
-    import numpy as np
-
     import netc
+    import numpy as np
 
     code, out, _ = run(capsys, "compile", EXAMPLES / "lenet.net", "--backend", "cpu", "--batch", 8, "-o", tmp_path)
     assert code == 0

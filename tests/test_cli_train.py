@@ -10,21 +10,10 @@ import sys
 
 import numpy as np
 import pytest
-from tiny import tiny_data, write_tiny
-
+from cli_run import run_cli as run
 from netc.cli import main
 from netc.runtime.checkpoint import load_checkpoint
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    return write_tiny(tmp_path)
+from tiny import tiny_data
 
 
 def test_train_resume_eval_predict(tiny, tmp_path, capsys):

@@ -10,25 +10,13 @@ import signal
 import subprocess
 import sys
 
+import netc
 import numpy as np
 import pytest
-from tiny import tiny_data, write_tiny
-
-import netc
-from netc.cli import main
+from cli_run import run_cli as run
 from netc.compiler.errors import NetcError
 from netc.runtime.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    return write_tiny(tmp_path)
+from tiny import tiny_data
 
 
 def test_divergence_keeps_the_last_good_checkpoint(tiny, tmp_path, capsys):
