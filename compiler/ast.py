@@ -100,6 +100,14 @@ class Assign(Stmt):
 
 
 @dataclass
+class Unpack(Stmt):
+    """`out, h_n, c_n = lstm(x)`: one name per result of a layer or function that gives several."""
+
+    names: list  # list[str], at least two
+    value: Expr
+
+
+@dataclass
 class OutputDecl(Stmt):
     values: list  # list of Expr: `output out, loss` or `output relu(y + x)`
 

@@ -12,6 +12,7 @@ from . import ast
 from .errors import NetcError, SourceLoc
 from .ir import Value
 from .layers import Layer
+from .results import Results
 from .shapes import format_shape
 
 
@@ -68,8 +69,9 @@ class BlockInstance(Layer):
             raise NetcError("'minimize' belongs in a network, not in a block", definition.loc)
         if not outputs:
             raise NetcError(f"block {definition.name} has no 'output'", definition.loc)
-        values = tuple(v for _, v in outputs)
-        return values[0] if len(values) == 1 else values
+        if len(outputs) == 1:
+            return outputs[0][1]
+        return Results([value for _, value in outputs], [name for name, _ in outputs])
 
     @staticmethod
     def bind_hyperparameters(scope, definition: ast.Definition, args, kwargs, loc, evaluate) -> None:

@@ -18,6 +18,7 @@ from .errors import NetcError, SourceLoc, did_you_mean
 from .functional import FUNCTIONS
 from .ir import Graph, Value
 from .layers import LAYERS, Layer
+from .results import Results, first_result
 from .sequential import Sequential
 from .shapes import DTYPES, Sym, TensorType
 
@@ -57,6 +58,8 @@ def run_body(scope: Scope, body: list) -> tuple[list, list]:
         with scope.ctx.graph.at(stmt.loc):
             if isinstance(stmt, ast.Assign):
                 scope.names[stmt.name] = assign(scope, stmt)
+            elif isinstance(stmt, ast.Unpack):
+                scope.names.update(zip(stmt.names, unpack(scope, stmt)))
             elif isinstance(stmt, ast.OutputDecl):
                 for i, expr in enumerate(stmt.values):
                     name = expr.id if isinstance(expr, ast.Name) else ("output" if i == 0 else f"output{i}")
@@ -77,6 +80,41 @@ def assign(scope: Scope, stmt: ast.Assign):
     return value
 
 
+def unpack(scope: Scope, stmt: ast.Unpack) -> tuple:
+    """The values of `a, b, c = expr`, one per name: the results of a layer or function that gives several,
+    or the items of a tuple of hyperparameters."""
+    value = evaluate(scope, stmt.value, keep_results=True)
+    if isinstance(value, Results):
+        given = value.describe()
+    elif isinstance(value, tuple):
+        given = f"{len(value)} values"
+    else:
+        given, value = "one result", (value,)
+    if len(value) != len(stmt.names):
+        names = ", ".join(stmt.names)
+        raise NetcError(
+            f"{len(stmt.names)} names ({names}) for {_producer(stmt.value)}, which gives {given}",
+            stmt.loc,
+            hint=f"bind {len(value)} name{'s' if len(value) > 1 else ''}",
+        )
+    for name, item in zip(stmt.names, value):
+        if isinstance(item, (Layer, Results)):
+            what = describe_kind(item)
+            raise NetcError(f"'{name}' would be bound to {what}; bind a layer on a line of its own", stmt.loc)
+    return tuple(value)
+
+
+def _producer(expr: ast.Expr) -> str:
+    """How a message names what an expression applies last: `lstm(...)`, or the expression kind."""
+    while isinstance(expr, ast.Pipe):
+        expr = expr.stage
+    if isinstance(expr, ast.Call):
+        return f"{expr.func.id}(...)"
+    if isinstance(expr, ast.Name):
+        return f"'{expr.id}'"
+    return "the right side"
+
+
 def bind_layer(scope: Scope, name: str, instance: Layer) -> Layer:
     """Give a layer its name and parameters; a block body that runs again reuses the first instance."""
     if name in scope.layers:
@@ -87,13 +125,16 @@ def bind_layer(scope: Scope, name: str, instance: Layer) -> Layer:
     return instance
 
 
-def evaluate(scope: Scope, expr: ast.Expr):
+def evaluate(scope: Scope, expr: ast.Expr, keep_results: bool = False):
+    """The value of `expr`. Of a layer or function with several results, the first, unless `keep_results`
+    (the right side of a tuple assignment): see compiler/results.py."""
     graph = scope.ctx.graph
     with graph.at(expr.loc):
         try:
-            return _evaluate(scope, expr)
+            value = _evaluate(scope, expr)
         except NetcError as err:
             raise err.with_loc(expr.loc)
+    return value if keep_results else first_result(value)
 
 
 def _evaluate(scope: Scope, expr: ast.Expr):
@@ -134,7 +175,7 @@ def _evaluate(scope: Scope, expr: ast.Expr):
             expr = expr.source
         value = evaluate(scope, expr)
         for stage in reversed(stages):
-            value = _apply_stage(scope, value, stage)
+            value = _apply_stage(scope, first_result(value), stage)
         return value
     raise AssertionError(f"unknown expression {expr}")
 

@@ -218,6 +218,10 @@ class ToAst(Transformer_NonRecursive):
     def assign(self, meta, name, value):
         return ast.Assign(self.loc(meta), str(name), value)
 
+    def unpack(self, meta, *names_and_value):
+        *names, value = names_and_value
+        return ast.Unpack(self.loc(meta), [str(n) for n in names], value)
+
     def output_decl(self, meta, *values):
         return ast.OutputDecl(self.loc(meta), list(values))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .errors import NetcError
 from .layers import Layer
+from .results import first_result
 
 
 class Sequential(Layer):
@@ -52,6 +53,6 @@ class Sequential(Layer):
     def forward(self, ctx, x):
         from .lower import apply_layer  # lower.py imports this module
 
-        for item in self.layers:
-            x = apply_layer(ctx, item, item.name, [x], {}, ctx.graph.current_loc)
+        for item in self.layers:  # of a layer with several results (an LSTM), the first flows on
+            x = apply_layer(ctx, item, item.name, [first_result(x)], {}, ctx.graph.current_loc)
         return x
