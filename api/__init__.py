@@ -14,8 +14,8 @@ from pathlib import Path
 
 from netc.compiler.errors import NetcError
 from netc.compiler.frontend import Network, load
-from netc.runtime import optim
-from netc.runtime.data import batch_symbol as _graph_batch_symbol
+from netc.compiler import optim
+from netc.compiler.graph_queries import batch_symbol as _graph_batch_symbol
 from netc.runtime.evaluate import evaluate, predict
 from netc.runtime.fit import History, TrainingInterrupted, fit
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from twins import EXAMPLES, example_inputs  # noqa: E402
 
 import netc  # noqa: E402
-from netc.runtime.optim import SGD  # noqa: E402
+from netc.compiler.optim import SGD  # noqa: E402
 
 
 def interleaved_seconds(contestants: dict, rounds: int = 21, round_seconds: float = 0.03) -> dict:

@@ -32,7 +32,7 @@ import netc
 from netc.compiler.ir import Graph
 from netc.compiler.shapes import TensorType
 from netc.runtime.backends import get_backend
-from netc.runtime.optim import SGD
+from netc.compiler.optim import SGD
 from twins import EXAMPLES, example_inputs
 
 EXAMPLES_DIR = ROOT / "examples"

@@ -38,7 +38,7 @@ from twins import example_inputs
 from zoo_twins import ZOO, ZOO_DIR
 
 import netc
-from netc.runtime.optim import SGD
+from netc.compiler.optim import SGD
 
 BATCHES = {"mlp40.net": (32, 64)}  # the rest at batch 32
 LR, MOMENTUM = 0.01, 0.9

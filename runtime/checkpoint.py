@@ -33,7 +33,7 @@ from netc.compiler.errors import NetcError
 from netc.compiler.files import check_output_path, write_file
 from netc.compiler.shapes import format_shape
 
-from . import optim
+from netc.compiler import optim
 from .data import FILE_HINT
 from .memory_limit import check_allocation
 

@@ -24,10 +24,10 @@ from netc.compiler.codegen.render import C, Renderer
 from netc.compiler.errors import NetcError
 from netc.compiler.passes.fuse import fuse, storage
 
-from .arena import FLOAT_TYPES, PlannedStep
+from netc.compiler.passes.arena import FLOAT_TYPES, PlannedStep
 from .cache import build_shared_library, load_library
 from .memory_limit import check_allocation
-from .resident import plan_resident_arena
+from netc.compiler.passes.resident import plan_resident_arena
 from .store import ArenaRun
 
 
@@ -86,7 +86,7 @@ def compile_step(
     graph, roots, precision: str, profile: bool = False, carried: dict | None = None
 ) -> CompiledStep:
     """Fuse, plan and build `graph` computing `roots`. `carried` maps the leaves whose slots must hold new
-    values after a run to those values (see runtime/resident.py)."""
+    values after a run to those values (see compiler/passes/resident.py)."""
     float_type, _ = FLOAT_TYPES[precision]
     carried = carried or {}
     roots = list({v.id: v for v in [*roots, *carried.values()]}.values())

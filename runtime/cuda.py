@@ -1,6 +1,6 @@
 """The CUDA backend: the fused kernels rendered to CUDA, compiled at run time by CuPy, replayed as a graph.
 
-Preparing a graph fuses it and plans its arena exactly as the cpu backend does (runtime/arena.py), renders the
+Preparing a graph fuses it and plans its arena exactly as the cpu backend does (compiler/passes/arena.py), renders the
 CUDA module (templates/module.cu.j2: one `__global__` entry per kernel, taking only the arena) and plans the
 launch list (compiler/codegen/launch.py): each kernel's entry with its grid, each matmul a GEMM on pointers
 into the arena (cuda_gemm.py: cuBLASLt called through ctypes, since CuPy's cuBLAS binding refuses to be
@@ -29,11 +29,11 @@ from netc.compiler.codegen.render import CUDA, Renderer
 from netc.compiler.errors import NetcError
 from netc.compiler.passes.fuse import fuse, storage
 
-from .arena import FLOAT_TYPES, PlannedStep
+from netc.compiler.passes.arena import FLOAT_TYPES, PlannedStep
 from .cuda_gemm import WORKSPACE_BYTES, CudaGemms
 from .cuda_libs import load_cuda_library
 from .cuda_staging import PinnedStaging
-from .resident import plan_resident_arena
+from netc.compiler.passes.resident import plan_resident_arena
 from .state import on_gpu, to_numpy
 from .store import ArenaRun
 

@@ -14,7 +14,9 @@ import numpy as np
 
 from netc.compiler.errors import NetcError
 
-from .data import Dataset, classifier_output, load_npz
+from netc.compiler.graph_queries import classifier_output
+
+from .data import Dataset, load_npz
 from .sized import SizedModels, batch_size_of
 
 

@@ -26,7 +26,7 @@ from netc.compiler.passes.fuse import INLINE_OPS
 
 from .cpu import CpuBackend
 from .model import state_carry
-from .optim import SGD
+from netc.compiler.optim import SGD
 from .trainer import build_step_graph
 
 

@@ -34,10 +34,12 @@ import numpy as np
 from netc.compiler.errors import NetcError
 
 from .checkpoint import Checkpoint, check_checkpoint_path, checkpoint_epoch, load_checkpoint, save_checkpoint
-from .data import batch_order, classifier_output
+from netc.compiler.graph_queries import classifier_output
+
+from .data import batch_order
 from .evaluate import as_dataset, check_batch_size, evaluate_sized
 from .interrupt import InterruptRequested, deferred_interrupt
-from .optim import SGD
+from netc.compiler.optim import SGD
 from .sized import SizedModels, batch_size_of
 
 DEFAULT_OPTIMIZER = SGD(lr=0.01)

@@ -24,9 +24,9 @@ from netc.compiler.passes.simplify import simplify
 from netc.compiler.shapes import format_shape
 
 from .backends import get_backend
-from .data import index_bounds
+from netc.compiler.graph_queries import index_bounds
 from .memory_limit import available_bytes, check_allocation
-from .optim import NEW_PREFIX
+from netc.compiler.optim import NEW_PREFIX
 from .reference import FLOAT
 from .state import check_state_dict, dtype_of, initial_value, numpy_dtype, on_gpu, to_numpy
 from .store import StateStore, launch, prepare_step

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from netc.compiler.errors import NetcError
 
-from .data import batch_symbol
+from netc.compiler.graph_queries import batch_symbol
 from .model import Model
 
 

@@ -8,7 +8,7 @@
 
 The step graph is built once per (mode, optimiser settings other than lr), simplified, and reused every step:
 its roots are the loss, the new value of every parameter, and every buffer update (BatchNorm's running
-statistics and the optimiser's state), with the contract described in runtime/optim.py. The trainer keeps the
+statistics and the optimiser's state), with the contract described in compiler/optim.py. The trainer keeps the
 optimiser's state and the model the parameters and buffers, each in a StateStore (runtime/store.py): on a
 compiled backend the step updates them in place in its arena, where they stay until another step needs them.
 """
@@ -23,7 +23,7 @@ from netc.compiler.passes.remat import rematerialise
 from netc.compiler.passes.simplify import simplify
 from netc.compiler.shapes import format_shape
 
-from .optim import LR_INPUT, NEW_PREFIX, STATE_PREFIX, STEP_BUFFER, Optimizer, check_lr, state_name
+from netc.compiler.optim import LR_INPUT, NEW_PREFIX, STATE_PREFIX, STEP_BUFFER, Optimizer, check_lr, state_name
 from .state import initial_value, to_numpy
 from .store import StateStore, launch
 

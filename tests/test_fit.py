@@ -12,7 +12,8 @@ from tiny import SAMPLES, TINY_NET, TinyTwin, tiny_data, to_torch
 
 import netc
 from netc.runtime.checkpoint import load_checkpoint
-from netc.runtime.data import batch_order, classifier_output
+from netc.compiler.graph_queries import classifier_output
+from netc.runtime.data import batch_order
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BATCH = 8  # 50 samples: six batches of 8 and a short one of 2

@@ -16,7 +16,7 @@ from netc.compiler.autodiff import grad
 from netc.compiler.passes.fuse import fuse
 from netc.compiler.passes.remat import rematerialise
 from netc.compiler.passes.simplify import simplify
-from netc.runtime.arena import plan_arena
+from netc.compiler.passes.arena import plan_arena
 from netc.runtime.reference import run_graph
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"

@@ -1,5 +1,5 @@
 """Resident state on the cpu backend: parameters, buffers and optimiser state live in the arenas of the
-prepared steps (runtime/store.py), and a step writes new values over the old in place (runtime/resident.py).
+prepared steps (runtime/store.py), and a step writes new values over the old in place (compiler/passes/resident.py).
 The tests compare with the reference backend, which feeds and returns the whole state at every run."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import netc
 from netc.compiler.ir import Graph
 from netc.compiler.shapes import TensorType
-from netc.runtime import resident
+from netc.compiler.passes import resident
 from netc.runtime.backends import get_backend
 
 # Small, so that it compiles fast, but with every kind of state: parameters, BatchNorm's running statistics

@@ -11,7 +11,7 @@ from twins import EXAMPLES, example_inputs
 
 import netc
 from netc.compiler.ir import verify
-from netc.runtime.optim import LR_INPUT, NEW_PREFIX, STEP_BUFFER, state_name
+from netc.compiler.optim import LR_INPUT, NEW_PREFIX, STEP_BUFFER, state_name
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 STEPS, BATCH = 20, 4

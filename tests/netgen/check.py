@@ -26,7 +26,7 @@ from contextlib import ExitStack
 
 import netc
 import numpy as np
-from netc.runtime.data import index_bounds
+from netc.compiler.graph_queries import index_bounds
 from parity import EMULATED, available
 
 RTOL, ATOL = 1e-4, 2e-5

@@ -12,9 +12,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from netc.compiler.ir import LEAF_OPS
-from netc.compiler.passes.fuse import reads, storage
-from netc.compiler.passes.memory import Buffer, live_bytes_lower_bound, plan_memory
+from ..ir import LEAF_OPS
+from .fuse import reads, storage
+from .memory import Buffer, live_bytes_lower_bound, plan_memory
 
 FLOAT_TYPES = {"float32": ("float", np.float32), "float64": ("double", np.float64)}  # precision -> (C, NumPy)
 ITEM_BYTES = {"float": 4, "double": 8, "int64_t": 8}

@@ -15,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from netc.compiler.ir import LEAF_OPS
-from netc.compiler.passes.fuse import reads, storage
-from netc.compiler.passes.memory import Buffer
+from ..ir import LEAF_OPS
+from .fuse import reads, storage
+from .memory import Buffer
 
 from .arena import ArenaPlan, plan_buffers, step_buffers, value_bytes
 

@@ -32,11 +32,11 @@ import math
 import numbers
 from dataclasses import dataclass, fields
 
-from netc.compiler import build as B
-from netc.compiler.autodiff import GRAD_PREFIX
-from netc.compiler.errors import NetcError
-from netc.compiler.ir import Graph, Value, verify
-from netc.compiler.shapes import TensorType
+from . import build as B
+from .autodiff import GRAD_PREFIX
+from .errors import NetcError
+from .ir import Graph, Value, verify
+from .shapes import TensorType
 
 STATE_PREFIX = "optimizer."  # every leaf an optimiser adds is named "optimizer.<something>"
 LR_INPUT = "optimizer.lr"
