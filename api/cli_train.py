@@ -46,6 +46,16 @@ def add_commands(command) -> None:
     train.add_argument(
         "--weight-decay", type=float, help="L2 penalty; adamw's decoupled decay (0, adamw 0.01)"
     )
+    train.add_argument(
+        "--betas", type=float, nargs=2, metavar=("BETA1", "BETA2"), help="adam's and adamw's (0.9 0.999)"
+    )
+    train.add_argument(
+        "--lr-schedule",
+        choices=("cosine",),
+        help="cosine: a linear warm-up over --warmup-steps, then a cosine decay to --min-lr at the last step",
+    )
+    train.add_argument("--warmup-steps", type=int, help="steps of linear warm-up for --lr-schedule cosine (0)")
+    train.add_argument("--min-lr", type=float, help="the lr --lr-schedule cosine ends at (0)")
     train.add_argument("--seed", type=int, help="initial weights, batch order and validation split (0)")
     train.add_argument("--backend", default="reference", help="reference (NumPy) or cpu (compiled C)")
     validation = train.add_mutually_exclusive_group()
@@ -102,6 +112,7 @@ def cmd_train(args) -> int:
             checkpoint=args.checkpoint or args.resume,  # a resumed run goes on saving where it came from
             resume=args.resume,
             progress=not args.quiet,
+            lr_scheduler=schedule_from_args(args),
         )
     except TrainingInterrupted as stop:
         path = stop.path or interrupted_path(args)
@@ -157,7 +168,10 @@ def optimizer_from_args(args, resumed):
     anything (fit then takes the checkpoint's, or its default)."""
     given = {
         key: value
-        for key, value in (("lr", args.lr), ("momentum", args.momentum), ("weight_decay", args.weight_decay))
+        for key, value in (
+            ("lr", args.lr), ("momentum", args.momentum), ("weight_decay", args.weight_decay),
+            ("betas", tuple(args.betas) if args.betas else None),
+        )
         if value is not None
     }
     saved = resumed.make_optimizer() if resumed is not None and resumed.optimizer is not None else None
@@ -168,9 +182,27 @@ def optimizer_from_args(args, resumed):
     if saved is not None and name != saved_name:
         raise NetcError(f"{args.resume} was trained with {saved_name}; --optimizer {name} cannot continue it")
     if "momentum" in given and name != "sgd":
-        raise NetcError(f"--momentum is an sgd setting; {name} takes --lr and --weight-decay")
+        raise NetcError(f"--momentum is an sgd setting; {name} takes --lr, --betas and --weight-decay")
+    if "betas" in given and name == "sgd":
+        raise NetcError("--betas is an adam and adamw setting; sgd takes --momentum")
     settings = dataclasses.asdict(saved) if saved is not None else {"lr": DEFAULT_LR[name]}
     return OPTIMIZERS[name](**{**settings, **given})
+
+
+def schedule_from_args(args):
+    """The learning-rate schedule the flags ask for: None (a constant lr, or a resumed run's schedule), or
+    a function of the run's total step count making nanoGPT's warm-up and cosine decay."""
+    from netc.compiler.lr_scheduler import warmup_cosine
+
+    if args.lr_schedule != "cosine":
+        for flag, value in (("--warmup-steps", args.warmup_steps), ("--min-lr", args.min_lr)):
+            if value is not None:
+                raise NetcError(f"{flag} shapes the cosine schedule; add --lr-schedule cosine")
+        return None
+    warmup, min_lr = args.warmup_steps or 0, args.min_lr or 0.0
+    if warmup < 0 or min_lr < 0:
+        raise NetcError("--warmup-steps and --min-lr cannot be negative")
+    return lambda total_steps: warmup_cosine(warmup, total_steps, min_lr)
 
 
 def write_plot(args, history) -> None:

@@ -267,3 +267,6 @@ def _check_flags(owner: str, **flags) -> None:
     for name, value in flags.items():
         if not isinstance(value, bool):
             raise NetcError(f"{owner}: {name} must be True or False, got {value!r}")
+
+
+from . import lr_scheduler  # noqa: F401 - netc.optim.lr_scheduler, as torch.optim.lr_scheduler

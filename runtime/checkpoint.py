@@ -194,7 +194,7 @@ def _check_shapes(path: Path, found: dict, expected: dict | None) -> None:
 # What fit records in "training", and the type of each: a damaged file is caught here, not deep in fit.
 TRAINING_FIELDS = {
     "batch": int, "samples": int, "seed": int, "batch_size": int, "train_samples": int,
-    "loss_sum": (int, float), "history": list,
+    "loss_sum": (int, float), "history": list, "lr_scheduler": dict, "base_lr": (int, float),
 }
 
 

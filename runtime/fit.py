@@ -13,6 +13,10 @@ sibling model compiled for its size (see sized.py). What an epoch records:
                     data.classifier_output for the rule)
     val_loss, val_accuracy      the same on the validation data, when there is some
     seconds         the epoch's wall time, its evaluations included
+    lr              with a learning-rate schedule, the lr of the epoch's last step
+
+A learning-rate schedule (compiler/lr_scheduler.py) sets the lr of every step from the optimiser's step count,
+starting from the optimiser's lr; it is saved in the checkpoint, so a resumed run follows the same schedule.
 
 A NaN or infinite loss, or weights that are no longer finite at the end of an epoch, stop training with a
 NetcError naming the epoch and the checkpoint kept: a diverged state never replaces a good checkpoint. Ctrl-C,
@@ -30,7 +34,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from netc.compiler.errors import NetcError
 
 from .checkpoint import Checkpoint, check_checkpoint_path, checkpoint_epoch, load_checkpoint, save_checkpoint
@@ -39,6 +42,7 @@ from netc.compiler.graph_queries import classifier_output
 from .data import batch_order
 from .evaluate import as_dataset, check_batch_size, evaluate_sized
 from .interrupt import InterruptRequested, deferred_interrupt
+from netc.compiler.lr_scheduler import LRScheduler, from_config
 from netc.compiler.optim import SGD
 from .sized import SizedModels, batch_size_of
 
@@ -81,6 +85,7 @@ def fit(
     checkpoint=None,
     resume=None,
     progress: bool = True,
+    lr_scheduler=None,
 ) -> History:
     """Train `model` (a netc Model) on `data` (a .npz path or a dict of arrays, named as the inputs) for
     `epochs` epochs in all, counting those of a resumed checkpoint; returns the History.
@@ -89,7 +94,10 @@ def fit(
     lr=0.01; `seed` (default 0) fixes the batch order and the validation split. Validation data comes from
     `val_data`, or from holding out the fraction `val_split` of `data`. `checkpoint` is a path written after
     every epoch and on Ctrl-C; `resume` a checkpoint to continue from. `progress` shows a progress bar and a
-    line per epoch. The model ends with the trained weights, in the mode it came in."""
+    line per epoch. `lr_scheduler` sets the lr of every step (see lr_scheduler.py): a schedule, or a function
+    of the number of steps training takes in all that returns one (for a decay that ends with training); a
+    resumed run keeps its checkpoint's schedule and base lr unless given another. The model ends with the
+    trained weights, in the mode it came in."""
     resumed = load_checkpoint(resume, _shapes(model)) if resume is not None else None
     training = resumed.training if resumed is not None else {}
     epochs = _check_epochs(epochs)
@@ -107,8 +115,10 @@ def fit(
         progress=progress,
     )
     run.load_data(data, val_data, val_split)
+    run.schedule(lr_scheduler, chosen.lr)
     if resumed is not None:
         run.restore(resumed, resume, lr=optimizer.lr if optimizer is not None else None)
+        run.restore_schedule(training, given=lr_scheduler is not None)
     try:
         with deferred_interrupt() as interrupt:
             try:
@@ -161,6 +171,7 @@ class _Run:
         self.kept_epoch = checkpoint_epoch(checkpoint) if checkpoint is not None else None
         self.history = History()
         self.epoch, self.batch, self.loss_sum, self.samples = 0, 0, 0.0, 0
+        self.lr_scheduler, self.base_lr, self.lr = None, None, None
 
     def load_data(self, data, val_data, val_split) -> None:
         graph = self.sized.home.graph
@@ -173,6 +184,25 @@ class _Run:
             self.train_data, self.val_data = self.train_data.split(val_split, self.seed)
         elif val_data is not None:
             self.val_data = as_dataset(graph, val_data)
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train_data) / self.batch_size)
+
+    def schedule(self, lr_scheduler, base_lr: float) -> None:
+        """Follow `lr_scheduler` (a schedule, or a function of the total step count that makes one)."""
+        if lr_scheduler is not None and not isinstance(lr_scheduler, LRScheduler):
+            if not callable(lr_scheduler):
+                raise NetcError(
+                    f"lr_scheduler must be a netc.optim.lr_scheduler schedule, got {type(lr_scheduler).__name__}"
+                )
+            lr_scheduler = lr_scheduler(self.epochs * self.steps_per_epoch())
+        self.lr_scheduler, self.base_lr = lr_scheduler, base_lr
+
+    def restore_schedule(self, training: dict, given: bool) -> None:
+        """A resumed run follows its checkpoint's schedule, from its base lr, unless the caller gave one."""
+        if not given and "lr_scheduler" in training:
+            self.lr_scheduler = from_config(training["lr_scheduler"])
+            self.base_lr = float(training["base_lr"])
 
     # -- the loop --------------------------------------------------------------------------------------------
 
@@ -201,7 +231,11 @@ class _Run:
             interrupt.check()
 
     def _step(self, indices, steps: int) -> None:
-        loss = self._trainer(len(indices)).step(**self.train_data.take(indices))
+        trainer = self._trainer(len(indices))
+        if self.lr_scheduler is not None:
+            trainer.lr = self.lr_scheduler.lr(self.base_lr, trainer.steps)
+        self.lr = trainer.lr
+        loss = trainer.step(**self.train_data.take(indices))
         if not math.isfinite(loss):
             where = f"epoch {self.epoch + 1}, step {self.batch + 1} of {steps}"
             raise self.diverged(f"the loss is {loss} at {where}")
@@ -231,6 +265,8 @@ class _Run:
             for key in ("loss", "accuracy"):
                 if validated[key] is not None:
                     record["val_" + key] = validated[key]
+        if self.lr_scheduler is not None:
+            record["lr"] = self.lr
         record["seconds"] = time.perf_counter() - started
         self.history.records.append(record)
         self.epoch, self.batch, self.loss_sum, self.samples = self.epoch + 1, 0, 0.0, 0
@@ -265,6 +301,9 @@ class _Run:
 
     def state(self) -> Checkpoint:
         sized = self.sized
+        schedule = {}
+        if self.lr_scheduler is not None:
+            schedule = {"lr_scheduler": self.lr_scheduler.config(), "base_lr": self.base_lr}
         return Checkpoint(
             model=sized.state_dict(),
             optimizer=sized.optimizer_state(),
@@ -278,6 +317,7 @@ class _Run:
                 "batch_size": self.batch_size,
                 "train_samples": len(self.train_data),
                 "history": self.history.records,
+                **schedule,
             },
         )
 
@@ -330,5 +370,7 @@ def format_record(record: dict, epochs: int) -> str:
         if key in record:
             value = record[key]
             parts.append(f"{key} {value:.2%}" if key.endswith("accuracy") else f"{key} {value:.4f}")
+    if "lr" in record:
+        parts.append(f"lr {record['lr']:.3g}")
     parts.append(f"{record['seconds']:.1f} s")
     return "  ".join(parts)

@@ -66,6 +66,11 @@ class Trainer:
         self._lr = check_lr(value, type(self.optimizer).__name__)
 
     @property
+    def steps(self) -> int:
+        """The optimiser steps taken so far (restored with the state): what a learning-rate schedule follows."""
+        return int(self._state.read(STEP_BUFFER))
+
+    @property
     def graph(self):
         """The training step's IR for the model's current mode."""
         model = self.model
@@ -96,7 +101,7 @@ class Trainer:
         feeds = {name: model._check_input(name, graph.inputs[name], inputs[name]) for name in names}
         # Dropout's seed counts optimiser steps, which the trainer's state_dict keeps: a resumed run replays
         # the same masks.
-        feeds["__seed__"] = np.int64(model.seed * 1_000_003 + int(self._state.read(STEP_BUFFER)))
+        feeds["__seed__"] = np.int64(model.seed * 1_000_003 + self.steps)
         feeds[LR_INPUT] = np.float64(self._lr)
         return feeds
 
