@@ -59,6 +59,14 @@ class Call(Expr):
 
 
 @dataclass
+class Attribute(Expr):
+    """`wte.weight`: a parameter or buffer of a named layer, by its state_dict name below the layer's."""
+
+    value: Expr
+    attr: str
+
+
+@dataclass
 class BinOp(Expr):
     op: str  # one of + - * / // @
     left: Expr

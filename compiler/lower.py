@@ -144,6 +144,8 @@ def _evaluate(scope: Scope, expr: ast.Expr):
         return scope.lookup(expr.id, expr.loc)
     if isinstance(expr, ast.TupleLit):
         return tuple(evaluate(scope, e) for e in expr.items)
+    if isinstance(expr, ast.Attribute):
+        return attribute(scope, expr)
     if isinstance(expr, ast.UnaryOp):
         operand = evaluate(scope, expr.operand)
         return B.neg(operand) if isinstance(operand, Value) else _hyper_unary(operand, expr.loc)
@@ -178,6 +180,32 @@ def _evaluate(scope: Scope, expr: ast.Expr):
             value = _apply_stage(scope, first_result(value), stage)
         return value
     raise AssertionError(f"unknown expression {expr}")
+
+
+def attribute(scope: Scope, expr: ast.Attribute) -> Value:
+    """`wte.weight`, `h0.attn.c_proj.bias`: a tensor of a named layer, by its state_dict name below the
+    layer's, as `self.wte.weight` reads it in a torch module. Weight tying is such a read:
+    `logits = linear(x, wte.weight)` is nanoGPT's lm_head sharing the token embedding's weight."""
+    path = []
+    while isinstance(expr.value, ast.Attribute):
+        path.append(expr.attr)
+        expr = expr.value
+    path.append(expr.attr)
+    owner = evaluate(scope, expr.value)
+    dotted = ".".join(reversed(path))
+    if not isinstance(owner, Layer) or not owner.name:
+        raise NetcError(
+            f"'.{dotted}' reads a parameter or buffer of a named layer (such as wte.weight), "
+            f"not of {describe_kind(owner)}",
+            expr.loc,
+        )
+    graph, name = scope.ctx.graph, f"{owner.name}.{dotted}"
+    for table in (graph.params, graph.buffers):
+        if name in table:
+            return table[name]
+    held = [n[len(owner.name) + 1 :] for n in (*graph.params, *graph.buffers) if n.startswith(owner.name + ".")]
+    hint = f"it holds: {', '.join(held)}" if held else "a block's tensors exist once it has been applied"
+    raise NetcError(f"{owner.name} has no parameter or buffer '{dotted}'", expr.loc, hint)
 
 
 def _apply_stage(scope: Scope, source, stage: ast.Expr):

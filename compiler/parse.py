@@ -281,6 +281,9 @@ class ToAst(Transformer_NonRecursive):
     def keyword(self, meta, name, value):
         return ast.Keyword(str(name), value, self.loc(name))
 
+    def attribute(self, meta, value, attr):
+        return ast.Attribute(self.loc(meta), value, str(attr))
+
     def tuple_literal(self, meta, *items):
         return ast.TupleLit(self.loc(meta), list(items))
 

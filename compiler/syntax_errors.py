@@ -216,7 +216,8 @@ def _describe_expected(accepts: set, parser: Lark) -> str:
     words = {_describe_terminal(name, parser) for name in accepts}
     operators = {f"'{op}'" for op in OPERATORS}
     if operators <= words:
-        words = (words - operators) | {"an operator"}
+        # `.weight` may follow any operand, as an operator may; it is never the token a user left out
+        words = (words - operators - {"'.'"}) | {"an operator"}
     if EXPRESSION_STARTS <= words:
         words = (words - EXPRESSION_STARTS) | {"an expression"}
     return ", ".join(sorted(words))
