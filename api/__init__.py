@@ -18,6 +18,7 @@ from netc.compiler import optim
 from netc.compiler.graph_queries import batch_symbol as _graph_batch_symbol
 from netc.runtime.evaluate import evaluate, predict
 from netc.runtime.fit import History, TrainingInterrupted, fit
+from netc.runtime.generate import generate
 
 __all__ = [
     "History",
@@ -28,6 +29,7 @@ __all__ = [
     "compile",
     "evaluate",
     "fit",
+    "generate",
     "load",
     "optim",
     "predict",

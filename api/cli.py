@@ -1,4 +1,5 @@
-"""The `netc` command line: check, inspect, run and train `.net` files (training: cli_train.py).
+"""The `netc` command line: check, inspect, run and train `.net` files (training: cli_train.py; sampling text:
+cli_sample.py).
 
 A mistake in the user's file prints a compiler-style message (file:line:col, the line, a caret) and exits 2.
 Any other exception is a bug in netc: it prints an internal compiler error report (internal_error.py) and
@@ -22,6 +23,7 @@ from netc.compiler.passes.simplify import count_values, simplify
 from netc.runtime.state import to_numpy
 from netc.cli_train import EXIT_INTERRUPTED
 from netc.cli_train import add_commands as add_training_commands
+from netc.cli_sample import add_command as add_sample_command
 from netc.internal_error import EXIT_INTERNAL_ERROR, report_internal_error
 
 EXIT_USER_ERROR = 2
@@ -122,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", default="reference", help="reference, cpu or cuda")
     run.add_argument("--seed", type=int, default=0, help="initial weights and inputs (0)")
     add_training_commands(command)
+    add_sample_command(command)
     return parser
 
 
