@@ -119,6 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=("cpu", "cuda"), default="cpu", help="cpu (C) or cuda (CUDA, compiled without a GPU)"
     )
     build.add_argument("-o", "--output", type=Path, required=True, help="the folder to write into")
+    export = command(
+        "export", cmd_export, "write a standalone C (or CUDA) library of the network: inference and training "
+        "steps, weights, Makefile, demo"
+    )
+    export.add_argument("--batch", type=int, required=True, help="the batch size the library is compiled for")
+    export.add_argument("-o", "--output", type=Path, required=True, help="the folder to write into")
+    export.add_argument("--weights", type=Path, help="the weights to ship (a checkpoint or a state dict); "
+                        "default: the initial ones")
+    export.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), help="sgd (default), adam or adamw")
+    export.add_argument("--lr", type=float, help="learning rate (0.01 for sgd, 0.001 for adam and adamw)")
+    export.add_argument("--momentum", type=float, help="sgd's momentum (0)")
+    export.add_argument("--weight-decay", type=float, help="L2 penalty; adamw's decoupled decay (0, adamw 0.01)")
+    export.add_argument("--target", choices=("c", "cuda"), default="c", help="c (CPU, the default) or cuda")
     run = command("run", cmd_run, "run the network forward on random inputs and print what comes out")
     run.add_argument("--batch", type=int, default=4)
     run.add_argument("--backend", default="reference", help="reference, cpu or cuda")
@@ -206,6 +219,16 @@ def cmd_compile(args) -> None:
     for path in export_compiled(net, netc.bindings_for(net, args.batch), args.output, backend=args.backend):
         print(path)
     print((args.output / f"{net.name.lower()}.report.txt").read_text().split("\n\n")[1].splitlines()[0])
+
+
+def cmd_export(args) -> None:
+    from netc.cli_train import optimizer_from_args
+    from netc.runtime.export_library import export_library
+
+    net = netc.load(args.file, args.network, import_path=args.import_path)
+    optimizer = optimizer_from_args(args, None) or netc.optim.SGD(lr=0.01)
+    export_library(net, netc.bindings_for(net, args.batch), args.output, optimizer, args.weights, args.target)
+    print(f"wrote {args.output}/: build it with `make -C {args.output}`, then run {args.output}/demo")
 
 
 def cmd_run(args) -> None:
