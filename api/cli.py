@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), help="sgd (default), adam or adamw")
     export.add_argument("--lr", type=float, help="learning rate (0.01 for sgd, 0.001 for adam and adamw)")
     export.add_argument("--momentum", type=float, help="sgd's momentum (0)")
+    export.add_argument(
+        "--betas", type=float, nargs=2, metavar=("BETA1", "BETA2"), help="adam's and adamw's (0.9 0.999)"
+    )
     export.add_argument("--weight-decay", type=float, help="L2 penalty; adamw's decoupled decay (0, adamw 0.01)")
     export.add_argument("--target", choices=("c", "cuda"), default="c", help="c (CPU, the default) or cuda")
     run = command("run", cmd_run, "run the network forward on random inputs and print what comes out")

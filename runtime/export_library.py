@@ -37,16 +37,16 @@ from netc.compiler.codegen.launch import GemmLaunch
 from netc.compiler.codegen.render import C, Renderer
 from netc.compiler.errors import NetcError
 from netc.compiler.files import write_file
+from netc.compiler.graph_queries import index_bounds
 from netc.compiler.ir import LEAF_OPS
+from netc.compiler.optim import LR_INPUT, STATE_PREFIX
+from netc.compiler.passes.arena import value_bytes
 from netc.compiler.passes.fuse import fuse, storage
+from netc.compiler.passes.resident import plan_resident_arena
 
-from .arena import value_bytes
 from .checkpoint import load_checkpoint
 from .cpu import MAX_PARTS
-from .data import index_bounds
 from .model import Model, state_carry
-from .optim import LR_INPUT, STATE_PREFIX
-from .resident import plan_resident_arena
 from .state import check_state_dict
 from .trainer import build_step_graph
 
