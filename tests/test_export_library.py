@@ -22,18 +22,19 @@ import pytest
 import torch
 from netc.cli import main as netc_main
 from netc.runtime.cpu import blas_build_options
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from twins import DigitsCNN, LeNet
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = Path(__file__).resolve().parent / "export_library"
 STEPS = 20
-# (file, batch, twin, the optimiser's flags and the same optimiser in Python)
+# (file, batch, twin, the optimiser's flags and the same optimiser in Python, whether the folder ships the
+# twin's weights (--weights) rather than netc's initial ones)
 NETWORKS = {
     "lenet": ("examples/lenet.net", 4, LeNet, ["--lr", "0.05", "--momentum", "0.9"],
-              lambda: netc.optim.SGD(lr=0.05, momentum=0.9)),
+              lambda: netc.optim.SGD(lr=0.05, momentum=0.9), False),
     "digits_cnn": ("examples/digits/cnn.net", 8, DigitsCNN, ["--optimizer", "adam", "--lr", "0.01"],
-                   lambda: netc.optim.Adam(lr=0.01)),
+                   lambda: netc.optim.Adam(lr=0.01), True),
 }
 needs_cc = pytest.mark.skipif(shutil.which("make") is None or shutil.which("cc") is None,
                               reason="make and a C compiler are needed")
@@ -81,9 +82,17 @@ def random_batches(model, count: int, rng) -> list:
 def exported(request, tmp_path_factory):
     """(name, folder, the batches fed, the Python model's results) for one network, built and run once."""
     name = request.param
-    path, batch, _, flags, _ = NETWORKS[name]
+    path, batch, twin, flags, _, from_twin = NETWORKS[name]
     folder = tmp_path_factory.mktemp(name) / "lib"
+    if from_twin:
+        torch.manual_seed(0)
+        weights = folder.parent / "twin.safetensors"
+        save_file(twin().state_dict(), weights)
+        flags = [*flags, "--weights", str(weights)]
     assert netc_main(["export", str(ROOT / path), "--batch", str(batch), "-o", str(folder), *flags]) == 0
+    if from_twin:  # the folder ships them as they are
+        for key, tensor in load_file(weights).items():
+            assert torch.equal(load_file(folder / "weights.safetensors")[key], tensor), key
     shutil.copy(PROGRAMS / "check.c", folder)
     run(["make", "-j2", "all", "check", *blas_make_variables()], folder)
     model = netc.compile(ROOT / path, batch=batch, backend="cpu")
@@ -104,8 +113,10 @@ def python_results(name: str, model, folder: Path, batches: list) -> dict:
     trained = model.forward(**reads)  # BatchNorm's running statistics move once more
     model.eval()
     evaluated = model.forward(**reads)
-    return {"losses": np.array(losses, np.float32), "eval": evaluated, "train": trained,
-            "state": model.state_dict()}
+    state = model.state_dict()
+    eval_loss = trainer.step(**last)  # a training step in eval mode
+    return {"losses": np.array(losses, np.float32), "eval": evaluated, "train": trained, "state": state,
+            "eval_loss": np.array([eval_loss], np.float32)}
 
 
 def read_outputs(path: Path, like: dict) -> dict:
@@ -130,6 +141,7 @@ def test_training_and_inference_equal_the_cpu_backend_bit_for_bit(exported):
     assert list(saved) == list(python["state"]) or set(saved) == set(python["state"])
     for key, array in python["state"].items():
         np.testing.assert_array_equal(saved[key].numpy(), array, err_msg=key)
+    np.testing.assert_array_equal(np.fromfile(folder / "eval_loss.bin", dtype=np.float32), python["eval_loss"])
     initial = load_file(folder / "weights.safetensors")
     assert not torch.equal(saved["fc1.weight" if "fc1.weight" in saved else "fc.weight"], initial[
         "fc1.weight" if "fc1.weight" in saved else "fc.weight"])  # it trained
@@ -266,6 +278,23 @@ def test_hostile_files_are_refused_with_a_message_and_change_nothing(exported):
     assert rest[4] == "error after a good call: []"
     assert not list(folder.glob("*.tmp-*"))  # an atomic save leaves no temporary behind
     load_file(folder / "saved.safetensors")
+    check_initial_weights(load_file(folder / "initial.safetensors"))
+
+
+def check_initial_weights(state: dict) -> None:
+    """netc_model_create's weights follow PyTorch's default initialisation: the twin's distributions."""
+    twin = DigitsCNN().state_dict()
+    assert list(state) == list(twin)
+    for key, reference in twin.items():
+        tensor = state[key]
+        assert tensor.dtype == reference.dtype and tensor.shape == reference.shape, key
+        if reference.dim() > 1 or key == "fc.bias":  # uniform(-bound, bound), bound 1/sqrt(fan_in)
+            fan_in = twin[key.replace("bias", "weight")][0].numel()
+            bound = 1 / np.sqrt(fan_in)
+            assert tensor.abs().max() <= bound, key
+            assert tensor.std().item() == pytest.approx(bound / np.sqrt(3), rel=0.2), key
+        else:  # BatchNorm: ones and zeros, as torch makes them
+            assert torch.equal(tensor, reference), key
 
 
 # -- the CUDA target ----------------------------------------------------------------------------------------

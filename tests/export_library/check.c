@@ -4,7 +4,8 @@
        check DATA STEPS    DATA: STEPS training batches then one more, each input's raw bytes in order
 
    Writes losses.bin (STEPS float32 losses), train.bin and eval.bin (the outputs of a forward pass over the
-   last batch in training, then evaluation mode) and trained.safetensors (the weights after it all). */
+   last batch in training, then evaluation mode), trained.safetensors (the weights then) and eval_loss.bin (the
+   loss of one more training step on that batch, in evaluation mode). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,12 @@ int main(int argc, char **argv) {
     netc_model_set_training(m, 0);
     if (write_outputs(m, "eval.bin", (const void *const *)inputs)) return 1;
     if (netc_model_save(m, "trained.safetensors")) return fail(m, "save");
+    /* A training step in evaluation mode (BatchNorm on its running statistics), as a frozen-statistics
+       fine-tune takes it: the library's eval-mode training step. */
+    const float loss = netc_model_train_step(m, (const void *const *)inputs);
+    if (netc_model_error(m)[0]) return fail(m, "train_step in eval mode");
+    FILE *eval_loss = fopen("eval_loss.bin", "wb");
+    if (!eval_loss || fwrite(&loss, sizeof loss, 1, eval_loss) != 1 || fclose(eval_loss)) return fail(m, "write");
     netc_model_free(m);
     return 0;
 }

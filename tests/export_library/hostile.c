@@ -5,7 +5,8 @@
 
    Prints one line per BAD file: "refused <message>" or "LOADED"; then "unchanged" if a forward pass gives
    the same bits as before; then the error of a training step on int64 inputs of 1000 (out of any range the
-   test uses), and of a save into a folder that does not exist. */
+   test uses), and of a save into a folder that does not exist. Saves a new model's initial weights to
+   initial.safetensors first. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,9 @@ static void *forward(netc_model *m, const void *const *inputs, size_t *bytes) {
 }
 
 int main(int argc, char **argv) {
+    netc_model *fresh = netc_model_create(); /* its initial weights, for the test to look at */
+    if (!fresh || netc_model_save(fresh, "initial.safetensors")) return printf("cannot save initial weights\n"), 1;
+    netc_model_free(fresh);
     netc_model *m = netc_model_create();
     if (!m || netc_model_load(m, argv[1])) return printf("cannot start: %s\n", netc_model_error(m)), 1;
     netc_model_set_training(m, 0);
