@@ -36,11 +36,14 @@ def clone(graph: Graph, name: str | None = None) -> tuple[Graph, dict]:
     return out, mapping
 
 
-def backward(of: Value, wrt: list, seed: Value | None = None) -> list:
+def backward(of: Value, wrt: list, seed: Value | None = None, stop_at_wrt: bool = False) -> list:
     """Append the gradient of `of` with respect to each value in `wrt` to their graph; None where unused.
 
-    `seed` is the output's cotangent (default: 1, which needs `of` to be a scalar).
+    `seed` is the output's cotangent (default: 1, which needs `of` to be a scalar). With `stop_at_wrt`, the
+    values in `wrt` are treated as leaves: nothing is propagated to what computes them (a gradient rule
+    differentiating a composition of its own inputs).
     """
+    stops = {w.id for w in wrt} if stop_at_wrt else set()
     graph = of.graph
     if seed is None:
         if of.shape != ():
@@ -49,7 +52,7 @@ def backward(of: Value, wrt: list, seed: Value | None = None) -> list:
     adjoints: dict[int, Value] = {of.id: seed}
     for v in reversed(graph.live_values([of])):
         g = adjoints.get(v.id)
-        if g is None or v.op in LEAF_OPS or not any(x.dtype in FLOAT_DTYPES for x in v.inputs):
+        if g is None or v.op in LEAF_OPS or v.id in stops or not any(x.dtype in FLOAT_DTYPES for x in v.inputs):
             continue  # leaves, constants and functions of integers only: nothing to propagate
         rule = OPS[v.op].grad
         if rule is None:

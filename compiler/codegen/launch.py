@@ -71,6 +71,8 @@ def launch_shape(ctx: dict) -> tuple:
         return min(ctx["size"], MAX_BLOCKS), BLOCK  # reduce.cu.j2: a block per group
     if template == "rows.j2":  # rows.cu.j2: a block per group, of as many warps as its row can keep busy
         return min(ctx["groups"], MAX_BLOCKS), min(BLOCK, max(WARP, -(-ctx["row"] // WARP) * WARP))
+    if template.startswith("attention"):  # attention*.cu.j2: a block per query (key) tile, a thread per row
+        return min(ctx["gpu_blocks"], MAX_BLOCKS), ctx["gpu_threads"]
     if template == "copy.j2" and ctx["fill"] is not None:
         return 1, 1024  # copy.cu.j2: a pad fills, then copies, within one block
     return _blocks(parallel_items(ctx)), BLOCK

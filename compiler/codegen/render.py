@@ -17,6 +17,7 @@ from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, StrictUn
 from ..ops import OPS
 from ..ops.window import window_counts
 from ..passes.fuse import INLINE_OPS, Kernel, matmul_operand, storage
+from .attention import attention_context
 from .layout import contiguous_strides, literal
 from .rows import rows_context
 
@@ -130,6 +131,7 @@ class Renderer:
             "index": self.index,
             "random": self.random,
             "constant": self.constant,
+            "attention": self.attention,
         }
         ctx = builder[kernel.kind](kernel)
         ctx.update(index=index, fn=f"k{index}_{kernel.name}", summary=self.summary(kernel))
@@ -273,6 +275,9 @@ class Renderer:
 
     def rows(self, kernel: Kernel) -> dict:
         return rows_context(self, kernel)
+
+    def attention(self, kernel: Kernel) -> dict:
+        return attention_context(self, kernel)
 
     def reduce(self, kernel: Kernel) -> dict:
         (v,) = kernel.values

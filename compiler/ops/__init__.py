@@ -1,6 +1,6 @@
 """The primitive ops, one registry entry each; importing this package registers them all."""
 
-from . import elementwise, index, leaf, linalg, movement, random, reduce, slicing, window  # noqa: F401 - registers
+from . import attention, elementwise, index, leaf, linalg, movement, random, reduce, slicing, window  # noqa: F401 - registers
 from .registry import KINDS, OPS, Op, Sample, register
 
 __all__ = ["KINDS", "OPS", "Op", "Sample", "register"]

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-KINDS = ("leaf", "elementwise", "reduce", "movement", "matmul", "window", "index", "random")
+KINDS = ("leaf", "elementwise", "reduce", "movement", "matmul", "window", "index", "random", "attention")
 
 
 @dataclass

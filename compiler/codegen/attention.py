@@ -1,0 +1,80 @@
+"""The context of a fused attention kernel (compiler/ops/attention.py), rendered by templates/attention*.j2.
+
+Three kernels, one per primitive, share one context: the sizes (flattened batch B, queries L, keys S, widths
+E and Ev), the scale, whether it is causal, how the mask is addressed, and the tile sizes. On the CPU a task
+is one query tile (one key tile for attention_grad_kv) of one batch index; on a GPU a block is, its threads
+one query (key) each, and the other side's tiles are staged through shared memory.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..passes.fuse import Kernel
+from .layout import contiguous_strides, literal
+
+# CPU tiles: a query tile's running maxima, sums and outputs stay in L1 while a key tile streams past them.
+CPU_ROWS, CPU_COLS = 32, 64
+# GPU: threads per block (one query or key each), and the bytes of shared memory the staged tiles may take.
+GPU_ROWS, GPU_SHARED_BYTES, GPU_MAX_COLS = 64, 32 * 1024, 64
+
+
+def attention_context(renderer, kernel: Kernel) -> dict:
+    (v,) = kernel.values
+    q, k, val = v.inputs[:3]
+    plain = 3 if v.op == "attention" else 5
+    mask = v.inputs[plain] if len(v.inputs) > plain else None
+    batch_shape = q.shape[:-2]
+    batch = math.prod(batch_shape)
+    L, S, E, EV = q.shape[-2], k.shape[-2], q.shape[-1], val.shape[-1]
+    ctype = renderer.ctype(v.dtype)
+    size = 8 if ctype == "double" else 4
+    staged = E + EV + (2 if v.op == "attention_grad_kv" else 0)  # per staged row: its vectors (and lse, D)
+    gpu_cols = max(1, min(GPU_MAX_COLS, GPU_SHARED_BYTES // (size * staged)))
+    # The side each task owns a tile of: queries, except for attention_grad_kv, whose tasks own keys.
+    causal = bool(v.attrs["causal"])
+    addressing = _mask_addressing(mask, batch_shape, L, S) if mask is not None else None
+    own = S if v.op == "attention_grad_kv" else L
+    return dict(
+        template=f"{v.op}.j2",
+        op=v.op,
+        ctype=ctype,
+        batch=batch,
+        L=L,
+        S=S,
+        E=E,
+        EV=EV,
+        scale=literal(float(v.attrs["scale"]), ctype),
+        causal=causal,
+        mask=addressing,
+        # Whether the scores read the query's index i (the mask's row) or the key's j (causal, the mask's
+        # column) beyond the rows' pointers: nvcc warns of an unused index.
+        uses_i=addressing is not None and addressing["row"] != "0",
+        uses_j=causal or (addressing is not None and addressing["col"] != "0"),
+        rows=CPU_ROWS,
+        cols=CPU_COLS,
+        tiles=batch * -(-own // (CPU_COLS if v.op == "attention_grad_kv" else CPU_ROWS)),
+        work=batch * L * S * (E + EV),
+        gpu_cols=gpu_cols,
+        gpu_blocks=batch * -(-own // GPU_ROWS),
+        gpu_threads=GPU_ROWS,
+        args=[renderer.pointer(x) for x in v.inputs] + [renderer.pointer(v)],
+    )
+
+
+def _mask_addressing(mask, batch_shape, L, S) -> dict:
+    """How the kernel finds mask[b, i, j] for flattened batch index b: C expressions of b, i and j, with a
+    stride of 0 along every axis the mask broadcasts."""
+    strides = [0 if d == 1 else s for d, s in zip(mask.shape, contiguous_strides(mask.shape))]
+    terms, inner = [], 1
+    for axis in range(len(batch_shape) - 1, -1, -1):
+        if strides[axis]:
+            index = f"b / {inner}" if inner > 1 else "b"
+            terms.append(f"({index} % {batch_shape[axis]}) * {strides[axis]}")
+        inner *= batch_shape[axis]
+    row, col = strides[-2], strides[-1]
+    return dict(
+        base=" + ".join(terms) or "0",
+        row=f"i * {row}" if row else "0",
+        col=f"j * {col}" if col else "0",
+    )
