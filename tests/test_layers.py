@@ -74,6 +74,8 @@ def assert_matches_twin_layer(name: str, index: int, training: bool, inputs: Inp
     twin.load_state_dict({k.removeprefix(own): torch.from_numpy(v) for k, v in state.items()}, strict=True)
     with torch.no_grad(), same_dropout_masks(uniforms):
         want = twin(*inputs.tensors())
+    if isinstance(want, tuple):  # nn.MultiheadAttention: (output, weights); netc's layer gives the output alone
+        want = want[0]
     assert_close(got, want, f"{name} example {index}")
     for key, value in twin.state_dict().items():
         after = updates.get(f"{own}{key}", state[f"{own}{key}"])

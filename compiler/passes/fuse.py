@@ -312,7 +312,8 @@ class _Partition:
             return True
         index = next(i for i, k in enumerate(self.order) if k is kernel)
         later = self.order[index + 1 :]
-        if any(x in kernel.values for k in later for x in k.inputs()):
+        # reads(k), not k.inputs(): a matmul reads a transposed operand's source through the transpose.
+        if any(x in kernel.values for k in later for x in reads(k)):
             return False
         if not all(self.ready_before(i, kernel, position) for i in inputs):
             return False
