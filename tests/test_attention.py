@@ -181,3 +181,31 @@ def test_mistakes_are_located_errors(body, expected, tmp_path, capsys):
     path.write_text(text)
     code, _, stderr = run_cli(capsys, "check", path)
     assert code == 2 and expected.removeprefix("bad.net") in stderr
+
+
+WEIGHTS_NET = """
+network W {
+    input x: [N, 6, 8]
+    attn = MultiheadAttention(8, 2, batch_first = true)
+    out, weights = attn(x, x, x, need_weights = true)
+    output out
+    output weights
+    y = x -> attn
+    output y
+}
+"""
+
+
+def test_a_tuple_assignment_binds_the_output_and_the_averaged_weights():
+    """`out, weights = attn(q, k, v, need_weights = true)` as torch returns them; `x -> attn` is the output."""
+    torch.manual_seed(0)
+    twin = nn.MultiheadAttention(8, 2, batch_first=True).double()
+    model = netc.compile(netc.load("w.net", text=WEIGHTS_NET), batch=2, precision="float64").train(False)
+    model.load_state_dict({f"attn.{k}": v for k, v in twin.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((2, 6, 8))
+    got = model.forward(x=x)
+    with torch.no_grad():
+        out, weights = twin(*[torch.from_numpy(x)] * 3)
+    np.testing.assert_allclose(got["out"], out.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(got["weights"], weights.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(got["y"], out.numpy(), rtol=1e-10)

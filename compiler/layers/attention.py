@@ -4,7 +4,7 @@ Projections in_proj_weight [3E, E] and in_proj_bias [3E] (q_proj_weight, k_proj_
 kdim or vdim differ from embed_dim), then heads of E / num_heads through the fused attention kernel, then
 out_proj. `x -> attn` is self-attention; `attn(q, k, v, ...)` takes all three. With need_weights the result is
 (output, weights), the weights averaged over the heads unless average_attn_weights is false; without it,
-the output alone. Masks follow torch's module, not its function: a boolean (integer) attn_mask or
+the output alone (a tuple assignment binds both: `out, weights = attn(q, k, v, need_weights = true)`). Masks follow torch's module, not its function: a boolean (integer) attn_mask or
 key_padding_mask is nonzero where attention is NOT allowed; a float one is added to the scores.
 """
 
@@ -23,6 +23,7 @@ from ..functional.attention import (
     dropout_weights,
 )
 from ..functional.conv import linear_map
+from ..results import Results
 from .base import Layer, layer
 from .linear import kaiming_uniform_bound
 
@@ -115,7 +116,8 @@ class MultiheadAttention(Layer):
         if not need_weights:
             return out
         weights = B.mean(weights, 1) if average_attn_weights else weights
-        return out, (weights if query.rank == 3 else B.reshape(weights, weights.shape[1:]))
+        weights = weights if query.rank == 3 else B.reshape(weights, weights.shape[1:])
+        return Results((out, weights), ("attn_output", "attn_output_weights"))
 
     def _batched_inputs(self, ctx, query, key, value, who: str) -> tuple:
         """query, key and value as [batch, length, width], whatever the layout and with an unbatched input."""
