@@ -141,7 +141,8 @@ def test_training_and_inference_equal_the_cpu_backend_bit_for_bit(exported):
     assert list(saved) == list(python["state"]) or set(saved) == set(python["state"])
     for key, array in python["state"].items():
         np.testing.assert_array_equal(saved[key].numpy(), array, err_msg=key)
-    np.testing.assert_array_equal(np.fromfile(folder / "eval_loss.bin", dtype=np.float32), python["eval_loss"])
+    eval_loss = np.fromfile(folder / "eval_loss.bin", dtype=np.float32)
+    np.testing.assert_array_equal(eval_loss, python["eval_loss"])
     initial = load_file(folder / "weights.safetensors")
     assert not torch.equal(saved["fc1.weight" if "fc1.weight" in saved else "fc.weight"], initial[
         "fc1.weight" if "fc1.weight" in saved else "fc.weight"])  # it trained
@@ -169,6 +170,28 @@ def test_demo_runs(exported):
     raw = (folder / "demo.safetensors").read_bytes()
     header = json.loads(raw[8 : 8 + struct.unpack("<Q", raw[:8])[0]])
     assert header["__metadata__"] == {"format": "pt"}  # what safetensors.torch.save_file writes
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
+def test_cmake_builds_what_make_builds(exported, tmp_path):
+    """The CMakeLists.txt builds the library and demo with the Makefile's flags: the same bits come out."""
+    name, folder, _, _ = exported
+    if name != "lenet":
+        pytest.skip("one network is enough: the CMakeLists.txt is the same template")
+    source = tmp_path / "src"
+    built = shutil.ignore_patterns("*.o", "*.a", "*.so", "demo", "check", "*.bin")
+    shutil.copytree(folder, source, ignore=built)
+    blas = blas_build_options()
+    library = Path(blas["library_dirs"][0]) / f"lib{blas['libraries'][0]}.so"
+    defines = " ".join(f for f in blas["flags"] if f.startswith("-D"))
+    run(["cmake", "-S", str(source), "-B", "build", f"-DBLAS_LIBRARIES={library}",
+         f"-DBLAS_INCLUDE_DIR={blas['include_dirs'][0]}", f"-DCMAKE_C_FLAGS={defines}"], tmp_path)
+    run(["cmake", "--build", "build", "-j2"], tmp_path)
+    assert (tmp_path / "build" / "libnetc_model.a").is_file()
+    assert (tmp_path / "build" / "libnetc_model.so").is_file()
+    run([str(tmp_path / "build" / "demo"), str(folder / "weights.safetensors")], tmp_path)
+    run(["./demo"], folder)
+    assert (tmp_path / "demo.safetensors").read_bytes() == (folder / "demo.safetensors").read_bytes()
 
 
 # -- hostile files ------------------------------------------------------------------------------------------
