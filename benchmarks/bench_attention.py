@@ -24,9 +24,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import interleaved_seconds  # noqa: E402
-
-import netc  # noqa: E402
+import netc
+from bench import interleaved_seconds
 
 NETWORK = """
 network Attention {{
