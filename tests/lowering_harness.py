@@ -82,13 +82,15 @@ def random_state(graph, rng: np.random.Generator, prefix: str = "") -> dict:
     return state
 
 
-def run(graph, out, feeds: dict) -> tuple[np.ndarray, dict, list]:
-    """Evaluate out and the buffer updates in float64; also return the uniform draws, in graph order."""
-    roots = [out] + list(graph.updates.values())
+def run(graph, out, feeds: dict) -> tuple[np.ndarray | list, dict, list]:
+    """Evaluate out (a value, or a tuple of them: a list of arrays) and the buffer updates in float64; also
+    return the uniform draws, in graph order."""
+    outs = list(out) if isinstance(out, tuple) else [out]
+    roots = outs + list(graph.updates.values())
     env = run_graph(graph, {"__seed__": SEED, **feeds}, roots, precision="float64")
     updates = {name: env[v.id] for name, v in graph.updates.items()}
     uniforms = [env[v.id] for v in graph.values if v.op == "random_uniform" and v.id in env]
-    return env[out.id], updates, uniforms
+    return [env[o.id] for o in outs] if isinstance(out, tuple) else env[out.id], updates, uniforms
 
 
 @contextmanager

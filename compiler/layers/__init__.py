@@ -3,7 +3,7 @@
 Importing this package registers them all.
 """
 
-from . import activation, attention, conv, linear, misc, norm, pool  # noqa: F401 - registers them
+from . import activation, attention, conv, linear, misc, norm, pool, recurrent  # noqa: F401 - registers them
 from .base import LAYERS, Layer, layer
 
 __all__ = ["LAYERS", "Layer", "layer"]

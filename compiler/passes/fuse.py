@@ -287,7 +287,7 @@ class _Partition:
         # chains gain nothing from sharing a loop: 40 parameters' updates in one loop of 200 pointers ran at
         # a twentieth of memory speed.
         producers = self.producers(v)
-        latest = [k for k in self.order[-3:][::-1] if self.connected(k, v)]
+        latest = [k for k in self.order[-3:][::-1] if self.connected(k, v) or self.shares_row(k, v)]
         candidates = [self.kernel_of.get(producer.id) for producer in producers] + latest
         for candidate in dict.fromkeys(c for c in candidates if c is not None):
             if self.accepts(candidate, v) and self.can_run_with(candidate, v.inputs, self.position[v.id]):
@@ -325,6 +325,15 @@ class _Partition:
         """Whether kernel computes a value of v's elementwise component."""
         component = self.component.find(v.id)
         return any(self.component.find(x.id) == component for x in kernel.values if x.op not in INLINE_OPS)
+
+    def shares_row(self, kernel: Kernel, v: Value) -> bool:
+        """Whether kernel is a rows kernel over v's shape that loads a stored value v reads too: v joins it and
+        the row is loaded once (each gate of a recurrent step is picked from the same pre-activations by a
+        masked sum of its own: layers/recurrent.py)."""
+        if kernel.kind != "rows" or kernel.domain.shape != v.shape:
+            return False
+        read = {storage(x).id for x in v.inputs if storage(x).id not in self.floating}
+        return any(x.id in read for x in kernel.inputs())
 
     def producers(self, v: Value) -> list:
         """The stored values v reads, directly or through the broadcasts it pulls in (a softmax's `x - max`
