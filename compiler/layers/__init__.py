@@ -3,7 +3,18 @@
 Importing this package registers them all.
 """
 
-from . import activation, attention, conv, linear, misc, norm, pool, recurrent  # noqa: F401 - registers them
+# One module a line, so that helpers adding layers at once do not all edit one line.
+from . import (  # noqa: F401 - registers them
+    activation,
+    attention,
+    conv,
+    group_norm,
+    linear,
+    misc,
+    norm,
+    pool,
+    recurrent,
+)
 from .base import LAYERS, Layer, layer
 
 __all__ = ["LAYERS", "Layer", "layer"]
