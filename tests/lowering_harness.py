@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from netc.compiler.functional.registry import T
+from netc.compiler.results import Results
 from netc.compiler.shapes import Sym, TensorType
 from netc.runtime.reference import run_graph
 
@@ -119,3 +120,18 @@ def assert_close(got, want, what: str, rtol: float = 1e-5) -> None:
     want = want.detach().numpy() if isinstance(want, torch.Tensor) else np.asarray(want)
     assert got.shape == want.shape, f"{what}: shape {got.shape} != torch's {want.shape}"
     np.testing.assert_allclose(got, want, rtol=rtol, atol=1e-9, err_msg=what)
+
+
+def result_outputs(key: str, out) -> dict:
+    """The graph outputs of a layer's result: `key`, or for several (an LSTM's output, h_n, c_n) `key` for the
+    first and `key/h_n`... for the others."""
+    if not isinstance(out, Results):
+        return {key: out}
+    return {key if i == 0 else f"{key}/{name}": value for i, (name, value) in enumerate(zip(out.names, out))}
+
+
+def flat_results(results) -> list:
+    """torch's (output, (h_n, c_n)) as [output, h_n, c_n]; one tensor as [tensor]."""
+    if not isinstance(results, (tuple, list)):
+        return [results]
+    return [leaf for item in results for leaf in flat_results(item)]

@@ -14,7 +14,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from lowering_harness import SEED, Inputs, as_spec, assert_close, random_state, run, same_dropout_masks
+from lowering_harness import (SEED, Inputs, as_spec, assert_close, flat_results, random_state, result_outputs,
+                              run, same_dropout_masks)
 from netc.compiler.autodiff import GRAD_PREFIX
 from netc.compiler.context import LowerContext
 from netc.compiler.errors import NetcError
@@ -22,7 +23,7 @@ from netc.compiler.ir import Graph, verify
 from netc.compiler.layers import LAYERS
 from netc.compiler.layers.recurrent import Recurrent
 from netc.compiler.lower import Scope, bind_layer, call, instantiate
-from netc.compiler.results import Results, first_result
+from netc.compiler.results import first_result
 from netc.compiler.shapes import Sym, TensorType, bind_shape
 from netc.runtime.state import initial_value
 from parity import BACKENDS, EMULATED, Suite, assert_same_results
@@ -50,21 +51,6 @@ def lower_example(ctx, name: str, index: int, rng, batch: Sym | None = None, pre
     module.name = f"{prefix}m"
     module.create(ctx, module.name)
     return module.forward(ctx, *xs), inputs
-
-
-def result_outputs(key: str, out) -> dict:
-    """The graph outputs of a layer's result: `key`, or for several (an LSTM's output, h_n, c_n) `key` for the
-    first and `key/h_n`... for the others."""
-    if not isinstance(out, Results):
-        return {key: out}
-    return {key if i == 0 else f"{key}/{name}": value for i, (name, value) in enumerate(zip(out.names, out))}
-
-
-def flat_results(results) -> list:
-    """torch's (output, (h_n, c_n)) as [output, h_n, c_n]; one tensor as [tensor]."""
-    if not isinstance(results, (tuple, list)):
-        return [results]
-    return [leaf for item in results for leaf in flat_results(item)]
 
 
 def build(name: str, index: int, training: bool, rng, batch: Sym | None = None):

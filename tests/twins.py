@@ -121,8 +121,19 @@ class DigitsCNN(nn.Module):
         return {"logits": logits, "loss": F.cross_entropy(logits, labels)}
 
 
+class DigitsLSTM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm, self.fc = nn.LSTM(8, 64, batch_first=True), nn.Linear(64, 10)
+
+    def forward(self, x, labels):
+        _, (h_n, _) = self.lstm(torch.flatten(x, 1, 2))
+        logits = self.fc(torch.flatten(h_n.transpose(0, 1), 1))
+        return {"logits": logits, "loss": F.cross_entropy(logits, labels)}
+
+
 # examples/digits/: trained on real data by tests/test_digits.py rather than on random inputs
-DIGITS = {"mlp.net": DigitsMLP, "cnn.net": DigitsCNN}
+DIGITS = {"mlp.net": DigitsMLP, "cnn.net": DigitsCNN, "lstm.net": DigitsLSTM}
 
 
 # example file -> (twin class, its inputs: a float input by its shape after the batch, labels by class count)

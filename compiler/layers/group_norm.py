@@ -1,8 +1,8 @@
 """GroupNorm and InstanceNorm1d/2d/3d, with torch's parameters, buffers and defaults.
 
 Both normalise each sample on its own: GroupNorm over each group of channels with everything spatial,
-InstanceNorm over each channel's spatial values. Statistics over the last axis of a reshaped view make each one
-rows kernel (compiler/passes/fuse.py) with its normalisation. InstanceNorm with track_running_stats keeps
+InstanceNorm over each channel's spatial values. Statistics over the last axis of a reshaped view make each
+one rows kernel (compiler/passes/fuse.py) with its normalisation. InstanceNorm with track_running_stats keeps
 running statistics as torch does, which averages each instance's statistics (the unbiased variance) over the
 batch, and normalises with them in eval mode.
 """
@@ -31,7 +31,7 @@ def normalize_last_axis(x, eps: float):
 
 @layer
 class GroupNorm(Layer):
-    """torch.nn.GroupNorm: input [N, C, *], statistics per sample over each of num_groups groups of channels."""
+    """torch.nn.GroupNorm: input [N, C, *], statistics per sample over each of num_groups channel groups."""
 
     torch_twin = "GroupNorm"
     examples = (
@@ -78,9 +78,10 @@ class InstanceNormNd(Layer):
         kind = type(self).__name__
         self.num_features = check_positive_int(num_features, f"{kind}: num_features")
         self.eps = check_eps(eps, kind)
-        if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, (int, float))):
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float, type(None))):
             raise NetcError(f"{kind}: momentum must be a number or None, got {momentum!r}")
-        self.momentum, self.affine, self.track_running_stats = momentum, bool(affine), bool(track_running_stats)
+        self.momentum, self.affine = momentum, bool(affine)
+        self.track_running_stats = bool(track_running_stats)
 
     def create(self, ctx, name: str) -> None:
         c = (self.num_features,)
@@ -103,7 +104,8 @@ class InstanceNormNd(Layer):
         x4 = x if batched else B.reshape(x, (1,) + tuple(x.shape))
         channels = x4.shape[1]
         if (self.affine or self.track_running_stats) and channels != self.num_features:
-            raise ctx.error(f"{who} expects {self.num_features} channels, got {channels} from {ctx.describe(x)}")
+            got = f"got {channels} from {ctx.describe(x)}"
+            raise ctx.error(f"{who} expects {self.num_features} channels, {got}")
         rows = B.reshape(x4, (x4.shape[0], channels, numel(tuple(x4.shape[2:]))))
         channel_shape = (channels,) + (1,) * self.dims
         if ctx.training or not self.track_running_stats:

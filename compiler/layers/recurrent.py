@@ -5,10 +5,10 @@ and direction, the input's contribution to every gate of every step is one matri
 sequence; each step then adds the previous hidden state's product and applies the gate math.
 
 So that a step's gate math is one kernel, the weights are reordered once per application from PyTorch's
-gate-major rows (all of gate 0's units, then gate 1's...) to unit-major ones: a step's pre-activations are then
-[N, H, G], the G gates of each unit side by side. Each gate is picked out of that row of G by a masked sum
-(`pick`), and the fuser puts the masked sums, the activations and the cell update into one rows kernel
-(compiler/passes/fuse.py), where slices of the gates would each have been a copy kernel of their own.
+gate-major rows (all of gate 0's units, then gate 1's...) to unit-major ones: a step's pre-activations are
+then [N, H, G], the G gates of each unit side by side. Each gate is picked out of that row of G by a masked
+sum (GatePicker), and the fuser puts the masked sums, the activations and the cell update into one rows
+kernel (compiler/passes/fuse.py), where slices of the gates would each have been a copy kernel of their own.
 """
 
 from __future__ import annotations
@@ -89,9 +89,11 @@ class Recurrent(Layer):
         time_axis = 1 if self.batch_first and batched else 0
         steps = x.shape[time_axis]
         if not isinstance(steps, int):
+            hint = "the sequence runs along dim 0; batch_first = true reads [N, L, features]"
             raise ctx.error(
                 f"{who} is unrolled over the sequence length, which must be a number when the network is "
-                f"compiled; got {ctx.describe(input)}"
+                f"compiled; got {ctx.describe(input)}",
+                None if time_axis else hint,
             )
         batch = x.shape[1 - time_axis]
         states = self.initial_states(ctx, who, hx, batch, batched, x.dtype)
@@ -172,8 +174,8 @@ class Recurrent(Layer):
         return None
 
     def step(self, x_part: Value, h_part: Value | None, state: list, pick: GatePicker | None) -> list:
-        """The new states from this step's input products [N, H, G] ([N, H] for an RNN) and hidden products (None where they are
-        zero: at the first step without an initial state, with no hidden bias)."""
+        """The new states from this step's input products [N, H, G] ([N, H] for an RNN) and hidden products
+        (None where they are zero: at the first step without an initial state, with no hidden bias)."""
         raise NotImplementedError
 
 

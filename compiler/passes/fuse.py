@@ -327,9 +327,9 @@ class _Partition:
         return any(self.component.find(x.id) == component for x in kernel.values if x.op not in INLINE_OPS)
 
     def shares_row(self, kernel: Kernel, v: Value) -> bool:
-        """Whether kernel is a rows kernel over v's shape that loads a stored value v reads too: v joins it and
-        the row is loaded once (each gate of a recurrent step is picked from the same pre-activations by a
-        masked sum of its own: layers/recurrent.py)."""
+        """Whether kernel is a rows kernel over v's shape that loads a stored value v reads too: v joins it,
+        and the row is loaded once (each gate of a recurrent step is picked from the same pre-activations by
+        a masked sum of its own: layers/recurrent.py)."""
         if kernel.kind != "rows" or kernel.domain.shape != v.shape:
             return False
         read = {storage(x).id for x in v.inputs if storage(x).id not in self.floating}
