@@ -33,6 +33,7 @@ RENDERED_FORMATS = ("svg", "png", "pdf")  # drawn by Graphviz's dot program
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given: `netc train --nproc` passes it on
     with warnings.catch_warnings():
         warnings.showwarning = show_warning
         warnings.simplefilter("always", NetcWarning)  # each rebuilt cache entry is news, not a repeat

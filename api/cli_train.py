@@ -4,6 +4,10 @@
     netc eval net.net --weights run.safetensors --data test.npz
     netc predict net.net --weights run.safetensors --data images.npz -o predictions.npz
 
+Data-parallel training: `netc train --nproc K ...` starts K ranks on this machine (launch.py), and
+`torchrun --nproc-per-node K -m netc train ...` (one machine or several) starts each rank itself; a rank finds
+the others through the environment torchrun sets. --batch-size is then per rank.
+
 Ctrl-C during training saves a checkpoint (to --checkpoint, or NAME.interrupted.safetensors) and exits with
 status 130, as a shell expects of an interrupted program; `--resume` continues from it. SIGTERM and SIGHUP
 (a scheduler, `docker stop`, a closed terminal) do the same, with status 143 and 129. Every path a command
@@ -13,6 +17,7 @@ writes is checked before it starts, not after an hour of training.
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import sys
 from io import BytesIO
@@ -24,6 +29,7 @@ import netc
 from netc.compiler.errors import NetcError
 from netc.compiler.files import check_output_path, write_file
 from netc.runtime.checkpoint import check_checkpoint_path, load_checkpoint, save_checkpoint
+from netc.runtime.distributed import DEFAULT_TIMEOUT, in_distributed_environment, leave_world
 from netc.runtime.fit import TrainingInterrupted
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # what a shell expects of a program a signal stopped: 128 + its number
@@ -70,6 +76,16 @@ def add_commands(command) -> None:
     train.add_argument("--weights", type=Path, help="start from these weights (a checkpoint or a state dict)")
     train.add_argument("--plot", type=Path, help="draw loss and accuracy per epoch into this image")
     train.add_argument("--quiet", action="store_true", help="no progress bar and no line per epoch")
+    ranks = train.add_argument_group("data-parallel training (torch.distributed; under torchrun without --nproc)")
+    ranks.add_argument("--nproc", type=int, help="train on this many local processes, each on its share")
+    ranks.add_argument(
+        "--drop-last", action="store_true",
+        help="drop the end of each epoch's order that does not divide among the ranks (default: pad it)",
+    )
+    ranks.add_argument(
+        "--dist-timeout", type=float, default=DEFAULT_TIMEOUT,
+        help=f"seconds a rank waits for the others before giving the run up ({DEFAULT_TIMEOUT:g})",
+    )
 
     for name, handler, help in (
         ("eval", cmd_eval, "report the loss and accuracy of trained weights on a .npz file"),
@@ -92,6 +108,23 @@ def cmd_train(args) -> int:
     if args.resume and args.weights:
         raise NetcError("--resume already restores the weights; drop --weights")
     check_paths(args)
+    if args.nproc is not None:
+        if in_distributed_environment():
+            raise NetcError("--nproc starts the ranks itself; under torchrun, leave it out")
+        from netc.launch import launch_ranks, without_nproc
+
+        return launch_ranks(without_nproc(args.argv), args.nproc, grace=min(args.dist_timeout, 30.0))
+    distributed = in_distributed_environment()
+    try:
+        return train_rank(args, distributed)
+    finally:
+        if distributed:
+            leave_world()
+
+
+def train_rank(args, distributed: bool) -> int:
+    """Train in this process: the whole run, or one rank's part of it."""
+    main_rank = not distributed or os.environ.get("RANK", "0") == "0"
     resumed = load_checkpoint(args.resume, tensors=False) if args.resume else None  # fit reads the tensors
     training = resumed.training if resumed is not None else {}
     batch_size = args.batch_size if args.batch_size is not None else training.get("batch_size", 32)
@@ -113,8 +146,13 @@ def cmd_train(args) -> int:
             resume=args.resume,
             progress=not args.quiet,
             lr_scheduler=schedule_from_args(args),
+            distributed=distributed,
+            drop_last=args.drop_last,
+            dist_timeout=args.dist_timeout,
         )
     except TrainingInterrupted as stop:
+        if not main_rank:
+            return 128 + stop.signal
         path = stop.path or interrupted_path(args)
         if stop.path is None:
             save_checkpoint(path, stop.checkpoint)
@@ -128,6 +166,8 @@ def cmd_train(args) -> int:
         )
         write_plot(args, stop.history)
         return 128 + stop.signal
+    if not main_rank:
+        return 0
     if args.checkpoint or args.resume:
         print(f"saved {args.checkpoint or args.resume}")
     write_plot(args, history)

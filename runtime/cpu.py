@@ -39,6 +39,7 @@ class CompiledStep(PlannedStep):
     entry: object  # ctypes function: int64_t netc_run(char *arena)
     kernel_seconds: object = None  # with profiling: seconds spent in each kernel so far (a ctypes array)
     homes: dict = field(default_factory=dict)  # new value id -> id of the leaf it is written over in place
+    library: object = None  # the loaded ctypes library, for its other entry points (netc_run_range)
 
 
 def blas_build_options() -> dict:
@@ -92,6 +93,12 @@ def compile_step(
     roots = list({v.id: v for v in [*roots, *carried.values()]}.values())
     kernels = fuse(graph, roots)
     plan, homes = plan_resident_arena(graph, kernels, roots, float_type, carried)
+    return build_step(graph, kernels, plan, homes, precision, profile)
+
+
+def build_step(graph, kernels: list, plan, homes: dict, precision: str, profile: bool = False) -> CompiledStep:
+    """Render `kernels` over the arena `plan` (arena.ArenaPlan) to C and build them (through the cache)."""
+    float_type, _ = FLOAT_TYPES[precision]
     check_allocation(plan.arena_bytes, f"the arena of {graph.name}'s {graph.mode} step")  # before compiling
     offsets = plan.offsets
     # The module in as many parts as there are cores (the C compiler is most of a cold compile's time).
@@ -107,7 +114,8 @@ def compile_step(
     entry.argtypes, entry.restype = [ctypes.c_void_p], ctypes.c_int64
     timings = (ctypes.c_double * len(kernels)).in_dll(library, "netc_kernel_seconds") if profile else None
     return CompiledStep(
-        kernels, offsets, plan.arena_bytes, plan.naive_bytes, plan.peak_bytes, source, entry, timings, homes
+        kernels, offsets, plan.arena_bytes, plan.naive_bytes, plan.peak_bytes, source, entry, timings, homes,
+        library,
     )
 
 
@@ -151,14 +159,25 @@ class CpuRun(ArenaRun):
         return self._arena[offset : offset + count * np.dtype(dtype).itemsize].view(dtype).reshape(v.shape)
 
     def __call__(self, feeds: dict) -> dict:
+        self._copy_inputs(feeds)
+        check_status(self.step.entry(self._base))
+        return self._results()
+
+    def _copy_inputs(self, feeds: dict) -> None:
         for name, window in self._inputs:
             np.copyto(window, feeds[name], casting="same_kind")
-        status = self.step.entry(self._base)
-        if status:
-            raise NetcError(f"an index input is out of range (element {status - 1} of the batch)")
+
+    def _results(self) -> dict:
+        """The roots, copied out, and each new state value the step did not write in place put in its slot."""
         results = {vid: window.copy() for vid, window in self._outputs}
         if self._copies:  # a leaf's old value is read before any copy can overwrite it
             sources = [source.copy() if from_leaf else source for _, source, from_leaf in self._copies]
             for (slot, _, _), source in zip(self._copies, sources):
                 np.copyto(slot, source)
         return results
+
+
+def check_status(status: int) -> None:
+    """A native run's status: 0, or the position of an index out of range + 1."""
+    if status:
+        raise NetcError(f"an index input is out of range (element {status - 1} of the batch)")

@@ -24,6 +24,13 @@ SIGTERM and SIGHUP stop it between two steps: fit saves a checkpoint (to `checkp
 TrainingInterrupted, which holds it. A checkpoint records the position inside the epoch, so `resume` continues
 with the next batch of the same order. The checkpoint path is checked before the first step: a path that holds
 anything but a netc checkpoint is refused.
+
+With `distributed=True`, fit is one rank of a data-parallel run (data_parallel.py, distributed.py): each rank
+takes its share of every epoch's order as torch's DistributedSampler does (World.shard), runs its batches of
+`batch_size` samples, and the ranks average their gradients at every step. The ranks agree after each step on
+the running loss, a divergence or a stop request, so they all stop together; the epoch's records (loss,
+accuracies, measured on shares of the data) are totals over the ranks; only rank 0 shows progress and writes
+checkpoints, which resume on any number of ranks.
 """
 
 from __future__ import annotations
@@ -39,7 +46,8 @@ from netc.compiler.errors import NetcError
 from .checkpoint import Checkpoint, check_checkpoint_path, checkpoint_epoch, load_checkpoint, save_checkpoint
 from netc.compiler.graph_queries import classifier_output
 
-from .data import batch_order
+from .data import Dataset, batch_order
+from .distributed import DEFAULT_TIMEOUT, SingleProcess, join_world
 from .evaluate import as_dataset, check_batch_size, evaluate_sized
 from .interrupt import InterruptRequested, deferred_interrupt
 from netc.compiler.lr_scheduler import LRScheduler, from_config
@@ -86,6 +94,9 @@ def fit(
     resume=None,
     progress: bool = True,
     lr_scheduler=None,
+    distributed: bool = False,
+    drop_last: bool = False,
+    dist_timeout: float = DEFAULT_TIMEOUT,
 ) -> History:
     """Train `model` (a netc Model) on `data` (a .npz path or a dict of arrays, named as the inputs) for
     `epochs` epochs in all, counting those of a resumed checkpoint; returns the History.
@@ -97,28 +108,39 @@ def fit(
     line per epoch. `lr_scheduler` sets the lr of every step (see lr_scheduler.py): a schedule, or a function
     of the number of steps training takes in all that returns one (for a decay that ends with training); a
     resumed run keeps its checkpoint's schedule and base lr unless given another. The model ends with the
-    trained weights, in the mode it came in."""
+    trained weights, in the mode it came in.
+
+    `distributed=True` makes this process one rank of a data-parallel run (see the module docstring), joining
+    the others through the environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
+    MASTER_PORT); `batch_size` is then per rank. `drop_last` drops the end of each epoch's order that does
+    not divide among the ranks, where DistributedSampler's default (and fit's) pads it with its first samples.
+    A collective that waits `dist_timeout` seconds for another rank gives the run up."""
+    world = join_world(timeout=dist_timeout, device_backend=model.backend.name) if distributed else SingleProcess()
     resumed = load_checkpoint(resume, _shapes(model)) if resume is not None else None
     training = resumed.training if resumed is not None else {}
     epochs = _check_epochs(epochs)
     batch_size = batch_size if batch_size is not None else training.get("batch_size", batch_size_of(model))
     seed = _check_seed(seed if seed is not None else training.get("seed", 0))
     chosen = _pick_optimizer(optimizer, resumed, resume)
-    if checkpoint is not None:
+    if checkpoint is not None and world.is_main:
         check_checkpoint_path(checkpoint)  # before the first epoch, not after it
     run = _Run(
-        SizedModels(model, chosen),
+        SizedModels(model, chosen, trainer_factory(world)),
         epochs=epochs,
         batch_size=check_batch_size(batch_size),
         seed=seed,
         checkpoint=checkpoint,
-        progress=progress,
+        progress=progress and world.is_main,
+        world=world,
+        drop_last=drop_last,
     )
     run.load_data(data, val_data, val_split)
     run.schedule(lr_scheduler, chosen.lr)
     if resumed is not None:
         run.restore(resumed, resume, lr=optimizer.lr if optimizer is not None else None)
         run.restore_schedule(training, given=lr_scheduler is not None)
+    if world.size > 1:  # every rank starts from rank 0's weights, as DistributedDataParallel does
+        run.sized.load_state_dict(world.broadcast(run.sized.state_dict()))
     try:
         with deferred_interrupt() as interrupt:
             try:
@@ -128,6 +150,15 @@ def fit(
     finally:
         run.sized.sync_home()
     return run.history
+
+
+def trainer_factory(world):
+    """How SizedModels makes a trainer: Model.trainer, or on several ranks a DataParallelTrainer."""
+    if type(world) is SingleProcess:
+        return None
+    from .data_parallel import DataParallelTrainer
+
+    return lambda model, optimizer: DataParallelTrainer(model, optimizer, world)
 
 
 def _shapes(model) -> dict:
@@ -162,13 +193,15 @@ class _Run:
     """One call of fit: the models, the data, and where in training it is (epoch, batch, running loss)."""
 
     def __init__(
-        self, sized: SizedModels, epochs: int, batch_size: int, seed: int, checkpoint, progress: bool
+        self, sized: SizedModels, epochs: int, batch_size: int, seed: int, checkpoint, progress: bool,
+        world=None, drop_last: bool = False,
     ):
         self.sized, self.epochs, self.batch_size, self.seed = sized, epochs, batch_size, seed
         self.checkpoint_path, self.progress = checkpoint, progress
+        self.world, self.drop_last = world or SingleProcess(), drop_last
         # The epoch of the good checkpoint at checkpoint_path (None: no file there yet), for the message that
         # says which one a divergence leaves in place.
-        self.kept_epoch = checkpoint_epoch(checkpoint) if checkpoint is not None else None
+        self.kept_epoch = checkpoint_epoch(checkpoint) if checkpoint is not None and self.world.is_main else None
         self.history = History()
         self.epoch, self.batch, self.loss_sum, self.samples = 0, 0, 0.0, 0
         self.lr_scheduler, self.base_lr, self.lr = None, None, None
@@ -184,6 +217,15 @@ class _Run:
             self.train_data, self.val_data = self.train_data.split(val_split, self.seed)
         elif val_data is not None:
             self.val_data = as_dataset(graph, val_data)
+        # What this rank evaluates at the end of an epoch: every size-th sample (all of them on one process).
+        self.evaluated = {"": self._share(self.train_data), "val_": self._share(self.val_data)}
+
+    def _share(self, data: Dataset | None) -> Dataset | None:
+        world = self.world
+        if data is None or world.size == 1:
+            return data
+        indices = np.arange(world.rank, len(data), world.size)
+        return Dataset(data.take(indices)) if len(indices) else None
 
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.train_data) / self.batch_size)
@@ -211,7 +253,7 @@ class _Run:
 
         while self.epoch < self.epochs:
             started = time.perf_counter()
-            order = batch_order(len(self.train_data), self.seed, self.epoch)
+            order = self.world.shard(batch_order(len(self.train_data), self.seed, self.epoch), self.drop_last)
             steps = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
             bar = tqdm(
                 total=len(steps),
@@ -223,25 +265,38 @@ class _Run:
             )
             with bar:
                 while self.batch < len(steps):
-                    self._step(steps[self.batch], len(steps))
+                    stop = self._step(steps[self.batch], len(steps), interrupt)
                     bar.set_postfix(loss=f"{self.loss_sum / self.samples:.4f}", refresh=False)
                     bar.update()
-                    interrupt.check()
+                    self._stop_if(stop, interrupt)
             self._finish_epoch(started)
-            interrupt.check()
+            self._stop_if(self.world.sum([interrupt.requested is not None])[0], interrupt)
 
-    def _step(self, indices, steps: int) -> None:
+    def _step(self, indices, steps: int, interrupt) -> bool:
+        """One step of every rank; returns whether a rank was asked to stop. The ranks add up their losses,
+        so a divergence or a stop request on one rank stops them all after the same step."""
         trainer = self._trainer(len(indices))
         if self.lr_scheduler is not None:
             trainer.lr = self.lr_scheduler.lr(self.base_lr, trainer.steps)
         self.lr = trainer.lr
         loss = trainer.step(**self.train_data.take(indices))
-        if not math.isfinite(loss):
+        finite = math.isfinite(loss)
+        size = len(indices)
+        loss_sum, samples, diverged, stop = self.world.sum(
+            [loss * size if finite else 0.0, size, not finite, interrupt.requested is not None]
+        )
+        if diverged:
             where = f"epoch {self.epoch + 1}, step {self.batch + 1} of {steps}"
-            raise self.diverged(f"the loss is {loss} at {where}")
-        self.loss_sum += loss * len(indices)
-        self.samples += len(indices)
+            raise self.diverged(f"the loss is {loss if not finite else 'not finite on another rank'} at {where}")
+        self.loss_sum += float(loss_sum)
+        self.samples += int(samples)
         self.batch += 1
+        return bool(stop)
+
+    @staticmethod
+    def _stop_if(stop, interrupt) -> None:
+        if stop:
+            raise InterruptRequested(interrupt.requested or signal.SIGTERM)  # another rank's signal
 
     def _trainer(self, size: int):
         try:
@@ -258,10 +313,12 @@ class _Run:
 
     def _finish_epoch(self, started: float) -> None:
         record = {"epoch": self.epoch + 1, "loss": self.loss_sum / max(self.samples, 1)}
+        if self.world.size > 1:  # rank 0's BatchNorm statistics everywhere, as DDP's broadcast_buffers
+            self.sized.load_state_dict(self.world.broadcast(self.sized.state_dict()))
         if self.classifies:  # an extra pass over the training set, for the accuracy alone
-            record["accuracy"] = evaluate_sized(self.sized, self.train_data, self.batch_size)["accuracy"]
+            record["accuracy"] = self._evaluate("")["accuracy"]
         if self.val_data is not None:
-            validated = evaluate_sized(self.sized, self.val_data, self.batch_size)
+            validated = self._evaluate("val_")
             for key in ("loss", "accuracy"):
                 if validated[key] is not None:
                     record["val_" + key] = validated[key]
@@ -273,6 +330,23 @@ class _Run:
         if self.progress:
             print(format_record(record, self.epochs), flush=True)
         self.save(self.state())
+
+    def _evaluate(self, prefix: str) -> dict:
+        """evaluate_sized over the data (prefix "", the training set; "val_", the validation set), each rank
+        on its share, the results added up over the ranks."""
+        share = self.evaluated[prefix]
+        result = evaluate_sized(self.sized, share, self.batch_size) if share is not None else {}
+        samples = result.get("samples", 0)
+        totals = self.world.sum(
+            [(result.get(key) or 0.0) * samples for key in ("loss", "accuracy")] + [samples]
+        )
+        whole = self.val_data if prefix else self.train_data
+        graph = self.sized.home.graph
+        return {
+            "loss": totals[0] / totals[2] if graph.loss is not None else None,
+            "accuracy": totals[1] / totals[2] if self.classifies else None,
+            "samples": len(whole),
+        }
 
     def diverged(self, what: str) -> NetcError:
         """The error that stops a diverging run, saying which checkpoint is left in place."""
@@ -293,7 +367,7 @@ class _Run:
         if broken is not None:
             where = f"in epoch {state.epoch + 1}" if self.batch else f"at the end of epoch {state.epoch}"
             raise self.diverged(f"{broken} holds NaN or infinity {where}")
-        if self.checkpoint_path is not None:
+        if self.checkpoint_path is not None and self.world.is_main:
             save_checkpoint(self.checkpoint_path, state)
             self.kept_epoch = state.epoch
 
@@ -315,6 +389,7 @@ class _Run:
                 "samples": self.samples,
                 "seed": self.seed,
                 "batch_size": self.batch_size,
+                "world_size": self.world.size,
                 "train_samples": len(self.train_data),
                 "history": self.history.records,
                 **schedule,
@@ -330,16 +405,21 @@ class _Run:
         """Continue from `checkpoint`; `lr`, when given, replaces the learning rate it was saved with."""
         training = checkpoint.training
         if training.get("batch", 0) > 0:
-            # Mid-epoch: the rest of the epoch must be the rest of the same batch order.
-            saved = {key: training.get(key) for key in ("batch_size", "seed", "train_samples")}
-            now = {"batch_size": self.batch_size, "seed": self.seed, "train_samples": len(self.train_data)}
+            # Mid-epoch: the rest of the epoch must be the rest of the same batch order, in steps of as many
+            # samples (batch size times ranks) for the position to mean the same samples.
+            saved = {key: training.get(key) for key in ("seed", "train_samples")}
+            saved["samples per step"] = training.get("batch_size", 0) * training.get("world_size", 1)
+            now = {
+                "seed": self.seed, "train_samples": len(self.train_data),
+                "samples per step": self.batch_size * self.world.size,
+            }
             if saved != now:
                 differences = ", ".join(
                     f"{key} {saved[key]} (now {now[key]})" for key in saved if saved[key] != now[key]
                 )
                 raise NetcError(
                     f"{path} was saved in the middle of an epoch with {differences}; the rest of that epoch "
-                    f"needs the same batch size, seed and training data"
+                    f"needs the same seed, training data and samples per step (batch size times ranks)"
                 )
         self.sized.home.load_state_dict(checkpoint.model)
         self.sized.load_optimizer_state(checkpoint.optimizer)

@@ -23,14 +23,16 @@ def batch_size_of(model) -> int:
 class SizedModels:
     """The model the caller compiled (`home`) and its siblings by batch size, sharing one training state."""
 
-    def __init__(self, model, optimizer=None):
+    def __init__(self, model, optimizer=None, make_trainer=None):
+        """`make_trainer(model, optimizer)` makes each size's trainer (default: model.trainer(optimizer))."""
         self.home = model
         self.optimizer = optimizer
+        self._make_trainer = make_trainer or (lambda model, optimizer: model.trainer(optimizer))
         self._home_training = model.training
         self.symbol = batch_symbol(model.network.graph)
         size = batch_size_of(model)
         self._models = {size: model}
-        self._trainers = {size: model.trainer(optimizer)} if optimizer is not None else {}
+        self._trainers = {size: self._make_trainer(model, optimizer)} if optimizer is not None else {}
         # Which size's model holds the newest weights, and which size's trainer the newest optimiser state.
         self._weights_at = self._optimizer_at = size
 
@@ -46,7 +48,7 @@ class SizedModels:
         """The trainer for batches of `size`, its model and optimiser state up to date, in train mode."""
         model = self.model(size, training=True)
         if size not in self._trainers:
-            self._trainers[size] = model.trainer(self.optimizer)
+            self._trainers[size] = self._make_trainer(model, self.optimizer)
         if size != self._optimizer_at:
             self._trainers[size].load_state_dict(self._trainers[self._optimizer_at].state_dict())
             self._optimizer_at = size
@@ -63,6 +65,10 @@ class SizedModels:
 
     def state_dict(self) -> dict:
         return self._models[self._weights_at].state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        """Replace the newest weights and buffers."""
+        self._models[self._weights_at].load_state_dict(state)
 
     def sync_home(self) -> None:
         """Leave the newest weights in the model the caller gave, in the mode it came in."""

@@ -30,6 +30,15 @@ from .store import StateStore, launch
 
 def build_step_graph(graph, optimizer: Optimizer):
     """The simplified training step of a network's graph: forward, backward and `optimizer`'s update."""
+    check_trainable(graph)
+    joint = optimizer.append_update(grad(graph))
+    # A step returns only the loss: the gradients and the declared outputs stay intermediate values.
+    joint.outputs = {name: v for name, v in joint.outputs.items() if name.startswith(NEW_PREFIX)}
+    return rematerialise(simplify(joint))
+
+
+def check_trainable(graph) -> None:
+    """A NetcError unless the graph has a loss and parameters to train."""
     if graph.loss is None:
         raise NetcError(
             f"{graph.name} has no 'minimize' statement, so there is nothing to train",
@@ -37,10 +46,6 @@ def build_step_graph(graph, optimizer: Optimizer):
         )
     if not graph.params:
         raise NetcError(f"{graph.name} has no parameters to train")
-    joint = optimizer.append_update(grad(graph))
-    # A step returns only the loss: the gradients and the declared outputs stay intermediate values.
-    joint.outputs = {name: v for name, v in joint.outputs.items() if name.startswith(NEW_PREFIX)}
-    return rematerialise(simplify(joint))
 
 
 class Trainer:
@@ -83,11 +88,14 @@ class Trainer:
     def step(self, **inputs) -> float:
         """One training step on a batch (every input of the network, by name); returns the loss."""
         model, graph = self.model, self.graph
-        step = model._executable(graph, [graph.loss], updating=True)
-        results = launch(step, self._feeds(graph, inputs), [model._state, self._state])
+        results = launch(self._executable(graph), self._feeds(graph, inputs), [model._state, self._state])
         if model.training:
             model._step += 1
         return float(results[graph.loss.id])
+
+    def _executable(self, graph):
+        """The prepared step of `graph` (see store.py), which returns the loss and keeps the new state."""
+        return self.model._executable(graph, [graph.loss], updating=True)
 
     def _feeds(self, graph, inputs: dict) -> dict:
         model = self.model

@@ -1,0 +1,115 @@
+"""Data-parallel training steps: each rank runs the backward on its own batch, the ranks average the gradients,
+then each rank runs the same update, as torch's DistributedDataParallel does.
+
+    world = join_world()                                   # runtime/distributed.py
+    trainer = DataParallelTrainer(model, netc.optim.Adam(lr=1e-3), world)
+    loss = trainer.step(x=my_share_of_the_batch, labels=...)    # this rank's loss
+
+The step is split_step.py's graph of two phases. Between them the gradients are averaged in place, in
+buckets, through zero-copy views: of the arena on the cpu backend (split_cpu.py: each bucket travels while
+the rest of the backward computes), of the device arena through DLPack on the cuda backend (split_cuda.py), of
+the gradients' arrays on the reference backend. The loss a step returns is the rank's own; a network whose loss
+is a mean over the batch then trains as one process would on the ranks' batches together (K ranks with batches
+of B: as one process with batches of K*B), since the mean of K means of B samples is the mean of all K*B.
+
+BatchNorm normalises with each rank's own batch statistics, as DistributedDataParallel does, and each rank
+updates its own running statistics; fit() gives every rank rank 0's before evaluating and saving, as DDP's
+broadcast_buffers leaves them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from netc.compiler.errors import NetcError
+
+from .model import state_carry
+from .split_step import DEFAULT_BUCKET_BYTES, REDUCED_PREFIX, build_split_step_graph, phases_of
+from .store import Resident
+from .trainer import Trainer
+
+
+class DataParallelTrainer(Trainer):
+    """A Trainer whose steps average the gradients across the ranks of `world` before the update."""
+
+    def __init__(self, model, optimizer, world, bucket_bytes: int = DEFAULT_BUCKET_BYTES):
+        if isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, int) or bucket_bytes < 1:
+            raise NetcError(f"the bucket size must be a positive number of bytes, got {bucket_bytes!r}")
+        self.world, self.bucket_bytes = world, bucket_bytes
+        self._steps: dict = {}  # id(graph) -> its prepared step
+        super().__init__(model, optimizer)
+
+    @property
+    def graph(self):
+        """The split training step's IR for the model's current mode (split_step.py)."""
+        model = self.model
+        network = model.graph
+        key = ("split step", network.mode, self.optimizer.signature)
+        if key not in model._joint:  # shared by the model's trainers, as Trainer's graph is
+            model._joint[key] = build_split_step_graph(network, self.optimizer)
+        return model._joint[key]
+
+    def _executable(self, graph):
+        if id(graph) not in self._steps:
+            model = self.model
+            self._steps[id(graph)] = prepare_split_step(
+                model.backend, graph, [graph.loss], model.precision, state_carry(graph, True), self.world,
+                self.bucket_bytes,
+            )
+        return self._steps[id(graph)]
+
+    @property
+    def prepared(self):
+        """The prepared step of the current mode (for benchmarks and reports), preparing it if need be."""
+        return self._executable(self.graph)
+
+
+def prepare_split_step(backend, graph, roots, precision, carry: dict, world, bucket_bytes: int) -> Resident:
+    """store.prepare_step for a split step graph, on the backend's own runner."""
+    if backend.name == "cpu":
+        from .split_cpu import SplitCpuRun
+
+        leaves = {**graph.params, **graph.buffers, **graph.inputs}
+        state = {name: (leaves[name], value) for name, value in carry.items() if name in leaves}
+        return SplitCpuRun(graph, roots, state, precision, world, bucket_bytes, backend.profile)
+    if backend.name == "cuda":
+        from .split_cuda import prepare_split_cuda_step
+
+        return prepare_split_cuda_step(backend, graph, roots, precision, carry, world, bucket_bytes)
+    if backend.name == "reference":
+        return SplitHostRun(backend, graph, roots, precision, carry, world)
+    raise NetcError(f"distributed training does not support the {backend.name} backend")
+
+
+class SplitHostRun(Resident):
+    """A split step on a backend that keeps nothing between runs (the reference): the backward phase, the
+    gradients averaged as one flat array, then the update phase; as store.HostRun, arrays are replaced, never
+    changed in place."""
+
+    def __init__(self, backend, graph, roots: list, precision: str, carry: dict, world):
+        super().__init__(dict.fromkeys(carry))
+        self.world, self.roots = world, list(roots)
+        phases = phases_of(graph)
+        self._gradients = phases.gradients
+        self.updates = {name: value for name, value in carry.items() if value is not None}
+        backward_ids = {v.id for v in phases.backward}
+        first = [*phases.backward, *(r for r in roots if r.id not in backward_ids)]
+        self._backward = backend.prepare(graph, first, precision)
+        self._update = backend.prepare(graph, phases.update, precision)
+
+    def write(self, name: str, value) -> None:
+        self.slots[name] = value
+
+    def __call__(self, feeds: dict) -> dict:
+        results = self._backward({**feeds, **self.slots})
+        arrays = [np.asarray(results[g.id]) for g in self._gradients.values()]
+        flat = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.zeros(0)
+        self.world.wait(self.world.reduce_async(flat))
+        reduced, start = {}, 0
+        for (name, g), array in zip(self._gradients.items(), arrays):
+            reduced[REDUCED_PREFIX + name] = flat[start : start + array.size].reshape(array.shape)
+            start += array.size
+        results.update(self._update({**feeds, **self.slots, **reduced}))
+        for name, value in self.updates.items():
+            self.slots[name] = results[value.id]
+        return {r.id: results[r.id] for r in self.roots}

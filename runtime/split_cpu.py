@@ -1,0 +1,62 @@
+"""A split training step on the cpu backend: the backward in pieces, each bucket of gradients all-reduced in
+the arena while the next piece computes, then the optimiser's update (split_step.py).
+
+The step is one C module over one arena, like any cpu step (cpu.py), entered through `netc_run_range` for a
+range of its kernels. The all-reduce of a bucket runs on gloo's own threads; the native call releases the GIL
+(ctypes does), so the kernels of the next piece run while the bucket travels. What a step waits for once the
+backward is done is counted in `world.seconds_waiting`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+
+import numpy as np
+
+from netc.compiler.passes.arena import FLOAT_TYPES
+from .cpu import CpuRun, build_step, check_status
+from .split_step import REDUCED_PREFIX, plan_split_step, segments
+
+
+class SplitCpuRun(CpuRun):
+    """A compiled split step and its arena; calling it runs a whole data-parallel training step."""
+
+    def __init__(self, graph, roots: list, state: dict, precision: str, world, bucket_bytes: int, profile=False):
+        float_type, self._float = FLOAT_TYPES[precision]
+        carried = {leaf: value for leaf, value in state.values() if value is not None}
+        split = plan_split_step(graph, float_type, carried, bucket_bytes)
+        step = build_step(graph, split.kernels, split.plan, split.homes, precision, profile)
+        super().__init__(step, graph, roots, state, precision)
+        self.split, self.world = split, world
+        self._inputs = [(name, w) for name, w in self._inputs if not name.startswith(REDUCED_PREFIX)]
+        block = self._arena[split.block_offset : split.block_offset + split.layout.nbytes]
+        self.buckets = {b: block[b.start : b.end].view(self._float) for b in split.layout.buckets}
+        values = {v.id: v for v in graph.values}
+        self._gathered = [  # (where the backward left a gradient, its place in the block)
+            (self._window(values[vid]).reshape(-1), self._place(block, name, values[vid]))
+            for name, vid in split.layout.copied.items()
+        ]
+        self._segments = segments(split.layout, split.backward_kernels)
+        self._run_range = step.library.netc_run_range
+        self._run_range.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
+        self._run_range.restype = ctypes.c_int64
+
+    def _place(self, block: np.ndarray, name: str, value) -> np.ndarray:
+        start = self.split.layout.place[name]
+        return block[start:].view(self._float)[: math.prod(value.shape)]
+
+    def __call__(self, feeds: dict) -> dict:
+        self._copy_inputs(feeds)
+        backward_end = self.split.backward_kernels
+        pending = []
+        for first, end, buckets in self._segments:
+            check_status(self._run_range(self._base, first, end))
+            if end == backward_end:
+                for source, place in self._gathered:
+                    np.copyto(place, source)
+            pending += [self.world.reduce_async(self.buckets[b]) for b in buckets]
+        for work in pending:
+            self.world.wait(work)
+        check_status(self._run_range(self._base, backward_end, len(self.split.kernels)))
+        return self._results()
