@@ -30,7 +30,7 @@ from netc.compiler.errors import NetcError
 from netc.compiler.files import check_output_path, write_file
 from netc.runtime.checkpoint import check_checkpoint_path, load_checkpoint, save_checkpoint
 from netc.runtime.distributed import DEFAULT_TIMEOUT, in_distributed_environment, leave_world
-from netc.runtime.fit import TrainingInterrupted
+from netc.runtime.fit import TrainingInterrupted, resumed_batch_size
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # what a shell expects of a program a signal stopped: 128 + its number
 PLOT_FORMATS = (".png", ".svg", ".pdf")
@@ -45,7 +45,9 @@ def add_commands(command) -> None:
     )
     train.add_argument("--data", type=Path, required=True, help="the training data (.npz)")
     train.add_argument("--epochs", type=int, default=10, help="epochs in all, counting resumed ones (10)")
-    train.add_argument("--batch-size", type=int, help="samples per step (32, or the resumed run's)")
+    train.add_argument(
+        "--batch-size", type=int, help="samples per step, on each rank (32, or as many as the resumed run took)"
+    )
     train.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="sgd (default), adam or adamw")
     train.add_argument("--lr", type=float, help="learning rate (0.01 for sgd, 0.001 for adam and adamw)")
     train.add_argument("--momentum", type=float, help="sgd's momentum (0)")
@@ -127,7 +129,8 @@ def train_rank(args, distributed: bool) -> int:
     main_rank = not distributed or os.environ.get("RANK", "0") == "0"
     resumed = load_checkpoint(args.resume, tensors=False) if args.resume else None  # fit reads the tensors
     training = resumed.training if resumed is not None else {}
-    batch_size = args.batch_size if args.batch_size is not None else training.get("batch_size", 32)
+    ranks = int(os.environ.get("WORLD_SIZE", 1)) if distributed else 1
+    batch_size = args.batch_size if args.batch_size is not None else resumed_batch_size(training, ranks) or 32
     seed = args.seed if args.seed is not None else training.get("seed", 0)
     model = compile_model(args, batch_size, seed)
     if args.weights:

@@ -177,7 +177,8 @@ class _CollectiveGuard:
 
 def _first_line(error: Exception) -> str:
     text = str(error).strip().splitlines()
-    return text[0][:300] if text else type(error).__name__
+    line = text[0].split(" This is typically caused")[0] if text else type(error).__name__  # gloo's advice
+    return line[:300]
 
 
 def join_world(backend: str | None = None, timeout: float = DEFAULT_TIMEOUT, device_backend: str = "cpu"):

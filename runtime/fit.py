@@ -119,7 +119,8 @@ def fit(
     resumed = load_checkpoint(resume, _shapes(model)) if resume is not None else None
     training = resumed.training if resumed is not None else {}
     epochs = _check_epochs(epochs)
-    batch_size = batch_size if batch_size is not None else training.get("batch_size", batch_size_of(model))
+    if batch_size is None:
+        batch_size = resumed_batch_size(training, world.size) or batch_size_of(model)
     seed = _check_seed(seed if seed is not None else training.get("seed", 0))
     chosen = _pick_optimizer(optimizer, resumed, resume)
     if checkpoint is not None and world.is_main:
@@ -150,6 +151,17 @@ def fit(
     finally:
         run.sized.sync_home()
     return run.history
+
+
+def resumed_batch_size(training: dict, ranks: int) -> int | None:
+    """The batch size per rank that continues a checkpoint's run on `ranks` ranks with as many samples per step
+    (so a run of 2 ranks of 16 resumes on one process with batches of 32), else the checkpoint's own; None
+    for a checkpoint that records none."""
+    size = training.get("batch_size")
+    if size is None:
+        return None
+    samples = size * training.get("world_size", 1)
+    return samples // ranks if samples % ranks == 0 else size
 
 
 def trainer_factory(world):

@@ -1,0 +1,160 @@
+"""Data-parallel training on torch.distributed (runtime/data_parallel.py), with two processes on gloo.
+
+Two ranks with batches of B must train as one process with batches of 2B: the network's loss is a mean over
+the batch, and the mean of two ranks' means of B samples is the mean of the 2B. The ranks
+(distributed_worker.py) run once for the whole module; the single-process runs are done here. float32
+tolerance: the two sum the batch in different orders.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import netc
+from netc.launch import free_port, without_nproc
+from netc.runtime.data_parallel import DataParallelTrainer
+from netc.runtime.distributed import SingleProcess, World
+from netc.runtime.split_step import Bucket, build_split_step_graph, plan_split_step, segments
+
+pytest.importorskip("torch.distributed")
+from cli_run import run_cli  # noqa: E402
+from distributed_case import BATCH, NET, OPTIMIZERS, SAMPLES, STEPS, fit_data, step_batches  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+RANKS = 2
+TOLERANCE = dict(rtol=2e-5, atol=2e-6)
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """The folder the two ranks of distributed_worker.py wrote their results to."""
+    out = tmp_path_factory.mktemp("ranks")
+    port = free_port()
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(HERE / "distributed_worker.py"), str(out)],
+            env={**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(RANKS),
+                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for rank in range(RANKS)
+    ]
+    outputs = [p.communicate(timeout=240)[0] for p in processes]
+    assert processes[0].returncode == 0, outputs[0]
+    assert processes[1].returncode == 7, outputs[1]  # it dies on purpose at the end
+    return out
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_two_ranks_train_as_one_process_with_twice_the_batch(ranks, backend, optimizer):
+    x, labels = step_batches(RANKS)
+    model = netc.compile(NET, batch=RANKS * BATCH, backend=backend)
+    trainer = model.trainer(OPTIMIZERS[optimizer])
+    losses = [trainer.step(x=x[s], labels=labels[s]) for s in range(STEPS)]
+    rank0, rank1 = (np.load(ranks / f"steps-{backend}-{optimizer}-rank{r}.npz") for r in range(RANKS))
+    for name, value in model.parameters().items():
+        np.testing.assert_allclose(rank0[name], value, **TOLERANCE, err_msg=name)
+        np.testing.assert_array_equal(rank1[name], rank0[name], err_msg=name)  # the ranks never drift apart
+    # Each rank's loss is its own half's; together they are the whole batch's.
+    np.testing.assert_allclose((rank0["losses"] + rank1["losses"]) / 2, losses, **TOLERANCE)
+
+
+def test_a_two_rank_checkpoint_resumes_identically_in_one_process(ranks):
+    model = netc.compile(NET, batch=RANKS * BATCH)
+    history = netc.fit(model, fit_data(), epochs=2, resume=ranks / "resume-from.safetensors", progress=False)
+    two = np.load(ranks / "fit-rank0.npz")
+    np.testing.assert_allclose(history["loss"], two["loss"], **TOLERANCE)
+    for name, value in model.parameters().items():
+        np.testing.assert_allclose(two[name], value, **TOLERANCE, err_msg=name)
+    # and the first epoch on two ranks was the first epoch of one process with twice the batch
+    alone = netc.compile(NET, batch=RANKS * BATCH)
+    first = netc.fit(alone, fit_data(), epochs=1, optimizer=OPTIMIZERS["adam"], progress=False)
+    np.testing.assert_allclose(first["loss"][0], two["loss"][0], **TOLERANCE)
+
+
+def test_a_rank_that_dies_ends_the_others_with_a_clear_message(ranks):
+    message = (ranks / "lost.txt").read_text()
+    assert "rank 0 of 2: lost the other ranks while adding up the metrics" in message, message
+    assert "the last checkpoint was written whole" in message
+
+
+def test_netc_train_nproc_starts_the_ranks_and_rank_0_alone_reports(tmp_path, capsys):
+    data = tmp_path / "train.npz"
+    np.savez(data, **fit_data())
+    checkpoint = tmp_path / "run.safetensors"
+    code, out, err = run_cli(
+        capsys, "train", NET, "--data", data, "--epochs", 2, "--batch-size", BATCH, "--optimizer", "sgd",
+        "--lr", 0.1, "--nproc", RANKS, "--checkpoint", checkpoint, "--quiet",
+    )
+    assert code == 0, err
+    alone = netc.compile(NET, batch=RANKS * BATCH)
+    netc.fit(alone, fit_data(), epochs=2, batch_size=RANKS * BATCH, optimizer=netc.optim.SGD(lr=0.1),
+             progress=False)
+    from netc.runtime.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(checkpoint).model
+    for name, value in alone.parameters().items():
+        np.testing.assert_allclose(saved[name], value, **TOLERANCE, err_msg=name)
+
+
+# -- without processes -----------------------------------------------------------------------------------
+
+
+def test_shards_are_those_of_distributed_sampler():
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DistributedSampler
+
+    order = np.random.default_rng(0).permutation(11)
+    for drop_last in (False, True):
+        for rank in range(3):
+            world = World(rank=rank, size=3)
+            sampler = DistributedSampler(range(11), num_replicas=3, rank=rank, shuffle=False, drop_last=drop_last)
+            expected = [int(order[i]) for i in sampler]
+            assert world.shard(order, drop_last).tolist() == expected
+    assert torch is not None
+
+
+def test_gradients_are_laid_out_contiguously_in_buckets_that_follow_the_backward():
+    model = netc.compile(NET, batch=BATCH, backend="cpu")
+    graph = build_split_step_graph(model.graph, OPTIMIZERS["adam"])
+    split = plan_split_step(graph, "float", {}, bucket_bytes=64)
+    layout = split.layout
+    assert set(layout.written) == set(model.graph.params) and not layout.copied  # no gradient is copied
+    spans = sorted((layout.place[n], layout.place[n] + 4 * model.parameters()[n].size) for n in layout.place)
+    assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:]))  # disjoint, in one block
+    assert layout.buckets[0].start == 0 and layout.buckets[-1].end == layout.nbytes
+    assert [b.ready for b in layout.buckets] == sorted(b.ready for b in layout.buckets)
+    assert layout.buckets[0].names == ("fc2.bias",)  # the last layer's gradients are done first
+    # each gradient is written where the update reads its average: one offset for both
+    for name, vid in layout.written.items():
+        assert split.plan.offsets[vid] == split.plan.offsets[split.phases.reduced[name].id]
+    assert split.plan.offsets[layout.written["fc2.bias"]] == split.block_offset
+
+
+def test_segments_end_where_buckets_become_ready():
+    buckets = (Bucket(0, 64, 3, ("a",)), Bucket(64, 128, 3, ("b",)), Bucket(128, 256, 7, ("c",)))
+    layout = type("Layout", (), {"buckets": buckets})()
+    assert segments(layout, 10) == [(0, 4, list(buckets[:2])), (4, 8, [buckets[2]]), (8, 10, [])]
+
+
+def test_one_rank_steps_are_the_trainers_exactly():
+    """World size 1: the split step (cpu, gradients in four buckets) computes what the one-graph step does."""
+    x, labels = step_batches(1)
+    a, b = (netc.compile(NET, batch=BATCH, backend="cpu") for _ in range(2))
+    plain, split = a.trainer(OPTIMIZERS["sgd"]), DataParallelTrainer(b, OPTIMIZERS["sgd"], SingleProcess(), 64)
+    for s in range(STEPS):
+        assert plain.step(x=x[s], labels=labels[s]) == split.step(x=x[s], labels=labels[s])
+    for name, value in a.parameters().items():
+        np.testing.assert_array_equal(b.parameters()[name], value)
+    assert split.state_dict()["state"].keys() == plain.state_dict()["state"].keys()
+
+
+def test_nproc_is_taken_out_of_the_ranks_command_line():
+    assert without_nproc(["train", "a.net", "--nproc", "2", "--epochs", "3", "--nproc=4"]) == [
+        "train", "a.net", "--epochs", "3"
+    ]
