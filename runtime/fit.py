@@ -240,7 +240,9 @@ class _Run:
         return Dataset(data.take(indices)) if len(indices) else None
 
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.train_data) / self.batch_size)
+        """Steps in an epoch: on several ranks, those of each rank's share."""
+        share = len(self.world.shard(np.arange(len(self.train_data)), self.drop_last))
+        return math.ceil(share / self.batch_size)
 
     def schedule(self, lr_scheduler, base_lr: float) -> None:
         """Follow `lr_scheduler` (a schedule, or a function of the total step count that makes one)."""

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 
 from netc.compiler.autodiff import GRAD_PREFIX, grad
 from netc.compiler.ir import LEAF_OPS
+from netc.compiler.optim import NEW_PREFIX, STATE_PREFIX, Optimizer
+from netc.compiler.passes.arena import ArenaPlan, plan_buffers, value_bytes
 from netc.compiler.passes.fuse import fuse, storage
 from netc.compiler.passes.memory import Buffer
 from netc.compiler.passes.remat import rematerialise
+from netc.compiler.passes.resident import resident_buffers
 from netc.compiler.passes.simplify import simplify
 
-from netc.compiler.passes.arena import ArenaPlan, plan_buffers, value_bytes
-from netc.compiler.optim import NEW_PREFIX, STATE_PREFIX, Optimizer
-from netc.compiler.passes.resident import resident_buffers
 from .trainer import check_trainable
 
 REDUCED_PREFIX = "reduced:"  # the update phase's input for a parameter's gradient, averaged over the ranks
