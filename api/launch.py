@@ -2,7 +2,8 @@
 
 Each rank is `python -m netc train ...` with the same arguments (less --nproc) and the environment torchrun
 sets: RANK and LOCAL_RANK (0..K-1), WORLD_SIZE and LOCAL_WORLD_SIZE (K), MASTER_ADDR 127.0.0.1 and a free
-MASTER_PORT. Rank 0 prints; the others are quiet. When a rank fails, the others notice at their next
+MASTER_PORT; and, unless it is set, OMP_NUM_THREADS to the cores divided among the ranks (torchrun sets 1),
+so that K ranks of OpenMP threads do not fight over the same cores. Rank 0 prints; the others are quiet. When a rank fails, the others notice at their next
 collective and stop with a message of their own (runtime/distributed.py); whichever are still running
 `grace` seconds later (hung ones) are terminated, and the launcher says which rank failed first. Ctrl-C
 reaches every rank (they share the terminal's process group) and each saves and stops; SIGTERM and SIGHUP sent
@@ -49,10 +50,11 @@ def launch_ranks(argv: list, nproc: int, grace: float) -> int:
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise NetcError(f"--nproc must be a positive number of processes, got {nproc!r}")
     port = free_port()
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // nproc))
     ranks = []
     for rank in range(nproc):
         env = {
-            **os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc),
+            **os.environ, "OMP_NUM_THREADS": threads, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc),
             "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
         }
         ranks.append(subprocess.Popen([sys.executable, "-m", "netc", *argv], env=env))

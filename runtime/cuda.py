@@ -77,6 +77,12 @@ def compile_step(graph, roots, precision: str, carried: dict | None = None) -> C
     roots = list({v.id: v for v in [*roots, *carried.values()]}.values())
     kernels = fuse(graph, roots)
     plan, homes = plan_resident_arena(graph, kernels, roots, float_type, carried)
+    return build_step(graph, kernels, plan, homes, precision)
+
+
+def build_step(graph, kernels: list, plan, homes: dict, precision: str) -> CudaStep:
+    """Render `kernels` over the arena `plan` (arena.ArenaPlan) to CUDA and plan their launches."""
+    float_type, _ = FLOAT_TYPES[stored_precision(precision)]
     renderer = Renderer(CUDA, float_type, plan.offsets)
     source = renderer.render(kernels, network=graph.name, mode=graph.mode, arena_bytes=plan.arena_bytes)
     launches = plan_launches(renderer, kernels)
@@ -161,7 +167,7 @@ class CudaRun(ArenaRun):
             for name, window in self._inputs:
                 self._copy_in(window, feeds[name], name)
             self._staging.copies_queued(self.stream)
-            self._graph.launch(self.stream)  # the step, then its new state copied into the slots
+            self._replay()  # the step, then its new state copied into the slots
             results = {vid: window.copy() for vid, window in self._outputs}
             if self._checks_indices:
                 status = int(self._error_flag.get(stream=self.stream))
@@ -173,6 +179,9 @@ class CudaRun(ArenaRun):
 
     def replay(self) -> None:
         """Launch the captured step on the run's stream, moving no inputs or outputs: for timing kernels."""
+        self._replay()
+
+    def _replay(self) -> None:
         self._graph.launch(self.stream)
 
     # -- launching -------------------------------------------------------------------------------------------

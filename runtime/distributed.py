@@ -18,6 +18,7 @@ a `RanksLost` error that says so (gloo notices a closed connection at once, a si
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -69,6 +70,11 @@ class SingleProcess:
     def reduce_async(self, array: np.ndarray):
         return None
 
+    def on_stream(self, pointer: int):
+        """A context in which the collectives run after the work queued on the CUDA stream `pointer` (the
+        cuda backend's), and the work queued there later waits for them."""
+        return contextlib.nullcontext()
+
     def wait(self, pending) -> None:
         pass
 
@@ -103,7 +109,14 @@ class World(SingleProcess):
         with self._guard("averaging the gradients"):
             return self._dist.all_reduce(tensor, async_op=True)
 
+    def on_stream(self, pointer: int):
+        if self.device is None:
+            return contextlib.nullcontext()
+        torch = self._torch
+        return torch.cuda.stream(torch.cuda.ExternalStream(pointer, device=self.device))
+
     def wait(self, pending) -> None:
+        """Wait for a reduce_async: the host waits (gloo); or, inside on_stream, the stream does (NCCL)."""
         started = time.perf_counter()
         with self._guard("averaging the gradients"):
             pending.wait()

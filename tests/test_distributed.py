@@ -7,6 +7,7 @@ tolerance: the two sum the batch in different orders.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ import netc
 from netc.launch import free_port, without_nproc
 from netc.runtime.data_parallel import DataParallelTrainer
 from netc.runtime.distributed import SingleProcess, World
+from netc.runtime.model import state_carry
+from netc.runtime.split_cuda import SplitCudaRun, compile_split_cuda_step
 from netc.runtime.split_step import Bucket, build_split_step_graph, plan_split_step, segments
 
 pytest.importorskip("torch.distributed")
@@ -158,3 +161,34 @@ def test_nproc_is_taken_out_of_the_ranks_command_line():
     assert without_nproc(["train", "a.net", "--nproc", "2", "--epochs", "3", "--nproc=4"]) == [
         "train", "a.net", "--epochs", "3"
     ]
+
+
+def test_the_cuda_split_step_runs_its_pieces_on_the_emulated_device(tmp_path, monkeypatch):
+    """runtime/split_cuda.py's capture in pieces and its bucket views, on test_cuda_emulated's device (world size
+    1: no NCCL here), against the reference backend's split step, in float64."""
+    if not shutil.which("g++") and not shutil.which("c++"):
+        pytest.skip("no C++ compiler to emulate the CUDA module with")
+    from test_cuda_emulated import EmulatedDevice
+
+    device = EmulatedDevice(tmp_path, monkeypatch)
+
+    class EmulatedTrainer(DataParallelTrainer):
+        def _executable(self, graph):
+            if id(graph) not in self._steps:
+                carry = state_carry(graph, True)
+                step, split, state = compile_split_cuda_step(graph, "float64", carry, self.bucket_bytes)
+                self._steps[id(graph)] = SplitCudaRun(
+                    device.cupy, step, graph, [graph.loss], state, "float64", split, self.world, load=device.load
+                )
+            return self._steps[id(graph)]
+
+    x, labels = step_batches(1)
+    a, b = (netc.compile(NET, batch=BATCH, precision="float64") for _ in range(2))
+    emulated = EmulatedTrainer(a, OPTIMIZERS["adam"], SingleProcess(), bucket_bytes=64)
+    reference = DataParallelTrainer(b, OPTIMIZERS["adam"], SingleProcess())
+    assert len(emulated.prepared.split.layout.buckets) == 4
+    for s in range(STEPS):
+        got = emulated.step(x=x[s], labels=labels[s])
+        np.testing.assert_allclose(got, reference.step(x=x[s], labels=labels[s]), rtol=1e-12)
+    for name, value in b.parameters().items():
+        np.testing.assert_allclose(a.parameters()[name], value, rtol=1e-10, atol=1e-13, err_msg=name)
