@@ -39,6 +39,7 @@ def attention_context(renderer, kernel: Kernel) -> dict:
         template=f"{v.op}.j2",
         op=v.op,
         ctype=ctype,
+        gemm="dgemm" if ctype == "double" else "sgemm",
         batch=batch,
         L=L,
         S=S,

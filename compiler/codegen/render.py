@@ -113,7 +113,7 @@ class Renderer:
                 precision=self.float_type,
                 float_type=self.float_type,
                 profile=self.profile,
-                uses_blas=any(k.kind == "matmul" for k in kernels),
+                uses_blas=any(k.kind in ("matmul", "attention") for k in kernels),
                 uses_random=any(k.kind == "random" for k in kernels),
             )
             for part in range(parts)
