@@ -86,25 +86,29 @@ def export_library(network, bindings: dict, out_dir: Path, optimizer, weights: P
         raise NetcError(f"netc export writes a c or a cuda library, not {target}")
     graphs = {mode: network.lower(bindings, training=mode == "train") for mode in ("eval", "train")}
     modes_differ = _text(graphs["train"]) != _text(graphs["eval"])
-    step_graphs = {mode: build_step_graph(graphs[mode], optimizer) for mode in graphs}  # names the mistakes
-    tensors = _tensor_table(step_graphs["train"])
+    # A network that minimises nothing (or has no parameters) exports inference alone.
+    trains = graphs["train"].loss is not None and bool(graphs["train"].params)
+    step_graphs = {mode: build_step_graph(graphs[mode], optimizer) for mode in graphs} if trains else {}
+    tensors = _tensor_table(step_graphs.get("train", graphs["train"]))
     names = {t["name"]: i for i, t in enumerate(tensors)}
     forward = graphs["train"]
     inputs = [name for name in forward.inputs if name != SEED_INPUT]
     outputs = list(forward.outputs)
-    steps, roles = [], {}
+    steps, roles = [], {("train", "eval"): -1, ("train", "train"): -1}
     for mode in ("eval", "train") if modes_differ else ("train",):
         suffix = f"_{mode}" if modes_differ else ""
         graph = graphs[mode]
         roles[("forward", mode)] = len(steps)
         steps.append(_compile(f"forward{suffix}", graph, list(graph.outputs.values()), mode == "train",
                               names, inputs, outputs, target))
-        graph = step_graphs[mode]
-        roles[("train", mode)] = len(steps)
-        steps.append(_compile("train_step" + ("_eval" if mode == "eval" else ""), graph, [graph.loss], True,
-                              names, inputs, ["loss"], target))
-    for kind in ("forward", "train"):
-        roles.setdefault((kind, "eval"), roles[(kind, "train")])
+        if trains:
+            graph = step_graphs[mode]
+            roles[("train", mode)] = len(steps)
+            steps.append(_compile("train_step" + ("_eval" if mode == "eval" else ""), graph, [graph.loss],
+                                  True, names, inputs, ["loss"], target))
+    if not modes_differ:
+        for kind in ("forward", "train"):
+            roles[(kind, "eval")] = roles[(kind, "train")]
     context = {
         "network": network.name,
         "batch": _batch(bindings),
@@ -115,7 +119,8 @@ def export_library(network, bindings: dict, out_dir: Path, optimizer, weights: P
         "steps": steps,
         "roles": roles,
         "lr": float(optimizer.lr),
-        "optimizer": _describe(optimizer),
+        "optimizer": _describe(optimizer) if trains else None,
+        "trains": trains,
         "weights": WEIGHTS,
     }
     return _write_folder(out_dir, context, steps, _weights(network, bindings, weights), target)

@@ -194,6 +194,47 @@ def test_cmake_builds_what_make_builds(exported, tmp_path):
     assert (tmp_path / "demo.safetensors").read_bytes() == (folder / "demo.safetensors").read_bytes()
 
 
+INFERENCE_ONLY = """
+network Scorer {
+    input x: [N, 6]
+    fc = Linear(6, 3)
+    scores = x -> fc -> softmax(dim = 1)
+    output scores
+}
+"""
+
+PROBE = r"""
+#include <stdio.h>
+#include "netc_model.h"
+int main(void) {
+    netc_model *m = netc_model_create();
+    float x[NETC_INPUT_X_COUNT] = {0}, scores[NETC_OUTPUT_SCORES_COUNT];
+    const void *inputs[] = {x};
+    void *outputs[] = {scores};
+    float loss = netc_model_train_step(m, inputs);
+    printf("%s %s\n", loss != loss ? "nan" : "number", netc_model_error(m));
+    int status = netc_model_forward(m, inputs, outputs);
+    printf("%d %g\n", status, scores[0] + scores[1] + scores[2]);
+    netc_model_free(m);
+    return 0;
+}
+"""
+
+
+@needs_cc
+def test_a_network_that_minimises_nothing_exports_inference_alone(tmp_path):
+    (tmp_path / "scorer.net").write_text(INFERENCE_ONLY)
+    folder = tmp_path / "lib"
+    assert netc_main(["export", str(tmp_path / "scorer.net"), "--batch", "2", "-o", str(folder)]) == 0
+    assert not list(folder.glob("train_step*"))
+    (folder / "probe.c").write_text(PROBE)
+    run(["make", "-j2", "demo", "probe", *blas_make_variables()], folder)  # `make NAME` builds NAME.c
+    assert "training step" not in run(["./demo"], folder).stdout
+    lines = run(["./probe"], folder).stdout.splitlines()
+    assert lines[0] == "nan Scorer minimises nothing: its library has no training step"
+    assert lines[1].startswith("0 ") and float(lines[1].split()[1]) == pytest.approx(1.0)
+
+
 # -- hostile files ------------------------------------------------------------------------------------------
 
 

@@ -250,6 +250,10 @@ int netc_model_forward(netc_model *m, const void *const *inputs, void *const *ou
 float netc_model_train_step(netc_model *m, const void *const *inputs) {
     float loss = NAN;
     void *outputs[1] = {&loss};
+    if (plan->train[m->training] < 0) {
+        fail(m, "%s minimises nothing: its library has no training step", plan->network);
+        return NAN;
+    }
     if (run(m, plan->train[m->training], inputs, outputs, m->seed * SEED_STRIDE + m->optimizer_steps))
         return NAN;
     m->optimizer_steps += 1;
