@@ -129,7 +129,7 @@ def train_rank(args, distributed: bool) -> int:
     main_rank = not distributed or os.environ.get("RANK", "0") == "0"
     resumed = load_checkpoint(args.resume, tensors=False) if args.resume else None  # fit reads the tensors
     training = resumed.training if resumed is not None else {}
-    ranks = int(os.environ.get("WORLD_SIZE", 1)) if distributed else 1
+    ranks = int(os.environ.get("WORLD_SIZE", "1")) if distributed else 1
     batch_size = args.batch_size if args.batch_size is not None else resumed_batch_size(training, ranks) or 32
     seed = args.seed if args.seed is not None else training.get("seed", 0)
     model = compile_model(args, batch_size, seed)

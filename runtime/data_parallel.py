@@ -20,7 +20,6 @@ broadcast_buffers leaves them.
 from __future__ import annotations
 
 import numpy as np
-
 from netc.compiler.errors import NetcError
 
 from .model import state_carry

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import numpy as np
-
 from netc.compiler.errors import NetcError
 
 ENVIRONMENT = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -134,7 +133,7 @@ class World(SingleProcess):
         out = {}
         with self._guard("sharing rank 0's state"):
             for name, array in arrays.items():
-                tensor = self._torch.from_numpy(np.ascontiguousarray(array).copy())
+                tensor = self._torch.from_numpy(np.array(array, order="C"))  # a copy, 0-d kept 0-d
                 if self.device is not None:
                     tensor = tensor.to(self.device)
                 self._dist.broadcast(tensor, src=0)
@@ -206,7 +205,7 @@ def join_world(backend: str | None = None, timeout: float = DEFAULT_TIMEOUT, dev
         )
     _check_timeout(timeout)
     backend = backend or ("nccl" if device_backend == "cuda" else "gloo")
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = None
     if backend == "nccl":
         device = torch.device("cuda", local_rank)

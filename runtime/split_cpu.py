@@ -13,8 +13,8 @@ import ctypes
 import math
 
 import numpy as np
-
 from netc.compiler.passes.arena import FLOAT_TYPES
+
 from .cpu import CpuRun, build_step, check_status
 from .split_step import REDUCED_PREFIX, plan_split_step, segments
 

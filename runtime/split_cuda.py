@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 from netc.compiler.passes.arena import FLOAT_TYPES
 
 from .cuda import CudaRun, build_step, cupy_blas_loader, stored_precision
@@ -78,7 +77,6 @@ class SplitCudaRun(CudaRun):
                 call()
             self._copy_state()
             self._update_graph = self.stream.end_capture()
-        return None
 
     def _replay(self) -> None:
         """The pieces, each followed by the all-reduce of the buckets it completed, then the update; on the

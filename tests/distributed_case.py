@@ -2,9 +2,8 @@
 
 from pathlib import Path
 
-import numpy as np
-
 import netc
+import numpy as np
 
 NET = Path(__file__).resolve().parent / "distributed_small.net"
 BATCH = 4  # per rank

@@ -12,15 +12,14 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-
 import netc
+import numpy as np
 from netc.runtime.data_parallel import DataParallelTrainer
 from netc.runtime.distributed import RanksLost, join_world, leave_world
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from distributed_case import BATCH, NET, OPTIMIZERS, STEPS, fit_data, step_batches  # noqa: E402
+from distributed_case import BATCH, NET, OPTIMIZERS, STEPS, fit_data, step_batches
 
 
 def main(out: Path) -> None:

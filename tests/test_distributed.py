@@ -6,16 +6,16 @@ the batch, and the mean of two ranks' means of B samples is the mean of the 2B. 
 tolerance: the two sum the batch in different orders.
 """
 
+import itertools
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import netc
 import numpy as np
 import pytest
-
-import netc
 from netc.launch import free_port, without_nproc
 from netc.runtime.data_parallel import DataParallelTrainer
 from netc.runtime.distributed import SingleProcess, World
@@ -24,12 +24,12 @@ from netc.runtime.split_cuda import SplitCudaRun, compile_split_cuda_step
 from netc.runtime.split_step import Bucket, build_split_step_graph, plan_split_step, segments
 
 pytest.importorskip("torch.distributed")
-from cli_run import run_cli  # noqa: E402
-from distributed_case import BATCH, NET, OPTIMIZERS, SAMPLES, STEPS, fit_data, step_batches  # noqa: E402
+from cli_run import run_cli
+from distributed_case import BATCH, NET, OPTIMIZERS, STEPS, fit_data, step_batches
 
 HERE = Path(__file__).resolve().parent
 RANKS = 2
-TOLERANCE = dict(rtol=2e-5, atol=2e-6)
+TOLERANCE = {"rtol": 2e-5, "atol": 2e-6}
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_netc_train_nproc_starts_the_ranks_and_rank_0_alone_reports(tmp_path, ca
     data = tmp_path / "train.npz"
     np.savez(data, **fit_data())
     checkpoint = tmp_path / "run.safetensors"
-    code, out, err = run_cli(
+    code, _, err = run_cli(
         capsys, "train", NET, "--data", data, "--epochs", 2, "--batch-size", BATCH, "--optimizer", "sgd",
         "--lr", 0.1, "--nproc", RANKS, "--checkpoint", checkpoint, "--quiet",
     )
@@ -129,7 +129,7 @@ def test_gradients_are_laid_out_contiguously_in_buckets_that_follow_the_backward
     layout = split.layout
     assert set(layout.written) == set(model.graph.params) and not layout.copied  # no gradient is copied
     spans = sorted((layout.place[n], layout.place[n] + 4 * model.parameters()[n].size) for n in layout.place)
-    assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:]))  # disjoint, in one block
+    assert all(end <= nxt for (_, end), (nxt, _) in itertools.pairwise(spans))  # disjoint, in one block
     assert layout.buckets[0].start == 0 and layout.buckets[-1].end == layout.nbytes
     assert [b.ready for b in layout.buckets] == sorted(b.ready for b in layout.buckets)
     assert layout.buckets[0].names == ("fc2.bias",)  # the last layer's gradients are done first
@@ -192,3 +192,26 @@ def test_the_cuda_split_step_runs_its_pieces_on_the_emulated_device(tmp_path, mo
         np.testing.assert_allclose(got, reference.step(x=x[s], labels=labels[s]), rtol=1e-12)
     for name, value in b.parameters().items():
         np.testing.assert_allclose(a.parameters()[name], value, rtol=1e-10, atol=1e-13, err_msg=name)
+
+
+def test_a_world_of_one_rank_keeps_shapes_and_types(monkeypatch):
+    """The collectives on a real gloo group of one rank, in this process: a BatchNorm's 0-d num_batches_tracked
+    stays 0-d through a broadcast (it came back [1] once, which load_state_dict refused)."""
+    from netc.runtime.distributed import join_world, leave_world
+
+    environment = {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    world = join_world(timeout=30)
+    try:
+        arrays = {"count": np.array(3, np.int64), "mean": np.arange(6, dtype=np.float32).reshape(2, 3)}
+        shared = world.broadcast(arrays)
+        for name, array in arrays.items():
+            assert shared[name].shape == array.shape and shared[name].dtype == array.dtype
+            np.testing.assert_array_equal(shared[name], array)
+        np.testing.assert_array_equal(world.sum([1.5, 2]), [1.5, 2])
+        gradients = np.full(5, 2.0, np.float32)
+        world.wait(world.reduce_async(gradients))
+        np.testing.assert_array_equal(gradients, 2.0)
+    finally:
+        leave_world()
