@@ -13,7 +13,7 @@ runtime/model.py, trainer.py and store.py do, from tables this module generates 
     netc_model.h          the API: create, load, save, forward, train_step, set_training, error, free
     netc_plan.c           every step's arena size, slots, inputs, outputs and after-run copies; the tensors
     <step>.c / .cu        the steps' generated sources (each one's symbols renamed, so that all link together)
-    netc_model.c ...      the runtime: netc_model.c, netc_safetensors.[ch], netc_internal.h and the device,
+    netc_model.c ...      the runtime: netc_model.c, netc_safetensors*.[ch], netc_internal.h and the device,
                           netc_device_cpu.c (or netc_device_cuda.cu and netc_cuda.h)
     weights.safetensors   the weights, by PyTorch's names: --weights' or the initial ones
     Makefile, CMakeLists.txt, demo.c, README.md
@@ -54,7 +54,9 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "compiler" / "codegen" / "t
 SEED_INPUT = "__seed__"
 DTYPES = {"f32": "NETC_ST_F32", "f64": "NETC_ST_F64", "i64": "NETC_ST_I64"}  # float32 precision
 INITS = {"uniform": "UNIFORM", "normal": "NORMAL", "constant": "CONSTANT", "normal_padding": "NORMAL_PADDING"}
-RUNTIME_FILES = ("netc_model.c", "netc_internal.h", "netc_safetensors.c", "netc_safetensors.h")
+RUNTIME_FILES = (
+    "netc_model.c", "netc_internal.h", "netc_safetensors.c", "netc_safetensors_write.c", "netc_safetensors.h"
+)
 DEVICE_FILES = {"c": ("netc_device_cpu.c",), "cuda": ("netc_device_cuda.cu", "netc_cuda.h")}
 WEIGHTS = "weights.safetensors"
 
@@ -71,12 +73,12 @@ class LibraryStep:
     outputs: list  # (output index, offset, bytes)
     seed_offset: int
     lr_offset: int
-    copies: list  # (slot offset, value offset, bytes, whether the value is another slot)
+    copies: list  # (slot offset, value offset, bytes, whether the value is a leaf: another slot)
 
     @property
     def scratch_bytes(self) -> int:
         """Where the values that are another slot's old contents wait while the copies run."""
-        return sum(nbytes for _, _, nbytes, from_slot in self.copies if from_slot)
+        return sum(nbytes for _, _, nbytes, from_leaf in self.copies if from_leaf)
 
 
 def export_library(network, bindings: dict, out_dir: Path, optimizer, weights: Path | None = None,
@@ -158,10 +160,8 @@ def _compile(name: str, graph, roots: list, updating: bool, tensors: dict, input
         sources = [(f"{name}.cu", _cuda_step_source(name, step))]
     else:
         step = _compile_c(graph, roots, carried)
-        sources = [
-            (f"{name}.c" if i == 0 else f"{name}.{i}.c", _renamed(name, len(step.kernels), source))
-            for i, source in enumerate(step.sources)
-        ]
+        sources = [(f"{name}.c" if i == 0 else f"{name}.{i}.c", source)
+                   for i, source in enumerate(_renamed(name, step.sources))]
     offsets = step.offsets
 
     def window(v) -> tuple:
@@ -212,25 +212,41 @@ def _compile_c(graph, roots: list, carried: dict) -> _CStep:
     return _CStep(kernels, plan.offsets, plan.arena_bytes, homes, sources)
 
 
-def _renamed(step: str, kernels: int, source: str) -> str:
-    """A C module whose global symbols (the entry point, the error flag, the kernels' entries) carry the
-    step's name, so that several modules link into one library; the module's own text is unchanged."""
-    names = ["netc_run", "netc_error", *(f"netc_k{i}" for i in range(kernels))]
-    defines = "\n".join(f"#define {n} netc_{step}_{n.removeprefix('netc_')}" for n in names)
-    return f"/* The symbols of this step, renamed (netc export). */\n{defines}\n\n{source}"
+def _renamed(step: str, sources: list) -> list:
+    """A module's parts with their global symbols (the entry points, the error flag, each kernel's entry)
+    renamed by macros put in front, so that several modules link into one library; the module's own text is
+    unchanged."""
+    names = sorted(set().union(*(_global_symbols(source) for source in sources)))
+    if "netc_error" not in names:
+        raise AssertionError("no global symbols found in the module: has its template changed shape?")
+    defines = "\n".join(f"#define {name} netc_{step}_{name.removeprefix('netc_')}" for name in names)
+    header = f"/* The symbols of this step, renamed (netc export). */\n{defines}\n\n"
+    return [header + source for source in sources]
+
+
+# A definition or declaration at file scope: a line that starts with its type (not static, not a macro's or a
+# template's) and names an identifier followed by ( [ ; or =.
+_DECLARATION = re.compile(
+    r"^(?!static|template|typedef|struct|#|/\*|\s)[^\n(=;]*?\b(\w+)\s*[(\[;=]", re.MULTILINE
+)
+_LOCAL_KINDS = ("KERNEL", "DEVICE", "TABLE")  # the preludes' macros for static functions and tables
+
+
+def _global_symbols(source: str) -> set:
+    """The names a generated module gives external linkage: those it declares at file scope, not static."""
+    return {
+        match.group(1)
+        for match in _DECLARATION.finditer(source)
+        if not match.group(0).startswith(_LOCAL_KINDS)
+    }
 
 
 def _cuda_step_source(step: str, compiled) -> str:
     """The CUDA module of a step, its entries renamed as _renamed does, and the host function that launches
     them in order (compiler/codegen/launch.py's list: kernels with their grids, GEMMs through cuBLAS)."""
-    launches = [
-        {"gemm": True, **vars(launch)} if isinstance(launch, GemmLaunch) else {"gemm": False, **vars(launch)}
-        for launch in compiled.launches
-    ]
-    entries = [launch["entry"] for launch in launches if not launch["gemm"]]
-    return _environment().get_template("step.cu.j2").render(
-        step=step, source=compiled.source, entries=entries, launches=launches
-    )
+    launches = [{"gemm": isinstance(launch, GemmLaunch), **vars(launch)} for launch in compiled.launches]
+    (source,) = _renamed(step, [compiled.source])
+    return _environment().get_template("step.cu.j2").render(step=step, source=source, launches=launches)
 
 
 def _bytes(v) -> int:

@@ -323,7 +323,7 @@ def test_hostile_files_are_refused_with_a_message_and_change_nothing(exported):
     kernels = sorted(str(p.name) for p in folder.glob("*.o") if not p.name.startswith("netc_"))
     sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g"]
     blas = [v.split("=", 1)[1] for v in blas_make_variables()]
-    sources = "hostile.c netc_model.c netc_plan.c netc_safetensors.c netc_device_cpu.c"
+    sources = "hostile.c netc_model.c netc_plan.c netc_safetensors*.c netc_device_cpu.c"
     command = f"cc {' '.join(sanitize)} -std=c11 -fopenmp {blas[0]} -o hostile {sources} {' '.join(kernels)}"
     run(["sh", "-c", f"{command} {blas[1]} -lm"], folder)
     lines = run(["./hostile", "weights.safetensors", *paths], folder).stdout.splitlines()

@@ -42,8 +42,9 @@ typedef struct {
 typedef struct { int tensor; int64_t offset; } netc_slot;       /* a state tensor's bytes in an arena */
 typedef struct { int index; int64_t offset, bytes; } netc_binding; /* an input or output's bytes in an arena */
 /* A new state value that the step could not write over its slot in place: copied there after the run. A
-   value that is itself another tensor's old slot goes through scratch memory first. */
-typedef struct { int64_t slot, value, bytes; int from_slot; } netc_copy;
+   value that is itself a leaf (another tensor's slot, as store.py's from_leaf) goes through scratch memory
+   first, since a copy before it may overwrite that slot. */
+typedef struct { int64_t slot, value, bytes; int from_leaf; } netc_copy;
 
 typedef struct {
     const char *name;

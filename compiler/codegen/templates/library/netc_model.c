@@ -18,7 +18,7 @@
 
 struct netc_model {
     char **arenas;          /* one per step of the plan */
-    char **scratch;         /* per step: where copies from another slot wait (netc_copy.from_slot) */
+    char **scratch;         /* per step: where copies from another slot wait (netc_copy.from_leaf) */
     int64_t *offsets;       /* offsets[step * tensors + tensor]: its slot in that step's arena, or -1 */
     void **host;            /* each tensor's host copy, the latest value where where[tensor] == HOST */
     int *where;             /* HOST, or the step whose slot holds the latest value */
@@ -216,17 +216,17 @@ static int run(netc_model *m, int s, const void *const *inputs, void *const *out
     int64_t aside = 0;
     for (int i = 0; i < step->copy_count; ++i) {
         const netc_copy *c = &step->copies[i];
-        if (c->from_slot && netc_device_copy(m->scratch[s], aside, arena, c->value, (size_t)c->bytes))
+        if (c->from_leaf && netc_device_copy(m->scratch[s], aside, arena, c->value, (size_t)c->bytes))
             return fail(m, "%s: %s", step->name, netc_device_error());
-        aside += c->from_slot ? c->bytes : 0;
+        aside += c->from_leaf ? c->bytes : 0;
     }
     aside = 0;
     for (int i = 0; i < step->copy_count; ++i) {
         const netc_copy *c = &step->copies[i];
-        int failed = c->from_slot ? netc_device_copy(arena, c->slot, m->scratch[s], aside, (size_t)c->bytes)
+        int failed = c->from_leaf ? netc_device_copy(arena, c->slot, m->scratch[s], aside, (size_t)c->bytes)
                                   : netc_device_copy(arena, c->slot, arena, c->value, (size_t)c->bytes);
         if (failed) return fail(m, "%s: %s", step->name, netc_device_error());
-        aside += c->from_slot ? c->bytes : 0;
+        aside += c->from_leaf ? c->bytes : 0;
     }
     for (int i = 0; i < step->output_count; ++i)
         if (netc_device_download(outputs[i], arena, step->outputs[i].offset, (size_t)step->outputs[i].bytes))
