@@ -22,6 +22,8 @@ import time
 from netc.compiler.errors import NetcError
 
 POLL_SECONDS = 0.1
+# What a rank that a stopping signal made save and stop exits with (cli_train.py): nothing went wrong.
+STOPPED = {128 + getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
 
 
 def free_port() -> int:
@@ -86,8 +88,9 @@ def watch(ranks: list, grace: float) -> int:
     if failed is None:
         return 0
     status = ranks[failed].returncode
-    if len(ranks) > 1:
-        print(f"netc: rank {failed} of {len(ranks)} exited with status {status}", file=sys.stderr, flush=True)
+    if len(ranks) > 1 and status not in STOPPED:  # a Ctrl-C stops every rank, which says so itself
+        how = f"exited with status {status}" if status > 0 else f"was killed by {signal.Signals(-status).name}"
+        print(f"netc: rank {failed} of {len(ranks)} {how}", file=sys.stderr, flush=True)
     return status if status > 0 else 128 - status  # killed by signal N: 128 + N, as a shell reports it
 
 

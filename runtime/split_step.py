@@ -24,7 +24,7 @@ from netc.compiler.autodiff import GRAD_PREFIX, grad
 from netc.compiler.ir import LEAF_OPS
 from netc.compiler.optim import NEW_PREFIX, STATE_PREFIX, Optimizer
 from netc.compiler.passes.arena import ArenaPlan, plan_buffers, value_bytes
-from netc.compiler.passes.fuse import fuse, storage
+from netc.compiler.passes.fuse import fuse, reads, storage
 from netc.compiler.passes.memory import Buffer
 from netc.compiler.passes.remat import rematerialise
 from netc.compiler.passes.resident import resident_buffers
@@ -106,8 +106,13 @@ class GradientLayout:
 
 def layout_gradients(phases: Phases, backward_kernels: list, item_bytes, bucket_bytes: int) -> GradientLayout:
     """Lay out the gradients in the order the backward kernels finish them; `item_bytes(value)` is the bytes
-    of one of a value's elements."""
+    of one of a value's elements.
+
+    A gradient is finished when the kernel writing it has run, but its bucket may travel (and be divided by
+    the world size in place) only once no kernel of the backward reads it any more: a parameter's gradient
+    can be a value that the rest of the backward reads too (d(p2 * tanh(p1))/dp2 is tanh(p1))."""
     writer = {out.id: index for index, kernel in enumerate(backward_kernels) for out in kernel.outputs}
+    last_read = {x.id: index for index, kernel in enumerate(backward_kernels) for x in reads(kernel)}
     end = len(backward_kernels) - 1
     gradient_ids = {g.id for g in phases.gradients.values()}
     others = {storage(r).id for r in phases.backward if r.id not in gradient_ids}
@@ -117,7 +122,7 @@ def layout_gradients(phases: Phases, backward_kernels: list, item_bytes, bucket_
         if home.op in LEAF_OPS or home.id not in writer or home.id in taken or home.id in others:
             copied[name], ready[name] = home.id, end
         else:
-            written[name], ready[name] = home.id, writer[home.id]
+            written[name], ready[name] = home.id, max(writer[home.id], last_read.get(home.id, -1))
             taken.add(home.id)
     order = sorted(phases.gradients, key=lambda name: ready[name])  # stable: parameter order breaks ties
     place, offset, buckets, current = {}, 0, [], []

@@ -16,12 +16,23 @@ from pathlib import Path
 import netc
 import numpy as np
 import pytest
+from netc.compiler import build as B
+from netc.compiler.ir import Graph
+from netc.compiler.passes.fuse import Kernel, fuse, storage
+from netc.compiler.shapes import TensorType
 from netc.launch import free_port, without_nproc
 from netc.runtime.data_parallel import DataParallelTrainer
 from netc.runtime.distributed import SingleProcess, World
 from netc.runtime.model import state_carry
 from netc.runtime.split_cuda import SplitCudaRun, compile_split_cuda_step
-from netc.runtime.split_step import Bucket, build_split_step_graph, plan_split_step, segments
+from netc.runtime.split_step import (
+    Bucket,
+    build_split_step_graph,
+    layout_gradients,
+    phases_of,
+    plan_split_step,
+    segments,
+)
 
 pytest.importorskip("torch.distributed")
 from cli_run import run_cli
@@ -215,3 +226,21 @@ def test_a_world_of_one_rank_keeps_shapes_and_types(monkeypatch):
         np.testing.assert_array_equal(gradients, 2.0)
     finally:
         leave_world()
+
+
+def test_a_bucket_travels_only_once_the_backward_no_longer_reads_its_gradients():
+    """d(sum(p2 * tanh(p1)))/dp2 is tanh(p1), which the backward also reads for p1's gradient: its bucket is
+    divided and summed in place, so it must wait for the last kernel that reads it, not the one writing it."""
+    graph = Graph("Shared")
+    p1, p2 = (graph.add_leaf("param", name, TensorType((4,), "f32"), ("constant", 0.5)) for name in ("p1", "p2"))
+    graph.loss = B.reshape(B.sum(p2 * B.tanh(p1), (0,)), ())
+    step = build_split_step_graph(graph, OPTIMIZERS["sgd"])
+    phases = phases_of(step)
+    kernels = fuse(step, phases.backward)
+    gradient = storage(phases.gradients["p2"])
+    with step.at(None):  # a later kernel reading that gradient's bytes
+        later = B.exp(gradient)
+    reader = Kernel("elementwise", values=[later], outputs=[later])
+    layout = layout_gradients(phases, [*kernels, reader], lambda v: 4, bucket_bytes=64)
+    assert layout.written["p2"] == gradient.id
+    assert next(b for b in layout.buckets if "p2" in b.names).ready == len(kernels)
