@@ -48,6 +48,9 @@ def add_commands(command) -> None:
     train.add_argument(
         "--batch-size", type=int, help="samples per step, on each rank (32, or as many as the resumed run took)"
     )
+    train.add_argument(
+        "--max-steps", type=int, help="stop after this many steps in all, within an epoch if need be"
+    )
     train.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="sgd (default), adam or adamw")
     train.add_argument("--lr", type=float, help="learning rate (0.01 for sgd, 0.001 for adam and adamw)")
     train.add_argument("--momentum", type=float, help="sgd's momentum (0)")
@@ -152,6 +155,7 @@ def train_rank(args, distributed: bool) -> int:
             distributed=distributed,
             drop_last=args.drop_last,
             dist_timeout=args.dist_timeout,
+            max_steps=args.max_steps,
         )
     except TrainingInterrupted as stop:
         if not main_rank:

@@ -97,6 +97,7 @@ def fit(
     distributed: bool = False,
     drop_last: bool = False,
     dist_timeout: float = DEFAULT_TIMEOUT,
+    max_steps: int | None = None,
 ) -> History:
     """Train `model` (a netc Model) on `data` (a .npz path or a dict of arrays, named as the inputs) for
     `epochs` epochs in all, counting those of a resumed checkpoint; returns the History.
@@ -107,8 +108,10 @@ def fit(
     every epoch and on Ctrl-C; `resume` a checkpoint to continue from. `progress` shows a progress bar and a
     line per epoch. `lr_scheduler` sets the lr of every step (see lr_scheduler.py): a schedule, or a function
     of the number of steps training takes in all that returns one (for a decay that ends with training); a
-    resumed run keeps its checkpoint's schedule and base lr unless given another. The model ends with the
-    trained weights, in the mode it came in.
+    resumed run keeps its checkpoint's schedule and base lr unless given another. `max_steps` ends training
+    after that many optimiser steps in all (nanoGPT's max_iters), within an epoch if it comes to that: the
+    epoch then ends there, validation and checkpoint included, and the epochs shrink to those it takes. The
+    model ends with the trained weights, in the mode it came in.
 
     `distributed=True` makes this process one rank of a data-parallel run (see the module docstring), joining
     the others through the environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
@@ -136,6 +139,7 @@ def fit(
         drop_last=drop_last,
     )
     run.load_data(data, val_data, val_split)
+    run.limit_steps(max_steps)
     run.schedule(lr_scheduler, chosen.lr)
     if resumed is not None:
         run.restore(resumed, resume, lr=optimizer.lr if optimizer is not None else None)
@@ -217,6 +221,7 @@ class _Run:
         self.history = History()
         self.epoch, self.batch, self.loss_sum, self.samples = 0, 0, 0.0, 0
         self.lr_scheduler, self.base_lr, self.lr = None, None, None
+        self.max_steps = None
 
     def load_data(self, data, val_data, val_split) -> None:
         graph = self.sized.home.graph
@@ -244,6 +249,20 @@ class _Run:
         share = len(self.world.shard(np.arange(len(self.train_data)), self.drop_last))
         return math.ceil(share / self.batch_size)
 
+    def limit_steps(self, max_steps) -> None:
+        """Stop after `max_steps` optimiser steps in all (None: after the epochs)."""
+        if max_steps is None:
+            return
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+            raise NetcError(f"max_steps must be a positive integer, got {max_steps!r}")
+        self.max_steps = max_steps
+        self.epochs = min(self.epochs, math.ceil(max_steps / self.steps_per_epoch()))
+
+    def steps_in_all(self) -> int:
+        """The optimiser steps training takes from the start, resumed ones included."""
+        planned = self.epochs * self.steps_per_epoch()
+        return planned if self.max_steps is None else min(planned, self.max_steps)
+
     def schedule(self, lr_scheduler, base_lr: float) -> None:
         """Follow `lr_scheduler` (a schedule, or a function of the total step count that makes one)."""
         if lr_scheduler is not None and not isinstance(lr_scheduler, LRScheduler):
@@ -251,7 +270,7 @@ class _Run:
                 raise NetcError(
                     f"lr_scheduler must be a netc.optim.lr_scheduler schedule, got {type(lr_scheduler).__name__}"
                 )
-            lr_scheduler = lr_scheduler(self.epochs * self.steps_per_epoch())
+            lr_scheduler = lr_scheduler(self.steps_in_all())
         self.lr_scheduler, self.base_lr = lr_scheduler, base_lr
 
     def restore_schedule(self, training: dict, given: bool) -> None:
@@ -265,10 +284,11 @@ class _Run:
     def train(self, interrupt) -> None:
         from tqdm.auto import tqdm
 
-        while self.epoch < self.epochs:
+        while self.epoch < self.epochs and self._steps_left() > 0:
             started = time.perf_counter()
             order = self.world.shard(batch_order(len(self.train_data), self.seed, self.epoch), self.drop_last)
             steps = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+            steps = steps[: self.batch + self._steps_left()]  # max_steps may end the epoch early
             bar = tqdm(
                 total=len(steps),
                 initial=self.batch,
@@ -285,6 +305,11 @@ class _Run:
                     self._stop_if(stop, interrupt)
             self._finish_epoch(started)
             self._stop_if(self.world.sum([interrupt.requested is not None])[0], interrupt)
+
+    def _steps_left(self) -> int:
+        if self.max_steps is None:
+            return self.steps_per_epoch()
+        return self.max_steps - self.sized.trainer(self.batch_size).steps
 
     def _step(self, indices, steps: int, interrupt) -> bool:
         """One step of every rank; returns whether a rank was asked to stop. The ranks add up their losses,

@@ -138,3 +138,23 @@ def test_cli_schedule_mistakes(tiny, capsys, flags, message):
     code, _, err = run_cli(capsys, "train", net, "--data", data, "--epochs", "2", "--batch-size", "25",
                            "--quiet", *flags)
     assert code == 2 and message in err
+
+
+def test_max_steps_ends_training_within_an_epoch(tmp_path):
+    """50 samples in batches of 16 are 4 steps an epoch: max_steps=6 ends the second epoch after 2 steps, and
+    a schedule spanning the run decays over those 6."""
+    net = tmp_path / "tiny.net"
+    net.write_text(TINY_NET)
+    model = netc.compile(net, batch=16, backend="reference")
+    totals = []
+
+    def schedule(total):
+        totals.append(total)
+        return warmup_cosine(1, total, 0.0)
+
+    history = netc.fit(model, tiny_data(), epochs=5, optimizer=netc.optim.Adam(lr=BASE_LR), progress=False,
+                       lr_scheduler=schedule, max_steps=6)
+    assert totals == [6] and len(history) == 2
+    assert history["lr"] == pytest.approx([warmup_cosine(1, 6).lr(BASE_LR, s) for s in (3, 5)])
+    with pytest.raises(NetcError, match="max_steps must be a positive integer"):
+        netc.fit(model, tiny_data(), max_steps=0, progress=False)
