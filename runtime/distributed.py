@@ -207,9 +207,10 @@ def join_world(backend: str | None = None, timeout: float = DEFAULT_TIMEOUT, dev
     backend = backend or ("nccl" if device_backend == "cuda" else "gloo")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = None
-    if backend == "nccl":
+    if backend == "nccl":  # one GPU per rank of a machine: LOCAL_RANK's, for torch and the cuda backend
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
+        _use_cupy_device(local_rank)
     if not dist.is_initialized():
         try:
             dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
@@ -222,6 +223,16 @@ def join_world(backend: str | None = None, timeout: float = DEFAULT_TIMEOUT, dev
         rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local_rank, backend=dist.get_backend(),
         timeout=timeout, device=device, _torch=torch, _dist=dist,
     )
+
+
+def _use_cupy_device(index: int) -> None:
+    """Make GPU `index` CuPy's current device, where the cuda backend allocates its arenas (at a model's
+    first step, after fit has joined the world)."""
+    try:
+        import cupy
+    except ImportError:
+        return
+    cupy.cuda.Device(index).use()
 
 
 def leave_world() -> None:

@@ -21,9 +21,11 @@ from netc.compiler.ir import Graph
 from netc.compiler.passes.fuse import Kernel, fuse, storage
 from netc.compiler.shapes import TensorType
 from netc.launch import free_port, without_nproc
-from netc.runtime.data_parallel import DataParallelTrainer
+from netc.runtime.backends import get_backend
+from netc.runtime.data_parallel import DataParallelTrainer, SplitHostRun
 from netc.runtime.distributed import SingleProcess, World
 from netc.runtime.model import state_carry
+from netc.runtime.split_cpu import SplitCpuRun
 from netc.runtime.split_cuda import SplitCudaRun, compile_split_cuda_step
 from netc.runtime.split_step import (
     Bucket,
@@ -244,3 +246,31 @@ def test_a_bucket_travels_only_once_the_backward_no_longer_reads_its_gradients()
     layout = layout_gradients(phases, [*kernels, reader], lambda v: 4, bucket_bytes=64)
     assert layout.written["p2"] == gradient.id
     assert next(b for b in layout.buckets if "p2" in b.names).ready == len(kernels)
+
+
+def test_a_gradient_shared_by_two_parameters_is_copied_into_its_place():
+    """sum(tanh(a + b) * x): a's and b's gradients are one value, written once into the block; b's place gets
+    a copy after the backward (split_cpu.py's gathered gradients), against the reference's split step."""
+    graph = Graph("Twins")
+    a, b = (graph.add_leaf("param", name, TensorType((4,), "f32"), ("constant", 0.5)) for name in ("a", "b"))
+    x = graph.add_leaf("input", "x", TensorType((4,), "f32"))
+    graph.loss = B.reshape(B.sum(B.tanh(a + b) * x, (0,)), ())
+    step = build_split_step_graph(graph, OPTIMIZERS["sgd"])
+    carry = state_carry(step, True)
+    leaves = {**step.params, **step.buffers}
+    state = {name: (leaves[name], value) for name, value in carry.items()}
+    compiled = SplitCpuRun(step, [step.loss], state, "float32", SingleProcess(), bucket_bytes=64)
+    assert set(compiled.split.layout.copied) == {"b"}
+    reference = SplitHostRun(get_backend("reference"), step, [step.loss], "float32", carry, SingleProcess())
+    rng = np.random.default_rng(3)
+    initial = {name: rng.normal(size=4).astype(np.float32) for name in ("a", "b")}
+    initial.update({name: np.zeros(4, np.float32) for name in carry if name.startswith("optimizer.momentum")})
+    initial["optimizer.step"] = np.float64(0)
+    for run in (compiled, reference):
+        for name, value in initial.items():
+            run.write(name, np.array(value))
+    feeds = {"x": rng.normal(size=4).astype(np.float32), "optimizer.lr": np.float64(0.1)}
+    for _ in range(STEPS):
+        np.testing.assert_allclose(compiled(feeds)[step.loss.id], reference(feeds)[step.loss.id], rtol=1e-6)
+    for name in initial:
+        np.testing.assert_allclose(compiled.read(name), reference.read(name), rtol=1e-6, err_msg=name)
