@@ -92,25 +92,12 @@ def export_library(network, bindings: dict, out_dir: Path, optimizer, weights: P
     trains = graphs["train"].loss is not None and bool(graphs["train"].params)
     step_graphs = {mode: build_step_graph(graphs[mode], optimizer) for mode in graphs} if trains else {}
     tensors = _tensor_table(step_graphs.get("train", graphs["train"]))
-    names = {t["name"]: i for i, t in enumerate(tensors)}
     forward = graphs["train"]
     inputs = [name for name in forward.inputs if name != SEED_INPUT]
     outputs = list(forward.outputs)
-    steps, roles = [], {("train", "eval"): -1, ("train", "train"): -1}
-    for mode in ("eval", "train") if modes_differ else ("train",):
-        suffix = f"_{mode}" if modes_differ else ""
-        graph = graphs[mode]
-        roles[("forward", mode)] = len(steps)
-        steps.append(_compile(f"forward{suffix}", graph, list(graph.outputs.values()), mode == "train",
-                              names, inputs, outputs, target))
-        if trains:
-            graph = step_graphs[mode]
-            roles[("train", mode)] = len(steps)
-            steps.append(_compile("train_step" + ("_eval" if mode == "eval" else ""), graph, [graph.loss],
-                                  True, names, inputs, ["loss"], target))
-    if not modes_differ:
-        for kind in ("forward", "train"):
-            roles[(kind, "eval")] = roles[(kind, "train")]
+    tables = ({t["name"]: i for i, t in enumerate(tensors)}, inputs, outputs)
+    modes = ("eval", "train") if modes_differ else ("train",)
+    steps, roles = _compile_steps(graphs, step_graphs, modes, tables, target)
     context = {
         "network": network.name,
         "batch": _batch(bindings),
@@ -126,6 +113,27 @@ def export_library(network, bindings: dict, out_dir: Path, optimizer, weights: P
         "weights": WEIGHTS,
     }
     return _write_folder(out_dir, context, steps, _weights(network, bindings, weights), target)
+
+
+def _compile_steps(graphs: dict, step_graphs: dict, modes: tuple, tables: tuple, target: str) -> tuple:
+    """The forward pass and the training step (where there is one) of each mode that differs: the steps, and
+    roles[(kind, mode)], the index of the step that runs a kind ("forward", "train") in a mode (-1: none)."""
+    steps, roles = [], {("train", "eval"): -1, ("train", "train"): -1}
+    for mode in modes:
+        suffix = f"_{mode}" if len(modes) > 1 else ""
+        graph = graphs[mode]
+        roles[("forward", mode)] = len(steps)
+        steps.append(_compile(f"forward{suffix}", graph, list(graph.outputs.values()), mode == "train",
+                              tables, target))
+        if step_graphs:
+            graph = step_graphs[mode]
+            roles[("train", mode)] = len(steps)
+            name = "train_step" + ("_eval" if mode == "eval" else "")
+            steps.append(_compile(name, graph, [graph.loss], True, tables, target))
+    if len(modes) == 1:  # one step serves both modes
+        for kind in ("forward", "train"):
+            roles[(kind, "eval")] = roles[(kind, "train")]
+    return steps, roles
 
 
 def _text(graph) -> str:
@@ -146,9 +154,10 @@ def _describe(optimizer) -> str:
 # -- compiling one step as the backends do -------------------------------------------------------------------
 
 
-def _compile(name: str, graph, roots: list, updating: bool, tensors: dict, inputs: list, outputs: list,
-             target: str) -> LibraryStep:
-    """The step computing `roots` of `graph`, compiled for `target` as Model._executable prepares it."""
+def _compile(name: str, graph, roots: list, updating: bool, tables: tuple, target: str) -> LibraryStep:
+    """The step computing `roots` of `graph`, compiled for `target` as Model._executable prepares it.
+    `tables`: the index of each state tensor by name, and the names of the network's inputs and outputs."""
+    tensors, inputs, _ = tables
     carry = state_carry(graph, updating)
     leaves = {**graph.params, **graph.buffers, **graph.inputs}
     state = {n: (leaves[n], value) for n, value in carry.items() if n in leaves}
