@@ -274,3 +274,33 @@ def test_a_gradient_shared_by_two_parameters_is_copied_into_its_place():
         np.testing.assert_allclose(compiled(feeds)[step.loss.id], reference(feeds)[step.loss.id], rtol=1e-6)
     for name in initial:
         np.testing.assert_allclose(compiled.read(name), reference.read(name), rtol=1e-6, err_msg=name)
+
+
+class _Rank:
+    """A stand-in for a rank's Popen: exits with `status` at its `exits`-th poll, or runs until killed."""
+
+    def __init__(self, status=None, exits=None):
+        self.status, self.exits, self.polls, self.returncode, self.killed = status, exits, 0, None, False
+
+    def poll(self):
+        self.polls += 1
+        if self.returncode is None and self.exits is not None and self.polls >= self.exits:
+            self.returncode = self.status
+        return self.returncode
+
+    def kill(self):
+        self.killed, self.returncode = True, -9
+
+    def send_signal(self, signum):
+        pass
+
+
+def test_the_launcher_stops_ranks_still_running_after_one_failed(capsys):
+    from netc.launch import watch
+
+    done, failing, hung = _Rank(0, exits=2), _Rank(3, exits=3), _Rank()
+    assert watch([done, failing, hung], grace=0.2) == 3
+    assert hung.killed and not done.killed
+    err = capsys.readouterr().err
+    assert "rank 1 failed; stopping ranks 2" in err and "rank 1 of 3 exited with status 3" in err
+    assert watch([_Rank(0, exits=1), _Rank(0, exits=2)], grace=0.2) == 0
