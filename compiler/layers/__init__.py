@@ -10,6 +10,7 @@ from . import (  # noqa: F401 - registers them
     conv,
     group_norm,
     linear,
+    local_response_norm,
     misc,
     norm,
     pool,

@@ -146,6 +146,7 @@ _IN_OPTIONS = (
 @layer
 class InstanceNorm1d(InstanceNormNd):
     dims, torch_twin = 1, "InstanceNorm1d"
+    unbatched_examples = (3,)  # [C, L]
     examples = (
         ((3,), _IN_OPTIONS[0], [(2, 3, 5)]),
         ((3,), _IN_OPTIONS[1], [(2, 3, 5)]),
