@@ -120,6 +120,17 @@ def test_each_step_gate_math_is_one_kernel(sequences):
         assert kernel.kind == ("rows" if gates else "elementwise") and gates in (0, 3, 4), kernel.name
 
 
+def test_the_gradient_of_the_steps_inputs_is_one_concat_not_a_pad_per_step(sequences):
+    """Each step reads its slice of the sequence's input products; the slices' gradients are joined into one
+    concat per layer and direction (simplify's _joined_pads), not padded to the sequence and summed."""
+    kernels = fuse(simplify(grad(sequences.lower({"N": 4}, training=True))))
+    ops = [v.op for k in kernels for v in k.values]
+    assert ops.count("pad") == 0
+    # Forward, a sequence per layer and direction (LSTM, GRU twice, RNN) and the GRU's directions side by
+    # side; backward, the input products' gradient per layer and direction.
+    assert ops.count("concat") == 5 + 4
+
+
 def test_the_network_trains_alike_on_cpu_and_reference(sequences):
     ref = netc.compile(sequences, batch=2, precision="float64")
     cpu = netc.compile(sequences, batch=2, backend="cpu", precision="float64")

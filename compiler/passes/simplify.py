@@ -86,6 +86,10 @@ def _rewrite(graph: Graph, op: str, inputs: list, attrs: dict, table: dict) -> V
         distributed = _distributed_sum(graph, inputs[0], tuple(attrs["axes"]), table)
         if distributed is not None:
             return distributed
+    if op == "add":
+        joined = _joined_pads(graph, inputs, table)
+        if joined is not None:
+            return joined
     out_type = OPS[op].shape([i.type for i in inputs], **attrs)
     simpler = _identity(op, inputs, attrs, out_type)
     if isinstance(simpler, Value):
@@ -98,6 +102,32 @@ def _rewrite(graph: Graph, op: str, inputs: list, attrs: dict, table: dict) -> V
     if key not in table:
         table[key] = graph.emit(op, *inputs, **attrs)
     return table[key]
+
+
+def _joined_pads(graph: Graph, inputs: list, table: dict) -> Value | None:
+    """add(pad(a), pad(b)) with zeros, a's block and b's side by side along one axis: pad(concat(a, b)), or
+    None. The gradient of a tensor read slice by slice (a recurrence's input products, one slice a step:
+    layers/recurrent.py) is such a sum, one padded slice per step; joined step by step (and the concats of
+    concats flattened), it becomes one concat of the slices' gradients instead of a full-size pad and add per
+    step, which cost time and memory quadratic in the sequence length."""
+    a, b = inputs
+    if a.op != "pad" or b.op != "pad" or a.attrs["value"] != 0 or b.attrs["value"] != 0:
+        return None
+    pads_a, pads_b = (tuple(tuple(p) for p in v.attrs["pads"]) for v in (a, b))
+    differ = [axis for axis, (x, y) in enumerate(zip(pads_a, pads_b)) if x != y]
+    if len(differ) != 1 or not isinstance(a.shape[differ[0]], int):
+        return None
+    axis, size = differ[0], a.shape[differ[0]]
+    (low_a, high_a), (low_b, high_b) = pads_a[axis], pads_b[axis]
+    if size - high_a == low_b:
+        pieces, span = [a.inputs[0], b.inputs[0]], (low_a, high_b)
+    elif size - high_b == low_a:
+        pieces, span = [b.inputs[0], a.inputs[0]], (low_b, high_a)
+    else:
+        return None
+    joined = _rewrite(graph, "concat", pieces, {"axis": axis}, table)
+    pads = pads_a[:axis] + (span,) + pads_a[axis + 1 :]
+    return _rewrite(graph, "pad", [joined], {"pads": pads, "value": 0.0}, table)
 
 
 def _distributed_sum(graph: Graph, x: Value, axes: tuple, table: dict) -> Value | None:
@@ -187,6 +217,11 @@ def _identity(op: str, inputs: list, attrs: dict, original):
         return inputs[1]
     if op in ("reshape", "broadcast_to", "cast") and same_type:
         return inputs[0]
+    if op == "pad" and all(low == high == 0 for low, high in attrs["pads"]):
+        return inputs[0]
+    if op == "concat" and any(x.op == "concat" and x.attrs["axis"] == attrs["axis"] for x in inputs):
+        nested = [x.inputs if x.op == "concat" and x.attrs["axis"] == attrs["axis"] else [x] for x in inputs]
+        return "concat", [piece for pieces in nested for piece in pieces], attrs
     if op == "neg" and inputs[0].op == "neg":
         return inputs[0].inputs[0]
     if op == "reshape" and inputs[0].op == "reshape":
