@@ -287,6 +287,7 @@ def hostile_files(good: Path) -> dict:
         "missing_tensor": _without(header, data, first),
         "unexpected_tensor": _renamed(header, data, first, "conv9.weight"),
         "nested_metadata": edited(lambda h: h.update(__metadata__={"a": {"b": "c"}})),
+        "not_utf8": good_text.replace(b'"pt"', b'"\xf8t"'),  # the safetensors package refuses it too
     }
 
 

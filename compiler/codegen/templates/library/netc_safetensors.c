@@ -238,8 +238,29 @@ static int check_ranges(netc_st_file *file, range *ranges, const unsigned char *
     return 0;
 }
 
+/* Whether `text` is UTF-8, as JSON (and the safetensors package) requires: no stray continuation bytes, no
+   overlong forms, no surrogates, nothing past U+10FFFF. */
+static int is_utf8(const unsigned char *text, size_t length) {
+    for (size_t i = 0; i < length;) {
+        const unsigned char c = text[i];
+        const size_t extra = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 ? 3 : 9;
+        if (extra == 9 || extra > length - i - 1) return 0; /* not a leading byte, or cut short */
+        uint32_t code = extra ? c & (0x3f >> extra) : c;
+        for (size_t k = 1; k <= extra; ++k) {
+            if ((text[i + k] & 0xc0) != 0x80) return 0;
+            code = code << 6 | (text[i + k] & 0x3f);
+        }
+        static const uint32_t least[4] = {0, 0x80, 0x800, 0x10000};
+        if (code < least[extra] || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) return 0;
+        i += extra + 1;
+    }
+    return 1;
+}
+
 static int parse_header(netc_st_file *file, const char *header, size_t length, const unsigned char *data,
                         uint64_t data_bytes, char *error, size_t size) {
+    if (!is_utf8((const unsigned char *)header, length))
+        return fail(error, size, "malformed header: not UTF-8");
     cursor c = {header, header + length, error, size};
     size_t capacity = 16;
     range *ranges = malloc(capacity * sizeof *ranges);
