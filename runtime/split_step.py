@@ -18,6 +18,7 @@ written: while one bucket travels, the rest of the backward computes, as Distrib
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from netc.compiler.autodiff import GRAD_PREFIX, grad
@@ -127,7 +128,7 @@ def layout_gradients(phases: Phases, backward_kernels: list, item_bytes, bucket_
     order = sorted(phases.gradients, key=lambda name: ready[name])  # stable: parameter order breaks ties
     place, offset, buckets, current = {}, 0, [], []
     for name in order:
-        size = _align(item_bytes(phases.gradients[name]) * _count(phases.gradients[name]))
+        size = _align(item_bytes(phases.gradients[name]) * math.prod(phases.gradients[name].shape))
         if current and offset + size - place[current[0]] > bucket_bytes:
             buckets.append(_bucket(current, place, offset, ready))
             current = []
@@ -141,13 +142,6 @@ def layout_gradients(phases: Phases, backward_kernels: list, item_bytes, bucket_
 
 def _bucket(names: list, place: dict, end: int, ready: dict) -> Bucket:
     return Bucket(place[names[0]], end, max(ready[name] for name in names), tuple(names))
-
-
-def _count(value) -> int:
-    count = 1
-    for size in value.shape:
-        count *= size
-    return count
 
 
 def _align(nbytes: int) -> int:
@@ -196,7 +190,7 @@ def plan_split_step(graph, float_type: str, carried: dict, bucket_bytes: int) ->
     kernels = backward + update
     roots = _unique([*phases.backward, *phases.update, *carried.values()])
     buffers, homes = resident_buffers(graph, kernels, roots, float_type, carried)
-    layout = layout_gradients(phases, backward, lambda v: value_bytes(v, float_type) // _count(v), bucket_bytes)
+    layout = layout_gradients(phases, backward, lambda v: value_bytes(v, float_type) // math.prod(v.shape), bucket_bytes)
     moved = set(layout.written.values()) | {leaf.id for leaf in phases.reduced.values()}
     kept = [without_aliases(b, moved) for name, b in buffers.items() if name not in moved]
     kept.append(Buffer(GRADIENT_BLOCK, layout.nbytes, -1, len(kernels)))
