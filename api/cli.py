@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 import netc
-from netc.compiler.autodiff import grad
 from netc.compiler.errors import InternalError, NetcError, NetcWarning
 from netc.compiler.files import write_file
-from netc.compiler.passes.simplify import count_values, simplify
+from netc.compiler.passes.simplify import count_values
+from netc.compiler.pipeline import STAGE_NAMES, StepSpec, run_graph_stages
 from netc.runtime.state import to_numpy
 from netc.cli_train import EXIT_INTERRUPTED
 from netc.cli_train import add_commands as add_training_commands
@@ -90,15 +90,29 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     command("check", cmd_check, "parse and shape-check a network; print its layers and parameter counts")
-    ir = command("ir", cmd_ir, "print the network's IR (symbolic sizes unless --batch is given)")
-    ir.add_argument("--batch", type=int, help="bind the batch size, making every shape concrete")
+    ir = command(
+        "ir", cmd_ir, "print a stage of the network's compilation: its IR, kernels, arena plan or source"
+    )
+    ir.add_argument(
+        "--stage", default="lowered", choices=STAGE_NAMES, metavar="STAGE",
+        help="which stage's result to print (lowered; see --list-stages)",
+    )
+    ir.add_argument("--list-stages", action="store_true", help="list the stages, in order, and exit")
+    ir.add_argument(
+        "--step", choices=("forward", "gradients", "train"),
+        help="which step: the forward pass, the gradients, or a training step (with SGD, momentum 0.9) - "
+        "by default train when the network minimises a loss, else forward",
+    )
+    ir.add_argument("--batch", type=int, help="bind the batch size (symbolic sizes stay symbolic without it)")
     ir.add_argument(
         "--eval", action="store_true", help="the eval-mode graph (BatchNorm running stats, no dropout)"
     )
     ir.add_argument(
-        "--grad",
-        action="store_true",
-        help="the joint forward+backward graph, simplified, with value counts before and after",
+        "--backend", choices=("cpu", "cuda"), default="cpu",
+        help="whose kernels, plan and source the later stages show (cuda needs no GPU)",
+    )
+    ir.add_argument(
+        "--grad", action="store_true", help="short for --step gradients --stage rematerialised"
     )
     graph = command("graph", cmd_graph, "draw the network's data flow")
     graph.add_argument(
@@ -157,22 +171,44 @@ def cmd_check(args) -> None:
 
 
 def cmd_ir(args) -> None:
-    net = netc.load(args.file, args.network, import_path=args.import_path)
-    graph = (
-        net.graph
-        if args.batch is None and not args.eval
-        else net.lower(netc.bindings_for(net, args.batch), training=not args.eval)
-    )
-    if not args.grad:
-        print(graph)
+    from netc.compiler.pipeline import STAGES, compile_network_step, stage_index
+
+    if args.list_stages:
+        for stage in STAGES:
+            print(f"{stage.name:<15} {stage.makes}")
         return
-    joint = grad(graph)
-    simple = simplify(joint)
-    print(simple)
-    print(
-        f"# {count_values(joint)} values after differentiation, {count_values(simple)} after simplification "
-        f"(dead code, common subexpressions, constants and identities removed)"
-    )
+    net = netc.load(args.file, args.network, import_path=args.import_path)
+    stage, kind = args.stage, args.step
+    symbolic = bool(net.symbols) and args.batch is None
+    if args.grad:
+        kind = kind or "gradients"
+        if stage == "lowered":  # rematerialising weighs sizes: with symbolic ones, the graph before it
+            stage = "simplified" if symbolic else "rematerialised"
+    kind = kind or ("train" if net.graph.loss is not None else "forward")
+    bindings = {} if args.batch is None else netc.bindings_for(net, args.batch)
+    if symbolic and stage_index(stage) >= stage_index("rematerialised"):
+        raise NetcError(f"the {stage} stage needs concrete sizes: add --batch N")
+    optimizer = netc.optim.SGD(lr=0.01, momentum=0.9) if kind == "train" else None
+    backend = _codegen_backend(args.backend)
+    spec = StepSpec(kind, training=not args.eval, optimizer=optimizer)
+    step = compile_network_step(net, bindings, spec, backend, until=stage)
+    print(step.show(stage))
+    if stage in ("simplified", "rematerialised") and "simplified" not in step.skipped:
+        before = count_values(step["updated"])
+        after = count_values(step["simplified"])
+        print(f"# {before} values before simplification, {after} after (dead code, common subexpressions, "
+              f"constants and identities removed)")
+
+
+def _codegen_backend(name: str):
+    """The backend whose stages `netc ir` shows, up to rendering: no GPU needed for cuda."""
+    if name == "cuda":
+        from netc.runtime.cuda import CudaCodegen
+
+        return CudaCodegen()
+    from netc.runtime.cpu import CpuBackend
+
+    return CpuBackend(profile=False)
 
 
 def cmd_graph(args) -> None:
@@ -182,7 +218,7 @@ def cmd_graph(args) -> None:
     if args.backward:
         if args.format != "text":
             raise NetcError(f"--backward draws text only; drop --format {args.format}")
-        text = backward_chain(simplify(grad(net.graph)))
+        text = backward_chain(run_graph_stages(net.graph, StepSpec("gradients"), until="simplified"))
     elif args.format in RENDERED_FORMATS:
         write_drawing(dot_graph(net.graph), args.format, args.output)
         return

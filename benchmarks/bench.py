@@ -80,9 +80,9 @@ def bench_example(name: str, batch: int, with_compile: bool) -> dict:
     trainer = model.trainer(SGD(lr=0.01, momentum=0.9))
     trainer.step(**arrays)  # builds the training step
     row["compile_s"] = time.perf_counter() - start
-    step = next(s for s in trainer_steps(trainer))
-    row["arena_kib"], row["naive_kib"] = step.arena_bytes / 1024, step.naive_bytes / 1024
-    row["peak_kib"] = step.peak_bytes / 1024
+    step = trainer.compiled
+    row["arena_kib"], row["naive_kib"] = step.plan.arena_bytes / 1024, step.plan.naive_bytes / 1024
+    row["peak_kib"] = step.plan.peak_bytes / 1024
     row["kernels"] = len(step.kernels)
 
     optimizer = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9)
@@ -106,13 +106,6 @@ def bench_example(name: str, batch: int, with_compile: bool) -> dict:
     inference = {"netc_infer": lambda: model.forward(**arrays), "eager_infer": eager_infer}
     row.update(interleaved_seconds(inference))
     return row
-
-
-def trainer_steps(trainer):
-    """The compiled steps behind a trainer (for kernel counts and arena sizes)."""
-    for run in trainer.model._prepared.values():
-        if hasattr(run, "step"):
-            yield run.step
 
 
 def compile_times(name: str, path: Path | None = None, spec: dict | None = None, batch: int = 64) -> tuple:

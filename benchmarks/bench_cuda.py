@@ -91,14 +91,14 @@ def netc_side(name: str, batch: int, inputs: dict, precision: str) -> dict:
     model = netc.compile(EXAMPLES_DIR / name, batch=batch, backend="cuda", precision=precision)
     trainer = model.trainer(SGD(lr=0.01, momentum=0.9))
     train = median_seconds(lambda: trainer.step(**inputs))
-    run = model._executable(trainer.graph, [trainer.graph.loss], updating=True)  # the step just timed
+    run = trainer.compiled.run  # the step just timed
     model.eval()
     infer = median_seconds(lambda: {k: v.get() for k, v in model.forward(**inputs).items()})
     return {
         "train": train,
         "infer": infer,
         "kernels": len(run.step.kernels),
-        "arena": run.step.arena_bytes,
+        "arena": run.step.plan.arena_bytes,
         "gemms": "+".join(run.gemms.libraries_used()) or "none",
     }
 

@@ -30,7 +30,7 @@ import sys
 import time
 
 # bench first: it sets OMP_WAIT_POLICY before any OpenMP runtime starts, and puts tests/ on the path
-from bench import compile_times, interleaved_seconds, torch_step, trainer_steps
+from bench import compile_times, interleaved_seconds, torch_step
 
 import numpy as np
 import torch
@@ -82,8 +82,8 @@ def bench_network(name: str, batch: int, rounds: int, with_compile: bool) -> dic
     model.load_state_dict(twin.state_dict())
     trainer = model.trainer(SGD(lr=LR, momentum=MOMENTUM))
     trainer.step(**arrays)  # builds the training step
-    step = next(trainer_steps(trainer))
-    row["arena"], row["kernels"] = step.arena_bytes, len(step.kernels)
+    step = trainer.compiled
+    row["arena"], row["kernels"] = step.plan.arena_bytes, len(step.kernels)
 
     contestants = {"eager": copy.deepcopy(twin).train()}
     if with_compile:

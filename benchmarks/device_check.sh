@@ -46,12 +46,15 @@ fi
 "$PYTHON" -m pip install --no-index --no-deps --no-build-isolation -e . >>"$OUT/environment.txt" 2>&1 \
     || { echo "installing netc failed: see environment.txt"; tail -20 "$OUT/environment.txt"; exit 3; }
 "$PYTHON" - >>"$OUT/environment.txt" 2>&1 <<'EOF' || { echo "netc, CuPy or the GPU is missing:"; tail -5 "$OUT/environment.txt"; exit 3; }
+import ctypes
 import cupy, netc
 from netc.runtime.cuda import import_cupy
 from netc.runtime.cuda_libs import load_cuda_library
 import_cupy()
 major = cupy.cuda.runtime.runtimeGetVersion() // 1000
-print("CUDA runtime", cupy.cuda.runtime.runtimeGetVersion(), "cuBLASLt from", load_cuda_library("cublasLt", major)._name)
+lt = load_cuda_library("cublasLt", major)
+lt.cublasLtGetVersion.restype = ctypes.c_size_t
+print("CUDA runtime", cupy.cuda.runtime.runtimeGetVersion(), "cuBLASLt", lt.cublasLtGetVersion())
 EOF
 
 echo "== tests (limit ${TESTS_TIMEOUT} s)"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import NetcError
-from .ir import Graph, Value
+from .ir import SEED_INPUT, Graph, Value
 from .shapes import TensorType, format_shape, numel
 
 
@@ -68,9 +68,9 @@ class LowerContext:
 
     def seed(self) -> Value:
         """The per-step random seed, an input the runtime feeds (a new one each training step)."""
-        if "__seed__" not in self.graph.inputs:
-            self.graph.add_leaf("input", "__seed__", TensorType((), "i64"))
-        return self.graph.inputs["__seed__"]
+        if SEED_INPUT not in self.graph.inputs:
+            self.graph.add_leaf("input", SEED_INPUT, TensorType((), "i64"))
+        return self.graph.inputs[SEED_INPUT]
 
     def next_stream(self) -> int:
         """A distinct stream number for each random op, so two dropouts never share a mask."""

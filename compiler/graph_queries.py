@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from .ir import SEED_INPUT
+
 
 def batch_symbol(graph) -> str | None:
     """The symbol of the inputs' leading dimension (`N`), if it is symbolic."""
@@ -37,7 +39,7 @@ def index_bounds(graph) -> dict:
     meets decides the bound."""
     bounds = {}
     for name, leaf in graph.inputs.items():
-        if leaf.dtype != "i64" or name == "__seed__":
+        if leaf.dtype != "i64" or name == SEED_INPUT:
             continue
         reached = {leaf.id}
         for value in graph.values:  # topological order: a consumer comes after what it reads

@@ -20,6 +20,8 @@ from .errors import NetcError, ShapeError, SourceLoc
 from .shapes import TensorType
 
 LEAF_OPS = ("input", "param", "buffer")
+# The input every graph with randomness (dropout) reads: the run's seed, which the runtime feeds.
+SEED_INPUT = "__seed__"
 
 
 class Value:

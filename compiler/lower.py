@@ -16,7 +16,7 @@ from .blocks import BlockDef, BlockInstance
 from .context import LowerContext, record_call
 from .errors import NetcError, SourceLoc, did_you_mean
 from .functional import FUNCTIONS
-from .ir import Graph, Value
+from .ir import SEED_INPUT, Graph, Value
 from .layers import LAYERS, Layer
 from .results import Results, first_result
 from .sequential import Sequential
@@ -389,7 +389,7 @@ def lower_network(
         with graph.at(decl.loc):
             if decl.name.startswith("__") and decl.name.endswith("__"):
                 raise NetcError(
-                    f"'{decl.name}' is a name netc keeps for itself (the random seed is '__seed__')",
+                    f"'{decl.name}' is a name netc keeps for itself (the random seed is '{SEED_INPUT}')",
                     decl.loc,
                     hint="rename the input",
                 )

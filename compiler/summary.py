@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .ir import Graph, Value
+from .ir import SEED_INPUT, Graph, Value
 from .shapes import format_shape, numel
 
 
@@ -10,7 +10,7 @@ def layer_table(graph: Graph) -> str:
     """One row per application: layer, op, output shape, parameters; then the totals."""
     rows = [("layer", "op", "output shape", "params")]
     for name, value in graph.inputs.items():
-        if name != "__seed__":
+        if name != SEED_INPUT:
             rows.append((name, "input", _types((value.type,)), ""))
     for call in graph.layer_calls:
         rows.append((call.label, call.kind, _types(call.types), f"{call.params:,}" if call.params else ""))
@@ -75,7 +75,7 @@ def dot_graph(graph: Graph) -> str:
     ids: dict[int, str] = {}
     lines = [f'digraph "{graph.name}" {{', "  rankdir=TB;", '  node [fontname="Helvetica", fontsize=10];']
     for name, value in graph.inputs.items():
-        if name != "__seed__":
+        if name != SEED_INPUT:
             ids[id(value)] = f"in_{len(ids)}"
             lines.append(f'  {ids[id(value)]} [shape=ellipse, label="{name}\\n{value.type}"];')
     for call in graph.layer_calls:

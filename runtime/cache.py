@@ -71,12 +71,12 @@ def build_shared_library(
     no compiler or it rejects the source.
     """
     sources = [source] if isinstance(source, str) else list(source)
-    command = _compiler_command(compiler)
-    native_flags, target = _native_target(command)
+    command = compiler_command(compiler)
+    native_flags, target = native_target(command)
     recipe = {
         "format": CACHE_FORMAT,
         "compiler": _compiler_identity(command),
-        "flags": [*DEFAULT_FLAGS, *_openmp_flags(command), *native_flags, *flags],
+        "flags": [*DEFAULT_FLAGS, *openmp_flags(command), *native_flags, *flags],
         "target": target,
         "libraries": list(libraries),
         "library_dirs": [str(d) for d in library_dirs],
@@ -155,7 +155,7 @@ def load_library(path: Path) -> ctypes.CDLL:
         raise NetcError(f"cannot load the compiled library {path}: {err}") from None
 
 
-def _compiler_command(compiler: str | None) -> tuple:
+def compiler_command(compiler: str | None) -> tuple:
     """The compiler as an argument list whose first word is resolved to a path; NetcError if it is missing."""
     words = shlex.split(compiler or os.environ.get("CC") or "cc")
     resolved = shutil.which(words[0]) if words else None
@@ -174,7 +174,7 @@ def _compiler_identity(command: tuple) -> dict:
 
 
 @functools.cache
-def _openmp_flags(command: tuple) -> tuple:
+def openmp_flags(command: tuple) -> tuple:
     """("-fopenmp",) if the compiler builds and links a tiny OpenMP library with it, else (). Without it the
     generated `#pragma omp` lines are ignored and the kernels run on one thread. The answer is kept in the
     cache directory for this compiler (its path and version), so that a new process does not build the probe
@@ -225,7 +225,7 @@ NATIVE_FLAGS = (("-march=native", "-mprefer-vector-width=256"), ("-march=native"
 
 
 @functools.cache
-def _native_target(command: tuple) -> tuple[tuple, str]:
+def native_target(command: tuple) -> tuple[tuple, str]:
     """(the first of NATIVE_FLAGS the compiler takes, the CPU and instruction sets it selects on this
     machine), or ((), "") where it takes none; asked once per process. The selection is what the compiler's
     driver passes on to its back end (`-###`): "-march=znver3 -mavx2 -mfma ..." from gcc, "-target-cpu

@@ -1,8 +1,8 @@
 """The CPU backend: fused kernels rendered to C, compiled once, run as one native call per step.
 
-Preparing a graph fuses it into kernels, plans one arena for every buffer (inputs, parameters, intermediates,
-outputs) at offsets fixed at compile time, renders the C source and builds it (through the compile cache).
-Each run copies the inputs into their arena slots, makes one call into native code — every kernel in order —
+The pipeline (compiler/pipeline.py) fuses a step into kernels and plans one arena for every buffer (inputs,
+parameters, intermediates, outputs) at offsets fixed at compile time; this backend renders the C source and
+builds it (through the compile cache). Each run copies the inputs into their arena slots, makes one call into native code — every kernel in order —
 and copies the roots out.
 
 State (parameters, buffers, optimiser state) is resident: it stays in its slots of the arena between runs, and
@@ -16,30 +16,17 @@ from __future__ import annotations
 import ctypes
 import math
 import os
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from netc.compiler.codegen.render import C, Renderer
 from netc.compiler.errors import NetcError
-from netc.compiler.passes.fuse import fuse, storage
+from netc.compiler.passes.fuse import storage
+from netc.compiler.pipeline import compile_graph
 
-from netc.compiler.passes.arena import FLOAT_TYPES, PlannedStep
 from .cache import build_shared_library, load_library
 from .memory_limit import check_allocation
-from netc.compiler.passes.resident import plan_resident_arena
 from .store import ArenaRun
-
-
-@dataclass
-class CompiledStep(PlannedStep):
-    """A graph compiled for the CPU: its kernels and arena plan, source and native entry point."""
-
-    source: str
-    entry: object  # ctypes function: int64_t netc_run(char *arena)
-    kernel_seconds: object = None  # with profiling: seconds spent in each kernel so far (a ctypes array)
-    homes: dict = field(default_factory=dict)  # new value id -> id of the leaf it is written over in place
-    library: object = None  # the loaded ctypes library, for its other entry points (netc_run_range)
 
 
 def blas_build_options() -> dict:
@@ -83,45 +70,13 @@ def single_threaded_blas() -> None:
 MAX_PARTS = 8  # translation units a module is split into, compiled side by side
 
 
-def compile_step(
-    graph, roots, precision: str, profile: bool = False, carried: dict | None = None
-) -> CompiledStep:
-    """Fuse, plan and build `graph` computing `roots`. `carried` maps the leaves whose slots must hold new
-    values after a run to those values (see compiler/passes/resident.py)."""
-    float_type, _ = FLOAT_TYPES[precision]
-    carried = carried or {}
-    roots = list({v.id: v for v in [*roots, *carried.values()]}.values())
-    kernels = fuse(graph, roots)
-    plan, homes = plan_resident_arena(graph, kernels, roots, float_type, carried)
-    return build_step(graph, kernels, plan, homes, precision, profile)
-
-
-def build_step(graph, kernels: list, plan, homes: dict, precision: str, profile: bool = False) -> CompiledStep:
-    """Render `kernels` over the arena `plan` (arena.ArenaPlan) to C and build them (through the cache)."""
-    float_type, _ = FLOAT_TYPES[precision]
-    check_allocation(plan.arena_bytes, f"the arena of {graph.name}'s {graph.mode} step")  # before compiling
-    offsets = plan.offsets
-    # The module in as many parts as there are cores (the C compiler is most of a cold compile's time).
-    sources = Renderer(C, float_type, offsets, profile).render_parts(
-        kernels, min(os.cpu_count() or 1, MAX_PARTS), network=graph.name, mode=graph.mode,
-        arena_bytes=plan.arena_bytes,
-    )
-    source = "\n".join(sources)
-    library = load_library(
-        build_shared_library(sources, name=f"netc_{graph.name.lower()}", **blas_build_options())
-    )
-    entry = library.netc_run
-    entry.argtypes, entry.restype = [ctypes.c_void_p], ctypes.c_int64
-    timings = (ctypes.c_double * len(kernels)).in_dll(library, "netc_kernel_seconds") if profile else None
-    return CompiledStep(
-        kernels, offsets, plan.arena_bytes, plan.naive_bytes, plan.peak_bytes, source, entry, timings, homes,
-        library,
-    )
-
-
 class CpuBackend:
+    """The pipeline's last two stages for the CPU (compiler/pipeline.py): the kernels rendered to C, then
+    built into a shared library and bound to an arena of its own."""
+
     name = "cpu"
-    keeps_state = True  # prepare(state=...) keeps parameters, buffers and optimiser state in the arena
+    compiles = True  # fused, planned and rendered before it is built
+    keeps_state = True  # parameters, buffers and optimiser state stay in the arena between runs
 
     def __init__(self, profile: bool | None = None):
         self.profile = bool(os.environ.get("NETC_PROFILE")) if profile is None else profile
@@ -132,47 +87,71 @@ class CpuBackend:
         """A callable running `graph` on feeds of its leaves and returning `roots`. The leaves named in
         `state` are resident instead (see runtime/store.py): state[name] is the value that replaces one after
         a run, or None if a run leaves it as it is."""
-        leaves = {**graph.params, **graph.buffers, **graph.inputs}
-        state = {name: value for name, value in (state or {}).items() if name in leaves}
-        carried = {leaves[name]: value for name, value in state.items() if value is not None}
-        step = compile_step(graph, roots, precision, self.profile, carried)
-        resident = {name: (leaves[name], value) for name, value in state.items()}
-        return CpuRun(step, graph, roots, resident, precision)
+        return compile_graph(graph, roots, self, precision, state, profile=self.profile).run
+
+    def render(self, step) -> list:
+        """The C module, in as many parts as there are cores (the C compiler is most of a cold compile's
+        time), after checking that its arena fits in memory."""
+        plan = step.plan
+        check_allocation(plan.arena_bytes, f"the arena of {step.graph.name}'s {step.graph.mode} step")
+        renderer = Renderer(C, step.float_type, plan.offsets, step.profile)
+        return renderer.render_parts(
+            step.kernels, min(os.cpu_count() or 1, MAX_PARTS), network=step.graph.name, mode=step.graph.mode,
+            arena_bytes=plan.arena_bytes,
+        )
+
+    def build(self, step) -> CpuRun:
+        return CpuRun(step, self.load_library(step))
+
+    def load_library(self, step):
+        """The rendered module compiled (through the cache) and loaded: a ctypes library."""
+        return load_library(
+            build_shared_library(
+                step["rendered"], name=f"netc_{step.graph.name.lower()}", **blas_build_options()
+            )
+        )
 
 
 class CpuRun(ArenaRun):
     """A compiled step and its arena. Calling it copies the inputs in, runs every kernel, copies the roots out
     and puts each resident leaf's new value in its slot (where the step did not write it there in place)."""
 
-    def __init__(self, step: CompiledStep, graph, roots: list, state: dict, precision: str):
-        self.step = step  # for reports: kernels, arena bytes, source
-        self._arena = np.zeros(step.arena_bytes + 64, dtype=np.uint8)
+    def __init__(self, step, library):
+        self.step = step  # the pipeline's CompiledStep: kernels, plan, source
+        self.library = library  # the loaded module, for its other entry points (netc_run_range)
+        self.entry = library.netc_run  # int64_t netc_run(char *arena)
+        self.entry.argtypes, self.entry.restype = [ctypes.c_void_p], ctypes.c_int64
+        # With profiling: seconds spent in each kernel so far (a ctypes array).
+        self.kernel_seconds = None
+        if step.profile:
+            self.kernel_seconds = (ctypes.c_double * len(step.kernels)).in_dll(library, "netc_kernel_seconds")
+        self._arena = np.zeros(step.plan.arena_bytes + 64, dtype=np.uint8)
         self._base = self._arena.ctypes.data
-        self._float = FLOAT_TYPES[precision][1]
-        self._bind(step, graph, roots, state)
+        self._float = step.float_dtype
+        self._bind(step)
 
     def _window(self, v) -> np.ndarray:
         dtype = {"i64": np.int64, "f64": np.float64}.get(v.dtype, self._float)
         src = storage(v)
-        offset = self.step.offsets[src.id]
+        offset = self.step.plan.offsets[src.id]
         count = math.prod(src.shape)
         return self._arena[offset : offset + count * np.dtype(dtype).itemsize].view(dtype).reshape(v.shape)
 
     def __call__(self, feeds: dict) -> dict:
-        self._copy_inputs(feeds)
-        check_status(self.step.entry(self._base))
-        return self._results()
+        self.copy_inputs(feeds)
+        check_status(self.entry(self._base))
+        return self.collect_results()
 
-    def _copy_inputs(self, feeds: dict) -> None:
-        for name, window in self._inputs:
+    def copy_inputs(self, feeds: dict) -> None:
+        for name, window in self.input_windows:
             np.copyto(window, feeds[name], casting="same_kind")
 
-    def _results(self) -> dict:
+    def collect_results(self) -> dict:
         """The roots, copied out, and each new state value the step did not write in place put in its slot."""
-        results = {vid: window.copy() for vid, window in self._outputs}
-        if self._copies:  # a leaf's old value is read before any copy can overwrite it
-            sources = [source.copy() if from_leaf else source for _, source, from_leaf in self._copies]
-            for (slot, _, _), source in zip(self._copies, sources):
+        results = {vid: window.copy() for vid, window in self.output_windows}
+        if self.state_copies:  # a leaf's old value is read before any copy can overwrite it
+            sources = [source.copy() if from_leaf else source for _, source, from_leaf in self.state_copies]
+            for (slot, _, _), source in zip(self.state_copies, sources):
                 np.copyto(slot, source)
         return results
 

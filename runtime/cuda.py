@@ -27,13 +27,12 @@ import numpy as np
 from netc.compiler.codegen.launch import GemmLaunch, plan_launches
 from netc.compiler.codegen.render import CUDA, Renderer
 from netc.compiler.errors import NetcError
-from netc.compiler.passes.fuse import fuse, storage
+from netc.compiler.passes.fuse import storage
+from netc.compiler.pipeline import compile_graph
 
-from netc.compiler.passes.arena import FLOAT_TYPES, PlannedStep
 from .cuda_gemm import WORKSPACE_BYTES, CudaGemms
 from .cuda_libs import load_cuda_library
 from .cuda_staging import PinnedStaging
-from netc.compiler.passes.resident import plan_resident_arena
 from .state import on_gpu, to_numpy
 from .store import ArenaRun
 
@@ -56,79 +55,68 @@ def import_cupy():
 
 
 @dataclass
-class CudaStep(PlannedStep):
-    """A graph compiled for CUDA, before anything touches a device: kernels, arena plan, source, launches."""
+class CudaSource:
+    """The rendered stage's artefact for CUDA: the module, and the launch list it was rendered with."""
 
     source: str
     launches: list  # KernelLaunch and GemmLaunch, in kernel order
-    homes: dict  # new value id -> id of the leaf it is written over in place
 
 
-def stored_precision(precision: str) -> str:
-    """The precision tensors are kept in: "tf32" keeps float32 and changes only how the GEMMs compute."""
-    return "float32" if precision == "tf32" else precision
+class CudaCodegen:
+    """The rendered stage for CUDA, which needs no GPU: `netc compile --backend cuda` and the tests run it."""
 
-
-def compile_step(graph, roots, precision: str, carried: dict | None = None) -> CudaStep:
-    """Fuse, plan, render and plan the launches; pure Python, so it runs (and is tested) without a GPU.
-    `carried` maps the leaves whose slots must hold new values after a run to those values."""
-    float_type, _ = FLOAT_TYPES[stored_precision(precision)]
-    carried = carried or {}
-    roots = list({v.id: v for v in [*roots, *carried.values()]}.values())
-    kernels = fuse(graph, roots)
-    plan, homes = plan_resident_arena(graph, kernels, roots, float_type, carried)
-    return build_step(graph, kernels, plan, homes, precision)
-
-
-def build_step(graph, kernels: list, plan, homes: dict, precision: str) -> CudaStep:
-    """Render `kernels` over the arena `plan` (arena.ArenaPlan) to CUDA and plan their launches."""
-    float_type, _ = FLOAT_TYPES[stored_precision(precision)]
-    renderer = Renderer(CUDA, float_type, plan.offsets)
-    source = renderer.render(kernels, network=graph.name, mode=graph.mode, arena_bytes=plan.arena_bytes)
-    launches = plan_launches(renderer, kernels)
-    return CudaStep(
-        kernels, plan.offsets, plan.arena_bytes, plan.naive_bytes, plan.peak_bytes, source, launches, homes
-    )
-
-
-class CudaBackend:
     name = "cuda"
-    keeps_state = True  # prepare(state=...) keeps parameters, buffers and optimiser state in the arena
+    compiles = True
+    keeps_state = True
+
+    def render(self, step) -> CudaSource:
+        renderer = Renderer(CUDA, step.float_type, step.plan.offsets)
+        graph = step.graph
+        source = renderer.render(
+            step.kernels, network=graph.name, mode=graph.mode, arena_bytes=step.plan.arena_bytes
+        )
+        return CudaSource(source, plan_launches(renderer, step.kernels))
+
+
+def compile_step(graph, roots, precision: str, state: dict | None = None):
+    """The pipeline's CompiledStep of a graph built by hand, up to the rendered stage: pure Python, so it
+    runs (and is tested) without a GPU. `state`: as CudaBackend.prepare's."""
+    return compile_graph(graph, roots, CudaCodegen(), precision, state, until="rendered")
+
+
+class CudaBackend(CudaCodegen):
     takes_gpu_inputs = True  # inputs already on the GPU are copied into the arena there, not through the host
 
-    def __init__(self):
-        self.cupy = import_cupy()
+    def __init__(self, load=None, cupy=None):
+        """`load(stem)` loads lib{stem} (cuBLASLt, cuBLAS): by default the copy CuPy uses (cuda_libs.py).
+        `cupy`: the module to run on (a test's emulated device), by default CuPy once it sees a GPU."""
+        self.cupy = cupy or import_cupy()
+        self.load = load
 
     def prepare(self, graph, roots, precision: str, state: dict | None = None) -> CudaRun:
         """As CpuBackend.prepare: a callable running `graph` on feeds of its leaves and returning `roots`,
         with the leaves named in `state` resident (state[name]: the value that replaces one after a run, or
         None)."""
-        step, resident = compile_resident_step(graph, roots, precision, state)
-        return CudaRun(self.cupy, step, graph, roots, resident, precision)
+        return compile_graph(graph, roots, self, precision, state).run
 
-
-def compile_resident_step(graph, roots, precision: str, state: dict | None = None) -> tuple:
-    """(CudaStep, the resident leaves as CudaRun takes them) for prepare's arguments, without a GPU: what
-    `netc compile --backend cuda` writes out."""
-    leaves = {**graph.params, **graph.buffers, **graph.inputs}
-    state = {name: value for name, value in (state or {}).items() if name in leaves}
-    carried = {leaves[name]: value for name, value in state.items() if value is not None}
-    step = compile_step(graph, roots, precision, carried)
-    return step, {name: (leaves[name], value) for name, value in state.items()}
+    def build(self, step) -> CudaRun:
+        return CudaRun(self.cupy, step, load=self.load)
 
 
 class CudaRun(ArenaRun):
     """A compiled step on the device: calling it with {input name: array} returns {root id: CuPy array}, and
     leaves each resident leaf's new value in its slot."""
 
-    def __init__(self, cupy, step: CudaStep, graph, roots: list, state: dict, precision: str, load=None):
-        """`load(stem)` loads lib{stem} (cuBLASLt, cuBLAS): by default the copy CuPy uses (cuda_libs.py)."""
+    def __init__(self, cupy, step, load=None):
+        """`step`: the pipeline's CompiledStep, rendered for CUDA. `load(stem)` loads lib{stem} (cuBLASLt,
+        cuBLAS): by default the copy CuPy uses (cuda_libs.py)."""
         self.cupy, self.step = cupy, step
-        self._float = FLOAT_TYPES[stored_precision(precision)][1]
+        precision = step.precision
+        self._float = step.float_dtype
         self.module = cupy.RawModule(code=step.source, options=("-std=c++17",))
         self.stream = cupy.cuda.Stream(non_blocking=True)
         with self.stream:  # zeroed on the stream that will use it: a non-blocking stream skips no queue
-            self.arena = cupy.zeros(step.arena_bytes + 64, dtype=cupy.uint8)
+            self.arena = cupy.zeros(step.plan.arena_bytes + 64, dtype=cupy.uint8)
             # cuBLAS's workspace, as long-lived as the graph that uses it
             self.workspace = cupy.empty(WORKSPACE_BYTES, dtype=cupy.uint8)
         self._error = self.module.get_global("netc_error")
@@ -143,11 +131,11 @@ class CudaRun(ArenaRun):
             WORKSPACE_BYTES,
             tf32=precision == "tf32",
         )
-        self._calls = [self._kernel_call(launch) for launch in step.launches]
-        self._bind(step, graph, roots, state)
-        self._staging = PinnedStaging(cupy, dict(self._inputs))
+        self._calls = [self._kernel_call(launch) for launch in step["rendered"].launches]
+        self._bind(step)
+        self._staging = PinnedStaging(cupy, dict(self.input_windows))
         with self.stream:  # where a leaf's old value is kept while the new one is copied over it
-            self._scratch = [source.copy() if from_leaf else None for _, source, from_leaf in self._copies]
+            self._scratch = [source.copy() if from_leaf else None for _, source, from_leaf in self.state_copies]
         self._graph = self._capture()
 
     def read(self, name: str) -> np.ndarray:
@@ -164,11 +152,11 @@ class CudaRun(ArenaRun):
         self.stream.wait_event(self._inputs_ready)  # inputs the caller made on its stream are complete
         with self.stream:
             self._staging.wait()
-            for name, window in self._inputs:
+            for name, window in self.input_windows:
                 self._copy_in(window, feeds[name], name)
             self._staging.copies_queued(self.stream)
             self._replay()  # the step, then its new state copied into the slots
-            results = {vid: window.copy() for vid, window in self._outputs}
+            results = {vid: window.copy() for vid, window in self.output_windows}
             if self._checks_indices:
                 status = int(self._error_flag.get(stream=self.stream))
                 if status:
@@ -207,10 +195,10 @@ class CudaRun(ArenaRun):
     def _copy_state(self) -> None:
         """Each new state value the step did not write in place, copied into its slot; a value that is
         another leaf's old value (read before any copy can overwrite it) through its scratch buffer."""
-        for (_, source, _), scratch in zip(self._copies, self._scratch):
+        for (_, source, _), scratch in zip(self.state_copies, self._scratch):
             if scratch is not None:
                 self.cupy.copyto(scratch, source)
-        for (slot, source, _), scratch in zip(self._copies, self._scratch):
+        for (slot, source, _), scratch in zip(self.state_copies, self._scratch):
             self.cupy.copyto(slot, source if scratch is None else scratch)
 
     def _kernel_call(self, launch):
@@ -232,7 +220,7 @@ class CudaRun(ArenaRun):
 
     def _window(self, v):
         dtype = {"i64": np.int64, "f64": np.float64}.get(v.dtype, self._float)
-        offset = self.step.offsets[storage(v).id]
+        offset = self.step.plan.offsets[storage(v).id]
         return self.cupy.ndarray(tuple(v.shape), dtype, memptr=self.arena.data + offset)
 
     def _copy_in(self, window, value, staged: str | None = None) -> None:

@@ -23,6 +23,7 @@ from netc.compiler.errors import NetcError
 from netc.compiler.shapes import format_shape
 
 from netc.compiler.graph_queries import IndexBound, index_bounds
+from netc.compiler.ir import SEED_INPUT
 
 from .memory_limit import available_bytes, check_allocation
 
@@ -108,7 +109,7 @@ class Dataset:
     @classmethod
     def for_graph(cls, graph, arrays: dict, names=None, source: str = "the data") -> Dataset:
         """Check `arrays` against the inputs `names` of `graph` (default: every input) and keep those."""
-        names = [n for n in graph.inputs if n != "__seed__"] if names is None else list(names)
+        names = [n for n in graph.inputs if n != SEED_INPUT] if names is None else list(names)
         problems = []
         missing = [n for n in names if n not in arrays]
         if missing:

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 from netc.compiler.errors import NetcError
+from netc.compiler.pipeline import state_updates
 
-from .model import state_carry
 from .split_step import DEFAULT_BUCKET_BYTES, REDUCED_PREFIX, build_split_step_graph, phases_of
 from .store import Resident
 from .trainer import Trainer
@@ -35,48 +35,55 @@ class DataParallelTrainer(Trainer):
         if isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, int) or bucket_bytes < 1:
             raise NetcError(f"the bucket size must be a positive number of bytes, got {bucket_bytes!r}")
         self.world, self.bucket_bytes = world, bucket_bytes
-        self._steps: dict = {}  # id(graph) -> its prepared step
+        self._graphs: dict = {}  # id(the model's graph) -> its split step graph
+        self._steps: dict = {}  # id(split step graph) -> its prepared step
         super().__init__(model, optimizer)
 
     @property
     def graph(self):
         """The split training step's IR for the model's current mode (split_step.py)."""
-        model = self.model
-        network = model.graph
-        key = ("split step", network.mode, self.optimizer.signature)
-        if key not in model._joint:  # shared by the model's trainers, as Trainer's graph is
-            model._joint[key] = build_split_step_graph(network, self.optimizer)
-        return model._joint[key]
-
-    def _executable(self, graph):
-        if id(graph) not in self._steps:
-            model = self.model
-            self._steps[id(graph)] = prepare_split_step(
-                model.backend, graph, [graph.loss], model.precision, state_carry(graph, True), self.world,
-                self.bucket_bytes,
-            )
-        return self._steps[id(graph)]
+        network = self.model.graph
+        if id(network) not in self._graphs:  # the model keeps its graphs as long as it lives
+            self._graphs[id(network)] = build_split_step_graph(network, self.optimizer)
+        return self._graphs[id(network)]
 
     @property
     def prepared(self):
         """The prepared step of the current mode (for benchmarks and reports), preparing it if need be."""
-        return self._executable(self.graph)
+        return self.prepare(self.graph)
+
+    def prepare(self, graph):
+        """The built split step of `graph` on the model's backend."""
+        if id(graph) not in self._steps:
+            model = self.model
+            self._steps[id(graph)] = prepare_split_step(
+                model.backend, graph, [graph.loss], model.precision, state_updates(graph, True), self.world,
+                self.bucket_bytes,
+            )
+        return self._steps[id(graph)]
+
+    def _launch(self, inputs: dict, feeds: dict, seed_count: int):
+        graph = self.graph
+        computed = [graph.loss, *(v for v in state_updates(graph, True).values() if v is not None)]
+        results = self.model.launch(
+            self.prepare(graph), graph, computed, inputs, feeds=feeds, state=[self._state], seed_count=seed_count
+        )
+        return results[graph.loss.id]
 
 
-def prepare_split_step(backend, graph, roots, precision, carry: dict, world, bucket_bytes: int) -> Resident:
-    """store.prepare_step for a split step graph, on the backend's own runner."""
+def prepare_split_step(backend, graph, roots, precision, state: dict, world, bucket_bytes: int) -> Resident:
+    """A split step graph built for the backend's own runner (the pipeline's stages, with split_step.py's
+    fusion and plan)."""
     if backend.name == "cpu":
-        from .split_cpu import SplitCpuRun
+        from .split_cpu import prepare_split_cpu_step
 
-        leaves = {**graph.params, **graph.buffers, **graph.inputs}
-        state = {name: (leaves[name], value) for name, value in carry.items() if name in leaves}
-        return SplitCpuRun(graph, roots, state, precision, world, bucket_bytes, backend.profile)
+        return prepare_split_cpu_step(backend, graph, roots, precision, state, world, bucket_bytes)
     if backend.name == "cuda":
         from .split_cuda import prepare_split_cuda_step
 
-        return prepare_split_cuda_step(backend, graph, roots, precision, carry, world, bucket_bytes)
+        return prepare_split_cuda_step(backend, graph, roots, precision, state, world, bucket_bytes)
     if backend.name == "reference":
-        return SplitHostRun(backend, graph, roots, precision, carry, world)
+        return SplitHostRun(backend, graph, roots, precision, state, world)
     raise NetcError(f"distributed training does not support the {backend.name} backend")
 
 

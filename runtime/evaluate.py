@@ -15,6 +15,7 @@ import numpy as np
 from netc.compiler.errors import NetcError
 
 from netc.compiler.graph_queries import classifier_output
+from netc.compiler.ir import SEED_INPUT
 
 from .data import Dataset, load_npz
 from .sized import SizedModels, batch_size_of
@@ -26,7 +27,7 @@ def as_dataset(graph, data, names=None) -> Dataset:
         return data
     if isinstance(data, dict):
         return Dataset.for_graph(graph, data, names)
-    wanted = [n for n in graph.inputs if n != "__seed__"] if names is None else names
+    wanted = [n for n in graph.inputs if n != SEED_INPUT] if names is None else names
     return Dataset.for_graph(graph, load_npz(data, wanted), names, source=str(data))
 
 
@@ -34,7 +35,7 @@ def output_inputs(graph) -> list:
     """The inputs the declared outputs depend on: what prediction needs (not the labels, say)."""
     live = graph.live_values(list(graph.outputs.values()))
     used = {v.attrs["name"] for v in live if v.op == "input"}
-    return [name for name in graph.inputs if name in used and name != "__seed__"]
+    return [name for name in graph.inputs if name in used and name != SEED_INPUT]
 
 
 def batches(size: int, batch_size: int) -> list:

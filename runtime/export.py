@@ -22,12 +22,10 @@ from dataclasses import asdict
 
 from netc.compiler.errors import NetcError
 from netc.compiler.files import write_file
-from netc.compiler.passes.fuse import INLINE_OPS
+from netc.compiler.optim import SGD
+from netc.compiler.pipeline import StepSpec, compile_network_step
 
 from .cpu import CpuBackend
-from .model import state_carry
-from netc.compiler.optim import SGD
-from .trainer import build_step_graph
 
 
 def export_compiled(
@@ -40,22 +38,21 @@ def export_compiled(
     except OSError as err:  # a file of that name, no permission...
         raise NetcError(f"cannot write into the folder {out_dir}: {err.strerror or err}") from None
     stem = network.name.lower()
-    train_graph = network.lower(bindings, training=True)
-    infer_graph = network.lower(bindings, training=False)
-    step_graph = build_step_graph(train_graph, optimizer or SGD(lr=0.01, momentum=0.9))
-    prepare, suffix = _compiler(backend)
-    train = prepare(step_graph, [step_graph.loss], precision, state_carry(step_graph, True))
-    infer_roots = list(infer_graph.outputs.values())
-    infer = prepare(infer_graph, infer_roots, precision, state_carry(infer_graph, False))
+    codegen, suffix = _codegen(backend)
+    optimizer = optimizer or SGD(lr=0.01, momentum=0.9)
+    train = compile_network_step(
+        network, bindings, StepSpec("train", optimizer=optimizer), codegen, precision, until="rendered"
+    )
+    infer = compile_network_step(
+        network, bindings, StepSpec("forward", training=False), codegen, precision, until="rendered"
+    )
     files = {
-        f"{stem}.ir": str(train_graph),
-        f"{stem}.grad": str(step_graph),
-        f"{stem}.fused": describe_kernels(train.kernels),
+        f"{stem}.ir": train.show("lowered"),
+        f"{stem}.grad": train.show("rematerialised"),
+        f"{stem}.fused": train.show("fused"),
         f"{stem}.train.{suffix}": train.source,
         f"{stem}.infer.{suffix}": infer.source,
-        f"{stem}.plan.json": json.dumps(
-            {"train": plan_of(train, step_graph), "inference": plan_of(infer, infer_graph)}, indent=1
-        ),
+        f"{stem}.plan.json": json.dumps({"train": plan_of(train), "inference": plan_of(infer)}, indent=1),
         f"{stem}.report.txt": report(
             network.name, bindings, {"training step": train, "inference": infer}, backend
         ),
@@ -67,41 +64,27 @@ def export_compiled(
     return written
 
 
-def _compiler(backend: str) -> tuple:
-    """(prepare(graph, roots, precision, state) -> the compiled step, its source's file suffix) of `backend`."""
+def _codegen(backend: str) -> tuple:
+    """(the backend's code generator, its source's file suffix): what the pipeline needs up to `rendered`."""
     if backend == "cuda":
-        from .cuda import compile_resident_step  # pure Python up to the device
+        from .cuda import CudaCodegen  # pure Python up to the device
 
-        return (lambda *args: compile_resident_step(*args)[0]), "cu"
+        return CudaCodegen(), "cu"
     if backend != "cpu":
         raise NetcError(f"netc compile writes the cpu or the cuda backend's code, not {backend}'s")
-    return (lambda *args: CpuBackend(profile=False).prepare(*args).step), "c"
+    return CpuBackend(profile=False), "c"
 
 
-def fused_ops(kernel) -> str:
-    return " + ".join(v.op for v in kernel.values if v.op not in INLINE_OPS) or kernel.values[0].op
-
-
-def describe_kernels(kernels: list) -> str:
-    lines = []
-    for i, k in enumerate(kernels):
-        outs = ", ".join(str(o.type) for o in k.outputs)
-        scopes = sorted({v.scope for v in k.values if v.scope})
-        lines.append(
-            f"k{i:<3} {k.kind:<11} {fused_ops(k):<50} -> {outs}"
-            + (f"   # {'; '.join(scopes)}" if scopes else "")
-        )
-    return "\n".join(lines)
-
-
-def plan_of(step, graph) -> dict:
+def plan_of(step) -> dict:
+    graph, plan = step.graph, step.plan
+    launches = getattr(step["rendered"], "launches", None)  # cuda: each kernel's grid and block, or GEMM
     leaves = {v.id: v for v in [*graph.params.values(), *graph.buffers.values(), *graph.inputs.values()]}
     return {
-        "arena_bytes": step.arena_bytes,
-        "naive_bytes": step.naive_bytes,
-        "peak_live_bytes": step.peak_bytes,
+        "arena_bytes": plan.arena_bytes,
+        "naive_bytes": plan.naive_bytes,
+        "peak_live_bytes": plan.peak_bytes,
         "leaves": {
-            leaf.attrs["name"]: step.offsets[vid] for vid, leaf in leaves.items() if vid in step.offsets
+            leaf.attrs["name"]: plan.offsets[vid] for vid, leaf in leaves.items() if vid in plan.offsets
         },
         # The state whose new value the step writes straight over the old one, rather than copying it after.
         "updated_in_place": sorted(leaves[vid].attrs["name"] for vid in step.homes.values()),
@@ -110,9 +93,9 @@ def plan_of(step, graph) -> dict:
                 "kernel": f"k{i}_{k.name}",
                 "kind": k.kind,
                 "ops": [v.op for v in k.values],
-                "outputs": [{"type": str(o.type), "offset": step.offsets[o.id]} for o in k.outputs],
+                "outputs": [{"type": str(o.type), "offset": plan.offsets[o.id]} for o in k.outputs],
                 # cuda: the entry and its grid and block, or the GEMM (launch.py's KernelLaunch, GemmLaunch)
-                **({"launch": asdict(step.launches[i])} if hasattr(step, "launches") else {}),
+                **({"launch": asdict(launches[i])} if launches is not None else {}),
             }
             for i, k in enumerate(step.kernels)
         ],
@@ -123,12 +106,13 @@ def report(name: str, bindings: dict, steps: dict, backend: str = "cpu") -> str:
     sizes = ", ".join(f"{k}={v}" for k, v in bindings.items())
     lines = [f"{name} ({sizes}) on the {backend} backend"]
     for label, step in steps.items():
-        ratio = step.arena_bytes / step.naive_bytes if step.naive_bytes else 0
+        plan = step.plan
+        ratio = plan.arena_bytes / plan.naive_bytes if plan.naive_bytes else 0
         lines += [
             "",
-            f"{label}: {len(step.kernels)} kernels, arena {step.arena_bytes:,} bytes = {ratio:.0%} of "
-            f"the naive {step.naive_bytes:,} (every buffer allocated separately); at most "
-            f"{step.peak_bytes:,} bytes are live at once",
-            describe_kernels(step.kernels),
+            f"{label}: {len(step.kernels)} kernels, arena {plan.arena_bytes:,} bytes = {ratio:.0%} of "
+            f"the naive {plan.naive_bytes:,} (every buffer allocated separately); at most "
+            f"{plan.peak_bytes:,} bytes are live at once",
+            step.show("fused"),
         ]
     return "\n".join(lines)

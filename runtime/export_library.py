@@ -25,7 +25,6 @@ CUDA runtime and cuBLAS.
 from __future__ import annotations
 
 import math
-import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -34,21 +33,19 @@ from pathlib import Path
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from netc.compiler.codegen.launch import GemmLaunch
-from netc.compiler.codegen.render import C, Renderer
 from netc.compiler.errors import NetcError
 from netc.compiler.files import write_file
 from netc.compiler.graph_queries import index_bounds
 from netc.compiler.ir import LEAF_OPS
 from netc.compiler.optim import LR_INPUT, STATE_PREFIX
 from netc.compiler.passes.arena import value_bytes
-from netc.compiler.passes.fuse import fuse, storage
-from netc.compiler.passes.resident import plan_resident_arena
+from netc.compiler.passes.fuse import storage
+from netc.compiler.pipeline import StepSpec, compile_graph, compile_network_step, state_updates
 
 from .checkpoint import load_checkpoint
-from .cpu import MAX_PARTS
-from .model import Model, state_carry
+from .cpu import CpuBackend
+from .model import Model
 from .state import check_state_dict
-from .trainer import build_step_graph
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "compiler" / "codegen" / "templates" / "library"
 SEED_INPUT = "__seed__"
@@ -90,7 +87,14 @@ def export_library(network, bindings: dict, out_dir: Path, optimizer, weights: P
     modes_differ = _text(graphs["train"]) != _text(graphs["eval"])
     # A network that minimises nothing (or has no parameters) exports inference alone.
     trains = graphs["train"].loss is not None and bool(graphs["train"].params)
-    step_graphs = {mode: build_step_graph(graphs[mode], optimizer) for mode in graphs} if trains else {}
+    codegen = _codegen(target)
+    step_graphs = {
+        mode: compile_network_step(
+            network, bindings, StepSpec("train", mode == "train", optimizer=optimizer), codegen,
+            until="rematerialised",
+        ).graph
+        for mode in graphs
+    } if trains else {}
     tensors = _tensor_table(step_graphs.get("train", graphs["train"]))
     forward = graphs["train"]
     inputs = [name for name in forward.inputs if name != SEED_INPUT]
@@ -154,24 +158,29 @@ def _describe(optimizer) -> str:
 # -- compiling one step as the backends do -------------------------------------------------------------------
 
 
+def _codegen(target: str):
+    """The backend whose stages the library's steps go through, up to rendering (no GPU needed for cuda)."""
+    if target == "cuda":
+        from .cuda import CudaCodegen
+
+        return CudaCodegen()
+    return CpuBackend(profile=False)
+
+
 def _compile(name: str, graph, roots: list, updating: bool, tables: tuple, target: str) -> LibraryStep:
-    """The step computing `roots` of `graph`, compiled for `target` as Model._executable prepares it.
+    """The step computing `roots` of `graph`, through the pipeline's stages as Model.compile_step takes it.
     `tables`: the index of each state tensor by name, and the names of the network's inputs and outputs."""
     tensors, inputs, _ = tables
-    carry = state_carry(graph, updating)
+    codegen = _codegen(target)
+    step = compile_graph(graph, roots, codegen, "float32", state_updates(graph, updating), until="rendered")
     leaves = {**graph.params, **graph.buffers, **graph.inputs}
-    state = {n: (leaves[n], value) for n, value in carry.items() if n in leaves}
-    carried = {leaf: value for leaf, value in state.values() if value is not None}
-    if target == "cuda":
-        from .cuda import compile_step as compile_cuda
-
-        step = compile_cuda(graph, roots, "float32", carried)
+    state = {n: (leaves[n], value) for n, value in step.state.items()}
+    if codegen.name == "cuda":
         sources = [(f"{name}.cu", _cuda_step_source(name, step))]
     else:
-        step = _compile_c(graph, roots, carried)
         sources = [(f"{name}.c" if i == 0 else f"{name}.{i}.c", source)
-                   for i, source in enumerate(_renamed(name, step.sources))]
-    offsets = step.offsets
+                   for i, source in enumerate(_renamed(name, step["rendered"]))]
+    offsets = step.plan.offsets
 
     def window(v) -> tuple:
         return offsets[storage(v).id], _bytes(v)
@@ -190,7 +199,7 @@ def _compile(name: str, graph, roots: list, updating: bool, tables: tuple, targe
     return LibraryStep(
         name=name,
         sources=sources,
-        arena_bytes=step.arena_bytes,
+        arena_bytes=step.plan.arena_bytes,
         slots=[(tensors[n], offsets[leaf.id]) for n, (leaf, _) in state.items() if leaf.id in offsets],
         inputs=[(inputs.index(n), *window(v)) for n, v in fed.items() if n in inputs],
         outputs=[(i, *window(root)) for i, root in enumerate(roots)],
@@ -198,27 +207,6 @@ def _compile(name: str, graph, roots: list, updating: bool, tables: tuple, targe
         lr_offset=window(fed[LR_INPUT])[0] if LR_INPUT in fed else -1,
         copies=copies,
     )
-
-
-@dataclass
-class _CStep:
-    kernels: list
-    offsets: dict
-    arena_bytes: int
-    homes: dict
-    sources: list
-
-
-def _compile_c(graph, roots: list, carried: dict) -> _CStep:
-    """runtime/cpu.py's compile_step up to the C compiler: the same kernels, plan and parts."""
-    roots = list({v.id: v for v in [*roots, *carried.values()]}.values())
-    kernels = fuse(graph, roots)
-    plan, homes = plan_resident_arena(graph, kernels, roots, "float", carried)
-    sources = Renderer(C, "float", plan.offsets).render_parts(
-        kernels, min(os.cpu_count() or 1, MAX_PARTS), network=graph.name, mode=graph.mode,
-        arena_bytes=plan.arena_bytes,
-    )
-    return _CStep(kernels, plan.offsets, plan.arena_bytes, homes, sources)
 
 
 def _renamed(step: str, sources: list) -> list:

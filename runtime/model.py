@@ -17,19 +17,17 @@ import math
 
 import numpy as np
 
-from netc.compiler.autodiff import GRAD_PREFIX, grad, hvp
 from netc.compiler.errors import NetcError
-from netc.compiler.passes.remat import rematerialise
-from netc.compiler.passes.simplify import simplify
+from netc.compiler.ir import SEED_INPUT
+from netc.compiler.graph_queries import batch_symbol, index_bounds
+from netc.compiler.pipeline import CompiledStep, StepSpec, gradient_names
 from netc.compiler.shapes import format_shape
 
 from .backends import get_backend
-from netc.compiler.graph_queries import index_bounds
 from .memory_limit import available_bytes, check_allocation
-from netc.compiler.optim import NEW_PREFIX
 from .reference import FLOAT
 from .state import check_state_dict, dtype_of, initial_value, numpy_dtype, on_gpu, to_numpy
-from .store import StateStore, launch, prepare_step
+from .store import StateStore, launch
 from .trainer import Trainer
 
 # Precisions of the cuda backend alone, with the NumPy type they store: tf32 keeps float32 tensors and runs
@@ -38,6 +36,17 @@ GPU_PRECISIONS = {"tf32": np.float32}
 
 
 class Model:
+    """A network compiled for a backend, holding its parameters and buffers: netc's `torch.nn.Module`.
+
+        model = netc.compile("examples/lenet.net", batch=64, backend="cpu")
+        out = model(x=images)["out"]                  # forward, by input name; any batch size
+        grads = model.gradients(x=images, labels=y)   # the loss and every parameter's gradient
+        model.eval(); model.state_dict(); model.load_state_dict(torch_model.state_dict())
+
+    Steps are compiled on first use and kept: one per kind (forward, gradients, training step), mode and batch
+    size. `compile_step` hands out the compiled step itself: its kernels, plan, source and stage timings.
+    """
+
     def __init__(
         self, network, bindings: dict, backend: str = "reference", precision: str = "float32", seed: int = 0
     ):
@@ -52,24 +61,29 @@ class Model:
         self.network, self.bindings, self.precision, self.seed = network, dict(bindings), precision, int(seed)
         self.backend = get_backend(backend)
         self.training = True
-        self._float = FLOAT.get(precision) or GPU_PRECISIONS[precision]
-        self._prepared: dict = {}  # (graph id, root ids, whether updates are kept) -> prepared step
-        self._joint: dict = {}  # (mode, wrt) -> simplified forward+backward graph
-        self._step = 0
-        graph = self.graph
-        check_sizes(graph, self._float)
+        self.float_dtype = FLOAT.get(precision) or GPU_PRECISIONS[precision]  # NumPy's type of its floats
+        self.runs = 0  # forward passes and steps run in train mode: the dropout seed's counter
+        self._steps: dict = {}  # (sizes, StepSpec) -> CompiledStep
         self._index_bounds: dict = {}  # graph id -> index_bounds(graph)
+        self._batch_symbol = batch_symbol(network.graph)
+        graph = self.graph
+        check_sizes(graph, self.float_dtype)
         rng = np.random.default_rng(seed)
         self._state = StateStore(
-            {name: initial_value(spec, rng, self._float) for name, spec in graph.specs.items()}
+            {name: initial_value(spec, rng, self.float_dtype) for name, spec in graph.specs.items()}
         )
 
     # -- modes and state, as in torch.nn.Module ------------------------------------------------------------
 
     @property
     def graph(self):
-        """The IR this model runs in its current mode."""
+        """The IR this model runs in its current mode, at the batch size it was compiled for."""
         return self.network.lower(self.bindings, self.training)
+
+    @property
+    def batch_size(self) -> int | None:
+        """The batch size the model was compiled for (None if its inputs have no batch dimension)."""
+        return self.bindings.get(self._batch_symbol)
 
     def train(self, mode: bool = True) -> Model:
         self.training = bool(mode)
@@ -84,110 +98,177 @@ class Model:
 
     def load_state_dict(self, state_dict: dict, strict: bool = True) -> None:
         """Load PyTorch tensors or NumPy arrays; names, shapes and dtypes are checked before anything changes."""
-        self._state.load(check_state_dict(state_dict, self.graph.specs, strict, self._float))
+        self._state.load(check_state_dict(state_dict, self.graph.specs, strict, self.float_dtype))
 
     def parameters(self) -> dict:
         """The parameters by name, as copies (use load_state_dict to change them)."""
         return {name: np.array(self._state.read(name)) for name in self.graph.params}
 
+    def input_names(self) -> list:
+        return [n for n in self.graph.inputs if n != SEED_INPUT]
+
     # -- running ---------------------------------------------------------------------------------------------
 
-    def forward(self, **inputs) -> dict:
+    def forward(self, *args, **inputs) -> dict:
         """Declared outputs by name, plus "loss" when the network minimises one and its inputs are given."""
+        self._refuse_positional(args, "forward")
         graph = self.graph
-        unknown = [name for name in inputs if name not in graph.inputs or name == "__seed__"]
+        unknown = [name for name in inputs if name not in graph.inputs or name == SEED_INPUT]
         if unknown:
             raise NetcError(
                 f"unknown input '{unknown[0]}'; {graph.name} takes: {', '.join(self.input_names())}"
             )
-        roots = list(graph.outputs.values())
-        if graph.loss is not None and _inputs_of(graph, [graph.loss]) <= set(inputs) | {"__seed__"}:
-            roots.append(graph.loss)
-        results = self._run(graph, roots, inputs)
-        out = {name: results[v.id] for name, v in graph.outputs.items()}
-        if graph.loss is not None and graph.loss in roots:
-            out["loss"] = results[graph.loss.id]
+        with_loss = graph.loss is not None and _inputs_of(graph, [graph.loss]) <= set(inputs) | {SEED_INPUT}
+        step, results = self.run("forward", inputs, loss=with_loss)
+        out = {name: results[v.id] for name, v in step.graph.outputs.items()}
+        if with_loss:
+            out["loss"] = results[step.graph.loss.id]
         return out
 
     __call__ = forward
 
-    def gradients(self, inputs_wrt=(), **inputs) -> dict:
+    def gradients(self, *args, inputs_wrt=(), **inputs) -> dict:
         """The loss and its gradient for every parameter (PyTorch state_dict names), plus the inputs named in
         `inputs_wrt`, from one run of the joint forward+backward graph. Buffers update as in forward."""
-        graph = self.graph
-        if graph.loss is None:
-            raise NetcError(f"{graph.name} has no 'minimize' statement, so there is nothing to differentiate")
-        wrt = list(graph.params) + list(inputs_wrt)
-        key = (graph.mode, tuple(wrt))
-        if key not in self._joint:
-            self._joint[key] = rematerialise(simplify(grad(graph, wrt)))
-        joint = self._joint[key]
+        self._refuse_positional(args, "gradients")
         missing = [n for n in self.input_names() if n not in inputs]
-        if missing:
+        if missing and self.graph.loss is not None:
             raise NetcError(f"gradients need every input; missing: {', '.join(missing)}")
-        results = self._run(joint, [joint.loss] + list(joint.outputs.values()), inputs)
-        out = {"loss": results[joint.loss.id]}
-        out.update(
-            {
-                name[len(GRAD_PREFIX) :]: results[v.id]
-                for name, v in joint.outputs.items()
-                if name.startswith(GRAD_PREFIX)
-            }
-        )
+        step, results = self.run("gradients", inputs, wrt=tuple(inputs_wrt))
+        out = {"loss": results[step.graph.loss.id]}
+        out.update({name: results[v.id] for name, v in gradient_names(step.graph).items()})
         return out
 
     def hvp(self, vectors: dict, **inputs) -> dict:
         """Hessian-vector products of the loss: for each parameter named in `vectors`, (d²loss/dθ²)·v,
         from the gradient of <∇loss, v> — a second reverse pass over the joint graph's IR."""
-        graph = self.graph
-        if graph.loss is None:
-            raise NetcError(f"{graph.name} has no 'minimize' statement, so there is nothing to differentiate")
-        names = list(vectors)
-        key = ("hvp", graph.mode, tuple(names))
-        if key not in self._joint:
-            self._joint[key] = simplify(hvp(graph, names))
-        joint = self._joint[key]
         feeds = dict(inputs)
-        for name in names:
+        for name in vectors:
             feeds["vec:" + name] = vectors[name]
-        roots = [v for k, v in joint.outputs.items() if k.startswith("hvp:")]
-        results = self._run(joint, roots, feeds)
-        return {k[len("hvp:") :]: results[v.id] for k, v in joint.outputs.items() if k.startswith("hvp:")}
+        step, results = self.run("hvp", feeds, wrt=tuple(vectors), check=False)
+        outputs = step.graph.outputs
+        return {k[len("hvp:"):]: results[v.id] for k, v in outputs.items() if k.startswith("hvp:")}
 
     def trainer(self, optimizer):
         """A Trainer that runs whole training steps (forward, backward and the update of every parameter by
         `optimizer`, a netc.optim optimiser) as one graph; see runtime/trainer.py."""
         return Trainer(self, optimizer)
 
-    def _run(self, graph, roots, inputs: dict) -> dict:
-        """Check and feed the inputs the roots need, run, and apply buffer updates in train mode."""
-        feeds = {"__seed__": np.int64(self.seed * 1_000_003 + self._step)}
-        updates = list(graph.updates.values()) if self.training else []
-        for name in sorted(_inputs_of(graph, roots + updates) - {"__seed__"}):
+    def compile_step(
+        self, kind: str = "forward", *, optimizer=None, wrt=(), loss: bool = False, batch: int | None = None,
+        until: str = "built",
+    ) -> CompiledStep:
+        """The step this model runs, compiled (and kept) for its current mode: kind "forward" (the outputs,
+        and the loss if `loss`), "gradients" (of the parameters, and of the inputs in `wrt`), "hvp", or
+        "train" (with `optimizer`). `batch`: another batch size than the model's. The result holds every
+        stage's artefact (`step.show("fused")`, `step.kernels`, `step.plan`, `step.source`) and the seconds
+        each took (`step.seconds`); `until` stops at an earlier stage (compiler/pipeline.py)."""
+        spec = StepSpec(kind, self.training, loss, tuple(wrt), optimizer)
+        bindings = self._bindings_for_batch(batch)
+        key = (tuple(sorted(bindings.items())), spec)
+        step = self._steps.get(key)
+        if step is None:
+            if bindings != self.bindings:
+                check_sizes(self.network.lower(bindings, self.training), self.float_dtype)
+            step = CompiledStep(self.backend, self.precision, network=self.network, bindings=bindings, spec=spec)
+            self._steps[key] = step
+        return step.run_until(until)
+
+    def run(
+        self, kind: str, inputs: dict, *, optimizer=None, wrt=(), loss: bool = False, feeds: dict | None = None,
+        state=(), seed_count: int | None = None, check: bool = True,
+    ) -> tuple[CompiledStep, dict]:
+        """Run a step (compiled for the inputs' batch size) on `inputs`, checked, and `feeds` (inputs the
+        caller makes, such as a learning rate), with the model's state and any other `state` (StateStores:
+        a trainer's optimiser state). Returns the step and its results by root id. The dropout seed counts
+        `seed_count` (by default the model's runs); a run in train mode counts one more."""
+        step = self.compile_step(kind, optimizer=optimizer, wrt=wrt, loss=loss, batch=self._batch_of(inputs))
+        computed = [*step.roots, *step.carried.values()]
+        results = self.launch(
+            step.run, step.graph, computed, inputs, feeds=feeds, state=state, seed_count=seed_count, check=check
+        )
+        return step, results
+
+    def launch(
+        self, run, graph, computed: list, inputs: dict, *, feeds: dict | None = None, state=(),
+        seed_count: int | None = None, check: bool = True,
+    ) -> dict:
+        """Run `run`, a built step of `graph` (a Resident: runtime/store.py) computing `computed`, on the
+        `inputs` it reads (checked unless `check` is false) and `feeds`, with the model's state and `state`.
+        The way every step runs: Model.run, and steps built elsewhere (a data-parallel trainer's)."""
+        all_feeds = {SEED_INPUT: np.int64(self.seed * 1_000_003 + (self.runs if seed_count is None else seed_count))}
+        needed = _inputs_of(graph, computed) - {SEED_INPUT} - set(feeds or ())
+        declared = set(self.network.graph.inputs)
+        # Inputs the network does not declare are the step's own (hvp's vectors; a split step's reduced
+        # gradients, which its run fills in): fed when given.
+        for name in sorted(needed & (declared | set(inputs))):
             if name not in inputs:
                 raise NetcError(f"missing input '{name}' {graph.inputs[name].type}")
-            feeds[name] = self._check_input(name, graph.inputs[name], inputs[name])
-        results = launch(self._executable(graph, roots, self.training), feeds, [self._state])
+            value = inputs[name]
+            all_feeds[name] = self.check_input(name, value, graph.inputs[name]) if check else value
+        all_feeds.update(feeds or {})
+        results = launch(run, all_feeds, [self._state, *state])
         if self.training:
-            self._step += 1
+            self.runs += 1
         return results
 
-    def input_names(self) -> list:
-        return [n for n in self.graph.inputs if n != "__seed__"]
+    def _refuse_positional(self, args: tuple, method: str) -> None:
+        if args:
+            names = self.input_names()
+            example = ", ".join(f"{name}=..." for name in names[: len(args)])
+            raise NetcError(
+                f"{self.network.name}'s inputs are passed by name: write model.{method}({example})",
+                hint=f"{self.network.name} takes: {', '.join(names)}",
+            )
 
-    def _executable(self, graph, roots: list, updating: bool):
-        """The prepared step computing `roots`, and, if `updating`, the new values of the parameters and
-        buffers that `graph` updates, which stay in its state (see runtime/store.py)."""
-        key = (id(graph), tuple(r.id for r in roots), updating)  # graphs live as long as the model
-        if key not in self._prepared:
-            carry = state_carry(graph, updating)
-            self._prepared[key] = prepare_step(self.backend, graph, roots, self.precision, carry)
-        return self._prepared[key]
+    # -- batch sizes -----------------------------------------------------------------------------------------
 
-    def _check_input(self, name: str, leaf, value):
+    def _batch_of(self, inputs: dict) -> int | None:
+        """The batch size of `inputs` (the leading size of those whose leading dimension is the batch
+        symbol) when it differs from the model's; None for the compiled size. Inputs that disagree are an
+        error that names them."""
+        if self._batch_symbol is None:
+            return None
+        symbolic, sizes = self.network.graph.inputs, {}
+        for name, value in inputs.items():
+            leaf = symbolic.get(name)
+            if leaf is None or not leaf.shape or str(leaf.shape[0]) != self._batch_symbol:
+                continue
+            shape = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+            if len(shape) == len(leaf.shape) and shape[0]:
+                sizes[name] = int(shape[0])  # a wrong rank or an empty batch: check_input says what is wrong
+        if len(set(sizes.values())) > 1:
+            listed = ", ".join(f"'{name}' has {size}" for name, size in sizes.items())
+            raise NetcError(
+                f"the inputs disagree on the batch size ({self._batch_symbol}): {listed}",
+                hint="every input's leading dimension is the batch: give them the same number of samples",
+            )
+        size = next(iter(sizes.values()), None)
+        return None if size == self.batch_size else size
+
+    def _bindings_for_batch(self, batch: int | None) -> dict:
+        if batch is None or batch == self.batch_size:
+            return self.bindings
+        if self._batch_symbol is None:
+            raise NetcError(
+                f"{self.network.name} has fixed input shapes, so it runs batches of its compiled size only",
+                hint="give its inputs a symbolic batch dimension, such as `input x: [N, ...]`",
+            )
+        return {**self.bindings, self._batch_symbol: int(batch)}
+
+    # -- inputs ----------------------------------------------------------------------------------------------
+
+    def check_input(self, name: str, value, leaf=None):
         """The input as the backend takes it, after checking its shape and type: a NumPy array of the leaf's
         dtype; or, for a backend that runs on the GPU, a GPU array as it is (CuPy, or a PyTorch CUDA tensor),
-        which the backend copies into its arena device to device, converting the type there."""
+        which the backend copies into its arena device to device, converting the type there. `leaf`: the
+        input of the graph it feeds (by default the model's, at its compiled batch size)."""
+        leaf = self.graph.inputs[name] if leaf is None else leaf
+        if getattr(value, "requires_grad", False):
+            raise NetcError(
+                f"input '{name}' is a tensor that requires grad: netc computes gradients itself",
+                hint=f"pass {name}=tensor.detach(), and ask model.gradients(...) for the gradients",
+            )
         keep_on_gpu = getattr(self.backend, "takes_gpu_inputs", False) and on_gpu(value)
         try:
             array = value if keep_on_gpu else to_numpy(value)
@@ -209,7 +290,7 @@ class Model:
         if keep_on_gpu:
             return array
         with np.errstate(over="ignore"):  # a value too large for the precision is reported below
-            converted = array.astype(dtype_of(leaf.dtype, self._float), copy=False)
+            converted = array.astype(dtype_of(leaf.dtype, self.float_dtype), copy=False)
         if dtype.itemsize > converted.dtype.itemsize and dtype.kind == "f":
             finite = np.isfinite(array)
             if not np.array_equal(finite, np.isfinite(converted)):
@@ -247,17 +328,6 @@ def check_sizes(graph, float_type) -> None:
         name = value.attrs.get("name")
         where = f"'{name}'" if name else f"{value.op} in {value.scope or 'the body'}"
         check_allocation(nbytes, f"{graph.name}'s {where} of shape {format_shape(value.shape)}", limit)
-
-
-def state_carry(graph, updating: bool) -> dict:
-    """What a step of `graph` keeps resident between runs (see store.py): every parameter and buffer, mapped
-    to None (left as it is) or, if `updating`, to the value that replaces it (BatchNorm's running statistics,
-    and a training step's new parameters and optimiser state)."""
-    carry = dict.fromkeys([*graph.params, *graph.buffers])
-    if updating:
-        carry.update(graph.updates)
-        carry.update({n[len(NEW_PREFIX) :]: v for n, v in graph.outputs.items() if n.startswith(NEW_PREFIX)})
-    return carry
 
 
 def _inputs_of(graph, roots) -> set:

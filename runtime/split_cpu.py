@@ -13,23 +13,32 @@ import ctypes
 import math
 
 import numpy as np
-from netc.compiler.passes.arena import FLOAT_TYPES
 
-from .cpu import CpuRun, build_step, check_status
+from netc.compiler.pipeline import Planned, compile_graph, compile_planned
+
+from .cpu import CpuRun, check_status
 from .split_step import REDUCED_PREFIX, plan_split_step, segments
+
+
+def prepare_split_cpu_step(backend, graph, roots, precision: str, state: dict, world, bucket_bytes: int):
+    """The split step graph through the pipeline, with split_step.py's fusion and plan, on the cpu backend."""
+    planning = compile_graph(graph, roots, backend, precision, state, until="rematerialised")
+    split = plan_split_step(graph, planning.float_type, planning.carried, bucket_bytes)
+    step = compile_planned(
+        graph, roots, split.kernels, Planned(split.plan, split.homes), backend, precision, state,
+        until="rendered", profile=backend.profile,
+    )
+    return SplitCpuRun(step, backend.load_library(step), split, world)
 
 
 class SplitCpuRun(CpuRun):
     """A compiled split step and its arena; calling it runs a whole data-parallel training step."""
 
-    def __init__(self, graph, roots: list, state: dict, precision: str, world, bucket_bytes: int, profile=False):
-        float_type, self._float = FLOAT_TYPES[precision]
-        carried = {leaf: value for leaf, value in state.values() if value is not None}
-        split = plan_split_step(graph, float_type, carried, bucket_bytes)
-        step = build_step(graph, split.kernels, split.plan, split.homes, precision, profile)
-        super().__init__(step, graph, roots, state, precision)
+    def __init__(self, step, library, split, world):
+        super().__init__(step, library)
+        graph = step.graph
         self.split, self.world = split, world
-        self._inputs = [(name, w) for name, w in self._inputs if not name.startswith(REDUCED_PREFIX)]
+        self.input_windows = [(name, w) for name, w in self.input_windows if not name.startswith(REDUCED_PREFIX)]
         block = self._arena[split.block_offset : split.block_offset + split.layout.nbytes]
         self.buckets = {b: block[b.start : b.end].view(self._float) for b in split.layout.buckets}
         values = {v.id: v for v in graph.values}
@@ -38,7 +47,7 @@ class SplitCpuRun(CpuRun):
             for name, vid in split.layout.copied.items()
         ]
         self._segments = segments(split.layout, split.backward_kernels)
-        self._run_range = step.library.netc_run_range
+        self._run_range = library.netc_run_range
         self._run_range.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
         self._run_range.restype = ctypes.c_int64
 
@@ -47,7 +56,7 @@ class SplitCpuRun(CpuRun):
         return block[start:].view(self._float)[: math.prod(value.shape)]
 
     def __call__(self, feeds: dict) -> dict:
-        self._copy_inputs(feeds)
+        self.copy_inputs(feeds)
         backward_end = self.split.backward_kernels
         pending = []
         for first, end, buckets in self._segments:
@@ -59,4 +68,4 @@ class SplitCpuRun(CpuRun):
         for work in pending:
             self.world.wait(work)
         check_status(self._run_range(self._base, backward_end, len(self.split.kernels)))
-        return self._results()
+        return self.collect_results()

@@ -16,35 +16,38 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from netc.compiler.passes.arena import FLOAT_TYPES
 
-from .cuda import CudaRun, build_step, cupy_blas_loader, stored_precision
+from netc.compiler.pipeline import Planned, compile_graph, compile_planned
+
+from .cuda import CudaCodegen, CudaRun, cupy_blas_loader
 from .split_step import REDUCED_PREFIX, plan_split_step, segments
 
 
-def compile_split_cuda_step(graph, precision: str, carry: dict, bucket_bytes: int) -> tuple:
-    """(CudaStep, SplitPlan, the resident leaves as CudaRun takes them) of a split step graph; no GPU needed."""
-    float_type, _ = FLOAT_TYPES[stored_precision(precision)]
-    leaves = {**graph.params, **graph.buffers, **graph.inputs}
-    state = {name: (leaves[name], value) for name, value in carry.items() if name in leaves}
-    carried = {leaf: value for leaf, value in state.values() if value is not None}
-    split = plan_split_step(graph, float_type, carried, bucket_bytes)
-    return build_step(graph, split.kernels, split.plan, split.homes, precision), split, state
+def compile_split_cuda_step(graph, roots, precision: str, state: dict, bucket_bytes: int) -> tuple:
+    """(the pipeline's CompiledStep up to `rendered`, SplitPlan) of a split step graph; no GPU needed."""
+    codegen = CudaCodegen()
+    planning = compile_graph(graph, roots, codegen, precision, state, until="rematerialised")
+    split = plan_split_step(graph, planning.float_type, planning.carried, bucket_bytes)
+    step = compile_planned(
+        graph, roots, split.kernels, Planned(split.plan, split.homes), codegen, precision, state, until="rendered"
+    )
+    return step, split
 
 
-def prepare_split_cuda_step(backend, graph, roots, precision, carry: dict, world, bucket_bytes: int):
-    step, split, state = compile_split_cuda_step(graph, precision, carry, bucket_bytes)
-    return SplitCudaRun(backend.cupy, step, graph, roots, state, precision, split, world)
+def prepare_split_cuda_step(backend, graph, roots, precision, state: dict, world, bucket_bytes: int):
+    step, split = compile_split_cuda_step(graph, roots, precision, state, bucket_bytes)
+    return SplitCudaRun(backend.cupy, step, split, world, backend.load)
 
 
 class SplitCudaRun(CudaRun):
     """A compiled split step on the device; calling it runs a whole data-parallel training step."""
 
-    def __init__(self, cupy, step, graph, roots, state, precision, split, world, load=None):
+    def __init__(self, cupy, step, split, world, load=None):
         self.split, self.world = split, world
         self._pieces = segments(split.layout, split.backward_kernels)  # _capture, in CudaRun's __init__, needs it
-        super().__init__(cupy, step, graph, roots, state, precision, load or cupy_blas_loader(cupy))
-        self._inputs = [(name, w) for name, w in self._inputs if not name.startswith(REDUCED_PREFIX)]
+        super().__init__(cupy, step, load or cupy_blas_loader(cupy))
+        graph = step.graph
+        self.input_windows = [(name, w) for name, w in self.input_windows if not name.startswith(REDUCED_PREFIX)]
         block, item = self.arena.data + split.block_offset, np.dtype(self._float).itemsize
         self.buckets = {
             b: cupy.ndarray(((b.end - b.start) // item,), self._float, memptr=block + b.start)
@@ -77,6 +80,7 @@ class SplitCudaRun(CudaRun):
                 call()
             self._copy_state()
             self._update_graph = self.stream.end_capture()
+        return None
 
     def _replay(self) -> None:
         """The pieces, each followed by the all-reduce of the buckets it completed, then the update; on the

@@ -30,8 +30,7 @@ from netc.compiler.passes.memory import Buffer
 from netc.compiler.passes.remat import rematerialise
 from netc.compiler.passes.resident import resident_buffers
 from netc.compiler.passes.simplify import simplify
-
-from .trainer import check_trainable
+from netc.compiler.pipeline import check_trainable
 
 REDUCED_PREFIX = "reduced:"  # the update phase's input for a parameter's gradient, averaged over the ranks
 DEFAULT_BUCKET_BYTES = 25 * 2**20  # DistributedDataParallel's bucket_cap_mb
@@ -39,7 +38,7 @@ ALIGNMENT = 64  # each gradient starts on a cache line; the padding between them
 
 
 def build_split_step_graph(graph, optimizer: Optimizer):
-    """trainer.build_step_graph's step in two phases (see the module docstring); simplified."""
+    """The training step (compiler/pipeline.py's train step) in two phases (see the module docstring); simplified."""
     check_trainable(graph)
     joint = grad(graph)
     gradients = {name: joint.outputs.pop(GRAD_PREFIX + name) for name in graph.params}

@@ -50,24 +50,28 @@ class ArenaRun(Resident):
     and the new values to copy into slots after a run (those the step did not write in place) are windows
     into the arena, made once, since the arena never moves. A subclass provides `_window(value)`."""
 
-    def _bind(self, step, graph, roots: list, state: dict) -> None:
-        """`state`: name -> (leaf, its new value or None) for every resident leaf."""
+    def _bind(self, step) -> None:
+        """Windows for `step` (the pipeline's CompiledStep): a slot for each state tensor it keeps, the
+        inputs it is fed, the roots it returns, and the new state values it does not write in place."""
+        graph, offsets, homes = step.graph, step.plan.offsets, step.homes
+        leaves = {**graph.params, **graph.buffers, **graph.inputs}
+        state = {name: (leaves[name], value) for name, value in step.state.items()}
         Resident.__init__(
-            self, {name: self._window(leaf) for name, (leaf, _) in state.items() if leaf.id in step.offsets}
+            self, {name: self._window(leaf) for name, (leaf, _) in state.items() if leaf.id in offsets}
         )
         resident = {leaf.id for leaf, _ in state.values()}
-        computed = [*roots, *(value for _, value in state.values() if value is not None)]
-        self._inputs = [
+        computed = [*step.roots, *(value for _, value in state.values() if value is not None)]
+        self.input_windows = [
             (v.attrs["name"], self._window(v))
             for v in graph.live_values(computed)
             if v.op in LEAF_OPS and v.id not in resident
         ]
-        self._outputs = [(r.id, self._window(r)) for r in roots]
+        self.output_windows = [(r.id, self._window(r)) for r in step.roots]
         # (slot, the value's window, whether that is a leaf's slot) for each new value not written in place.
-        self._copies = [
+        self.state_copies = [
             (self.slots[name], self._window(value), storage(value).op in LEAF_OPS)
             for name, (leaf, value) in state.items()
-            if value is not None and storage(value).id not in step.homes and storage(value) is not leaf
+            if value is not None and storage(value).id not in homes and storage(value) is not leaf
         ]
 
     def _window(self, value):
@@ -92,16 +96,6 @@ class HostRun(Resident):
         for name, value in self.updates.items():
             self.slots[name] = results[value.id]
         return {r.id: results[r.id] for r in self.roots}
-
-
-def prepare_step(backend, graph, roots: list, precision: str, carry: dict) -> Resident:
-    """Prepare `graph` to compute `roots` on `backend`, keeping the state tensors named in `carry` between
-    runs: carry[name] is the value that replaces the tensor after a run, or None where a run leaves it as it
-    is. The result returns the roots only; the new state stays in its slots."""
-    if getattr(backend, "keeps_state", False):
-        return backend.prepare(graph, roots, precision, state=carry)
-    carried = [v for v in carry.values() if v is not None]
-    return HostRun(backend.prepare(graph, list(roots) + carried, precision), carry, list(roots))
 
 
 def launch(step: Resident, feeds: dict, stores) -> dict:

@@ -17,35 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from netc.compiler.autodiff import grad
 from netc.compiler.errors import NetcError
-from netc.compiler.passes.remat import rematerialise
-from netc.compiler.passes.simplify import simplify
+from netc.compiler.optim import LR_INPUT, STATE_PREFIX, STEP_BUFFER, Optimizer, check_lr, state_name
 from netc.compiler.shapes import format_shape
 
-from netc.compiler.optim import LR_INPUT, NEW_PREFIX, STATE_PREFIX, STEP_BUFFER, Optimizer, check_lr, state_name
 from .state import initial_value, to_numpy
-from .store import StateStore, launch
-
-
-def build_step_graph(graph, optimizer: Optimizer):
-    """The simplified training step of a network's graph: forward, backward and `optimizer`'s update."""
-    check_trainable(graph)
-    joint = optimizer.append_update(grad(graph))
-    # A step returns only the loss: the gradients and the declared outputs stay intermediate values.
-    joint.outputs = {name: v for name, v in joint.outputs.items() if name.startswith(NEW_PREFIX)}
-    return rematerialise(simplify(joint))
-
-
-def check_trainable(graph) -> None:
-    """A NetcError unless the graph has a loss and parameters to train."""
-    if graph.loss is None:
-        raise NetcError(
-            f"{graph.name} has no 'minimize' statement, so there is nothing to train",
-            hint="add a line such as `minimize loss` naming the scalar to minimise",
-        )
-    if not graph.params:
-        raise NetcError(f"{graph.name} has no parameters to train")
+from .store import StateStore
 
 
 class Trainer:
@@ -71,50 +48,42 @@ class Trainer:
         self._lr = check_lr(value, type(self.optimizer).__name__)
 
     @property
-    def steps(self) -> int:
-        """The optimiser steps taken so far (restored with the state): what a learning-rate schedule follows."""
-        return int(self._state.read(STEP_BUFFER))
+    def compiled(self):
+        """The training step the model runs in its current mode, compiled (compiler/pipeline.py's
+        CompiledStep): its graph, kernels, plan, source and stage timings."""
+        return self.model.compile_step("train", optimizer=self.optimizer)
 
     @property
     def graph(self):
-        """The training step's IR for the model's current mode."""
-        model = self.model
-        network = model.graph
-        key = ("step", network.mode, self.optimizer.signature)
-        if key not in model._joint:  # shared by the model's trainers: lr is an input, not part of the graph
-            model._joint[key] = build_step_graph(network, self.optimizer)
-        return model._joint[key]
+        """The training step's IR for the model's current mode: forward, backward and the update."""
+        return self.model.compile_step("train", optimizer=self.optimizer, until="rematerialised").graph
 
-    def step(self, **inputs) -> float:
+    def step(self, *args, **inputs) -> float:
         """One training step on a batch (every input of the network, by name); returns the loss."""
-        model, graph = self.model, self.graph
-        results = launch(self._executable(graph), self._feeds(graph, inputs), [model._state, self._state])
-        if model.training:
-            model._step += 1
-        return float(results[graph.loss.id])
-
-    def _executable(self, graph):
-        """The prepared step of `graph` (see store.py), which returns the loss and keeps the new state."""
-        return self.model._executable(graph, [graph.loss], updating=True)
-
-    def _feeds(self, graph, inputs: dict) -> dict:
         model = self.model
+        if args:
+            example = ", ".join(f"{name}=..." for name in model.input_names())
+            raise NetcError(f"a training step's inputs are passed by name: write trainer.step({example})")
         names = model.input_names()
         unknown = [name for name in inputs if name not in names]
         if unknown:
-            raise NetcError(f"unknown input '{unknown[0]}'; {graph.name} takes: {', '.join(names)}")
+            raise NetcError(f"unknown input '{unknown[0]}'; {model.network.name} takes: {', '.join(names)}")
         missing = [name for name in names if name not in inputs]
         if missing:
             raise NetcError(f"a training step needs every input; missing: {', '.join(missing)}")
-        feeds = {name: model._check_input(name, graph.inputs[name], inputs[name]) for name in names}
-        # Dropout's seed counts optimiser steps, which the trainer's state_dict keeps: a resumed run replays
-        # the same masks.
-        feeds["__seed__"] = np.int64(model.seed * 1_000_003 + self.steps)
-        feeds[LR_INPUT] = np.float64(self._lr)
-        return feeds
+        loss = self._launch(inputs, {LR_INPUT: np.float64(self._lr)}, int(self._state.read(STEP_BUFFER)))
+        return float(loss)
+
+    def _launch(self, inputs: dict, feeds: dict, seed_count: int):
+        """Run the step; returns the loss. Dropout's seed counts optimiser steps (`seed_count`), which the
+        trainer's state_dict keeps: a resumed run replays the same masks."""
+        step, results = self.model.run(
+            "train", inputs, optimizer=self.optimizer, feeds=feeds, state=[self._state], seed_count=seed_count
+        )
+        return results[step.graph.loss.id]
 
     def _initial_state(self, graph) -> dict:
-        float_type = self.model._float
+        float_type = self.model.float_dtype
         return {
             name: initial_value(graph.specs[name], None, float_type)
             for name in graph.buffers

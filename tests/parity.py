@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from netc.compiler.errors import NetcError
 from netc.runtime import backends
-from netc.runtime.cuda import CudaRun, compile_resident_step
+from netc.runtime.cuda import CudaBackend
 
 EMULATED = "cuda-emulated"
 
@@ -44,26 +44,21 @@ _MODULES: list = []  # the folder of this session's emulated modules, made on fi
 
 def emulated_modules() -> Path:
     """The folder where this process builds emulated modules (one folder each, named by its source: see
-    test_cuda_emulated._emulated_library), shared by the whole session and removed at its end."""
+    _emulated_library in test_cuda_emulated.py), shared by the whole session and removed at its end."""
     if not _MODULES:
         _MODULES.append(Path(tempfile.mkdtemp(prefix="netc-emulated-")))
         atexit.register(shutil.rmtree, _MODULES[0], ignore_errors=True)
     return _MODULES[0]
 
 
-class EmulatedCudaBackend:
-    """The cuda backend as on a GPU (runtime/cuda.py: compile_resident_step, CudaRun's capture and replays),
-    on an emulated device."""
+class EmulatedCudaBackend(CudaBackend):
+    """The cuda backend as on a GPU (runtime/cuda.py: the pipeline's CUDA stages, CudaRun's capture and
+    replays), on an emulated device."""
 
     name = EMULATED
-    keeps_state = True
 
     def __init__(self, device):
-        self.device = device
-
-    def prepare(self, graph, roots, precision: str, state: dict | None = None) -> CudaRun:
-        step, resident = compile_resident_step(graph, roots, precision, state)
-        return CudaRun(self.device.cupy, step, graph, list(roots), resident, precision, load=self.device.load)
+        super().__init__(load=device.load, cupy=device.cupy)
 
 
 @contextmanager

@@ -80,23 +80,23 @@ def test_anything_that_changes_the_binary_changes_the_key():
 def test_the_openmp_probe_is_answered_from_disk_in_a_new_process(monkeypatch, private_cache):
     """A new process reads whether the compiler takes -fopenmp from the cache directory instead of building
     the probe again; an unreadable record is probed again and rewritten."""
-    command = cache._compiler_command(None)
-    cache._openmp_flags.cache_clear()
-    probed = cache._openmp_flags(command)  # probes, and records the answer
+    command = cache.compiler_command(None)
+    cache.openmp_flags.cache_clear()
+    probed = cache.openmp_flags(command)  # probes, and records the answer
     (record,) = (private_cache / "probes").glob("openmp-*.json")
-    cache._openmp_flags.cache_clear()  # as in a new process
+    cache.openmp_flags.cache_clear()  # as in a new process
 
     def no_probe(*args, **kwargs):
         raise AssertionError("the OpenMP probe was built again")
 
     monkeypatch.setattr(cache, "_probe_openmp", no_probe)
-    assert cache._openmp_flags(command) == probed
+    assert cache.openmp_flags(command) == probed
     record.write_text("{ not json")
-    cache._openmp_flags.cache_clear()
+    cache.openmp_flags.cache_clear()
     monkeypatch.setattr(cache, "_probe_openmp", lambda command: ("-fprobed",))
-    assert cache._openmp_flags(command) == ("-fprobed",)
+    assert cache.openmp_flags(command) == ("-fprobed",)
     assert '"-fprobed"' in record.read_text()
-    cache._openmp_flags.cache_clear()  # later tests probe for real again
+    cache.openmp_flags.cache_clear()  # later tests probe for real again
 
 
 def test_a_machine_with_other_instruction_sets_gets_its_own_binary(monkeypatch):
@@ -104,11 +104,11 @@ def test_a_machine_with_other_instruction_sets_gets_its_own_binary(monkeypatch):
     other: what "native" selects is part of the key."""
     source = fresh()
     here = build_shared_library(source)
-    flags, target = cache._native_target(cache._compiler_command(None))
+    flags, target = cache.native_target(cache.compiler_command(None))
     if not flags:
         pytest.skip("the C compiler does not take -march=native")
     assert "march" in target or "target-cpu" in target
-    monkeypatch.setattr(cache, "_native_target", lambda command: (flags, target + " -mno-avx512f"))
+    monkeypatch.setattr(cache, "native_target", lambda command: (flags, target + " -mno-avx512f"))
     elsewhere = build_shared_library(source)
     assert elsewhere != here and elsewhere.exists()
 

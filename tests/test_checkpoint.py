@@ -66,7 +66,7 @@ def test_a_checkpoint_loads_into_pytorch_and_training_continues_there(trained):
         if name not in (
             "fc1.bias",
             "bn.running_mean",
-        ):  # steered by rounding: see test_train._rounding_driven
+        ):  # steered by rounding: see _rounding_driven in test_train.py
             np.testing.assert_allclose(model.state_dict()[name], value.numpy(), rtol=1e-4, atol=1e-6)
 
 

@@ -101,8 +101,7 @@ def test_lenet_training_step_fusion_is_pinned():
 
 def test_generated_c_is_readable():
     model = netc.compile(EXAMPLES_DIR / "lenet.net", batch=2, backend="cpu")
-    model.forward(x=np.zeros((2, 1, 32, 32), np.float32) + 0.5)
-    step = next(iter(model._prepared.values())).step
+    step = model.compile_step("forward")
     assert "/* 0: unfold" in step.source and "int64_t netc_run(char *arena)" in step.source
     assert "relu" in step.source and "cblas_sgemm" in step.source
 

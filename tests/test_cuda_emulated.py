@@ -160,8 +160,7 @@ class EmulatedDevice:
         return {"cublasLt": self.lt, "cublas": self.blas}[stem]
 
     def prepare(self, graph, roots, precision: str) -> CudaRun:
-        step = compile_step(graph, roots, precision)
-        return CudaRun(self.cupy, step, graph, roots, {}, precision, load=self.load)
+        return CudaRun(self.cupy, compile_step(graph, roots, precision), load=self.load)
 
 
 @pytest.fixture
@@ -267,8 +266,7 @@ def test_emulated_training_keeps_its_state_on_the_device_as_the_cpu_backend_does
         trainer = model.trainer(netc.optim.SGD(lr=0.05, momentum=0.9))
         losses[backend] = [trainer.step(**batch) for batch in batches]
         states[backend] = {key: np.asarray(value) for key, value in model.state_dict().items()}
-    step = model._executable(trainer.graph, [trainer.graph.loss], updating=True)
-    assert step._copies  # some new state is copied into its slot (inside the graph), not written in place
+    assert trainer.compiled.run.state_copies  # some new state is copied into its slot (inside the graph), not written in place
     np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=1e-4)
     for key, value in states["cpu"].items():
         np.testing.assert_allclose(states["cuda"][key], value, rtol=1e-3, atol=1e-5, err_msg=key)
@@ -298,7 +296,7 @@ def test_an_out_of_range_index_is_an_error_and_the_next_run_is_clean(emulated_ba
     np.testing.assert_array_equal(
         model.forward(ids=ids)["output"].get(), reference.forward(ids=ids)["output"]
     )
-    run = model._executable(model.graph, list(model.graph.outputs.values()), updating=False)
+    run = model.compile_step("forward").run
     with pytest.raises(NetcError, match="out of range"):
         run({"ids": np.full((2, 5), 10), "__seed__": np.int64(0)})
     np.testing.assert_array_equal(

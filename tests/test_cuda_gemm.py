@@ -70,7 +70,7 @@ class Bench:
         self.cupy = cupy or fake_cupy(compile_module=None, emulate=None)
         self.stream = self.cupy.cuda.Stream(non_blocking=True)
         with self.stream:
-            self.arena = self.cupy.zeros(self.step.arena_bytes + 64, self.cupy.uint8)
+            self.arena = self.cupy.zeros(self.step.plan.arena_bytes + 64, self.cupy.uint8)
             self.workspace = self.cupy.empty(WORKSPACE_BYTES, self.cupy.uint8)
         self.lt, self.blas = lt or FakeCublasLt(), blas or FakeCublas()
         self.load = load or {"cublasLt": self.lt, "cublas": self.blas}.__getitem__
@@ -88,7 +88,7 @@ class Bench:
 
     def window(self, value):
         return self.cupy.ndarray(
-            value.shape, self.float, memptr=self.arena.data + self.step.offsets[value.id]
+            value.shape, self.float, memptr=self.arena.data + self.step.plan.offsets[value.id]
         )
 
     def fill(self, seed: int) -> dict:

@@ -101,7 +101,7 @@ def test_gemm_launches_match_the_cpu_blas_calls(name):
     """Sizes, leading dimensions, transposes and operands are those of the C target's cblas call."""
     for graph, roots in _graphs(name):
         step = compile_step(graph, roots, "float32")
-        cpu = Renderer(C, "float", step.offsets)
+        cpu = Renderer(C, "float", step.plan.offsets)
         for launch in step.launches:
             if not isinstance(launch, GemmLaunch):
                 continue
@@ -176,11 +176,11 @@ def test_a_gpu_input_is_checked_in_place_and_kept_on_the_gpu(monkeypatch, numpy_
         monkeypatch.setattr("netc.runtime.model.numpy_dtype", lambda array: known[array.dtype])
     leaf = model.graph.inputs["x"]
     images = FakeGpuArray((2, 1, 32, 32), "torch.float32")
-    assert model._check_input("x", leaf, images) is images
+    assert model.check_input("x", images, leaf) is images
     with pytest.raises(NetcError, match=r"input 'x' must have shape \[2, 1, 32, 32\], got \[2, 32, 32\]"):
-        model._check_input("x", leaf, FakeGpuArray((2, 32, 32), "torch.float32"))
+        model.check_input("x", FakeGpuArray((2, 32, 32), "torch.float32"), leaf)
     with pytest.raises(NetcError, match="input 'x' must hold floats, got torch.bfloat16"):
-        model._check_input("x", leaf, FakeGpuArray((2, 1, 32, 32), "torch.bfloat16"))
+        model.check_input("x", FakeGpuArray((2, 1, 32, 32), "torch.bfloat16"), leaf)
 
 
 # -- on a GPU ------------------------------------------------------------------------------------------------

@@ -19,13 +19,13 @@ import pytest
 from netc.compiler import build as B
 from netc.compiler.ir import Graph
 from netc.compiler.passes.fuse import Kernel, fuse, storage
+from netc.compiler.pipeline import state_updates
 from netc.compiler.shapes import TensorType
 from netc.launch import free_port, without_nproc
 from netc.runtime.backends import get_backend
 from netc.runtime.data_parallel import DataParallelTrainer, SplitHostRun
 from netc.runtime.distributed import SingleProcess, World
-from netc.runtime.model import state_carry
-from netc.runtime.split_cpu import SplitCpuRun
+from netc.runtime.split_cpu import prepare_split_cpu_step
 from netc.runtime.split_cuda import SplitCudaRun, compile_split_cuda_step
 from netc.runtime.split_step import (
     Bucket,
@@ -186,13 +186,11 @@ def test_the_cuda_split_step_runs_its_pieces_on_the_emulated_device(tmp_path, mo
     device = EmulatedDevice(tmp_path, monkeypatch)
 
     class EmulatedTrainer(DataParallelTrainer):
-        def _executable(self, graph):
+        def prepare(self, graph):
             if id(graph) not in self._steps:
-                carry = state_carry(graph, True)
-                step, split, state = compile_split_cuda_step(graph, "float64", carry, self.bucket_bytes)
-                self._steps[id(graph)] = SplitCudaRun(
-                    device.cupy, step, graph, [graph.loss], state, "float64", split, self.world, load=device.load
-                )
+                state = state_updates(graph, True)
+                step, split = compile_split_cuda_step(graph, [graph.loss], "float64", state, self.bucket_bytes)
+                self._steps[id(graph)] = SplitCudaRun(device.cupy, step, split, self.world, load=device.load)
             return self._steps[id(graph)]
 
     x, labels = step_batches(1)
@@ -256,10 +254,8 @@ def test_a_gradient_shared_by_two_parameters_is_copied_into_its_place():
     x = graph.add_leaf("input", "x", TensorType((4,), "f32"))
     graph.loss = B.reshape(B.sum(B.tanh(a + b) * x, (0,)), ())
     step = build_split_step_graph(graph, OPTIMIZERS["sgd"])
-    carry = state_carry(step, True)
-    leaves = {**step.params, **step.buffers}
-    state = {name: (leaves[name], value) for name, value in carry.items()}
-    compiled = SplitCpuRun(step, [step.loss], state, "float32", SingleProcess(), bucket_bytes=64)
+    carry = state_updates(step, True)
+    compiled = prepare_split_cpu_step(get_backend("cpu"), step, [step.loss], "float32", carry, SingleProcess(), 64)
     assert set(compiled.split.layout.copied) == {"b"}
     reference = SplitHostRun(get_backend("reference"), step, [step.loss], "float32", carry, SingleProcess())
     rng = np.random.default_rng(3)

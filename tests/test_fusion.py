@@ -143,10 +143,10 @@ def test_the_optimiser_updates_every_parameter_in_one_multi_tensor_kernel(tmp_pa
     the loops run in one kernel. (20 steps of both optimisers against torch.optim: tests/test_train.py.)"""
     from pathlib import Path
 
-    from netc.runtime.trainer import build_step_graph
+    from netc.compiler.pipeline import StepSpec, run_graph_stages
 
     lenet = Path(__file__).resolve().parent.parent / "examples" / "lenet.net"
-    graph = build_step_graph(netc.load(lenet).lower({"N": 4}, training=True), optimizer)
+    graph = run_graph_stages(netc.load(lenet).lower({"N": 4}, training=True), StepSpec("train", optimizer=optimizer))
     kernels = fuse(graph)
     (multi,) = [k for k in kernels if k.kind == "multi"]
     assert len(multi.parts) == len(graph.params) == 10
@@ -201,12 +201,12 @@ def test_every_elementwise_kernel_stores_values_of_its_own_shape(name):
     from pathlib import Path
 
     from netc.compiler.passes.remat import rematerialise
-    from netc.runtime.trainer import build_step_graph
+    from netc.compiler.pipeline import StepSpec, run_graph_stages
 
     path = Path(__file__).resolve().parent.parent / "examples" / name
     network_graph = netc.load(path).lower({"N": 4}, training=True)
     graphs = [rematerialise(simplify(grad(network_graph))),
-              build_step_graph(network_graph, netc.optim.SGD(lr=0.1, momentum=0.9))]
+              run_graph_stages(network_graph, StepSpec("train", optimizer=netc.optim.SGD(lr=0.1, momentum=0.9)))]
     for graph in graphs:
         for kernel in fuse(graph):
             parts = kernel.parts if kernel.kind == "multi" else [kernel] if kernel.kind == "elementwise" else []

@@ -19,7 +19,7 @@ from netc.compiler.codegen.render import C, Renderer
 from netc.compiler.passes.fuse import fuse
 from netc.runtime.cache import DEFAULT_FLAGS
 from netc.runtime.cpu import blas_build_options
-from netc.runtime.trainer import build_step_graph
+from netc.compiler.pipeline import StepSpec, run_graph_stages
 
 LAYERS = 6
 OPTIMIZERS = {
@@ -42,7 +42,7 @@ def mlp_step(tmp_path, optimizer):
         f"network MLP {{\n    input x: [N, 32]\n    input y: [N, 32]\n{layers}\n"
         f"    out = x -> {chain}\n    loss = mse_loss(out, y)\n    minimize loss\n}}\n"
     )
-    return build_step_graph(netc.load(path).lower({"N": 8}, training=True), optimizer)
+    return run_graph_stages(netc.load(path).lower({"N": 8}, training=True), StepSpec("train", optimizer=optimizer))
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))

@@ -81,15 +81,15 @@ def test_a_step_copies_only_its_inputs_in_and_the_loss_out(path):
     _, cpu = _pair(path)
     trainer = cpu.trainer(netc.optim.Adam(lr=0.01))
     trainer.step(**_batches(1)[0])
-    (step,) = cpu._prepared.values()
-    assert sorted(name for name, _ in step._inputs) == ["__seed__", "optimizer.lr", "x", "y"]
-    assert len(step._outputs) == 1  # the loss
+    step = trainer.compiled.run
+    assert sorted(name for name, _ in step.input_windows) == ["__seed__", "optimizer.lr", "x", "y"]
+    assert len(step.output_windows) == 1  # the loss
     state = {*cpu.state_dict(), *(n for n in trainer.graph.buffers if n.startswith("optimizer."))}
     assert set(step.slots) == state
     # Each new value is either written over the old one by the step itself or copied into its slot after the
     # run (one computed in a rows kernel that also reads the old value, say); every parameter is in place.
     graph = trainer.graph
-    assert len(step.step.homes) + len(step._copies) == len(graph.updates) + len(graph.params)
+    assert len(step.step.homes) + len(step.state_copies) == len(graph.updates) + len(graph.params)
     assert {w.id for w in graph.params.values()} <= set(step.step.homes.values())
 
 
@@ -175,7 +175,7 @@ def test_an_update_is_written_in_place_only_when_nothing_reads_the_old_value_lat
     graph, new = _graph(read_after)
     roots = [graph.outputs["out"]]
     step = get_backend("cpu").prepare(graph, roots, "float64", state={"w": new})
-    offsets = step.step.offsets
+    offsets = step.step.plan.offsets
     assert bool(step.step.homes) is not read_after
     assert (offsets[new.id] == offsets[graph.params["w"].id]) is not read_after
     rng = np.random.default_rng(0)

@@ -137,17 +137,17 @@ def test_a_cache_root_of_someone_else_is_refused(private_cache):
 
 
 def test_a_planted_openmp_record_cannot_add_compiler_flags(private_cache, monkeypatch):
-    command = cache._compiler_command(None)
-    cache._openmp_flags.cache_clear()
-    probed = cache._openmp_flags(command)
+    command = cache.compiler_command(None)
+    cache.openmp_flags.cache_clear()
+    probed = cache.openmp_flags(command)
     (record,) = (private_cache / "probes").glob("openmp-*.json")
     record.write_text(json.dumps({"flags": ["-fplugin=/tmp/evil.so"]}))
-    cache._openmp_flags.cache_clear()
+    cache.openmp_flags.cache_clear()
     try:
-        assert cache._openmp_flags(command) == probed
+        assert cache.openmp_flags(command) == probed
         assert "evil" not in record.read_text()
     finally:
-        cache._openmp_flags.cache_clear()
+        cache.openmp_flags.cache_clear()
 
 
 def test_orphans_of_killed_builds_are_removed_on_the_next_build_of_their_entry():

@@ -161,15 +161,15 @@ def test_changing_the_learning_rate_needs_no_new_graph(tmp_path):
     graph = trainer.graph
     for step, batch in enumerate(_small_batches(6)):
         if step == 3:
-            prepared = dict(model._prepared)
+            compiled = trainer.compiled
             trainer.lr = 0.02
             theirs.param_groups[0]["lr"] = 0.02
         assert trainer.step(**batch) == pytest.approx(_torch_step(twin, theirs, batch), rel=1e-12)
-    assert trainer.graph is graph and model._prepared == prepared
+    assert trainer.graph is graph and trainer.compiled is compiled
     _assert_close(model.state_dict(), twin.state_dict(), rtol=1e-10)
     assert trainer.state_dict()["param_groups"][0]["lr"] == 0.02
     # Another trainer that differs only in lr runs the same compiled step.
-    assert model.trainer(netc.optim.SGD(lr=0.5, momentum=0.9)).graph is graph
+    assert model.trainer(netc.optim.SGD(lr=0.5, momentum=0.9)).compiled is compiled
 
 
 def test_training_in_eval_mode_uses_running_statistics(tmp_path):
@@ -314,8 +314,10 @@ def test_step_checks_its_inputs(tmp_path):
         trainer.step(x=batch["x"])
     with pytest.raises(netc.NetcError, match="unknown input 'z'"):
         trainer.step(z=batch["x"], **batch)
-    with pytest.raises(netc.NetcError, match=r"input 'x' must have shape \[4, 3\]"):
+    with pytest.raises(netc.NetcError, match=r"disagree on the batch size \(N\): 'x' has 2, 'y' has 4"):
         trainer.step(x=batch["x"][:2], y=batch["y"])
+    with pytest.raises(netc.NetcError, match=r"input 'x' must have shape \[4, 3\]"):
+        trainer.step(x=batch["x"][:, :2], y=batch["y"])
 
 
 def test_loading_a_checkpoint_of_other_settings_fails_clearly(tmp_path):
