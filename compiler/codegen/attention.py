@@ -13,8 +13,9 @@ import math
 from ..passes.fuse import Kernel
 from .layout import contiguous_strides, literal
 
-# CPU tiles: a query tile's running maxima, sums and outputs stay in L1 while a key tile streams past them.
-CPU_ROWS, CPU_COLS = 32, 64
+# CPU tiles: a query tile's running maxima, sums and outputs stay in L1 while a key tile streams past them. A
+# task's tiles live on its thread's stack: wide heads get narrower tiles, to at most this many numbers.
+CPU_ROWS, CPU_COLS, CPU_STACK_NUMBERS = 32, 64, 1 << 15
 # GPU: threads per block (one query or key each), and the bytes of shared memory the staged tiles may take.
 GPU_ROWS, GPU_SHARED_BYTES, GPU_MAX_COLS = 64, 32 * 1024, 64
 
@@ -35,6 +36,7 @@ def attention_context(renderer, kernel: Kernel) -> dict:
     causal = bool(v.attrs["causal"])
     addressing = _mask_addressing(mask, batch_shape, L, S) if mask is not None else None
     own = S if v.op == "attention_grad_kv" else L
+    rows, cols = cpu_tiles(E, EV)
     return dict(
         template=f"{v.op}.j2",
         op=v.op,
@@ -52,15 +54,30 @@ def attention_context(renderer, kernel: Kernel) -> dict:
         # column) beyond the rows' pointers: nvcc warns of an unused index.
         uses_i=addressing is not None and addressing["row"] != "0",
         uses_j=causal or (addressing is not None and addressing["col"] != "0"),
-        rows=CPU_ROWS,
-        cols=CPU_COLS,
-        tiles=batch * -(-own // (CPU_COLS if v.op == "attention_grad_kv" else CPU_ROWS)),
+        rows=rows,
+        cols=cols,
+        tiles=batch * -(-own // (cols if v.op == "attention_grad_kv" else rows)),
         work=batch * L * S * (E + EV),
         gpu_cols=gpu_cols,
         gpu_blocks=batch * -(-own // GPU_ROWS),
         gpu_threads=GPU_ROWS,
         args=[renderer.pointer(x) for x in v.inputs] + [renderer.pointer(v)],
     )
+
+
+def cpu_tiles(E: int, EV: int) -> tuple:
+    """(queries, keys) per CPU tile: CPU_ROWS x CPU_COLS, halved (keys first) while the largest kernel's tiles
+    (attention_grad_kv's: two score tiles, dk and dv for its keys) would pass CPU_STACK_NUMBERS."""
+    rows, cols = CPU_ROWS, CPU_COLS
+
+    def numbers():
+        return 2 * rows * cols + cols * (E + EV) + rows * (max(E, EV) + 2)
+
+    while numbers() > CPU_STACK_NUMBERS and cols > 8:
+        cols //= 2
+    while numbers() > CPU_STACK_NUMBERS and rows > 4:
+        rows //= 2
+    return rows, cols
 
 
 def _mask_addressing(mask, batch_shape, L, S) -> dict:
