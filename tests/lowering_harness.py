@@ -88,10 +88,28 @@ def run(graph, out, feeds: dict) -> tuple[np.ndarray | list, dict, list]:
     return the uniform draws, in graph order."""
     outs = list(out) if isinstance(out, tuple) else [out]
     roots = outs + list(graph.updates.values())
-    env = run_graph(graph, {"__seed__": SEED, **feeds}, roots, precision="float64")
+    live = {v.id for v in graph.live_values(roots)}
+    draws = [draw for source, draw in dropout_draws(graph.values) if source.id in live]
+    env = run_graph(graph, {"__seed__": SEED, **feeds}, roots + draws, precision="float64")
     updates = {name: env[v.id] for name, v in graph.updates.items()}
-    uniforms = [env[v.id] for v in graph.values if v.op == "random_uniform" and v.id in env]
+    uniforms = [env[v.id] for v in draws]
     return [env[o.id] for o in outs] if isinstance(out, tuple) else env[out.id], updates, uniforms
+
+
+def dropout_draws(values) -> list:
+    """(source, draw) for each dropout among `values`, in order: the uniform numbers it keeps by, `draw`, is a
+    random_uniform value of the graph (the source itself), or, for an attention that drops its weights in the
+    kernel (the source), a random_uniform of the kernel's own stream, added to the graph."""
+    from netc.compiler.ops.attention import weights_shape
+
+    found = []
+    for v in list(values):
+        if v.op == "random_uniform":
+            found.append((v, v))
+        elif v.op == "attention" and v.attrs.get("dropout"):
+            shape = weights_shape(*v.inputs[:2])
+            found.append((v, v.graph.emit("random_uniform", v.inputs[-1], shape=shape, stream=v.attrs["stream"])))
+    return found
 
 
 @contextmanager
@@ -105,7 +123,8 @@ def same_dropout_masks(uniforms: list):
             return input
         if p == 1:
             return input * 0.0
-        keep = torch.from_numpy(next(draws) >= p).to(input.dtype)
+        # Same elements in the same order: an attention's draw is [N, heads, L, S] where torch's is [N * heads, L, S].
+        keep = torch.from_numpy((next(draws) >= p).reshape(input.shape)).to(input.dtype)
         return input * keep / (1 - p)
 
     F.dropout = dropout

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from lowering_harness import SEED, Inputs, assert_close, map_specs, run, same_dropout_masks
+from lowering_harness import SEED, Inputs, assert_close, dropout_draws, map_specs, run, same_dropout_masks
 from netc.compiler.autodiff import GRAD_PREFIX
 from netc.compiler.context import LowerContext
 from netc.compiler.errors import NetcError
@@ -101,7 +101,7 @@ class FunctionSuite:
                 ctx, name, index, np.random.default_rng(index), prefix=f"{name}{index}_"
             )
             feeds.update(self.inputs[key].arrays)
-            draws = [v for v in graph.values[start:] if v.op == "random_uniform"]
+            draws = [draw for _, draw in dropout_draws(graph.values[start:])]
             self.uniforms[key] = [f"{key}/uniform{j}" for j in range(len(draws))]
             graph.outputs.update(zip(self.uniforms[key], draws))
         self.suite = Suite(graph, feeds)

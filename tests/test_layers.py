@@ -14,8 +14,18 @@ import math
 import numpy as np
 import pytest
 import torch
-from lowering_harness import (SEED, Inputs, as_spec, assert_close, flat_results, random_state, result_outputs,
-                              run, same_dropout_masks)
+from lowering_harness import (
+    SEED,
+    Inputs,
+    as_spec,
+    assert_close,
+    dropout_draws,
+    flat_results,
+    random_state,
+    result_outputs,
+    run,
+    same_dropout_masks,
+)
 from netc.compiler.autodiff import GRAD_PREFIX
 from netc.compiler.context import LowerContext
 from netc.compiler.errors import NetcError
@@ -109,7 +119,7 @@ class LayerSuite:
             graph.outputs.update(result_outputs(key, out))
             self.states[key] = random_state(graph, rng, prefix=f"{prefix}m.")
             feeds.update(self.inputs[key].arrays, **self.states[key])
-            draws = [v for v in graph.values[start:] if v.op == "random_uniform"]
+            draws = [draw for _, draw in dropout_draws(graph.values[start:])]
             self.uniforms[key] = [f"{key}/uniform{j}" for j in range(len(draws))]
             graph.outputs.update(zip(self.uniforms[key], draws))
         self.prefixes = {f"{name}/{index}": f"c{k}_" for k, (name, index) in enumerate(COMPILED_CASES)}

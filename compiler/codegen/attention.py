@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+from ..ops.attention import parts
+from ..ops.attention_math import keep_threshold
 from ..passes.fuse import Kernel
 from .layout import contiguous_strides, literal
 
@@ -22,9 +24,8 @@ GPU_ROWS, GPU_SHARED_BYTES, GPU_MAX_COLS = 64, 32 * 1024, 64
 
 def attention_context(renderer, kernel: Kernel) -> dict:
     (v,) = kernel.values
-    q, k, val = v.inputs[:3]
-    plain = 3 if v.op == "attention" else 5
-    mask = v.inputs[plain] if len(v.inputs) > plain else None
+    dropout = v.attrs.get("dropout", 0.0)
+    (q, k, val, *_), mask, _ = parts(v.op, v.inputs, dropout)
     batch_shape = q.shape[:-2]
     batch = math.prod(batch_shape)
     L, S, E, EV = q.shape[-2], k.shape[-2], q.shape[-1], val.shape[-1]
@@ -48,11 +49,16 @@ def attention_context(renderer, kernel: Kernel) -> dict:
         E=E,
         EV=EV,
         scale=literal(float(v.attrs["scale"]), ctype),
+        # Dropout keeps a weight when the 24 random bits of its element of random_uniform(seed; [..., L, S],
+        # stream) reach `threshold`, and scales it by `keep_scale`.
+        dropout=dict(
+            threshold=keep_threshold(dropout), keep_scale=literal(1 / (1 - dropout), ctype), stream=v.attrs["stream"]
+        ) if dropout else None,
         causal=causal,
         mask=addressing,
-        # Whether the scores read the query's index i (the mask's row) or the key's j (causal, the mask's
-        # column) beyond the rows' pointers: nvcc warns of an unused index.
-        uses_i=addressing is not None and addressing["row"] != "0",
+        # Whether attention_grad_kv.cu's weights read the query's index i (the mask's row, dropout), and
+        # attention.cu's scores the key's j (causal, the mask's column): nvcc warns of an unused index.
+        uses_i=bool(dropout) or (addressing is not None and addressing["row"] != "0"),
         uses_j=causal or (addressing is not None and addressing["col"] != "0"),
         rows=rows,
         cols=cols,

@@ -114,7 +114,7 @@ class Renderer:
                 float_type=self.float_type,
                 profile=self.profile,
                 uses_blas=any(k.kind in ("matmul", "attention") for k in kernels),
-                uses_random=any(k.kind == "random" for k in kernels),
+                uses_random=any(k.kind == "random" or k.values[0].attrs.get("dropout") for k in kernels),
             )
             for part in range(parts)
         ]

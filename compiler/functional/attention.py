@@ -3,9 +3,8 @@
 softmax(q k^T * scale + mask) v over the last two axes: query [..., L, E], key [..., S, E], value [..., S, Ev]
 (batch axes broadcast), scale 1 / sqrt(E) by default. A mask broadcasts to [..., L, S]; an integer mask is a
 boolean one (nonzero: may attend, as torch's True), a float mask is added to the scores. is_causal lets query i
-see keys j <= i only. Dropout on the attention weights (train mode only) needs the weights themselves: that case,
-and only that one, is the plain composition matmul, softmax, dropout, matmul; everything else is one fused
-kernel that never stores the L x S scores (compiler/ops/attention.py).
+see keys j <= i only. Dropout on the attention weights (train mode only) draws its mask inside the fused kernel,
+from random_uniform's counter-based stream; the kernel never stores the L x S scores (compiler/ops/attention.py).
 """
 
 from __future__ import annotations
@@ -51,11 +50,16 @@ def aligned_mask(mask: Value, scores_shape: tuple, who: str, what: str = "attn_m
 
 def attend(ctx, q, k, v, mask, dropout_p: float, causal: bool, scale: float, who: str) -> Value:
     """The attention output [..., L, Ev] of q, k, v with batch axes already equal and an additive mask aligned
-    to the scores (or None): the fused kernel, or with dropout in train mode the plain composition."""
-    if ctx.training and dropout_p > 0:
+    to the scores (or None), by the fused kernel, which draws dropout's mask itself (train mode only)."""
+    dropout = dropout_p if ctx.training else 0.0
+    if dropout == 1:  # every weight dropped: zeros, NaNs kept, as torch's; the plain composition
         weights = attention_weights(q, k, mask, causal, scale, who)
-        return B.matmul(dropout_weights(ctx, weights, dropout_p, who), v)
-    packed = q.graph.emit("attention", q, k, v, *([mask] if mask is not None else []), scale=scale, causal=causal)
+        return B.matmul(dropout_weights(ctx, weights, dropout, who), v)
+    inputs, attrs = [q, k, v] + ([mask] if mask is not None else []), dict(scale=scale, causal=causal)
+    if dropout:
+        inputs.append(ctx.seed())
+        attrs.update(dropout=dropout, stream=ctx.next_stream())
+    packed = q.graph.emit("attention", *inputs, **attrs)
     return B.slice_axis(packed, packed.rank - 1, 0, v.shape[-1])
 
 

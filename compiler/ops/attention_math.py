@@ -13,11 +13,26 @@ forward result packs the output and the log-sum-exp as [..., L, Ev + 1]. Causal 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import build as B
 from ..errors import ShapeError
 from ..shapes import concrete
+from .random import uniform_ref
+
+
+def keep_threshold(p: float) -> int:
+    """Dropout keeps an element when its 24 random bits, as an integer, reach this: u >= p exactly, for the
+    uniform u = bits / 2**24 of random_uniform, whatever the precision p and u are compared in."""
+    return math.ceil(p * 2**24)
+
+
+def keep_numpy(seed, shape, stream: int, p: float, dtype):
+    """Dropout's scaled mask, keep / (1 - p), from random_uniform's stream: 0 or 1 / (1 - p)."""
+    u = uniform_ref(seed, shape=tuple(shape), stream=stream)
+    return (u >= np.float32(keep_threshold(p) / 2**24)).astype(dtype) * (1 / (1 - p))
 
 
 class NumPyMath:
@@ -46,6 +61,10 @@ class NumPyMath:
     @staticmethod
     def causal(like, rows: int, cols: int):
         return np.triu(np.full((rows, cols), -np.inf, dtype=like.dtype), 1)
+
+    @staticmethod
+    def keep(seed, shape, stream, p, like):
+        return keep_numpy(seed, shape, stream, p, like.dtype)
 
 
 class IRMath:
@@ -79,6 +98,11 @@ class IRMath:
         cols = concrete(cols, "attention: a causal mask's number of keys")
         table = np.triu(np.full((rows, cols), -np.inf), 1)
         return like.graph.emit("constant", array=table, dtype=like.dtype)
+
+    @staticmethod
+    def keep(seed, shape, stream, p, like):
+        u = like.graph.emit("random_uniform", seed, shape=tuple(shape), stream=stream)
+        return B.cast(B.ge(u, keep_threshold(p) / 2**24), like.dtype) * (1 / (1 - p))
 
 
 class TorchMath:
@@ -114,6 +138,10 @@ class TorchMath:
         torch = self._torch()
         return torch.full((rows, cols), float("-inf"), dtype=like.dtype).triu(1)
 
+    def keep(self, seed, shape, stream, p, like):
+        dtype = np.float64 if like.dtype == self._torch().float64 else np.float32
+        return self._torch().from_numpy(keep_numpy(int(seed), shape, stream, p, dtype))
+
 
 def scores(m, q, k, mask, *, scale: float, causal: bool):
     """S = q k^T * scale + mask, with the keys after each query masked out when causal: [..., L, S]."""
@@ -125,25 +153,30 @@ def scores(m, q, k, mask, *, scale: float, causal: bool):
     return s
 
 
-def forward(m, q, k, v, mask=None, *, scale: float, causal: bool):
-    """[softmax(S) v, logsumexp(S)] packed along the last axis: [..., L, Ev + 1]."""
+def forward(m, q, k, v, mask=None, keep=None, *, scale: float, causal: bool):
+    """[dropout(softmax(S)) v, logsumexp(S)] packed along the last axis: [..., L, Ev + 1]. `keep` is dropout's
+    scaled mask over the weights [..., L, S], or None."""
     s = scores(m, q, k, mask, scale=scale, causal=causal)
     top = m.rowmax(s)
     e = m.exp(s - top)
     total = m.rowsum(e)
-    return m.concat(m.matmul(e / total, v), top + m.log(total))
+    weights = e / total if keep is None else e / total * keep
+    return m.concat(m.matmul(weights, v), top + m.log(total))
 
 
-def backward(m, q, k, v, out, g, mask=None, *, scale: float, causal: bool) -> tuple:
+def backward(m, q, k, v, out, g, mask=None, keep=None, *, scale: float, causal: bool) -> tuple:
     """(dq, dk, dv, dS) for the cotangent g of forward's packed result `out` (a gradient of the log-sum-exp
-    column included): P = exp(S - lse) is recomputed, dS = P * (g_o v^T - D) with D = rowsum(g_o * o) - g_lse."""
+    column included): P = exp(S - lse) is recomputed, dS = P * (keep * g_o v^T - D) with
+    D = rowsum(g_o * o) - g_lse, and dv = (keep * P)^T g_o."""
     width = v.shape[-1]
     o, lse = m.columns(out, 0, width), m.columns(out, width, width + 1)
     g_o, g_lse = m.columns(g, 0, width), m.columns(g, width, width + 1)
     p = m.exp(scores(m, q, k, mask, scale=scale, causal=causal) - lse)
     d = m.rowsum(g_o * o) - g_lse
-    ds = p * (m.matmul(g_o, m.swap(v)) - d)
-    return m.matmul(ds, k) * scale, m.matmul(m.swap(ds), q) * scale, m.matmul(m.swap(p), g_o), ds
+    dp = m.matmul(g_o, m.swap(v))
+    dropped = p if keep is None else p * keep
+    ds = p * ((dp if keep is None else dp * keep) - d)
+    return m.matmul(ds, k) * scale, m.matmul(m.swap(ds), q) * scale, m.matmul(m.swap(dropped), g_o), ds
 
 
 def check_shapes(op: str, q, k, v, mask=None) -> None:
