@@ -4,7 +4,8 @@ the twins and compute what the library computed).
 
 Each network is exported and built once (a module fixture); tests/export_library/check.c trains 20 steps and
 runs inference, hostile.c (with AddressSanitizer) feeds the loader damaged and mismatched files. The CUDA
-target's folder is compiled with nvcc where nvcc and cuBLAS's headers are installed.
+target's folder is compiled and linked with nvcc where nvcc and cuBLAS are installed, and its demo run: on a
+GPU it trains; without one it must fail cleanly, saying why.
 """
 
 from __future__ import annotations
@@ -384,6 +385,21 @@ def test_cuda_target_compiles_with_nvcc(tmp_path):
     assert netc_main(["export", str(ROOT / "examples/lenet.net"), "--batch", "4", "-o", str(folder),
                       "--target", "cuda"]) == 0
     assert (folder / "train_step.cu").is_file() and (folder / "netc_device_cuda.cu").is_file()
-    run(["make", "-j3", "libnetc_model.a", "demo.o", f"CUDA_CFLAGS=-I{cublas_include()}",
+    include = cublas_include()
+    run(["make", "-j3", "all", f"CUDA_CFLAGS=-I{include}", f"CUDA_LIBS={cublas_libs(include)}",
          "CUDA_ARCH=-gencode arch=compute_80,code=sm_80"], folder)
-    assert (folder / "libnetc_model.a").stat().st_size > 0
+    assert (folder / "libnetc_model.a").stat().st_size > 0 and (folder / "libnetc_model.so").is_file()
+    demo = subprocess.run(["./demo"], cwd=folder, capture_output=True, text=True, check=False)
+    if demo.returncode:  # no GPU here: the library says so, and nothing crashes
+        assert demo.returncode == 1 and demo.stderr.startswith("demo: netc_model_create failed: "), demo
+    else:
+        assert "training step 3: loss" in demo.stdout and "saved demo.safetensors" in demo.stdout
+
+
+def cublas_libs(include: Path) -> str:
+    """make's CUDA_LIBS for the cuBLAS beside `include` (NVIDIA's wheel ships libcublas.so.N alone)."""
+    libraries = sorted((include.parent / "lib").glob("libcublas.so*"))
+    if not libraries:
+        return "-lcublas -lcudart"
+    folder = libraries[0].parent
+    return f"-L{folder} -l:{libraries[0].name} -lcudart -Xlinker -rpath,{folder}"

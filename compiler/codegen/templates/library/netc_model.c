@@ -122,7 +122,13 @@ void netc_model_free(netc_model *m) {
 }
 
 const char *netc_model_error(const netc_model *m) {
-    return m ? m->error : "netc_model_create failed: out of memory";
+    if (m) return m->error;
+    /* netc_model_create returned NULL: memory ran out, or the device refused (no GPU, say). */
+    static char message[320];
+    const char *device = netc_device_error();
+    snprintf(message, sizeof message, "netc_model_create failed: %s",
+             strcmp(device, "no error") ? device : "out of memory");
+    return message;
 }
 
 void netc_model_set_training(netc_model *m, int training) { m->training = training != 0; }
