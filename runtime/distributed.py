@@ -18,6 +18,7 @@ a `RanksLost` error that says so (gloo notices a closed connection at once, a si
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
@@ -212,6 +213,9 @@ def join_world(backend: str | None = None, timeout: float = DEFAULT_TIMEOUT, dev
         torch.cuda.set_device(device)
         _use_cupy_device(local_rank)
     if not dist.is_initialized():
+        # Destroyed at exit, unless the caller does it first: a group left to the interpreter's teardown can
+        # abort the process ("terminate called without an active exception") after a run that went well.
+        atexit.register(leave_world)
         try:
             dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
         except (RuntimeError, ValueError) as error:
