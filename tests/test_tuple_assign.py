@@ -56,3 +56,23 @@ def test_each_name_binds_one_result_and_elsewhere_the_first_flows_on():
 ])
 def test_a_wrong_number_of_names_is_a_located_error(body, expected):
     assert expected in error(body)
+
+
+def test_in_a_sequential_the_first_result_flows_on():
+    """Sequential(LSTM(...), Linear(...)) feeds the LSTM's output sequence to the Linear, as `x -> lstm -> fc`
+    does."""
+    text = """network S {
+    input x: [N, 5, 3]
+    seq = Sequential(LSTM(3, 4, batch_first = true), Linear(4, 2))
+    lstm = LSTM(3, 4, batch_first = true)
+    fc = Linear(4, 2)
+    output x -> seq, x -> lstm -> fc
+}
+"""
+    model = netc.compile(netc.load("s.net", text=text), batch=2)
+    state = model.state_dict()
+    model.load_state_dict({**state, **{k.replace("seq.0.", "lstm.").replace("seq.1.", "fc."): v
+                                        for k, v in state.items() if k.startswith("seq.")}})
+    got = model.forward(x=np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32))
+    assert got["output"].shape == (2, 5, 2)
+    np.testing.assert_array_equal(got["output"], got["output1"])

@@ -1,10 +1,10 @@
 """GroupNorm and InstanceNorm1d/2d/3d, with torch's parameters, buffers and defaults.
 
-Both normalise each sample on its own: GroupNorm over each group of channels with everything spatial,
-InstanceNorm over each channel's spatial values. Statistics over the last axis of a reshaped view make each
-one rows kernel (compiler/passes/fuse.py) with its normalisation. InstanceNorm with track_running_stats keeps
-running statistics as torch does, which averages each instance's statistics (the unbiased variance) over the
-batch, and normalises with them in eval mode.
+Both normalise each sample on its own: GroupNorm (group_norm, compiler/functional/sample_norm.py) over each
+group of channels with everything spatial, InstanceNorm over each channel's spatial values. Statistics over
+the last axis of a reshaped view make each one rows kernel (compiler/passes/fuse.py) with its normalisation.
+InstanceNorm with track_running_stats keeps running statistics as torch does, which averages each instance's
+statistics (the unbiased variance) over the batch, and normalises with them in eval mode.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from .. import build as B
 from ..errors import NetcError
 from ..functional.args import check_float, check_positive_int, check_tensor, layer_label
 from ..functional.norm import affine, normalize
+from ..functional.sample_norm import group_norm_of
 from ..shapes import format_shape, numel
 from .base import Layer, layer
 
@@ -59,16 +60,11 @@ class GroupNorm(Layer):
     def forward(self, ctx, x):
         who = layer_label(self)
         check_float(check_tensor(x, who), who)
-        if x.rank < 2:
-            raise ctx.error(f"{who} expects an input [N, C, *], got {ctx.describe(x)}")
-        if x.shape[1] != self.num_channels:
+        if x.rank >= 2 and x.shape[1] != self.num_channels:
             raise ctx.error(
                 f"{who} expects {self.num_channels} channels, got {x.shape[1]} from {ctx.describe(x)}"
             )
-        per_group = (self.num_channels // self.num_groups) * numel(tuple(x.shape[2:]))
-        grouped = B.reshape(x, (x.shape[0], self.num_groups, per_group))
-        y = B.reshape(normalize_last_axis(grouped, self.eps)[0], x.shape)
-        return affine(y, self.weight, self.bias, (self.num_channels,) + (1,) * (x.rank - 2))
+        return group_norm_of(ctx, x, self.num_groups, self.weight, self.bias, self.eps, who)
 
 
 class InstanceNormNd(Layer):
