@@ -1,9 +1,10 @@
 """The context of a fused attention kernel (compiler/ops/attention.py), rendered by templates/attention*.j2.
 
 Three kernels, one per primitive, share one context: the sizes (flattened batch B, queries L, keys S, widths
-E and Ev), the scale, whether it is causal, how the mask is addressed, and the tile sizes. On the CPU a task
-is one query tile (one key tile for attention_grad_kv) of one batch index; on a GPU a block is, its threads
-one query (key) each, and the other side's tiles are staged through shared memory.
+E and Ev), the scale, whether it is causal, how the mask is addressed, dropout's stream and threshold, and the
+tile sizes. On the CPU a task is one query tile (one key tile for attention_grad_kv) of one batch index, whose
+products with the other side's tiles are BLAS GEMMs; on a GPU a block is, its threads one query (key) each,
+and the other side's tiles are staged through shared memory.
 """
 
 from __future__ import annotations
