@@ -36,7 +36,7 @@ from netc.compiler.codegen.launch import GemmLaunch
 from netc.compiler.errors import NetcError
 from netc.compiler.files import write_file
 from netc.compiler.graph_queries import index_bounds
-from netc.compiler.ir import LEAF_OPS
+from netc.compiler.ir import LEAF_OPS, SEED_INPUT
 from netc.compiler.optim import LR_INPUT, STATE_PREFIX
 from netc.compiler.passes.arena import value_bytes
 from netc.compiler.passes.fuse import storage
@@ -48,7 +48,6 @@ from .model import Model
 from .state import check_state_dict
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "compiler" / "codegen" / "templates" / "library"
-SEED_INPUT = "__seed__"
 DTYPES = {"f32": "NETC_ST_F32", "f64": "NETC_ST_F64", "i64": "NETC_ST_I64"}  # float32 precision
 INITS = {"uniform": "UNIFORM", "normal": "NORMAL", "constant": "CONSTANT", "normal_padding": "NORMAL_PADDING"}
 RUNTIME_FILES = (
