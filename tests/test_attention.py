@@ -209,3 +209,23 @@ def test_a_tuple_assignment_binds_the_output_and_the_averaged_weights():
     np.testing.assert_allclose(got["out"], out.numpy(), rtol=1e-10)
     np.testing.assert_allclose(got["weights"], weights.numpy(), rtol=1e-10)
     np.testing.assert_allclose(got["y"], out.numpy(), rtol=1e-10)
+
+
+def test_every_kernel_reads_only_what_earlier_kernels_wrote():
+    """Regression: the second derivative of attention_grad_q (its plain composition) once made the fuser move a
+    rows kernel after a matmul that read one of its values through a transpose (read in place with BLAS's
+    flag), so the matmul read the buffer before it was written ('buffer N has a negative size')."""
+    from netc.compiler.ops import OPS
+    from netc.compiler.passes.fuse import fuse, reads
+    from parity import Suite
+
+    sample = OPS["attention_grad_q"].samples(np.random.default_rng(0))[0]
+    graph = Graph("t")
+    leaves = [graph.add_leaf("input", f"x{j}", TensorType(a.shape, "f64")) for j, a in enumerate(sample.inputs)]
+    graph.outputs["dq"] = graph.emit("attention_grad_q", *leaves, **sample.attrs)
+    suite = Suite(graph, {f"x{j}": a for j, a in enumerate(sample.inputs)})
+    written = {v.id for v in suite.graph.values if v.op in ("input", "param", "buffer")}
+    for kernel in fuse(suite.graph, suite.roots):
+        unwritten = [x for x in reads(kernel) if x.id not in written and x not in kernel.values]
+        assert not unwritten, f"{kernel.name} reads {unwritten} before any kernel writes them"
+        written.update(v.id for v in kernel.values)
