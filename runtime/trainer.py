@@ -54,6 +54,11 @@ class Trainer:
         return self.model.compile_step("train", optimizer=self.optimizer)
 
     @property
+    def steps(self) -> int:
+        """The optimiser steps taken so far (restored with the state): what a learning-rate schedule follows."""
+        return int(self._state.read(STEP_BUFFER))
+
+    @property
     def graph(self):
         """The training step's IR for the model's current mode: forward, backward and the update."""
         return self.model.compile_step("train", optimizer=self.optimizer, until="rematerialised").graph
@@ -71,7 +76,7 @@ class Trainer:
         missing = [name for name in names if name not in inputs]
         if missing:
             raise NetcError(f"a training step needs every input; missing: {', '.join(missing)}")
-        loss = self._launch(inputs, {LR_INPUT: np.float64(self._lr)}, int(self._state.read(STEP_BUFFER)))
+        loss = self._launch(inputs, {LR_INPUT: np.float64(self._lr)}, self.steps)
         return float(loss)
 
     def _launch(self, inputs: dict, feeds: dict, seed_count: int):
