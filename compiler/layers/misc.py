@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import NetcError
 from ..functional.args import check_positive_int, check_probability, check_tensor, is_int
 from ..functional.dropout import dropout_of
+from ..functional.embedding import embedding_lookup
 from ..functional.registry import T
 from ..functional.tensor import flatten
 from .base import Layer, layer
@@ -100,12 +101,4 @@ class Embedding(Layer):
         self.weight = ctx.param(f"{name}.weight", shape, init)
 
     def forward(self, ctx, x):
-        check_tensor(x, self.name or "Embedding")
-        if x.dtype != "i64":
-            raise ctx.error(
-                f"{self.name} expects integer indices (an i64 tensor, such as "
-                f"`input tokens: i64[N, L]`), got {x.type} from {ctx.describe(x)}"
-            )
-        if self.padding_idx is None:
-            return x.graph.emit("take", self.weight, x)
-        return x.graph.emit("take", self.weight, x, frozen_row=self.padding_idx)
+        return embedding_lookup(ctx, x, self.weight, self.padding_idx, self.name or "Embedding")
