@@ -12,18 +12,22 @@ from __future__ import annotations
 import numbers
 from pathlib import Path
 
+from netc.compiler import optim
 from netc.compiler.errors import NetcError
 from netc.compiler.frontend import Network, load
-from netc.compiler import optim
 from netc.compiler.graph_queries import batch_symbol as _graph_batch_symbol
 from netc.runtime.evaluate import evaluate, predict
 from netc.runtime.fit import History, TrainingInterrupted, fit
+from netc.runtime.model import Model
+from netc.runtime.trainer import Trainer
 from netc.runtime.generate import generate
 
 __all__ = [
     "History",
+    "Model",
     "NetcError",
     "Network",
+    "Trainer",
     "TrainingInterrupted",
     "bindings_for",
     "compile",
@@ -40,7 +44,7 @@ __version__ = "0.1.0"
 def compile(
     source,
     batch: int | None = None,
-    backend: str = "reference",
+    backend: str = "auto",
     *,
     dims: dict | None = None,
     precision: str = "float32",
@@ -54,7 +58,6 @@ def compile(
     symbol by name. `precision` is "float32" or "float64" (the reference backend runs both). `import_path`:
     see `load`.
     """
-    from netc.runtime.model import Model
 
     net = source if isinstance(source, Network) else load(Path(source), network, import_path=import_path)
     return Model(net, bindings_for(net, batch, dims), backend, precision, seed)

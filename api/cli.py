@@ -13,18 +13,18 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 import netc
+import numpy as np
+from netc.cli_sample import add_command as add_sample_command
+from netc.cli_train import EXIT_INTERRUPTED
+from netc.cli_train import add_commands as add_training_commands
 from netc.compiler.errors import InternalError, NetcError, NetcWarning
 from netc.compiler.files import write_file
 from netc.compiler.passes.simplify import count_values
 from netc.compiler.pipeline import STAGE_NAMES, StepSpec, run_graph_stages
-from netc.runtime.state import to_numpy
-from netc.cli_train import EXIT_INTERRUPTED
-from netc.cli_train import add_commands as add_training_commands
-from netc.cli_sample import add_command as add_sample_command
 from netc.internal_error import EXIT_INTERNAL_ERROR, report_internal_error
+from netc.runtime.backends import AUTO_HELP
+from netc.runtime.state import to_numpy
 
 EXIT_USER_ERROR = 2
 RENDERED_FORMATS = ("svg", "png", "pdf")  # drawn by Graphviz's dot program
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--target", choices=("c", "cuda"), default="c", help="c (CPU, the default) or cuda")
     run = command("run", cmd_run, "run the network forward on random inputs and print what comes out")
     run.add_argument("--batch", type=int, default=4)
-    run.add_argument("--backend", default="reference", help="reference, cpu or cuda")
+    run.add_argument("--backend", default="auto", help=AUTO_HELP + "reference, cpu or cuda")
     run.add_argument("--seed", type=int, default=0, help="initial weights and inputs (0)")
     add_training_commands(command)
     add_sample_command(command)
@@ -279,7 +279,7 @@ def cmd_run(args) -> None:
     rng = np.random.default_rng(args.seed)
     inputs = {name: random_input(model.graph.inputs[name], rng) for name in model.input_names()}
     outputs = {name: to_numpy(array) for name, array in model.forward(**inputs).items()}  # cuda: CuPy arrays
-    print(f"{model.network.name} on the {args.backend} backend, batch {args.batch}, random inputs:")
+    print(f"{model.network.name} on the {model.backend.name} backend, batch {args.batch}, random inputs:")
     for name, array in outputs.items():
         summary = (
             f"{array.item():.6g}" if array.ndim == 0 else f"mean {array.mean():+.4f}  std {array.std():.4f}"

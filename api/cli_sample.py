@@ -15,6 +15,7 @@ from pathlib import Path
 
 import netc
 from netc.compiler.errors import NetcError
+from netc.runtime.backends import AUTO_HELP
 from netc.runtime.checkpoint import load_checkpoint
 from netc.runtime.generate import token_io
 
@@ -32,7 +33,7 @@ def add_command(command) -> None:
     sample.add_argument("--top-k", type=int, default=200, help="draw from the k likeliest characters (200)")
     sample.add_argument("--samples", type=int, default=1, help="texts to generate, side by side (1)")
     sample.add_argument("--seed", type=int, default=0, help="the draws (0)")
-    sample.add_argument("--backend", default="reference", help="reference (NumPy) or cpu (compiled C)")
+    sample.add_argument("--backend", default="auto", help=AUTO_HELP + "reference (NumPy), cpu (C) or cuda")
 
 
 def cmd_sample(args) -> None:

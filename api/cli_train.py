@@ -23,11 +23,11 @@ import sys
 from io import BytesIO
 from pathlib import Path
 
-import numpy as np
-
 import netc
+import numpy as np
 from netc.compiler.errors import NetcError
 from netc.compiler.files import check_output_path, write_file
+from netc.runtime.backends import AUTO_HELP
 from netc.runtime.checkpoint import check_checkpoint_path, load_checkpoint, save_checkpoint
 from netc.runtime.distributed import DEFAULT_TIMEOUT, in_distributed_environment, leave_world
 from netc.runtime.fit import TrainingInterrupted, resumed_batch_size
@@ -68,7 +68,7 @@ def add_commands(command) -> None:
     train.add_argument("--warmup-steps", type=int, help="steps of linear warm-up for --lr-schedule cosine (0)")
     train.add_argument("--min-lr", type=float, help="the lr --lr-schedule cosine ends at (0)")
     train.add_argument("--seed", type=int, help="initial weights, batch order and validation split (0)")
-    train.add_argument("--backend", default="reference", help="reference (NumPy) or cpu (compiled C)")
+    train.add_argument("--backend", default="auto", help=AUTO_HELP + "reference (NumPy), cpu (C) or cuda")
     validation = train.add_mutually_exclusive_group()
     validation.add_argument("--val", type=Path, help="validation data (.npz)")
     validation.add_argument("--val-split", type=float, help="hold out this fraction of --data for validation")
@@ -102,7 +102,7 @@ def add_commands(command) -> None:
         )
         sub.add_argument("--data", type=Path, required=True, help="the inputs (.npz), named as the network's")
         sub.add_argument("--batch-size", type=int, default=256, help="samples per forward pass (256)")
-        sub.add_argument("--backend", default="reference", help="reference (NumPy) or cpu (compiled C)")
+        sub.add_argument("--backend", default="auto", help=AUTO_HELP + "reference (NumPy), cpu (C) or cuda")
         if name == "predict":
             sub.add_argument(
                 "-o", "--output", type=Path, required=True, help="where to write the outputs (.npz)"

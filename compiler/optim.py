@@ -38,6 +38,8 @@ from .errors import NetcError
 from .ir import Graph, Value, verify
 from .shapes import TensorType
 
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]
+
 STATE_PREFIX = "optimizer."  # every leaf an optimiser adds is named "optimizer.<something>"
 LR_INPUT = "optimizer.lr"
 STEP_BUFFER = "optimizer.step"
@@ -56,6 +58,18 @@ class Optimizer:
     A subclass is a frozen dataclass of torch's constructor arguments; it says which per-parameter state it
     keeps (`state_keys`), which scalars it derives once per step (`scalars`) and how one parameter is updated
     (`update`), all in IR."""
+
+    def __new__(cls, *args, **kwargs):
+        # torch.optim.SGD(model.parameters(), lr=0.1) takes the parameters; a netc optimiser updates every
+        # parameter of the network it is given to, so its first argument is lr.
+        if args and not isinstance(args[0], numbers.Real):
+            settings = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "lr=..."
+            raise NetcError(
+                f"netc optimisers take no parameters: write netc.optim.{cls.__name__}({settings})",
+                hint="pass it to model.trainer(...) or netc.fit(model, data, optimizer=...): it updates every "
+                "parameter of the model",
+            )
+        return super().__new__(cls)
 
     def __post_init__(self):
         self.validate()

@@ -8,8 +8,10 @@ runs. `prepare(graph, roots, precision, state)` compiles a graph built by hand t
 
 from __future__ import annotations
 
-from netc.compiler.errors import NetcError, did_you_mean
+import functools
+import os
 
+from netc.compiler.errors import NetcError, did_you_mean
 from netc.compiler.pipeline import compile_graph
 
 from . import reference
@@ -43,18 +45,46 @@ def _cpu():
 
 
 def _cuda():
-    from .cuda import CudaBackend  # imported on demand: it needs CuPy and a GPU, and says so if either is missing
+    from .cuda import (
+        CudaBackend,  # imported on demand: it needs CuPy and a GPU, and says so if either is missing
+    )
 
     return CudaBackend()
 
 
 BACKENDS = {"reference": ReferenceBackend, "cpu": _cpu, "cuda": _cuda}
+AUTO = "auto"
+AUTO_HELP = "auto (cuda where CuPy sees a GPU, else cpu where a C compiler is, else reference; $NETC_BACKEND overrides), "
 
 
-def get_backend(name: str):
+def get_backend(name: str = AUTO):
+    """The backend `name`; "auto" (the default of the API and the command line) is $NETC_BACKEND if set, else
+    the fastest one this machine can run: cuda where CuPy sees a GPU, cpu where there is a C compiler, else
+    the reference."""
+    if name == AUTO:
+        name = os.environ.get("NETC_BACKEND") or best_available()
+        if name == AUTO:
+            raise NetcError("NETC_BACKEND is 'auto': set it to the backend to use (reference, cpu or cuda)")
     if name not in BACKENDS:
         raise NetcError(
             f"unknown backend '{name}'",
-            hint=did_you_mean(name, BACKENDS) or f"available backends: {', '.join(BACKENDS)}",
+            hint=did_you_mean(name, BACKENDS) or f"available backends: auto, {', '.join(BACKENDS)}",
         )
     return BACKENDS[name]()
+
+
+@functools.cache
+def best_available() -> str:
+    """cuda where CuPy sees a GPU, else cpu where a C compiler is, else reference: asked once per process."""
+    try:
+        _cuda()
+        return "cuda"
+    except NetcError:
+        pass
+    from .cache import compiler_command
+
+    try:
+        compiler_command(None)
+        return "cpu"
+    except NetcError:
+        return "reference"

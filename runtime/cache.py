@@ -40,8 +40,11 @@ from pathlib import Path
 
 from netc.compiler.errors import NetcError, NetcWarning
 from netc.compiler.files import clean_orphans, sync_directory, temporary_sibling, write_file
-from netc.compiler.user_cache import private_directory, untrusted_reason
-from netc.compiler.user_cache import cache_dir  # noqa: F401 (re-exported: where the cache is)
+from netc.compiler.user_cache import (
+    cache_dir,  # noqa: F401 (re-exported: where the cache is)
+    private_directory,
+    untrusted_reason,
+)
 
 CACHE_FORMAT = "netc-cache-2"  # bump when the layout or the key changes, to leave old entries behind
 # -fno-math-errno: no kernel reads errno, and a sqrt that may set it is a call the loop cannot vectorise

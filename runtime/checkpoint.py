@@ -28,12 +28,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
-
+from netc.compiler import optim
 from netc.compiler.errors import NetcError
 from netc.compiler.files import check_output_path, write_file
 from netc.compiler.shapes import format_shape
 
-from netc.compiler import optim
 from .data import FILE_HINT
 from .memory_limit import check_allocation
 

@@ -18,7 +18,6 @@ import math
 import os
 
 import numpy as np
-
 from netc.compiler.codegen.render import C, Renderer
 from netc.compiler.errors import NetcError
 from netc.compiler.passes.fuse import storage

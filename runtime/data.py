@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from netc.compiler.errors import NetcError
-from netc.compiler.shapes import format_shape
-
 from netc.compiler.graph_queries import IndexBound, index_bounds
 from netc.compiler.ir import SEED_INPUT
+from netc.compiler.shapes import format_shape
 
 from .memory_limit import available_bytes, check_allocation
 

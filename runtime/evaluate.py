@@ -11,9 +11,7 @@ data.classifier_output): the share of samples whose highest-scoring class is the
 from __future__ import annotations
 
 import numpy as np
-
 from netc.compiler.errors import NetcError
-
 from netc.compiler.graph_queries import classifier_output
 from netc.compiler.ir import SEED_INPUT
 

@@ -16,9 +16,8 @@ the training step writing their new values over them where it can.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 from dataclasses import asdict
+from pathlib import Path
 
 from netc.compiler.errors import NetcError
 from netc.compiler.files import write_file

@@ -302,7 +302,7 @@ def _value_table(graph, names: list, bounds: dict | None = None) -> list:
 def _weights(network, bindings: dict, path: Path | None) -> dict:
     """The weights the folder ships: those of `path` (a checkpoint or a state dict), checked against the
     network, or the initial ones that netc.compile draws (seed 0)."""
-    model = Model(network, bindings)
+    model = Model(network, bindings, "reference")  # its initial weights only
     if path is not None:
         shapes = {name: spec.type.shape for name, spec in model.graph.specs.items()}
         checkpoint = load_checkpoint(path, shapes)

@@ -42,16 +42,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from netc.compiler.errors import NetcError
+from netc.compiler.graph_queries import classifier_output
+from netc.compiler.lr_scheduler import LRScheduler, from_config
+from netc.compiler.optim import SGD
 
 from .checkpoint import Checkpoint, check_checkpoint_path, checkpoint_epoch, load_checkpoint, save_checkpoint
-from netc.compiler.graph_queries import classifier_output
-
 from .data import Dataset, batch_order
 from .distributed import DEFAULT_TIMEOUT, SingleProcess, join_world
 from .evaluate import as_dataset, check_batch_size, evaluate_sized
 from .interrupt import InterruptRequested, deferred_interrupt
-from netc.compiler.lr_scheduler import LRScheduler, from_config
-from netc.compiler.optim import SGD
 from .sized import SizedModels, batch_size_of
 
 DEFAULT_OPTIMIZER = SGD(lr=0.01)

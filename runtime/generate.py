@@ -16,7 +16,6 @@ token, when the prompt is shorter than the context: its logits must not change w
 from __future__ import annotations
 
 import numpy as np
-
 from netc.compiler.errors import NetcError
 
 from .sized import SizedModels

@@ -13,7 +13,6 @@ import signal
 import threading
 from contextlib import contextmanager
 
-
 # Ctrl-C; what schedulers and `docker stop` send; a closed terminal. Windows has no SIGHUP.
 STOPPING_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 

@@ -12,7 +12,6 @@ import os
 
 from netc.compiler.errors import NetcError
 
-
 UNITS = (("EB", 10**18), ("PB", 10**15), ("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3))
 
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 from netc.compiler.errors import NetcError
-from netc.compiler.ir import SEED_INPUT
 from netc.compiler.graph_queries import batch_symbol, index_bounds
+from netc.compiler.ir import SEED_INPUT
 from netc.compiler.pipeline import CompiledStep, StepSpec, gradient_names
 from netc.compiler.shapes import format_shape
 
@@ -48,9 +47,10 @@ class Model:
     """
 
     def __init__(
-        self, network, bindings: dict, backend: str = "reference", precision: str = "float32", seed: int = 0
+        self, network, bindings: dict, backend: str = "auto", precision: str = "float32", seed: int = 0
     ):
-        if precision not in FLOAT and not (precision in GPU_PRECISIONS and backend == "cuda"):
+        self.backend = get_backend(backend)
+        if precision not in FLOAT and not (precision in GPU_PRECISIONS and self.backend.name == "cuda"):
             cuda_only = "'tf32' (TensorFloat-32 matmuls) is for backend='cuda'"
             raise NetcError(
                 f"precision must be one of {', '.join(FLOAT)}, got '{precision}'",
@@ -59,7 +59,6 @@ class Model:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise NetcError(f"the seed must be a non-negative integer, got {seed!r}")
         self.network, self.bindings, self.precision, self.seed = network, dict(bindings), precision, int(seed)
-        self.backend = get_backend(backend)
         self.training = True
         self.float_dtype = FLOAT.get(precision) or GPU_PRECISIONS[precision]  # NumPy's type of its floats
         self.runs = 0  # forward passes and steps run in train mode: the dropout seed's counter

@@ -7,7 +7,6 @@ and call each op's registry `ref`. Float tensors are computed in float32, or flo
 from __future__ import annotations
 
 import numpy as np
-
 from netc.compiler.ir import Graph, Value
 from netc.compiler.ops import OPS
 

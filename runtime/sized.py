@@ -10,8 +10,8 @@ when the size changes: once or twice an epoch.
 from __future__ import annotations
 
 from netc.compiler.errors import NetcError
-
 from netc.compiler.graph_queries import batch_symbol
+
 from .model import Model
 
 

@@ -13,7 +13,6 @@ import ctypes
 import math
 
 import numpy as np
-
 from netc.compiler.pipeline import Planned, compile_graph, compile_planned
 
 from .cpu import CpuRun, check_status

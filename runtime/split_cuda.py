@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 from netc.compiler.pipeline import Planned, compile_graph, compile_planned
 
 from .cuda import CudaCodegen, CudaRun, cupy_blas_loader

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from netc.compiler.errors import NetcError
 from netc.compiler.shapes import format_shape
 

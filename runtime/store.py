@@ -19,7 +19,6 @@ reference) the same interface, so models and trainers have one code path.
 from __future__ import annotations
 
 import numpy as np
-
 from netc.compiler.ir import LEAF_OPS
 from netc.compiler.passes.fuse import storage
 

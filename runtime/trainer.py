@@ -16,7 +16,6 @@ compiled backend the step updates them in place in its arena, where they stay un
 from __future__ import annotations
 
 import numpy as np
-
 from netc.compiler.errors import NetcError
 from netc.compiler.optim import LR_INPUT, STATE_PREFIX, STEP_BUFFER, Optimizer, check_lr, state_name
 from netc.compiler.shapes import format_shape

@@ -120,3 +120,66 @@ def test_train_and_eval_modes_switch_graphs():
     assert model.training and model.graph.mode == "train" and model.graph.updates
     model.eval()
     assert not model.training and model.graph.mode == "eval" and not model.graph.updates
+
+
+# -- habits from PyTorch ------------------------------------------------------------------------------------
+
+
+def test_the_default_backend_is_the_fastest_this_machine_runs(monkeypatch):
+    """backend="auto": cuda where CuPy sees a GPU, else cpu where there is a C compiler, else the reference;
+    $NETC_BACKEND chooses another."""
+    from netc.runtime import backends
+
+    monkeypatch.delenv("NETC_BACKEND")
+    backends.best_available.cache_clear()
+    try:
+        gpu = backends.best_available() == "cuda"
+        expected = "cuda" if gpu else "cpu"
+        assert netc.compile(EXAMPLES / "two_layer.net", batch=2).backend.name == expected
+        if not gpu:
+            monkeypatch.setenv("CC", "no-such-compiler")
+            backends.best_available.cache_clear()
+            assert netc.compile(EXAMPLES / "two_layer.net", batch=2).backend.name == "reference"
+        monkeypatch.setenv("NETC_BACKEND", "reference")
+        assert netc.compile(EXAMPLES / "two_layer.net", batch=2).backend.name == "reference"
+    finally:
+        backends.best_available.cache_clear()
+
+
+def test_a_model_runs_any_batch_size_and_shares_its_weights(lenet):
+    """Compiled for 2, it runs 3 and 1 (compiled on demand), on the same weights, as the reference does at
+    those sizes; inputs that disagree on the batch size are an error naming them."""
+    rng = np.random.default_rng(0)
+    model = netc.compile(EXAMPLES / "lenet.net", batch=2, backend="cpu")
+    model.load_state_dict(lenet.state_dict())
+    for size in (3, 1, 2):
+        x = rng.standard_normal((size, 1, 32, 32)).astype(np.float32)
+        target = rng.standard_normal((size, 10)).astype(np.float32)
+        got, want = model(x=x, target=target), lenet(x=x, target=target)
+        np.testing.assert_allclose(got["out"], want["out"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-4)
+    trainer = model.trainer(netc.optim.SGD(lr=0.1))
+    trainer.step(x=x[:1], target=target[:1])  # a short last batch trains the same weights
+    assert not np.allclose(model.state_dict()["fc1.weight"], lenet.state_dict()["fc1.weight"])
+    with pytest.raises(NetcError, match=r"disagree on the batch size \(N\): 'x' has 3, 'target' has 2"):
+        model(x=np.zeros((3, 1, 32, 32), np.float32), target=np.zeros((2, 10), np.float32))
+
+
+def test_pytorch_habits_get_errors_that_say_what_to_write(lenet):
+    import torch
+
+    x = np.zeros((2, 1, 32, 32), np.float32)
+    with pytest.raises(NetcError, match=r"passed by name: write model.forward\(x=...\)"):
+        lenet(x)
+    with pytest.raises(NetcError, match="requires grad") as error:
+        lenet(x=torch.zeros(2, 1, 32, 32, requires_grad=True))
+    assert "detach()" in error.value.hint
+    with pytest.raises(NetcError, match=r"netc.optim.SGD\(lr=0.1\)") as error:
+        netc.optim.SGD(lenet.parameters(), lr=0.1)
+    assert "model.trainer" in error.value.hint
+    with pytest.raises(NetcError, match="passed by name"):
+        lenet.trainer(netc.optim.SGD(lr=0.1)).step(x, np.zeros((2, 10), np.float32))
+    assert {"SGD", "Adam", "AdamW"} <= set(netc.optim.__all__)
+    for name in netc.optim.__all__:
+        assert getattr(netc.optim, name).__doc__, name
+    assert netc.Model.__doc__ and netc.Trainer.__doc__ and "Model" in netc.__all__ and "Trainer" in netc.__all__
