@@ -233,7 +233,10 @@ class Model:
             leaf = symbolic.get(name)
             if leaf is None or not leaf.shape or str(leaf.shape[0]) != self._batch_symbol:
                 continue
-            shape = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+            try:
+                shape = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+            except ValueError:  # a ragged list: check_input says so
+                continue
             if len(shape) == len(leaf.shape) and shape[0]:
                 sizes[name] = int(shape[0])  # a wrong rank or an empty batch: check_input says what is wrong
         if len(set(sizes.values())) > 1:

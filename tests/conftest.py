@@ -21,3 +21,26 @@ from tiny import write_tiny
 def tiny(tmp_path):
     """The tiny classifier and its data (tests/tiny.py), written to tmp_path: (net path, data path)."""
     return write_tiny(tmp_path)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "only_where(predicate): collect a parametrised test only for the parameters (by name) where "
+        "predicate(**params) is true",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Cases a test has nothing to check for, by design (an integer output to differentiate, an example the
+    compiled backends do not run), are left out at collection (`only_where`), not skipped at run time: a
+    skip then always means the machine lacks something."""
+    kept, dropped = [], []
+    for item in items:
+        mark = item.get_closest_marker("only_where")
+        callspec = getattr(item, "callspec", None)
+        applies = mark is None or callspec is None or mark.args[0](**callspec.params)
+        (kept if applies else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

@@ -174,11 +174,10 @@ def test_demo_runs(exported):
 
 
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
+@pytest.mark.only_where(lambda exported, **_: exported == "lenet")  # one network: the same template
 def test_cmake_builds_what_make_builds(exported, tmp_path):
     """The CMakeLists.txt builds the library and demo with the Makefile's flags: the same bits come out."""
     name, folder, _, _ = exported
-    if name != "lenet":
-        pytest.skip("one network is enough: the CMakeLists.txt is the same template")
     source = tmp_path / "src"
     built = shutil.ignore_patterns("*.o", "*.a", "*.so", "demo", "check", "*.bin")
     shutil.copytree(folder, source, ignore=built)
@@ -312,10 +311,9 @@ def _renamed(header: dict, data: bytes, name: str, new: str) -> bytes:
 
 
 @needs_cc
+@pytest.mark.only_where(lambda exported, **_: exported == "digits_cnn")  # one network: the same reader
 def test_hostile_files_are_refused_with_a_message_and_change_nothing(exported):
     name, folder, _, _ = exported
-    if name != "digits_cnn":
-        pytest.skip("one network is enough: the reader is the same code")
     files = hostile_files(folder / "weights.safetensors")
     paths = []
     for key, content in files.items():

@@ -9,6 +9,7 @@ import pytest
 
 import netc
 from netc import NetcError
+from netc.compiler.errors import InternalError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SOURCES = {p.name: p.read_text() for p in sorted(EXAMPLES.glob("*.net"))}
@@ -40,6 +41,8 @@ def load_or_error(text: str, tmp_path: Path) -> None:
     (tmp_path / "resnet_blocks.net").write_text(SOURCES["resnet_blocks.net"])
     try:
         netc.load(path, text=text)
+    except InternalError as err:  # a NetcError too, but a bug in netc: the fuzzer found one
+        raise AssertionError(f"internal error on this input:\n{text!r}") from err
     except NetcError as err:
         assert str(err)  # and the message renders
 

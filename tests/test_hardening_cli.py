@@ -161,11 +161,11 @@ def test_an_exception_inside_a_compiler_stage_is_an_internal_error_report(
     import importlib
 
     module = importlib.import_module(module_name)
-    if function == "grad":  # the command line calls grad through its own import of it
-        import netc.cli as cli
+    if function == "grad":  # the pipeline calls grad through its own import of it
+        import netc.compiler.pipeline as pipeline
 
         inject(monkeypatch, module, function)
-        monkeypatch.setattr(cli, "grad", getattr(module, function))
+        monkeypatch.setattr(pipeline, "grad", getattr(module, function))
     else:
         inject(monkeypatch, module, function)
     monkeypatch.delenv("NETC_DEBUG", raising=False)
