@@ -98,7 +98,8 @@ MISTAKES = {
         "                     ^"),
     "a convolution of a flat tensor": (
         "    fc = Linear(784, 10)\n    conv = Conv2d(1, 2, 3)\n    output x -> flatten -> fc -> conv\n",
-        "bad.net:6:34: error: conv (Conv2d) expects a 4-D input [N, C, H, W], got [N, 10]\n"
+        "bad.net:6:34: error: conv (Conv2d) expects a 4-D input [N, C, H, W] or an unbatched 3-D one "
+        "[C, H, W], got [N, 10]\n"
         "        output x -> flatten -> fc -> conv\n                                     ^^^^"),
     "a tensor passed to a constructor": (
         "    output Linear(x, 3)\n",

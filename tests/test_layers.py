@@ -303,7 +303,7 @@ def test_conv_wrong_rank():
     scope, (x,) = network(("x", (N, 784), "f32"))
     conv1 = layer_named(scope, "conv1", "Conv2d", 1, 6, 5)
     assert error_of(lambda: apply(scope, conv1, "conv1", x)) == \
-        "conv1 (Conv2d) expects a 4-D input [N, C, H, W], got [N, 784]"
+        "conv1 (Conv2d) expects a 4-D input [N, C, H, W] or an unbatched 3-D one [C, H, W], got [N, 784]"
 
 
 def test_kernel_larger_than_input():
@@ -324,8 +324,8 @@ def test_groups_must_divide_channels():
 
 
 def test_unsupported_options_say_so():
-    assert error_of(lambda: LAYERS["Conv2d"](3, 8, 3, padding_mode="reflect")) == \
-        "Conv2d: padding_mode='reflect' is not supported yet; only 'zeros' is"
+    assert error_of(lambda: LAYERS["ConvTranspose2d"](3, 8, 3, padding_mode="reflect")) == \
+        "ConvTranspose2d: only 'zeros' padding mode is supported, as in PyTorch; got 'reflect'"
     assert error_of(lambda: LAYERS["MaxPool2d"](2, return_indices=True)) == \
         "MaxPool2d: return_indices=True is not supported; netc's max pooling returns the values only"
     assert error_of(lambda: LAYERS["Conv2d"](3, 8, 3, stride=2, padding="same")) == \

@@ -3,7 +3,22 @@
 Importing this package registers them all.
 """
 
-from . import activations, attention, conv, dropout, embedding, losses, norm, pooling, tensor  # noqa: F401 - registers
+# One module a line, so that helpers adding functions at once do not all edit one line.
+from . import (  # noqa: F401 - registers them
+    activations,
+    attention,
+    conv,
+    conv_transpose,
+    dropout,
+    embedding,
+    losses,
+    more_activations,
+    norm,
+    padding,
+    pooling,
+    tensor,
+    upsample,
+)
 from .registry import FUNCTIONS, T, example, function
 
 __all__ = ["FUNCTIONS", "T", "example", "function"]

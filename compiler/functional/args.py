@@ -6,6 +6,9 @@ function. The caller attaches the source location.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from .. import build as B
 from ..errors import NetcError
 from ..ir import Value
 from ..shapes import concrete, format_shape
@@ -66,15 +69,33 @@ def check_float(x: Value, who: str, what: str = "input") -> Value:
     return x
 
 
-def check_spatial_input(x: Value, dims: int, who: str) -> tuple:
+def check_spatial_input(x: Value, dims: int, who: str, unbatched: bool = False) -> tuple:
     """Check that x is [N, C, *spatial] with `dims` spatial axes; return the spatial sizes (they must be
-    concrete)."""
+    concrete). `unbatched`: the op also takes [C, *spatial] (see unbatched_or_batched), and the message says
+    so."""
     check_tensor(x, who)
     if x.rank != dims + 2:
         layout = SPATIAL_LAYOUTS[dims]
+        if unbatched:
+            alone = layout.replace("[N, ", "[")
+            raise NetcError(
+                f"{who} expects a {dims + 2}-D input {layout} or an unbatched {dims + 1}-D one {alone}, "
+                f"got {format_shape(x.shape)}"
+            )
         raise NetcError(f"{who} expects a {dims + 2}-D input {layout}, got {format_shape(x.shape)}")
     check_float(x, who)
     return tuple(concrete(d, f"{who}: the spatial size of its input") for d in x.shape[2:])
+
+
+def unbatched_or_batched(x, dims: int, who: str, apply: Callable[[Value], Value]) -> Value:
+    """apply(x) for a batched x [N, C, *spatial]; for an unbatched one [C, *spatial], as PyTorch accepts it for
+    convolutions and pooling, apply to a batch of one and drop the batch axis again. A symbolic first axis is
+    a batch, never channels: such an input lacks a dimension, and apply() says so."""
+    if not isinstance(x, Value) or x.rank != dims + 1 or not is_int(x.shape[0]):
+        return apply(x)
+    check_float(x, who)
+    y = apply(B.reshape(x, (1,) + x.shape))
+    return B.reshape(y, y.shape[1:])
 
 
 def format_sizes(sizes) -> str:

@@ -13,7 +13,15 @@ from .. import build as B
 from ..errors import NetcError
 from ..ir import Value
 from ..shapes import format_shape, numel
-from .args import check_float, check_positive_int, check_spatial_input, check_tensor, spatial_tuple
+from .args import (
+    check_float,
+    check_positive_int,
+    check_spatial_input,
+    check_tensor,
+    spatial_tuple,
+    unbatched_or_batched,
+)
+from .padding import pad_axes
 from .registry import T, example, function
 from .windows import conv_padding, sliding_windows
 
@@ -54,11 +62,22 @@ def linear(ctx, input, weight, bias=None):
 
 
 def convolution(
-    ctx, x: Value, weight: Value, bias: Value | None, stride, padding, dilation, groups: int, who: str
+    ctx, x: Value, weight: Value, bias: Value | None, stride, padding, dilation, groups: int, who: str,
+    padding_mode: str = "zeros",
 ) -> Value:
-    """An N-d convolution (N = weight's rank - 2) with torch's conv semantics; `padding` may be "same"."""
+    """An N-d convolution (N = weight's rank - 2) with torch's conv semantics, batched or not; `padding` may be
+    "same"; a `padding_mode` other than zeros pads explicitly first (functional/padding.py), as torch does."""
+    return unbatched_or_batched(
+        x,
+        weight.rank - 2,
+        who,
+        lambda x: _batched_convolution(ctx, x, weight, bias, stride, padding, dilation, groups, who, padding_mode),
+    )
+
+
+def _batched_convolution(ctx, x, weight, bias, stride, padding, dilation, groups, who, padding_mode) -> Value:
     dims = weight.rank - 2
-    check_spatial_input(x, dims, who)
+    check_spatial_input(x, dims, who, unbatched=True)
     check_positive_int(groups, f"{who}: groups")
     c_out, c_in_per_group, *kernel = weight.shape
     if x.shape[1] != c_in_per_group * groups:
@@ -71,6 +90,8 @@ def convolution(
     stride = spatial_tuple(stride, dims, f"{who}: stride")
     dilation = spatial_tuple(dilation, dims, f"{who}: dilation")
     pads = conv_padding(padding, tuple(kernel), stride, dilation, who)
+    if padding_mode != "zeros":
+        x, pads = pad_axes(x, pads, padding_mode, who=who), ((0, 0),) * dims
     cols, out = sliding_windows(x, tuple(kernel), stride, pads, dilation, 0.0, who)
     n, k, windows = x.shape[0], math.prod(kernel), math.prod(out)
     cols = B.reshape(cols, (n, groups, c_in_per_group * k, windows))

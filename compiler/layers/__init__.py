@@ -8,13 +8,17 @@ from . import (  # noqa: F401 - registers them
     activation,
     attention,
     conv,
+    conv_transpose,
     group_norm,
     linear,
     local_response_norm,
     misc,
+    more_activations,
     norm,
+    padding,
     pool,
     recurrent,
+    upsample,
 )
 from .base import LAYERS, Layer, layer
 

@@ -11,6 +11,7 @@ from ..functional.args import (
     check_spatial_input,
     layer_label,
     spatial_tuple,
+    unbatched_or_batched,
 )
 from ..functional.conv import convolution
 from ..functional.windows import conv_padding
@@ -50,9 +51,7 @@ class ConvNd(Layer):
         self.dilation = spatial_tuple(dilation, self.dims, f"{kind}: dilation")
         conv_padding(padding, self.kernel_size, self.stride, self.dilation, kind)  # a bad one fails here
         self.padding = padding
-        check_choice(padding_mode, PADDING_MODES, f"{kind}: padding_mode")
-        if padding_mode != "zeros":
-            raise NetcError(f"{kind}: padding_mode='{padding_mode}' is not supported yet; only 'zeros' is")
+        self.padding_mode = check_choice(padding_mode, PADDING_MODES, f"{kind}: padding_mode")
         if not isinstance(bias, bool):
             raise NetcError(f"{kind}: bias must be true or false, got {bias!r}")
         self.has_bias = bias
@@ -68,15 +67,19 @@ class ConvNd(Layer):
             self.bias = None
 
     def forward(self, ctx, x):
+        return unbatched_or_batched(x, self.dims, layer_label(self), lambda x: self._forward(ctx, x))
+
+    def _forward(self, ctx, x):
         who = layer_label(self)
-        check_spatial_input(x, self.dims, who)
+        check_spatial_input(x, self.dims, who, unbatched=True)
         if x.shape[1] != self.in_channels:
             raise ctx.error(
                 f"{self.name} expects {self.in_channels} input channels, got {x.shape[1]} "
                 f"from {ctx.describe(x)}"
             )
         return convolution(
-            ctx, x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, who
+            ctx, x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, who,
+            self.padding_mode,
         )
 
 
@@ -88,6 +91,8 @@ class Conv1d(ConvNd):
         ((2, 4, 3), {}, [(2, 2, 9)]),
         ((4, 6, 3), {"stride": 2, "padding": 1, "groups": 2, "bias": False}, [(2, 4, 10)]),
         ((3, 2, 4), {"padding": "same", "dilation": 1}, [(2, 3, 8)]),
+        ((2, 3, 3), {"padding": 2, "padding_mode": "reflect", "stride": 2}, [(2, 2, 7)]),
+        ((2, 2, 3), {"padding": "same", "dilation": 2, "padding_mode": "circular"}, [(1, 2, 6)]),
     )
 
 
@@ -104,6 +109,9 @@ class Conv2d(ConvNd):
         ),
         ((2, 3, 3), {"padding": "same", "dilation": 2}, [(1, 2, 7, 6)]),
         ((2, 3, 2), {"padding": "same"}, [(1, 2, 5, 5)]),
+        ((2, 4, 3), {"padding": (2, 1), "padding_mode": "replicate", "groups": 2}, [(2, 2, 5, 4)]),
+        ((2, 3, (3, 2)), {"padding": (1, 2), "padding_mode": "circular", "stride": 2}, [(1, 2, 5, 6)]),
+        ((2, 3, 2), {"padding": "same", "padding_mode": "reflect"}, [(1, 2, 5, 6)]),
         ((3, 3, 3), {"groups": 3, "padding": "valid", "bias": False}, [(2, 3, 5, 5)]),
     )
 
@@ -114,5 +122,6 @@ class Conv3d(ConvNd):
     torch_twin = "Conv3d"
     examples = (
         ((2, 3, 3), {"padding": 1}, [(1, 2, 4, 5, 4)]),
+        ((2, 2, 2), {"padding": (1, 0, 1), "padding_mode": "reflect"}, [(1, 2, 3, 4, 3)]),
         ((2, 4, (2, 3, 1)), {"stride": (1, 2, 1), "groups": 2}, [(2, 2, 4, 6, 3)]),
     )
