@@ -230,6 +230,7 @@ INIT_CASES = [
     ("Linear", (300, 20), {}), ("Conv2d", (6, 16, 5), {}), ("Conv1d", (4, 8, 3), {"groups": 2}),
     ("Conv3d", (2, 4, 3), {}), ("BatchNorm2d", (8,), {}), ("BatchNorm1d", (4,), {"affine": False}),
     ("LayerNorm", ((4, 5),), {}), ("Embedding", (200, 8), {}), ("Embedding", (200, 8), {"padding_idx": 3}),
+    ("ConvTranspose2d", (4, 6, 3), {"groups": 2}), ("ConvTranspose1d", (8, 3, 5), {}), ("PReLU", (3,), {}),
 ]
 
 

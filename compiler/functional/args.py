@@ -6,6 +6,7 @@ function. The caller attaches the source location.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from .. import build as B
@@ -27,7 +28,12 @@ def is_int(value) -> bool:
 
 
 def spatial_tuple(value, dims: int, what: str, minimum: int = 1) -> tuple:
-    """An int per spatial axis, as torch's `_pair` makes them: one int for all axes, or a tuple of `dims`."""
+    """An int per spatial axis, as torch's `_pair` makes them: one int for all axes, or a tuple of `dims`; a
+    tuple of one int counts for all axes, as ATen expands it."""
+    if isinstance(value, list):
+        value = tuple(value)
+    if isinstance(value, tuple) and len(value) == 1 and is_int(value[0]):
+        value = value * dims
     if is_int(value):
         value = (value,) * dims
     if not (isinstance(value, tuple) and len(value) == dims and all(is_int(v) for v in value)):
@@ -96,6 +102,16 @@ def unbatched_or_batched(x, dims: int, who: str, apply: Callable[[Value], Value]
     check_float(x, who)
     y = apply(B.reshape(x, (1,) + x.shape))
     return B.reshape(y, y.shape[1:])
+
+
+def accepts_unbatched(op: Callable) -> Callable:
+    """Decorate op(x, dims, ..., who=...) so that it also takes an unbatched x [C, *spatial]."""
+
+    @functools.wraps(op)
+    def either(x, dims: int, *args, who: str, **kwargs):
+        return unbatched_or_batched(x, dims, who, lambda x: op(x, dims, *args, who=who, **kwargs))
+
+    return either
 
 
 def format_sizes(sizes) -> str:

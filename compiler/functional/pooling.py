@@ -15,7 +15,7 @@ import numpy as np
 from .. import build as B
 from ..errors import NetcError
 from ..ir import Value
-from .args import check_spatial_input, is_int, spatial_tuple
+from .args import accepts_unbatched, check_spatial_input, is_int, spatial_tuple
 from .registry import T, example, function
 from .windows import ceil_mode_padding, sliding_windows, symmetric
 
@@ -31,7 +31,7 @@ def check_half_kernel_padding(kernel: tuple, padding: tuple, who: str) -> None:
 
 def _pool_geometry(x: Value, dims: int, kernel_size, stride, padding, dilation, ceil_mode: bool, who: str):
     """Checked kernel, stride and dilation, and the (low, high) pads that realise padding and ceil_mode."""
-    spatial = check_spatial_input(x, dims, who)
+    spatial = check_spatial_input(x, dims, who, unbatched=True)
     kernel = spatial_tuple(kernel_size, dims, f"{who}: kernel_size")
     stride = kernel if stride is None or stride == () else spatial_tuple(stride, dims, f"{who}: stride")
     padding = spatial_tuple(padding, dims, f"{who}: padding", minimum=0)
@@ -41,6 +41,7 @@ def _pool_geometry(x: Value, dims: int, kernel_size, stride, padding, dilation, 
     return kernel, stride, padding, dilation, pads
 
 
+@accepts_unbatched
 def max_pool(
     x: Value,
     dims: int,
@@ -77,6 +78,7 @@ def _window_counts(size: int, kernel: int, stride: int, padding: int, count: int
     return counts
 
 
+@accepts_unbatched
 def avg_pool(
     x: Value,
     dims: int,
@@ -128,8 +130,9 @@ def _adapt_axis(x: Value, axis: int, out: int) -> Value:
     return B.swap_axes(B.reshape(pooled, moved.shape[:-1] + (out,)), axis, -1)
 
 
+@accepts_unbatched
 def adaptive_avg_pool(x: Value, dims: int, output_size, *, who: str) -> Value:
-    spatial = check_spatial_input(x, dims, who)
+    spatial = check_spatial_input(x, dims, who, unbatched=True)
     if output_size is None or is_int(output_size):
         output_size = (output_size,) * dims
     if not isinstance(output_size, tuple) or len(output_size) != dims:

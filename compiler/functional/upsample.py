@@ -100,23 +100,33 @@ def along_axis(x: Value, axis: int, matrix: np.ndarray) -> Value:
     return B.reshape(B.matmul(constant, B.reshape(x, (-1, size, rows))), lead + (out,) + trail)
 
 
-def repeat_axis(x: Value, axis: int, times: int) -> Value:
-    """Each element along `axis` repeated `times` times in place: [a, b] -> [a, a, b, b]."""
-    lead, size, trail = x.shape[:axis], x.shape[axis], x.shape[axis + 1 :]
-    spread = B.broadcast_to(B.reshape(x, lead + (size, 1) + trail), lead + (size, times) + trail)
-    return B.reshape(spread, lead + (size * times,) + trail)
+def repeat_axes(x: Value, times: dict) -> Value:
+    """Each element repeated times[axis] times in place along each axis named: [a, b] -> [a, a, b, b]. One
+    broadcast for all the axes: a size-1 axis after each repeated one, spread, then merged into it."""
+    ones, spread, merged = [], [], []
+    for axis, d in enumerate(x.shape):
+        ones.append(d), spread.append(d), merged.append(d * times.get(axis, 1))
+        if axis in times:
+            ones.append(1), spread.append(times[axis])
+    return B.reshape(B.broadcast_to(B.reshape(x, tuple(ones)), tuple(spread)), tuple(merged))
 
 
-def _resize_nearest(x: Value, axis: int, out: int, scale, exact: bool) -> Value:
-    size = x.shape[axis]
-    picks = nearest_indices(size, out, scale, exact)
-    if np.array_equal(picks, np.arange(size)):
-        return x
-    if out % size == 0 and np.array_equal(picks, np.arange(out) // (out // size)):
-        return repeat_axis(x, axis, out // size)
-    selection = np.zeros((out, size))
-    selection[np.arange(out), picks] = 1.0
-    return along_axis(x, axis, selection)
+def _resize_nearest(x: Value, outs: tuple, scales: tuple, exact: bool) -> Value:
+    """Each spatial axis resized by picking elements: whole-number scales by one broadcast, others by a
+    selection matrix."""
+    repeats = {}
+    for axis, (out, scale) in enumerate(zip(outs, scales), start=2):
+        size = x.shape[axis]
+        picks = nearest_indices(size, out, scale, exact)
+        if np.array_equal(picks, np.arange(size)):
+            continue
+        if out % size == 0 and np.array_equal(picks, np.arange(out) // (out // size)):
+            repeats[axis] = out // size
+            continue
+        selection = np.zeros((out, size))
+        selection[np.arange(out), picks] = 1.0
+        x = along_axis(x, axis, selection)
+    return repeat_axes(x, repeats) if repeats else x
 
 
 def _check_mode(x: Value, mode: str, align_corners, antialias, who: str) -> bool:
@@ -155,11 +165,11 @@ def interpolate_value(x: Value, size=None, scale_factor=None, mode="nearest", al
     out, scales = output_and_scales(spatial, size, scale_factor, recompute_scale_factor, who)
     if mode == "area":
         return adaptive_avg_pool(x, len(spatial), out, who=who)
+    if mode not in LINEAR_RANKS:
+        return _resize_nearest(x, out, scales, exact=mode == "nearest-exact")
     for axis, (s, o, scale) in enumerate(zip(spatial, out, scales), start=2):
-        if mode in LINEAR_RANKS:
-            x = x if o == s else along_axis(x, axis, linear_matrix(s, o, scale, aligned))
-        else:
-            x = _resize_nearest(x, axis, o, scale, exact=mode == "nearest-exact")
+        if o != s:
+            x = along_axis(x, axis, linear_matrix(s, o, scale, aligned))
     return x
 
 

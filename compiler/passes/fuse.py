@@ -245,12 +245,23 @@ class _Partition:
         kernel alone stores it: the others that pulled it in may loop over another shape (a broadcast of a
         [4] vector pulled into a [4, 10] loop would be written 40 times over, past its buffer)."""
         if v.id in self.floating:
+            if v.op == "broadcast_to":
+                self.store_spread_sources(v, position)
             kernel = Kernel("elementwise")
             self.pull(v, kernel)
             self.stored_by[v.id] = kernel
             self.add(kernel, position - 0.5)
             self.position[v.id] = position - 0.5
             del self.floating[v.id]
+
+    def store_spread_sources(self, x: Value, position: float) -> None:
+        """A broadcast loads its source from memory at strided offsets, or, computed in the same loop, takes it
+        as one number. A source that is itself a broadcast of more than one number (a repeat: broadcast,
+        reshape, broadcast) is neither until stored: store it, and the same for its own source first."""
+        source = storage(x.inputs[0])
+        if source.id in self.floating and source.op == "broadcast_to" and math.prod(source.shape) != 1:
+            self.store_spread_sources(source, position)
+            self.materialise(source, position)
 
     def pull(self, v: Value, kernel: Kernel) -> None:
         """Add a floating value to a kernel, after the floating values it reads."""
@@ -280,6 +291,8 @@ class _Partition:
             if x.id in self.floating and x.op == "broadcast_to" and x.shape != v.shape:
                 # Read through a reshape: its strided load would need coordinates of another shape.
                 self.materialise(x, self.position[v.id])
+            elif x.id in self.floating and x.op == "broadcast_to":
+                self.store_spread_sources(x, self.position[v.id])
         group = None
         # The kernels computing v's inputs first; then the latest kernels holding a value connected to v by
         # elementwise ops, which v may join though it uses nothing they compute (an optimiser's moment

@@ -21,14 +21,22 @@ SPLIT_SEED = 0
 TEST_FRACTION = 0.25
 
 
-def make_digits(folder: Path) -> tuple[Path, Path]:
+def split_digits() -> tuple:
+    """(x_train, x_test, y_train, y_test): the raw images [samples, 1, 8, 8] (grey levels 0 to 16) and labels."""
     digits = load_digits()
     images = digits.images.astype(np.float32)[:, None]  # [samples, 1 channel, 8, 8]: the layout Conv2d takes
     labels = digits.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        images, labels, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=labels
-    )
-    mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1.0  # pixel values run from 0 to 16
+    return train_test_split(images, labels, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=labels)
+
+
+def pixel_statistics(x_train: np.ndarray) -> tuple:
+    """The mean and scale each pixel is standardised with (undo it with x * std + mean to draw an image)."""
+    return x_train.mean(axis=0), x_train.std(axis=0) + 1.0  # pixel values run from 0 to 16
+
+
+def make_digits(folder: Path) -> tuple[Path, Path]:
+    x_train, x_test, y_train, y_test = split_digits()
+    mean, std = pixel_statistics(x_train)
     folder.mkdir(parents=True, exist_ok=True)
     paths = folder / "train.npz", folder / "test.npz"
     for path, x, y in zip(paths, (x_train, x_test), (y_train, y_test)):
