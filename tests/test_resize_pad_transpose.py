@@ -1,13 +1,21 @@
 """What the registry-generated parity tests (test_layers.py, test_functions.py) cannot express for transposed
 convolutions, padding, interpolation and convolutions' inputs: unbatched inputs [C, *spatial] (their first dim
 would be taken for the batch there), one-element tuples for per-axis arguments, ConvTranspose's
-forward(x, output_size=...), default initialisation, and the misuses that must be located errors (exit 2).
+forward(x, output_size=...), the misuses that must be located errors (exit 2), a fusion bug that nearest
+upsampling's repeat exposed, and the autoencoder example (against its twin, and the README's commands).
 
 The unbatched network runs on the reference and cpu backends against a PyTorch twin with the same weights:
 outputs, and the gradients of a loss over all of them (parameters and inputs).
 """
 
 from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,8 +43,11 @@ network Unbatched {
     o5 = conv_transpose1d(a, w, stride = 2, padding = 1)
     o6 = t2(c, output_size = (9, 9))
     o7 = max_pool2d(b, 3, stride = 2, padding = 1, ceil_mode = true)
-    output o1, o2, o3, o4, o5, o6, o7
-    minimize sum(o1 * o1) + sum(o2 * o2) + sum(o3 * o3) + sum(o4 * o4) + sum(o5 * o5) + sum(o6 * o6) + sum(o7 * o7)
+    o8 = interpolate(reshape(b, 1, 2, 7, 6), scale_factor = (1.5, 0.7), mode = "bilinear")
+    o9 = interpolate(reshape(c, 1, 4, 5, 5), scale_factor = (2, 4)) -> pixel_unshuffle(2)
+    output o1, o2, o3, o4, o5, o6, o7, o8, o9
+    minimize sum(o1 * o1) + sum(o2 * o2) + sum(o3 * o3) + sum(o4 * o4) + sum(o5 * o5) + sum(o6 * o6) + (
+        sum(o7 * o7) + sum(o8 * o8) + sum(o9 * o9))
 }
 """
 
@@ -56,6 +67,8 @@ def torch_unbatched(state: dict, t: dict) -> dict:
         "o5": F.conv_transpose1d(t["a"], t["w"], stride=2, padding=1),
         "o6": t2(t["c"], output_size=(9, 9)),
         "o7": F.max_pool2d(t["b"], 3, stride=2, padding=1, ceil_mode=True),
+        "o8": F.interpolate(t["b"][None], scale_factor=(1.5, 0.7), mode="bilinear"),
+        "o9": F.pixel_unshuffle(F.interpolate(t["c"][None], scale_factor=(2, 4)), 2),
     }
     loss = sum((o * o).sum() for o in outs.values())
     named = {**{f"{n}.{k}": p for n, m in (("c1", c1), ("c2", c2), ("t2", t2)) for k, p in m.named_parameters()},
@@ -180,3 +193,81 @@ def test_a_repeat_made_of_two_broadcasts_runs_as_the_reference_does(use):
     feeds = {"x": rng.standard_normal((2, 3)), "z": rng.standard_normal((4, 3, 2))}
     want = run_on("reference", graph, [y], feeds)[y.id]
     np.testing.assert_array_equal(run_on("cpu", graph, [y], feeds)[y.id], want)
+
+
+# -- the autoencoder example (examples/digits/autoencoder.net) ---------------------------------------------------
+
+DIGITS_DIR = Path(__file__).resolve().parent.parent / "examples" / "digits"
+
+
+class DigitsAutoencoder(torch.nn.Module):
+    """The PyTorch twin of examples/digits/autoencoder.net."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc1 = torch.nn.Conv2d(1, 16, 3, stride=2, padding=1)
+        self.enc2 = torch.nn.Conv2d(16, 8, 3, stride=2, padding=1)
+        self.dec1 = torch.nn.ConvTranspose2d(8, 16, 3, stride=2, padding=1, output_padding=1)
+        self.up = torch.nn.Upsample(scale_factor=2, mode="bilinear")
+        self.dec2 = torch.nn.Conv2d(16, 1, 3, padding=1)
+
+    def forward(self, x):
+        code = torch.relu(self.enc2(torch.relu(self.enc1(x))))
+        reconstruction = self.dec2(self.up(torch.relu(self.dec1(code))))
+        return {"reconstruction": reconstruction, "loss": F.mse_loss(reconstruction, x)}
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> dict:
+    """train.npz and test.npz, written by the example's own script."""
+    spec = importlib.util.spec_from_file_location("make_data", DIGITS_DIR / "make_data.py")
+    make_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_data)
+    train, test = make_data.make_digits(tmp_path_factory.mktemp("digits"))
+    return {"train": train, "test": test}
+
+
+def test_autoencoder_matches_its_twin(digits):
+    """The example's loss and gradients against PyTorch's from the same weights, on real digits."""
+    torch.manual_seed(0)
+    twin = DigitsAutoencoder()
+    model = netc.compile(DIGITS_DIR / "autoencoder.net", batch=16)
+    model.load_state_dict(twin.state_dict())
+    x = np.load(digits["train"])["x"][:16]
+    got = model.gradients(x=x)
+    out = twin(torch.from_numpy(x))
+    out["loss"].backward()
+    assert got["loss"] == pytest.approx(out["loss"].item(), rel=1e-5)
+    for name, parameter in twin.named_parameters():
+        np.testing.assert_allclose(got[name], parameter.grad.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_autoencoder_readme_commands(digits, tmp_path, capsys):
+    """The README's four commands: train, eval (the loss it states), predict, and the drawing."""
+    net, weights = DIGITS_DIR / "autoencoder.net", tmp_path / "autoencoder.safetensors"
+    train = ["train", net, "--data", digits["train"], "--val-split", "0.1", "--optimizer", "adam", "--lr", "0.003",
+             "--epochs", "30", "--backend", "cpu", "--checkpoint", weights, "--quiet"]
+    assert run_cli(capsys, *train)[0] == 0
+    code, out, _ = run_cli(capsys, "eval", net, "--weights", weights, "--data", digits["test"], "--backend", "cpu")
+    assert code == 0
+    assert float(re.search(r"loss ([\d.]+)", out).group(1)) < 0.11, out
+    predictions, png = tmp_path / "reconstructions.npz", tmp_path / "reconstructions.png"
+    predict = ["predict", net, "--weights", weights, "--data", digits["test"], "-o", predictions, "--backend", "cpu"]
+    assert run_cli(capsys, *predict)[0] == 0
+    draw = [sys.executable, DIGITS_DIR / "draw_reconstructions.py", "--data", digits["test"], "--predictions",
+            predictions, "-o", png]
+    subprocess.run([str(a) for a in draw], check=True, capture_output=True)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed: CUDA sources not compiled")
+def test_the_cuda_training_step_compiles_with_nvcc(tmp_path):
+    """Transposed convolutions, padding modes, interpolation and pixel shuffles in one CUDA module, as the
+    training step renders it (no new kernel template: they lower to matmul, fold, concat, slice and broadcast)."""
+    from netc.compiler.autodiff import grad
+    from netc.compiler.passes.simplify import simplify
+    from test_cuda_codegen import cuda_source, nvcc
+
+    path = tmp_path / "unbatched.net"
+    path.write_text(UNBATCHED)
+    nvcc(cuda_source(simplify(grad(netc.load(path).lower({}, training=True)))), tmp_path)
