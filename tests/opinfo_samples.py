@@ -81,7 +81,29 @@ OPINFO_OPS = {
     ("nn.functional.cross_entropy", ""): "cross_entropy",
     ("nn.functional.nll_loss", ""): "nll_loss",
     ("nn.functional.binary_cross_entropy_with_logits", ""): "binary_cross_entropy_with_logits",
+    ("nn.functional.conv_transpose1d", ""): "conv_transpose1d",
+    ("nn.functional.conv_transpose2d", ""): "conv_transpose2d",
+    ("nn.functional.conv_transpose3d", ""): "conv_transpose3d",
+    ("nn.functional.pad", "constant"): "pad",
+    ("nn.functional.pad", "reflect"): "pad",
+    ("nn.functional.pad", "replicate"): "pad",
+    ("nn.functional.pad", "circular"): "pad",
+    ("nn.functional.interpolate", "nearest"): "interpolate",
+    ("nn.functional.interpolate", "nearest-exact"): "interpolate",
+    ("nn.functional.interpolate", "linear"): "interpolate",
+    ("nn.functional.interpolate", "bilinear"): "interpolate",
+    ("nn.functional.interpolate", "trilinear"): "interpolate",
+    ("nn.functional.interpolate", "area"): "interpolate",
+    ("nn.functional.pixel_shuffle", ""): "pixel_shuffle",
+    ("nn.functional.pixel_unshuffle", ""): "pixel_unshuffle",
+    ("nn.functional.prelu", ""): "prelu",
 }
+# Elementwise activations whose registry examples (tests/test_functions.py) already check every backend, forward
+# and gradients: their OpInfo samples run in the long mode only (NETC_OPINFO_ALL=1), to keep CI's time.
+LONG_ONLY_OPS = {("nn.functional." + name, ""): name for name in (
+    "elu", "celu", "selu", "softplus", "hardtanh", "relu6", "hardswish", "hardsigmoid", "mish", "logsigmoid",
+    "softsign", "tanhshrink",
+)}
 # netc functions that are another name of a function above, or that OpInfo has no entry for
 ALIASES = {
     "avgpool1d": "avg_pool1d",

@@ -5,7 +5,8 @@ torch, on the reference and cpu backends and, for every fourth op, the emulated 
 The samples of an op run as one network (one compile per backend). Each sample the language cannot express, or
 that netc refuses with a NetcError, is listed with its reason in tests/opinfo_unsupported.txt, and the test
 fails when the list and what happens differ, either way. CI takes a deterministic subset of each op's samples
-(CI_SAMPLES, spread over the list); NETC_OPINFO_ALL=1 takes all of them. After a deliberate change:
+(CI_SAMPLES, spread over the list); NETC_OPINFO_ALL=1 takes all of them, and adds the ops of LONG_ONLY_OPS
+(opinfo_samples.py). After a deliberate change:
 
     python3 tests/test_opinfo.py --write        # regenerate tests/opinfo_unsupported.txt from every sample
 
@@ -26,15 +27,24 @@ import pytest
 import torch
 from netc import NetcError
 from netgen.check import host
-from opinfo_samples import ALIASES, NO_OPINFO, OPINFO_OPS, Inexpressible, render, sample_network
+from opinfo_samples import (
+    ALIASES,
+    LONG_ONLY_OPS,
+    NO_OPINFO,
+    OPINFO_OPS,
+    Inexpressible,
+    render,
+    sample_network,
+)
 from parity import EMULATED, HAS_CXX, available
 
 UNSUPPORTED_FILE = Path(__file__).resolve().parent / "opinfo_unsupported.txt"
 ALL_SAMPLES = os.environ.get("NETC_OPINFO_ALL") == "1" or "--write" in sys.argv
 CI_SAMPLES = 6
 RTOL, ATOL = 1e-4, 2e-5
-KEYS = sorted(OPINFO_OPS)
+KEYS = sorted(OPINFO_OPS) + (sorted(LONG_ONLY_OPS) if ALL_SAMPLES else [])
 EMULATED_KEYS = KEYS[::4] if not ALL_SAMPLES else KEYS
+NETC_NAMES = {**OPINFO_OPS, **LONG_ONLY_OPS}
 
 
 def key_text(key) -> str:
@@ -62,7 +72,7 @@ def chosen_samples(key) -> list:
 
 def classify(key) -> tuple[list, dict]:
     """The expressible samples' networks, and {index: reason} for the others."""
-    op, name = op_database()[key], OPINFO_OPS[key]
+    op, name = op_database()[key], NETC_NAMES[key]
     rng = np.random.default_rng(0)
     networks, unsupported = [], {}
     for index, sample in chosen_samples(key):
@@ -138,9 +148,10 @@ def test_opinfo_samples_match_pytorch(key):
 def test_every_netc_function_with_a_torch_counterpart_is_covered():
     from netc.compiler.functional.registry import FUNCTIONS
 
-    covered = set(OPINFO_OPS.values()) | set(ALIASES) | set(NO_OPINFO)
+    covered = set(OPINFO_OPS.values()) | set(LONG_ONLY_OPS.values()) | set(ALIASES) | set(NO_OPINFO)
     assert sorted(set(FUNCTIONS) - covered) == []
-    assert set(KEYS) <= set(op_database()), "an OpInfo entry named here is not in this torch's op_db"
+    named = set(OPINFO_OPS) | set(LONG_ONLY_OPS)
+    assert named <= set(op_database()), "an OpInfo entry named here is not in this torch's op_db"
 
 
 def write_unsupported() -> None:

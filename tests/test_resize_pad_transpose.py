@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -259,15 +258,3 @@ def test_autoencoder_readme_commands(digits, tmp_path, capsys):
     subprocess.run([str(a) for a in draw], check=True, capture_output=True)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-
-@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed: CUDA sources not compiled")
-def test_the_cuda_training_step_compiles_with_nvcc(tmp_path):
-    """Transposed convolutions, padding modes, interpolation and pixel shuffles in one CUDA module, as the
-    training step renders it (no new kernel template: they lower to matmul, fold, concat, slice and broadcast)."""
-    from netc.compiler.autodiff import grad
-    from netc.compiler.passes.simplify import simplify
-    from test_cuda_codegen import cuda_source, nvcc
-
-    path = tmp_path / "unbatched.net"
-    path.write_text(UNBATCHED)
-    nvcc(cuda_source(simplify(grad(netc.load(path).lower({}, training=True)))), tmp_path)

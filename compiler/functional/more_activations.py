@@ -82,17 +82,19 @@ def tanhshrink_of(x: Value) -> Value:
 
 
 def prelu_of(x: Value, weight: Value, who: str) -> Value:
-    """x where x > 0, else weight * x, one weight per channel (axis 1) or one for all."""
+    """x where x > 0, else weight * x, one weight per channel (axis 1) or one for all ([1] or a scalar)."""
     check_tensor(weight, who, "weight")
-    count = weight.shape[0] if weight.rank == 1 else None
+    count = weight.shape[0] if weight.rank == 1 else 1 if weight.rank == 0 else None
     channels = x.shape[1] if x.rank >= 2 else 1
-    if weight.rank != 1 or count not in (1, channels):
+    if weight.rank > 1 or count not in (1, channels):
         raise NetcError(
             f"{who}: weight {format_shape(weight.shape)} must hold one value, or one per channel "
             f"({channels}, axis 1 of {format_shape(x.shape)})"
         )
     if count != 1:
         weight = B.reshape(weight, (count,) + (1,) * (x.rank - 2))
+    elif weight.rank == 1 and x.rank == 0:
+        weight = B.reshape(weight, ())
     return B.where(B.gt(x, 0.0), x, B.mul(x, weight))
 
 
@@ -172,6 +174,7 @@ def hardtanh(ctx, input, min_val=-1.0, max_val=1.0, inplace=False):
     examples=[
         example(T.of(2, 3, 4), T.of(3, low=0, high=0.5)),
         example(T.of(4, 5), T.of(1)),
+        example(T.of(4, 5), T.of()),  # one slope, as a scalar
         example(T.of(3, 2, 3, 3), T.of(2)),
     ],
 )

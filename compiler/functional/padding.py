@@ -1,7 +1,7 @@
 """Padding: `pad` (torch.nn.functional.pad's modes constant, reflect, replicate and circular), which the padding
 layers and the convolutions' `padding_mode` lower through.
 
-Constant padding is the `pad` primitive (a negative amount crops, through `slice`). The other modes copy
+Constant padding is the `pad` primitive (in every mode a negative amount crops, through `slice`). The other modes copy
 elements of the input itself, so each is pieces of the input joined by `concat` along one axis at a time:
 replicate repeats the edge (a one-element slice broadcast), circular wraps around (the slice from the other end),
 reflect mirrors without repeating the edge (one single-element slice per padded element, as slices only step
@@ -81,12 +81,14 @@ def pad_axes(x: Value, pads: tuple, mode: str = "constant", value: float = 0.0, 
         if not any(lo or hi for lo, hi in grow):
             return x
         return x.graph.emit("pad", x, pads=((0, 0),) * lead + grow, value=float(value))
+    # A negative pad crops, as torch's does: circular padding wraps around what is left, reflect and replicate
+    # mirror or repeat the input's own edges (crop after padding).
+    if mode == "circular":
+        x = _crop(x, pads)
     for axis, (low, high) in enumerate(pads, start=lead):
-        if low < 0 or high < 0:
-            raise NetcError(f"{who}: {mode} padding must be non-negative, got {(low, high)}")
-        if low or high:
-            x = B.concat(_axis_pieces(x, axis, low, high, mode, who), axis)
-    return x
+        if max(low, 0) or max(high, 0):
+            x = B.concat(_axis_pieces(x, axis, max(low, 0), max(high, 0), mode, who), axis)
+    return _crop(x, pads) if mode != "circular" else x
 
 
 @function(
@@ -99,6 +101,8 @@ def pad_axes(x: Value, pads: tuple, mode: str = "constant", value: float = 0.0, 
         example(T.of(2, 3, 4, 5), (2, 0, 1, 3), mode="replicate"),
         example(T.of(1, 2, 3, 4, 3), (1, 1, 2, 0, 0, 3), mode="circular"),
         example(T.of(2, 5), (3, 1), mode="reflect"),  # unbatched [C, L]
+        example(T.of(2, 3, 6), (-2, 1), mode="reflect"),  # crops, mirroring the input's own edge
+        example(T.of(2, 3, 6), (1, -2), mode="circular"),  # crops, then wraps around what is left
     ],
 )
 def pad(ctx, input, pad, mode="constant", value=None):
