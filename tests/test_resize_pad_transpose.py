@@ -16,13 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import netc
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from cli_run import run_cli
-
-import netc
 from netc.compiler.errors import NetcError
 
 UNBATCHED = """
@@ -57,7 +56,9 @@ def torch_unbatched(state: dict, t: dict) -> dict:
     c2 = torch.nn.Conv2d(2, 3, 3, padding=1, padding_mode="replicate").double()
     t2 = torch.nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1, groups=2).double()
     for name, module in (("c1", c1), ("c2", c2), ("t2", t2)):
-        module.load_state_dict({k.removeprefix(f"{name}."): v for k, v in state.items() if k.startswith(name)})
+        module.load_state_dict(
+            {k.removeprefix(f"{name}."): v for k, v in state.items() if k.startswith(name)}
+        )
     outs = {
         "o1": F.max_pool1d(c1(t["a"]), 2),
         "o2": F.avg_pool2d(c2(t["b"]), 2, stride=1),
@@ -70,8 +71,10 @@ def torch_unbatched(state: dict, t: dict) -> dict:
         "o9": F.pixel_unshuffle(F.interpolate(t["c"][None], scale_factor=(2, 4)), 2),
     }
     loss = sum((o * o).sum() for o in outs.values())
-    named = {**{f"{n}.{k}": p for n, m in (("c1", c1), ("c2", c2), ("t2", t2)) for k, p in m.named_parameters()},
-             **t}
+    named = {
+        **{f"{n}.{k}": p for n, m in (("c1", c1), ("c2", c2), ("t2", t2)) for k, p in m.named_parameters()},
+        **t,
+    }
     grads = torch.autograd.grad(loss, list(named.values()))
     return outs, dict(zip(named, grads))
 
@@ -82,8 +85,12 @@ def test_unbatched_inputs_and_one_element_tuples_match_torch(tmp_path, backend):
     path.write_text(UNBATCHED)
     model = netc.compile(path, backend=backend, precision="float64")
     rng = np.random.default_rng(0)
-    feeds = {"a": rng.uniform(-1, 1, (3, 9)), "b": rng.uniform(-1, 1, (2, 7, 6)), "c": rng.uniform(-1, 1, (4, 5, 5)),
-             "w": rng.uniform(-1, 1, (3, 2, 2))}
+    feeds = {
+        "a": rng.uniform(-1, 1, (3, 9)),
+        "b": rng.uniform(-1, 1, (2, 7, 6)),
+        "c": rng.uniform(-1, 1, (4, 5, 5)),
+        "w": rng.uniform(-1, 1, (3, 2, 2)),
+    }
     state = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in model.state_dict().items()}
     tensors = {k: torch.from_numpy(v).requires_grad_() for k, v in feeds.items()}
     want, want_grads = torch_unbatched(state, tensors)
@@ -95,45 +102,71 @@ def test_unbatched_inputs_and_one_element_tuples_match_torch(tmp_path, backend):
         np.testing.assert_allclose(got_grads[name], value.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
 
 
-# -- misuse: located errors, exit 2 ----------------------------------------------------------------------------
+# -- misuse: located errors, exit 2
+# ----------------------------------------------------------------------------
 
 MISUSES = {
     "output_padding at least the stride and the dilation": (
         "    up = ConvTranspose2d(3, 2, 3, stride = 2, output_padding = 2)\n    output x -> up\n",
-        "bad.net:4:10: error: ConvTranspose2d: output_padding 2x2 must be smaller than either the stride 2x2 or "
-        "the dilation 1x1 along each axis"),
+        (
+            "bad.net:4:10: error: ConvTranspose2d: output_padding 2x2 must be smaller than either the stride "
+            "2x2 or the dilation 1x1 along each axis"
+        ),
+    ),
     "groups that do not divide the channels": (
         "    up = ConvTranspose2d(3, 4, 3, groups = 2)\n    output x -> up\n",
-        "bad.net:4:10: error: ConvTranspose2d: in_channels (3) must be divisible by groups (2)"),
+        "bad.net:4:10: error: ConvTranspose2d: in_channels (3) must be divisible by groups (2)",
+    ),
     "an output size a transposed convolution cannot produce": (
         "    up = ConvTranspose2d(3, 2, 3, stride = 2)\n    output up(x, output_size = (20, 20))\n",
-        "bad.net:5:12: error: up (ConvTranspose2d): requested an output size of 20x20, but valid sizes range "
-        "from 17x17 to 18x18 (for an input of 8x8)"),
+        (
+            "bad.net:5:12: error: up (ConvTranspose2d): requested an output size of 20x20, but valid sizes "
+            "range from 17x17 to 18x18 (for an input of 8x8)"
+        ),
+    ),
     "a transposed convolution whose output would be empty": (
         "    output conv_transpose2d(x, w, padding = 9)\n    input w: [3, 2, 3, 3]\n",
-        "bad.net:4:12: error: conv_transpose2d: input 8x8 with padding 9x9 gives an output of size -8x-8, which "
-        "is not positive"),
+        (
+            "bad.net:4:12: error: conv_transpose2d: input 8x8 with padding 9x9 gives an output of size "
+            "-8x-8, which is not positive"
+        ),
+    ),
     "reflection padding as wide as the input": (
         "    pad = ReflectionPad2d(8)\n    output x -> pad\n",
-        "bad.net:5:17: error: pad (ReflectionPad2d): reflection padding of 8 must be smaller than dimension 2 of "
-        "[N, 3, 8, 8] (the edge is not repeated)"),
+        (
+            "bad.net:5:17: error: pad (ReflectionPad2d): reflection padding of 8 must be smaller than "
+            "dimension 2 of [N, 3, 8, 8] (the edge is not repeated)"
+        ),
+    ),
     "align_corners with nearest": (
         "    output interpolate(x, scale_factor = 2, align_corners = true)\n",
-        "bad.net:4:12: error: interpolate: align_corners can only be set with the interpolating modes linear, "
-        "bilinear and trilinear"),
+        (
+            "bad.net:4:12: error: interpolate: align_corners can only be set with the interpolating modes "
+            "linear, bilinear and trilinear"
+        ),
+    ),
     "bilinear on a 3-D input": (
-        "    output interpolate(flatten(x, 2), size = 4, mode = \"bilinear\")\n",
-        "bad.net:4:12: error: interpolate: mode 'bilinear' needs a 4-D input, got 3-D [N, 3, 64]"),
+        '    output interpolate(flatten(x, 2), size = 4, mode = "bilinear")\n',
+        "bad.net:4:12: error: interpolate: mode 'bilinear' needs a 4-D input, got 3-D [N, 3, 64]",
+    ),
     "both size and scale_factor": (
         "    up = Upsample(size = 4, scale_factor = 2)\n    output x -> up\n",
-        "bad.net:5:17: error: up (Upsample): give exactly one of size or scale_factor"),
+        "bad.net:5:17: error: up (Upsample): give exactly one of size or scale_factor",
+    ),
     "pixel_shuffle of channels that do not divide": (
         "    output pixel_shuffle(x, 2)\n",
-        "bad.net:4:12: error: pixel_shuffle: the channels (3) must be divisible by upscale_factor squared (4)"),
+        (
+            "bad.net:4:12: error: pixel_shuffle: the channels (3) must be divisible by upscale_factor "
+            "squared (4)"
+        ),
+    ),
     "a learned slope per channel of the wrong count": (
         "    act = PReLU(4)\n    output x -> act\n",
-        "bad.net:5:17: error: act (PReLU): weight [4] must hold one value, or one per channel (3, axis 1 of "
-        "[N, 3, 8, 8])"),
+        (
+            "bad.net:5:17: error: act (PReLU): weight [4] must hold one value, or one per channel (3, axis "
+            "1 of [N, 3, 8, 8])"
+        ),
+    ),
 }
 
 
@@ -159,10 +192,13 @@ def test_conv_transpose_function_checks_its_weight():
     with pytest.raises(NetcError) as info:
         FUNCTIONS["conv_transpose2d"](LowerContext(graph, True), x, w)
     assert info.value.message == (
-        "conv_transpose2d: weight [3, 2, 3, 3] expects 3 input channels, got 4 from a tensor of shape [2, 4, 5, 5]")
+        "conv_transpose2d: weight [3, 2, 3, 3] expects 3 input channels, got 4 from a tensor of shape "
+        "[2, 4, 5, 5]"
+    )
 
 
-# -- a repeat built of broadcasts (nearest upsampling's shape), fused --------------------------------------------
+# -- a repeat built of broadcasts (nearest upsampling's shape), fused
+# --------------------------------------------
 
 
 def _repeat_chain(shape_of_use: str):
@@ -194,7 +230,8 @@ def test_a_repeat_made_of_two_broadcasts_runs_as_the_reference_does(use):
     np.testing.assert_array_equal(run_on("cpu", graph, [y], feeds)[y.id], want)
 
 
-# -- the autoencoder example (examples/digits/autoencoder.net) ---------------------------------------------------
+# -- the autoencoder example (examples/digits/autoencoder.net)
+# ---------------------------------------------------
 
 DIGITS_DIR = Path(__file__).resolve().parent.parent / "examples" / "digits"
 
@@ -244,17 +281,54 @@ def test_autoencoder_matches_its_twin(digits):
 def test_autoencoder_readme_commands(digits, tmp_path, capsys):
     """The README's four commands: train, eval (the loss it states), predict, and the drawing."""
     net, weights = DIGITS_DIR / "autoencoder.net", tmp_path / "autoencoder.safetensors"
-    train = ["train", net, "--data", digits["train"], "--val-split", "0.1", "--optimizer", "adam", "--lr", "0.003",
-             "--epochs", "30", "--backend", "cpu", "--checkpoint", weights, "--quiet"]
+    train = [
+        "train",
+        net,
+        "--data",
+        digits["train"],
+        "--val-split",
+        "0.1",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.003",
+        "--epochs",
+        "30",
+        "--backend",
+        "cpu",
+        "--checkpoint",
+        weights,
+        "--quiet",
+    ]
     assert run_cli(capsys, *train)[0] == 0
-    code, out, _ = run_cli(capsys, "eval", net, "--weights", weights, "--data", digits["test"], "--backend", "cpu")
+    code, out, _ = run_cli(
+        capsys, "eval", net, "--weights", weights, "--data", digits["test"], "--backend", "cpu"
+    )
     assert code == 0
     assert float(re.search(r"loss ([\d.]+)", out).group(1)) < 0.11, out
     predictions, png = tmp_path / "reconstructions.npz", tmp_path / "reconstructions.png"
-    predict = ["predict", net, "--weights", weights, "--data", digits["test"], "-o", predictions, "--backend", "cpu"]
+    predict = [
+        "predict",
+        net,
+        "--weights",
+        weights,
+        "--data",
+        digits["test"],
+        "-o",
+        predictions,
+        "--backend",
+        "cpu",
+    ]
     assert run_cli(capsys, *predict)[0] == 0
-    draw = [sys.executable, DIGITS_DIR / "draw_reconstructions.py", "--data", digits["test"], "--predictions",
-            predictions, "-o", png]
+    draw = [
+        sys.executable,
+        DIGITS_DIR / "draw_reconstructions.py",
+        "--data",
+        digits["test"],
+        "--predictions",
+        predictions,
+        "-o",
+        png,
+    ]
     subprocess.run([str(a) for a in draw], check=True, capture_output=True)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-

@@ -94,9 +94,9 @@ def check_spatial_input(x: Value, dims: int, who: str, unbatched: bool = False) 
 
 
 def unbatched_or_batched(x, dims: int, who: str, apply: Callable[[Value], Value]) -> Value:
-    """apply(x) for a batched x [N, C, *spatial]; for an unbatched one [C, *spatial], as PyTorch accepts it for
-    convolutions and pooling, apply to a batch of one and drop the batch axis again. A symbolic first axis is
-    a batch, never channels: such an input lacks a dimension, and apply() says so."""
+    """apply(x) for a batched x [N, C, *spatial]; for an unbatched one [C, *spatial], as PyTorch accepts it
+    for convolutions and pooling, apply to a batch of one and drop the batch axis again. A symbolic first axis
+    is a batch, never channels: such an input lacks a dimension, and apply() says so."""
     if not isinstance(x, Value) or x.rank != dims + 1 or not is_int(x.shape[0]):
         return apply(x)
     check_float(x, who)

@@ -65,13 +65,16 @@ def convolution(
     ctx, x: Value, weight: Value, bias: Value | None, stride, padding, dilation, groups: int, who: str,
     padding_mode: str = "zeros",
 ) -> Value:
-    """An N-d convolution (N = weight's rank - 2) with torch's conv semantics, batched or not; `padding` may be
-    "same"; a `padding_mode` other than zeros pads explicitly first (functional/padding.py), as torch does."""
+    """An N-d convolution (N = weight's rank - 2) with torch's conv semantics, batched or not; `padding` may
+    be "same"; a `padding_mode` other than zeros pads explicitly first (functional/padding.py), as torch
+    does."""
     return unbatched_or_batched(
         x,
         weight.rank - 2,
         who,
-        lambda x: _batched_convolution(ctx, x, weight, bias, stride, padding, dilation, groups, who, padding_mode),
+        lambda x: _batched_convolution(
+            ctx, x, weight, bias, stride, padding, dilation, groups, who, padding_mode
+        ),
     )
 
 

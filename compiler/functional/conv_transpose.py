@@ -1,10 +1,10 @@
 """Transposed convolutions, `conv_transpose1d/2d/3d`: the adjoint of functional/conv.py's convolution.
 
 A convolution is unfold + matmul; its adjoint is matmul by the transposed weight + fold. The input
-[N, C_in, *S] is split by group into [N, g, C_in/g, L] (L = prod(S) windows), the weight [C_in, C_out/g, *k] is
-read as [g, C_in/g, C_out/g * K] and transposed, so one matmul per (batch, group) gives every window's columns
-[N, g, C_out/g * K, L] = [N, C_out, K, L], which `fold` adds into the output. No new primitive: the gradient is
-an unfold and two matmuls, and the kernels are the convolution's.
+[N, C_in, *S] is split by group into [N, g, C_in/g, L] (L = prod(S) windows), the weight [C_in, C_out/g, *k]
+is read as [g, C_in/g, C_out/g * K] and transposed, so one matmul per (batch, group) gives every window's
+columns [N, g, C_out/g * K, L] = [N, C_out, K, L], which `fold` adds into the output. No new primitive: the
+gradient is an unfold and two matmuls, and the kernels are the convolution's.
 
 Output size per axis: (S - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1.
 """
@@ -63,8 +63,9 @@ def output_padding_for(size, spatial, kernel, stride, padding, dilation, who: st
     """The output_padding that makes the output `size` (ConvTranspose's forward(input, output_size)), as torch
     chooses it: any size from the smallest output up to stride - 1 more."""
     dims = len(kernel)
-    size = spatial_tuple(tuple(size)[-dims:] if isinstance(size, (tuple, list)) else size, dims,
-                         f"{who}: output_size")
+    size = spatial_tuple(
+        tuple(size)[-dims:] if isinstance(size, (tuple, list)) else size, dims, f"{who}: output_size"
+    )
     smallest = transposed_output_sizes(spatial, kernel, stride, padding, (0,) * dims, dilation, who)
     if any(not lo <= s < lo + st for s, lo, st in zip(size, smallest, stride)):
         largest = tuple(lo + st - 1 for lo, st in zip(smallest, stride))
@@ -78,14 +79,23 @@ def output_padding_for(size, spatial, kernel, stride, padding, dilation, who: st
 def _fold_into(cols: Value, spatial: tuple, out: tuple, kernel, stride, padding, output_padding, dilation):
     """fold the columns [N, C, K, prod(spatial)] into [N, C, *out]."""
     if all(op < st for op, st in zip(output_padding, stride)):
-        # The usual case: fold's own padding crops `padding` from each side, and its window count is `spatial`.
-        return cols.graph.emit("fold", cols, spatial=out, kernel=kernel, stride=stride, padding=padding,
-                               dilation=dilation)
+        # The usual case: fold's own padding crops `padding` from each side, and its window count is
+        # `spatial`.
+        return cols.graph.emit(
+            "fold", cols, spatial=out, kernel=kernel, stride=stride, padding=padding, dilation=dilation
+        )
     # output_padding >= stride (allowed when below the dilation): fold the whole span the windows cover, then
     # crop `padding` at the low end and at the high end keep output_padding more, zeros past the span.
     full = tuple((s - 1) * st + d * (k - 1) + 1 for s, k, st, d in zip(spatial, kernel, stride, dilation))
-    y = cols.graph.emit("fold", cols, spatial=full, kernel=kernel, stride=stride, padding=(0,) * len(kernel),
-                        dilation=dilation)
+    y = cols.graph.emit(
+        "fold",
+        cols,
+        spatial=full,
+        kernel=kernel,
+        stride=stride,
+        padding=(0,) * len(kernel),
+        dilation=dilation,
+    )
     stops = tuple(min(p + o, f) for p, o, f in zip(padding, out, full))
     y = y.graph.emit("slice", y, starts=(0, 0) + tuple(padding), stops=y.shape[:2] + stops)
     beyond = tuple(p + o - stop for p, o, stop in zip(padding, out, stops))
@@ -95,8 +105,17 @@ def _fold_into(cols: Value, spatial: tuple, out: tuple, kernel, stride, padding,
 
 
 def transposed_convolution(
-    ctx, x: Value, weight: Value, bias: Value | None, stride, padding, output_padding, groups: int, dilation,
-    who: str, output_size=None,
+    ctx,
+    x: Value,
+    weight: Value,
+    bias: Value | None,
+    stride,
+    padding,
+    output_padding,
+    groups: int,
+    dilation,
+    who: str,
+    output_size=None,
 ) -> Value:
     """An N-d transposed convolution (N = weight's rank - 2) with torch's semantics, batched or not."""
 
@@ -147,11 +166,13 @@ def _check_weight(weight, bias, dims: int, groups, who: str) -> None:
 def _conv_transpose_function(dims: int, examples: list):
     name = f"conv_transpose{dims}d"
 
-    def conv_transpose(ctx, input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                       dilation=1):
+    def conv_transpose(
+        ctx, input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+    ):
         _check_weight(weight, bias, dims, groups, name)
-        return transposed_convolution(ctx, input, weight, bias, stride, padding, output_padding, groups,
-                                      dilation, name)
+        return transposed_convolution(
+            ctx, input, weight, bias, stride, padding, output_padding, groups, dilation, name
+        )
 
     conv_transpose.__name__ = conv_transpose.__qualname__ = name
     conv_transpose.__doc__ = (
@@ -176,14 +197,26 @@ conv_transpose2d = _conv_transpose_function(
     [
         example(T.of(2, 3, 4, 5), T.of(3, 4, 3, 3), T.of(4)),
         example(T.of(2, 4, 4, 3), T.of(4, 3, 3, 2), T.of(6), (2, 3), (1, 0), (1, 2), 2, (2, 1)),
-        example(T.of(1, 2, 3, 3), T.of(2, 2, 2, 3), stride=1, padding=(2, 1), output_padding=(1, 0),
-                dilation=(3, 1)),  # output_padding >= stride, cropped from the windows' span
+        example(
+            T.of(1, 2, 3, 3),
+            T.of(2, 2, 2, 3),
+            stride=1,
+            padding=(2, 1),
+            output_padding=(1, 0),
+            dilation=(3, 1),
+        ),  # output_padding >= stride, cropped from the windows' span
     ],
 )
 conv_transpose3d = _conv_transpose_function(
     3,
     [
-        example(T.of(1, 2, 3, 4, 3), T.of(2, 3, 2, 3, 2), T.of(3), stride=(2, 1, 2), padding=(0, 1, 1),
-                output_padding=(1, 0, 0)),
+        example(
+            T.of(1, 2, 3, 4, 3),
+            T.of(2, 3, 2, 3, 2),
+            T.of(3),
+            stride=(2, 1, 2),
+            padding=(0, 1, 1),
+            output_padding=(1, 0, 0),
+        ),
     ],
 )

@@ -1,10 +1,10 @@
-"""The rest of torch.nn's activations: elu, selu, celu, softplus, hardtanh, relu6, hardswish, hardsigmoid, mish,
-logsigmoid, softsign, tanhshrink and prelu, as composites of elementwise primitives.
+"""The rest of torch.nn's activations: elu, selu, celu, softplus, hardtanh, relu6, hardswish, hardsigmoid,
+mish, logsigmoid, softsign, tanhshrink and prelu, as composites of elementwise primitives.
 
-Two habits keep their gradients PyTorch's: an exp is taken of min(x, bound) where the other branch of a `where`
-wins beyond the bound (a branch's overflow would otherwise make its zero cotangent 0 * inf = NaN), and a clamp
-whose edges PyTorch treats as flat (hardtanh and what is built on it) is a `where` on strict comparisons rather
-than maximum/minimum, whose ties would split the gradient.
+Two habits keep their gradients PyTorch's: an exp is taken of min(x, bound) where the other branch of a
+`where` wins beyond the bound (a branch's overflow would otherwise make its zero cotangent 0 * inf = NaN), and
+a clamp whose edges PyTorch treats as flat (hardtanh and what is built on it) is a `where` on strict
+comparisons rather than maximum/minimum, whose ties would split the gradient.
 """
 
 from __future__ import annotations

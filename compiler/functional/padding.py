@@ -1,11 +1,11 @@
-"""Padding: `pad` (torch.nn.functional.pad's modes constant, reflect, replicate and circular), which the padding
-layers and the convolutions' `padding_mode` lower through.
+"""Padding: `pad` (torch.nn.functional.pad's modes constant, reflect, replicate and circular), which the
+padding layers and the convolutions' `padding_mode` lower through.
 
-Constant padding is the `pad` primitive (in every mode a negative amount crops, through `slice`). The other modes copy
-elements of the input itself, so each is pieces of the input joined by `concat` along one axis at a time:
-replicate repeats the edge (a one-element slice broadcast), circular wraps around (the slice from the other end),
-reflect mirrors without repeating the edge (one single-element slice per padded element, as slices only step
-forward). Their gradients are the slices' and concat's: no new primitive.
+Constant padding is the `pad` primitive (in every mode a negative amount crops, through `slice`). The other
+modes copy elements of the input itself, so each is pieces of the input joined by `concat` along one axis at a
+time: replicate repeats the edge (a one-element slice broadcast), circular wraps around (the slice from the
+other end), reflect mirrors without repeating the edge (one single-element slice per padded element, as slices
+only step forward). Their gradients are the slices' and concat's: no new primitive.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ MODES = ("constant", "reflect", "replicate", "circular")
 
 
 def pairs_of(pad, who: str) -> tuple:
-    """F.pad's flat (left, right, top, bottom, ...) as (low, high) pairs from the first padded axis to the last."""
+    """F.pad's flat (left, right, top, bottom, ...) as (low, high) pairs from the first padded axis to the
+    last."""
     if not isinstance(pad, tuple) or len(pad) % 2 or not all(is_int(p) for p in pad):
         raise NetcError(f"{who}: padding must be a tuple of an even number of ints, got {pad!r}")
     return tuple(reversed([(pad[i], pad[i + 1]) for i in range(0, len(pad), 2)]))
@@ -112,8 +113,10 @@ def pad(ctx, input, pad, mode="constant", value=None):
     check_choice(mode, MODES, "pad: mode")
     pads = pairs_of(tuple(pad) if isinstance(pad, list) else pad, "pad")
     if len(pads) > x.rank:
-        raise NetcError(f"pad: {len(pad)} padding values pad {len(pads)} dimensions, but the input "
-                        f"{format_shape(x.shape)} has {x.rank}")
+        raise NetcError(
+            f"pad: {len(pad)} padding values pad {len(pads)} dimensions, but the input "
+            f"{format_shape(x.shape)} has {x.rank}"
+        )
     if mode != "constant":
         check_float(x, "pad")
         if value not in (None, 0, 0.0):

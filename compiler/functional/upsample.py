@@ -1,13 +1,13 @@
-"""Resizing: `interpolate` (modes nearest, nearest-exact, linear, bilinear, trilinear, area) and `pixel_shuffle` /
-`pixel_unshuffle`, which Upsample and PixelShuffle lower through.
+"""Resizing: `interpolate` (modes nearest, nearest-exact, linear, bilinear, trilinear, area) and
+`pixel_shuffle` / `pixel_unshuffle`, which Upsample and PixelShuffle lower through.
 
 Interpolation is separable: each spatial axis is resized on its own, by a map from output to input positions
 that is fixed at compile time. Nearest modes pick one input element per output element; where the scale is a
 whole number that is a broadcast (each element repeated), otherwise a matmul with a constant 0/1 selection
-matrix. Linear modes mix two neighbours with fixed weights: a matmul with a constant [out, in] matrix of at most
-two non-zeros a row (as adaptive pooling's averaging matrices). The source positions are computed exactly as
-PyTorch's CPU kernels compute them (aten/src/ATen/native/UpSample.h: nearest in float32, linear in the input's
-precision), so the same elements are picked, at the edges and for uneven scale factors too.
+matrix. Linear modes mix two neighbours with fixed weights: a matmul with a constant [out, in] matrix of at
+most two non-zeros a row (as adaptive pooling's averaging matrices). The source positions are computed exactly
+as PyTorch's CPU kernels compute them (aten/src/ATen/native/UpSample.h: nearest in float32, linear in the
+input's precision), so the same elements are picked, at the edges and for uneven scale factors too.
 """
 
 from __future__ import annotations
@@ -31,12 +31,15 @@ LINEAR_RANKS = {"linear": 3, "bilinear": 4, "trilinear": 5}
 def _per_axis(value, dims: int, what: str, check) -> tuple:
     values = tuple(value) if isinstance(value, (tuple, list)) else (value,) * dims
     if len(values) != dims or not all(check(v) for v in values):
-        raise NetcError(f"{what} must be one number or a tuple of {dims}, one per spatial dimension, got {value!r}")
+        raise NetcError(
+            f"{what} must be one number or a tuple of {dims}, one per spatial dimension, got {value!r}"
+        )
     return values
 
 
 def output_and_scales(spatial: tuple, size, scale_factor, recompute_scale_factor, who: str):
-    """The output's spatial sizes, and the scale factors the kernels use (None: in/out), as torch derives them."""
+    """The output's spatial sizes, and the scale factors the kernels use (None: in/out), as torch derives
+    them."""
     dims = len(spatial)
     if (size is None) == (scale_factor is None):
         raise NetcError(f"{who}: give exactly one of size or scale_factor")
@@ -45,7 +48,7 @@ def output_and_scales(spatial: tuple, size, scale_factor, recompute_scale_factor
             raise NetcError(f"{who}: recompute_scale_factor is only meaningful with scale_factor, not size")
         out = _per_axis(size, dims, f"{who}: size", lambda v: is_int(v) and v > 0)
         return out, (None,) * dims
-    positive = lambda v: not isinstance(v, bool) and isinstance(v, (int, float)) and v > 0  # noqa: E731
+    positive = lambda v: not isinstance(v, bool) and isinstance(v, (int, float)) and v > 0
     factors = tuple(float(f) for f in _per_axis(scale_factor, dims, f"{who}: scale_factor", positive))
     out = tuple(math.floor(s * f) for s, f in zip(spatial, factors))
     if any(o < 1 for o in out):
@@ -139,24 +142,35 @@ def _check_mode(x: Value, mode: str, align_corners, antialias, who: str) -> bool
     if mode in LINEAR_RANKS:
         if x.rank != LINEAR_RANKS[mode]:
             raise NetcError(
-                f"{who}: mode '{mode}' needs a {LINEAR_RANKS[mode]}-D input, got {x.rank}-D {format_shape(x.shape)}"
+                f"{who}: mode '{mode}' needs a {LINEAR_RANKS[mode]}-D input, "
+                f"got {x.rank}-D {format_shape(x.shape)}"
             )
         if align_corners is not None and not isinstance(align_corners, bool):
             raise NetcError(f"{who}: align_corners must be true or false, got {align_corners!r}")
         return bool(align_corners)
     if align_corners is not None:
         raise NetcError(
-            f"{who}: align_corners can only be set with the interpolating modes linear, bilinear and trilinear"
+            f"{who}: align_corners can only be set with the interpolating modes linear, bilinear and "
+            "trilinear"
         )
     return False
 
 
-def interpolate_value(x: Value, size=None, scale_factor=None, mode="nearest", align_corners=None,
-                      recompute_scale_factor=None, antialias=False, who: str = "interpolate") -> Value:
+def interpolate_value(
+    x: Value,
+    size=None,
+    scale_factor=None,
+    mode="nearest",
+    align_corners=None,
+    recompute_scale_factor=None,
+    antialias=False,
+    who: str = "interpolate",
+) -> Value:
     check_float(check_tensor(x, who), who)
     if x.rank not in (3, 4, 5):
         raise NetcError(
-            f"{who} expects a 3-D, 4-D or 5-D input [N, C, *spatial] (1 to 3 spatial dims), got {format_shape(x.shape)}"
+            f"{who} expects a 3-D, 4-D or 5-D input [N, C, *spatial] (1 to 3 spatial dims), "
+            f"got {format_shape(x.shape)}"
         )
     aligned = _check_mode(x, mode, align_corners, antialias, who)
     spatial = tuple(x.shape[2:])
@@ -191,18 +205,30 @@ def interpolate_value(x: Value, size=None, scale_factor=None, mode="nearest", al
         example(T.of(2, 3, 7, 6), size=(3, 4), mode="area"),
     ],
 )
-def interpolate(ctx, input, size=None, scale_factor=None, mode="nearest", align_corners=None,
-                recompute_scale_factor=None, antialias=False):
+def interpolate(
+    ctx,
+    input,
+    size=None,
+    scale_factor=None,
+    mode="nearest",
+    align_corners=None,
+    recompute_scale_factor=None,
+    antialias=False,
+):
     """torch.nn.functional.interpolate over 1 to 3 spatial dims; `size` or `scale_factor` (one number or one
     per spatial dim)."""
-    return interpolate_value(input, size, scale_factor, mode, align_corners, recompute_scale_factor, antialias)
+    return interpolate_value(
+        input, size, scale_factor, mode, align_corners, recompute_scale_factor, antialias
+    )
 
 
 def _check_factor_input(x: Value, factor, channels_divisor: int, who: str, what: str):
     check_tensor(x, who)
     check_positive_int(factor, f"{who}: {what}")
     if x.rank < 3:
-        raise NetcError(f"{who} expects an input [*, C, H, W] of at least 3 dims, got {format_shape(x.shape)}")
+        raise NetcError(
+            f"{who} expects an input [*, C, H, W] of at least 3 dims, got {format_shape(x.shape)}"
+        )
     return x.shape[:-3], x.shape[-3], x.shape[-2], x.shape[-1]
 
 
@@ -221,9 +247,7 @@ def pixel_unshuffle_value(x: Value, r: int, who: str = "pixel_unshuffle") -> Val
     """[*, C, H * r, W * r] -> [*, C * r^2, H, W], the inverse of pixel_shuffle."""
     lead, c, h, w = _check_factor_input(x, r, 1, who, "downscale_factor")
     if not (is_int(h) and is_int(w)) or h % r or w % r:
-        raise NetcError(
-            f"{who}: the height and width ({h}, {w}) must be divisible by downscale_factor ({r})"
-        )
+        raise NetcError(f"{who}: the height and width ({h}, {w}) must be divisible by downscale_factor ({r})")
     y = B.reshape(x, lead + (c, h // r, r, w // r, r))
     k = len(lead)
     y = B.transpose(y, tuple(range(k)) + (k, k + 2, k + 4, k + 1, k + 3))

@@ -47,7 +47,9 @@ class ConvTransposeNd(Layer):
         check_output_padding(self.output_padding, self.stride, self.dilation, kind)
         check_choice(padding_mode, ("zeros", "reflect", "replicate", "circular"), f"{kind}: padding_mode")
         if padding_mode != "zeros":
-            raise NetcError(f"{kind}: only 'zeros' padding mode is supported, as in PyTorch; got '{padding_mode}'")
+            raise NetcError(
+                f"{kind}: only 'zeros' padding mode is supported, as in PyTorch; got '{padding_mode}'"
+            )
         if not isinstance(bias, bool):
             raise NetcError(f"{kind}: bias must be true or false, got {bias!r}")
         self.has_bias = bias
@@ -58,13 +60,25 @@ class ConvTransposeNd(Layer):
         bound = kaiming_uniform_bound(fan_in)
         shape = (self.in_channels, self.out_channels // self.groups) + self.kernel_size
         self.weight = ctx.param(f"{name}.weight", shape, ("uniform", bound))
-        self.bias = ctx.param(f"{name}.bias", (self.out_channels,), ("uniform", bound)) if self.has_bias else None
+        self.bias = (
+            ctx.param(f"{name}.bias", (self.out_channels,), ("uniform", bound)) if self.has_bias else None
+        )
 
     def forward(self, ctx, x, output_size=None):
-        """`output_size` ([..., *spatial] or the spatial sizes) picks the output_padding, as torch's forward."""
+        """`output_size` ([..., *spatial] or the spatial sizes) picks the output_padding, as torch's
+        forward."""
         return transposed_convolution(
-            ctx, x, self.weight, self.bias, self.stride, self.padding, self.output_padding, self.groups,
-            self.dilation, layer_label(self), output_size,
+            ctx,
+            x,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.output_padding,
+            self.groups,
+            self.dilation,
+            layer_label(self),
+            output_size,
         )
 
 
@@ -74,7 +88,11 @@ class ConvTranspose1d(ConvTransposeNd):
     torch_twin = "ConvTranspose1d"
     examples = (
         ((3, 2, 3), {}, [(2, 3, 6)]),
-        ((4, 6, 3), {"stride": 2, "padding": 1, "output_padding": 1, "groups": 2, "bias": False}, [(2, 4, 5)]),
+        (
+            (4, 6, 3),
+            {"stride": 2, "padding": 1, "output_padding": 1, "groups": 2, "bias": False},
+            [(2, 4, 5)],
+        ),
         ((2, 4, 2), {"dilation": 3, "output_padding": 2, "groups": 2}, [(1, 2, 4)]),
     )
 

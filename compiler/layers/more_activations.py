@@ -1,5 +1,5 @@
-"""The rest of torch.nn's activation modules (ELU, SELU, Softplus, Hardtanh, PReLU, ...), over the functions of
-functional/more_activations.py."""
+"""The rest of torch.nn's activation modules (ELU, SELU, Softplus, Hardtanh, PReLU, ...), over the functions
+of functional/more_activations.py."""
 
 from __future__ import annotations
 
@@ -87,9 +87,14 @@ class Hardtanh(Elementwise):
     examples = (*_EXAMPLES, ((-0.5, 1.5), {}, [(2, 3, 5)]))
 
     def __init__(self, min_val=-1.0, max_val=1.0, inplace=False):
-        self.min_val, self.max_val = _number(min_val, "Hardtanh: min_val"), _number(max_val, "Hardtanh: max_val")
+        self.min_val, self.max_val = (
+            _number(min_val, "Hardtanh: min_val"),
+            _number(max_val, "Hardtanh: max_val"),
+        )
         if self.min_val > self.max_val:
-            raise NetcError(f"Hardtanh: min_val ({self.min_val}) cannot be greater than max_val ({self.max_val})")
+            raise NetcError(
+                f"Hardtanh: min_val ({self.min_val}) cannot be greater than max_val ({self.max_val})"
+            )
 
     def math_of(self, x):
         return A.hardtanh_of(x, self.min_val, self.max_val)

@@ -21,14 +21,22 @@ class Upsample(Layer):
         ((), {"size": 5, "mode": "nearest"}, [(1, 2, 3, 4, 2)]),
     )
 
-    def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None,
-                 recompute_scale_factor=None):
+    def __init__(
+        self, size=None, scale_factor=None, mode="nearest", align_corners=None, recompute_scale_factor=None
+    ):
         self.size, self.scale_factor, self.mode = size, scale_factor, mode
         self.align_corners, self.recompute_scale_factor = align_corners, recompute_scale_factor
 
     def forward(self, ctx, x):
-        return interpolate_value(x, self.size, self.scale_factor, self.mode, self.align_corners,
-                                 self.recompute_scale_factor, who=layer_label(self))
+        return interpolate_value(
+            x,
+            self.size,
+            self.scale_factor,
+            self.mode,
+            self.align_corners,
+            self.recompute_scale_factor,
+            who=layer_label(self),
+        )
 
 
 @layer

@@ -1,5 +1,5 @@
-"""Draw test digits beside the autoencoder's reconstructions of them, as a PNG: originals on the top row of each
-pair of rows, reconstructions below.
+"""Draw test digits beside the autoencoder's reconstructions of them, as a PNG: originals on the top row of
+each pair of rows, reconstructions below.
 
     netc predict examples/digits/autoencoder.net --weights autoencoder.safetensors \\
         --data examples/digits/test.npz -o reconstructions.npz --backend cpu
@@ -19,16 +19,18 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_data import pixel_statistics, split_digits  # noqa: E402
+from make_data import pixel_statistics, split_digits
 
 
-def draw(originals: np.ndarray, reconstructions: np.ndarray, path: Path, columns: int = 12, rows: int = 3) -> None:
+def draw(
+    originals: np.ndarray, reconstructions: np.ndarray, path: Path, columns: int = 12, rows: int = 3
+) -> None:
     mean, std = pixel_statistics(split_digits()[0])
-    grey = lambda x: np.clip(x * std + mean, 0, 16)[0]  # noqa: E731 - [1, 8, 8] standardised -> [8, 8] grey
+    grey = lambda x: np.clip(x * std + mean, 0, 16)[0]
     figure, axes = plt.subplots(2 * rows, columns, figsize=(columns * 0.9, rows * 2 * 1.05))
     for k in range(rows * columns):
         row, column = 2 * (k // columns), k % columns
@@ -41,7 +43,9 @@ def draw(originals: np.ndarray, reconstructions: np.ndarray, path: Path, columns
     for row in range(rows):
         axes[2 * row, 0].set_ylabel("input", fontsize=8)
         axes[2 * row + 1, 0].set_ylabel("output", fontsize=8)
-    figure.suptitle("digits (top) and their reconstructions (below, with their mean squared error)", fontsize=9)
+    figure.suptitle(
+        "digits (top) and their reconstructions (below, with their mean squared error)", fontsize=9
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 

@@ -22,7 +22,8 @@ TEST_FRACTION = 0.25
 
 
 def split_digits() -> tuple:
-    """(x_train, x_test, y_train, y_test): the raw images [samples, 1, 8, 8] (grey levels 0 to 16) and labels."""
+    """(x_train, x_test, y_train, y_test): the raw images [samples, 1, 8, 8] (grey levels 0 to 16) and
+    labels."""
     digits = load_digits()
     images = digits.images.astype(np.float32)[:, None]  # [samples, 1 channel, 8, 8]: the layout Conv2d takes
     labels = digits.target.astype(np.int64)
