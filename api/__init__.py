@@ -54,6 +54,10 @@ def compile(
 ):
     """Compile a `.net` file (or a loaded Network) for a batch size and a backend, returning a Model.
 
+    `backend`: "auto" (cuda where CuPy sees a GPU, else cpu where there is a C compiler, else the reference;
+    $NETC_BACKEND overrides it), or "reference", "cpu", "cuda". Steps are compiled when first run, at the
+    batch size of the inputs they are given.
+
     `batch` binds the batch symbol (the leading dim of the inputs, `N` in the examples); `dims` binds any other
     symbol by name. `precision` is "float32" or "float64" (the reference backend runs both). `import_path`:
     see `load`.
