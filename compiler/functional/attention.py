@@ -69,10 +69,9 @@ def attention_weights(q, k, mask, causal: bool, scale: float, who: str) -> Value
 
 
 def dropout_weights(ctx, weights: Value, p: float, who: str) -> Value:
-    """Dropout on the attention weights, drawn as torch's multi-head attention draws it: over [B, L, S] with
-    every batch axis flattened into B (the same elements in the same order)."""
-    flat = B.reshape(weights, (math.prod(weights.shape[:-2]),) + tuple(weights.shape[-2:]))
-    return B.reshape(dropout_of(ctx, flat, p, who), weights.shape)
+    """Dropout on the stored attention weights [..., L, S]: the elements, in their order, that the fused kernel
+    would draw for them (torch's multi-head attention draws over [N * heads, L, S], the same order)."""
+    return dropout_of(ctx, weights, p, who)
 
 
 def default_scale(q: Value, who: str) -> float:
