@@ -24,7 +24,7 @@ from netc.compiler.passes.simplify import count_values
 from netc.compiler.pipeline import STAGE_NAMES, StepSpec, run_graph_stages
 from netc.internal_error import EXIT_INTERNAL_ERROR, report_internal_error
 from netc.runtime.backends import AUTO_HELP
-from netc.runtime.state import to_numpy
+from netc.runtime.parameters import to_numpy
 
 EXIT_USER_ERROR = 2
 RENDERED_FORMATS = ("svg", "png", "pdf")  # drawn by Graphviz's dot program

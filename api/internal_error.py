@@ -35,7 +35,7 @@ STAGES = {
     "netc.compiler.passes.memory": "memory planning",
     "netc.compiler.codegen": "code generation",
     "netc.compiler.passes.arena": "memory planning",
-    "netc.compiler.passes.resident": "memory planning",
+    "netc.compiler.passes.state_slots": "memory planning",
     "netc.runtime.cache": "C compilation",
     "netc.runtime.cpu": "the cpu backend",
     "netc.runtime.cuda": "the cuda backend",

@@ -8,7 +8,7 @@ benchmarks and export all run.
     simplified      dead code, common subexpressions, constants, identities removed   passes/simplify.py
     rematerialised  cheap forward values recomputed by the backward, not stored       passes/remat.py
     fused           the kernels, in launch order                                      passes/fuse.py
-    planned         one arena: the byte offset of every stored value                  passes/resident.py
+    planned         one arena: the byte offset of every stored value                  passes/state_slots.py
     rendered        the kernels' source: C, or CUDA                                   codegen/ (the backend's)
     built           a compiled step ready to launch: a library or module, its arena   runtime/ (the backend's)
 
@@ -37,7 +37,7 @@ from .optim import NEW_PREFIX
 from .passes.arena import FLOAT_TYPES
 from .passes.fuse import INLINE_OPS, fuse
 from .passes.remat import rematerialise
-from .passes.resident import plan_resident_arena
+from .passes.state_slots import plan_state_arena
 from .passes.simplify import simplify
 
 KINDS = ("forward", "gradients", "hvp", "train")
@@ -187,7 +187,7 @@ class CompiledStep:
         return FLOAT_TYPES[self.stored_precision][1]
 
     @property
-    def carried(self) -> dict:
+    def updates(self) -> dict:
         """The leaves whose slots must hold new values after a run, mapped to those values."""
         leaves = {**self.graph.params, **self.graph.buffers, **self.graph.inputs}
         return {leaves[name]: value for name, value in self.state.items() if value is not None}
@@ -306,13 +306,13 @@ def _fuse(step: CompiledStep, _):
 
 
 def _plan(step: CompiledStep, kernels):
-    plan, homes = plan_resident_arena(step.graph, kernels, computed_values(step), step.float_type, step.carried)
+    plan, homes = plan_state_arena(step.graph, kernels, computed_values(step), step.float_type, step.updates)
     return Planned(plan, homes)
 
 
 def computed_values(step: CompiledStep) -> list:
     """What the kernels must compute: the roots, and the new value of every state tensor the step keeps."""
-    return list({v.id: v for v in [*step.roots, *step.carried.values()]}.values())
+    return list({v.id: v for v in [*step.roots, *step.updates.values()]}.values())
 
 
 def _differentiated(step) -> bool:

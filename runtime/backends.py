@@ -2,7 +2,7 @@
 
 A backend is the end of the pipeline (compiler/pipeline.py): a compiled one renders the fused kernels
 (`render(step)`) and builds them (`build(step)`); the reference runs the graph as it is. What `build` returns
-is a Resident (runtime/store.py): a callable `feeds -> {root id: array}` keeping the step's state between
+is a StatefulStep (runtime/store.py): a callable `feeds -> {root id: array}` keeping the step's state between
 runs. `prepare(graph, roots, precision, state)` compiles a graph built by hand through the same stages.
 """
 
@@ -29,7 +29,7 @@ class ReferenceBackend:
 
     def build(self, step) -> HostRun:
         graph, precision = step.graph, step.precision
-        computed = list({v.id: v for v in [*step.roots, *step.carried.values()]}.values())
+        computed = list({v.id: v for v in [*step.roots, *step.updates.values()]}.values())
 
         def run(feeds: dict) -> dict:
             env = reference.run_graph(graph, feeds, computed, precision)

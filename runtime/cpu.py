@@ -7,7 +7,7 @@ and copies the roots out.
 
 State (parameters, buffers, optimiser state) is resident: it stays in its slots of the arena between runs, and
 runtime/store.py moves it between the arenas of a model's steps only when another step needs it. A training
-step writes each new value over the old one in place where no later kernel reads the old one (resident.py),
+step writes each new value over the old one in place where no later kernel reads the old one (state_slots.py),
 and otherwise into a buffer of its own that is copied into the slot after the native call.
 """
 
@@ -113,7 +113,7 @@ class CpuBackend:
 
 class CpuRun(ArenaRun):
     """A compiled step and its arena. Calling it copies the inputs in, runs every kernel, copies the roots out
-    and puts each resident leaf's new value in its slot (where the step did not write it there in place)."""
+    and puts each state leaf's new value in its slot (where the step did not write it there in place)."""
 
     def __init__(self, step, library):
         self.step = step  # the pipeline's CompiledStep: kernels, plan, source

@@ -12,7 +12,7 @@ launches as a CUDA graph. A run copies the inputs into their slots, replays the 
 out, all on that stream, ordered after the caller's current stream and before its next work.
 
 State (parameters, buffers, optimiser state) is resident on the device, as on the cpu backend (see store.py
-and resident.py): it stays in its arena slots between runs, and only the inputs are copied in.
+and passes/state_slots.py): it stays in its arena slots between runs, and only the inputs are copied in.
 
 Inputs may be CuPy arrays, PyTorch CUDA tensors or anything DLPack exports from the GPU (copied device to
 device, never through the host) or NumPy arrays (copied to the device). Results are CuPy arrays: `.get()`
@@ -33,7 +33,7 @@ from netc.compiler.pipeline import compile_graph
 from .cuda_gemm import WORKSPACE_BYTES, CudaGemms
 from .cuda_libs import load_cuda_library
 from .cuda_staging import PinnedStaging
-from .state import on_gpu, to_numpy
+from .parameters import on_gpu, to_numpy
 from .store import ArenaRun
 
 INSTALL_HINT = "pip install 'netc[cuda12]' (CUDA 12 drivers) or 'netc[cuda13]' (CUDA 13)"
@@ -105,7 +105,7 @@ class CudaBackend(CudaCodegen):
 
 class CudaRun(ArenaRun):
     """A compiled step on the device: calling it with {input name: array} returns {root id: CuPy array}, and
-    leaves each resident leaf's new value in its slot."""
+    leaves each state leaf's new value in its slot."""
 
     def __init__(self, cupy, step, load=None):
         """`step`: the pipeline's CompiledStep, rendered for CUDA. `load(stem)` loads lib{stem} (cuBLASLt,

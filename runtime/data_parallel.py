@@ -24,7 +24,7 @@ from netc.compiler.errors import NetcError
 from netc.compiler.pipeline import state_updates
 
 from .split_step import DEFAULT_BUCKET_BYTES, REDUCED_PREFIX, build_split_step_graph, phases_of
-from .store import Resident
+from .store import StatefulStep
 from .trainer import Trainer
 
 
@@ -71,7 +71,7 @@ class DataParallelTrainer(Trainer):
         return results[graph.loss.id]
 
 
-def prepare_split_step(backend, graph, roots, precision, state: dict, world, bucket_bytes: int) -> Resident:
+def prepare_split_step(backend, graph, roots, precision, state: dict, world, bucket_bytes: int) -> StatefulStep:
     """A split step graph built for the backend's own runner (the pipeline's stages, with split_step.py's
     fusion and plan)."""
     if backend.name == "cpu":
@@ -87,17 +87,17 @@ def prepare_split_step(backend, graph, roots, precision, state: dict, world, buc
     raise NetcError(f"distributed training does not support the {backend.name} backend")
 
 
-class SplitHostRun(Resident):
+class SplitHostRun(StatefulStep):
     """A split step on a backend that keeps nothing between runs (the reference): the backward phase, the
     gradients averaged as one flat array, then the update phase; as store.HostRun, arrays are replaced, never
     changed in place."""
 
-    def __init__(self, backend, graph, roots: list, precision: str, carry: dict, world):
-        super().__init__(dict.fromkeys(carry))
+    def __init__(self, backend, graph, roots: list, precision: str, state: dict, world):
+        super().__init__(dict.fromkeys(state))
         self.world, self.roots = world, list(roots)
         phases = phases_of(graph)
         self._gradients = phases.gradients
-        self.updates = {name: value for name, value in carry.items() if value is not None}
+        self.updates = {name: value for name, value in state.items() if value is not None}
         backward_ids = {v.id for v in phases.backward}
         first = [*phases.backward, *(r for r in roots if r.id not in backward_ids)]
         self._backward = backend.prepare(graph, first, precision)

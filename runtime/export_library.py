@@ -45,7 +45,7 @@ from netc.compiler.pipeline import StepSpec, compile_graph, compile_network_step
 from .checkpoint import load_checkpoint
 from .cpu import CpuBackend
 from .model import Model
-from .state import check_state_dict
+from .parameters import check_state_dict
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "compiler" / "codegen" / "templates" / "library"
 DTYPES = {"f32": "NETC_ST_F32", "f64": "NETC_ST_F64", "i64": "NETC_ST_I64"}  # float32 precision
@@ -184,9 +184,9 @@ def _compile(name: str, graph, roots: list, updating: bool, tables: tuple, targe
     def window(v) -> tuple:
         return offsets[storage(v).id], _bytes(v)
 
-    resident = {leaf.id for leaf, _ in state.values()}
+    kept = {leaf.id for leaf, _ in state.values()}
     live = [*roots, *(value for _, value in state.values() if value is not None)]
-    fed = {v.attrs["name"]: v for v in graph.live_values(live) if v.op in LEAF_OPS and v.id not in resident}
+    fed = {v.attrs["name"]: v for v in graph.live_values(live) if v.op in LEAF_OPS and v.id not in kept}
     unknown = set(fed) - {*inputs, SEED_INPUT, LR_INPUT}
     if unknown:
         raise AssertionError(f"the step {name} reads leaves the library does not feed: {sorted(unknown)}")

@@ -25,7 +25,7 @@ from netc.compiler.shapes import format_shape
 from .backends import get_backend
 from .memory_limit import available_bytes, check_allocation
 from .reference import FLOAT
-from .state import check_state_dict, dtype_of, initial_value, numpy_dtype, on_gpu, to_numpy
+from .parameters import check_state_dict, dtype_of, initial_value, numpy_dtype, on_gpu, to_numpy
 from .store import StateStore, launch
 from .trainer import Trainer
 
@@ -182,7 +182,7 @@ class Model:
         a trainer's optimiser state). Returns the step and its results by root id. The dropout seed counts
         `seed_count` (by default the model's runs); a run in train mode counts one more."""
         step = self.compile_step(kind, optimizer=optimizer, wrt=wrt, loss=loss, batch=self._batch_of(inputs))
-        computed = [*step.roots, *step.carried.values()]
+        computed = [*step.roots, *step.updates.values()]
         results = self.launch(
             step.run, step.graph, computed, inputs, feeds=feeds, state=state, seed_count=seed_count, check=check
         )
@@ -192,7 +192,7 @@ class Model:
         self, run, graph, computed: list, inputs: dict, *, feeds: dict | None = None, state=(),
         seed_count: int | None = None, check: bool = True,
     ) -> dict:
-        """Run `run`, a built step of `graph` (a Resident: runtime/store.py) computing `computed`, on the
+        """Run `run`, a built step of `graph` (a StatefulStep: runtime/store.py) computing `computed`, on the
         `inputs` it reads (checked unless `check` is false) and `feeds`, with the model's state and `state`.
         The way every step runs: Model.run, and steps built elsewhere (a data-parallel trainer's)."""
         all_feeds = {SEED_INPUT: np.int64(self.seed * 1_000_003 + (self.runs if seed_count is None else seed_count))}

@@ -28,7 +28,7 @@ from netc.compiler.passes.arena import ArenaPlan, plan_buffers, value_bytes
 from netc.compiler.passes.fuse import fuse, reads, storage
 from netc.compiler.passes.memory import Buffer
 from netc.compiler.passes.remat import rematerialise
-from netc.compiler.passes.resident import resident_buffers
+from netc.compiler.passes.state_slots import state_buffers
 from netc.compiler.passes.simplify import simplify
 from netc.compiler.pipeline import check_trainable
 
@@ -175,20 +175,20 @@ class SplitPlan:
     kernels: list
     backward_kernels: int  # kernels [0, backward_kernels) are the backward phase
     plan: object  # arena.ArenaPlan
-    homes: dict  # new value id -> the leaf it is written over (resident.py)
+    homes: dict  # new value id -> the leaf it is written over (state_slots.py)
     phases: Phases
     layout: GradientLayout
     block_offset: int  # where the gradient block starts in the arena
 
 
-def plan_split_step(graph, float_type: str, carried: dict, bucket_bytes: int) -> SplitPlan:
+def plan_split_step(graph, float_type: str, updates: dict, bucket_bytes: int) -> SplitPlan:
     """Fuse each phase of a split step graph and plan one arena for both (see the module docstring).
-    `carried`: resident leaf -> the value that replaces it after a run, as resident.py takes it."""
+    `updates`: state leaf -> the value that replaces it after a run, as state_slots.py takes it."""
     phases = phases_of(graph)
     backward, update = fuse(graph, phases.backward), fuse(graph, phases.update)
     kernels = backward + update
-    roots = _unique([*phases.backward, *phases.update, *carried.values()])
-    buffers, homes = resident_buffers(graph, kernels, roots, float_type, carried)
+    roots = _unique([*phases.backward, *phases.update, *updates.values()])
+    buffers, homes = state_buffers(graph, kernels, roots, float_type, updates)
     layout = layout_gradients(phases, backward, lambda v: value_bytes(v, float_type) // math.prod(v.shape), bucket_bytes)
     moved = set(layout.written.values()) | {leaf.id for leaf in phases.reduced.values()}
     kept = [without_aliases(b, moved) for name, b in buffers.items() if name not in moved]

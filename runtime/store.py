@@ -1,8 +1,17 @@
 """Where a model's parameters and buffers, and a trainer's optimiser state, live between runs.
 
+The words, used in this sense everywhere in netc:
+- **state**: the tensors a model or trainer keeps from one run to the next (parameters, buffers, optimiser
+  state); a compiled step's `state` maps each state tensor it uses to its update, or None;
+- **update**: the value a step computes to replace a state tensor after a run (`updates`: leaf -> value);
+- **slot**: a state tensor's place in a compiled step's arena (compiler/passes/state_slots.py); an update the
+  planner writes straight over its slot has that slot as its **home**;
+- **store**: a StateStore, which knows where the latest value of each state tensor is.
+"Resident" is only an adjective: the state is resident in an arena when it stays in its slots between runs.
+
 The reference backend is fed every tensor at every run and hands the updated ones back, so for it the state is
-host arrays. A compiled backend keeps the state *resident* instead: each prepared step has a slot for every
-state tensor it uses in its own arena, a training step writes each new value over the old one, and a run
+host arrays. A compiled backend keeps the state resident instead: each prepared step has a slot for every
+state tensor it uses in its own arena, a training step writes each update over the old value, and a run
 copies only the inputs in and the requested outputs out. A model prepares several steps (forward, gradients,
 training steps; in train and in eval mode), each with its own arena, so the latest value of a tensor is in
 exactly one place: the host, or the slot of one step. A StateStore knows which, and moves a tensor only when
@@ -12,8 +21,9 @@ a step that needs it does not hold it: once at a switch between steps, never at 
     results = launch(step, feeds, [model_store, trainer_store])   # bring the state in, then run
     store.read("fc1.weight")                                      # wherever it is, without moving it
 
-A step is a `Resident`: the backend's run, plus its slots. `HostRun` gives a backend without slots (the
-reference) the same interface, so models and trainers have one code path.
+A step is a `StatefulStep`: the backend's run, plus its slots. `HostRun` gives a backend without slots (the
+reference) the same interface, so models and trainers have one code path. (runtime/parameters.py is about the
+values themselves: initialisation and state dicts.)
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from netc.compiler.ir import LEAF_OPS
 from netc.compiler.passes.fuse import storage
 
 
-class Resident:
+class StatefulStep:
     """A prepared step as a StateStore sees it: `slots`, the state tensors the step keeps between runs
     (name -> array), each read and written through the methods below; calling it runs the step on feeds of
     the other leaves. `tenants` and `synced` are the stores' bookkeeping: which store each slot's value
@@ -44,7 +54,7 @@ class Resident:
         raise NotImplementedError
 
 
-class ArenaRun(Resident):
+class ArenaRun(StatefulStep):
     """A step over one arena (the cpu and cuda backends): its slots, the inputs it is fed, the roots it returns
     and the new values to copy into slots after a run (those the step did not write in place) are windows
     into the arena, made once, since the arena never moves. A subclass provides `_window(value)`."""
@@ -55,15 +65,15 @@ class ArenaRun(Resident):
         graph, offsets, homes = step.graph, step.plan.offsets, step.homes
         leaves = {**graph.params, **graph.buffers, **graph.inputs}
         state = {name: (leaves[name], value) for name, value in step.state.items()}
-        Resident.__init__(
+        StatefulStep.__init__(
             self, {name: self._window(leaf) for name, (leaf, _) in state.items() if leaf.id in offsets}
         )
-        resident = {leaf.id for leaf, _ in state.values()}
+        kept = {leaf.id for leaf, _ in state.values()}
         computed = [*step.roots, *(value for _, value in state.values() if value is not None)]
         self.input_windows = [
             (v.attrs["name"], self._window(v))
             for v in graph.live_values(computed)
-            if v.op in LEAF_OPS and v.id not in resident
+            if v.op in LEAF_OPS and v.id not in kept
         ]
         self.output_windows = [(r.id, self._window(r)) for r in step.roots]
         # (slot, the value's window, whether that is a leaf's slot) for each new value not written in place.
@@ -77,15 +87,15 @@ class ArenaRun(Resident):
         raise NotImplementedError
 
 
-class HostRun(Resident):
-    """A step of a backend that keeps nothing between runs (the reference), behind the Resident interface:
+class HostRun(StatefulStep):
+    """A step of a backend that keeps nothing between runs (the reference), behind the StatefulStep interface:
     its slots are the arrays it is fed, and a run replaces each one it updates with the result. Arrays are
     never changed in place, so one may be shared with a store, another step or a caller."""
 
-    def __init__(self, run, carry: dict, roots: list):
-        super().__init__(dict.fromkeys(carry))
+    def __init__(self, run, state: dict, roots: list):
+        super().__init__(dict.fromkeys(state))
         self.run, self.roots = run, roots
-        self.updates = {name: value for name, value in carry.items() if value is not None}
+        self.updates = {name: value for name, value in state.items() if value is not None}
 
     def write(self, name: str, value) -> None:
         self.slots[name] = value
@@ -97,7 +107,7 @@ class HostRun(Resident):
         return {r.id: results[r.id] for r in self.roots}
 
 
-def launch(step: Resident, feeds: dict, stores) -> dict:
+def launch(step: StatefulStep, feeds: dict, stores) -> dict:
     """Run `step` on `feeds` (its inputs) with the state of `stores`, which among them hold every tensor it
     keeps; returns the step's roots."""
     for store in stores:
@@ -143,7 +153,7 @@ class StateStore:
             self._host[name] = array
         self._token = object()
 
-    def bring(self, step: Resident) -> None:
+    def bring(self, step: StatefulStep) -> None:
         """Move into `step`'s slots the latest value of every tensor of this store that it keeps."""
         if step.synced.get(self) is self._token:
             return  # nothing moved since the step last held them all: the step that ran last, most often

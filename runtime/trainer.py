@@ -20,7 +20,7 @@ from netc.compiler.errors import NetcError
 from netc.compiler.optim import LR_INPUT, STATE_PREFIX, STEP_BUFFER, Optimizer, check_lr, state_name
 from netc.compiler.shapes import format_shape
 
-from .state import initial_value, to_numpy
+from .parameters import initial_value, to_numpy
 from .store import StateStore
 
 

@@ -97,7 +97,7 @@ def test_multihead_attention_parameters_and_initialisation_are_torchs(kwargs):
     LAYERS["MultiheadAttention"](64, 4, **kwargs).create(LowerContext(graph, True), "m")
     assert sorted(k.removeprefix("m.") for k in graph.specs) == sorted(twin.state_dict())
     rng = np.random.default_rng(0)
-    from netc.runtime.state import initial_value
+    from netc.runtime.parameters import initial_value
 
     for key, spec in graph.specs.items():
         values = twin.state_dict()[key.removeprefix("m.")].numpy()

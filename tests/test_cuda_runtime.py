@@ -22,7 +22,7 @@ from netc.compiler.ir import Graph
 from netc.compiler.passes.simplify import simplify
 from netc.compiler.shapes import TensorType
 from netc.runtime.cuda import compile_step, import_cupy
-from netc.runtime.state import to_numpy
+from netc.runtime.parameters import to_numpy
 from test_train import OPTIMIZERS, _rounding_driven, _torch_step
 from twins import EXAMPLES, assert_matches_twin, example_inputs
 

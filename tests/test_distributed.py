@@ -254,13 +254,13 @@ def test_a_gradient_shared_by_two_parameters_is_copied_into_its_place():
     x = graph.add_leaf("input", "x", TensorType((4,), "f32"))
     graph.loss = B.reshape(B.sum(B.tanh(a + b) * x, (0,)), ())
     step = build_split_step_graph(graph, OPTIMIZERS["sgd"])
-    carry = state_updates(step, True)
-    compiled = prepare_split_cpu_step(get_backend("cpu"), step, [step.loss], "float32", carry, SingleProcess(), 64)
+    state = state_updates(step, True)
+    compiled = prepare_split_cpu_step(get_backend("cpu"), step, [step.loss], "float32", state, SingleProcess(), 64)
     assert set(compiled.split.layout.copied) == {"b"}
-    reference = SplitHostRun(get_backend("reference"), step, [step.loss], "float32", carry, SingleProcess())
+    reference = SplitHostRun(get_backend("reference"), step, [step.loss], "float32", state, SingleProcess())
     rng = np.random.default_rng(3)
     initial = {name: rng.normal(size=4).astype(np.float32) for name in ("a", "b")}
-    initial.update({name: np.zeros(4, np.float32) for name in carry if name.startswith("optimizer.momentum")})
+    initial.update({name: np.zeros(4, np.float32) for name in state if name.startswith("optimizer.momentum")})
     initial["optimizer.step"] = np.float64(0)
     for run in (compiled, reference):
         for name, value in initial.items():

@@ -35,7 +35,7 @@ from netc.compiler.layers.recurrent import Recurrent
 from netc.compiler.lower import Scope, bind_layer, call, instantiate
 from netc.compiler.results import first_result
 from netc.compiler.shapes import Sym, TensorType, bind_shape
-from netc.runtime.state import initial_value
+from netc.runtime.parameters import initial_value
 from parity import BACKENDS, EMULATED, Suite, assert_same_results
 
 CASES = [(name, i) for name, cls in sorted(LAYERS.items()) for i in range(len(getattr(cls, "examples", ())))]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from netc.runtime.store import Resident, StateStore, launch
+from netc.runtime.store import StatefulStep, StateStore, launch
 
 
-class Step(Resident):
+class Step(StatefulStep):
     """A step whose run adds 1 to every slot named in `updates`, and counts the values written into it."""
 
     def __init__(self, names, updates=()):

@@ -96,7 +96,7 @@ def _check_buffers(buffers: list[Buffer], alignment: int) -> None:
     for b in buffers:
         home = by_name.get(b.home)
         if b.home is not None and (home is None or home.home is not None or not may_take_over(home, b)):
-            # A home of a home could close a cycle; resident leaves have none, so none is allowed.
+            # A home of a home could close a cycle; state leaves have none, so none is allowed.
             raise ValueError(f"buffer {b.name!r} cannot take over its home {b.home!r}: {home}")
 
 

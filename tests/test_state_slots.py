@@ -1,5 +1,5 @@
-"""Resident state on the cpu backend: parameters, buffers and optimiser state live in the arenas of the
-prepared steps (runtime/store.py), and a step writes new values over the old in place (compiler/passes/resident.py).
+"""State slots on the cpu backend: parameters, buffers and optimiser state live in the arenas of the
+prepared steps (runtime/store.py), and a step writes new values over the old in place (compiler/passes/state_slots.py).
 The tests compare with the reference backend, which feeds and returns the whole state at every run."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import netc
 from netc.compiler.ir import Graph
 from netc.compiler.shapes import TensorType
-from netc.compiler.passes import resident
+from netc.compiler.passes import state_slots
 from netc.runtime.backends import get_backend
 
 # Small, so that it compiles fast, but with every kind of state: parameters, BatchNorm's running statistics
@@ -32,7 +32,7 @@ BATCH = 4
 
 @pytest.fixture(scope="module")
 def path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("resident") / "small.net"
+    path = tmp_path_factory.mktemp("state_slots") / "small.net"
     path.write_text(NET)
     return path
 
@@ -192,7 +192,7 @@ def test_the_read_after_graph_would_go_wrong_if_the_update_were_put_in_place(mon
     """The test above has teeth: pretend no kernel reads w (so the planner puts the update in place) and the
     matmul reads the new value instead of the old."""
     graph, new = _graph(read_after=True)
-    monkeypatch.setattr(resident, "_last_reads", lambda kernels: {})
+    monkeypatch.setattr(state_slots, "_last_reads", lambda kernels: {})
     step = get_backend("cpu").prepare(graph, [graph.outputs["out"]], "float64", state={"w": new})
     assert step.step.homes
     w, x = np.ones((4, 4)), np.eye(4)

@@ -1,5 +1,5 @@
-"""Resident state in a compiled step's arena: every state tensor keeps a slot, and a new value is written over
-the old one in place where that is safe.
+"""State slots in a compiled step's arena: every state tensor keeps a slot, and its update is written over the
+old value in place where that is safe (the words: runtime/store.py's docstring).
 
 A training step reads each parameter (and buffer, and piece of optimiser state) and computes its new value;
 the runtime keeps the tensor in the arena between runs (runtime/store.py), so the new value must end the run
@@ -7,7 +7,7 @@ in the old one's slot. The planner can put it there directly (memory.Buffer's `h
 old value after the new one is written: then the old value's bytes are free by the time they are overwritten.
 Otherwise the new value gets a buffer of its own, and the backend copies it into the slot after the run.
 
-`plan_resident_arena` is arena.plan_arena with those slots and homes added, for any backend.
+`plan_state_arena` is arena.plan_arena with those slots and homes added, for any backend.
 """
 
 from __future__ import annotations
@@ -22,22 +22,22 @@ from .memory import Buffer
 from .arena import ArenaPlan, plan_buffers, step_buffers, value_bytes
 
 
-def plan_resident_arena(
-    graph, kernels, roots: list, float_type: str, carried: dict
+def plan_state_arena(
+    graph, kernels, roots: list, float_type: str, updates: dict
 ) -> tuple[ArenaPlan, dict]:
-    """Plan the arena of `kernels`, which compute `roots` and the new values in `carried` (leaf -> the value
+    """Plan the arena of `kernels`, which compute `roots` and the new values in `updates` (leaf -> the value
     that replaces it after a run). Returns the plan, and the homes taken: new value id -> leaf id."""
-    buffers, homes = resident_buffers(graph, kernels, roots, float_type, carried)
+    buffers, homes = state_buffers(graph, kernels, roots, float_type, updates)
     return plan_buffers(list(buffers.values())), homes
 
 
-def resident_buffers(graph, kernels, roots: list, float_type: str, carried: dict) -> tuple[dict, dict]:
-    """arena.step_buffers, plus a slot for every carried leaf, and each new value that may be written over its
+def state_buffers(graph, kernels, roots: list, float_type: str, updates: dict) -> tuple[dict, dict]:
+    """arena.step_buffers, plus a slot for every updates leaf, and each new value that may be written over its
     leaf made that leaf's buffer's home (the leaf then lives only to its last read). Returns the buffers and
     the homes."""
-    homes = in_place_homes(kernels, carried, roots)
+    homes = in_place_homes(kernels, updates, roots)
     buffers = step_buffers(graph, kernels, roots, float_type)
-    for leaf in carried:  # a leaf that the step replaces without reading it still needs its slot
+    for leaf in updates:  # a leaf that the step replaces without reading it still needs its slot
         buffers.setdefault(leaf.id, Buffer(leaf.id, value_bytes(leaf, float_type), -1, len(kernels)))
     last_read = _last_reads(kernels)
     for new, leaf in homes.items():
@@ -47,7 +47,7 @@ def resident_buffers(graph, kernels, roots: list, float_type: str, carried: dict
     return buffers, homes
 
 
-def in_place_homes(kernels, carried: dict, roots: list) -> dict:
+def in_place_homes(kernels, updates: dict, roots: list) -> dict:
     """The new values that can be written over the leaf they replace: new value id -> leaf id.
 
     Safe where no kernel reads the leaf after the one that writes the new value, and that kernel reads it only
@@ -61,7 +61,7 @@ def in_place_homes(kernels, carried: dict, roots: list) -> dict:
     shown = {storage(r).id for r in roots}
     homes, writers = {}, {}  # writers: kernel index -> in_place_writers of it, worked out once (an update
     # kernel holds every parameter's part: asking it again per parameter made planning quadratic)
-    for leaf, value in carried.items():
+    for leaf, value in updates.items():
         new = storage(value)
         if new.id not in written or new.id in homes or leaf.id in shown:
             continue  # a leaf itself (no kernel writes it), or already the new value of another leaf

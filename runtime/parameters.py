@@ -1,4 +1,5 @@
-"""Parameters and buffers: PyTorch's default initialisation, and state dicts checked name by name."""
+"""Parameters and buffers: PyTorch's default initialisation, state dicts checked name by name, and arrays of
+any library (NumPy, CuPy, PyTorch) read as NumPy."""
 
 from __future__ import annotations
 
