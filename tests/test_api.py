@@ -15,8 +15,9 @@ from netc import NetcError
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def lenet():
+    """A fresh reference LeNet for each test (tests load weights into it: none sees another's)."""
     return netc.compile(EXAMPLES / "lenet.net", batch=2)
 
 
