@@ -97,6 +97,7 @@ OPINFO_OPS = {
     ("nn.functional.pixel_shuffle", ""): "pixel_shuffle",
     ("nn.functional.pixel_unshuffle", ""): "pixel_unshuffle",
     ("nn.functional.prelu", ""): "prelu",
+    ("nn.functional.scaled_dot_product_attention", ""): "scaled_dot_product_attention",
 }
 # Elementwise activations whose registry examples (tests/test_functions.py) already check every backend, forward
 # and gradients: their OpInfo samples run in the long mode only (NETC_OPINFO_ALL=1), to keep CI's time.
@@ -292,6 +293,8 @@ def sample_network(op, netc_name: str, sample, rng: np.random.Generator, prefix:
     """One sample, with torch's forward result and input gradients in float32 and in float64; its names
     start with `prefix`."""
     if netc_name == "dropout" and sample.kwargs.get("p", sample.args[0] if sample.args else 0.5) != 0:
+        raise Inexpressible("a random mask, which torch and netc draw from different generators")
+    if netc_name == "scaled_dot_product_attention" and sample.kwargs.get("dropout_p", 0.0) != 0:
         raise Inexpressible("a random mask, which torch and netc draw from different generators")
     inputs = Inputs(prefix)
     call = (operator_call if netc_name.startswith("@") else function_call)(netc_name, sample, inputs)
