@@ -88,6 +88,10 @@ def add_commands(command) -> None:
         help="drop the end of each epoch's order that does not divide among the ranks (default: pad it)",
     )
     ranks.add_argument(
+        "--sync-batchnorm", action="store_true",
+        help="BatchNorm's training statistics over all the ranks' batches together (torch's SyncBatchNorm)",
+    )
+    ranks.add_argument(
         "--dist-timeout", type=float, default=DEFAULT_TIMEOUT,
         help=f"seconds a rank waits for the others before giving the run up ({DEFAULT_TIMEOUT:g})",
     )
@@ -156,6 +160,7 @@ def train_rank(args, distributed: bool) -> int:
             drop_last=args.drop_last,
             dist_timeout=args.dist_timeout,
             max_steps=args.max_steps,
+            sync_batchnorm=args.sync_batchnorm,
         )
     except TrainingInterrupted as stop:
         if not main_rank:

@@ -162,6 +162,11 @@ def sum_to(x: Value, shape) -> Value:
     return reshape(sum(x, axes, keepdims=True), shape)
 
 
+def all_reduce_sum(x: Value) -> Value:
+    """x summed over the ranks of a data-parallel run (ops/collective.py); the identity on one rank."""
+    return x.graph.emit("all_reduce_sum", x)
+
+
 def matmul(a: Value, b: Value) -> Value:
     """NumPy's matmul: 1-D operands are promoted and squeezed, batch dimensions broadcast."""
     if a.rank == 0 or b.rank == 0:

@@ -37,6 +37,9 @@ def record_call(graph: Graph, label: str, kind: str, args, result, params: int =
 class LowerContext:
     graph: Graph
     training: bool  # train mode: batch statistics in BatchNorm, dropout active
+    # SyncBatchNorm: in train mode, BatchNorm's batch statistics are over this many ranks' batches together,
+    # each as large as this one (1: this batch's own, plain BatchNorm)
+    sync_ranks: int = 1
     descriptions: dict = field(default_factory=dict)  # value id -> "flatten of [N, 16, 4, 4]"
     _streams: int = 0
 

@@ -39,13 +39,16 @@ class Network:
     def symbols(self) -> tuple:
         return self.graph.symbols
 
-    def lower(self, bindings: dict, training: bool) -> Graph:
+    def lower(self, bindings: dict, training: bool, sync_ranks: int = 1) -> Graph:
         """The IR for concrete sizes and a mode, simplified (layers written independently repeat work:
         BatchNorm's mean for its statistics and for its running average); cached, since a model switches
-        modes often."""
-        key = (tuple(sorted(bindings.items())), training)
+        modes often. `sync_ranks` > 1: BatchNorm's training statistics are those of that many ranks' batches
+        together (SyncBatchNorm; layers/norm.py)."""
+        key = (tuple(sorted(bindings.items())), training, sync_ranks)
         if key not in self._graphs:
-            graph = lower_network(self.definition, self.blocks, bindings=bindings, training=training)
+            graph = lower_network(
+                self.definition, self.blocks, bindings=bindings, training=training, sync_ranks=sync_ranks
+            )
             verify(graph)
             self._graphs[key] = simplify(graph)
         return self._graphs[key]

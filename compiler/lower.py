@@ -378,11 +378,18 @@ def input_type(scope: Scope, decl: ast.InputDecl) -> TensorType:
 
 
 def lower_network(
-    definition: ast.Definition, blocks: dict, *, bindings: dict, training: bool, hyper: dict | None = None
+    definition: ast.Definition,
+    blocks: dict,
+    *,
+    bindings: dict,
+    training: bool,
+    hyper: dict | None = None,
+    sync_ranks: int = 1,
 ) -> Graph:
-    """Build the IR of a network for one mode, with the symbols in `bindings` made concrete."""
+    """Build the IR of a network for one mode, with the symbols in `bindings` made concrete; `sync_ranks`:
+    the ranks whose batches BatchNorm's statistics cover (LowerContext)."""
     graph = Graph(definition.name, mode="train" if training else "eval")
-    ctx = LowerContext(graph, training)
+    ctx = LowerContext(graph, training, sync_ranks=sync_ranks)
     scope = Scope(ctx, blocks, "", bindings)
     BlockInstance.bind_hyperparameters(scope, definition, [], hyper or {}, definition.loc, evaluate)
     for decl in (s for s in definition.body if isinstance(s, ast.InputDecl)):

@@ -14,7 +14,10 @@ of B: as one process with batches of K*B), since the mean of K means of B sample
 
 BatchNorm normalises with each rank's own batch statistics, as DistributedDataParallel does, and each rank
 updates its own running statistics; fit() gives every rank rank 0's before evaluating and saving, as DDP's
-broadcast_buffers leaves them.
+broadcast_buffers leaves them. With `sync_batchnorm=True` the statistics are those of all the ranks' batches
+together, as torch.nn.SyncBatchNorm's (functional/norm.py's batch_statistics): the network is lowered with
+all_reduce_sum ops on BatchNorm's sums, which each runner sums over the ranks in place as they are written.
+On one rank it is plain BatchNorm.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 from netc.compiler.errors import NetcError
 from netc.compiler.pipeline import state_updates
 
+from . import reference
 from .split_step import DEFAULT_BUCKET_BYTES, REDUCED_PREFIX, build_split_step_graph, phases_of
 from .store import StatefulStep
 from .trainer import Trainer
@@ -31,18 +35,25 @@ from .trainer import Trainer
 class DataParallelTrainer(Trainer):
     """A Trainer whose steps average the gradients across the ranks of `world` before the update."""
 
-    def __init__(self, model, optimizer, world, bucket_bytes: int = DEFAULT_BUCKET_BYTES):
+    def __init__(
+        self, model, optimizer, world, bucket_bytes: int = DEFAULT_BUCKET_BYTES, sync_batchnorm: bool = False
+    ):
         if isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, int) or bucket_bytes < 1:
             raise NetcError(f"the bucket size must be a positive number of bytes, got {bucket_bytes!r}")
-        self.world, self.bucket_bytes = world, bucket_bytes
+        if not isinstance(sync_batchnorm, bool):
+            raise NetcError(f"sync_batchnorm must be True or False, got {sync_batchnorm!r}")
+        self.world, self.bucket_bytes, self.sync_batchnorm = world, bucket_bytes, sync_batchnorm
         self._graphs: dict = {}  # id(the model's graph) -> its split step graph
         self._steps: dict = {}  # id(split step graph) -> its prepared step
         super().__init__(model, optimizer)
 
     @property
     def graph(self):
-        """The split training step's IR for the model's current mode (split_step.py)."""
-        network = self.model.graph
+        """The split training step's IR for the model's current mode (split_step.py); with sync_batchnorm,
+        of the network lowered with SyncBatchNorm's statistics over the world's ranks."""
+        model = self.model
+        ranks = self.world.size if self.sync_batchnorm and model.training else 1
+        network = model.network.lower(model.bindings, model.training, sync_ranks=ranks)
         if id(network) not in self._graphs:  # the model keeps its graphs as long as it lives
             self._graphs[id(network)] = build_split_step_graph(network, self.optimizer)
         return self._graphs[id(network)]
@@ -100,7 +111,8 @@ class SplitHostRun(StatefulStep):
         self.updates = {name: value for name, value in state.items() if value is not None}
         backward_ids = {v.id for v in phases.backward}
         first = [*phases.backward, *(r for r in roots if r.id not in backward_ids)]
-        self._backward = backend.prepare(graph, first, precision)
+        # the backward phase interpreted with the world, which sums SyncBatchNorm's statistics as they come
+        self._backward = lambda feeds: reference.run_graph(graph, feeds, first, precision, world=world)
         self._update = backend.prepare(graph, phases.update, precision)
 
     def write(self, name: str, value) -> None:

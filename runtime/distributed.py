@@ -4,6 +4,7 @@
     pending = world.reduce_async(gradients)            # a NumPy view: averaged across the ranks in place
     world.wait(pending)
     world.sum(np.array([loss_sum, samples]))           # metrics, added up over the ranks
+    world.all_reduce_sum(statistics)                   # a NumPy view: summed across the ranks in place, now
 
 The environment is the one `torchrun` sets (and `netc train --nproc K`, api/launch.py). The process group is
 gloo for the cpu and reference backends and NCCL for the cuda one; netc moves no bytes itself. Arrays travel as
@@ -70,6 +71,9 @@ class SingleProcess:
     def reduce_async(self, array: np.ndarray):
         return None
 
+    def all_reduce_sum(self, array) -> None:
+        """Sum `array` over the ranks in place, now (SyncBatchNorm's statistics; ops/collective.py)."""
+
     def on_stream(self, pointer: int):
         """A context in which the collectives run after the work queued on the CUDA stream `pointer` (the
         cuda backend's), and the work queued there later waits for them."""
@@ -108,6 +112,12 @@ class World(SingleProcess):
         tensor.div_(self.size)
         with self._guard("averaging the gradients"):
             return self._dist.all_reduce(tensor, async_op=True)
+
+    def all_reduce_sum(self, array) -> None:
+        """Sum `array` (a NumPy array, or on the GPU a CuPy one) over the ranks in place; the host waits for
+        it on gloo, the stream on NCCL (inside on_stream)."""
+        with self._guard("adding up the BatchNorm statistics"):
+            self._dist.all_reduce(self._view(array))
 
     def on_stream(self, pointer: int):
         if self.device is None:

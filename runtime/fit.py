@@ -97,6 +97,7 @@ def fit(
     drop_last: bool = False,
     dist_timeout: float = DEFAULT_TIMEOUT,
     max_steps: int | None = None,
+    sync_batchnorm: bool = False,
 ) -> History:
     """Train `model` (a netc Model) on `data` (a .npz path or a dict of arrays, named as the inputs) for
     `epochs` epochs in all, counting those of a resumed checkpoint; returns the History.
@@ -116,7 +117,11 @@ def fit(
     the others through the environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
     MASTER_PORT); `batch_size` is then per rank. `drop_last` drops the end of each epoch's order that does
     not divide among the ranks, where DistributedSampler's default (and fit's) pads it with its first samples.
-    A collective that waits `dist_timeout` seconds for another rank gives the run up."""
+    A collective that waits `dist_timeout` seconds for another rank gives the run up. `sync_batchnorm=True`
+    takes BatchNorm's training statistics over all the ranks' batches together, as torch.nn.SyncBatchNorm
+    (on one process, plain BatchNorm)."""
+    if not isinstance(sync_batchnorm, bool):
+        raise NetcError(f"sync_batchnorm must be True or False, got {sync_batchnorm!r}")
     world = join_world(timeout=dist_timeout, device_backend=model.backend.name) if distributed else SingleProcess()
     resumed = load_checkpoint(resume, _shapes(model)) if resume is not None else None
     training = resumed.training if resumed is not None else {}
@@ -128,7 +133,7 @@ def fit(
     if checkpoint is not None and world.is_main:
         check_checkpoint_path(checkpoint)  # before the first epoch, not after it
     run = _Run(
-        SizedModels(model, chosen, trainer_factory(world)),
+        SizedModels(model, chosen, trainer_factory(world, sync_batchnorm)),
         epochs=epochs,
         batch_size=check_batch_size(batch_size),
         seed=seed,
@@ -167,13 +172,13 @@ def resumed_batch_size(training: dict, ranks: int) -> int | None:
     return samples // ranks if samples % ranks == 0 else size
 
 
-def trainer_factory(world):
+def trainer_factory(world, sync_batchnorm: bool = False):
     """How SizedModels makes a trainer: Model.trainer, or on several ranks a DataParallelTrainer."""
     if type(world) is SingleProcess:
         return None
     from .data_parallel import DataParallelTrainer
 
-    return lambda model, optimizer: DataParallelTrainer(model, optimizer, world)
+    return lambda model, optimizer: DataParallelTrainer(model, optimizer, world, sync_batchnorm=sync_batchnorm)
 
 
 def _shapes(model) -> dict:

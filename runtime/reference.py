@@ -9,12 +9,15 @@ from __future__ import annotations
 import numpy as np
 from netc.compiler.ir import Graph, Value
 from netc.compiler.ops import OPS
+from netc.compiler.ops.collective import COLLECTIVE_OPS
 
 FLOAT = {"float32": np.float32, "float64": np.float64}
 
 
-def run_graph(graph: Graph, feeds: dict, roots: list, precision: str = "float32") -> dict:
-    """Evaluate `roots` given `feeds` (leaf name -> array for inputs, params and buffers); return id -> array."""
+def run_graph(graph: Graph, feeds: dict, roots: list, precision: str = "float32", world=None) -> dict:
+    """Evaluate `roots` given `feeds` (leaf name -> array for inputs, params and buffers); return id -> array.
+    With the `world` of a data-parallel run, a collective op's result is reduced across its ranks as soon as
+    it is computed (runtime/distributed.py); without, it is its registry reference, a world of one rank."""
     float_type = FLOAT[precision]
     env: dict[int, np.ndarray] = {}
     for v in graph.live_values(roots):
@@ -23,6 +26,9 @@ def run_graph(graph: Graph, feeds: dict, roots: list, precision: str = "float32"
         else:
             result = OPS[v.op].ref(*(env[i.id] for i in v.inputs), **v.attrs)
         env[v.id] = _as_dtype(result, v, float_type)
+        if world is not None and v.op in COLLECTIVE_OPS:
+            env[v.id] = np.array(env[v.id], order="C")  # its own writable array, a 0-d one kept 0-d
+            world.all_reduce_sum(env[v.id])
     return env
 
 

@@ -1,5 +1,6 @@
 """A split training step on the cpu backend: the backward in pieces, each bucket of gradients all-reduced in
-the arena while the next piece computes, then the optimiser's update (split_step.py).
+the arena while the next piece computes, then the optimiser's update (split_step.py). SyncBatchNorm's sums are
+all-reduced in place, and waited for, after the piece that ends with the kernel writing them.
 
 The step is one C module over one arena, like any cpu step (cpu.py), entered through `netc_run_range` for a
 range of its kernels. The all-reduce of a bucket runs on gloo's own threads; the native call releases the GIL
@@ -16,7 +17,7 @@ import numpy as np
 from netc.compiler.pipeline import Planned, compile_graph, compile_planned
 
 from .cpu import CpuRun, check_status
-from .split_step import REDUCED_PREFIX, plan_split_step, segments
+from .split_step import REDUCED_PREFIX, plan_split_step
 
 
 def prepare_split_cpu_step(backend, graph, roots, precision: str, state: dict, world, bucket_bytes: int):
@@ -45,7 +46,10 @@ class SplitCpuRun(CpuRun):
             (self._window(values[vid]).reshape(-1), self._place(block, name, values[vid]))
             for name, vid in split.layout.copied.items()
         ]
-        self._segments = segments(split.layout, split.backward_kernels)
+        self._segments = [
+            (first, end, buckets, [self._window(v) for v in collectives])
+            for first, end, buckets, collectives in split.segments()
+        ]
         self._run_range = library.netc_run_range
         self._run_range.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
         self._run_range.restype = ctypes.c_int64
@@ -58,8 +62,10 @@ class SplitCpuRun(CpuRun):
         self.copy_inputs(feeds)
         backward_end = self.split.backward_kernels
         pending = []
-        for first, end, buckets in self._segments:
+        for first, end, buckets, collectives in self._segments:
             check_status(self._run_range(self._base, first, end))
+            for statistics in collectives:  # the next piece reads them: summed over the ranks now
+                self.world.all_reduce_sum(statistics)
             if end == backward_end:
                 for source, place in self._gathered:
                     np.copyto(place, source)

@@ -19,7 +19,7 @@ import numpy as np
 from netc.compiler.pipeline import Planned, compile_graph, compile_planned
 
 from .cuda import CudaCodegen, CudaRun, cupy_blas_loader
-from .split_step import REDUCED_PREFIX, plan_split_step, segments
+from .split_step import REDUCED_PREFIX, plan_split_step
 
 
 def compile_split_cuda_step(graph, roots, precision: str, state: dict, bucket_bytes: int) -> tuple:
@@ -43,7 +43,7 @@ class SplitCudaRun(CudaRun):
 
     def __init__(self, cupy, step, split, world, load=None):
         self.split, self.world = split, world
-        self._pieces = segments(split.layout, split.backward_kernels)  # _capture, in CudaRun's __init__, needs it
+        self._pieces = split.segments()  # _capture, in CudaRun's __init__, needs it
         super().__init__(cupy, step, load or cupy_blas_loader(cupy))
         graph = step.graph
         self.input_windows = [(name, w) for name, w in self.input_windows if not name.startswith(REDUCED_PREFIX)]
@@ -67,7 +67,7 @@ class SplitCudaRun(CudaRun):
             self._launch_all()
             self.stream.synchronize()
             self._pieces_graphs = []
-            for index, (first, end, _) in enumerate(self._pieces):
+            for index, (first, end, _, _) in enumerate(self._pieces):
                 self.stream.begin_capture()
                 if index == 0:
                     self._error.memset_async(0, 8, self.stream)
@@ -86,8 +86,10 @@ class SplitCudaRun(CudaRun):
         run's stream, inside its `with self.stream` (the gathered gradients are copied there)."""
         backward_end, pending = self.split.backward_kernels, []
         with self.world.on_stream(self.stream.ptr):
-            for graph, (_, end, buckets) in zip(self._pieces_graphs, self._pieces):
+            for graph, (_, end, buckets, collectives) in zip(self._pieces_graphs, self._pieces):
                 graph.launch(self.stream)
+                for value in collectives:  # SyncBatchNorm's sums, which the next piece reads
+                    self.world.all_reduce_sum(self._window(value))
                 if end == backward_end:
                     for source, place in self._gathered:
                         self.cupy.copyto(place, source)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from netc.compiler.autodiff import GRAD_PREFIX, grad
 from netc.compiler.ir import LEAF_OPS
+from netc.compiler.ops.collective import COLLECTIVE_OPS
 from netc.compiler.optim import NEW_PREFIX, STATE_PREFIX, Optimizer
 from netc.compiler.passes.arena import ArenaPlan, plan_buffers, value_bytes
 from netc.compiler.passes.fuse import fuse, reads, storage
@@ -147,20 +148,33 @@ def _align(nbytes: int) -> int:
     return -(-nbytes // ALIGNMENT) * ALIGNMENT
 
 
-def segments(layout: GradientLayout, backward_kernels: int) -> list:
-    """The backward's kernels as ranges [first, end), each followed by the buckets that are ready after it:
-    [(first, end, [bucket, ...]), ...], covering every kernel of the phase."""
-    pieces, first = [], 0
+def segments(layout: GradientLayout, backward_kernels: int, collectives: dict | None = None) -> list:
+    """The backward's kernels as ranges [first, end), each followed by the buckets that are ready after it and
+    the collective values (SyncBatchNorm's sums) its last kernel wrote, which are summed over the ranks in
+    place before the next range reads them: [(first, end, [bucket, ...], [value, ...]), ...], covering every
+    kernel of the phase. `collectives`: kernel index -> the collective values it writes."""
+    collectives = collectives or {}
+    ready: dict = {}
     for bucket in layout.buckets:
-        end = bucket.ready + 1
-        if pieces and end <= first:
-            pieces[-1][2].append(bucket)
-            continue
-        pieces.append((first, end, [bucket]))
+        ready.setdefault(bucket.ready + 1, []).append(bucket)
+    pieces, first = [], 0
+    for end in sorted(set(ready) | {index + 1 for index in collectives}):
+        pieces.append((first, end, ready.get(end, []), collectives.get(end - 1, [])))
         first = end
     if first < backward_kernels or not pieces:
-        pieces.append((first, backward_kernels, []))
+        pieces.append((first, backward_kernels, [], []))
     return pieces
+
+
+def collective_kernels(kernels: list) -> dict:
+    """kernel index -> the values of collective ops it writes (ops/collective.py), for the runner to reduce
+    across the ranks once it has run; each is a kernel of its own, a copy."""
+    found = {}
+    for index, kernel in enumerate(kernels):
+        values = [v for v in kernel.outputs if v.op in COLLECTIVE_OPS]
+        if values:
+            found[index] = values
+    return found
 
 
 GRADIENT_BLOCK = "gradients"  # the planner's name for the block (value ids are integers)
@@ -179,6 +193,11 @@ class SplitPlan:
     phases: Phases
     layout: GradientLayout
     block_offset: int  # where the gradient block starts in the arena
+    collectives: dict  # backward kernel index -> the collective values it writes (collective_kernels)
+
+    def segments(self) -> list:
+        """The backward's pieces, and what is reduced after each (the module-level segments)."""
+        return segments(self.layout, self.backward_kernels, self.collectives)
 
 
 def plan_split_step(graph, float_type: str, updates: dict, bucket_bytes: int) -> SplitPlan:
@@ -201,7 +220,7 @@ def plan_split_step(graph, float_type: str, updates: dict, bucket_bytes: int) ->
         if name in layout.written:
             offsets[layout.written[name]] = block + at
     plan = ArenaPlan(offsets, planned.arena_bytes, planned.naive_bytes, planned.peak_bytes)
-    return SplitPlan(kernels, len(backward), plan, homes, phases, layout, block)
+    return SplitPlan(kernels, len(backward), plan, homes, phases, layout, block, collective_kernels(backward))
 
 
 def without_aliases(buffer: Buffer, moved: set) -> Buffer:

@@ -6,6 +6,7 @@ import netc
 import numpy as np
 
 NET = Path(__file__).resolve().parent / "distributed_small.net"
+BATCHNORM_NET = Path(__file__).resolve().parent / "distributed_bn.net"  # for --sync-batchnorm
 BATCH = 4  # per rank
 STEPS = 3
 SAMPLES = 32  # fit's data: 4 steps an epoch on two ranks of 4 (or one process of 8)

@@ -2,7 +2,8 @@
 `python tests/distributed_worker.py OUT_DIR`. Rank 0 writes what the test compares into OUT_DIR.
 
 1. K ranks, each with its share (B samples) of the same batches, several SGD and Adam steps on the reference and
-   cpu backends (the cpu's gradients in several buckets); the parameters after them.
+   cpu backends (the cpu's gradients in several buckets); the parameters after them. And with sync_batchnorm,
+   SGD steps of a network with BatchNorm: its parameters and running statistics.
 2. fit(distributed=True) for one epoch with a checkpoint, then resumed from it for a second; the parameters.
 3. Rank 1 dies; rank 0's next collective must fail with RanksLost, whose message is written down.
 """
@@ -19,7 +20,7 @@ from netc.runtime.distributed import RanksLost, join_world, leave_world
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from distributed_case import BATCH, NET, OPTIMIZERS, STEPS, fit_data, step_batches
+from distributed_case import BATCH, BATCHNORM_NET, NET, OPTIMIZERS, STEPS, fit_data, step_batches
 
 
 def main(out: Path) -> None:
@@ -32,6 +33,10 @@ def main(out: Path) -> None:
             trainer = DataParallelTrainer(model, optimizer, world, bucket_bytes=256)
             losses = [trainer.step(x=x[s][share], labels=labels[s][share]) for s in range(STEPS)]
             np.savez(out / f"steps-{backend}-{name}-rank{rank}.npz", losses=losses, **model.parameters())
+        model = netc.compile(BATCHNORM_NET, batch=BATCH, backend=backend)
+        trainer = DataParallelTrainer(model, OPTIMIZERS["sgd"], world, bucket_bytes=256, sync_batchnorm=True)
+        losses = [trainer.step(x=x[s][share], labels=labels[s][share]) for s in range(STEPS)]
+        np.savez(out / f"sync-bn-{backend}-rank{rank}.npz", losses=losses, **model.state_dict())
 
     model = netc.compile(NET, batch=BATCH)
     optimizer = OPTIMIZERS["adam"]

@@ -38,7 +38,7 @@ from netc.runtime.split_step import (
 
 pytest.importorskip("torch.distributed")
 from cli_run import run_cli
-from distributed_case import BATCH, NET, OPTIMIZERS, STEPS, fit_data, step_batches
+from distributed_case import BATCH, BATCHNORM_NET, NET, OPTIMIZERS, STEPS, fit_data, step_batches
 
 HERE = Path(__file__).resolve().parent
 RANKS = 2
@@ -77,6 +77,21 @@ def test_two_ranks_train_as_one_process_with_twice_the_batch(ranks, backend, opt
         np.testing.assert_allclose(rank0[name], value, **TOLERANCE, err_msg=name)
         np.testing.assert_array_equal(rank1[name], rank0[name], err_msg=name)  # the ranks never drift apart
     # Each rank's loss is its own half's; together they are the whole batch's.
+    np.testing.assert_allclose((rank0["losses"] + rank1["losses"]) / 2, losses, **TOLERANCE)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_two_ranks_with_sync_batchnorm_train_as_one_process_with_twice_the_batch(ranks, backend):
+    """SyncBatchNorm: the statistics (and the backward's sums) over both ranks' batches, so the parameters and
+    the running statistics are those of one process with the whole batch."""
+    x, labels = step_batches(RANKS)
+    model = netc.compile(BATCHNORM_NET, batch=RANKS * BATCH, backend=backend)
+    trainer = model.trainer(OPTIMIZERS["sgd"])
+    losses = [trainer.step(x=x[s], labels=labels[s]) for s in range(STEPS)]
+    rank0, rank1 = (np.load(ranks / f"sync-bn-{backend}-rank{r}.npz") for r in range(RANKS))
+    for name, value in model.state_dict().items():
+        np.testing.assert_allclose(rank0[name], value, **TOLERANCE, err_msg=name)
+        np.testing.assert_array_equal(rank1[name], rank0[name], err_msg=name)
     np.testing.assert_allclose((rank0["losses"] + rank1["losses"]) / 2, losses, **TOLERANCE)
 
 
@@ -155,7 +170,11 @@ def test_gradients_are_laid_out_contiguously_in_buckets_that_follow_the_backward
 def test_segments_end_where_buckets_become_ready():
     buckets = (Bucket(0, 64, 3, ("a",)), Bucket(64, 128, 3, ("b",)), Bucket(128, 256, 7, ("c",)))
     layout = type("Layout", (), {"buckets": buckets})()
-    assert segments(layout, 10) == [(0, 4, list(buckets[:2])), (4, 8, [buckets[2]]), (8, 10, [])]
+    assert segments(layout, 10) == [(0, 4, list(buckets[:2]), []), (4, 8, [buckets[2]], []), (8, 10, [], [])]
+    # a piece also ends after each kernel writing SyncBatchNorm's sums, which are reduced before the next runs
+    assert segments(layout, 10, {1: ["s1"], 3: ["s2"]}) == [
+        (0, 2, [], ["s1"]), (2, 4, list(buckets[:2]), ["s2"]), (4, 8, [buckets[2]], []), (8, 10, [], [])
+    ]
 
 
 def test_one_rank_steps_are_the_trainers_exactly():

@@ -20,6 +20,24 @@ def normalize(x: Value, mean: Value, var: Value, eps: float) -> Value:
     return (x - mean) * B.rsqrt(var + eps)
 
 
+def batch_statistics(x: Value, axes: tuple, ranks: int = 1) -> tuple:
+    """BatchNorm's training statistics over `axes`, keeping them: (mean, biased variance, unbiased variance).
+
+    With `ranks` > 1 they are SyncBatchNorm's, over the batches of that many ranks together (each as large as
+    x): the per-channel sums are all-reduced across the ranks (ops/collective.py), and so, by their gradient
+    rule, are the sums the backward pass makes of the gradient and of its product with x-hat, as
+    torch.nn.SyncBatchNorm's backward does. Two passes over x, as for one rank: the mean first, then the
+    squared deviations from it."""
+    if ranks == 1:
+        mean, var = B.mean(x, axes, keepdims=True), B.var(x, axes, keepdims=True)
+        return mean, var, B.var(x, axes, correction=1)
+    count = B.count(x, axes) * ranks
+    mean = B.all_reduce_sum(B.sum(x, axes, keepdims=True)) / count
+    centred = x - mean
+    squares = B.all_reduce_sum(B.sum(centred * centred, axes, keepdims=True))
+    return mean, squares / count, squares / (count - 1)
+
+
 def affine(y: Value, weight: Value | None, bias: Value | None, shape: tuple) -> Value:
     """y * weight + bias, with weight and bias reshaped to `shape` so they broadcast along the right axes."""
     if weight is not None:

@@ -4,7 +4,9 @@ In train mode BatchNorm normalises with the batch's statistics (biased variance)
 statistics, records their new values through ctx.update, as torch updates them in place:
 running = (1 - momentum) * running + momentum * batch, with the unbiased batch variance, and
 num_batches_tracked + 1 (momentum=None averages cumulatively: momentum = 1 / num_batches_tracked).
-In eval mode it normalises with the running statistics.
+In eval mode it normalises with the running statistics. Lowered with ctx.sync_ranks > 1, train mode takes the
+statistics over the batches of every rank of a data-parallel run, as torch.nn.SyncBatchNorm
+(functional/norm.py's batch_statistics).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from .. import build as B
 from ..errors import NetcError
 from ..functional.args import check_float, check_positive_int, check_tensor, layer_label
-from ..functional.norm import affine, layer_norm_of, normalize, normalized_shape_of
+from ..functional.norm import affine, batch_statistics, layer_norm_of, normalize, normalized_shape_of
 from ..shapes import format_shape
 from .base import Layer, layer
 
@@ -47,10 +49,14 @@ class BatchNormNd(Layer):
         axes = (0,) + tuple(range(2, x.rank))
         channel_shape = (self.num_features,) + (1,) * (x.rank - 2)  # broadcasts along the channel axis
         if ctx.training or not self.track_running_stats:
-            self._check_batch(x, axes)
-            mean, var = B.mean(x, axes, keepdims=True), B.var(x, axes, keepdims=True)
+            # SyncBatchNorm's statistics over every rank's batch in train mode only, as torch's (eval mode
+            # without running statistics uses the rank's own batch there too)
+            ranks = ctx.sync_ranks if ctx.training else 1
+            if ranks == 1:
+                self._check_batch(x, axes)
+            mean, var, unbiased_var = batch_statistics(x, axes, ranks)
             if ctx.training and self.track_running_stats:
-                self._update_running_stats(ctx, x, axes, mean)
+                self._update_running_stats(ctx, mean, unbiased_var)
         else:
             mean = B.reshape(B.cast(self.running_mean, x.dtype), channel_shape)
             var = B.reshape(B.cast(self.running_var, x.dtype), channel_shape)
@@ -74,7 +80,7 @@ class BatchNormNd(Layer):
                 f"got input size {format_shape(x.shape)}"
             )
 
-    def _update_running_stats(self, ctx, x, axes, batch_mean) -> None:
+    def _update_running_stats(self, ctx, batch_mean, batch_var) -> None:
         def latest(buffer: str):
             # A layer applied twice in one step updates its statistics twice, as torch's in-place update does.
             return ctx.graph.updates.get(f"{self.name}.{buffer}", getattr(self, buffer))
@@ -85,7 +91,7 @@ class BatchNormNd(Layer):
         if momentum is None:  # a cumulative average over the batches seen so far
             momentum = 1 / B.cast(tracked, self.running_mean.dtype)
         batch_mean = B.cast(B.reshape(batch_mean, (self.num_features,)), self.running_mean.dtype)
-        batch_var = B.var(x, axes, correction=1)  # torch keeps the unbiased variance
+        # torch keeps the unbiased variance
         batch_var = B.cast(B.reshape(batch_var, (self.num_features,)), self.running_var.dtype)
         for buffer, batch_value in (("running_mean", batch_mean), ("running_var", batch_var)):
             ctx.update(f"{self.name}.{buffer}", (1 - momentum) * latest(buffer) + momentum * batch_value)
