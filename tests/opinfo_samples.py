@@ -86,25 +86,26 @@ OPINFO_OPS = {
     ("nn.functional.conv_transpose3d", ""): "conv_transpose3d",
     ("nn.functional.pad", "constant"): "pad",
     ("nn.functional.pad", "reflect"): "pad",
-    ("nn.functional.pad", "replicate"): "pad",
-    ("nn.functional.pad", "circular"): "pad",
     ("nn.functional.interpolate", "nearest"): "interpolate",
-    ("nn.functional.interpolate", "nearest-exact"): "interpolate",
-    ("nn.functional.interpolate", "linear"): "interpolate",
     ("nn.functional.interpolate", "bilinear"): "interpolate",
-    ("nn.functional.interpolate", "trilinear"): "interpolate",
-    ("nn.functional.interpolate", "area"): "interpolate",
     ("nn.functional.pixel_shuffle", ""): "pixel_shuffle",
-    ("nn.functional.pixel_unshuffle", ""): "pixel_unshuffle",
     ("nn.functional.prelu", ""): "prelu",
     ("nn.functional.scaled_dot_product_attention", ""): "scaled_dot_product_attention",
 }
-# Elementwise activations whose registry examples (tests/test_functions.py) already check every backend, forward
-# and gradients: their OpInfo samples run in the long mode only (NETC_OPINFO_ALL=1), to keep CI's time.
+# Ops whose registry examples (tests/test_functions.py, test_layers.py) already check every backend, forward and
+# gradients, and whose OpInfo samples run in the long mode only (NETC_OPINFO_ALL=1), to keep CI's time: the
+# elementwise activations, and the variants of pad and interpolate beside the ones CI keeps above.
 LONG_ONLY_OPS = {("nn.functional." + name, ""): name for name in (
     "elu", "celu", "selu", "softplus", "hardtanh", "relu6", "hardswish", "hardsigmoid", "mish", "logsigmoid",
-    "softsign", "tanhshrink",
-)}
+    "softsign", "tanhshrink", "pixel_unshuffle",
+)} | {
+    ("nn.functional.pad", "replicate"): "pad",
+    ("nn.functional.pad", "circular"): "pad",
+    ("nn.functional.interpolate", "nearest-exact"): "interpolate",
+    ("nn.functional.interpolate", "linear"): "interpolate",
+    ("nn.functional.interpolate", "trilinear"): "interpolate",
+    ("nn.functional.interpolate", "area"): "interpolate",
+}
 # netc functions that are another name of a function above, or that OpInfo has no entry for
 ALIASES = {
     "avgpool1d": "avg_pool1d",
