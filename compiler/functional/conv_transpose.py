@@ -84,8 +84,8 @@ def _fold_into(cols: Value, spatial: tuple, out: tuple, kernel, stride, padding,
         return cols.graph.emit(
             "fold", cols, spatial=out, kernel=kernel, stride=stride, padding=padding, dilation=dilation
         )
-    # output_padding >= stride (allowed when below the dilation): fold the whole span the windows cover, then
-    # crop `padding` at the low end and at the high end keep output_padding more, zeros past the span.
+    # output_padding >= stride (allowed when below the dilation): fold the whole span the windows cover, extend
+    # it with zeros where the output reaches past it, then crop `padding` at the low end.
     full = tuple((s - 1) * st + d * (k - 1) + 1 for s, k, st, d in zip(spatial, kernel, stride, dilation))
     y = cols.graph.emit(
         "fold",
@@ -96,12 +96,11 @@ def _fold_into(cols: Value, spatial: tuple, out: tuple, kernel, stride, padding,
         padding=(0,) * len(kernel),
         dilation=dilation,
     )
-    stops = tuple(min(p + o, f) for p, o, f in zip(padding, out, full))
-    y = y.graph.emit("slice", y, starts=(0, 0) + tuple(padding), stops=y.shape[:2] + stops)
-    beyond = tuple(p + o - stop for p, o, stop in zip(padding, out, stops))
+    beyond = tuple(max(0, p + o - f) for p, o, f in zip(padding, out, full))
     if any(beyond):
         y = y.graph.emit("pad", y, pads=((0, 0), (0, 0)) + tuple((0, b) for b in beyond), value=0.0)
-    return y
+    stops = tuple(p + o for p, o in zip(padding, out))
+    return y.graph.emit("slice", y, starts=(0, 0) + tuple(padding), stops=y.shape[:2] + stops)
 
 
 def transposed_convolution(

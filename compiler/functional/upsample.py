@@ -106,12 +106,12 @@ def along_axis(x: Value, axis: int, matrix: np.ndarray) -> Value:
 def repeat_axes(x: Value, times: dict) -> Value:
     """Each element repeated times[axis] times in place along each axis named: [a, b] -> [a, a, b, b]. One
     broadcast for all the axes: a size-1 axis after each repeated one, spread, then merged into it."""
-    ones, spread, merged = [], [], []
+    ones, spread = [], []
     for axis, d in enumerate(x.shape):
-        ones.append(d), spread.append(d), merged.append(d * times.get(axis, 1))
-        if axis in times:
-            ones.append(1), spread.append(times[axis])
-    return B.reshape(B.broadcast_to(B.reshape(x, tuple(ones)), tuple(spread)), tuple(merged))
+        ones += [d, 1] if axis in times else [d]
+        spread += [d, times[axis]] if axis in times else [d]
+    merged = tuple(d * times.get(axis, 1) for axis, d in enumerate(x.shape))
+    return B.reshape(B.broadcast_to(B.reshape(x, tuple(ones)), tuple(spread)), merged)
 
 
 def _resize_nearest(x: Value, outs: tuple, scales: tuple, exact: bool) -> Value:
@@ -166,6 +166,8 @@ def interpolate_value(
     antialias=False,
     who: str = "interpolate",
 ) -> Value:
+    """x [N, C, *spatial] resized to `size` or by `scale_factor` as torch.nn.functional.interpolate resizes it;
+    `who` names the op in errors (interpolate, or the Upsample layer)."""
     check_float(check_tensor(x, who), who)
     if x.rank not in (3, 4, 5):
         raise NetcError(
@@ -222,7 +224,8 @@ def interpolate(
     )
 
 
-def _check_factor_input(x: Value, factor, channels_divisor: int, who: str, what: str):
+def _check_factor_input(x: Value, factor, who: str, what: str) -> tuple:
+    """x's leading axes, channels, height and width, once x is [*, C, H, W] and the factor a positive int."""
     check_tensor(x, who)
     check_positive_int(factor, f"{who}: {what}")
     if x.rank < 3:
@@ -234,7 +237,7 @@ def _check_factor_input(x: Value, factor, channels_divisor: int, who: str, what:
 
 def pixel_shuffle_value(x: Value, r: int, who: str = "pixel_shuffle") -> Value:
     """[*, C * r^2, H, W] -> [*, C, H * r, W * r]: each group of r^2 channels becomes an r x r block."""
-    lead, c, h, w = _check_factor_input(x, r, r * r, who, "upscale_factor")
+    lead, c, h, w = _check_factor_input(x, r, who, "upscale_factor")
     if not is_int(c) or c % (r * r):
         raise NetcError(f"{who}: the channels ({c}) must be divisible by upscale_factor squared ({r * r})")
     y = B.reshape(x, lead + (c // (r * r), r, r, h, w))
@@ -245,7 +248,7 @@ def pixel_shuffle_value(x: Value, r: int, who: str = "pixel_shuffle") -> Value:
 
 def pixel_unshuffle_value(x: Value, r: int, who: str = "pixel_unshuffle") -> Value:
     """[*, C, H * r, W * r] -> [*, C * r^2, H, W], the inverse of pixel_shuffle."""
-    lead, c, h, w = _check_factor_input(x, r, 1, who, "downscale_factor")
+    lead, c, h, w = _check_factor_input(x, r, who, "downscale_factor")
     if not (is_int(h) and is_int(w)) or h % r or w % r:
         raise NetcError(f"{who}: the height and width ({h}, {w}) must be divisible by downscale_factor ({r})")
     y = B.reshape(x, lead + (c, h // r, r, w // r, r))
