@@ -189,6 +189,8 @@ conv_transpose1d = _conv_transpose_function(
         # output_padding >= stride, below the dilation: a last element that no window reaches, zero
         example(T.of(1, 3, 5), T.of(3, 2, 2), stride=1, output_padding=1, dilation=2),
         example(T.of(2, 3, 7), T.of(3, 2, 4), stride=3, padding=2),
+        # an output that starts past the windows' span (padding 2 > span 1): zeros, then the bias
+        example(T.of(1, 2, 1), T.of(2, 3, 1), T.of(3), 1, 2, 5, dilation=10),
     ],
 )
 conv_transpose2d = _conv_transpose_function(
