@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import netc
@@ -200,6 +201,21 @@ def test_the_cuda_split_step_runs_its_pieces_on_the_emulated_device(tmp_path, mo
     1: no NCCL here), against the reference backend's split step, in float64."""
     if not shutil.which("g++") and not shutil.which("c++"):
         pytest.skip("no C++ compiler to emulate the CUDA module with")
+    EmulatedTrainer = emulated_trainer(tmp_path, monkeypatch)
+    x, labels = step_batches(1)
+    a, b = (netc.compile(NET, batch=BATCH, precision="float64") for _ in range(2))
+    emulated = EmulatedTrainer(a, OPTIMIZERS["adam"], SingleProcess(), bucket_bytes=64)
+    reference = DataParallelTrainer(b, OPTIMIZERS["adam"], SingleProcess())
+    assert len(emulated.prepared.split.layout.buckets) == 4
+    for s in range(STEPS):
+        got = emulated.step(x=x[s], labels=labels[s])
+        np.testing.assert_allclose(got, reference.step(x=x[s], labels=labels[s]), rtol=1e-12)
+    for name, value in b.parameters().items():
+        np.testing.assert_allclose(a.parameters()[name], value, rtol=1e-10, atol=1e-13, err_msg=name)
+
+
+def emulated_trainer(tmp_path, monkeypatch):
+    """A DataParallelTrainer class whose steps are split_cuda.py's, on test_cuda_emulated's device, in float64."""
     from test_cuda_emulated import EmulatedDevice
 
     device = EmulatedDevice(tmp_path, monkeypatch)
@@ -212,16 +228,69 @@ def test_the_cuda_split_step_runs_its_pieces_on_the_emulated_device(tmp_path, mo
                 self._steps[id(graph)] = SplitCudaRun(device.cupy, step, split, self.world, load=device.load)
             return self._steps[id(graph)]
 
+    EmulatedTrainer.cupy = device.cupy
+    return EmulatedTrainer
+
+
+@dataclass
+class Twins(SingleProcess):
+    """Two ranks with the same batch, in one process: a sum over them doubles, an average changes nothing.
+    With `cupy`, the sum is queued on the current stream, as NCCL's is (after the kernels queued there)."""
+
+    size: int = 2
+    cupy: object = None
+
+    def all_reduce_sum(self, array) -> None:
+        if self.cupy is None:
+            array *= 2
+            return
+        view = np.asarray(array)
+        self.cupy.get_current_stream().enqueue(lambda: np.multiply(view, 2, out=view), "all_reduce")
+
+
+def test_sync_batchnorm_sums_are_reduced_by_each_runner_where_they_are_written(tmp_path, monkeypatch):
+    """Two identical ranks (Twins) with SyncBatchNorm train as one process with the batch twice over, on the
+    reference, the cpu and the emulated cuda runners: each reduces every all_reduce_sum before it is read."""
+    if not shutil.which("g++") and not shutil.which("c++"):
+        pytest.skip("no C++ compiler to emulate the CUDA module with")
     x, labels = step_batches(1)
-    a, b = (netc.compile(NET, batch=BATCH, precision="float64") for _ in range(2))
-    emulated = EmulatedTrainer(a, OPTIMIZERS["adam"], SingleProcess(), bucket_bytes=64)
-    reference = DataParallelTrainer(b, OPTIMIZERS["adam"], SingleProcess())
-    assert len(emulated.prepared.split.layout.buckets) == 4
+    twice = netc.compile(BATCHNORM_NET, batch=2 * BATCH, precision="float64")
+    alone = twice.trainer(OPTIMIZERS["sgd"])
+    models = {  # the emulated runner replaces the prepared step of a reference model
+        runner: netc.compile(BATCHNORM_NET, batch=BATCH, precision="float64", backend=runner.replace("cuda-emulated", "reference"))
+        for runner in ("reference", "cpu", "cuda-emulated")
+    }
+    Emulated = emulated_trainer(tmp_path, monkeypatch)
+    trainers = {
+        runner: (Emulated if runner == "cuda-emulated" else DataParallelTrainer)(
+            model, OPTIMIZERS["sgd"], Twins(cupy=Emulated.cupy if runner == "cuda-emulated" else None),
+            bucket_bytes=256, sync_batchnorm=True,
+        )
+        for runner, model in models.items()
+    }
+    assert sum(v.op == "all_reduce_sum" for v in trainers["cpu"].graph.values) == 4  # 2 forward, 2 backward
+    assert len(trainers["cpu"].prepared.split.collectives) == 4
     for s in range(STEPS):
-        got = emulated.step(x=x[s], labels=labels[s])
-        np.testing.assert_allclose(got, reference.step(x=x[s], labels=labels[s]), rtol=1e-12)
-    for name, value in b.parameters().items():
-        np.testing.assert_allclose(a.parameters()[name], value, rtol=1e-10, atol=1e-13, err_msg=name)
+        want = alone.step(x=np.concatenate([x[s]] * 2), labels=np.concatenate([labels[s]] * 2))
+        for runner, trainer in trainers.items():
+            np.testing.assert_allclose(trainer.step(x=x[s], labels=labels[s]), want, rtol=1e-12, err_msg=runner)
+    for name, value in twice.state_dict().items():
+        for runner, model in models.items():
+            np.testing.assert_allclose(model.state_dict()[name], value, rtol=1e-10, atol=1e-13, err_msg=runner)
+
+
+def test_sync_batchnorm_without_a_world_is_plain_batchnorm():
+    x, labels = step_batches(1)
+    a, b = (netc.compile(BATCHNORM_NET, batch=BATCH) for _ in range(2))
+    plain, synced = a.trainer(OPTIMIZERS["sgd"]), DataParallelTrainer(b, OPTIMIZERS["sgd"], SingleProcess(),
+                                                                     sync_batchnorm=True)
+    assert not any(v.op == "all_reduce_sum" for v in synced.graph.values)
+    for s in range(STEPS):
+        assert plain.step(x=x[s], labels=labels[s]) == synced.step(x=x[s], labels=labels[s])
+    for name, value in a.state_dict().items():
+        np.testing.assert_array_equal(b.state_dict()[name], value, err_msg=name)
+    with pytest.raises(netc.NetcError, match="sync_batchnorm must be True or False"):
+        netc.fit(a, fit_data(), sync_batchnorm="yes", progress=False)
 
 
 def test_a_world_of_one_rank_keeps_shapes_and_types(monkeypatch):
