@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .autodiff import GRAD_PREFIX, grad, hvp
+from .dtypes import PRECISIONS
 from .errors import NetcError
 from .optim import NEW_PREFIX
-from .passes.arena import FLOAT_TYPES
 from .passes.fuse import INLINE_OPS, fuse
 from .passes.remat import rematerialise
 from .passes.state_slots import plan_state_arena
@@ -172,19 +172,14 @@ class CompiledStep:
         return self["built"]
 
     @property
-    def stored_precision(self) -> str:
-        """The precision tensors are kept in: "tf32" keeps float32 and changes only how the GEMMs compute."""
-        return "float32" if self.precision == "tf32" else self.precision
-
-    @property
     def float_type(self) -> str:
-        """The C type of the step's floats."""
-        return FLOAT_TYPES[self.stored_precision][0]
+        """The C type of the step's floats ("tf32" keeps float32: it changes only how the GEMMs compute)."""
+        return PRECISIONS[self.precision].c
 
     @property
     def float_dtype(self):
         """The NumPy type of the step's floats."""
-        return FLOAT_TYPES[self.stored_precision][1]
+        return PRECISIONS[self.precision].numpy
 
     @property
     def updates(self) -> dict:

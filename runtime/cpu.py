@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 from netc.compiler.codegen.render import C, Renderer
+from netc.compiler.dtypes import numpy_type
 from netc.compiler.errors import NetcError
 from netc.compiler.passes.fuse import storage
 from netc.compiler.pipeline import compile_graph
@@ -130,7 +131,7 @@ class CpuRun(ArenaRun):
         self._bind(step)
 
     def _window(self, v) -> np.ndarray:
-        dtype = {"i64": np.int64, "f64": np.float64}.get(v.dtype, self._float)
+        dtype = numpy_type(v.dtype, self._float)
         src = storage(v)
         offset = self.step.plan.offsets[src.id]
         count = math.prod(src.shape)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from netc.compiler.codegen.launch import GemmLaunch, plan_launches
 from netc.compiler.codegen.render import CUDA, Renderer
+from netc.compiler.dtypes import numpy_type
 from netc.compiler.errors import NetcError
 from netc.compiler.passes.fuse import storage
 from netc.compiler.pipeline import compile_graph
@@ -219,7 +220,7 @@ class CudaRun(ArenaRun):
     # -- moving data -----------------------------------------------------------------------------------------
 
     def _window(self, v):
-        dtype = {"i64": np.int64, "f64": np.float64}.get(v.dtype, self._float)
+        dtype = numpy_type(v.dtype, self._float)
         offset = self.step.plan.offsets[storage(v).id]
         return self.cupy.ndarray(tuple(v.shape), dtype, memptr=self.arena.data + offset)
 

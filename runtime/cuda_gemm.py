@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from netc.compiler.codegen.launch import GemmLaunch
+from netc.compiler.dtypes import C_TYPES
 from netc.compiler.errors import NetcError
 
 from . import cuda_blas_api as api
@@ -143,7 +144,7 @@ def _compute(dtype: str, tf32: bool) -> tuple:
 
 def _scalars(dtype: str) -> np.ndarray:
     """alpha = 1 and beta = 0 in host memory, which cuBLAS reads when the call is made (or captured)."""
-    return np.array([1, 0], dtype=np.float64 if dtype == "double" else np.float32)
+    return np.array([1, 0], dtype=C_TYPES[dtype].numpy)
 
 
 class LtMatmuls:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from netc.compiler.dtypes import GPU_ONLY_PRECISIONS, HOST_PRECISIONS, PRECISIONS, numpy_type
 from netc.compiler.errors import NetcError
 from netc.compiler.graph_queries import batch_symbol, index_bounds
 from netc.compiler.ir import SEED_INPUT
@@ -24,15 +25,9 @@ from netc.compiler.shapes import format_shape
 
 from .backends import get_backend
 from .memory_limit import available_bytes, check_allocation
-from .reference import FLOAT
-from .parameters import check_state_dict, dtype_of, initial_value, numpy_dtype, on_gpu, to_numpy
+from .parameters import check_state_dict, initial_value, numpy_dtype, on_gpu, to_numpy
 from .store import StateStore, launch
 from .trainer import Trainer
-
-# Precisions of the cuda backend alone, with the NumPy type they store: tf32 keeps float32 tensors and runs
-# the matmuls on TensorFloat-32 tensor cores, as torch.backends.cuda.matmul.allow_tf32 does.
-GPU_PRECISIONS = {"tf32": np.float32}
-
 
 class Model:
     """A network compiled for a backend, holding its parameters and buffers: netc's `torch.nn.Module`.
@@ -50,17 +45,18 @@ class Model:
         self, network, bindings: dict, backend: str = "auto", precision: str = "float32", seed: int = 0
     ):
         self.backend = get_backend(backend)
-        if precision not in FLOAT and not (precision in GPU_PRECISIONS and self.backend.name == "cuda"):
+        on_gpu_only = precision in GPU_ONLY_PRECISIONS
+        if precision not in HOST_PRECISIONS and not (on_gpu_only and self.backend.name == "cuda"):
             cuda_only = "'tf32' (TensorFloat-32 matmuls) is for backend='cuda'"
             raise NetcError(
-                f"precision must be one of {', '.join(FLOAT)}, got '{precision}'",
-                hint=cuda_only if precision in GPU_PRECISIONS else None,
+                f"precision must be one of {', '.join(HOST_PRECISIONS)}, got '{precision}'",
+                hint=cuda_only if on_gpu_only else None,
             )
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise NetcError(f"the seed must be a non-negative integer, got {seed!r}")
         self.network, self.bindings, self.precision, self.seed = network, dict(bindings), precision, int(seed)
         self.training = True
-        self.float_dtype = FLOAT.get(precision) or GPU_PRECISIONS[precision]  # NumPy's type of its floats
+        self.float_dtype = PRECISIONS[precision].numpy  # NumPy's type of its floats
         self.runs = 0  # forward passes and steps run in train mode: the dropout seed's counter
         self._steps: dict = {}  # (sizes, StepSpec) -> CompiledStep
         self._index_bounds: dict = {}  # graph id -> index_bounds(graph)
@@ -292,7 +288,7 @@ class Model:
         if keep_on_gpu:
             return array
         with np.errstate(over="ignore"):  # a value too large for the precision is reported below
-            converted = array.astype(dtype_of(leaf.dtype, self.float_dtype), copy=False)
+            converted = array.astype(numpy_type(leaf.dtype, self.float_dtype), copy=False)
         if dtype.itemsize > converted.dtype.itemsize and dtype.kind == "f":
             finite = np.isfinite(array)
             if not np.array_equal(finite, np.isfinite(converted)):

@@ -4,11 +4,9 @@ any library (NumPy, CuPy, PyTorch) read as NumPy."""
 from __future__ import annotations
 
 import numpy as np
+from netc.compiler.dtypes import numpy_type
 from netc.compiler.errors import NetcError
 from netc.compiler.shapes import format_shape
-
-NUMPY_DTYPES = {"f32": np.float32, "f64": np.float64, "i64": np.int64}
-
 
 def initial_value(spec, rng: np.random.Generator, float_type) -> np.ndarray:
     """Draw a parameter as PyTorch's default initialisation would (same distribution, not the same bits)."""
@@ -25,11 +23,7 @@ def initial_value(spec, rng: np.random.Generator, float_type) -> np.ndarray:
         array[args[2]] = 0
     else:
         raise AssertionError(f"unknown initialiser {kind}")
-    return array.astype(dtype_of(spec.type.dtype, float_type))
-
-
-def dtype_of(ir_dtype: str, float_type):
-    return float_type if ir_dtype == "f32" else NUMPY_DTYPES[ir_dtype]
+    return array.astype(numpy_type(spec.type.dtype, float_type))
 
 
 DLPACK_CUDA = 2  # kDLCUDA, the device type of a DLPack tensor in GPU memory
@@ -88,7 +82,7 @@ def check_state_dict(incoming: dict, specs: dict, strict: bool, float_type) -> d
         if (spec.type.dtype == "i64") != (array.dtype.kind in "iu"):
             problems.append(f"{name}: expected {spec.type.dtype}, got {array.dtype}")
             continue
-        converted[name] = np.array(array, dtype=dtype_of(spec.type.dtype, float_type))
+        converted[name] = np.array(array, dtype=numpy_type(spec.type.dtype, float_type))
     if problems:
         raise NetcError("load_state_dict: " + "; ".join(problems))
     return converted

@@ -7,18 +7,17 @@ and call each op's registry `ref`. Float tensors are computed in float32, or flo
 from __future__ import annotations
 
 import numpy as np
+from netc.compiler.dtypes import PRECISIONS, numpy_type
 from netc.compiler.ir import Graph, Value
 from netc.compiler.ops import OPS
 from netc.compiler.ops.collective import COLLECTIVE_OPS
-
-FLOAT = {"float32": np.float32, "float64": np.float64}
 
 
 def run_graph(graph: Graph, feeds: dict, roots: list, precision: str = "float32", world=None) -> dict:
     """Evaluate `roots` given `feeds` (leaf name -> array for inputs, params and buffers); return id -> array.
     With the `world` of a data-parallel run, a collective op's result is reduced across its ranks as soon as
     it is computed (runtime/distributed.py); without, it is its registry reference, a world of one rank."""
-    float_type = FLOAT[precision]
+    float_type = PRECISIONS[precision].numpy
     env: dict[int, np.ndarray] = {}
     for v in graph.live_values(roots):
         if v.op in ("input", "param", "buffer"):
@@ -33,5 +32,4 @@ def run_graph(graph: Graph, feeds: dict, roots: list, precision: str = "float32"
 
 
 def _as_dtype(array, value: Value, float_type) -> np.ndarray:
-    dtype = {"i64": np.int64, "f64": np.float64}.get(value.dtype, float_type)
-    return np.asarray(array).astype(dtype, copy=False)
+    return np.asarray(array).astype(numpy_type(value.dtype, float_type), copy=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from ..dtypes import item_bytes
 from ..ops.attention import parts
 from ..ops.attention_math import keep_threshold
 from ..passes.fuse import Kernel
@@ -31,7 +32,7 @@ def attention_context(renderer, kernel: Kernel) -> dict:
     batch = math.prod(batch_shape)
     L, S, E, EV = q.shape[-2], k.shape[-2], q.shape[-1], val.shape[-1]
     ctype = renderer.ctype(v.dtype)
-    size = 8 if ctype == "double" else 4
+    size = item_bytes(v.dtype, renderer.float_type)
     staged = E + EV + (2 if v.op == "attention_grad_kv" else 0)  # per staged row: its vectors (and lse, D)
     gpu_cols = max(1, min(GPU_MAX_COLS, GPU_SHARED_BYTES // (size * staged)))
     # The side each task owns a tile of: queries, except for attention_grad_kv, whose tasks own keys.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, StrictUndefined
 
+from ..dtypes import c_type
 from ..ops import OPS
 from ..ops.window import window_counts
 from ..passes.fuse import INLINE_OPS, Kernel, matmul_operand, storage
@@ -82,7 +83,7 @@ class Renderer:
         self.target, self.float_type, self.offsets, self.profile = target, float_type, offsets, profile
 
     def ctype(self, dtype: str) -> str:
-        return {"f32": self.float_type, "f64": "double", "i64": "int64_t"}[dtype]
+        return c_type(dtype, self.float_type)
 
     def pointer(self, v) -> str:
         """A C expression for v's buffer in the arena (reshapes share their source's bytes)."""

@@ -11,14 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
+from ..dtypes import item_bytes
 from ..ir import LEAF_OPS
 from .fuse import reads, storage
 from .memory import Buffer, live_bytes_lower_bound, plan_memory
-
-FLOAT_TYPES = {"float32": ("float", np.float32), "float64": ("double", np.float64)}  # precision -> (C, NumPy)
-ITEM_BYTES = {"float": 4, "double": 8, "int64_t": 8}
-
 
 @dataclass
 class PlannedStep:
@@ -95,5 +91,5 @@ def in_place_candidates(kernels) -> dict:
 
 
 def value_bytes(v, float_type: str) -> int:
-    item = 8 if v.dtype in ("i64", "f64") else ITEM_BYTES[float_type]
+    item = item_bytes(v.dtype, float_type)
     return max(item * math.prod(v.shape), item)

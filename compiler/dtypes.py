@@ -1,0 +1,58 @@
+"""The one table of number types: for each precision a model runs in and each IR dtype, its C type, its NumPy
+type and its size in bytes.
+
+An IR value's dtype is "f32" (a float in the step's precision: float32 or float64, whatever its name says),
+"f64" (a float64 whatever the precision: an optimiser's step count, a learning rate) or "i64" (indices,
+labels). Every backend, the renderer and the memory planner ask this module; none keeps a table of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class NumberType:
+    """How one kind of number is stored: its C type, its NumPy type and its size in bytes."""
+
+    c: str
+    numpy: type
+    bytes: int
+
+
+FLOAT32 = NumberType("float", np.float32, 4)
+FLOAT64 = NumberType("double", np.float64, 8)
+INT64 = NumberType("int64_t", np.int64, 8)
+
+# precision -> the type a step's float tensors are stored in. tf32 keeps float32 tensors and runs the matmuls
+# on TensorFloat-32 tensor cores (as torch.backends.cuda.matmul.allow_tf32 does): the cuda backend's alone.
+PRECISIONS = {"float32": FLOAT32, "float64": FLOAT64, "tf32": FLOAT32}
+GPU_ONLY_PRECISIONS = ("tf32",)
+HOST_PRECISIONS = tuple(p for p in PRECISIONS if p not in GPU_ONLY_PRECISIONS)
+
+_FIXED = {"f64": FLOAT64, "i64": INT64}  # the IR dtypes whose type does not follow the precision
+C_TYPES = {t.c: t for t in (FLOAT32, FLOAT64, INT64)}  # C type -> its NumberType
+
+
+def number_type(ir_dtype: str, float_type: NumberType) -> NumberType:
+    """The type of an IR value of `ir_dtype` in a step whose floats are `float_type`."""
+    if ir_dtype == "f32":
+        return float_type
+    return _FIXED[ir_dtype]
+
+
+def c_type(ir_dtype: str, float_c_type: str) -> str:
+    """The C type of an IR dtype in a step whose floats are the C type `float_c_type`."""
+    return number_type(ir_dtype, C_TYPES[float_c_type]).c
+
+
+def numpy_type(ir_dtype: str, float_numpy_type) -> type:
+    """The NumPy type of an IR dtype in a step whose floats are the NumPy type `float_numpy_type`."""
+    return float_numpy_type if ir_dtype == "f32" else _FIXED[ir_dtype].numpy
+
+
+def item_bytes(ir_dtype: str, float_c_type: str) -> int:
+    """The bytes of one element of an IR dtype in a step whose floats are the C type `float_c_type`."""
+    return number_type(ir_dtype, C_TYPES[float_c_type]).bytes
