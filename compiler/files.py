@@ -2,6 +2,10 @@
 
     write_file("run.safetensors", data)    # checkpoints, plots, predictions, cache entries, compile output
 
+A file that another program writes (the C compiler's library) goes through `replacing`, the one atomic
+rename that write_file is built on: the program writes the temporary file it is given, which then replaces
+the target.
+
 The data goes to a hidden temporary file beside the target (`.run.safetensors.<pid>.<random>.partial`), is
 flushed to disk, and is renamed over the target, and the rename is made durable too: a reader, a crash or a
 power loss leaves the old file or the new one, never a part. A new file gets the permissions of the user's
@@ -19,6 +23,8 @@ import re
 import secrets
 import stat
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import NetcError
@@ -42,22 +48,32 @@ def write_file(path, data: bytes | str, *, new_mode: int = 0o666) -> Path:
         existing = os.stat(target)
     except FileNotFoundError:
         existing = None
-    temporary = temporary_sibling(target)
     try:
-        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, new_mode)
-        with os.fdopen(handle, "wb") as file:
-            if existing is not None:
-                os.fchmod(file.fileno(), stat.S_IMODE(existing.st_mode))
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
+        with replacing(target) as temporary:
+            handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, new_mode)
+            with os.fdopen(handle, "wb") as file:
+                if existing is not None:
+                    os.fchmod(file.fileno(), stat.S_IMODE(existing.st_mode))
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
     except OSError as err:
         raise NetcError(f"cannot write {path}: {err.strerror or err}") from None
+    return Path(path)
+
+
+@contextmanager
+def replacing(target: Path) -> Iterator[Path]:
+    """A temporary path beside `target` for the caller (or a program it runs) to write and fsync; when the
+    block ends without an error, the file there replaces `target` in one atomic rename, which is then made
+    durable. Whatever happens, no temporary file is left behind."""
+    temporary = temporary_sibling(target)
+    try:
+        yield temporary
+        os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
     sync_directory(target.parent)
-    return Path(path)
 
 
 def check_output_path(path) -> None:

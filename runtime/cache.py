@@ -11,8 +11,8 @@ resolved path and `--version` text), the full flag list and the libraries and di
                                                 time; written last
 
 Several processes may build the same entry at once: each compiles into a file of its own in the entry's
-directory, fsyncs it and os.replace()s it into place, which is atomic, so a reader sees no library or a whole
-one, even after a power loss.
+directory, fsyncs it and renames it into place (compiler/files.py's `replacing`), which is atomic, so a reader
+sees no library or a whole one, even after a power loss.
 
 A library is code that netc runs, so nothing in an entry is loaded before it is checked: the entry's folders
 and files must belong to the user and be writable by nobody else (compiler/user_cache.py), and the library's
@@ -39,7 +39,7 @@ import warnings
 from pathlib import Path
 
 from netc.compiler.errors import NetcError, NetcWarning
-from netc.compiler.files import clean_orphans, sync_directory, temporary_sibling, write_file
+from netc.compiler.files import clean_orphans, replacing, temporary_sibling, write_file
 from netc.compiler.user_cache import (
     cache_dir,  # noqa: F401 (re-exported: where the cache is)
     private_directory,
@@ -251,39 +251,41 @@ def _compile(command: tuple, flags: tuple, source_paths: list, library: Path, li
     """Compile into a file no other process writes, make it durable and writable by the user alone, call
     `record` with its SHA-256, then move it into place in one atomic step. A source in parts compiles each
     part to an object of its own, all at once, and links them."""
-    partial = temporary_sibling(library)
     parts = source_paths if len(source_paths) > 1 else []
     objects = [temporary_sibling(path.with_suffix(".o")) for path in parts]
     try:
-        if objects:
-            object_flags = [f for f in flags if f != "-shared"]
-            jobs = [
-                ([*command, *object_flags, "-c", str(path), "-o", str(obj)], path)
-                for path, obj in zip(source_paths, objects)
-            ]
-            running = [subprocess.Popen(args, stderr=subprocess.PIPE, text=True) for args, _ in jobs]
-            errors = [process.communicate()[1] for process in running]  # all finish before any is judged
-            for process, stderr, (args, path) in zip(running, errors, jobs):
-                _check(process.returncode, stderr, args, path)
-            inputs = [str(obj) for obj in objects]
-        else:
-            inputs = [str(source_paths[0])]
-        # Libraries come after the sources: the linker resolves symbols left to right.
-        args = [*command, *flags, *inputs, "-o", str(partial), *link_args]
-        result = subprocess.run(args, capture_output=True, text=True, check=False)
-        _check(result.returncode, result.stderr, args, source_paths[0])
-        if not partial.is_file():
-            raise NetcError(
-                f"the C compiler ({command[0]}) reported success but wrote no library",
-                hint=f"is it a C compiler? the command was: {shlex.join(args)}",
-            )
-        record(_seal(partial))
-        os.replace(partial, library)
-        sync_directory(library.parent)
+        with replacing(library) as partial:
+            _compile_into(partial, command, flags, source_paths, objects, link_args)
+            record(_seal(partial))
     finally:
-        partial.unlink(missing_ok=True)
         for obj in objects:
             obj.unlink(missing_ok=True)
+
+
+def _compile_into(partial: Path, command: tuple, flags: tuple, source_paths: list, objects: list, link_args):
+    """Run the compiler (and, for a source in parts, the linker) to write the library at `partial`."""
+    if objects:
+        object_flags = [f for f in flags if f != "-shared"]
+        jobs = [
+            ([*command, *object_flags, "-c", str(path), "-o", str(obj)], path)
+            for path, obj in zip(source_paths, objects)
+        ]
+        running = [subprocess.Popen(args, stderr=subprocess.PIPE, text=True) for args, _ in jobs]
+        errors = [process.communicate()[1] for process in running]  # all finish before any is judged
+        for process, stderr, (args, path) in zip(running, errors, jobs):
+            _check(process.returncode, stderr, args, path)
+        inputs = [str(obj) for obj in objects]
+    else:
+        inputs = [str(source_paths[0])]
+    # Libraries come after the sources: the linker resolves symbols left to right.
+    args = [*command, *flags, *inputs, "-o", str(partial), *link_args]
+    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    _check(result.returncode, result.stderr, args, source_paths[0])
+    if not partial.is_file():
+        raise NetcError(
+            f"the C compiler ({command[0]}) reported success but wrote no library",
+            hint=f"is it a C compiler? the command was: {shlex.join(args)}",
+        )
 
 
 def _check(returncode: int, stderr: str, args: list, source_path: Path) -> None:
