@@ -1,10 +1,11 @@
 """The CUDA backend: the fused kernels rendered to CUDA, compiled at run time by CuPy, replayed as a graph.
 
-Preparing a graph fuses it and plans its arena exactly as the cpu backend does (compiler/passes/arena.py), renders the
-CUDA module (templates/module.cu.j2: one `__global__` entry per kernel, taking only the arena) and plans the
-launch list (compiler/codegen/launch.py): each kernel's entry with its grid, each matmul a GEMM on pointers
-into the arena (cuda_gemm.py: cuBLASLt called through ctypes, since CuPy's cuBLAS binding refuses to be
-captured). CuPy compiles the module with NVRTC and caches the binary on disk.
+Preparing a graph fuses it and plans its arena exactly as the cpu backend does (compiler/pipeline.py's stages;
+the arena with its state slots: compiler/passes/state_slots.py), renders the CUDA module
+(templates/module.cu.j2: one `__global__` entry per kernel, taking only the arena) and plans the launch list
+(compiler/codegen/launch.py): each kernel's entry with its grid, each matmul a GEMM on pointers into the arena
+(cuda_gemm.py: cuBLASLt called through ctypes, since CuPy's cuBLAS binding refuses to be captured). CuPy
+compiles the module with NVRTC and caches the binary on disk.
 
 The arena is one device allocation. Preparing launches the list once on the backend's stream (over the zeroed
 arena: it loads the module, and every GEMM's algorithm and workspace are settled), then captures the same

@@ -1,8 +1,9 @@
 """The primitive-op registry: everything about an op, in one entry.
 
-An `Op` holds the op's shape/dtype rule, its NumPy reference implementation, the PyTorch twin and the sample
-inputs its parity test is generated from; later stages add its gradient rule (autodiff) and its kernel lowering
-(codegen) to the same entry. Adding a primitive is one `register(Op(...))` call in the module of its family.
+An `Op` holds the op's shape/dtype rule, its NumPy reference implementation, the PyTorch twin, the sample
+inputs its parity test is generated from, its gradient rule (which autodiff.py applies) and its kernel
+lowering (its kind, which picks the template, and the elementwise math in `c_expr`). Adding a primitive is one
+`register(Op(...))` call in the module of its family.
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ class Op:
     torch: Callable | None = None  # (*torch.Tensor, **attrs) -> torch.Tensor: the twin tests compare with
     samples: Callable | None = None  # (np.random.Generator) -> list[Sample]
     tol: float = 1e-6  # relative tolerance of the float64 parity test
-    grad: Callable | None = (
-        None  # vjp rule, added by autodiff: (g, out, *inputs, **attrs) -> list[Value|None]
-    )
+    # The vjp rule, which autodiff.py applies: (g, out, *inputs, **attrs) -> list[Value|None]
+    grad: Callable | None = None
     nondiff: tuple = ()  # indices of inputs that never get a gradient (integer labels, masks)
     c_expr: str | None = None  # elementwise math for the kernel templates: "expf({0})"
     # Cheap to compute again from its inputs, and larger than them (a window expansion): a training step

@@ -1,9 +1,10 @@
 """The arena of a compiled step, shared by the compiled backends (cpu, cuda): which values are stored, how
 many bytes each takes, how long each must live, and where the memory planner puts them.
 
-A backend fuses a graph into kernels and calls `plan_arena`; the offsets it returns are what the renderer
-bakes into the generated source, so every backend that runs the same kernels over the same plan agrees on
-where each value lives.
+The pipeline's `planned` stage (compiler/pipeline.py) plans a step's arena with state_slots.plan_state_arena,
+which adds the state's slots to what `plan_arena` plans here; the offsets are what the renderer bakes into the
+generated source, so every backend that runs the same kernels over the same plan agrees on where each value
+lives.
 """
 
 from __future__ import annotations
