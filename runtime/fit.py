@@ -178,7 +178,10 @@ def trainer_factory(world, sync_batchnorm: bool = False):
         return None
     from .data_parallel import DataParallelTrainer
 
-    return lambda model, optimizer: DataParallelTrainer(model, optimizer, world, sync_batchnorm=sync_batchnorm)
+    def make(model, optimizer):
+        return DataParallelTrainer(model, optimizer, world, sync_batchnorm=sync_batchnorm)
+
+    return make
 
 
 def _shapes(model) -> dict:
