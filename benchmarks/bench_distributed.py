@@ -4,11 +4,14 @@ waiting for the all-reduce of the gradients (gloo over 127.0.0.1). Prints a Mark
     python3 benchmarks/bench_distributed.py                  # digits CNN and mlp40, per-rank batch 32
     python3 benchmarks/bench_distributed.py --quick          # the CNN, batch 4, 3 steps: checks that it runs
     python3 benchmarks/bench_distributed.py --networks benchmarks/zoo/resnet8.net --batch 16
+    python3 benchmarks/bench_distributed.py --sync-batchnorm # adds 2 processes with SyncBatchNorm (the CNN's two)
 
 Rows, for each network:
     1 process, Trainer           the ordinary one-graph step (trainer.py), the baseline
     1 process, split step        the data-parallel step with nothing to average (data_parallel.py): its cost
     2 processes, buckets of B    each rank's step, its batch a half of the 2-rank global batch's samples
+    2, SyncBatchNorm             (--sync-batchnorm) the same with BatchNorm's statistics over both ranks: the
+                                 step time over the row above's is the cost of its blocking all-reduces
 
 Columns: the median step time of a rank (rank 0's); `wait`, the share of it spent blocked on the gradients'
 all-reduce after the backward (what overlap did not hide); `all-reduce alone`, one all-reduce of the whole
@@ -56,13 +59,15 @@ def rank_main(args) -> None:
     from netc.runtime.data_parallel import DataParallelTrainer
     from netc.runtime.distributed import SingleProcess, join_world
 
-    world = join_world() if args.mode == "ranks" else SingleProcess()
+    world = join_world() if args.mode in ("ranks", "sync") else SingleProcess()
     model = netc.compile(args.network, batch=args.batch, backend="cpu")
     optimizer = SGD(lr=0.001, momentum=0.9)
     if args.mode == "trainer":
         trainer = model.trainer(optimizer)
     else:
-        trainer = DataParallelTrainer(model, optimizer, world, bucket_bytes=int(args.bucket_mb * 2**20))
+        trainer = DataParallelTrainer(
+            model, optimizer, world, bucket_bytes=int(args.bucket_mb * 2**20), sync_batchnorm=args.mode == "sync"
+        )
     inputs = random_inputs(model.graph, np.random.default_rng(world.rank))
     for _ in range(3):
         trainer.step(**inputs)
@@ -74,7 +79,7 @@ def rank_main(args) -> None:
         trainer.step(**inputs)
         times.append(time.perf_counter() - started)
         waits.append(world.seconds_waiting - waited)
-    alone = all_reduce_alone(trainer, world, args.steps) if args.mode == "ranks" else 0.0
+    alone = all_reduce_alone(trainer, world, args.steps) if world.size > 1 else 0.0
     world.barrier()
     if world.rank == 0:
         step = statistics.median(times)
@@ -133,6 +138,7 @@ def main() -> None:
     parser.add_argument("--bucket-mb", type=float, default=25.0, help="bucket size for 2 processes (25)")
     parser.add_argument("--small-bucket-mb", type=float, default=1.0, help="a second, smaller one (1)")
     parser.add_argument("--quick", action="store_true", help="the CNN, batch 4, 3 steps: checks that it runs")
+    parser.add_argument("--sync-batchnorm", action="store_true", help="a row of 2 processes with SyncBatchNorm")
     parser.add_argument("--rank-of", help=argparse.SUPPRESS)
     parser.add_argument("--network", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -148,11 +154,13 @@ def main() -> None:
     rows = [("1, Trainer", "trainer", 1, args.bucket_mb), ("1, split step", "single", 1, args.bucket_mb)]
     for mb in dict.fromkeys([args.bucket_mb, args.small_bucket_mb]):
         rows.append((f"2, buckets of {mb:g} MB", "ranks", 2, mb))
+    if args.sync_batchnorm:
+        rows.append((f"2, SyncBatchNorm, buckets of {args.bucket_mb:g} MB", "sync", 2, args.bucket_mb))
     for network in networks:
         for label, mode, ranks, mb in rows:
             figures = run(network, mode, ranks, argparse.Namespace(**{**vars(args), "bucket_mb": mb}))
-            label += f" ({figures['buckets']} buckets)" if mode == "ranks" else ""
-            alone = f"{figures['alone'] * 1e3:.2f}" if mode == "ranks" else "-"
+            label += f" ({figures['buckets']} buckets)" if ranks > 1 else ""
+            alone = f"{figures['alone'] * 1e3:.2f}" if ranks > 1 else "-"
             print(
                 f"| {network.stem} | {label} | {figures['step'] * 1e3:.2f} | "
                 f"{figures['wait'] / figures['step']:.1%} | {alone} | {figures['samples_per_second']:.0f} |",
