@@ -63,17 +63,19 @@ def compile(
     see `load`.
     """
 
-    net = source if isinstance(source, Network) else load(Path(source), network, import_path=import_path)
-    return Model(net, bindings_for(net, batch, dims), backend, precision, seed)
+    if not isinstance(source, Network):
+        # Bound while loading, `dims` also checks what needs a concrete size (a slice of a sequence axis).
+        source = load(Path(source), network, import_path=import_path, dims=dims)
+    return Model(source, bindings_for(source, batch, dims), backend, precision, seed)
 
 
 def bindings_for(net: Network, batch: int | None, dims: dict | None = None) -> dict:
     """Sizes for every symbol of the network: `batch` for the batch symbol, `dims` for the others."""
     if dims is not None and not isinstance(dims, dict):
         raise NetcError(f"dims must be a dict of sizes by symbol, such as {{'T': 16}}, got {dims!r}")
-    bindings = dict(dims or {})
+    bindings = {**net.dims, **(dims or {})}
     for name, size in bindings.items():
-        if name not in net.symbols:
+        if name not in net.symbols and name not in net.dims:
             known = ", ".join(net.symbols) or "none"
             raise NetcError(f"dims names '{name}', not a symbol of {net.name} (its symbols: {known})")
         if not _is_size(size):

@@ -67,6 +67,29 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
+def dim_binding(text: str) -> tuple:
+    """`--dim T=64` as ("T", 64)."""
+    name, _, size = text.partition("=")
+    if not name.isidentifier() or not size.isdigit() or int(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected NAME=SIZE with a positive size, such as T=64; got {text!r}")
+    return name, int(size)
+
+
+def dims_of(args) -> dict | None:
+    """The --dim bindings by name (None when there are none); a name given twice is an error."""
+    dims = {}
+    for name, size in args.dim:
+        if dims.get(name, size) != size:
+            raise NetcError(f"--dim {name} is given twice, as {dims[name]} and {size}")
+        dims[name] = size
+    return dims or None
+
+
+def load_network(args):
+    """The network of args.file, with the --dim sizes bound."""
+    return netc.load(args.file, args.network, import_path=args.import_path, dims=dims_of(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="netc", description="Compile neural networks written in .net files."
@@ -85,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="DIR",
             help="a folder `import` may read from besides the file's own folder tree (repeatable; also "
             "$NETC_PATH)",
+        )
+        sub.add_argument(
+            "--dim",
+            action="append",
+            type=dim_binding,
+            default=[],
+            metavar="NAME=SIZE",
+            help="the size of a symbol other than the batch size, such as T=64 (repeatable)",
         )
         sub.set_defaults(handler=handler)
         return sub
@@ -160,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_check(args) -> None:
-    net = netc.load(args.file, args.network, import_path=args.import_path)
+    net = load_network(args)
     print(
         f"{args.file}: network {net.name} checks out"
         + (f" (symbolic: {', '.join(net.symbols)})" if net.symbols else "")
@@ -177,7 +208,7 @@ def cmd_ir(args) -> None:
         for stage in STAGES:
             print(f"{stage.name:<15} {stage.makes}")
         return
-    net = netc.load(args.file, args.network, import_path=args.import_path)
+    net = load_network(args)
     stage, kind = args.stage, args.step
     symbolic = bool(net.symbols) and args.batch is None
     if args.grad:
@@ -214,7 +245,7 @@ def _codegen_backend(name: str):
 def cmd_graph(args) -> None:
     from netc.compiler.summary import backward_chain, dot_graph, text_graph
 
-    net = netc.load(args.file, args.network, import_path=args.import_path)
+    net = load_network(args)
     if args.backward:
         if args.format != "text":
             raise NetcError(f"--backward draws text only; drop --format {args.format}")
@@ -255,7 +286,7 @@ def write_drawing(source: str, format: str, output: Path | None) -> None:
 def cmd_compile(args) -> None:
     from netc.runtime.export import export_compiled
 
-    net = netc.load(args.file, args.network, import_path=args.import_path)
+    net = load_network(args)
     for path in export_compiled(net, netc.bindings_for(net, args.batch), args.output, backend=args.backend):
         print(path)
     print((args.output / f"{net.name.lower()}.report.txt").read_text().split("\n\n")[1].splitlines()[0])
@@ -265,7 +296,7 @@ def cmd_export(args) -> None:
     from netc.cli_train import optimizer_from_args
     from netc.runtime.export_library import export_library
 
-    net = netc.load(args.file, args.network, import_path=args.import_path)
+    net = load_network(args)
     optimizer = optimizer_from_args(args, None) or netc.optim.SGD(lr=0.01)
     export_library(net, netc.bindings_for(net, args.batch), args.output, optimizer, args.weights, args.target)
     print(f"wrote {args.output}/: build it with `make -C {args.output}`, then run {args.output}/demo")
@@ -274,7 +305,7 @@ def cmd_export(args) -> None:
 def cmd_run(args) -> None:
     model = netc.compile(
         args.file, batch=args.batch, backend=args.backend, seed=args.seed, network=args.network,
-        import_path=args.import_path,
+        import_path=args.import_path, dims=dims_of(args),
     )
     rng = np.random.default_rng(args.seed)
     inputs = {name: random_input(model.graph.inputs[name], rng) for name in model.input_names()}

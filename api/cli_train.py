@@ -25,6 +25,7 @@ from pathlib import Path
 
 import netc
 import numpy as np
+from netc.compiler import ast
 from netc.compiler.errors import NetcError
 from netc.compiler.files import check_output_path, write_file
 from netc.runtime.backends import AUTO_HELP
@@ -207,8 +208,34 @@ def interrupted_path(args) -> Path:
 def compile_model(args, batch_size: int, seed: int = 0):
     return netc.compile(
         args.file, batch=batch_size, backend=args.backend, seed=seed, network=args.network,
-        import_path=args.import_path,
+        import_path=args.import_path, dims=data_dims(args),
     )
+
+
+def data_dims(args) -> dict | None:
+    """The sizes of the symbols other than the batch size: from the data's arrays (an input `idx: i64[N, T]`
+    and an array idx of shape [n, 64] give T = 64), then --dim, which adds and overrides."""
+    from netc.cli import dims_of
+    from netc.compiler.parse import parse_file
+    from netc.runtime.data import declared_shapes
+
+    shapes = declared_shapes(args.data)
+    definitions = [d for d in parse_file(args.file).definitions if d.kind == "network"]
+    chosen = [d for d in definitions if args.network in (None, d.name)]
+    dims, sources = {}, {}
+    for decl in (s for s in chosen[0].body if isinstance(s, ast.InputDecl)) if len(chosen) == 1 else ():
+        shape = shapes.get(decl.name)
+        for axis, dim in enumerate(decl.dims or ()):
+            if axis == 0 or not isinstance(dim, ast.Name) or shape is None or axis >= len(shape):
+                continue  # the batch axis, a size written out, or data that fit checks later
+            if dims.get(dim.id, shape[axis]) != shape[axis]:
+                raise NetcError(
+                    f"{args.data}: the arrays give {dim.id} two sizes: {dims[dim.id]} ({sources[dim.id]}) and "
+                    f"{shape[axis]} ({decl.name})"
+                )
+            dims[dim.id], sources[dim.id] = int(shape[axis]), decl.name
+    dims.update(dims_of(args) or {})
+    return dims or None
 
 
 def shapes_of(model) -> dict:

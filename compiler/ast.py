@@ -36,6 +36,11 @@ class String(Expr):
 
 
 @dataclass
+class NoneLit(Expr):
+    """`None`: "no value", as PyTorch takes it (`output_size = (5, None)`), and a new axis in a subscript."""
+
+
+@dataclass
 class TupleLit(Expr):
     """`(5, 5)` or `[5, 5]`: a literal sequence, as PyTorch takes kernel sizes."""
 
@@ -67,8 +72,34 @@ class Attribute(Expr):
 
 
 @dataclass
+class SliceItem:
+    """`start:stop:step` inside a subscript; each part None where it is left out."""
+
+    start: Expr | None
+    stop: Expr | None
+    step: Expr | None
+    loc: SourceLoc
+
+
+@dataclass
+class EllipsisItem:
+    """`...` inside a subscript: as many whole axes as the other items leave."""
+
+    loc: SourceLoc
+
+
+@dataclass
+class Subscript(Expr):
+    """`value[item, item, ...]`: each item an Expr (an index, or None for a new axis), a SliceItem or an
+    EllipsisItem."""
+
+    value: Expr
+    items: list
+
+
+@dataclass
 class BinOp(Expr):
-    op: str  # one of + - * / // @
+    op: str  # one of + - * / // % ** @ < <= > >= == !=
     left: Expr
     right: Expr
 
@@ -99,6 +130,17 @@ class InputDecl(Stmt):
     name: str
     dtype: str | None  # None means f32 (or, in a block, whatever the call site passes)
     dims: list | None  # list of Expr (Number, Name for a symbol, or integer arithmetic); None in blocks
+
+
+@dataclass
+class ParamDecl(Stmt):
+    """`param pos_emb: [64, 32] = normal(0, 0.02)`: a free parameter, named `pos_emb` in the state_dict (with
+    the enclosing block's prefix), initialised by `init` (None: zeros)."""
+
+    name: str
+    dtype: str | None
+    dims: list
+    init: Expr | None
 
 
 @dataclass

@@ -38,16 +38,20 @@ class BlockInstance(Layer):
     def create(self, ctx, name: str) -> None:
         """Create the sub-layers in the order the body names them, as a torch.nn.Module's constructor would,
         so that parameters come out in PyTorch's state_dict order even before the block is applied."""
+        from .free_params import declare_param
         from .lower import Scope, assign, evaluate  # lower.py imports this module
 
         scope = Scope(ctx, self.block.blocks, name + ".", {})
         scope.layers = self.layers
         self.bind_hyperparameters(scope, self.block.definition, self.args, self.kwargs, self.loc, evaluate)
         for stmt in self.block.definition.body:
-            if isinstance(stmt, ast.Assign):
+            if isinstance(stmt, (ast.Assign, ast.ParamDecl)):
                 try:
                     with ctx.graph.at(stmt.loc):
-                        scope.names[stmt.name] = assign(scope, stmt)
+                        if isinstance(stmt, ast.ParamDecl):
+                            declare_param(scope, stmt, evaluate)
+                        else:
+                            scope.names[stmt.name] = assign(scope, stmt)
                 except NetcError as err:
                     if not err.message.startswith("unknown name"):
                         raise

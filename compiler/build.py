@@ -51,8 +51,8 @@ def _binary(op: str):
 
 
 add, sub, mul, div = _binary("add"), _binary("sub"), _binary("mul"), _binary("div")
-maximum, minimum = _binary("maximum"), _binary("minimum")
-gt, ge, lt, le, eq = _binary("gt"), _binary("ge"), _binary("lt"), _binary("le"), _binary("eq")
+maximum, minimum, pow = _binary("maximum"), _binary("minimum"), _binary("pow")  # noqa: A001 - torch.pow
+gt, ge, lt, le, eq, ne = (_binary(op) for op in ("gt", "ge", "lt", "le", "eq", "ne"))
 
 
 def _unary(op: str):

@@ -34,9 +34,11 @@ class Network:
     graph: Graph  # lowered with symbolic dims, in train mode
     path: str
     _graphs: dict = field(default_factory=dict, repr=False)
+    dims: dict = field(default_factory=dict)  # symbols bound when loading (load(..., dims=...)), by name
 
     @property
     def symbols(self) -> tuple:
+        """The symbols still to bind when compiling (the batch size's, and any not bound by `dims`)."""
         return self.graph.symbols
 
     def lower(self, bindings: dict, training: bool, sync_ranks: int = 1) -> Graph:
@@ -44,6 +46,7 @@ class Network:
         BatchNorm's mean for its statistics and for its running average); cached, since a model switches
         modes often. `sync_ranks` > 1: BatchNorm's training statistics are those of that many ranks' batches
         together (SyncBatchNorm; layers/norm.py)."""
+        bindings = {**self.dims, **bindings}
         key = (tuple(sorted(bindings.items())), training, sync_ranks)
         if key not in self._graphs:
             graph = lower_network(
@@ -55,11 +58,14 @@ class Network:
 
 
 def load(
-    source: str | Path, network: str | None = None, *, text: str | None = None, import_path=None
+    source: str | Path, network: str | None = None, *, text: str | None = None, import_path=None,
+    dims: dict | None = None,
 ) -> Network:
     """Parse and check a `.net` file (or `text`, named `source` in messages). `import_path`: folders whose
     `.net` files `import` may read besides the file's own folder tree, searched after the importing file's
-    folder for a relative name; $NETC_PATH (folders separated by os.pathsep) adds more."""
+    folder for a relative name; $NETC_PATH (folders separated by os.pathsep) adds more. `dims` binds symbols
+    other than the batch size by name ({"T": 64}) for every use of the network: what needs a concrete size (a
+    slice of a sequence axis) then checks."""
     path = str(source)
     module = parse(text, path) if text is not None else parse_file(path)
     blocks: dict = {}
@@ -68,12 +74,31 @@ def load(
     importer = Importer([root.parent, *_search_path(import_path)])
     importer.collect(module, root.parent, blocks, networks, seen={root})
     definition = _pick_network(networks, network, path)
+    dims = _check_dims(definition, dims)
     try:
-        graph = lower_network(definition, blocks, bindings={}, training=True)
+        graph = lower_network(definition, blocks, bindings=dims, training=True)
     except RecursionError:
         raise NetcError(f"{path}: the network is nested too deeply (a block that applies itself?)") from None
     verify(graph)
-    return Network(definition.name, definition, blocks, graph, path)
+    return Network(definition.name, definition, blocks, graph, path, dims=dims)
+
+
+def _check_dims(definition: ast.Definition, dims: dict | None) -> dict:
+    """`dims` as {symbol: int}, each a symbol of the network's inputs' shapes and a positive int."""
+    if dims is None:
+        return {}
+    if not isinstance(dims, dict):
+        raise NetcError(f"dims must be a dict of sizes by symbol, such as {{'T': 16}}, got {dims!r}")
+    declared = {
+        d.id for s in definition.body if isinstance(s, ast.InputDecl) for d in s.dims or () if isinstance(d, ast.Name)
+    }
+    for name, size in dims.items():
+        if name not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            raise NetcError(f"dims names '{name}', not a symbol of {definition.name} (its symbols: {known})")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise NetcError(f"dims['{name}'] must be a positive integer, got {size!r}")
+    return dict(dims)
 
 
 def _search_path(import_path) -> list:

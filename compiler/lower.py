@@ -16,6 +16,9 @@ from .blocks import BlockDef, BlockInstance
 from .context import LowerContext, record_call
 from .errors import NetcError, SourceLoc, did_you_mean
 from .functional import FUNCTIONS
+from .hyper import CONSTANTS, NUMBER_FUNCTIONS, call_on_numbers, hyper_binary, hyper_unary_minus
+from .free_params import declare_param
+from .indexing import ELLIPSIS, SliceBounds, index_tensor, index_tuple
 from .ir import SEED_INPUT, Graph, Value
 from .layers import LAYERS, Layer
 from .results import Results, first_result
@@ -30,16 +33,21 @@ class Scope:
         self.ctx, self.blocks, self.prefix = ctx, blocks, prefix
         self.names: dict = {}
         self.bindings = bindings  # symbol -> int, for dims bound at compile time
+        self.dims: dict = {}  # dimension symbol of the inputs' shapes -> its size (an int, or a Sym if unbound)
         self.layers: dict = {}  # name -> Layer instance, created on first binding
 
     def lookup(self, name: str, loc: SourceLoc):
         if name in self.names:
             return self.names[name]
+        if name in self.dims:
+            return self.dims[name]
         if is_builtin(name):
             return BUILTINS.get(name) or FUNCTIONS.get(name) or LAYERS[name]
         if name in self.blocks:
             return self.blocks[name]
-        known = set(self.names) | set(FUNCTIONS) | set(LAYERS) | set(BUILTINS) | set(self.blocks)
+        if name in CONSTANTS:
+            return CONSTANTS[name]
+        known = set(self.names) | set(self.dims) | set(FUNCTIONS) | set(LAYERS) | set(BUILTINS) | set(self.blocks)
         raise NetcError(f"unknown name '{name}'", loc, did_you_mean(name, known))
 
 
@@ -60,6 +68,8 @@ def run_body(scope: Scope, body: list) -> tuple[list, list]:
                 scope.names[stmt.name] = assign(scope, stmt)
             elif isinstance(stmt, ast.Unpack):
                 scope.names.update(zip(stmt.names, unpack(scope, stmt)))
+            elif isinstance(stmt, ast.ParamDecl):
+                scope.names[stmt.name] = declare_param(scope, stmt, evaluate)
             elif isinstance(stmt, ast.OutputDecl):
                 for i, expr in enumerate(stmt.values):
                     name = expr.id if isinstance(expr, ast.Name) else ("output" if i == 0 else f"output{i}")
@@ -140,6 +150,10 @@ def evaluate(scope: Scope, expr: ast.Expr, keep_results: bool = False):
 def _evaluate(scope: Scope, expr: ast.Expr):
     if isinstance(expr, (ast.Number, ast.Bool, ast.String)):
         return expr.value
+    if isinstance(expr, ast.NoneLit):
+        return None
+    if isinstance(expr, ast.Subscript):
+        return _subscript(scope, expr)
     if isinstance(expr, ast.Name):
         return scope.lookup(expr.id, expr.loc)
     if isinstance(expr, ast.TupleLit):
@@ -148,7 +162,7 @@ def _evaluate(scope: Scope, expr: ast.Expr):
         return attribute(scope, expr)
     if isinstance(expr, ast.UnaryOp):
         operand = evaluate(scope, expr.operand)
-        return B.neg(operand) if isinstance(operand, Value) else _hyper_unary(operand, expr.loc)
+        return B.neg(operand) if isinstance(operand, Value) else hyper_unary_minus(operand)
     if isinstance(expr, ast.BinOp):
         # `a + b + c + ...` nests to the left: evaluated in a loop, as pipelines are.
         chain = []
@@ -164,10 +178,18 @@ def _evaluate(scope: Scope, expr: ast.Expr):
                     raise err.with_loc(node.loc)
         return value
     if isinstance(expr, ast.Call):
-        func = evaluate(scope, expr.func)
+        name = expr.func.id
+        numeric = name in NUMBER_FUNCTIONS and name not in scope.names  # float('-inf'), int(d / 2), sqrt(d)
+        func = None if numeric and name not in FUNCTIONS else evaluate(scope, expr.func)
         args = [evaluate(scope, a) for a in expr.args]
         kwargs = _keywords(scope, expr.kwargs)
-        return call(scope, func, expr.func.id, args, kwargs, expr.loc)
+        if numeric or (name in ("min", "max") and name not in scope.names):
+            value = call_on_numbers(name, args, kwargs)
+            if value is not None:
+                return value
+            if func is None:
+                raise NetcError(f"{name}() takes one number or string, as in {name}(\"-inf\") or {name}(d / 2)")
+        return call(scope, func, name, args, kwargs, expr.loc)
     if isinstance(expr, ast.Pipe):
         # A chain `x -> f -> g -> ...` nests to the left; applied in a loop, not by recursion, so that a
         # pipeline of thousands of stages cannot overflow Python's stack.
@@ -228,20 +250,31 @@ def _keywords(scope: Scope, keywords: list) -> dict:
     return out
 
 
-def _hyper_unary(operand, loc):
-    if isinstance(operand, bool) or not isinstance(operand, (int, float)):
-        raise NetcError(f"cannot negate {describe_kind(operand)}", loc)
-    return -operand
+def _subscript(scope: Scope, expr: ast.Subscript):
+    """`x[...]` of a tensor (compiler/indexing.py), or one element of a tuple (`chunk(x, 2)[1]`) or of several
+    results (`lstm(x)[0]`, as in PyTorch)."""
+    value = evaluate(scope, expr.value, keep_results=True)
+    items = []
+    for item in expr.items:
+        if isinstance(item, ast.EllipsisItem):
+            items.append(ELLIPSIS)
+        elif isinstance(item, ast.SliceItem):
+            parts = [None if e is None else evaluate(scope, e) for e in (item.start, item.stop, item.step)]
+            items.append(SliceBounds(*parts))
+        else:
+            items.append(evaluate(scope, item))
+    if isinstance(value, tuple):
+        return index_tuple(value, items)
+    if not isinstance(value, Value):
+        raise NetcError(f"only tensors and tuples can be indexed, not {describe_kind(value)}")
+    result = index_tensor(value, items)
+    record_call(result.graph, "[]", "[]", (value,), result)
+    return result
 
 
-HYPER_OPS = {
-    "+": lambda a, b: a + b,
-    "-": lambda a, b: a - b,
-    "*": lambda a, b: a * b,
-    "/": lambda a, b: a / b,
-    "//": lambda a, b: a // b,
-}
-TENSOR_OPS = {"+": B.add, "-": B.sub, "*": B.mul, "/": B.div, "@": B.matmul}
+TENSOR_OPS = {"+": B.add, "-": B.sub, "*": B.mul, "/": B.div, "@": B.matmul, "**": B.pow,
+              "<": B.lt, "<=": B.le, ">": B.gt, ">=": B.ge, "==": B.eq, "!=": B.ne}
+COMPARISON_OPS = ("<", "<=", ">", ">=", "==", "!=")
 
 
 def binary(op: str, left, right, loc: SourceLoc):
@@ -250,24 +283,24 @@ def binary(op: str, left, right, loc: SourceLoc):
             if not isinstance(side, (Value, int, float)) or isinstance(side, bool):
                 raise NetcError(f"'{op}' cannot combine a tensor with {describe_kind(side)}", loc)
         if op not in TENSOR_OPS:
+            if op == "%":
+                raise NetcError("'%' is the remainder of hyperparameters; tensors have no '%'", loc)
             raise NetcError(f"'{op}' is integer division, for hyperparameters; tensors use '/'", loc)
         if op == "@" and not (isinstance(left, Value) and isinstance(right, Value)):
             raise NetcError("'@' multiplies two tensors", loc)
-        if any(isinstance(s, Value) and s.dtype == "i64" for s in (left, right)):
+        if op not in COMPARISON_OPS and any(isinstance(s, Value) and s.dtype == "i64" for s in (left, right)):
             raise NetcError(
                 f"'{op}' needs float tensors; integer inputs (labels, ids) feed embeddings and losses", loc
             )
         result = TENSOR_OPS[op](left, right)
         record_call(result.graph, op, op, (left, right), result)
         return result
-    for side in (left, right):
-        if isinstance(side, bool) or not isinstance(side, (int, float)):
-            raise NetcError(f"'{op}' cannot be applied to {describe_kind(side)}", loc)
     if op == "@":
         raise NetcError("'@' multiplies two tensors, not numbers", loc)
-    if op in ("/", "//") and right == 0:
-        raise NetcError("division by zero", loc)
-    return HYPER_OPS[op](left, right)
+    for side in (left, right):
+        if not isinstance(side, (int, float, Sym)) or isinstance(side, bool):
+            raise NetcError(f"'{op}' cannot be applied to {describe_kind(side)}", loc)
+    return hyper_binary(op, left, right)
 
 
 def describe_kind(value) -> str:
@@ -368,7 +401,7 @@ def input_type(scope: Scope, decl: ast.InputDecl) -> TensorType:
     dims = []
     for d in decl.dims:
         if isinstance(d, ast.Name) and d.id not in scope.names:
-            dims.append(scope.bindings.get(d.id, Sym((d.id,))))
+            dims.append(scope.dims.setdefault(d.id, scope.bindings.get(d.id, Sym((d.id,)))))
             continue
         value = evaluate(scope, d)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

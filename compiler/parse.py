@@ -215,6 +215,10 @@ class ToAst(Transformer_NonRecursive):
     def shape(self, meta, dtype, *dims):
         return (str(dtype) if dtype is not None else None), list(dims)
 
+    def param_decl(self, meta, name, shape, init):
+        dtype, dims = shape
+        return ast.ParamDecl(self.loc(meta), str(name), dtype, dims, init)
+
     def assign(self, meta, name, value):
         return ast.Assign(self.loc(meta), str(name), value)
 
@@ -234,7 +238,23 @@ class ToAst(Transformer_NonRecursive):
         return ast.Pipe(self.loc(meta), source, stage)
 
     add, sub, mul, div = _binary("+"), _binary("-"), _binary("*"), _binary("/")
-    floordiv, matmul = _binary("//"), _binary("@")
+    floordiv, mod, pow, matmul = _binary("//"), _binary("%"), _binary("**"), _binary("@")
+    lt, le, gt, ge, eq, ne = (_binary(op) for op in ("<", "<=", ">", ">=", "==", "!="))
+
+    def subscript(self, meta, value, *items):
+        return ast.Subscript(self.loc(meta), value, list(items))
+
+    def slice(self, meta, start, stop):
+        return ast.SliceItem(start, stop, None, self.loc(meta))
+
+    def slice_step(self, meta, start, stop, step):
+        return ast.SliceItem(start, stop, step, self.loc(meta))
+
+    def ellipsis(self, meta):
+        return ast.EllipsisItem(self.loc(meta))
+
+    def none(self, meta):
+        return ast.NoneLit(self.loc(meta))
 
     def neg(self, meta, operand):
         if isinstance(operand, ast.Number):  # `-2` is a number, not an operation on one

@@ -23,7 +23,8 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput
 
 from .errors import NetcError, SourceLoc, did_you_mean
 
-OPERATORS = ("->", "+", "-", "*", "/", "//", "@")
+OPERATORS = ("->", "+", "-", "*", "/", "//", "%", "**", "@")
+COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
 TOP_LEVEL = "expected 'network', 'block' or 'import' at the top level"
 CLOSING = {"(": ")", "[": "]"}
 
@@ -87,11 +88,10 @@ TERMINAL_WORDS = {
     "_NL": "a new line",
     "$END": "the end of the file",
 }
-VALUE_TOKENS = ("NAME", "NUMBER", "STRING", "TRUE", "FALSE")
-EXPRESSION_STARTS = {"a name", "a number", "a string", "'('", "'['", "'-'", "'true'", "'false'"}
+VALUE_TOKENS = ("NAME", "NUMBER", "STRING", "TRUE", "FALSE", "NONE")
+EXPRESSION_STARTS = {"a name", "a number", "a string", "'('", "'['", "'-'", "'true'", "'false'", "'None'"}
 
 CHARACTER_HINTS = {
-    "'": 'strings are written in double quotes, as in "sum"',
     ";": "a statement ends at the end of its line; no ';' is needed",
     "\r": "a line ends with '\\n' or '\\r\\n'; a lone '\\r' is not a line break",
     "→": "write the arrow as '->'",
@@ -132,8 +132,8 @@ def describe_syntax_error(err: UnexpectedInput, text: str, file: str, parser: La
 def _bad_character(err: UnexpectedCharacters, text: str, file: str) -> NetcError:
     char = text[err.pos_in_stream]
     loc = SourceLoc(file, err.line, err.column, text, err.column + 1)
-    if char == '"':
-        return NetcError("unterminated string", loc, hint="a string ends with '\"' on the same line")
+    if char in "\"'":
+        return NetcError("unterminated string", loc, hint=f"a string ends with '{char}' on the same line")
     shown = repr(char) if char.isprintable() else f"{char!r} (U+{ord(char):04X})"
     return NetcError(f"unknown character {shown}", loc, hint=CHARACTER_HINTS.get(char))
 
@@ -216,8 +216,9 @@ def _describe_expected(accepts: set, parser: Lark) -> str:
     words = {_describe_terminal(name, parser) for name in accepts}
     operators = {f"'{op}'" for op in OPERATORS}
     if operators <= words:
-        # `.weight` may follow any operand, as an operator may; it is never the token a user left out
-        words = (words - operators - {"'.'"}) | {"an operator"}
+        # `.weight` may follow any operand, as an operator may, and comparisons and indexing are operators
+        # too where they may come: none is the token a user left out
+        words = (words - operators - {"'.'"} - {f"'{op}'" for op in (*COMPARISONS, "[")}) | {"an operator"}
     if EXPRESSION_STARTS <= words:
         words = (words - EXPRESSION_STARTS) | {"an expression"}
     return ", ".join(sorted(words))

@@ -62,6 +62,16 @@ def load_npz(path, names=None) -> NpzArrays:
         raise NetcError(f"{path}: not a readable .npz file of numeric arrays ({err})") from None
 
 
+def declared_shapes(path) -> dict:
+    """{array name: shape} of a `.npz` file, from the headers alone (no array is read); {} if it cannot be
+    read (load_npz reports why when the data is loaded)."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as archive:
+            return {name: _declared(archive, name)[0] for name in archive.files}
+    except (OSError, ValueError, EOFError, AttributeError, KeyError, zipfile.BadZipFile):
+        return {}
+
+
 def _declared(archive, name: str) -> tuple:
     """(shape, dtype) of an array of a .npz archive, from the header of its .npy member alone."""
     with archive.zip.open(f"{name}.npy") as member:

@@ -14,6 +14,8 @@ def initial_value(spec, rng: np.random.Generator, float_type) -> np.ndarray:
     kind, *args = spec.init
     if kind == "uniform":
         array = rng.uniform(-args[0], args[0], size=shape)
+    elif kind == "uniform_range":  # a free parameter's uniform(a, b) (compiler/free_params.py)
+        array = rng.uniform(args[0], args[1], size=shape)
     elif kind == "normal":
         array = rng.normal(args[0], args[1], size=shape)
     elif kind == "constant":

@@ -7,9 +7,10 @@ float32 sample becomes a network that declares every tensor as an input, applies
 result and minimises sum(result * g) for a random cotangent g, so that model.gradients gives the input
 gradients torch.autograd gives for the same cotangent.
 
-A sample the language cannot express (a bool tensor, a torch.dtype argument, None where netc's function has a
-default of its own, an argument netc's function does not take) raises Inexpressible with the reason; one
-that netc refuses with a NetcError is counted in the same way by the test. Neither is ever skipped silently.
+A bool tensor becomes a float input of 0s and 1s, as netc's masks are. A sample the language cannot express
+(a torch.dtype argument, an argument netc's function does not take) raises Inexpressible with the reason;
+one that netc refuses with a NetcError is counted in the same way by the test. Neither is ever skipped
+silently.
 """
 
 from __future__ import annotations
@@ -91,10 +92,24 @@ OPINFO_OPS = {
     ("nn.functional.pixel_shuffle", ""): "pixel_shuffle",
     ("nn.functional.prelu", ""): "prelu",
     ("nn.functional.scaled_dot_product_attention", ""): "scaled_dot_product_attention",
+    ("where", ""): "where",
+    ("masked_fill", ""): "masked_fill",
+    ("tril", ""): "tril",
+    ("triu", ""): "triu",
+    ("var", ""): "var",
+    ("var", "unbiased"): "var",
+    ("std", ""): "std",
+    ("std", "unbiased"): "std",
+    ("min", "reduction_no_dim"): "min",
+    ("min", "reduction_with_dim"): "min",
+    ("min", "binary"): "min",
+    ("pow", ""): "pow",
 }
+TUPLE_RESULTS = ("chunk", "split")  # compared by their first piece, as torch's first result is
 # Ops whose registry examples (tests/test_functions.py, test_layers.py) already check every backend, forward and
 # gradients, and whose OpInfo samples run in the long mode only (NETC_OPINFO_ALL=1), to keep CI's time: the
-# elementwise activations, and the variants of pad and interpolate beside the ones CI keeps above.
+# elementwise activations, the variants of pad and interpolate beside the ones CI keeps above, and the functions
+# that reshape, slice or broadcast.
 LONG_ONLY_OPS = {("nn.functional." + name, ""): name for name in (
     "elu", "celu", "selu", "softplus", "hardtanh", "relu6", "hardswish", "hardsigmoid", "mish", "logsigmoid",
     "softsign", "tanhshrink", "pixel_unshuffle",
@@ -105,6 +120,15 @@ LONG_ONLY_OPS = {("nn.functional." + name, ""): name for name in (
     ("nn.functional.interpolate", "linear"): "interpolate",
     ("nn.functional.interpolate", "trilinear"): "interpolate",
     ("nn.functional.interpolate", "area"): "interpolate",
+} | {  # reshapes, slices and broadcasts
+    ("unsqueeze", ""): "unsqueeze",
+    ("squeeze", ""): "squeeze",
+    ("squeeze", "multiple"): "squeeze",
+    ("stack", ""): "stack",
+    ("expand", ""): "expand",
+    ("chunk", ""): "chunk",
+    ("split", ""): "split",
+    ("split", "list_args"): "split",
 }
 # netc functions that are another name of a function above, or that OpInfo has no entry for
 ALIASES = {
@@ -117,7 +141,9 @@ ALIASES = {
     "bce_with_logits": "binary_cross_entropy_with_logits",
     "concat": "cat",
 }
-NO_OPINFO: dict = {}  # netc function -> why it has no OpInfo counterpart (none at present)
+# netc function -> why it has no OpInfo counterpart
+_CREATION = "creates a tensor from sizes: OpInfo's samples have no input tensor, nothing to differentiate"
+NO_OPINFO: dict = {"arange": _CREATION, "ones": _CREATION, "zeros": _CREATION, "full": _CREATION}
 
 
 def shape_text(shape) -> str:
@@ -163,7 +189,7 @@ class Inputs:
         for name, _, known in self.tensors:
             if known is tensor:
                 return name
-        dtype = {torch.float32: "", torch.int64: "i64"}.get(tensor.dtype)
+        dtype = {torch.float32: "", torch.int64: "i64", torch.bool: ""}.get(tensor.dtype)
         if dtype is None:
             raise Inexpressible(f"a {tensor.dtype} tensor")
         name = f"{self.prefix}a{len(self.tensors)}"
@@ -186,12 +212,10 @@ def literal(value, inputs: Inputs) -> str:
     if isinstance(value, str):
         return f'"{value}"'
     if isinstance(value, (tuple, list, torch.Size)):
-        if not value:
-            raise Inexpressible("an empty tuple (the language has no () literal)")
         items = [literal(v, inputs) for v in value]
         return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
     if value is None:
-        raise Inexpressible("None (the language has no None)")
+        return "None"
     raise Inexpressible(f"an argument of type {type(value).__name__}")
 
 
@@ -225,6 +249,8 @@ def function_call(name: str, sample, inputs: Inputs) -> str:
         first = list(sample.input)
         if args:
             kwargs["dim"] = args.pop(0)
+    if name == "where":  # OpInfo's where is lambda self, condition, other: torch.where(condition, self, other)
+        first, args = [args.pop(0), sample.input], args
     if name == "flatten":
         kwargs.setdefault("start_dim", 0)  # torch.flatten starts at 0, `.net`'s flatten at 1
     try:
@@ -299,6 +325,8 @@ def sample_network(op, netc_name: str, sample, rng: np.random.Generator, prefix:
         raise Inexpressible("a random mask, which torch and netc draw from different generators")
     inputs = Inputs(prefix)
     call = (operator_call if netc_name.startswith("@") else function_call)(netc_name, sample, inputs)
+    if netc_name in TUPLE_RESULTS:
+        call += "[0]"
     out = op(sample.input, *sample.args, **sample.kwargs)
     out = out[0] if isinstance(out, tuple) else out
     if not isinstance(out, torch.Tensor) or out.dtype != torch.float32:
@@ -309,6 +337,8 @@ def sample_network(op, netc_name: str, sample, rng: np.random.Generator, prefix:
     expected.update(torch_results(op, sample, inputs, cotangent, wrt, ":f64"))
     declarations = [f"{name}: {dtype}{shape_text(t.shape)}" for name, dtype, t in inputs.tensors]
     declarations.append(f"{prefix}g: {shape_text(out.shape)}")
+    # A bool tensor (where's condition, masked_fill's mask) is fed as netc's masks are: floats, 0 and 1.
     feeds = {name: t.detach().numpy().copy() for name, _, t in inputs.tensors}
+    feeds.update({name: feeds[name].astype(np.float32) for name, _, t in inputs.tensors if t.dtype == torch.bool})
     feeds[f"{prefix}g"] = cotangent.numpy()
     return SampleNetwork(declarations, call, feeds, wrt, expected, prefix)

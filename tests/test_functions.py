@@ -49,10 +49,17 @@ def lower_example(ctx, name: str, index: int, rng, batch: Sym | None = None, pre
     return fn(ctx, *map_specs(args, inputs.leaf), **map_specs(kwargs, inputs.leaf)), inputs
 
 
+def parts(key: str, result) -> dict:
+    """A function's result by output name: `key`, or `key#0`, `key#1`, ... for a tuple (chunk, split)."""
+    if isinstance(result, (tuple, list)):
+        return {f"{key}#{j}": part for j, part in enumerate(result)}
+    return {key: result}
+
+
 def build(name: str, index: int, training: bool, rng, batch: Sym | None = None):
     graph = Graph("t")
     out, inputs = lower_example(LowerContext(graph, training), name, index, rng, batch)
-    graph.outputs["out"] = out
+    graph.outputs.update(parts("out", out))
     verify(graph)
     return graph, out, inputs
 
@@ -97,9 +104,10 @@ class FunctionSuite:
         self.inputs, self.uniforms, feeds = {}, {}, {"__seed__": SEED}
         for name, index in CASES:
             key, start = f"{name}/{index}", len(graph.values)
-            graph.outputs[key], self.inputs[key] = lower_example(
+            result, self.inputs[key] = lower_example(
                 ctx, name, index, np.random.default_rng(index), prefix=f"{name}{index}_"
             )
+            graph.outputs.update(parts(key, result))
             feeds.update(self.inputs[key].arrays)
             draws = [draw for _, draw in dropout_draws(graph.values[start:])]
             self.uniforms[key] = [f"{key}/uniform{j}" for j in range(len(draws))]
@@ -127,18 +135,27 @@ def test_function_matches_torch(name, index, training, backend):
     """On the reference backend each example is a graph of its own; on a compiled one, one graph holds them
     all (one module to build), with the gradients of a weighted sum of the outputs, which must be the
     reference's for the same graph."""
+    what = f"{name} example {index}"
     if backend == "reference":
         graph, out, inputs = build(name, index, training, np.random.default_rng(index))
-        got, _, uniforms = run(graph, out, inputs.arrays)
-        assert_close(got, torch_result(name, index, inputs, training, uniforms), f"{name} example {index}")
+        outs = parts("out", out)
+        got = {k: run(graph, v, inputs.arrays)[0] for k, v in outs.items()}
+        uniforms = run(graph, next(iter(outs.values())), inputs.arrays)[2]
+        want = parts("out", torch_result(name, index, inputs, training, uniforms))
+        assert got.keys() == want.keys(), f"{what}: {len(got)} results, torch gives {len(want)}"
+        for k in got:
+            assert_close(got[k], want[k], f"{what} {k}")
         return
     functions, key = function_suite(training), f"{name}/{index}"
     got, want = functions.suite.run(backend), functions.suite.run("reference")
     inputs = functions.inputs[key]
     uniforms = [got[u] for u in functions.uniforms[key]]
-    assert_close(got[key], torch_result(name, index, inputs, training, uniforms), f"{name} example {index}")
+    expected = parts(key, torch_result(name, index, inputs, training, uniforms))
+    assert [k for k in got if k == key or k.startswith(key + "#")] == list(expected), what
+    for k, value in expected.items():
+        assert_close(got[k], value, f"{what} {k}")
     gradients = [f"{GRAD_PREFIX}{leaf}" for leaf in inputs.arrays if f"{GRAD_PREFIX}{leaf}" in got]
-    assert_same_results(got, want, [key, *functions.uniforms[key], *gradients], f"{name} example {index}")
+    assert_same_results(got, want, [*expected, *functions.uniforms[key], *gradients], what)
 
 
 def _batched(name: str, index: int) -> bool:
@@ -153,7 +170,8 @@ def test_function_accepts_a_symbolic_batch(name, index):
     bound. (cat is left out: a symbolic dim cannot be added to another.)"""
     _, out, inputs = build(name, index, True, np.random.default_rng(0))
     _, symbolic_out, _ = build(name, index, True, np.random.default_rng(0), batch=Sym(("N",)))
-    assert bind_shape(symbolic_out.shape, {"N": inputs.batch_size}) == out.shape
+    for symbolic, concrete in zip(parts("", symbolic_out).values(), parts("", out).values()):
+        assert bind_shape(symbolic.shape, {"N": inputs.batch_size}) == concrete.shape
 
 
 def test_dropout_scales_like_torch():

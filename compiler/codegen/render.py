@@ -460,7 +460,7 @@ class Renderer:
         pooling divisors, adaptive pooling's matrices, an embedding's row mask)."""
         (v,) = kernel.values
         ctype = self.ctype(v.dtype)
-        values = np.asarray(v.attrs["array"]).ravel()
+        values = np.asarray(v.attrs["array"] if v.op == "constant" else OPS[v.op].ref(**v.attrs)).ravel()
         numbers = [str(int(x)) for x in values] if v.dtype == "i64" else [_float_literal(x) for x in values]
         return dict(
             template="constant.j2", ctype=ctype, size=len(numbers), numbers=numbers, args=[self.pointer(v)]

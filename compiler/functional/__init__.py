@@ -7,6 +7,7 @@ Importing this package registers them all.
 from . import (  # noqa: F401 - registers them
     activations,
     attention,
+    construction,
     conv,
     conv_transpose,
     dropout,
@@ -14,8 +15,11 @@ from . import (  # noqa: F401 - registers them
     losses,
     more_activations,
     norm,
+    pieces,
     padding,
     pooling,
+    selection,
+    statistics,
     tensor,
     upsample,
 )

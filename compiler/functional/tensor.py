@@ -7,7 +7,7 @@ from .. import build as B
 from ..errors import NetcError
 from ..ir import Value
 from ..ops.twin import torch
-from ..shapes import format_shape, normalize_axis, numel
+from ..shapes import Sym, format_shape, normalize_axis, numel
 from .args import check_float, check_tensor, is_int
 from .registry import T, example, function
 
@@ -19,12 +19,14 @@ def _dims(dim, who: str):
     raise NetcError(f"{who}: dim must be an int or a tuple of ints, got {dim!r}")
 
 
-def _variadic(values: tuple, who: str) -> tuple:
-    """f(x, 2, -1) and f(x, (2, -1)) mean the same, as in torch's reshape and permute."""
+def _variadic(values: tuple, who: str, sizes: bool = False) -> tuple:
+    """f(x, 2, -1) and f(x, (2, -1)) mean the same, as in torch's reshape and permute. With `sizes`, symbolic
+    sizes (N, T) are accepted too."""
     if len(values) == 1 and isinstance(values[0], tuple):
         values = values[0]
-    if not all(is_int(v) for v in values):
-        raise NetcError(f"{who}: expected ints, got {values!r}")
+    if not all(is_int(v) or (sizes and isinstance(v, Sym)) for v in values):
+        kind = "ints or symbolic sizes (N, T)" if sizes else "ints"
+        raise NetcError(f"{who}: expected {kind}, got {values!r}")
     return tuple(values)
 
 
@@ -81,8 +83,9 @@ def max_(ctx, input, dim=None, keepdim=False):
     twin=lambda x, *shape: x.reshape(*shape),
 )
 def reshape(ctx, input, *shape):
-    """torch.reshape / Tensor.view: the shape as ints or one tuple; one -1 is inferred."""
-    return B.reshape(check_tensor(input, "reshape"), _variadic(shape, "reshape"))
+    """torch.reshape / Tensor.view: the shape as sizes or one tuple of them; one -1 is inferred. A size may be
+    a dimension symbol: `reshape(x, N, T, heads, -1)`."""
+    return B.reshape(check_tensor(input, "reshape"), _variadic(shape, "reshape", sizes=True))
 
 
 @function(
@@ -144,16 +147,31 @@ def permute(ctx, input, *dims):
         example(T.of(2, 3), T.of(4, 3)),
         example(T.of(2, 3, 4), T.of(2, 1, 4), T.of(2, 2, 4), dim=1),
         example((T.of(2, 3), T.of(2, 2)), dim=-1),
+        example((T.of(2, 3), T.of(2, 2)), 1),
+        example((T.of(3, 2),), 1),
     ],
-    twin=lambda *xs, dim=0: torch.cat(xs[0] if len(xs) == 1 else xs, dim),
+    twin=lambda *xs, dim=0: torch.cat(xs[0], xs[1] if len(xs) > 1 else dim)
+    if isinstance(xs[0], tuple)
+    else torch.cat(xs, dim),
 )
 def cat(ctx, *tensors, dim=0):
-    """torch.cat: join tensors along dim; `cat(a, b, dim=1)` and `cat((a, b), dim=1)` both work."""
-    if len(tensors) == 1 and isinstance(tensors[0], tuple):
+    """torch.cat: join tensors along dim. PyTorch's `cat((a, b), 1)` (a tuple or list, then the dim), and
+    also `cat(a, b, dim=1)`."""
+    if tensors and isinstance(tensors[0], tuple):
+        if len(tensors) > 2:
+            raise NetcError("cat takes a tuple of tensors and a dim, as in cat((a, b), 1)")
+        if len(tensors) == 2:
+            if dim != 0:
+                raise NetcError("cat got the dim twice: as its second argument and as dim=")
+            dim = tensors[1]
         tensors = tensors[0]
+    if not is_int(dim):
+        raise NetcError(f"cat: dim must be an int, got {dim!r}")
     if not tensors:
         raise NetcError("cat needs at least one tensor")
     first = check_tensor(tensors[0], "cat")
+    if first.rank == 0:
+        raise NetcError("cat: a 0-d tensor has no dim to join along; stack((a, b)) makes a vector of them")
     axis = normalize_axis(dim, first.rank)
     for other in tensors[1:]:
         check_tensor(other, "cat")

@@ -131,6 +131,33 @@ binary(
     rhs_low=0.5,
     rhs_high=2.0,
 )
+def _is_number(x) -> bool:
+    """A value that is one number everywhere (a `full`, broadcast or not): `x ** 2`'s exponent."""
+    while x.op in ("broadcast_to", "reshape"):
+        x = x.inputs[0]
+    return x.op == "full"
+
+
+def _pow_grads(g, out, a, b):
+    """d(a^b)/da = b a^(b-1); d(a^b)/db = a^b log(a), left out for a constant exponent (the usual `x ** 2`,
+    where a may be negative and its log undefined)."""
+    grad_a = g * b * B.pow(a, b - 1)
+    return [grad_a, None if _is_number(b) else g * out * B.log(a)]
+
+
+binary(
+    "pow",
+    np.power,
+    torch.pow,
+    "pow({0}, {1})",
+    _pow_grads,
+    float_only=True,
+    low=0.5,
+    high=2.0,
+    rhs_low=-2.0,
+    rhs_high=3.0,
+    doc="elementwise a ** b (float: a negative base needs an integer exponent)",
+)
 binary(
     "maximum",
     np.maximum,
@@ -153,6 +180,7 @@ for _name, _np, _c in (
     ("lt", np.less, "<"),
     ("le", np.less_equal, "<="),
     ("eq", np.equal, "=="),
+    ("ne", np.not_equal, "!="),
 ):
     binary(
         _name,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ShapeError
 from ..shapes import DTYPES, TensorType
 from .registry import Op, Sample, register
 from .twin import torch
@@ -57,5 +58,34 @@ register(
         torch=lambda *, array, dtype: torch.from_numpy(np.array(array, dtype=np.float64)),
         samples=lambda rng: [Sample([], dict(array=rng.uniform(-1, 1, (3, 4)), dtype="f32"))],
         doc="a literal array computed at compile time (adaptive pooling's averaging matrices, say)",
+    )
+)
+
+
+def _arange_type(types, *, size, start, step, dtype) -> TensorType:
+    assert not types and dtype in DTYPES
+    if isinstance(size, int) and size < 1:
+        raise ShapeError(f"arange: the range holds no number (size {size})")
+    return TensorType((size,), dtype)
+
+
+def arange_ref(*, size, start, step, dtype):
+    return (start + step * np.arange(size)).astype(np.int64 if dtype == "i64" else np.float64)
+
+
+register(
+    Op(
+        "arange",
+        "leaf",
+        shape=_arange_type,
+        ref=arange_ref,
+        torch=lambda *, size, start, step, dtype: torch.arange(
+            size, dtype=torch.int64 if dtype == "i64" else torch.float64
+        ) * step + start,
+        samples=lambda rng: [
+            Sample([], dict(size=5, start=0, step=1, dtype="i64")),
+            Sample([], dict(size=4, start=-1.5, step=0.5, dtype="f32")),
+        ],
+        doc="start + step * i for i in [0, size): torch.arange; size may be symbolic (a sequence length)",
     )
 )

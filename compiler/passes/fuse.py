@@ -257,10 +257,14 @@ class _Partition:
     def store_spread_sources(self, x: Value, position: float) -> None:
         """A broadcast loads its source from memory at strided offsets, or, computed in the same loop, takes it
         as one number. A source that is itself a broadcast of more than one number (a repeat: broadcast,
-        reshape, broadcast) is neither until stored: store it, and the same for its own source first."""
+        reshape, broadcast) is neither until stored: store it, and the same for its own source first. So is a
+        comparison with a constant, which floats (a ReLU mask) and would be computed at the loop's index, not its
+        own: a [T, T] causal mask spread over [N, T, T] scores is stored."""
         source = storage(x.inputs[0])
-        if source.id in self.floating and source.op == "broadcast_to" and math.prod(source.shape) != 1:
-            self.store_spread_sources(source, position)
+        spread = source.op == "broadcast_to" or _recomputed_mask(source)
+        if source.id in self.floating and spread and math.prod(source.shape) != 1:
+            if source.op == "broadcast_to":
+                self.store_spread_sources(source, position)
             self.materialise(source, position)
 
     def pull(self, v: Value, kernel: Kernel) -> None:
@@ -559,11 +563,14 @@ def _elementwise_components(live: list) -> _Components:
     return components
 
 
+TABLE_OPS = ("constant", "arange")  # values known at compile time, written from a table in the source
+
+
 def _own_kernel_kind(v: Value) -> str:
     """The kind of the kernel of a value that fuses with nothing: its op's, except for a literal array (an
-    average pooling's divisors, an adaptive pooling's matrix), which a kernel of its own writes from a table
-    in the generated source."""
-    return "constant" if v.op == "constant" else OPS[v.op].kind
+    average pooling's divisors, an adaptive pooling's matrix, a range of positions), which a kernel of its own
+    writes from a table in the generated source."""
+    return "constant" if v.op in TABLE_OPS else OPS[v.op].kind
 
 
 def _fusable(v: Value) -> bool:
