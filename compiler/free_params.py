@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from . import ast
 from .errors import NetcError
-from .shapes import FLOAT_DTYPES, Sym, TensorType
+from .shapes import FLOAT_DTYPES, Sym
 
 INITIALISERS = "zeros, ones, a number, normal(mean, std) or uniform(a, b)"
 

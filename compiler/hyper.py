@@ -1,10 +1,10 @@
 """Arithmetic on hyperparameters: numbers, and symbolic sizes such as N or T.
 
-`16 * 5 * 5`, `d // heads`, `2 ** k`, `1 / sqrt(d)` and `n % 2 == 0` are computed while the network is lowered,
-as Python computes them; a float result such as an attention scale is a constant of the graph. A dimension
-symbol (`N`, `T`: any name in an input's shape) stands for its size: an int once the network is compiled for
-sizes, a `Sym` before. Symbols only multiply (compiler/shapes.py), so a symbolic size can be multiplied, divided
-exactly and compared for equality, which is what reshapes and shapes of new tensors need.
+`16 * 5 * 5`, `d // heads`, `2 ** k`, `1 / sqrt(d)` and `n % 2 == 0` are computed while the network is
+lowered, as Python computes them; a float result such as an attention scale is a constant of the graph. A
+dimension symbol (`N`, `T`: any name in an input's shape) stands for its size: an int once the network is
+compiled for sizes, a `Sym` before. Symbols only multiply (compiler/shapes.py), so a symbolic size can be
+multiplied, divided exactly and compared for equality, which is what reshapes and shapes of new tensors need.
 """
 
 from __future__ import annotations
@@ -17,10 +17,23 @@ from .shapes import Sym
 
 CONSTANTS = {"inf": math.inf}  # `masked_fill(x, mask, -inf)`, as `float('-inf')` in PyTorch
 
-COMPARISONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
-               "==": operator.eq, "!=": operator.ne}
-ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
-              "//": operator.floordiv, "%": operator.mod, "**": operator.pow}
+COMPARISONS = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+ARITHMETIC = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+    "//": operator.floordiv,
+    "%": operator.mod,
+    "**": operator.pow,
+}
 LARGEST_POWER_BITS = 4096  # 10 ** 10 ** 10 would take Python minutes: no size or scale is anywhere near it
 
 
@@ -50,9 +63,9 @@ def hyper_binary(op: str, left, right):
 def _power(base, exponent):
     if base == 0 and exponent < 0:
         raise NetcError("0 cannot be raised to a negative power")
-    if isinstance(base, int) and isinstance(exponent, int) and exponent > 0:
-        if abs(base) > 1 and exponent * abs(base).bit_length() > LARGEST_POWER_BITS:
-            raise NetcError(f"{base} ** {exponent} is too large for a hyperparameter")
+    integral = isinstance(base, int) and isinstance(exponent, int) and exponent > 0 and abs(base) > 1
+    if integral and exponent * abs(base).bit_length() > LARGEST_POWER_BITS:
+        raise NetcError(f"{base} ** {exponent} is too large for a hyperparameter")
     try:
         result = base**exponent
     except OverflowError:

@@ -1,13 +1,14 @@
 """Subscripts: `x[:, 0]`, `x[..., :k]`, `x[:, None]`, `x[::2]`, with PyTorch's basic-indexing semantics.
 
 An index is an int (negative counts from the end; the axis is dropped), a slice `start:stop:step` (negative
-start and stop count from the end; the step is positive, as PyTorch requires), `...` (as many whole axes as the
-other items leave) or None (a new axis of size 1). The result is one `slice` primitive over every axis and one
-reshape that drops the indexed axes and inserts the new ones, so gradients flow through slice's rule.
+start and stop count from the end; the step is positive, as PyTorch requires), `...` (as many whole axes as
+the other items leave) or None (a new axis of size 1). The result is one `slice` primitive over every axis and
+one reshape that drops the indexed axes and inserts the new ones, so gradients flow through slice's rule.
 
 Where PyTorch clamps a slice that runs past the end (`x[:100]` of 10 rows gives the 10), netc reports it: a
-bound outside the axis is almost always a mistake in a network, and a silent clamp hides it. An empty result is
-refused too. A whole axis (`:`) may stay symbolic; anything else needs a concrete size (bind it: `--dim T=64`).
+bound outside the axis is almost always a mistake in a network, and a silent clamp hides it. An empty result
+is refused too. A whole axis (`:`) may stay symbolic; anything else needs a concrete size (bind it with
+`--dim T=64`).
 """
 
 from __future__ import annotations
@@ -86,9 +87,10 @@ def index_tensor(x: Value, items: list) -> Value:
 def _concrete_size(size, axis: int, x: Value, what: str) -> int:
     if not isinstance(size, int):
         raise NetcError(
-            f"{what} of dimension {axis} of {format_shape(x.shape)} needs its size, which is the symbol {size}",
-            hint=f"bind it when compiling (--dim {size}=SIZE, or --batch for the batch size; dims= and batch= "
-            "in netc.compile), or index the whole axis with ':'",
+            f"{what} of dimension {axis} of {format_shape(x.shape)} needs its size, which is the symbol "
+            f"{size}",
+            hint=f"bind it when compiling (--dim {size}=SIZE, or --batch for the batch size; dims= and "
+            "batch= in netc.compile), or index the whole axis with ':'",
         )
     return size
 

@@ -15,9 +15,9 @@ from . import build as B
 from .blocks import BlockDef, BlockInstance
 from .context import LowerContext, record_call
 from .errors import NetcError, SourceLoc, did_you_mean
+from .free_params import declare_param
 from .functional import FUNCTIONS
 from .hyper import CONSTANTS, NUMBER_FUNCTIONS, call_on_numbers, hyper_binary, hyper_unary_minus
-from .free_params import declare_param
 from .indexing import ELLIPSIS, SliceBounds, index_tensor, index_tuple
 from .ir import SEED_INPUT, Graph, Value
 from .layers import LAYERS, Layer

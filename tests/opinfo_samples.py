@@ -250,7 +250,7 @@ def function_call(name: str, sample, inputs: Inputs) -> str:
         if args:
             kwargs["dim"] = args.pop(0)
     if name == "where":  # OpInfo's where is lambda self, condition, other: torch.where(condition, self, other)
-        first, args = [args.pop(0), sample.input], args
+        first = [args.pop(0), sample.input]
     if name == "flatten":
         kwargs.setdefault("start_dim", 0)  # torch.flatten starts at 0, `.net`'s flatten at 1
     try:

@@ -4,10 +4,9 @@ needs T's size."""
 
 from __future__ import annotations
 
+import netc
 import numpy as np
 from cli_run import run_cli
-
-import netc
 
 SEQUENCE = """
 network Seq {
@@ -48,8 +47,20 @@ def test_check_and_ir_take_dims(tmp_path, capsys):
 def test_train_eval_and_predict_bind_the_sequence_length_from_the_data(tmp_path, capsys):
     net, data = write(tmp_path)
     checkpoint = tmp_path / "seq.safetensors"
-    code, _, err = run_cli(capsys, "train", net, "--data", data, "--epochs", "1", "--batch-size", "4", "--quiet",
-                           "--checkpoint", checkpoint)
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        net,
+        "--data",
+        data,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--quiet",
+        "--checkpoint",
+        checkpoint,
+    )
     assert code == 0, err
     code, out, _ = run_cli(capsys, "eval", net, "--weights", checkpoint, "--data", data)
     assert code == 0 and "12 samples" in out

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import math
 
+import netc
 import numpy as np
 import pytest
 import torch
 from torch import nn
-
-import netc
 
 SOURCE = """
 block Attention(heads) {
@@ -54,8 +53,10 @@ network LanguageOps {
     spread = std(a, -1, keepdim = true) + var(a, (0, 2), correction = 0)[None, :, None]
     lowest = min(a, 1) + triu(a)[:, 0]
     ramp = arange(T)
-    output mixed, first, last, strided, middle, powers, masks, swapped, stacked, squeezed, spread, lowest, ramp
-    minimize sum(mixed) + sum(first * first) + sum(strided) + sum(middle * 0.5) + sum(powers * 0.01) + sum(masks) + sum(swapped * a) + sum(stacked ** 2) + sum(squeezed) + sum(spread) + sum(lowest)
+    output mixed, first, last, strided, middle, powers, masks, swapped, stacked, squeezed, spread, lowest
+    output ramp
+    minimize (sum(mixed) + sum(first * first) + sum(strided) + sum(middle * 0.5) + sum(powers * 0.01)
+              + sum(masks) + sum(swapped * a) + sum(stacked ** 2) + sum(squeezed) + sum(spread) + sum(lowest))
 }
 """
 
@@ -73,7 +74,8 @@ class Attention(nn.Module):
     def forward(self, x):
         b, t, c = x.shape
         q, k, v = (
-            part.reshape(b, t, self.heads, c // self.heads).transpose(1, 2) for part in self.qkv(x).split(c, -1)
+            part.reshape(b, t, self.heads, c // self.heads).transpose(1, 2)
+            for part in self.qkv(x).split(c, -1)
         )
         scores = q @ k.transpose(-2, -1) * (1 / math.sqrt(c // self.heads))
         scores = scores.masked_fill(torch.tril(torch.ones(t, t)) == 0, float("-inf"))
@@ -91,7 +93,12 @@ class Twin(nn.Module):
     def forward(self, x, y):
         a = self.attn(y)
         with_cls = torch.cat((self.cls.expand(x.shape[0], 1, C), a), 1)
-        out = {"mixed": self.attn(x + self.pos), "first": with_cls[:, 0], "last": a[:, -1, :], "strided": a[..., 1::3]}
+        out = {
+            "mixed": self.attn(x + self.pos),
+            "first": with_cls[:, 0],
+            "last": a[:, -1, :],
+            "strided": a[..., 1::3],
+        }
         out["middle"] = a[:, 1:3, None, 2:-1]
         out["powers"] = a**3 + 2**a - torch.sqrt(a * a + 1) ** 0.5
         out["masks"] = torch.where(a > 0, a, 0.1 * a) + (a <= -0.5) * a
@@ -103,9 +110,17 @@ class Twin(nn.Module):
         out["lowest"] = a.amin(1) + torch.triu(a)[:, 0]
         out["ramp"] = torch.arange(T)
         out["loss"] = (
-            out["mixed"].sum() + (out["first"] ** 2).sum() + out["strided"].sum() + (out["middle"] * 0.5).sum()
-            + (out["powers"] * 0.01).sum() + out["masks"].sum() + (out["swapped"] * a).sum()
-            + (out["stacked"] ** 2).sum() + out["squeezed"].sum() + out["spread"].sum() + out["lowest"].sum()
+            out["mixed"].sum()
+            + (out["first"] ** 2).sum()
+            + out["strided"].sum()
+            + (out["middle"] * 0.5).sum()
+            + (out["powers"] * 0.01).sum()
+            + out["masks"].sum()
+            + (out["swapped"] * a).sum()
+            + (out["stacked"] ** 2).sum()
+            + out["squeezed"].sum()
+            + out["spread"].sum()
+            + out["lowest"].sum()
         )
         return out
 
@@ -133,12 +148,15 @@ def test_free_parameters_are_named_as_pytorchs_state_dict(twin_and_data):
 
 def test_outputs_and_gradients_match_pytorch(backend, twin_and_data):
     twin, data, expected, input_grads = twin_and_data
-    model = netc.compile(netc.load("ops.net", text=SOURCE), batch=N, dims={"T": T}, backend=backend,
-                         precision="float64")
+    model = netc.compile(
+        netc.load("ops.net", text=SOURCE), batch=N, dims={"T": T}, backend=backend, precision="float64"
+    )
     model.load_state_dict(twin.state_dict())
     host = {k: np.asarray(v.get() if hasattr(v, "get") else v) for k, v in model.forward(**data).items()}
     for name, value in host.items():
-        np.testing.assert_allclose(value, expected[name].detach().numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(
+            value, expected[name].detach().numpy(), rtol=1e-9, atol=1e-12, err_msg=name
+        )
     grads = model.gradients(inputs_wrt=["x", "y"], **data)
     grads = {k: np.asarray(v.get() if hasattr(v, "get") else v) for k, v in grads.items()}
     for name, value in input_grads.items():

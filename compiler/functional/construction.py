@@ -18,7 +18,14 @@ from ..shapes import DTYPES, Sym
 from .args import check_tensor, is_int
 from .registry import T, example, function
 
-TORCH_DTYPES = {"float32": "f32", "float": "f32", "float64": "f64", "double": "f64", "int64": "i64", "long": "i64"}
+TORCH_DTYPES = {
+    "float32": "f32",
+    "float": "f32",
+    "float64": "f64",
+    "double": "f64",
+    "int64": "i64",
+    "long": "i64",
+}
 
 
 def dtype_named(dtype, default: str, who: str) -> str:
@@ -86,22 +93,31 @@ def _filled(ctx, size, value, dtype, who):
     return B.broadcast_to(B.full(ctx.graph, (), value, dtype), _sizes(size, who))
 
 
-@function("ones", examples=[example(2, 3), example((4,)), example(2, 1, 3, dtype="f64")],
-          twin=lambda *size, dtype=None: torch.ones(*size, dtype=torch.float64))
+@function(
+    "ones",
+    examples=[example(2, 3), example((4,)), example(2, 1, 3, dtype="f64")],
+    twin=lambda *size, dtype=None: torch.ones(*size, dtype=torch.float64),
+)
 def ones(ctx, *size, dtype=None):
     """torch.ones: a tensor of ones of the given sizes (ints or symbols, or one tuple of them)."""
     return _filled(ctx, size, 1.0 if dtype_named(dtype, "f32", "ones") != "i64" else 1, dtype, "ones")
 
 
-@function("zeros", examples=[example(2, 3), example((3, 1))],
-          twin=lambda *size, dtype=None: torch.zeros(*size, dtype=torch.float64))
+@function(
+    "zeros",
+    examples=[example(2, 3), example((3, 1))],
+    twin=lambda *size, dtype=None: torch.zeros(*size, dtype=torch.float64),
+)
 def zeros(ctx, *size, dtype=None):
     """torch.zeros: a tensor of zeros of the given sizes (ints or symbols, or one tuple of them)."""
     return _filled(ctx, size, 0.0 if dtype_named(dtype, "f32", "zeros") != "i64" else 0, dtype, "zeros")
 
 
-@function("full", examples=[example((2, 3), 1.5), example((4,), -2)],
-          twin=lambda size, fill_value, dtype=None: torch.full(size, float(fill_value), dtype=torch.float64))
+@function(
+    "full",
+    examples=[example((2, 3), 1.5), example((4,), -2)],
+    twin=lambda size, fill_value, dtype=None: torch.full(size, float(fill_value), dtype=torch.float64),
+)
 def full(ctx, size, fill_value, dtype=None):
     """torch.full: a tensor of `size` (a tuple) filled with one number (`-inf` included)."""
     if not isinstance(size, tuple):
@@ -123,8 +139,12 @@ def _triangle(ctx, x: Value, diagonal, who: str, lower: bool) -> Value:
     return B.where(keep, x, 0)
 
 
-_TRIANGLE_EXAMPLES = [example(T.of(4, 5)), example(T.of(2, 3, 4), 1), example(T.of(5, 3), diagonal=-1),
-                      example(T.of(3, 3), -5)]
+_TRIANGLE_EXAMPLES = [
+    example(T.of(4, 5)),
+    example(T.of(2, 3, 4), 1),
+    example(T.of(5, 3), diagonal=-1),
+    example(T.of(3, 3), -5),
+]
 
 
 @function("tril", examples=_TRIANGLE_EXAMPLES, twin=torch.tril)

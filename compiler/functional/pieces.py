@@ -19,7 +19,8 @@ def _concrete_dim(x: Value, axis: int, who: str) -> int:
     size = x.shape[axis]
     if not isinstance(size, int):
         raise NetcError(
-            f"{who}: dimension {axis} of {format_shape(x.shape)} is the symbol {size}; splitting needs its size",
+            f"{who}: dimension {axis} of {format_shape(x.shape)} is the symbol {size}; splitting needs "
+            "its size",
             hint=f"bind it when compiling (--dim {size}=SIZE)",
         )
     return size
@@ -41,8 +42,13 @@ def _axis(x: Value, dim, who: str) -> int:
 
 @function(
     "chunk",
-    examples=[example(T.of(3, 6), 3, 1), example(T.of(2, 7), 3, 1), example(T.of(2, 3, 5), 2, dim=-1),
-              example(T.of(2, 5), 4, -1), example(T.of(4), 3)],
+    examples=[
+        example(T.of(3, 6), 3, 1),
+        example(T.of(2, 7), 3, 1),
+        example(T.of(2, 3, 5), 2, dim=-1),
+        example(T.of(2, 5), 4, -1),
+        example(T.of(4), 3),
+    ],
     twin=torch.chunk,
 )
 def chunk(ctx, input, chunks, dim=0):
@@ -59,13 +65,17 @@ def chunk(ctx, input, chunks, dim=0):
 
 @function(
     "split",
-    examples=[example(T.of(3, 5), 2, 1), example(T.of(2, 6), (1, 2, 3), 1), example(T.of(2, 4, 3), (3, 1), dim=-2),
-              example(T.of(5), 2)],
+    examples=[
+        example(T.of(3, 5), 2, 1),
+        example(T.of(2, 6), (1, 2, 3), 1),
+        example(T.of(2, 4, 3), (3, 1), dim=-2),
+        example(T.of(5), 2),
+    ],
     twin=lambda x, sizes, dim=0: torch.split(x, list(sizes) if isinstance(sizes, tuple) else sizes, dim),
 )
 def split(ctx, tensor, split_size_or_sections, dim=0):
-    """torch.split: pieces of split_size along dim (the last smaller), or of the listed sizes, which must add up
-    to the dim's size."""
+    """torch.split: pieces of split_size along dim (the last smaller), or of the listed sizes, which must add
+    up to the dim's size."""
     x = check_tensor(tensor, "split")
     axis = _axis(x, dim, "split")
     size = _concrete_dim(x, axis, "split")
@@ -85,13 +95,18 @@ def split(ctx, tensor, split_size_or_sections, dim=0):
 def _new_axis(dim, rank: int, who: str) -> int:
     """A position for a new axis: 0..rank, or -rank-1..-1 counted from the back (as torch.unsqueeze)."""
     if not is_int(dim) or not -rank - 1 <= dim <= rank:
-        raise NetcError(f"{who}: dim {dim!r} is out of range for a new axis of a tensor of rank {rank} "
-                        f"(from {-rank - 1} to {rank})")
+        raise NetcError(
+            f"{who}: dim {dim!r} is out of range for a new axis of a tensor of rank {rank} "
+            f"(from {-rank - 1} to {rank})"
+        )
     return dim % (rank + 1)
 
 
-@function("unsqueeze", examples=[example(T.of(3, 4), 0), example(T.of(3, 4), -1), example(T.of(3, 4), 1)],
-          twin=torch.unsqueeze)
+@function(
+    "unsqueeze",
+    examples=[example(T.of(3, 4), 0), example(T.of(3, 4), -1), example(T.of(3, 4), 1)],
+    twin=torch.unsqueeze,
+)
 def unsqueeze(ctx, input, dim):
     """torch.unsqueeze: a new axis of size 1 at dim (negative dims count from the back of the result)."""
     x = check_tensor(input, "unsqueeze")
@@ -101,8 +116,12 @@ def unsqueeze(ctx, input, dim):
 
 @function(
     "squeeze",
-    examples=[example(T.of(3, 1, 4, 1)), example(T.of(3, 1, 4), 1), example(T.of(3, 1, 4), 0),
-              example(T.of(2, 1, 3, 1), (1, -1))],
+    examples=[
+        example(T.of(3, 1, 4, 1)),
+        example(T.of(3, 1, 4), 1),
+        example(T.of(3, 1, 4), 0),
+        example(T.of(2, 1, 3, 1), (1, -1)),
+    ],
     twin=lambda x, dim=None: x.squeeze() if dim is None else x.squeeze(dim),
 )
 def squeeze(ctx, input, dim=None):
@@ -139,8 +158,10 @@ def expand(ctx, input, *sizes):
                 raise NetcError(f"expand: -1 cannot be the size of a new leading dim, got {sizes!r}")
             size = own
         if own is not None and own != 1 and own != size:
-            raise NetcError(f"expand: cannot expand {format_shape(x.shape)} to {sizes!r}: "
-                            f"dimension {i - lead} has size {own}, not 1")
+            raise NetcError(
+                f"expand: cannot expand {format_shape(x.shape)} to {sizes!r}: "
+                f"dimension {i - lead} has size {own}, not 1"
+            )
         if is_int(size) and size < 1:
             raise NetcError(f"expand: sizes must be positive, got {sizes!r}")
         shape.append(size)
@@ -149,8 +170,11 @@ def expand(ctx, input, *sizes):
 
 @function(
     "stack",
-    examples=[example((T.of(2, 3), T.of(2, 3))), example((T.of(2, 3), T.of(2, 3), T.of(2, 3)), -1),
-              example((T.of(4),), dim=1)],
+    examples=[
+        example((T.of(2, 3), T.of(2, 3))),
+        example((T.of(2, 3), T.of(2, 3), T.of(2, 3)), -1),
+        example((T.of(4),), dim=1),
+    ],
     twin=lambda tensors, dim=0: torch.stack(tensors, dim),
 )
 def stack(ctx, tensors, dim=0):
@@ -160,7 +184,9 @@ def stack(ctx, tensors, dim=0):
     first = tensors[0]
     for other in tensors[1:]:
         if other.type != first.type:
-            raise NetcError(f"stack: tensors must all have one shape and dtype; got {first.type} and {other.type}")
+            raise NetcError(
+                f"stack: tensors must all have one shape and dtype; got {first.type} and {other.type}"
+            )
     axis = _new_axis(dim, first.rank, "stack")
     pieces = [B.reshape(t, t.shape[:axis] + (1,) + t.shape[axis:]) for t in tensors]
     return B.concat(pieces, axis)

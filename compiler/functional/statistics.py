@@ -80,7 +80,9 @@ def _torch_var(fn):
     def twin(x, dim=None, unbiased=True, keepdim=False, correction=None):
         if isinstance(dim, bool):
             dim, unbiased = None, dim
-        return fn(x, dim, correction=(1 if unbiased else 0) if correction is None else correction, keepdim=keepdim)
+        return fn(
+            x, dim, correction=(1 if unbiased else 0) if correction is None else correction, keepdim=keepdim
+        )
 
     return twin
 
@@ -99,14 +101,20 @@ def std(ctx, input, dim=None, unbiased=True, keepdim=False, correction=None):
 
 @function(
     "pow",
-    examples=[example(T.of(3, 4), 2), example(T.of(2, 3, low=0.5, high=2), 0.5),
-              example(T.of(2, 3, low=0.5, high=2), T.of(3)), example(T.of(4), -1)],
+    examples=[
+        example(T.of(3, 4), 2),
+        example(T.of(2, 3, low=0.5, high=2), 0.5),
+        example(T.of(2, 3, low=0.5, high=2), T.of(3)),
+        example(T.of(4), -1),
+    ],
     twin=torch.pow,
 )
 def pow_(ctx, input, exponent):
     """torch.pow: input ** exponent elementwise; a number or a tensor, broadcast. A negative base needs an
     integer exponent (else NaN, as in torch)."""
     x = check_float(check_tensor(input, "pow"), "pow")
-    if not isinstance(exponent, Value) and (isinstance(exponent, bool) or not isinstance(exponent, (int, float))):
+    if not isinstance(exponent, Value) and (
+        isinstance(exponent, bool) or not isinstance(exponent, (int, float))
+    ):
         raise NetcError(f"pow: the exponent must be a number or a tensor, got {exponent!r}")
     return B.pow(x, exponent)

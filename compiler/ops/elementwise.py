@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
-from ..errors import ShapeError
 from .. import build as B
+from ..errors import ShapeError
 from ..shapes import DTYPES, FLOAT_DTYPES, TensorType, format_shape
 from .registry import Op, Sample, rand, register
 from .rules import float_same_type, mask_type, same_type
