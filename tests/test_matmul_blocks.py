@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import netc
-from netc.compiler.codegen.render import GEMM_MIN_ROWS, gemm_row_blocks
+from netc.compiler.codegen.matmul import GEMM_MIN_ROWS, gemm_row_blocks
 
 
 @pytest.mark.parametrize("batch, m", [(1, 64), (1, 50), (1, 33), (3, 100), (7, 17), (1, 4096)])

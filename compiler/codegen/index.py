@@ -1,0 +1,25 @@
+"""The context of an index kernel (templates/index.j2): rows picked or scattered by integer indices (take and
+its gradient, an embedding's lookup) and one_hot."""
+
+from __future__ import annotations
+
+import math
+
+from ..passes.fuse import Kernel
+
+
+def index_context(renderer, kernel: Kernel) -> dict:
+    (v,) = kernel.values
+    ctx = dict(
+        template="index.j2", op=v.op, args=[renderer.pointer(x) for x in v.inputs] + [renderer.pointer(v)]
+    )
+    if v.op == "one_hot":
+        return ctx | dict(
+            ctype=renderer.ctype(v.dtype), rows=math.prod(v.inputs[0].shape), classes=v.attrs["num_classes"]
+        )
+    table_or_g, idx = v.inputs
+    width = math.prod(v.shape[idx.rank :]) if v.op == "take" else math.prod(v.shape[1:])
+    table_rows = table_or_g.shape[0] if v.op == "take" else v.attrs["rows"]
+    return ctx | dict(
+        ctype=renderer.ctype(v.dtype), rows=math.prod(idx.shape), width=width, table_rows=table_rows
+    )

@@ -1,0 +1,51 @@
+"""The context of a window kernel (templates/unfold.j2, fold.j2): unfold copies each window of a padded,
+strided, dilated input into a column (convolution and pooling read columns); fold adds the columns back
+(their gradient)."""
+
+from __future__ import annotations
+
+import math
+
+from ..ops.window import window_counts
+from ..passes.fuse import Kernel
+from .layout import contiguous_strides, literal
+
+
+def window_context(renderer, kernel: Kernel) -> dict:
+    (v,) = kernel.values
+    (x,) = v.inputs
+    if v.op == "unfold":
+        spatial, cols = x.shape[2:], v
+    else:
+        spatial, cols = v.attrs["spatial"], x
+    attrs = v.attrs
+    out = window_counts(v.op, spatial, attrs["kernel"], attrs["stride"], attrs["padding"], attrs["dilation"])
+    in_strides, out_strides = contiguous_strides(spatial), contiguous_strides(out)
+    kernel_strides = contiguous_strides(attrs["kernel"])
+    dims = [
+        {
+            "axis": i,
+            "kernel": attrs["kernel"][i],
+            "stride": attrs["stride"][i],
+            "padding": attrs["padding"][i],
+            "dilation": attrs["dilation"][i],
+            "out": out[i],
+            "size": spatial[i],
+            "in_stride": in_strides[i],
+            "out_stride": out_strides[i],
+            "kernel_stride": kernel_strides[i],
+        }
+        for i in range(len(spatial))
+    ]
+    ctx = dict(
+        template=f"{v.op}.j2",
+        planes=cols.shape[0] * cols.shape[1],
+        in_plane=math.prod(spatial),
+        K=cols.shape[2],
+        L=cols.shape[3],
+        dims=dims,
+        args=[renderer.pointer(x), renderer.pointer(v)],
+    )
+    if v.op == "unfold":
+        ctx["pad_value"] = literal(float(attrs["pad_value"]), "real")
+    return ctx
