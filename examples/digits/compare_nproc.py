@@ -2,11 +2,13 @@
 32), then both scored on the held-out test images: data-parallel training must reach the same accuracy.
 
     python3 examples/digits/make_data.py && python3 examples/digits/compare_nproc.py [--backend cpu]
+    python3 examples/digits/compare_nproc.py --sync-batchnorm    # the 2 processes with SyncBatchNorm
 
 The two runs see the same samples at every step (2 ranks of 16 take the samples one process of 32 takes; see
 runtime/distributed.py's World.shard), so they differ only in BatchNorm, whose statistics each rank computes
-over its own 16 samples, as DistributedDataParallel does, and in rounding. Exits 1 if the accuracies differ by
-more than one point or either is below 97%.
+over its own 16 samples, as DistributedDataParallel does, and in rounding; with --sync-batchnorm, whose
+statistics are then over the 32 samples of both ranks, they differ only in rounding. Exits 1 if the accuracies
+differ by more than one point or either is below 97%.
 """
 
 from __future__ import annotations
@@ -38,16 +40,19 @@ def accuracy(weights: Path, backend: str) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="cpu")
+    parser.add_argument("--sync-batchnorm", action="store_true", help="SyncBatchNorm on the 2 processes")
     args = parser.parse_args()
     if not (HERE / "train.npz").exists():
         raise SystemExit("run examples/digits/make_data.py first")
     with tempfile.TemporaryDirectory() as folder:
         one, two = Path(folder) / "one.safetensors", Path(folder) / "two.safetensors"
         netc("train", HERE / "cnn.net", *TRAIN, "--batch-size", 32, "--backend", args.backend, "--checkpoint", one)
+        sync = ["--sync-batchnorm"] if args.sync_batchnorm else []
         netc("train", HERE / "cnn.net", *TRAIN, "--batch-size", 16, "--nproc", 2, "--backend", args.backend,
-             "--checkpoint", two)
+             "--checkpoint", two, *sync)
         alone, ranks = accuracy(one, args.backend), accuracy(two, args.backend)
-    print(f"test accuracy: 1 process (batch 32) {alone:.2%}, 2 processes (batch 16 each) {ranks:.2%}")
+    how = ", SyncBatchNorm" if args.sync_batchnorm else ""
+    print(f"test accuracy: 1 process (batch 32) {alone:.2%}, 2 processes (batch 16 each{how}) {ranks:.2%}")
     return 0 if abs(alone - ranks) <= 0.01 and min(alone, ranks) >= 0.97 else 1
 
 
