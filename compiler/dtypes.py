@@ -32,6 +32,13 @@ PRECISIONS = {"float32": FLOAT32, "float64": FLOAT64, "tf32": FLOAT32}
 GPU_ONLY_PRECISIONS = ("tf32",)
 HOST_PRECISIONS = tuple(p for p in PRECISIONS if p not in GPU_ONLY_PRECISIONS)
 
+IR_DTYPES = ("f32", "f64", "i64")
+FLOAT_DTYPES = ("f32", "f64")
+# The names of PyTorch's dtypes that `.net` files may use (`dtype = long`), and the IR dtype of each.
+TORCH_NAMES = {
+    "float32": "f32", "float": "f32", "float64": "f64", "double": "f64", "int64": "i64", "long": "i64"
+}
+
 _FIXED = {"f64": FLOAT64, "i64": INT64}  # the IR dtypes whose type does not follow the precision
 C_TYPES = {t.c: t for t in (FLOAT32, FLOAT64, INT64)}  # C type -> its NumberType
 
@@ -51,6 +58,12 @@ def c_type(ir_dtype: str, float_c_type: str) -> str:
 def numpy_type(ir_dtype: str, float_numpy_type) -> type:
     """The NumPy type of an IR dtype in a step whose floats are the NumPy type `float_numpy_type`."""
     return float_numpy_type if ir_dtype == "f32" else _FIXED[ir_dtype].numpy
+
+
+def reference_type(ir_dtype: str) -> type:
+    """The NumPy type the ops' references and constant folding compute an IR dtype in: float64 for every float
+    (a backend then stores it in the step's precision), int64 for integers."""
+    return numpy_type(ir_dtype, np.float64)
 
 
 def item_bytes(ir_dtype: str, float_c_type: str) -> int:

@@ -12,10 +12,11 @@ import math
 from dataclasses import dataclass
 from typing import Union
 
+from . import dtypes
 from .errors import ShapeError
 
-DTYPES = ("f32", "f64", "i64")
-FLOAT_DTYPES = ("f32", "f64")
+DTYPES = dtypes.IR_DTYPES  # the IR's dtypes and its float ones, from the one table (compiler/dtypes.py)
+FLOAT_DTYPES = dtypes.FLOAT_DTYPES
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from .. import build as B
+from ..dtypes import TORCH_NAMES
 from ..errors import NetcError
 from ..ir import Value
 from ..ops.twin import torch
@@ -18,22 +19,14 @@ from ..shapes import DTYPES, Sym
 from .args import check_tensor, is_int
 from .registry import T, example, function
 
-TORCH_DTYPES = {
-    "float32": "f32",
-    "float": "f32",
-    "float64": "f64",
-    "double": "f64",
-    "int64": "i64",
-    "long": "i64",
-}
 
 
 def dtype_named(dtype, default: str, who: str) -> str:
     if dtype is None:
         return default
-    if dtype in DTYPES or dtype in TORCH_DTYPES:
-        return TORCH_DTYPES.get(dtype, dtype)
-    names = ", ".join(repr(d) for d in (*DTYPES, *TORCH_DTYPES))
+    if dtype in DTYPES or dtype in TORCH_NAMES:
+        return TORCH_NAMES.get(dtype, dtype)
+    names = ", ".join(repr(d) for d in (*DTYPES, *TORCH_NAMES))
     raise NetcError(f"{who}: dtype must be one of {names}, got {dtype!r}")
 
 

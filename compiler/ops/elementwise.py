@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from .. import build as B
+from ..dtypes import reference_type
 from ..errors import ShapeError
 from ..shapes import DTYPES, FLOAT_DTYPES, TensorType, format_shape
 from .registry import Op, Sample, rand, register
@@ -204,7 +205,7 @@ register(
         "cast",
         "elementwise",
         shape=_cast_type,
-        ref=lambda x, *, dtype: x.astype(np.int64 if dtype == "i64" else np.float64),
+        ref=lambda x, *, dtype: x.astype(reference_type(dtype)),
         torch=lambda x, *, dtype: x.to(torch.int64 if dtype == "i64" else torch.float64),
         samples=lambda rng: [
             Sample([rand(rng, 3, 4)], dict(dtype="f64")),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..dtypes import reference_type
 from ..errors import ShapeError
 from ..shapes import DTYPES, TensorType
 from .registry import Op, Sample, register
@@ -31,9 +32,7 @@ register(
         "full",
         "leaf",
         shape=_full_type,
-        ref=lambda *, shape, value, dtype: np.full(
-            shape, value, dtype=np.int64 if dtype == "i64" else np.float64
-        ),
+        ref=lambda *, shape, value, dtype: np.full(shape, value, dtype=reference_type(dtype)),
         torch=lambda *, shape, value, dtype: torch.full(shape, float(value), dtype=torch.float64),
         samples=lambda rng: [
             Sample([], dict(shape=(2, 3), value=1.5, dtype="f32")),
@@ -70,7 +69,7 @@ def _arange_type(types, *, size, start, step, dtype) -> TensorType:
 
 
 def arange_ref(*, size, start, step, dtype):
-    return (start + step * np.arange(size)).astype(np.int64 if dtype == "i64" else np.float64)
+    return (start + step * np.arange(size)).astype(reference_type(dtype))
 
 
 register(

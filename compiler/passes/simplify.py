@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..dtypes import reference_type
 from ..ir import LEAF_OPS, Graph, Value, verify
 from ..ops import OPS
 from ..ops.movement import swaps_last_two_axes
@@ -249,13 +250,10 @@ def _fold(op: str, inputs: list, attrs: dict, original):
         return None  # symbolic sizes stay symbolic
     # Fold in float64: "f32" means the run's float type, which may be float64, so keep full precision here.
     with np.errstate(all="ignore"):
-        result = spec.ref(*(np.array(x, dtype=_numpy_type(i.dtype)) for x, i in zip(values, inputs)), **attrs)
-    number = np.asarray(result).astype(_numpy_type(original.dtype)).item()
+        arrays = [np.array(x, dtype=reference_type(i.dtype)) for x, i in zip(values, inputs)]
+        result = spec.ref(*arrays, **attrs)
+    number = np.asarray(result).astype(reference_type(original.dtype)).item()
     return "full", [], {"shape": tuple(original.shape), "value": number, "dtype": original.dtype}
-
-
-def _numpy_type(dtype: str):
-    return np.int64 if dtype == "i64" else np.float64
 
 
 def _freeze(attrs: dict) -> tuple:
