@@ -7,8 +7,9 @@ and copies the roots out.
 
 State (parameters, buffers, optimiser state) is resident: it stays in its slots of the arena between runs, and
 runtime/store.py moves it between the arenas of a model's steps only when another step needs it. A training
-step writes each new value over the old one in place where no later kernel reads the old one (state_slots.py),
-and otherwise into a buffer of its own that is copied into the slot after the native call.
+step writes each update over the old value in place where no later kernel reads the old one
+(compiler/passes/state_slots.py), and otherwise into a buffer of its own that is copied into the slot after
+the native call.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ the backward pass and the optimiser's update. The one-graph step of trainer.py c
 module builds the same step as a graph of two phases that share nothing but leaves:
 
     backward phase   forward + backward: the loss, an output "grad:NAME" per parameter, BatchNorm's updates
-    update phase     the optimiser's update (optim.py), reading each gradient from an input "reduced:NAME"
+    update phase     the optimiser's update (compiler/optim.py), reading each gradient from input "reduced:NAME"
 
 A compiled backend fuses each phase on its own, launches the backward's kernels first, and plans one arena for
 both, in which each parameter's gradient and its "reduced:" input are the same bytes (`GradientLayout`): the
@@ -189,7 +189,7 @@ class SplitPlan:
     kernels: list
     backward_kernels: int  # kernels [0, backward_kernels) are the backward phase
     plan: object  # arena.ArenaPlan
-    homes: dict  # new value id -> the leaf it is written over (state_slots.py)
+    homes: dict  # new value id -> the leaf it is written over (compiler/passes/state_slots.py)
     phases: Phases
     layout: GradientLayout
     block_offset: int  # where the gradient block starts in the arena
@@ -202,7 +202,7 @@ class SplitPlan:
 
 def plan_split_step(graph, float_type: str, updates: dict, bucket_bytes: int) -> SplitPlan:
     """Fuse each phase of a split step graph and plan one arena for both (see the module docstring).
-    `updates`: state leaf -> the value that replaces it after a run, as state_slots.py takes it."""
+    `updates`: state leaf -> the value that replaces it after a run (compiler/passes/state_slots.py)."""
     phases = phases_of(graph)
     backward, update = fuse(graph, phases.backward), fuse(graph, phases.update)
     kernels = backward + update
