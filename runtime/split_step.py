@@ -5,7 +5,7 @@ the backward pass and the optimiser's update. The one-graph step of trainer.py c
 module builds the same step as a graph of two phases that share nothing but leaves:
 
     backward phase   forward + backward: the loss, an output "grad:NAME" per parameter, BatchNorm's updates
-    update phase     the optimiser's update (compiler/optim.py), reading each gradient from input "reduced:NAME"
+    update phase     the optimiser's update (compiler/optim.py), each gradient read from input "reduced:NAME"
 
 A compiled backend fuses each phase on its own, launches the backward's kernels first, and plans one arena for
 both, in which each parameter's gradient and its "reduced:" input are the same bytes (`GradientLayout`): the
