@@ -9,7 +9,7 @@ import time
 import pytest
 
 from netc.compiler.errors import NetcError
-from netc.compiler.files import ORPHAN_SECONDS, clean_orphans, write_file
+from netc.compiler.files import ORPHAN_SECONDS, clean_orphans, replacing, write_file
 
 
 def test_a_write_replaces_the_whole_file_or_leaves_the_old_one(tmp_path, monkeypatch):
@@ -24,6 +24,22 @@ def test_a_write_replaces_the_whole_file_or_leaves_the_old_one(tmp_path, monkeyp
         write_file(path, "new")
     assert path.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]  # its temporary file is gone too
+
+
+def test_a_file_another_program_writes_replaces_the_target_only_when_its_block_succeeds(tmp_path):
+    """`replacing` (the compile cache's libraries, which the C compiler writes): the target is replaced when the
+    block ends, kept when it raises, and the temporary file is gone either way."""
+    path = tmp_path / "libx.so"
+    path.write_text("old")
+    with pytest.raises(RuntimeError), replacing(path) as temporary:
+        temporary.write_text("half")
+        raise RuntimeError("the compiler failed")
+    assert path.read_text() == "old"
+    with replacing(path) as temporary:
+        assert temporary.parent == path.parent and temporary.name != path.name
+        temporary.write_text("new")
+    assert path.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["libx.so"]
 
 
 def test_modes_are_kept_and_new_files_follow_the_umask(tmp_path):
