@@ -66,7 +66,10 @@ def declared_shapes(path) -> dict:
     """{array name: shape} of a `.npz` file, from the headers alone (no array is read); {} if it cannot be
     read (load_npz reports why when the data is loaded)."""
     try:
-        with np.load(Path(path), allow_pickle=False) as archive:
+        archive = np.load(Path(path), allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):  # a single array (np.save): load_npz says so
+            return {}
+        with archive:
             return {name: _declared(archive, name)[0] for name in archive.files}
     except (OSError, ValueError, EOFError, AttributeError, KeyError, zipfile.BadZipFile):
         return {}
