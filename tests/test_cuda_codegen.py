@@ -111,6 +111,18 @@ def _every_op_graph() -> Graph:
 
 
 @needs_nvcc
+def test_a_module_without_reductions_compiles_warning_free(tmp_path):
+    """The prelude's reduction helpers go unused in a module of one elementwise kernel: nvcc warns of an
+    unused static function (#177-D) unless they are marked [[maybe_unused]]."""
+    graph = Graph("Tiny")
+    x = graph.add_leaf("input", "x", TensorType((4,), "f32"))
+    graph.outputs["y"] = x * x
+    source = cuda_source(graph)
+    assert "netc_block_sum" in source and "__global__" in source
+    nvcc(source, tmp_path)
+
+
+@needs_nvcc
 def test_an_elementwise_kernel_moves_four_floats_per_access(tmp_path):
     """Where every access is at the element's own index, each input is read and each output written in one
     128-bit access: the PTX has vector loads and stores of four floats, and no scalar global ones."""
