@@ -101,8 +101,10 @@ class CompiledStep:
     the step keeps between runs, by name, mapped to the value that replaces it after a run, or None),
     `kernels`, `plan`, `homes`. After `rendered`: `source`. After `built`: `run`, the backend's callable."""
 
-    def __init__(self, backend, precision: str, *, network=None, bindings=None, spec=None, profile=False):
-        self.backend, self.precision, self.profile = backend, precision, profile
+    def __init__(self, backend, precision: str, *, network=None, bindings=None, spec=None, profile=None):
+        """`profile`: time each kernel (the cpu backend's NETC_PROFILE); by default as the backend says."""
+        self.backend, self.precision = backend, precision
+        self.profile = bool(getattr(backend, "profile", False)) if profile is None else profile
         self.network, self.bindings, self.spec = network, dict(bindings or {}), spec
         self.artefacts: dict = {}
         self.skipped: set = set()
@@ -214,7 +216,7 @@ def stage_index(name: str) -> int:
 
 def compile_network_step(
     network, bindings: dict, spec: StepSpec, backend, precision: str = "float32", *, until: str = "built",
-    profile: bool = False,
+    profile: bool | None = None,
 ) -> CompiledStep:
     """A step of `network` for `bindings` (sizes by symbol), run through the stages up to `until`."""
     step = CompiledStep(backend, precision, network=network, bindings=bindings, spec=spec, profile=profile)
@@ -223,7 +225,7 @@ def compile_network_step(
 
 def compile_graph(
     graph, roots: list, backend, precision: str, state: dict | None = None, *, until: str = "built",
-    profile: bool = False,
+    profile: bool | None = None,
 ) -> CompiledStep:
     """A graph built by hand, from the `fused` stage on, computing `roots` and keeping the leaves named in
     `state` between runs (state[name]: the value that replaces one after a run, or None)."""
@@ -239,7 +241,7 @@ def compile_graph(
 
 def compile_planned(
     graph, roots: list, kernels: list, planned: Planned, backend, precision: str, state: dict | None = None,
-    *, until: str = "built", profile: bool = False,
+    *, until: str = "built", profile: bool | None = None,
 ) -> CompiledStep:
     """compile_graph for kernels fused and planned by another planner (a data-parallel step's, which lays the
     gradients out for the all-reduce): from the `rendered` stage on."""

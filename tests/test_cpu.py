@@ -106,6 +106,18 @@ def test_generated_c_is_readable():
     assert "relu" in step.source and "cblas_sgemm" in step.source
 
 
+def test_netc_profile_times_every_kernel_of_a_models_steps(monkeypatch):
+    """NETC_PROFILE=1: each kernel of the step a Model runs accumulates its seconds (kernel_seconds)."""
+    monkeypatch.setenv("NETC_PROFILE", "1")
+    model = netc.compile(EXAMPLES_DIR / "two_layer.net", batch=2, backend="cpu")
+    inputs = example_inputs(EXAMPLES["two_layer.net"][1], 2, np.random.default_rng(0))
+    model.trainer(netc.optim.SGD(lr=0.1)).step(**inputs)
+    step = model.trainer(netc.optim.SGD(lr=0.1)).compiled
+    assert step.profile and "netc_kernel_seconds" in step.source
+    seconds = list(step.run.kernel_seconds)
+    assert len(seconds) == len(step.kernels) and all(s >= 0 for s in seconds) and sum(seconds) > 0
+
+
 def test_every_op_sample_runs_on_the_cpu_backend_as_on_the_reference():
     """The registry's samples, all in one graph (one C library), in float64 on both backends."""
     from netc.runtime.backends import get_backend
