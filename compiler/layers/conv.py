@@ -21,6 +21,17 @@ from .linear import kaiming_uniform_bound
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
+def set_channels(conv, in_channels, out_channels, groups, kind: str) -> None:
+    """A convolution's (or transposed convolution's) channels and groups, checked as torch checks them."""
+    conv.in_channels = check_positive_int(in_channels, f"{kind}: in_channels")
+    conv.out_channels = check_positive_int(out_channels, f"{kind}: out_channels")
+    conv.groups = check_positive_int(groups, f"{kind}: groups")
+    if in_channels % groups:
+        raise NetcError(f"{kind}: in_channels ({in_channels}) must be divisible by groups ({groups})")
+    if out_channels % groups:
+        raise NetcError(f"{kind}: out_channels ({out_channels}) must be divisible by groups ({groups})")
+
+
 class ConvNd(Layer):
     """torch.nn.ConvNd's constructor and parameters; subclasses fix the number of spatial dims."""
 
@@ -39,13 +50,7 @@ class ConvNd(Layer):
         padding_mode="zeros",
     ):
         kind = type(self).__name__
-        self.in_channels = check_positive_int(in_channels, f"{kind}: in_channels")
-        self.out_channels = check_positive_int(out_channels, f"{kind}: out_channels")
-        self.groups = check_positive_int(groups, f"{kind}: groups")
-        if in_channels % groups:
-            raise NetcError(f"{kind}: in_channels ({in_channels}) must be divisible by groups ({groups})")
-        if out_channels % groups:
-            raise NetcError(f"{kind}: out_channels ({out_channels}) must be divisible by groups ({groups})")
+        set_channels(self, in_channels, out_channels, groups, kind)
         self.kernel_size = spatial_tuple(kernel_size, self.dims, f"{kind}: kernel_size")
         self.stride = spatial_tuple(stride, self.dims, f"{kind}: stride")
         self.dilation = spatial_tuple(dilation, self.dims, f"{kind}: dilation")

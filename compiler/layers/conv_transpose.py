@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 
 from ..errors import NetcError
-from ..functional.args import check_choice, check_positive_int, layer_label, spatial_tuple
+from ..functional.args import check_choice, layer_label, spatial_tuple
 from ..functional.conv_transpose import check_output_padding, transposed_convolution
 from .base import Layer, layer
+from .conv import set_channels
 from .linear import kaiming_uniform_bound
 
 
@@ -32,13 +33,7 @@ class ConvTransposeNd(Layer):
         padding_mode="zeros",
     ):
         kind = type(self).__name__
-        self.in_channels = check_positive_int(in_channels, f"{kind}: in_channels")
-        self.out_channels = check_positive_int(out_channels, f"{kind}: out_channels")
-        self.groups = check_positive_int(groups, f"{kind}: groups")
-        if in_channels % groups:
-            raise NetcError(f"{kind}: in_channels ({in_channels}) must be divisible by groups ({groups})")
-        if out_channels % groups:
-            raise NetcError(f"{kind}: out_channels ({out_channels}) must be divisible by groups ({groups})")
+        set_channels(self, in_channels, out_channels, groups, kind)
         self.kernel_size = spatial_tuple(kernel_size, self.dims, f"{kind}: kernel_size")
         self.stride = spatial_tuple(stride, self.dims, f"{kind}: stride")
         self.padding = spatial_tuple(padding, self.dims, f"{kind}: padding", minimum=0)

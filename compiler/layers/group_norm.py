@@ -16,6 +16,7 @@ from ..functional.norm import affine, normalize
 from ..functional.sample_norm import group_norm_of
 from ..shapes import format_shape, numel
 from .base import Layer, layer
+from .norm import create_per_channel_state
 
 
 def check_eps(eps, who: str) -> float:
@@ -80,13 +81,7 @@ class InstanceNormNd(Layer):
         self.track_running_stats = bool(track_running_stats)
 
     def create(self, ctx, name: str) -> None:
-        c = (self.num_features,)
-        self.weight = ctx.param(f"{name}.weight", c, ("constant", 1.0)) if self.affine else None
-        self.bias = ctx.param(f"{name}.bias", c, ("constant", 0.0)) if self.affine else None
-        if self.track_running_stats:
-            self.running_mean = ctx.buffer(f"{name}.running_mean", c, ("constant", 0.0))
-            self.running_var = ctx.buffer(f"{name}.running_var", c, ("constant", 1.0))
-            self.num_batches_tracked = ctx.buffer(f"{name}.num_batches_tracked", (), ("constant", 0), "i64")
+        create_per_channel_state(self, ctx, name)
 
     def forward(self, ctx, x):
         who = layer_label(self)

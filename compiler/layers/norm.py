@@ -19,6 +19,18 @@ from ..shapes import format_shape
 from .base import Layer, layer
 
 
+def create_per_channel_state(norm, ctx, name: str) -> None:
+    """torch's parameters and buffers of a norm over `num_features` channels (BatchNorm, InstanceNorm): weight
+    and bias when affine, running statistics and the batch count when it tracks them."""
+    c = (norm.num_features,)
+    norm.weight = ctx.param(f"{name}.weight", c, ("constant", 1.0)) if norm.affine else None
+    norm.bias = ctx.param(f"{name}.bias", c, ("constant", 0.0)) if norm.affine else None
+    if norm.track_running_stats:
+        norm.running_mean = ctx.buffer(f"{name}.running_mean", c, ("constant", 0.0))
+        norm.running_var = ctx.buffer(f"{name}.running_var", c, ("constant", 1.0))
+        norm.num_batches_tracked = ctx.buffer(f"{name}.num_batches_tracked", (), ("constant", 0), dtype="i64")
+
+
 class BatchNormNd(Layer):
     ranks: tuple  # the input ranks accepted
     layout: str  # how messages describe them: "4-D input [N, C, H, W]"
@@ -34,15 +46,7 @@ class BatchNormNd(Layer):
         self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
 
     def create(self, ctx, name: str) -> None:
-        c = (self.num_features,)
-        self.weight = ctx.param(f"{name}.weight", c, ("constant", 1.0)) if self.affine else None
-        self.bias = ctx.param(f"{name}.bias", c, ("constant", 0.0)) if self.affine else None
-        if self.track_running_stats:
-            self.running_mean = ctx.buffer(f"{name}.running_mean", c, ("constant", 0.0))
-            self.running_var = ctx.buffer(f"{name}.running_var", c, ("constant", 1.0))
-            self.num_batches_tracked = ctx.buffer(
-                f"{name}.num_batches_tracked", (), ("constant", 0), dtype="i64"
-            )
+        create_per_channel_state(self, ctx, name)
 
     def forward(self, ctx, x):
         self._check_input(ctx, x)
