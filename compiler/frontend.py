@@ -11,6 +11,8 @@ is trusted, so its errors quote it, but `import "/proc/self/environ"` must not p
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,7 @@ from .blocks import BlockDef
 from .errors import NetcError, did_you_mean
 from .ir import Graph, verify
 from .lower import is_builtin, lower_network
-from .parse import parse, parse_file
+from .parse import parse, read_source
 from .passes.simplify import simplify
 
 
@@ -35,6 +37,9 @@ class Network:
     path: str
     _graphs: dict = field(default_factory=dict, repr=False)
     dims: dict = field(default_factory=dict)  # symbols bound when loading (load(..., dims=...)), by name
+    # What its compiled steps depend on besides their sizes: the SHA-256 of its source files (the file and
+    # every file it imports, by path and text), its name and `dims`; the step cache's key (step_cache.py).
+    fingerprint: str | None = None
 
     @property
     def symbols(self) -> tuple:
@@ -67,11 +72,12 @@ def load(
     other than the batch size by name ({"T": 64}) for every use of the network: what needs a concrete size (a
     slice of a sequence axis) then checks."""
     path = str(source)
-    module = parse(text, path) if text is not None else parse_file(path)
+    text = read_source(path) if text is None else text
+    module = parse(text, path)
     blocks: dict = {}
     networks: dict = {}
     root = _resolve(Path(path), None)
-    importer = Importer([root.parent, *_search_path(import_path)])
+    importer = Importer([root.parent, *_search_path(import_path)], [(str(root), text)])
     importer.collect(module, root.parent, blocks, networks, seen={root})
     definition = _pick_network(networks, network, path)
     dims = _check_dims(definition, dims)
@@ -80,7 +86,14 @@ def load(
     except RecursionError:
         raise NetcError(f"{path}: the network is nested too deeply (a block that applies itself?)") from None
     verify(graph)
-    return Network(definition.name, definition, blocks, graph, path, dims=dims)
+    fingerprint = _fingerprint(importer.sources, definition.name, dims)
+    return Network(definition.name, definition, blocks, graph, path, dims=dims, fingerprint=fingerprint)
+
+
+def _fingerprint(sources: list, name: str, dims: dict) -> str:
+    """The SHA-256 of the source files read (path and text, in the order read), the network's name and the
+    dims bound when loading."""
+    return hashlib.sha256(json.dumps([sources, name, sorted(dims.items())]).encode()).hexdigest()
 
 
 def _check_dims(definition: ast.Definition, dims: dict | None) -> dict:
@@ -121,8 +134,9 @@ class Importer:
     """Follows `import` lines: which files they may read (`roots`: folders whose trees are trusted), and the
     blocks they bring into scope."""
 
-    def __init__(self, roots: list):
+    def __init__(self, roots: list, sources: list):
         self.roots = roots
+        self.sources = sources  # (path, text) of every file read, the importing one first
 
     def collect(self, module: ast.Module, directory: Path, blocks: dict, networks: dict, seen: set) -> None:
         """Gather blocks (from imports first) and networks; an import brings in another file's blocks."""
@@ -131,7 +145,9 @@ class Importer:
             if target in seen:
                 continue  # imported already (or an import cycle): its blocks are in scope once
             seen.add(target)
-            self.collect(parse_file(str(target)), target.parent, blocks, {}, seen)
+            text = read_source(target)
+            self.sources.append((str(target), text))
+            self.collect(parse(text, str(target)), target.parent, blocks, {}, seen)
         for definition in module.definitions:
             table = blocks if definition.kind == "block" else networks
             if definition.name in blocks or definition.name in networks:

@@ -119,6 +119,21 @@ class Graph:
     _loc: SourceLoc | None = field(default=None, repr=False)
     _scope: str = field(default="", repr=False)
 
+    # -- pickling (the step cache: compiler/step_cache.py) ---------------------------------------------------
+
+    def __getstate__(self) -> dict:
+        """The graph's fields, its id counter as the next id (an itertools.count does not pickle from
+        Python 3.14 on). `values` comes before the tables and the roots (the fields' order), so a pickle of
+        the graph writes every value after its inputs and never recurses along a chain of values."""
+        state = dict(self.__dict__)
+        next_id = next(self._ids)
+        self._ids = itertools.count(next_id)
+        state["_ids"] = next_id
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _ids=itertools.count(state["_ids"]))
+
     # -- building ------------------------------------------------------------------------------------------
 
     def emit(self, op: str, *inputs: Value, **attrs) -> Value:

@@ -144,6 +144,11 @@ def _parse(text: str, file: str) -> ast.Module:
 
 def parse_file(path: str | os.PathLike) -> ast.Module:
     """Read and parse a UTF-8 `.net` file. A missing, unreadable or non-UTF-8 file is a NetcError too."""
+    return parse(read_source(path), str(path))
+
+
+def read_source(path: str | os.PathLike) -> str:
+    """The text of a UTF-8 `.net` file; a NetcError where it is missing, unreadable or not UTF-8."""
     try:
         with open(path, encoding="utf-8-sig") as f:  # -sig: skip the byte order mark some editors write
             text = f.read()
@@ -153,7 +158,7 @@ def parse_file(path: str | os.PathLike) -> ast.Module:
         raise NetcError(f"{path} is not UTF-8 text (byte {err.start}); .net files are UTF-8") from None
     except (OSError, ValueError) as err:  # a directory, no permission, a NUL in the path...
         raise NetcError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
-    return parse(text, str(path))
+    return text
 
 
 def _binary(op: str):

@@ -39,6 +39,7 @@ from .passes.fuse import INLINE_OPS, fuse
 from .passes.remat import rematerialise
 from .passes.state_slots import plan_state_arena
 from .passes.simplify import simplify
+from .step_cache import load_step, save_step, step_key
 
 KINDS = ("forward", "gradients", "hvp", "train")
 
@@ -99,9 +100,16 @@ class CompiledStep:
 
     After `rematerialised`: `graph` (the step's final IR), `roots` (what a run returns), `state` (each state tensor
     the step keeps between runs, by name, mapped to the value that replaces it after a run, or None),
-    `kernels`, `plan`, `homes`. After `rendered`: `source`. After `built`: `run`, the backend's callable."""
+    `kernels`, `plan`, `homes`. After `rendered`: `source`. After `built`: `run`, the backend's callable.
 
-    def __init__(self, backend, precision: str, *, network=None, bindings=None, spec=None, profile=None):
+    A step made with `cache=True` is looked up in the step cache (compiler/step_cache.py) before its first
+    stage runs. `origin` says where its artefacts came from: "compiled" (the stages ran in this process) or
+    "cache" (loaded: those from `rematerialised` to `rendered`; `seconds` then holds "cache", the seconds the
+    loading took, and "built"). A cached step's earlier graph stages are compiled again if asked for."""
+
+    def __init__(
+        self, backend, precision: str, *, network=None, bindings=None, spec=None, profile=None, cache=False
+    ):
         """`profile`: time each kernel (the cpu backend's NETC_PROFILE); by default as the backend says."""
         self.backend, self.precision = backend, precision
         self.profile = bool(getattr(backend, "profile", False)) if profile is None else profile
@@ -111,16 +119,24 @@ class CompiledStep:
         self.seconds: dict = {}
         self.graph = self.roots = None
         self.state: dict = {}
+        self.origin = "compiled"
+        self._cache_key = step_key(self) if cache else None  # None: not cached
+        self._saved = False
+        self._recompiled = None  # for a cached step: the same step compiled again, for its earlier stages
 
     # -- running the stages ----------------------------------------------------------------------------------
 
     def run_until(self, stage: str = "built") -> CompiledStep:
         index = stage_index(stage)
+        if self._cache_key is not None and not self.artefacts and index >= stage_index(LAST_GRAPH_STAGE):
+            self._load_cached()
         artefact = None
         for s in STAGES[: index + 1]:
             if s.name in self.artefacts:
                 artefact = self.artefacts[s.name]
                 continue
+            if self.origin == "cache" and s.name in EARLIER_GRAPH_STAGES:
+                continue  # not kept in the cache: __getitem__ compiles them again if asked
             if not s.applies(self):
                 self.skipped.add(s.name)
             else:
@@ -130,7 +146,32 @@ class CompiledStep:
             self.artefacts[s.name] = artefact
             if s.name == LAST_GRAPH_STAGE:
                 self._settle_roots(artefact)
+        if self._cache_key is not None and "rendered" in self.artefacts and not self._saved:
+            self._save_cached()
         return self
+
+    def _load_cached(self) -> None:
+        """Take the artefacts from `rematerialised` to `rendered` from the step cache, where it has them."""
+        start = time.perf_counter()
+        cached = load_step(self._cache_key)
+        if cached is None:
+            return
+        self.graph, self.roots, self.state = cached["graph"], cached["roots"], cached["state"]
+        self.skipped = set(cached["skipped"])
+        self.artefacts.update({name: cached[name] for name in CACHED_STAGES})
+        self.origin, self._saved = "cache", True
+        self.seconds["cache"] = time.perf_counter() - start
+
+    def _save_cached(self) -> None:
+        self._saved = True
+        artefacts = {name: self.artefacts[name] for name in CACHED_STAGES}
+        # The graph first: it pickles its values in topological order before anything that points into them,
+        # so that the pickler meets each value's inputs written already, and its recursion stays shallow in a
+        # graph of any depth.
+        save_step(self._cache_key, {
+            "graph": self.graph, "roots": self.roots, "state": self.state, "skipped": sorted(self.skipped),
+            **artefacts,
+        })
 
     def _settle_roots(self, graph) -> None:
         """The graph stages are done: fix the roots a run returns and the state it keeps."""
@@ -143,10 +184,22 @@ class CompiledStep:
     # -- what the stages made --------------------------------------------------------------------------------
 
     def __getitem__(self, stage: str):
-        """The artefact of `stage` (which must have run)."""
+        """The artefact of `stage`, made now if it has not been."""
+        if self.origin == "cache" and stage in EARLIER_GRAPH_STAGES:
+            return self.recompiled()[stage]
         if stage not in self.artefacts:
             self.run_until(stage)
         return self.artefacts[stage]
+
+    def recompiled(self) -> CompiledStep:
+        """A step loaded from the cache, compiled again here up to `rematerialised`: its earlier stages'
+        artefacts, which the cache does not keep (`netc ir --stage lowered` shows them)."""
+        if self._recompiled is None:
+            self._recompiled = CompiledStep(
+                self.backend, self.precision, network=self.network, bindings=self.bindings, spec=self.spec,
+                profile=self.profile,
+            ).run_until(LAST_GRAPH_STAGE)
+        return self._recompiled
 
     @property
     def kernels(self) -> list:
@@ -191,6 +244,8 @@ class CompiledStep:
 
     def show(self, stage: str) -> str:
         """A stage's artefact as text: the IR, the kernels, the plan or the source."""
+        if self.origin == "cache" and stage in EARLIER_GRAPH_STAGES:
+            return self.recompiled().show(stage)
         artefact = self[stage]
         if stage in self.skipped:
             return f"# stage '{stage}' does not apply to this step; its input unchanged:\n" + self.show(
@@ -336,6 +391,9 @@ STAGES = (
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 LAST_GRAPH_STAGE = "rematerialised"  # the graph is final: the stages after it work on kernels
+EARLIER_GRAPH_STAGES = STAGE_NAMES[: STAGE_NAMES.index(LAST_GRAPH_STAGE)]
+# What the step cache keeps: the final graph and everything made from it before the backend builds it.
+CACHED_STAGES = STAGE_NAMES[STAGE_NAMES.index(LAST_GRAPH_STAGE) : STAGE_NAMES.index("built")]
 
 
 # -- which values a step returns and keeps -----------------------------------------------------------------

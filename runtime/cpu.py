@@ -71,6 +71,11 @@ def single_threaded_blas() -> None:
 MAX_PARTS = 8  # translation units a module is split into, compiled side by side
 
 
+def render_parts() -> int:
+    """The translation units a module is rendered in: one per core, up to MAX_PARTS."""
+    return min(os.cpu_count() or 1, MAX_PARTS)
+
+
 class CpuBackend:
     """The pipeline's last two stages for the CPU (compiler/pipeline.py): the kernels rendered to C, then
     built into a shared library and bound to an arena of its own."""
@@ -90,6 +95,10 @@ class CpuBackend:
         a run, or None if a run leaves it as it is."""
         return compile_graph(graph, roots, self, precision, state, profile=self.profile).run
 
+    def step_cache_identity(self) -> dict:
+        """What its rendering depends on besides the step (compiler/step_cache.py): the number of parts."""
+        return {"backend": self.name, "parts": render_parts()}
+
     def render(self, step) -> list:
         """The C module, in as many parts as there are cores (the C compiler is most of a cold compile's
         time), after checking that its arena fits in memory."""
@@ -97,7 +106,7 @@ class CpuBackend:
         check_allocation(plan.arena_bytes, f"the arena of {step.graph.name}'s {step.graph.mode} step")
         renderer = Renderer(C, step.float_type, plan.offsets, step.profile)
         return renderer.render_parts(
-            step.kernels, min(os.cpu_count() or 1, MAX_PARTS), network=step.graph.name, mode=step.graph.mode,
+            step.kernels, render_parts(), network=step.graph.name, mode=step.graph.mode,
             arena_bytes=plan.arena_bytes,
         )
 

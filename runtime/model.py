@@ -165,7 +165,9 @@ class Model:
         if step is None:
             if bindings != self.bindings:
                 check_sizes(self.network.lower(bindings, self.training), self.float_dtype)
-            step = CompiledStep(self.backend, self.precision, network=self.network, bindings=bindings, spec=spec)
+            step = CompiledStep(
+                self.backend, self.precision, network=self.network, bindings=bindings, spec=spec, cache=True
+            )
             self._steps[key] = step
         return step.run_until(until)
 
