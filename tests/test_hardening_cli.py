@@ -156,9 +156,13 @@ def inject(monkeypatch, module, name: str) -> None:
     ],
 )
 def test_an_exception_inside_a_compiler_stage_is_an_internal_error_report(
-    module_name, function, command, stage, monkeypatch, capsys
+    module_name, function, command, stage, monkeypatch, capsys, tmp_path
 ):
     import importlib
+
+    # An empty cache: a step compiled before (by another test, or another run) would be loaded from the
+    # step cache, and the stage would not run.
+    monkeypatch.setenv("NETC_CACHE_DIR", str(tmp_path))
 
     module = importlib.import_module(module_name)
     if function == "grad":  # the pipeline calls grad through its own import of it
