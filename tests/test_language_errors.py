@@ -61,11 +61,7 @@ MISTAKES = {
     ),
     "mask of the wrong shape": (
         "    output masked_fill(x, m[:3], 0)\n",
-        "bad.net:5:12: error: masked_fill: the mask [3, 6] does not broadcast to the input's shape [N, 4, 6]",
-    ),
-    "mask that widens": (
-        "    output masked_fill(m, x, 0)\n",
-        "bad.net:5:12: error: masked_fill: the mask [N, 4, 6] does not broadcast to the input's shape [4, 6]",
+        "bad.net:5:12: error: masked_fill: the mask [3, 6] does not broadcast with the input's shape [N, 4, 6]",
     ),
     "remainder of a tensor": (
         "    output x % 2\n",

@@ -52,12 +52,13 @@ def where(ctx, condition, x, y):
         example(T.of(3, 4), _MASK, -1.5),
         example(T.of(2, 3, 4), _MASK, float("-inf")),
         example(T.of(2, 3, 4), T.exactly((0, 1, 1, 0), dtype="f32"), 0),
+        example(T.of(4), _MASK, 2.0),
     ],
     twin=lambda input, mask, value: input.masked_fill(mask != 0, value),
 )
 def masked_fill(ctx, input, mask, value):
-    """torch.masked_fill: `value` where mask is non-zero, input elsewhere; the mask broadcasts to input's
-    shape (attention's causal mask: masked_fill(scores, mask == 0, -inf))."""
+    """torch.masked_fill: `value` where mask is non-zero, input elsewhere; mask and input broadcast
+    together (attention's causal mask: masked_fill(scores, mask == 0, -inf))."""
     x = check_tensor(input, "masked_fill")
     mask = check_tensor(mask, "masked_fill", "mask")
     if isinstance(value, Value):
@@ -66,12 +67,11 @@ def masked_fill(ctx, input, mask, value):
     else:
         value = _operand(value, "masked_fill", "value")
     try:
-        fits = broadcast_shapes(mask.shape, x.shape) == x.shape
+        shape = broadcast_shapes(mask.shape, x.shape)
     except NetcError:
-        fits = False
-    if not fits:
         raise NetcError(
-            f"masked_fill: the mask {format_shape(mask.shape)} does not broadcast to the input's shape "
+            f"masked_fill: the mask {format_shape(mask.shape)} does not broadcast with the input's shape "
             f"{format_shape(x.shape)}"
-        )
-    return B.where(B.broadcast_to(mask, x.shape), value, x)
+        ) from None
+    # As torch's out-of-place masked_fill: a mask wider than the input widens the result.
+    return B.where(B.broadcast_to(mask, shape), value, B.broadcast_to(x, shape))
