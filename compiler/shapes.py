@@ -74,6 +74,15 @@ def is_concrete(shape: Shape) -> bool:
     return all(isinstance(d, int) for d in shape)
 
 
+def contiguous_strides(shape) -> tuple:
+    """The strides, in items, of a row-major array of a concrete shape."""
+    strides, step = [], 1
+    for d in reversed(shape):
+        strides.append(step)
+        step *= d
+    return tuple(reversed(strides))
+
+
 def numel(shape: Shape) -> Dim:
     out: Dim = 1
     for d in shape:

@@ -5,6 +5,10 @@ E and Ev), the scale, whether it is causal, how the mask is addressed, dropout's
 tile sizes. On the CPU a task is one query tile (one key tile for attention_grad_kv) of one batch index, whose
 products with the other side's tiles are BLAS GEMMs; on a GPU a block is, its threads one query (key) each,
 and the other side's tiles are staged through shared memory.
+
+q, k, v and the output's cotangent g are read as the fusion gives them: their own buffers, or strided views of
+another (passes/views.py: multi-head attention's heads, sliced and transposed out of one projection, read in
+place), each as a base offset per batch index and a row stride (the leading dimension of the tile GEMMs).
 """
 
 from __future__ import annotations
@@ -69,8 +73,39 @@ def attention_context(renderer, kernel: Kernel) -> dict:
         gpu_cols=gpu_cols,
         gpu_blocks=batch * -(-own // GPU_ROWS),
         gpu_threads=GPU_ROWS,
-        args=[renderer.pointer(x) for x in v.inputs] + [renderer.pointer(v)],
+        q=_rows(kernel, 0, batch_shape),
+        k=_rows(kernel, 1, batch_shape),
+        v=_rows(kernel, 2, batch_shape),
+        g=_rows(kernel, 4, batch_shape) if v.op != "attention" else None,
+        args=[renderer.pointer(x) for x in kernel.sources(v)] + [renderer.pointer(v)],
     )
+
+
+def _rows(kernel: Kernel, index: int, batch_shape) -> dict:
+    """How input `index` (q, k, v or g: [..., rows, width]) is addressed: `base`, a C expression of the batch
+    index b for its first row; `rows`, the stride between rows; `zero_tail`, whether its last column is a
+    pad's zero (a cotangent g whose log-sum-exp column is zero), not in memory."""
+    x = kernel.values[0].inputs[index]
+    view = kernel.views.get(index)
+    strides, offset = (view.strides, view.offset) if view is not None else (contiguous_strides(x.shape), 0)
+    base = _batch_offset(strides, batch_shape)
+    return dict(
+        base=f"{offset} + {base}" if offset else base,
+        rows=strides[-2] if x.shape[-2] != 1 else x.shape[-1],
+        zero_tail=bool(view is not None and view.zero_tail),
+    )
+
+
+def _batch_offset(strides, batch_shape) -> str:
+    """A C expression of the flattened batch index b: where its [rows, width] matrix begins, given the stride of
+    each batch axis (0 where a mask broadcasts)."""
+    terms, inner = [], 1
+    for axis in range(len(batch_shape) - 1, -1, -1):
+        if strides[axis] and batch_shape[axis] != 1:
+            index = f"b / {inner}" if inner > 1 else "b"
+            terms.append(f"({index} % {batch_shape[axis]}) * {strides[axis]}")
+        inner *= batch_shape[axis]
+    return " + ".join(terms) or "0"
 
 
 def cpu_tiles(E: int, EV: int) -> tuple:
@@ -92,15 +127,9 @@ def _mask_addressing(mask, batch_shape, L, S) -> dict:
     """How the kernel finds mask[b, i, j] for flattened batch index b: C expressions of b, i and j, with a
     stride of 0 along every axis the mask broadcasts."""
     strides = [0 if d == 1 else s for d, s in zip(mask.shape, contiguous_strides(mask.shape))]
-    terms, inner = [], 1
-    for axis in range(len(batch_shape) - 1, -1, -1):
-        if strides[axis]:
-            index = f"b / {inner}" if inner > 1 else "b"
-            terms.append(f"({index} % {batch_shape[axis]}) * {strides[axis]}")
-        inner *= batch_shape[axis]
     row, col = strides[-2], strides[-1]
     return dict(
-        base=" + ".join(terms) or "0",
+        base=_batch_offset(strides, batch_shape),
         row=f"i * {row}" if row else "0",
         col=f"j * {col}" if col else "0",
     )

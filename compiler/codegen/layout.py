@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import math
 
-
-def contiguous_strides(shape) -> tuple:
-    strides, step = [], 1
-    for d in reversed(shape):
-        strides.append(step)
-        step *= d
-    return tuple(reversed(strides))
+from ..shapes import contiguous_strides  # noqa: F401  (re-exported: the contexts import it from here)
 
 
 def literal(value, ctype: str) -> str:

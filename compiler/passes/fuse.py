@@ -15,6 +15,10 @@ Rules, in order of how much memory traffic they save:
 - A matmul reads an operand that is the transpose of its last two axes straight from the untransposed buffer
   (BLAS's transpose flag), so Linear's `x @ W^T` and the backward's transposes cost no copy; and one matrix
   broadcast over the batch (a convolution's weight) from its own buffer, with a batch stride of 0.
+- A kernel that addresses an input by strides (a copy, the fused attention kernels: VIEW_READERS) reads it
+  through a chain of reshapes, transposes, slices and zero pads as a strided view of the chain's source
+  (passes/views.py); a value of such a chain that no one else reads gets no kernel. Multi-head attention's
+  head split and merge, and their gradients, are so read in place or gathered by one copy.
 - Every other op (windows, gathers, copies) is a kernel of its own.
 
 A value may join a group only if all of its inputs from outside the group were computed before the group began:
@@ -29,6 +33,8 @@ from dataclasses import dataclass, field
 from ..ir import LEAF_OPS, Graph, Value
 from ..ops import OPS
 from ..ops.movement import swaps_last_two_axes
+from ..shapes import contiguous_strides
+from .views import VIEW_OPS, StridedView, regrouped_view, strided_view
 
 INLINE_OPS = ("broadcast_to", "full")  # computed inside an elementwise kernel, never on their own
 COMPARISONS = ("gt", "ge", "lt", "le", "eq")
@@ -81,11 +87,16 @@ class Kernel:
     outputs: list = field(default_factory=list)  # values written to memory (used elsewhere or exposed)
     domain: RowDomain | None = None  # for a rows kernel
     parts: list = field(default_factory=list)  # for a multi-tensor kernel: its elementwise kernels
+    views: dict = field(default_factory=dict)  # for a one-value kernel: input index -> the StridedView it reads
 
     def __post_init__(self):
         if self.parts:
             self.values = [v for part in self.parts for v in part.values]
             self.outputs = [v for part in self.parts for v in part.outputs]
+
+    def sources(self, v: Value) -> list:
+        """The buffers v's inputs are read from, in order."""
+        return [self.views[j].source if j in self.views else storage(x) for j, x in enumerate(v.inputs)]
 
     @property
     def name(self) -> str:
@@ -107,11 +118,12 @@ class Kernel:
         return needed
 
     def inputs(self) -> list:
-        """The stored values this kernel reads, in first-use order (a reshape reads its source's bytes)."""
+        """The stored values this kernel reads, in first-use order (a reshape reads its source's bytes, a
+        strided view its source's)."""
         inside = {v.id for v in self.values}
         seen, out = set(), []
         for v in self.values:
-            for i in map(storage, v.inputs):
+            for i in self.sources(v):
                 if i.id not in inside and i.id not in seen:
                     seen.add(i.id)
                     out.append(i)
@@ -192,6 +204,7 @@ class _Partition:
         self.containing: dict[int, list] = {}  # value id -> every kernel that computes it
         self.stored_by: dict[int, Kernel] = {}  # floating value id -> the one kernel that stores it
         self.component = _elementwise_components(live)
+        self.views, self.viewed = plan_views(live, self.users)
 
     def kernels(self) -> list:
         for v in self.live:
@@ -201,15 +214,16 @@ class _Partition:
                 self.place_elementwise(v)
             elif read_in_place(v, self.users):
                 continue  # the matmuls that use it read the untransposed buffer with BLAS's transpose flag
+            elif v.id in self.viewed:
+                continue  # every kernel that uses it reads its source through a strided view
             elif row_domain(v) is not None:
                 self.place_row_reduction(v, row_domain(v))
             else:
-                sources = (
-                    [matmul_operand(x)[0] for x in v.inputs] if v.op == "matmul" else map(storage, v.inputs)
-                )
+                kernel = Kernel(_own_kernel_kind(v), [v], views=self.views.get(v.id, {}))
+                sources = [matmul_operand(x)[0] for x in v.inputs] if v.op == "matmul" else kernel.sources(v)
                 for x in sources:
                     self.materialise(x, self.position[v.id])
-                self.add(Kernel(_own_kernel_kind(v), [v]), self.position[v.id])
+                self.add(kernel, self.position[v.id])
         for root_id in sorted(self.users["roots"] & set(self.floating)):
             self.materialise(self.floating[root_id], len(self.live))
         for kernel in self.order:
@@ -512,6 +526,63 @@ def read_in_place(v: Value, users: dict) -> bool:
             for u in users[v.id]
         )
     )
+
+
+def _no_tail(view: StridedView) -> bool:
+    return view.zero_tail == 0
+
+
+def _matrix_rows(zero_tail: int):
+    """A fused attention kernel's operand: rows its tile GEMMs read with a leading dimension (the last axis
+    contiguous), ending in at most `zero_tail` zeros (the cotangent's log-sum-exp column, which the kernel
+    then takes as 0)."""
+    return lambda view: view.zero_tail <= zero_tail and (view.shape[-1] == 1 or view.strides[-1] == 1)
+
+
+# op -> {input index: whether a StridedView of that input can be read}: the kernels that address those inputs
+# by strides (templates/copy.j2's pieces; templates/attention*.j2's q, k, v and the output's cotangent g).
+VIEW_READERS = {
+    "transpose": {0: _no_tail},
+    "slice": {0: _no_tail},
+    "pad": {0: _no_tail},
+    "attention": {0: _matrix_rows(0), 1: _matrix_rows(0), 2: _matrix_rows(0)},
+    "attention_grad_q": {0: _matrix_rows(0), 1: _matrix_rows(0), 2: _matrix_rows(0), 4: _matrix_rows(1)},
+    "attention_grad_kv": {0: _matrix_rows(0), 1: _matrix_rows(0), 2: _matrix_rows(0), 4: _matrix_rows(1)},
+}
+
+
+def _view_readable(v: Value) -> dict:
+    if v.op == "concat":
+        return dict.fromkeys(range(len(v.inputs)), _no_tail)
+    return VIEW_READERS.get(v.op, {})
+
+
+def plan_views(live: list, users: dict) -> tuple:
+    """({reader id: {input index: StridedView}}, ids of the view ops no kernel needs in memory): each input a
+    VIEW_READERS kernel can read through a strided view of another buffer, and the reshapes, transposes,
+    slices and pads on the way that only such readers (or other such ops without a kernel) read."""
+    views, through = {}, {}
+    for v in live:
+        if read_in_place(v, users):  # a matmul's transposed operand: no kernel reads anything for it
+            continue
+        for index, readable in _view_readable(v).items():
+            x = v.inputs[index]
+            view = strided_view(x, _stored)
+            if view is None and v.op == "concat":
+                view = regrouped_view(x, contiguous_strides(v.shape), _stored)
+            if view is None or view.contiguous or not readable(view):
+                continue
+            views.setdefault(v.id, {})[index] = view
+            for link in view.chain(x):
+                through.setdefault(link.id, set()).add(v.id)
+    viewed = set()
+    for v in reversed(live):  # users first
+        readers = users.get(v.id, ())
+        if v.op in VIEW_OPS and v.id not in users["roots"] and readers and all(
+            u.id in through.get(v.id, ()) or u.id in viewed for u in readers
+        ):
+            viewed.add(v.id)
+    return views, viewed
 
 
 def _recomputed_mask(v: Value) -> bool:
