@@ -31,7 +31,8 @@ from .store import ArenaRun
 
 
 def blas_build_options() -> dict:
-    """How to link the OpenBLAS that pip installs (scipy-openblas32), whose symbols carry a scipy_ prefix."""
+    """How to link the kernels: the OpenBLAS that pip installs (scipy-openblas32), whose symbols carry a scipy_
+    prefix, and libm, which brings glibc's vector math (libmvec) that the prelude declares (prelude_c.j2)."""
     try:
         import scipy_openblas32 as blas
     except ImportError:
@@ -40,7 +41,7 @@ def blas_build_options() -> dict:
     return dict(
         include_dirs=(blas.get_include_dir(),),
         library_dirs=(lib_dir,),
-        libraries=(blas.get_library(),),
+        libraries=(blas.get_library(), "m"),
         flags=(f"-Wl,-rpath,{lib_dir}", "-Dcblas_sgemm=scipy_cblas_sgemm", "-Dcblas_dgemm=scipy_cblas_dgemm"),
     )
 

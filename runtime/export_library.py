@@ -221,9 +221,10 @@ def _renamed(step: str, sources: list) -> list:
 
 
 # A definition or declaration at file scope: a line that starts with its type (not static, not a macro's or a
-# template's) and names an identifier followed by ( [ ; or =.
+# template's, nor an `extern` one: the C library's functions that the C prelude declares; CUDA's `extern "C"`
+# entries are the module's) and names an identifier followed by ( [ ; or =.
 _DECLARATION = re.compile(
-    r"^(?!static|template|typedef|struct|#|/\*|\s)[^\n(=;]*?\b(\w+)\s*[(\[;=]", re.MULTILINE
+    r'^(?!static|template|typedef|struct|extern (?!"C")|#|/\*|\s)[^\n(=;]*?\b(\w+)\s*[(\[;=]', re.MULTILINE
 )
 _LOCAL_KINDS = ("KERNEL", "DEVICE", "TABLE")  # the preludes' macros for static functions and tables
 
