@@ -35,6 +35,7 @@ import functools
 import hashlib
 import importlib
 import json
+import os
 import pickle
 import sys
 import warnings
@@ -77,14 +78,18 @@ def netc_source_digest() -> str:
     from netc import __version__
 
     digest = hashlib.sha256(f"{__version__} {sys.version}".encode())
-    files = {}
-    for package in SOURCE_PACKAGES:
-        root = Path(importlib.import_module(package).__file__).parent
-        for path in root.rglob("*"):
-            if path.suffix in SOURCE_SUFFIXES and "__pycache__" not in path.parts:
-                files[path.resolve()] = f"{package}/{path.relative_to(root).as_posix()}"
-    for path, name in sorted(files.items(), key=lambda item: item[1]):
-        digest.update(f"{name}\0".encode() + hashlib.sha256(path.read_bytes()).digest())
+    roots = sorted({os.path.dirname(importlib.import_module(package).__file__) for package in SOURCE_PACKAGES})
+    # An installed netc holds its subpackages inside its own folder; an editable one, side by side.
+    roots = [root for root in roots if not any(root.startswith(other + os.sep) for other in roots)]
+    for root in roots:
+        for folder, subfolders, files in os.walk(root):
+            subfolders[:] = sorted(name for name in subfolders if name != "__pycache__")
+            for name in sorted(files):
+                if name.endswith(SOURCE_SUFFIXES):
+                    path = os.path.join(folder, name)
+                    with open(path, "rb") as file:
+                        content = hashlib.sha256(file.read()).digest()
+                    digest.update(os.path.relpath(path, root).encode() + b"\0" + content)
     return digest.hexdigest()
 
 

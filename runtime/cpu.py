@@ -19,7 +19,6 @@ import math
 import os
 
 import numpy as np
-from netc.compiler.codegen.render import C, Renderer
 from netc.compiler.dtypes import numpy_type
 from netc.compiler.errors import NetcError
 from netc.compiler.passes.fuse import storage
@@ -103,6 +102,10 @@ class CpuBackend:
     def render(self, step) -> list:
         """The C module, in as many parts as there are cores (the C compiler is most of a cold compile's
         time), after checking that its arena fits in memory."""
+        # Imported here: a step loaded from the step cache is never rendered, and the code generator's imports
+        # (Jinja2 among them) are a third of such a compile.
+        from netc.compiler.codegen.render import C, Renderer
+
         plan = step.plan
         check_allocation(plan.arena_bytes, f"the arena of {step.graph.name}'s {step.graph.mode} step")
         renderer = Renderer(C, step.float_type, plan.offsets, step.profile)

@@ -79,13 +79,19 @@ def test_every_update_loop_vectorises(tmp_path, name):
     )
     assert result.returncode == 0, result.stderr[:4000]
     lines = source.splitlines()
-    start = next(i for i, line in enumerate(lines) if re.match(r"KERNEL k\d+_multi_tensor", line))
-    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith(("KERNEL", "NETC_HIDDEN")))
-    loops = [i + 1 for i in range(start, end) if "REGION_FOR_SIMD(i," in lines[i]]  # 1-based, as gcc counts
-    assert len(loops) == 2 * LAYERS
+    # Each part's loop is a function of its own, one for the parts that are the same code: here the update of
+    # a weight and that of a bias, called once per parameter inside the kernel's parallel region.
+    functions = [i for i, line in enumerate(lines) if re.match(r"SUBKERNEL k\d+_multi_tensor_\d+_part", line)]
+    assert len(functions) == 2
+    (kernel,) = [i for i, line in enumerate(lines) if re.match(r"KERNEL k\d+_multi_tensor", line)]
+    end = next(i for i in range(kernel, len(lines)) if lines[i] == "}")
+    calls = [line for line in lines[kernel:end] if re.search(r"_multi_tensor_\d+_part\d+\(", line)]
+    assert len(calls) == 2 * LAYERS
+    # The loop's header, after the scalars read once: its line, 1-based as gcc counts.
+    loops = [next(j for j in range(i, len(lines)) if "REGION_FOR_SIMD(i," in lines[j]) + 1 for i in functions]
     # gcc names the line of a statement inside the loop (the loop header is a macro): each loop's body runs
-    # from its header to the next one's.
+    # from its header to its function's end.
     notes = [int(n) for n in re.findall(r"step\.c:(\d+):\d+: optimized: loop vectorized", result.stderr)]
-    bounds = list(zip(loops, loops[1:] + [end + 1]))
-    missed = [first for first, after in bounds if not any(first <= n < after for n in notes)]
+    bounds = [(first, lines.index("}", first)) for first in loops]
+    missed = [first for first, after in bounds if not any(first <= n <= after for n in notes)]
     assert not missed, f"update loops not vectorised, on lines {missed} of:\n{source}"

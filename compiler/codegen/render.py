@@ -10,6 +10,7 @@ compiled graph has one shape forever.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, StrictUndefined
@@ -96,7 +97,8 @@ class Renderer:
         can build side by side: the first holds the entry point, which calls the others' kernels."""
         contexts = [self.context(i, k) for i, k in enumerate(kernels)]
         parts = max(1, min(parts, len(kernels))) if self.target.name == "c" else 1
-        homes = _balanced(kernels, parts)
+        owners = share_definitions(contexts) if self.target.name == "c" else list(range(len(kernels)))
+        homes = _balanced(kernels, parts, owners)
         template = environment().get_template(self.target.module)
         return [
             template.render(
@@ -134,12 +136,46 @@ class Renderer:
         )
 
 
-def _balanced(kernels: list, parts: int) -> list:
-    """The part each kernel goes to: the largest first, each to the part with the least code so far (the
-    number of values a kernel computes stands for its code; a GEMM's is a call)."""
-    load, homes = [0] * parts, [0] * len(kernels)
-    for index in sorted(range(len(kernels)), key=lambda i: -len(kernels[i].values)):
+LOCAL_NAME = re.compile(r"\bv(\d+)\b")  # a kernel's local for the value of that id (elementwise.py, rows.py)
+
+
+def share_definitions(contexts: list) -> list:
+    """Give each C kernel context its function's `definition`, rendered, unless an earlier kernel's function
+    is the same code (the same layer repeated: a deep MLP's 40 Linear layers have a handful of distinct
+    functions): its `definition` is then empty and its `call` calls that one. The C compiler, most of a
+    cold compile, compiles each function once. Returns the index of the kernel whose function each calls."""
+    first: dict = {}  # the function's code, its names made neutral -> the context that defines it
+    owners = []
+    for ctx in contexts:
+        definition = environment().get_template(ctx["template"]).render(kernel=ctx)
+        owner = first.setdefault(neutral_code(definition, ctx["fn"]), ctx)
+        ctx["definition"] = definition if owner is ctx else ""
+        ctx["shared_fn"] = owner["fn"]
+        ctx["call"] = owner["fn"] + ctx["call"][len(ctx["fn"]) :]
+        owners.append(owner["index"])
+    return owners
+
+
+def neutral_code(definition: str, fn: str) -> str:
+    """The code with the names that differ between two copies of one function made the same: its name `fn`
+    (and those derived from it), and its locals named after value ids, numbered in the order they appear."""
+    pieces = LOCAL_NAME.split(definition.replace(fn, "@fn") if fn else definition)  # text, id, text, id...
+    numbers: dict = {}
+    pieces[1::2] = [f"v#{numbers.setdefault(id, len(numbers))}" for id in pieces[1::2]]
+    return "".join(pieces)
+
+
+def _balanced(kernels: list, parts: int, owners: list) -> list:
+    """The part each kernel goes to, with the kernels calling one function (`owners`: the index of the
+    kernel defining the function each calls) in the part that defines it: the groups with the most code
+    first, each to the part with the least code so far (the number of values a kernel computes stands for
+    its function's code, a GEMM's being a call; each further call is a line)."""
+    weights: dict = {}
+    for index, owner in enumerate(owners):
+        weights[owner] = weights.get(owner, 0) + (len(kernels[index].values) + 4 if owner == index else 1)
+    load, home_of = [0] * parts, {}
+    for owner in sorted(weights, key=lambda o: -weights[o]):
         part = load.index(min(load))
-        homes[index] = part
-        load[part] += len(kernels[index].values) + 4
-    return homes
+        home_of[owner] = part
+        load[part] += weights[owner]
+    return [home_of[owner] for owner in owners]
