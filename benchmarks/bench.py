@@ -22,7 +22,6 @@ import platform
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from twins import EXAMPLES, example_inputs  # noqa: E402
 
+import bench_compile  # noqa: E402
 import netc  # noqa: E402
 from netc.compiler.optim import SGD  # noqa: E402
 
@@ -109,23 +109,14 @@ def bench_example(name: str, batch: int, with_compile: bool) -> dict:
 
 
 def compile_times(name: str, path: Path | None = None, spec: dict | None = None, batch: int = 64) -> tuple:
-    """Cold (empty cache) and cached compile times of the example's training step, at batch 64 (or of the
-    network at `path`, whose inputs `spec` describes as EXAMPLES does, at `batch`)."""
+    """Cold (empty cache) and cached compile seconds of the example's training step at batch 64 (or of the
+    network at `path`, whose inputs `spec` describes as EXAMPLES does, at `batch`), each in a fresh process
+    as a user's next run meets it (benchmarks/bench_compile.py): netc.load, netc.Model and the compiled
+    training step, without the first step's run."""
     path, spec = path or ROOT / "examples" / name, spec or EXAMPLES[name][1]
-    times, users_cache = [], os.environ.get("NETC_CACHE_DIR")
-    with tempfile.TemporaryDirectory() as cache:
-        os.environ["NETC_CACHE_DIR"] = cache
-        for _ in range(2):
-            start = time.perf_counter()
-            model = netc.compile(path, batch=batch, backend="cpu")
-            trainer = model.trainer(SGD(lr=0.01))
-            arrays = example_inputs(spec, batch, np.random.default_rng(0))
-            trainer.step(**arrays)
-            times.append(time.perf_counter() - start)
-        del os.environ["NETC_CACHE_DIR"]
-    if users_cache is not None:
-        os.environ["NETC_CACHE_DIR"] = users_cache
-    return tuple(times)
+    spec = {input_name: list(kind) if isinstance(kind, tuple) else kind for input_name, kind in spec.items()}
+    cold, cached = bench_compile.compile_times(path, spec, batch)
+    return cold["seconds"]["compile"], cached["seconds"]["compile"]
 
 
 def main() -> None:

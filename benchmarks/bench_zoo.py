@@ -16,8 +16,9 @@ that the step's own allocations and frees reach, read from the profiler's alloca
 (torch.profiler with profile_memory=True). Allocator slack and Python objects are in neither number.
 
 Compile times: netc's cold compile builds the training step with an empty NETC_CACHE_DIR, the cached one again
-from that cache; torch.compile's column is its first call (Dynamo and Inductor at work, with Inductor's own
-caches as this machine has them).
+from that cache, each in a fresh process (netc.load, netc.Model and the compiled step, not the first step's
+run; benchmarks/bench_compile.py has the parts and the stages); torch.compile's column is its first call
+(Dynamo and Inductor at work, with Inductor's own caches as this machine has them).
 """
 
 from __future__ import annotations
