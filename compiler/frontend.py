@@ -24,6 +24,7 @@ from .ir import Graph, verify
 from .lower import is_builtin, lower_network
 from .parse import parse, read_source
 from .passes.simplify import simplify
+from .step_cache import load_entry, lowered_key, save_entry
 
 
 @dataclass
@@ -54,12 +55,23 @@ class Network:
         bindings = {**self.dims, **bindings}
         key = (tuple(sorted(bindings.items())), training, sync_ranks)
         if key not in self._graphs:
-            graph = lower_network(
-                self.definition, self.blocks, bindings=bindings, training=training, sync_ranks=sync_ranks
-            )
-            verify(graph)
-            self._graphs[key] = simplify(graph)
+            self._graphs[key] = self._lowered(bindings, training, sync_ranks)
         return self._graphs[key]
+
+    def _lowered(self, bindings: dict, training: bool, sync_ranks: int) -> Graph:
+        """The network lowered and simplified, or the same from the step cache (compiler/step_cache.py)."""
+        cache_key = lowered_key(self.fingerprint, bindings, training, sync_ranks)
+        graph = load_entry(cache_key, "graph") if cache_key is not None else None
+        if isinstance(graph, Graph):
+            return graph
+        graph = lower_network(
+            self.definition, self.blocks, bindings=bindings, training=training, sync_ranks=sync_ranks
+        )
+        verify(graph)
+        graph = simplify(graph)
+        if cache_key is not None:
+            save_entry(cache_key, graph, "graph")
+        return graph
 
 
 def load(

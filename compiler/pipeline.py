@@ -39,7 +39,7 @@ from .passes.fuse import INLINE_OPS, fuse
 from .passes.remat import rematerialise
 from .passes.state_slots import plan_state_arena
 from .passes.simplify import simplify
-from .step_cache import load_step, save_step, step_key
+from .step_cache import load_entry, save_entry, step_key
 
 KINDS = ("forward", "gradients", "hvp", "train")
 
@@ -153,7 +153,7 @@ class CompiledStep:
     def _load_cached(self) -> None:
         """Take the artefacts from `rematerialised` to `rendered` from the step cache, where it has them."""
         start = time.perf_counter()
-        cached = load_step(self._cache_key)
+        cached = load_entry(self._cache_key)
         if cached is None:
             return
         self.graph, self.roots, self.state = cached["graph"], cached["roots"], cached["state"]
@@ -168,7 +168,7 @@ class CompiledStep:
         # The graph first: it pickles its values in topological order before anything that points into them,
         # so that the pickler meets each value's inputs written already, and its recursion stays shallow in a
         # graph of any depth.
-        save_step(self._cache_key, {
+        save_entry(self._cache_key, {
             "graph": self.graph, "roots": self.roots, "state": self.state, "skipped": sorted(self.skipped),
             **artefacts,
         })

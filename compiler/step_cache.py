@@ -1,16 +1,20 @@
-"""The step cache: a network's compiled step kept on disk, so that the next process skips netc's passes.
+"""The step cache: a network's compiled steps and lowered graphs kept on disk, so that the next process skips
+netc's passes.
 
 Compiling a step runs lowering, differentiation, the optimiser's update, simplification, rematerialisation,
 fusion, planning and rendering (compiler/pipeline.py) before the backend builds it: tenths of a second of
 Python in every process, for every step. The compile cache (runtime/cache.py) keeps only the built library.
 This cache keeps what the stages make up to `rendered`: the step's final graph, its roots and state, the
 kernels, the arena plan and the source. A process compiling the same step again loads them and goes straight
-to `built`, whose library the compile cache has.
+to `built`, whose library the compile cache has. It also keeps the network lowered for a batch size and mode
+(`Network.lower`, what a Model lowers when it is made, and a step's first stage), so that a process that finds
+every step it needs here runs no pass at all.
 
     cache_dir()/steps/<key[:2]>/<key>.step   a header line ("netc-step-1 <SHA-256 of the payload>"), then
                                              the payload: a zlib-compressed pickle
+                               /<key>.graph  a lowered graph, likewise
 
-The key is the SHA-256 of everything the artefacts depend on:
+A step's key is the SHA-256 of everything its artefacts depend on:
 - the network: its source files (the file and every file it imports, by resolved path and text), its name and
   the dims bound when loading (`Network.fingerprint`);
 - the step: the sizes, its kind, mode, loss, `wrt`, and the optimiser's type and settings other than lr (the
@@ -20,7 +24,8 @@ The key is the SHA-256 of everything the artefacts depend on:
 - netc itself: its version, Python's, and the SHA-256 of netc's own source (.py files, templates, grammar),
   so that any change to the compiler leaves every entry behind.
 A backend without `step_cache_identity` (the reference; cuda, whose launches depend on the device) and a
-network without a fingerprint (a graph built by hand) are never cached.
+network without a fingerprint (a graph built by hand) are never cached. A lowered graph's key is the network's
+fingerprint, the sizes, the mode and netc's source (`lowered_key`); it depends on no backend.
 
 A pickle can run code when it is loaded, so an entry is read only from the user's private cache directory
 and only when the file is the user's own and nobody else can write it (compiler/user_cache.py), as for the
@@ -72,6 +77,15 @@ def step_key(step) -> str | None:
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
 
+def lowered_key(fingerprint: str | None, bindings: dict, training: bool, sync_ranks: int) -> str | None:
+    """The cache key of a network lowered for `bindings` in a mode, or None for a network without a
+    fingerprint."""
+    if fingerprint is None:
+        return None
+    keyed = [FORMAT, "lowered", netc_source_digest(), fingerprint, sorted(bindings.items()), training, sync_ranks]
+    return hashlib.sha256(json.dumps(keyed).encode()).hexdigest()
+
+
 @functools.cache
 def netc_source_digest() -> str:
     """The SHA-256 of netc's version, Python's, and every source file of netc's (a few ms, once a process)."""
@@ -93,10 +107,10 @@ def netc_source_digest() -> str:
     return digest.hexdigest()
 
 
-def load_step(key: str) -> dict | None:
+def load_entry(key: str, kind: str = "step"):
     """The artefacts stored under `key`, or None: no entry, one that is not safe to load, or a damaged one
     (with a warning)."""
-    path = _entry_path(key)
+    path = _entry_path(key, kind)
     if path is None or untrusted_reason(path) is not None:
         return None
     try:
@@ -112,10 +126,10 @@ def load_step(key: str) -> dict | None:
         return _damaged(path, f"it does not load: {type(err).__name__}")
 
 
-def save_step(key: str, artefacts: dict) -> None:
+def save_entry(key: str, artefacts, kind: str = "step") -> None:
     """Store `artefacts` under `key`; a step that cannot be pickled, or a cache that cannot be written, is
     left uncached (the next process compiles it again)."""
-    path = _entry_path(key)
+    path = _entry_path(key, kind)
     if path is None:
         return
     try:
@@ -134,11 +148,11 @@ def _header(payload: bytes) -> bytes:
     return f"{FORMAT} {hashlib.sha256(payload).hexdigest()}".encode()
 
 
-def _entry_path(key: str) -> Path | None:
+def _entry_path(key: str, kind: str) -> Path | None:
     """Where the entry of `key` lives; None when the cache directory cannot be used (runtime/cache.py says
     why when the step is built)."""
     try:
-        return private_directory("steps", key[:2]) / f"{key}.step"
+        return private_directory("steps", key[:2]) / f"{key}.{kind}"
     except NetcError:
         return None
 

@@ -107,7 +107,7 @@ class CpuBackend:
         from netc.compiler.codegen.render import C, Renderer
 
         plan = step.plan
-        check_allocation(plan.arena_bytes, f"the arena of {step.graph.name}'s {step.graph.mode} step")
+        check_arena(step)
         renderer = Renderer(C, step.float_type, plan.offsets, step.profile)
         return renderer.render_parts(
             step.kernels, render_parts(), network=step.graph.name, mode=step.graph.mode,
@@ -115,6 +115,7 @@ class CpuBackend:
         )
 
     def build(self, step) -> CpuRun:
+        check_arena(step)  # again: a step from the step cache was rendered by another process
         return CpuRun(step, self.load_library(step))
 
     def load_library(self, step):
@@ -124,6 +125,11 @@ class CpuBackend:
                 step["rendered"], name=f"netc_{step.graph.name.lower()}", **blas_build_options()
             )
         )
+
+
+def check_arena(step) -> None:
+    """A NetcError, before anything is compiled or allocated, where the step's arena cannot fit in memory."""
+    check_allocation(step.plan.arena_bytes, f"the arena of {step.graph.name}'s {step.graph.mode} step")
 
 
 class CpuRun(ArenaRun):

@@ -135,9 +135,11 @@ def test_a_damaged_entry_is_a_miss_with_a_warning_and_is_written_again(tiny_net,
 
     entry.write_bytes(whole[: len(whole) // 2])  # a write cut short
     with pytest.warns(NetcWarning, match="damaged"):
-        assert train_step(tiny_net).origin == "compiled"
-    assert entry.read_bytes() == whole
-    assert train_step(tiny_net).origin == "cache"
+        compiled = train_step(tiny_net)
+    assert compiled.origin == "compiled"
+    assert len(entry.read_bytes()) > len(whole) // 2  # written again
+    loaded = train_step(tiny_net)
+    assert loaded.origin == "cache" and loaded.source == compiled.source
 
     # A payload whose checksum matches but which does not unpickle (written by another version, say).
     garbage = b"not a pickle"
@@ -194,3 +196,20 @@ def test_the_data_of_a_run_stays_the_same(tiny_net):
     assert loss_a == loss_b
     for name in state_a:
         np.testing.assert_array_equal(state_a[name], state_b[name])
+
+
+def test_a_network_lowered_once_is_loaded_not_lowered_again(tiny_net, monkeypatch):
+    from netc.compiler import frontend
+
+    first = netc.load(tiny_net).lower({"N": 16}, training=True)
+    network = netc.load(tiny_net)
+
+    def lower_network(*args, **kwargs):
+        raise AssertionError("lowered again")
+
+    monkeypatch.setattr(frontend, "lower_network", lower_network)
+    assert str(network.lower({"N": 16}, training=True)) == str(first)
+    with pytest.raises(AssertionError, match="lowered again"):  # other sizes: a miss
+        network.lower({"N": 12}, training=True)
+    with pytest.raises(AssertionError, match="lowered again"):  # the other mode: a miss
+        network.lower({"N": 16}, training=False)
