@@ -1,0 +1,70 @@
+"""A/B of the strided views (compiler/passes/views.py) on the Shakespeare GPT's training step: the step fused
+with them (q, k, v read in place, one copy per head merge) against the step fused without (every reshape,
+transpose, slice, pad and concat a copy kernel of its own), beside PyTorch eager, in one process, timed in
+alternating rounds (benchmarks/bench.py's interleaved_seconds).
+
+    python3 benchmarks/ab_gpt_views.py                  # batch 12, 21 rounds
+    python3 benchmarks/ab_gpt_views.py --quick          # batch 2, 3 rounds: checks it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+
+from bench import interleaved_seconds, torch_step
+
+import numpy as np
+import torch
+from gpt_twin import GPT, GPT_NET, GPTConfig
+
+import netc
+from netc.compiler.optim import AdamW
+from netc.compiler.passes import fuse
+
+LR, BETAS, DECAY = 1e-3, (0.9, 0.99), 0.1
+
+
+def trainer_for(batch: int, views: bool, state: dict, arrays: dict):
+    """A compiled AdamW step of gpt.net, fused with or without strided views. The source text differs by a
+    comment, so that the step cache keeps the two apart."""
+    text = GPT_NET.read_text() + ("" if views else "\n# fused without strided views\n")
+    plan_views = fuse.plan_views
+    if not views:
+        fuse.plan_views = lambda live, users: ({}, set())
+    try:
+        model = netc.compile(netc.load(GPT_NET, text=text), batch=batch, backend="cpu")
+        model.load_state_dict(state)
+        trainer = model.trainer(AdamW(lr=LR, betas=BETAS, weight_decay=DECAY))
+        trainer.step(**arrays)
+    finally:
+        fuse.plan_views = plan_views
+    return trainer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    batch, rounds = (2, 3) if args.quick else (args.batch, args.rounds)
+    torch.manual_seed(0)
+    twin = GPT(GPTConfig())
+    rng = np.random.default_rng(0)
+    arrays = {name: rng.integers(0, 84, (batch, 64)) for name in ("idx", "targets")}
+    trainers = {label: trainer_for(batch, views, twin.state_dict(), arrays)
+                for label, views in (("views", True), ("no views", False))}
+    contestants = {label: (lambda t=t: t.step(**arrays)) for label, t in trainers.items()}
+    module = copy.deepcopy(twin).train()
+    optimizer = torch.optim.AdamW(module.parameters(), lr=LR, betas=BETAS, weight_decay=DECAY)
+    contestants["eager"] = torch_step(module, {k: torch.from_numpy(v) for k, v in arrays.items()}, optimizer)
+    seconds = interleaved_seconds(contestants, rounds=rounds)
+    print(f"| batch | contestant | kernels | train ms | eager / it |\n|---|---|---|---|---|")
+    for label, s in seconds.items():
+        kernels = len(trainers[label].compiled.kernels) if label in trainers else "-"
+        print(f"| {batch} | {label} | {kernels} | {s * 1e3:.2f} | {seconds['eager'] / s:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
