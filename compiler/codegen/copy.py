@@ -79,4 +79,7 @@ def _piece(index: int, shape, in_strides, out_strides, in_base: int, out_base: i
         "dims": dims,
         "in_base": in_base,
         "out_base": out_base,
+        # The CPU copies a row (the innermost axis) per iteration: a contiguous one is a vectorised memcpy.
+        "row": dims[0] if dims else {"size": 1, "in_stride": 0, "out_stride": 0},
+        "rows": math.prod(shape[:-1]) if dims else 1,
     }
