@@ -59,19 +59,26 @@ class Network:
         return self._graphs[key]
 
     def _lowered(self, bindings: dict, training: bool, sync_ranks: int) -> Graph:
-        """The network lowered and simplified, or the same from the step cache (compiler/step_cache.py)."""
-        cache_key = lowered_key(self.fingerprint, bindings, training, sync_ranks)
-        graph = load_entry(cache_key, "graph") if cache_key is not None else None
-        if isinstance(graph, Graph):
-            return graph
-        graph = lower_network(
-            self.definition, self.blocks, bindings=bindings, training=training, sync_ranks=sync_ranks
-        )
-        verify(graph)
-        graph = simplify(graph)
-        if cache_key is not None:
-            save_entry(cache_key, graph, "graph")
+        return lowered(self.definition, self.blocks, self.fingerprint, bindings, training, sync_ranks)
+
+
+def lowered(
+    definition, blocks: dict, fingerprint: str | None, bindings: dict, training: bool, sync_ranks: int = 1,
+    simplified: bool = True,
+) -> Graph:
+    """The network lowered, checked and (if `simplified`) simplified, or the same from the step cache
+    (compiler/step_cache.py) where its `fingerprint` is there."""
+    cache_key = lowered_key(fingerprint, bindings, training, sync_ranks, simplified)
+    graph = load_entry(cache_key, "graph") if cache_key is not None else None
+    if isinstance(graph, Graph):
         return graph
+    graph = lower_network(definition, blocks, bindings=bindings, training=training, sync_ranks=sync_ranks)
+    verify(graph)
+    if simplified:
+        graph = simplify(graph)
+    if cache_key is not None:
+        save_entry(cache_key, graph, "graph")
+    return graph
 
 
 def load(
@@ -93,12 +100,12 @@ def load(
     importer.collect(module, root.parent, blocks, networks, seen={root})
     definition = _pick_network(networks, network, path)
     dims = _check_dims(definition, dims)
+    fingerprint = _fingerprint(importer.sources, definition.name, dims)
     try:
-        graph = lower_network(definition, blocks, bindings=dims, training=True)
+        # Lowered with the symbols unbound: every shape checked, the IR that `netc ir` prints.
+        graph = lowered(definition, blocks, fingerprint, dims, training=True, simplified=False)
     except RecursionError:
         raise NetcError(f"{path}: the network is nested too deeply (a block that applies itself?)") from None
-    verify(graph)
-    fingerprint = _fingerprint(importer.sources, definition.name, dims)
     return Network(definition.name, definition, blocks, graph, path, dims=dims, fingerprint=fingerprint)
 
 

@@ -25,7 +25,8 @@ A step's key is the SHA-256 of everything its artefacts depend on:
   so that any change to the compiler leaves every entry behind.
 A backend without `step_cache_identity` (the reference; cuda, whose launches depend on the device) and a
 network without a fingerprint (a graph built by hand) are never cached. A lowered graph's key is the network's
-fingerprint, the sizes, the mode and netc's source (`lowered_key`); it depends on no backend.
+fingerprint, the sizes, the mode and netc's source (`lowered_key`); it depends on no backend. `netc.load`'s
+graph (the sizes still symbolic, every shape checked) is one too: a file loaded before is parsed, not lowered.
 
 A pickle can run code when it is loaded, so an entry is read only from the user's private cache directory
 and only when the file is the user's own and nobody else can write it (compiler/user_cache.py), as for the
@@ -77,12 +78,15 @@ def step_key(step) -> str | None:
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
 
-def lowered_key(fingerprint: str | None, bindings: dict, training: bool, sync_ranks: int) -> str | None:
-    """The cache key of a network lowered for `bindings` in a mode, or None for a network without a
-    fingerprint."""
+def lowered_key(
+    fingerprint: str | None, bindings: dict, training: bool, sync_ranks: int, simplified: bool
+) -> str | None:
+    """The cache key of a network lowered for `bindings` in a mode (and simplified, or not: as `netc.load`
+    checks it), or None for a network without a fingerprint."""
     if fingerprint is None:
         return None
-    keyed = [FORMAT, "lowered", netc_source_digest(), fingerprint, sorted(bindings.items()), training, sync_ranks]
+    keyed = [FORMAT, "lowered", netc_source_digest(), fingerprint, sorted(bindings.items()), training, sync_ranks,
+             simplified]
     return hashlib.sha256(json.dumps(keyed).encode()).hexdigest()
 
 
