@@ -133,7 +133,7 @@ class CudaRun(ArenaRun):
             WORKSPACE_BYTES,
             tf32=precision == "tf32",
         )
-        self._calls = [self._kernel_call(launch) for launch in step["rendered"].launches]
+        self._calls = self._kernel_calls(step["rendered"].launches)
         self._bind(step)
         self._staging = PinnedStaging(cupy, dict(self.input_windows))
         with self.stream:  # where a leaf's old value is kept while the new one is copied over it
@@ -203,6 +203,14 @@ class CudaRun(ArenaRun):
         for (slot, source, _), scratch in zip(self.state_copies, self._scratch):
             self.cupy.copyto(slot, source if scratch is None else scratch)
 
+    def _kernel_calls(self, launches: list) -> list:
+        """One callable per kernel, in kernel order (split_cuda.py captures ranges of kernels): a kernel's
+        launch, or the GEMMs of a matmul kernel that sums its products, one after another."""
+        calls: dict = {}
+        for launch in launches:
+            calls.setdefault(launch.index, []).append(self._kernel_call(launch))
+        return [calls[i][0] if len(calls[i]) == 1 else _in_turn(calls[i]) for i in sorted(calls)]
+
     def _kernel_call(self, launch):
         if isinstance(launch, GemmLaunch):
             return self.gemms.gemm(launch, self.arena.data.ptr)
@@ -257,3 +265,11 @@ def device_array(cupy, value):
     if on_gpu(value):
         return cupy.from_dlpack(value)
     return None
+
+
+def _in_turn(calls: list):
+    def call() -> None:
+        for each in calls:
+            each()
+
+    return call

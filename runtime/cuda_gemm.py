@@ -142,9 +142,10 @@ def _compute(dtype: str, tf32: bool) -> tuple:
     return (api.CUBLAS_COMPUTE_32F_FAST_TF32 if tf32 else api.CUBLAS_COMPUTE_32F), api.CUDA_R_32F
 
 
-def _scalars(dtype: str) -> np.ndarray:
-    """alpha = 1 and beta = 0 in host memory, which cuBLAS reads when the call is made (or captured)."""
-    return np.array([1, 0], dtype=C_TYPES[dtype].numpy)
+def _scalars(dtype: str, beta: int = 0) -> np.ndarray:
+    """alpha = 1 and beta (0, or 1 to add to what C holds) in host memory, which cuBLAS reads when the call is
+    made (or captured)."""
+    return np.array([1, beta], dtype=C_TYPES[dtype].numpy)
 
 
 class LtMatmuls:
@@ -175,7 +176,8 @@ class LtMatmuls:
         key = (launch.dtype, self.gemms.tf32, launch.batch, *shapes, *map(alignment, pointers))
         if key not in self._algorithms:
             self._algorithms[key] = self._choose(operation, layouts, pointers)
-        return LtGemm(self, launch.dtype, operation, layouts, pointers, self._algorithms[key])
+        scalars = _scalars(launch.dtype, launch.beta)
+        return LtGemm(self, scalars, operation, layouts, pointers, self._algorithms[key])
 
     def _choose(self, operation, layouts: list, pointers: list) -> api.MatmulHeuristicResult:
         """The heuristic's first algorithm for this GEMM at its pointers' alignments (C and D are one)."""
@@ -267,11 +269,11 @@ def describe(lt, launch: GemmLaunch, tf32: bool, owned: list) -> tuple:
 
 
 class LtGemm:
-    """One GEMM as a cublasLtMatmul call, every argument fixed: D = C = op(first) @ op(second), beta 0."""
+    """One GEMM as a cublasLtMatmul call, every argument fixed: D = C = op(first) @ op(second) + beta C."""
 
-    def __init__(self, matmuls: LtMatmuls, dtype: str, operation, layouts, pointers, algorithm):
+    def __init__(self, matmuls: LtMatmuls, scalars, operation, layouts, pointers, algorithm):
         self.matmuls, self.operation, self.layouts, self.pointers = matmuls, operation, layouts, pointers
-        self.algorithm, self.scalars = algorithm, _scalars(dtype)
+        self.algorithm, self.scalars = algorithm, scalars
 
     def __call__(self) -> None:
         m, gemms = self.matmuls, self.matmuls.gemms
@@ -314,7 +316,7 @@ class ClassicGemms:
 
     def gemm(self, launch: GemmLaunch, base: int):
         first, second, out = column_major(launch)
-        scalars = _scalars(launch.dtype)
+        scalars = _scalars(launch.dtype, launch.beta)
         alpha = scalars.ctypes.data
         beta = alpha + scalars.itemsize
         head = (

@@ -93,12 +93,19 @@ def plan_of(step) -> dict:
                 "kind": k.kind,
                 "ops": [v.op for v in k.values],
                 "outputs": [{"type": str(o.type), "offset": plan.offsets[o.id]} for o in k.outputs],
-                # cuda: the entry and its grid and block, or the GEMM (launch.py's KernelLaunch, GemmLaunch)
-                **({"launch": asdict(launches[i])} if launches is not None else {}),
+                # cuda: the entry and its grid and block, or the GEMMs (launch.py's KernelLaunch, GemmLaunch:
+                # a GEMM per summed batch index where a matmul kernel sums its products)
+                **(_launches_of(i, launches) if launches is not None else {}),
             }
             for i, k in enumerate(step.kernels)
         ],
     }
+
+
+def _launches_of(index: int, launches: list) -> dict:
+    """A kernel's launch, and where it is several GEMMs (one per summed batch index), all of them."""
+    mine = [asdict(launch) for launch in launches if launch.index == index]
+    return {"launch": mine[0], **({"launches": mine} if len(mine) > 1 else {})}
 
 
 def report(name: str, bindings: dict, steps: dict, backend: str = "cpu") -> str:

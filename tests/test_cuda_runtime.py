@@ -16,7 +16,7 @@ import pytest
 import torch
 from netc import NetcError
 from netc.compiler.autodiff import grad
-from netc.compiler.codegen.launch import BLOCK, MAX_BLOCKS, GemmLaunch, KernelLaunch
+from netc.compiler.codegen.launch import BLOCK, MAX_BLOCKS, GemmLaunch, KernelLaunch, summed_offsets
 from netc.compiler.codegen.render import C, Renderer
 from netc.compiler.ir import Graph
 from netc.compiler.passes.simplify import simplify
@@ -83,11 +83,16 @@ def _graphs(name: str, batch: int = 4):
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_launch_list_has_every_kernel_once_in_order(name):
+    """Once, but for a matmul kernel that sums its products over the batch: a GEMM per sample (launch.py)."""
     for graph, roots in _graphs(name):
         step = compile_step(graph, roots, "float32")
-        assert [launch.index for launch in step.launches] == list(range(len(step.kernels)))
-        for launch, kernel in zip(step.launches, step.kernels):
+        indices = [launch.index for launch in step.launches]
+        assert indices == sorted(indices) and sorted(set(indices)) == list(range(len(step.kernels)))
+        for launch in step.launches:
+            kernel = step.kernels[launch.index]
             assert isinstance(launch, GemmLaunch) == (kernel.kind == "matmul")
+            if indices.count(launch.index) > 1:
+                assert kernel.values[-1].op == "reduce_sum"
             if isinstance(launch, KernelLaunch):
                 assert f'extern "C" __global__ void {launch.entry}(char *arena)' in step.source
                 assert 1 <= launch.grid <= MAX_BLOCKS
@@ -119,9 +124,11 @@ def test_gemm_launches_match_the_cpu_blas_calls(name):
                 ctx["trans_b"] == "CblasTrans",
             )
             assert launch.batch == ctx["batch"]
-            assert [launch.a, launch.b, launch.c] == [
-                int(x) for x in re.findall(r"arena \+ (\d+)", ctx["call"])
-            ]
+            a, b, c = (int(x) for x in re.findall(r"arena \+ (\d+)", ctx["call"]))
+            # A kernel summing over the batch: the GEMM of sample s reads its operands s matrices along.
+            s = [x for x in step.launches if x.index == launch.index].index(launch)
+            a_at, b_at = summed_offsets(s, ctx["summed_dims"])
+            assert [launch.a, launch.b, launch.c] == [a + 4 * a_at, b + 4 * b_at, c]
             if launch.batch > 1:  # a weight shared by the batch is read with a batch stride of 0
                 inner = ctx["batch_dims"][0]
                 assert (launch.stride_a, launch.stride_b) == (inner["a_stride"], inner["b_stride"])

@@ -2,8 +2,9 @@
 
 A kernel is launched through its `__global__` entry with the arena as its one argument, over a grid sized to
 the threads its template's loop can use (grid-stride loops cover any size, so the grid is capped, not exact).
-A matmul is a cuBLAS GEMM on pointers into the arena. Everything here is plain Python over the renderer's
-contexts, so the launch list is tested without a GPU; runtime/cuda.py turns it into launches.
+A matmul is a cuBLAS GEMM on pointers into the arena (one strided-batched GEMM over its batch; one per summed
+batch index, accumulating with beta = 1, when it sums its products over batch axes). Everything here is plain
+Python over the renderer's contexts, so the launch list is tested without a GPU; runtime/cuda.py turns it into launches.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class GemmLaunch:
     stride_a: int
     stride_b: int
     stride_c: int
+    beta: int = 0  # 1: C += op(A) @ op(B), adding to the product the launch before wrote
 
 
 def plan_launches(renderer, kernels: list) -> list:
@@ -56,7 +58,7 @@ def plan_launches(renderer, kernels: list) -> list:
     for index, kernel in enumerate(kernels):
         ctx = renderer.context(index, kernel)
         if kernel.kind == "matmul":
-            launches.append(gemm_launch(index, ctx, kernel, renderer))
+            launches.extend(gemm_launches(index, ctx, kernel, renderer))
         else:
             grid, block = launch_shape(ctx)
             launches.append(KernelLaunch(index, f"{ctx['fn']}_entry", grid, block))
@@ -104,35 +106,66 @@ def _blocks(items: int) -> int:
     return max(1, min(-(-items // BLOCK), MAX_BLOCKS))
 
 
-def gemm_launch(index: int, ctx: dict, kernel, renderer) -> GemmLaunch:
-    """The GEMM of a matmul kernel, with the sizes and leading dimensions of the CPU's cblas call (its
-    context) and the operands' places in the arena."""
-    (v,) = kernel.values
+def gemm_launches(index: int, ctx: dict, kernel, renderer) -> list:
+    """The GEMMs of a matmul kernel, with the sizes and leading dimensions of the CPU's cblas call (its
+    context) and the operands' places in the arena: one strided-batched GEMM over the batch axes it keeps,
+    for each index of the batch axes it sums over (the first with beta 0, the others adding to it). Kept axes
+    whose strides are not one uniform step (a summed axis between two kept ones) get a GEMM per index."""
+    v = kernel.values[0]
     a, b = (storage(matmul_operand(x)[0]) for x in v.inputs)
-    dims = ctx["batch_dims"]  # innermost first; matmul's batch dims are equal, so contiguous strides
-    stride_a, stride_b = (dims[0]["a_stride"], dims[0]["b_stride"]) if dims else (0, 0)
-    for inner, outer in itertools.pairwise(dims):
-        if (outer["a_stride"], outer["b_stride"]) != (
-            inner["a_stride"] * inner["size"],
-            inner["b_stride"] * inner["size"],
-        ):
-            raise AssertionError(f"matmul {ctx['fn']}: batch strides are not uniform")
-    return GemmLaunch(
-        index=index,
-        dtype=renderer.ctype(v.dtype),
-        trans_a=ctx["trans_a"] == "CblasTrans",
-        trans_b=ctx["trans_b"] == "CblasTrans",
-        m=ctx["m"],
-        n=ctx["n"],
-        k=ctx["k"],
-        lda=ctx["lda"],
-        ldb=ctx["ldb"],
-        ldc=ctx["n"],
-        a=renderer.offsets[a.id],
-        b=renderer.offsets[b.id],
-        c=renderer.offsets[storage(v).id],
-        batch=ctx["batch"],
-        stride_a=stride_a,
-        stride_b=stride_b,
-        stride_c=ctx["m"] * ctx["n"],
+    itemsize = 8 if renderer.ctype(v.dtype) == "double" else 4
+    a_base, b_base = renderer.offsets[a.id], renderer.offsets[b.id]
+    c_base, matrix = renderer.offsets[storage(kernel.values[-1]).id], ctx["m"] * ctx["n"]
+    kept = ctx["batch_dims"]  # innermost first
+    if _uniform(kept):
+        batches = [(0, 0, 0, ctx["batch"])]
+        stride_a, stride_b = (kept[0]["a_stride"], kept[0]["b_stride"]) if kept else (0, 0)
+    else:
+        batches = [(*summed_offsets(i, kept), i * matrix, 1) for i in range(ctx["batch"])]
+        stride_a = stride_b = 0
+    launches = []
+    for a_at, b_at, c_at, count in batches:
+        for s in range(ctx["sums"]):
+            a_sum, b_sum = summed_offsets(s, ctx["summed_dims"])
+            launches.append(
+                GemmLaunch(
+                    index=index,
+                    dtype=renderer.ctype(v.dtype),
+                    trans_a=ctx["trans_a"] == "CblasTrans",
+                    trans_b=ctx["trans_b"] == "CblasTrans",
+                    m=ctx["m"],
+                    n=ctx["n"],
+                    k=ctx["k"],
+                    lda=ctx["lda"],
+                    ldb=ctx["ldb"],
+                    ldc=ctx["n"],
+                    a=a_base + (a_at + a_sum) * itemsize,
+                    b=b_base + (b_at + b_sum) * itemsize,
+                    c=c_base + c_at * itemsize,
+                    batch=count,
+                    stride_a=stride_a,
+                    stride_b=stride_b,
+                    stride_c=matrix,
+                    beta=min(s, 1),
+                )
+            )
+    return launches
+
+
+def _uniform(dims: list) -> bool:
+    """Whether batch axes (innermost first) step through both operands by one stride each, as cuBLAS's
+    strided batches do."""
+    return all(
+        outer["a_stride"] == inner["a_stride"] * inner["size"]
+        and outer["b_stride"] == inner["b_stride"] * inner["size"]
+        for inner, outer in itertools.pairwise(dims)
     )
+
+
+def summed_offsets(s: int, dims: list) -> tuple:
+    """Elements from the operands' starts to the matrices of summed batch index s (innermost axis first)."""
+    a_at = b_at = 0
+    for dim in dims:
+        s, i = divmod(s, dim["size"])
+        a_at, b_at = a_at + i * dim["a_stride"], b_at + i * dim["b_stride"]
+    return a_at, b_at

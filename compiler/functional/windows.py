@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from .. import build as B
 from ..errors import NetcError
 from ..ir import Value
 from .args import format_sizes, spatial_tuple
@@ -73,8 +74,12 @@ def output_sizes(
 def sliding_windows(
     x: Value, kernel: tuple, stride: tuple, pads: tuple, dilation: tuple, pad_value: float, who: str
 ) -> tuple[Value, tuple]:
-    """Gather the windows of x [N, C, *S] into [N, C, K, L]; return them and the output's spatial sizes."""
+    """Gather the windows of x [N, C, *S] into [N, C, K, L]; return them and the output's spatial sizes.
+    Windows of one element at every position (a 1x1 convolution of stride 1, unpadded) are x itself: a
+    reshape, with no unfold kernel forward nor fold kernel backward."""
     out = output_sizes(tuple(x.shape[2:]), kernel, stride, pads, dilation, who)
+    if all(k == 1 for k in kernel) and all(s == 1 for s in stride) and all(p == (0, 0) for p in pads):
+        return B.reshape(x, tuple(x.shape[:2]) + (1, math.prod(out))), out
     if all(lo == hi for lo, hi in pads):
         padding = tuple(lo for lo, _ in pads)
     else:

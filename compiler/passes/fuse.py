@@ -14,7 +14,10 @@ Rules, in order of how much memory traffic they save:
   their own, whose loop vectorises along the contiguous kept axes instead.
 - A matmul reads an operand that is the transpose of its last two axes straight from the untransposed buffer
   (BLAS's transpose flag), so Linear's `x @ W^T` and the backward's transposes cost no copy; and one matrix
-  broadcast over the batch (a convolution's weight) from its own buffer, with a batch stride of 0.
+  broadcast over the batch (a convolution's weight) from its own buffer, with a batch stride of 0. A sum over
+  batch axes of a batched matmul that nothing else reads (a convolution's weight gradient: one product per
+  sample, summed over the batch) joins the matmul's kernel, which accumulates the products into one output
+  instead of storing each of them for a reduction kernel.
 - A kernel that addresses an input by strides (a copy, the fused attention kernels: VIEW_READERS) reads it
   through a chain of reshapes, transposes, slices and zero pads as a strided view of the chain's source
   (passes/views.py); a value of such a chain that no one else reads gets no kernel. Multi-head attention's
@@ -216,6 +219,11 @@ class _Partition:
                 continue  # the matmuls that use it read the untransposed buffer with BLAS's transpose flag
             elif v.id in self.viewed:
                 continue  # every kernel that uses it reads its source through a strided view
+            elif sums_products(v, self.users) and self.kernel_of[v.inputs[0].id].kind == "matmul":
+                kernel = self.kernel_of[v.inputs[0].id]
+                kernel.values.append(v)
+                self.kernel_of[v.id] = kernel
+                self.containing[v.id] = [kernel]
             elif row_domain(v) is not None:
                 self.place_row_reduction(v, row_domain(v))
             else:
@@ -583,6 +591,23 @@ def plan_views(live: list, users: dict) -> tuple:
         ):
             viewed.add(v.id)
     return views, viewed
+def summed_axes(kernel: Kernel) -> tuple:
+    """The batch axes over which a matmul kernel sums its products (sums_products), or () for none."""
+    return kernel.values[-1].attrs["axes"] if len(kernel.values) > 1 else ()
+
+
+def sums_products(v: Value, users: dict) -> bool:
+    """Whether v is a float sum over batch axes only (not the matrices' own two) of a batched matmul that
+    nothing else reads: then the matmul's kernel computes v itself, as GEMMs accumulating into one output."""
+    product = v.inputs[0] if v.op == "reduce_sum" else None
+    return (
+        product is not None
+        and product.op == "matmul"
+        and v.dtype != "i64"
+        and all(a < product.rank - 2 for a in v.attrs["axes"])
+        and users.get(product.id) == [v]
+        and product.id not in users["roots"]
+    )
 
 
 def _recomputed_mask(v: Value) -> bool:

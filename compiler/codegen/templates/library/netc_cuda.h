@@ -16,11 +16,11 @@ cublasHandle_t netc_cuda_blas(void);
 /* Non-zero, with the message kept for netc_device_error, when `status` is an error. */
 int netc_cuda_check(cudaError_t status, const char *what);
 
-/* C = op(A) @ op(B) for `batch` row-major matrices at byte offsets of the arena, as the C target's cblas
-   call computes it (compiler/codegen/launch.py's GemmLaunch); single or double precision. */
+/* C = op(A) @ op(B) (+ C when beta is 1) for `batch` row-major matrices at byte offsets of the arena, as the
+   C target's cblas call computes it (compiler/codegen/launch.py's GemmLaunch); single or double precision. */
 int netc_cuda_gemm(char *arena, int is_double, int trans_a, int trans_b, int m, int n, int k, int lda, int ldb,
                    int ldc, int64_t a, int64_t b, int64_t c, int batch, int64_t stride_a, int64_t stride_b,
-                   int64_t stride_c);
+                   int64_t stride_c, int beta);
 
 }
 

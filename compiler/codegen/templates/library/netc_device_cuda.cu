@@ -37,19 +37,19 @@ extern "C" cublasHandle_t netc_cuda_blas(void) { return start() ? NULL : blas; }
 
 extern "C" int netc_cuda_gemm(char *arena, int is_double, int trans_a, int trans_b, int m, int n, int k, int lda,
                               int ldb, int ldc, int64_t a, int64_t b, int64_t c, int batch, int64_t stride_a,
-                              int64_t stride_b, int64_t stride_c) {
+                              int64_t stride_b, int64_t stride_c, int beta) {
     /* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: the operands swap places. */
     const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasStatus_t status;
     if (is_double) {
-        const double one = 1.0, zero = 0.0;
+        const double one = 1.0, add = beta;
         status = cublasDgemmStridedBatched(blas, op_b, op_a, n, m, k, &one, (const double *)(arena + b), ldb,
-                                           stride_b, (const double *)(arena + a), lda, stride_a, &zero,
+                                           stride_b, (const double *)(arena + a), lda, stride_a, &add,
                                            (double *)(arena + c), ldc, stride_c, batch);
     } else {
-        const float one = 1.0f, zero = 0.0f;
+        const float one = 1.0f, add = (float)beta;
         status = cublasSgemmStridedBatched(blas, op_b, op_a, n, m, k, &one, (const float *)(arena + b), ldb,
-                                           stride_b, (const float *)(arena + a), lda, stride_a, &zero,
+                                           stride_b, (const float *)(arena + a), lda, stride_a, &add,
                                            (float *)(arena + c), ldc, stride_c, batch);
     }
     if (status == CUBLAS_STATUS_SUCCESS) return 0;

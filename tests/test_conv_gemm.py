@@ -1,0 +1,139 @@
+"""Convolutions as GEMMs (functional/conv.py, passes/fuse.py, codegen/matmul.py): the weight gradient is one
+kernel that accumulates the per-sample products over the batch (no [N, C_out, C_in*K] temporary, no reduction
+kernel), a 1x1 convolution of stride 1 reads its input as the column matrix (no unfold, no fold), and the
+results equal PyTorch's at batch > 1 with groups, strides, dilation and padding in 1-D, 2-D and 3-D, on every
+backend. One network holds every case, so each compiled backend builds one module for the file.
+"""
+
+from __future__ import annotations
+
+import netc
+import numpy as np
+import pytest
+import torch
+from netc.compiler.codegen.launch import GemmLaunch, plan_launches
+from netc.compiler.codegen.render import CUDA, Renderer
+from netc.compiler.passes.fuse import reads
+from parity import COMPILED, available, on_host
+
+BATCH = 3
+LAYERS = {  # name: (input shape without the batch, torch layer, netc layer)
+    "c1": ((4, 13), torch.nn.Conv1d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2),
+           "Conv1d(4, 6, 3, stride = 2, padding = 1, dilation = 2, groups = 2)"),
+    "c2": ((4, 9, 8), torch.nn.Conv2d(4, 6, 3, stride=2, padding=(1, 2), dilation=(1, 2), groups=2, bias=False),
+           "Conv2d(4, 6, 3, stride = 2, padding = (1, 2), dilation = (1, 2), groups = 2, bias = false)"),
+    "c3": ((2, 5, 6, 4), torch.nn.Conv3d(2, 4, 2, stride=(1, 2, 1), padding=1),
+           "Conv3d(2, 4, 2, stride = (1, 2, 1), padding = 1)"),
+    "p1": ((4, 5, 6), torch.nn.Conv2d(4, 6, 1, groups=2), "Conv2d(4, 6, 1, groups = 2)"),
+    "p2": ((4, 5, 6), torch.nn.Conv2d(4, 6, 1, stride=2, bias=False), "Conv2d(4, 6, 1, stride = 2, bias = false)"),
+}
+
+
+# Not a convolution: products [N, 3, 2, 4, 5] @ [N, 3, 2, 5, 2] summed over their middle batch axis, which a
+# GEMM kernel accumulates over while it keeps the axes on either side (on CUDA: a GEMM per kept index).
+PRODUCTS = {"pa": (3, 2, 4, 5), "pb": (3, 2, 5, 2)}
+
+
+def _source() -> str:
+    lines = ["network Convs {"]
+    lines += [f"    input x{name}: [N, {', '.join(map(str, shape))}]" for name, (shape, _, _) in LAYERS.items()]
+    lines += [f"    input {name}: [N, {', '.join(map(str, shape))}]" for name, shape in PRODUCTS.items()]
+    lines += [f"    {name} = {layer}" for name, (_, _, layer) in LAYERS.items()]
+    lines += [f"    y{name} = x{name} -> {name}" for name in LAYERS]
+    lines.append("    ymm = sum(matmul(pa, pb), 1)")
+    lines.append("    loss = " + " + ".join(f"sum(y{name} * y{name}) * 0.5" for name in [*LAYERS, "mm"]))
+    lines += [f"    output y{name}" for name in [*LAYERS, "mm"]]
+    lines += ["    minimize loss", "}"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def path(tmp_path_factory):
+    file = tmp_path_factory.mktemp("convs") / "convs.net"
+    file.write_text(_source())
+    return file
+
+
+@pytest.fixture(scope="module")
+def case():
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    inputs = {f"x{name}": rng.standard_normal((BATCH, *shape)).astype(np.float32)
+              for name, (shape, _, _) in LAYERS.items()}
+    inputs.update({name: rng.standard_normal((BATCH, *shape)).astype(np.float32) for name, shape in PRODUCTS.items()})
+    tensors = {key: torch.from_numpy(v).requires_grad_() for key, v in inputs.items()}
+    ymm = torch.matmul(tensors["pa"], tensors["pb"]).sum(1)
+    loss = (ymm * ymm).sum() * 0.5
+    outputs = {"ymm": ymm.detach().numpy()}
+    for name, (_, layer, _) in LAYERS.items():
+        y = layer(tensors[f"x{name}"])
+        outputs[f"y{name}"] = y.detach().numpy()
+        loss = loss + (y * y).sum() * 0.5
+    loss.backward()
+    grads = {key: t.grad.numpy() for key, t in tensors.items()}
+    state = {}
+    for name, (_, layer, _) in LAYERS.items():
+        for key, p in layer.named_parameters():
+            state[f"{name}.{key}"] = p.detach().numpy().copy()
+            grads[f"{name}.{key}"] = p.grad.numpy()
+    return inputs, state, outputs, grads, loss.item()
+
+
+@pytest.mark.parametrize("backend", ["reference", *COMPILED])
+def test_convolutions_and_their_gradients_equal_torchs(path, case, backend):
+    inputs, state, outputs, grads, loss = case
+    with available(backend):
+        model = netc.compile(path, batch=BATCH, backend=backend)
+        model.load_state_dict(state)
+        got = on_host(model.forward(**inputs))
+        for key, want in outputs.items():
+            np.testing.assert_allclose(got[key], want, rtol=1e-4, atol=1e-4, err_msg=key)
+        got = on_host(model.gradients(inputs_wrt=list(inputs), **inputs))
+    np.testing.assert_allclose(got["loss"], loss, rtol=1e-5)
+    assert set(grads) <= set(got)
+    for key, want in grads.items():
+        np.testing.assert_allclose(got[key], want, rtol=1e-4, atol=1e-4 * np.abs(want).max(), err_msg=key)
+
+
+def test_each_weight_gradient_is_one_accumulating_gemm_kernel(path):
+    """The per-sample products of a weight gradient are summed inside the GEMM kernel: no reduction kernel
+    follows a matmul, and no stored value is as large as a batch of weight-sized products."""
+    model = netc.compile(path, batch=BATCH, backend="cpu")
+    wrt = [f"x{name}" for name in LAYERS] + list(PRODUCTS)  # as the parity test's step: one C module for both
+    step = model.compile_step("gradients", wrt=wrt, until="planned")
+    accumulating = [k for k in step.kernels if k.kind == "matmul" and k.values[-1].op == "reduce_sum"]
+    assert len(accumulating) == len(LAYERS) + 1  # and ymm
+    for kernel in accumulating:
+        _, total = kernel.values
+        assert kernel.outputs == [total]
+    assert not any(k.kind == "reduce" and any(x.op == "matmul" for x in reads(k)) for k in step.kernels)
+    assert not any(k.values[0].id in step.plan.offsets for k in accumulating)  # the products have no buffer
+    source = model.compile_step("gradients", wrt=wrt).source
+    assert "s ? 1 : 0" in source  # beta: the first product written, the others added
+
+
+def test_a_one_by_one_convolution_of_stride_one_reads_its_input_as_the_columns(path):
+    """No unfold (forward) and no fold (input gradient) for p1, the 1x1 convolution of stride 1."""
+    model = netc.compile(path, batch=BATCH, backend="cpu")
+    step = model.compile_step("gradients", wrt=["xp1", "xp2"], until="fused")
+    windows = [v for k in step.kernels if k.kind == "window" for v in k.values]
+    assert not any(v.scope and v.scope.startswith("p1") for v in windows)
+    assert any(v.scope and v.scope.startswith("p2") for v in windows)  # stride 2: a strided unfold
+
+
+def test_an_accumulating_gemm_becomes_cublas_gemms_with_beta_one_after_the_first(path):
+    """On CUDA, the kernel is one strided-batched GEMM per summed batch index (the batch here), the first
+    writing (beta 0), the others adding (beta 1), all into the same output."""
+    model = netc.compile(path, batch=BATCH, backend="cpu")
+    step = model.compile_step("gradients", until="planned")
+    renderer = Renderer(CUDA, "float", step.plan.offsets)
+    launches = [x for x in plan_launches(renderer, step.kernels) if isinstance(x, GemmLaunch)]
+    for index, kernel in enumerate(step.kernels):
+        if kernel.kind == "matmul" and kernel.values[-1].op == "reduce_sum":
+            mine = [x for x in launches if x.index == index]
+            if kernel.values[-1].attrs["axes"] == (0,):  # a weight gradient: one strided batch over the groups
+                assert [x.beta for x in mine] == [0] + [1] * (BATCH - 1)
+                assert len({x.c for x in mine}) == 1 and len({x.a for x in mine}) == BATCH
+            else:  # ymm: for each of N * 2 kept indices, 3 products summed
+                assert [x.beta for x in mine] == [0, 1, 1] * BATCH * 2 and {x.batch for x in mine} == {1}
+                assert len({x.c for x in mine}) == BATCH * 2
