@@ -53,6 +53,7 @@ EMULATION = r"""
 #include <vector>
 #define __global__
 #define __device__
+#define __noinline__ __attribute__((noinline))
 #define __shared__ static
 struct netc_dim3 { unsigned x; };
 static thread_local netc_dim3 threadIdx, blockIdx;
