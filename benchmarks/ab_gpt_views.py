@@ -1,7 +1,7 @@
-"""A/B of the strided views (compiler/passes/views.py) on the Shakespeare GPT's training step: the step fused
-with them (q, k, v read in place, one copy per head merge) against the step fused without (every reshape,
-transpose, slice, pad and concat a copy kernel of its own), beside PyTorch eager, in one process, timed in
-alternating rounds (benchmarks/bench.py's interleaved_seconds).
+"""A/B of the strided views and stores (compiler/passes/views.py, copies.py) on the Shakespeare GPT's training
+step: the step fused with them (q, k, v read in place, the heads' merge and its gradient stored by the attention
+kernels) against the step fused without (every transpose, slice, pad and concat a copy kernel of its own),
+beside PyTorch eager, in one process, timed in alternating rounds (benchmarks/bench.py's interleaved_seconds).
 
     python3 benchmarks/ab_gpt_views.py                  # batch 12, 21 rounds
     python3 benchmarks/ab_gpt_views.py --quick          # batch 2, 3 rounds: checks it runs
@@ -26,19 +26,20 @@ LR, BETAS, DECAY = 1e-3, (0.9, 0.99), 0.1
 
 
 def trainer_for(batch: int, views: bool, state: dict, arrays: dict):
-    """A compiled AdamW step of gpt.net, fused with or without strided views. The source text differs by a
-    comment, so that the step cache keeps the two apart."""
+    """A compiled AdamW step of gpt.net, fused with or without strided views and stores. The source text
+    differs by a comment, so that the step cache keeps the two apart."""
     text = GPT_NET.read_text() + ("" if views else "\n# fused without strided views\n")
-    plan_views = fuse.plan_views
+    plan_views, write_through = fuse.plan_views, fuse.write_through
     if not views:
         fuse.plan_views = lambda live, users: ({}, set())
+        fuse.write_through = lambda kernels, root_ids, reads: kernels
     try:
         model = netc.compile(netc.load(GPT_NET, text=text), batch=batch, backend="cpu")
         model.load_state_dict(state)
         trainer = model.trainer(AdamW(lr=LR, betas=BETAS, weight_decay=DECAY))
         trainer.step(**arrays)
     finally:
-        fuse.plan_views = plan_views
+        fuse.plan_views, fuse.write_through = plan_views, write_through
     return trainer
 
 
@@ -54,7 +55,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     arrays = {name: rng.integers(0, 84, (batch, 64)) for name in ("idx", "targets")}
     trainers = {label: trainer_for(batch, views, twin.state_dict(), arrays)
-                for label, views in (("views", True), ("no views", False))}
+                for label, views in (("views", True), ("copies", False))}
     contestants = {label: (lambda t=t: t.step(**arrays)) for label, t in trainers.items()}
     module = copy.deepcopy(twin).train()
     optimizer = torch.optim.AdamW(module.parameters(), lr=LR, betas=BETAS, weight_decay=DECAY)

@@ -1,8 +1,8 @@
 """Strided views (compiler/passes/views.py): chains of reshapes, transposes, slices and zero pads that the
 kernels addressing their inputs by strides read in place. The addressing of a view against NumPy; multi-head
 attention written as gpt.net writes it (one in-projection split into heads, the heads merged back) fused with
-no copy for the head split and one copy each for the merge and its gradient, and its training step equal to
-torch's on every backend."""
+no copy kernel (the attention kernels read the heads in place and store their rows merged: passes/copies.py),
+and its training step equal to torch's on every backend."""
 
 from __future__ import annotations
 
@@ -98,19 +98,26 @@ class HeadsTwin(nn.Module):
         return out, nn.functional.mse_loss(out, target)
 
 
-def test_the_head_split_is_read_in_place_and_the_merges_are_one_copy_each():
+def test_the_heads_split_and_merge_without_a_copy_kernel():
     """The training step's kernels: the fused attention kernels read q, k, v and the output's cotangent
-    straight from the in-projection's output and the out-projection's gradient; the forward's merge of the
-    heads is one copy, and the backward's gradients of the heads are gathered by one concat."""
+    straight from the in-projection's output and the out-projection's gradient, the forward kernel also
+    stores its output rows merged ([N, T, H * E], for the out-projection), and the backward kernels store dq,
+    dk and dv into the in-projection's gradient [N, T, 3C], their own results stored nowhere."""
     step = simplify(grad(netc.load("heads.net", text=HEADS_NET).lower({"N": 2}, training=True)))
     kernels = fuse(step)
-    movements = collections.Counter(k.name for k in kernels if k.kind == "movement")
-    assert movements == {"transpose": 1, "concat": 1}, movements
-    attention = [k for k in kernels if k.kind == "attention"]
+    assert not [k.name for k in kernels if k.kind == "movement"]
+    attention = {k.values[0].op: k for k in kernels if k.kind == "attention"}
     assert len(attention) == 3
-    for kernel in attention:
+    for kernel in attention.values():
         read = {index: view.source.op for index, view in kernel.views.items()}
         assert {read[i] for i in (0, 1, 2)} == {"add"}, read  # the in-projection's output, bias added
+    forward, grad_q, grad_kv = (attention[op] for op in ("attention", "attention_grad_q", "attention_grad_kv"))
+    assert [(s.target.op, s.first, s.end) for s in forward.stores] == [("transpose", 0, C // H)]
+    assert forward.values[0] in forward.outputs  # the backward kernels read it
+    gradient = {s.target for s in grad_q.stores + grad_kv.stores}
+    assert len(gradient) == 1 and next(iter(gradient)).shape == (2, T, 3 * C)
+    assert [(s.first, s.end) for s in grad_kv.stores] == [(0, C // H), (C // H, 2 * C // H)]
+    assert grad_q.outputs == list(gradient) and grad_kv.outputs == list(gradient)
 
 
 def test_multi_head_attention_through_views_matches_torch_on_every_backend(backend):

@@ -9,6 +9,8 @@ and the other side's tiles are staged through shared memory.
 q, k, v and the output's cotangent g are read as the fusion gives them: their own buffers, or strided views of
 another (passes/views.py: multi-head attention's heads, sliced and transposed out of one projection, read in
 place), each as a base offset per batch index and a row stride (the leading dimension of the tile GEMMs).
+Each row of the result goes to the kernel's own buffer, when anything reads it, and to the copies the kernel
+does as it stores (passes/copies.py: the heads merged for the out-projection, their gradients gathered).
 """
 
 from __future__ import annotations
@@ -80,7 +82,36 @@ def attention_context(renderer, kernel: Kernel) -> dict:
         k=_rows(kernel, 1, batch_shape),
         v=_rows(kernel, 2, batch_shape),
         g=_rows(kernel, 4, batch_shape) if v.op != "attention" else None,
-        args=[renderer.pointer(x) for x in kernel.sources(v)] + [renderer.pointer(v)],
+        params=_params(v.op, ctype, mask is not None, bool(dropout), v in kernel.outputs, len(kernel.stores)),
+        stores_result=v in kernel.outputs,
+        result_rows=S if v.op == "attention_grad_kv" else L,
+        width=v.shape[-1],
+        stores=[_store(s, batch_shape) for s in kernel.stores],
+        args=[renderer.pointer(x) for x in kernel.sources(v)]
+        + ([renderer.pointer(v)] if v in kernel.outputs else [])
+        + [renderer.pointer(s.target) for s in kernel.stores],
+    )
+
+
+def _params(op: str, ctype: str, masked: bool, dropout: bool, stores_result: bool, stores: int) -> list:
+    """The kernel function's parameters, in the order of its call's arguments."""
+    names = ["q", "k", "v"] + (["out", "g"] if op != "attention" else []) + (["mask"] if masked else [])
+    params = [f"const {ctype} *RESTRICT {name}" for name in names]
+    params += ["const int64_t *RESTRICT seed"] if dropout else []
+    params += [f"{ctype} *RESTRICT result"] if stores_result else []
+    return params + [f"{ctype} *RESTRICT store{j}" for j in range(stores)]
+
+
+def _store(store, batch_shape) -> dict:
+    """Where a StridedStore (passes/copies.py) puts the kernel's columns [first, end) of batch index b's row:
+    `base` (a C expression of b), the stride between rows and between columns."""
+    base = _batch_offset(store.strides, batch_shape)
+    return dict(
+        first=store.first,
+        end=store.end,
+        base=f"{store.offset} + {base}" if store.offset else base,
+        rows=store.strides[-2],
+        cols=store.strides[-1],
     )
 
 

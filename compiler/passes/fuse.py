@@ -21,7 +21,9 @@ Rules, in order of how much memory traffic they save:
 - A kernel that addresses an input by strides (a copy, the fused attention kernels: VIEW_READERS) reads it
   through a chain of reshapes, transposes, slices and zero pads as a strided view of the chain's source
   (passes/views.py); a value of such a chain that no one else reads gets no kernel. Multi-head attention's
-  head split and merge, and their gradients, are so read in place or gathered by one copy.
+  head split is so read in place. A copy whose pieces are all read from fused attention kernels' results is
+  done by those kernels as they store their rows (passes/copies.py): the heads' merge and the gathering of
+  their gradients cost no kernel.
 - Every other op (windows, gathers, copies) is a kernel of its own.
 
 A value may join a group only if all of its inputs from outside the group were computed before the group began:
@@ -37,6 +39,7 @@ from ..ir import LEAF_OPS, Graph, Value
 from ..ops import OPS
 from ..ops.movement import swaps_last_two_axes
 from ..shapes import contiguous_strides
+from .copies import write_through
 from .views import VIEW_OPS, StridedView, regrouped_view, strided_view
 
 INLINE_OPS = ("broadcast_to", "full")  # computed inside an elementwise kernel, never on their own
@@ -91,6 +94,7 @@ class Kernel:
     domain: RowDomain | None = None  # for a rows kernel
     parts: list = field(default_factory=list)  # for a multi-tensor kernel: its elementwise kernels
     views: dict = field(default_factory=dict)  # for a one-value kernel: input index -> the StridedView it reads
+    stores: list = field(default_factory=list)  # StridedStores (passes/copies.py): copies it does as it stores
 
     def __post_init__(self):
         if self.parts:
@@ -149,7 +153,8 @@ def fuse(graph: Graph, roots: list | None = None) -> list:
     roots = graph.roots() if roots is None else roots
     live = [v for v in graph.live_values(roots) if v.op not in LEAF_OPS and v.op != "reshape"]
     kernels = _Partition(_scalars_from_leaves_first(live), roots).kernels()
-    return _multi_tensor(kernels, {storage(r).id for r in roots})
+    root_ids = {storage(r).id for r in roots}
+    return write_through(_multi_tensor(kernels, root_ids), root_ids, reads)
 
 
 def _multi_tensor(kernels: list, root_ids: set) -> list:
