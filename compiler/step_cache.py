@@ -21,8 +21,8 @@ A step's key is the SHA-256 of everything its artefacts depend on:
   learning rate is an input of the step);
 - the precision, whether kernels are profiled, and what the backend's rendering depends on
   (`backend.step_cache_identity()`);
-- netc itself: its version, Python's, and the SHA-256 of netc's own source (.py files, templates, grammar),
-  so that any change to the compiler leaves every entry behind.
+- netc itself: its version, Python's, NumPy's, and the SHA-256 of netc's own source (.py files, templates,
+  grammar), so that any change to the compiler leaves every entry behind.
 A backend without `step_cache_identity` (the reference; cuda, whose launches depend on the device) and a
 network without a fingerprint (a graph built by hand) are never cached. A lowered graph's key is the network's
 fingerprint, the sizes, the mode and netc's source (`lowered_key`); it depends on no backend. `netc.load`'s
@@ -92,10 +92,13 @@ def lowered_key(
 
 @functools.cache
 def netc_source_digest() -> str:
-    """The SHA-256 of netc's version, Python's, and every source file of netc's (a few ms, once a process)."""
+    """The SHA-256 of netc's version, Python's and NumPy's (whose arrays an entry may hold), and every source
+    file of netc's (a few ms, once a process)."""
+    import numpy
+
     from netc import __version__
 
-    digest = hashlib.sha256(f"{__version__} {sys.version}".encode())
+    digest = hashlib.sha256(f"{__version__} {sys.version} {numpy.__version__}".encode())
     roots = sorted({os.path.dirname(importlib.import_module(package).__file__) for package in SOURCE_PACKAGES})
     # An installed netc holds its subpackages inside its own folder; an editable one, side by side.
     roots = [root for root in roots if not any(root.startswith(other + os.sep) for other in roots)]
