@@ -98,7 +98,7 @@ class Renderer:
         contexts = [self.context(i, k) for i, k in enumerate(kernels)]
         parts = max(1, min(parts, len(kernels))) if self.target.name == "c" else 1
         owners = share_definitions(contexts) if self.target.name == "c" else list(range(len(kernels)))
-        homes = _balanced(kernels, parts, owners)
+        homes = _balanced(contexts, parts, owners)
         template = environment().get_template(self.target.module)
         return [
             template.render(
@@ -136,6 +136,7 @@ class Renderer:
         )
 
 
+CALL_WEIGHT = 100  # what a kernel's entry and call add to its part's C, in characters of code
 LOCAL_NAME = re.compile(r"\bv(\d+)\b")  # a kernel's local for the value of that id (elementwise.py, rows.py)
 
 
@@ -153,6 +154,11 @@ def share_definitions(contexts: list) -> list:
         ctx["shared_fn"] = owner["fn"]
         ctx["call"] = owner["fn"] + ctx["call"][len(ctx["fn"]) :]
         owners.append(owner["index"])
+    # A function several kernels call is never inlined (SHARED_KERNEL): inlined into each kernel's entry, it
+    # would be compiled as often as it is called.
+    for index in {owner for i, owner in enumerate(owners) if owner != i}:
+        ctx = contexts[index]
+        ctx["definition"] = ctx["definition"].replace(f"KERNEL {ctx['fn']}(", f"SHARED_KERNEL {ctx['fn']}(", 1)
     return owners
 
 
@@ -165,14 +171,15 @@ def neutral_code(definition: str, fn: str) -> str:
     return "".join(pieces)
 
 
-def _balanced(kernels: list, parts: int, owners: list) -> list:
+def _balanced(contexts: list, parts: int, owners: list) -> list:
     """The part each kernel goes to, with the kernels calling one function (`owners`: the index of the
     kernel defining the function each calls) in the part that defines it: the groups with the most code
-    first, each to the part with the least code so far (the number of values a kernel computes stands for
-    its function's code, a GEMM's being a call; each further call is a line)."""
+    first, each to the part with the least code so far (the length of a function's C stands for the C
+    compiler's work on it; each further call is a line)."""
     weights: dict = {}
     for index, owner in enumerate(owners):
-        weights[owner] = weights.get(owner, 0) + (len(kernels[index].values) + 4 if owner == index else 1)
+        code = len(contexts[index].get("definition", "")) + CALL_WEIGHT if owner == index else CALL_WEIGHT
+        weights[owner] = weights.get(owner, 0) + code
     load, home_of = [0] * parts, {}
     for owner in sorted(weights, key=lambda o: -weights[o]):
         part = load.index(min(load))
