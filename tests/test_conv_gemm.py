@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from netc.compiler.codegen.launch import GemmLaunch, plan_launches
-from netc.compiler.codegen.render import CUDA, Renderer
+from netc.compiler.codegen.render import C, CUDA, Renderer
 from netc.compiler.passes.fuse import reads
 from parity import COMPILED, available, on_host
 
@@ -109,7 +109,7 @@ def test_each_weight_gradient_is_one_accumulating_gemm_kernel(path):
     assert not any(k.kind == "reduce" and any(x.op == "matmul" for x in reads(k)) for k in step.kernels)
     assert not any(k.values[0].id in step.plan.offsets for k in accumulating)  # the products have no buffer
     source = model.compile_step("gradients", wrt=wrt).source
-    assert "s ? 1 : 0" in source  # beta: the first product written, the others added
+    assert "s > first, out" in source  # beta: the first product of a run written, the others added
 
 
 def test_a_one_by_one_convolution_of_stride_one_reads_its_input_as_the_columns(path):
@@ -137,3 +137,35 @@ def test_an_accumulating_gemm_becomes_cublas_gemms_with_beta_one_after_the_first
             else:  # ymm: for each of N * 2 kept indices, 3 products summed
                 assert [x.beta for x in mine] == [0, 1, 1] * BATCH * 2 and {x.batch for x in mine} == {1}
                 assert len({x.c for x in mine}) == BATCH * 2
+
+
+SPLITS = {  # matmul.py's constants that make every summing kernel of the network split its work each way
+    "column blocks": dict(GEMM_SPLIT_MACS=0, GEMM_TASKS=2, SUMMED_MIN_COLUMNS=1),
+    "row blocks": dict(GEMM_SPLIT_MACS=0, GEMM_TASKS=2, SUMMED_MIN_COLUMNS=10**6, SUMMED_MIN_ROWS=1),
+    "runs of the batch": dict(GEMM_SPLIT_MACS=0, SUMMED_MIN_COLUMNS=10**6, SUMMED_MIN_ROWS=10**6),
+}
+
+
+@pytest.mark.parametrize("split", list(SPLITS))
+def test_each_way_of_sharing_out_a_summed_gemm_gives_torchs_gradients(path, case, split, monkeypatch, tmp_path):
+    """The kernel's tasks take column blocks, row blocks or runs of the batch (matmul.summed_split): each way,
+    every weight gradient as torch's. (The network's products are too small to be split unless told.)"""
+    from netc.compiler.codegen import matmul
+
+    for name, value in SPLITS[split].items():
+        monkeypatch.setattr(matmul, name, value)
+    monkeypatch.setenv("NETC_CACHE_DIR", str(tmp_path))  # the step cache knows nothing of these constants
+    inputs, state, _, grads, _ = case
+    model = netc.compile(path, batch=BATCH, backend="cpu")
+    model.load_state_dict(state)
+    step = model.compile_step("gradients", until="rendered")
+    contexts = [Renderer(C, "float", step.plan.offsets).context(i, k) for i, k in enumerate(step.kernels)]
+    summing = [ctx for ctx in contexts if ctx["template"] == "matmul.j2" and ctx["sums"] > 1]
+    if split == "runs of the batch":
+        assert all(ctx["runs"] > 1 for ctx in summing) and "free(partial)" in step.source
+    else:
+        assert any(ctx["tasks_per_matrix"] > 1 for ctx in summing)
+    got = model.gradients(**inputs)
+    for key, want in grads.items():
+        if key in got:
+            np.testing.assert_allclose(got[key], want, rtol=1e-4, atol=1e-4 * np.abs(want).max(), err_msg=key)

@@ -1,7 +1,8 @@
 """The context of a matmul kernel (templates/matmul.j2): a batch of BLAS GEMMs over the arena, split into row
 blocks when the batch alone cannot keep the cores busy. A kernel that also sums the products over some batch
 axes (passes/fuse.py's sums_products: a convolution's weight gradient) accumulates them instead, one GEMM
-after another into the same output (beta = 1), with the output split into column blocks among the threads.
+after another into the same output (beta = 1), its tasks each taking a block of the output or a run of the
+products (summed_split).
 (On CUDA, launch.py turns the same kernel into cuBLASLt calls.)"""
 
 from __future__ import annotations
@@ -13,34 +14,51 @@ from .layout import contiguous_strides
 
 # A GEMM is split into row blocks when the batch alone cannot keep GEMM_TASKS cores busy (a Linear layer's one
 # matrix product; BLAS itself runs single-threaded, runtime/cpu.py says why), down to blocks of
-# GEMM_MIN_ROWS rows, and only when it has GEMM_SPLIT_MACS multiply-adds to share. An accumulating GEMM is
-# split into column blocks of at least GEMM_MIN_COLUMNS instead, one task per block, so that no two tasks add
-# into the same bytes: measured on the 2-core machine (benchmarks/bench_gemm_shapes.py), the 32-row products
-# of a 32-channel convolution's weight gradient lose a third of their speed split into row blocks of 16, and
-# run as fast as per-sample products in 2 to 4 column blocks of that 288-column output.
+# GEMM_MIN_ROWS rows, and only when it has GEMM_SPLIT_MACS multiply-adds to share.
 GEMM_TASKS = 8
 GEMM_MIN_ROWS = 16
-GEMM_MIN_COLUMNS = 96
 GEMM_SPLIT_MACS = 1 << 21
+# A GEMM kernel that sums its products over batch axes (a convolution's weight gradient) shares its output out
+# among the tasks by blocks of at least SUMMED_MIN_COLUMNS columns, or SUMMED_MIN_ROWS rows, where it is that
+# large; otherwise each task sums a run of the products into an output of its own (the first task into the
+# result), and the runs' outputs are added up after, in a fixed order. Measured on the 2-core machine
+# (benchmarks/bench_gemm_shapes.py): the 32-row products of a 32-channel convolution's weight gradient lose a
+# third of their speed split into row blocks of 16; in column blocks of 96 they keep their speed, but three
+# blocks on two cores leave one core idle a third of the time (9 -> 12.7 ms a kernel in resnet8, NETC_PROFILE);
+# runs of the batch keep every core busy with full-width products, whatever the number of cores.
+SUMMED_MIN_COLUMNS = 256
+SUMMED_MIN_ROWS = 64
+SUMMED_RUN_BYTES = 16 << 20  # at most this much memory for the runs' outputs
 
 
 def gemm_row_blocks(batch: int, m: int, n: int, k: int) -> tuple:
     """(rows per task, tasks per matrix) for a batch of m x k by k x n products: every block but the last has
     rows per task rows, and none is empty."""
-    return _blocks(batch, m, GEMM_MIN_ROWS, batch * m * n * k)
+    if batch >= GEMM_TASKS or batch * m * n * k < GEMM_SPLIT_MACS:
+        return m, 1
+    rows = _per_task(batch, m, GEMM_MIN_ROWS)
+    return rows, -(-m // rows)
 
 
-def gemm_column_blocks(batch: int, m: int, n: int, k: int) -> tuple:
-    """(columns per task, tasks per matrix) for a batch of m x n outputs, each a sum of products over k."""
-    return _blocks(batch, n, GEMM_MIN_COLUMNS, batch * m * n * k)
-
-
-def _blocks(batch: int, size: int, least: int, macs: int) -> tuple:
-    if batch >= GEMM_TASKS or macs < GEMM_SPLIT_MACS:
-        return size, 1
+def _per_task(batch: int, size: int, least: int) -> int:
+    """The size of each block when `size` is split among about GEMM_TASKS / batch tasks, in blocks of at least
+    `least` (but one)."""
     blocks = max(1, min(-(-GEMM_TASKS // batch), size // least))
-    per_task = -(-size // blocks)
-    return per_task, -(-size // per_task)
+    return -(-size // blocks)
+
+
+def summed_split(batch: int, sums: int, m: int, n: int, k: int, itemsize: int) -> tuple:
+    """How a GEMM kernel summing `sums` products into each of `batch` m x n outputs shares them out:
+    (rows per task, columns per task, runs of the summed products)."""
+    if batch >= GEMM_TASKS or batch * sums * m * n * k < GEMM_SPLIT_MACS:
+        return m, n, 1
+    wanted = -(-GEMM_TASKS // batch)
+    if n // wanted >= SUMMED_MIN_COLUMNS:
+        return m, _per_task(batch, n, SUMMED_MIN_COLUMNS), 1
+    if m // wanted >= SUMMED_MIN_ROWS:
+        return _per_task(batch, m, SUMMED_MIN_ROWS), n, 1
+    affordable = SUMMED_RUN_BYTES // (batch * m * n * itemsize)
+    return m, n, max(1, min(wanted, sums, 1 + affordable))
 
 
 def matmul_context(renderer, kernel: Kernel) -> dict:
@@ -57,8 +75,12 @@ def matmul_context(renderer, kernel: Kernel) -> dict:
         dims["summed" if axis in summed else "kept"].append(dim)
     batch = math.prod(d["size"] for d in dims["kept"])
     sums = math.prod(d["size"] for d in dims["summed"])
-    rows_per_task, row_tasks = gemm_row_blocks(batch, m, n, k) if not summed else (m, 1)
-    cols_per_task, col_tasks = gemm_column_blocks(batch, m, n, k * sums) if summed else (n, 1)
+    real = renderer.ctype(v.dtype)
+    if summed:
+        rows_per_task, cols_per_task, runs = summed_split(batch, sums, m, n, k, 8 if real == "double" else 4)
+    else:
+        (rows_per_task, _), cols_per_task, runs = gemm_row_blocks(batch, m, n, k), n, 1
+    row_tasks, col_tasks = -(-m // rows_per_task), -(-n // cols_per_task)
     return dict(
         template="matmul.j2",
         batch=batch,
@@ -66,9 +88,10 @@ def matmul_context(renderer, kernel: Kernel) -> dict:
         rows_per_task=rows_per_task,
         cols_per_task=cols_per_task,
         tasks_per_matrix=row_tasks * col_tasks,
+        runs=runs,
         batch_dims=dims["kept"],
         summed_dims=dims["summed"],
-        gemm="dgemm" if renderer.ctype(v.dtype) == "double" else "sgemm",
+        gemm="dgemm" if real == "double" else "sgemm",
         trans_a="CblasTrans" if trans_a else "CblasNoTrans",
         trans_b="CblasTrans" if trans_b else "CblasNoTrans",
         m=m,
