@@ -90,7 +90,7 @@ def main() -> None:
     device = "cuda" if args.backend == "cuda" else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("--backend cuda needs a GPU that torch sees")
-    sizes = [64, 128] if args.quick else [128, 256, 512, 1024]
+    sizes = [64, 128] if args.quick else [64, 128, 256, 512, 1024]
     batch = 1 if args.quick else (8 if device == "cuda" else 2)
     rounds = 3 if args.quick else 15
     print(f"attention forward + backward, [batch {batch}, heads {args.heads}, T, width {args.width}], float32, "

@@ -141,3 +141,33 @@ def test_the_kernels_reading_views_compile_with_nvcc(tmp_path):
     """The CUDA twins of the attention kernels and copies that read strided views (the training step above)."""
     step = simplify(grad(netc.load("heads.net", text=HEADS_NET).lower({"N": 2}, training=True)))
     nvcc(cuda_source(step), tmp_path)
+
+
+MASKED_NET = HEADS_NET.replace(
+    f"    input target: [N, {T}, {C}]\n", f"    input target: [N, {T}, {C}]\n    input m: [{T}, {T}]\n"
+).replace("is_causal = true", "attn_mask = m, dropout_p = 0.25")
+
+
+def test_heads_read_in_place_with_a_mask_and_dropout_match_the_reference_backend(backend):
+    """The fused kernels' mask, dropout and strided reads and stores together: one training step's gradients
+    (float64) equal the reference backend's, which runs the unfused graph (the same dropout stream)."""
+    assert "attn_mask = m" in MASKED_NET
+    network = netc.load("masked.net", text=MASKED_NET)
+    rng = np.random.default_rng(1)
+    feeds = {"x": rng.standard_normal((2, T, C)), "target": rng.standard_normal((2, T, C)),
+             "m": rng.uniform(-2, 0.5, (T, T))}
+    results = []
+    for name in ("reference", backend):
+        model = netc.compile(network, batch=2, precision="float64", backend=name)
+        model.load_state_dict(_parameters(model))
+        results.append(on_host(model.gradients(**feeds)))
+    want, got = results
+    assert set(got) == set(want)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+def _parameters(model) -> dict:
+    """Fixed random parameters for `model`, the same for every backend."""
+    rng = np.random.default_rng(2)
+    return {k: rng.uniform(-0.5, 0.5, np.shape(v)) for k, v in model.state_dict().items()}
