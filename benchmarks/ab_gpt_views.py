@@ -31,7 +31,7 @@ def trainer_for(batch: int, views: bool, state: dict, arrays: dict):
     text = GPT_NET.read_text() + ("" if views else "\n# fused without strided views\n")
     plan_views, write_through = fuse.plan_views, fuse.write_through
     if not views:
-        fuse.plan_views = lambda live, users: ({}, set())
+        fuse.plan_views = lambda *args: ({}, set())
         fuse.write_through = lambda kernels, root_ids, reads: kernels
     try:
         model = netc.compile(netc.load(GPT_NET, text=text), batch=batch, backend="cpu")
@@ -61,7 +61,7 @@ def main() -> None:
     optimizer = torch.optim.AdamW(module.parameters(), lr=LR, betas=BETAS, weight_decay=DECAY)
     contestants["eager"] = torch_step(module, {k: torch.from_numpy(v) for k, v in arrays.items()}, optimizer)
     seconds = interleaved_seconds(contestants, rounds=rounds)
-    print(f"| batch | contestant | kernels | train ms | eager / it |\n|---|---|---|---|---|")
+    print("| batch | contestant | kernels | train ms | eager / it |\n|---|---|---|---|---|")
     for label, s in seconds.items():
         kernels = len(trainers[label].compiled.kernels) if label in trainers else "-"
         print(f"| {batch} | {label} | {kernels} | {s * 1e3:.2f} | {seconds['eager'] / s:.2f}x |")

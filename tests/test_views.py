@@ -6,8 +6,6 @@ and its training step equal to torch's on every backend."""
 
 from __future__ import annotations
 
-import collections
-
 import netc
 import numpy as np
 import pytest

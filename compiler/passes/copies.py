@@ -15,7 +15,6 @@ else reads is not stored at all.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from ..ir import Value

@@ -169,3 +169,63 @@ def regrouped_strides(shape, strides, new_shape) -> tuple | None:
     if runs or math.prod(new_shape) != math.prod(shape):
         return None
     return tuple(reversed(new_strides))
+
+
+def _no_tail(view: StridedView) -> bool:
+    return view.zero_tail == 0
+
+
+def _matrix_rows(zero_tail: int):
+    """A fused attention kernel's operand: rows its tile GEMMs read with a leading dimension (the last axis
+    contiguous), ending in at most `zero_tail` zeros (the cotangent's log-sum-exp column, which the kernel
+    then takes as 0)."""
+    return lambda view: view.zero_tail <= zero_tail and (view.shape[-1] == 1 or view.strides[-1] == 1)
+
+
+# op -> {input index: whether a StridedView of that input can be read}: the kernels that address those inputs
+# by strides (templates/copy.j2's pieces; templates/attention*.j2's q, k, v and the output's cotangent g).
+VIEW_READERS = {
+    "transpose": {0: _no_tail},
+    "slice": {0: _no_tail},
+    "pad": {0: _no_tail},
+    "attention": {0: _matrix_rows(0), 1: _matrix_rows(0), 2: _matrix_rows(0)},
+    "attention_grad_q": {0: _matrix_rows(0), 1: _matrix_rows(0), 2: _matrix_rows(0), 4: _matrix_rows(1)},
+    "attention_grad_kv": {0: _matrix_rows(0), 1: _matrix_rows(0), 2: _matrix_rows(0), 4: _matrix_rows(1)},
+}
+
+
+def _view_readable(v: Value) -> dict:
+    if v.op == "concat":
+        return dict.fromkeys(range(len(v.inputs)), _no_tail)
+    return VIEW_READERS.get(v.op, {})
+
+
+def plan_views(live: list, users: dict, stored, read_in_place) -> tuple:
+    """({reader id: {input index: StridedView}}, ids of the view ops no kernel needs in memory): each input a
+    VIEW_READERS kernel can read through a strided view of another buffer, and the reshapes, transposes,
+    slices and pads on the way that only such readers (or other such ops without a kernel) read. `users` is
+    fusion's map from a value's id to its readers ("roots": the exposed ids), `stored(v)` whether v has a
+    buffer of its own, `read_in_place(v)` whether v is a transpose that matmuls read with BLAS's transpose
+    flag (it has no kernel, so it reads nothing through a view)."""
+    views, through = {}, {}
+    for v in live:
+        if read_in_place(v):
+            continue
+        for index, readable in _view_readable(v).items():
+            x = v.inputs[index]
+            view = strided_view(x, stored)
+            if view is None and v.op == "concat":
+                view = regrouped_view(x, contiguous_strides(v.shape), stored)
+            if view is None or view.contiguous or not readable(view):
+                continue
+            views.setdefault(v.id, {})[index] = view
+            for link in view.chain(x):
+                through.setdefault(link.id, set()).add(v.id)
+    viewed = set()
+    for v in reversed(live):  # users first
+        readers = users.get(v.id, ())
+        if v.op in VIEW_OPS and v.id not in users["roots"] and readers and all(
+            u.id in through.get(v.id, ()) or u.id in viewed for u in readers
+        ):
+            viewed.add(v.id)
+    return views, viewed
