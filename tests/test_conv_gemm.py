@@ -7,12 +7,14 @@ backend. One network holds every case, so each compiled backend builds one modul
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import netc
 import numpy as np
 import pytest
 import torch
 from netc.compiler.codegen.launch import GemmLaunch, plan_launches
-from netc.compiler.codegen.render import C, CUDA, Renderer
+from netc.compiler.codegen.render import CUDA, C, Renderer
 from netc.compiler.passes.fuse import reads
 from parity import COMPILED, available, on_host
 
@@ -140,9 +142,9 @@ def test_an_accumulating_gemm_becomes_cublas_gemms_with_beta_one_after_the_first
 
 
 SPLITS = {  # matmul.py's constants that make every summing kernel of the network split its work each way
-    "column blocks": dict(GEMM_SPLIT_MACS=0, GEMM_TASKS=2, SUMMED_MIN_COLUMNS=1),
-    "row blocks": dict(GEMM_SPLIT_MACS=0, GEMM_TASKS=2, SUMMED_MIN_COLUMNS=10**6, SUMMED_MIN_ROWS=1),
-    "runs of the batch": dict(GEMM_SPLIT_MACS=0, SUMMED_MIN_COLUMNS=10**6, SUMMED_MIN_ROWS=10**6),
+    "column blocks": {"GEMM_SPLIT_MACS": 0, "GEMM_TASKS": 2, "SUMMED_MIN_COLUMNS": 1},
+    "row blocks": {"GEMM_SPLIT_MACS": 0, "GEMM_TASKS": 2, "SUMMED_MIN_COLUMNS": 10**6, "SUMMED_MIN_ROWS": 1},
+    "runs of the batch": {"GEMM_SPLIT_MACS": 0, "SUMMED_MIN_COLUMNS": 10**6, "SUMMED_MIN_ROWS": 10**6},
 }
 
 
@@ -169,3 +171,32 @@ def test_each_way_of_sharing_out_a_summed_gemm_gives_torchs_gradients(path, case
     for key, want in grads.items():
         if key in got:
             np.testing.assert_allclose(got[key], want, rtol=1e-4, atol=1e-4 * np.abs(want).max(), err_msg=key)
+
+
+def test_a_convolution_with_huge_columns_runs_in_chunks_of_the_batch():
+    """conv3d_wide's second convolution (16 channels, 3x3x3, 16^3) would hold 226 MB of columns at batch 32:
+    it runs in 4 chunks of 8 samples; convolutions whose columns are smaller, or not much larger than their
+    input and output (ResNet-18's first stage), run whole."""
+    zoo = Path(__file__).resolve().parent.parent / "benchmarks" / "zoo"
+    unfolds = [v for v in netc.load(zoo / "conv3d_wide.net").lower({"N": 32}, training=True).values if v.op == "unfold"]
+    assert sorted({v.shape[0] for v in unfolds}) == [8, 32] and sum(v.shape[0] == 8 for v in unfolds) == 4
+    graph = netc.load(zoo / "resnet18_cifar.net").lower({"N": 32}, training=True)
+    assert {v.shape[0] for v in graph.values if v.op == "unfold"} == {32}
+
+
+def test_chunked_convolutions_give_torchs_results(path, case, monkeypatch, tmp_path):
+    """Every convolution of the network in chunks of the batch (told to): the loss (a function of every output)
+    and the gradients as torch's."""
+    from netc.compiler.functional import conv
+
+    monkeypatch.setattr(conv, "COLUMN_BYTES", 1)
+    monkeypatch.setattr(conv, "CHUNK_GAIN", 0)
+    monkeypatch.setenv("NETC_CACHE_DIR", str(tmp_path))  # lowered graphs are cached: these are other graphs
+    inputs, state, _, grads, loss = case
+    model = netc.compile(path, batch=BATCH, backend="cpu")
+    model.load_state_dict(state)
+    assert {v.shape[0] for v in model.graph.values if v.op == "unfold"} == {1}
+    got = model.gradients(inputs_wrt=list(inputs), **inputs)
+    np.testing.assert_allclose(got["loss"], loss, rtol=1e-5)
+    for key, want in grads.items():
+        np.testing.assert_allclose(got[key], want, rtol=1e-4, atol=1e-4 * np.abs(want).max(), err_msg=key)

@@ -2,11 +2,14 @@
 
 A convolution is unfold + batched matmul: the windows [N, C_in, K, L] are split by group into
 [N, g, C_in/g * K, L], the weight [C_out, C_in/g, *k] is read as [g, C_out/g, C_in/g * K], and one matmul per
-(batch, group) gives [N, g, C_out/g, L], which is already [N, C_out, *out] in row-major order.
+(batch, group) gives [N, g, C_out/g, L], which is already [N, C_out, *out] in row-major order. Where the
+columns of the whole batch would be huge (a 3-D convolution's: COLUMN_BYTES), the batch is convolved in chunks
+of samples, joined after.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from .. import build as B
@@ -95,14 +98,52 @@ def _batched_convolution(ctx, x, weight, bias, stride, padding, dilation, groups
     pads = conv_padding(padding, tuple(kernel), stride, dilation, who)
     if padding_mode != "zeros":
         x, pads = pad_axes(x, pads, padding_mode, who=who), ((0, 0),) * dims
+    chunks = column_chunks(x, c_out, kernel, pads, stride, dilation)
+    bounds = [x.shape[0] * i // chunks for i in range(chunks + 1)]
+    pieces = [
+        _windows_times_weight(B.slice_axis(x, 0, lo, hi) if chunks > 1 else x, weight, groups, stride, pads,
+                              dilation, who)
+        for lo, hi in itertools.pairwise(bounds)
+    ]
+    y = B.concat(pieces, 0)
+    if bias is not None:
+        y = y + B.reshape(bias, (c_out,) + (1,) * dims)
+    return y
+
+
+# The most bytes of im2col columns one convolution may hold at once: a batch whose columns would take more is
+# convolved in chunks of samples, whose columns (and their gradients') take one place in the arena in turn.
+# Chunks cost copies as large as the input and the output (the slices of the input, the output joined, and
+# the same for their gradients), so a convolution is chunked only where the columns saved are much larger
+# (CHUNK_GAIN times): a 3x3x3 convolution of 16 channels over 16^3 volumes has 226 MB of columns at batch 32,
+# for 8.4 MB of input, but ResNet-18's 3x3 convolutions of 64 channels at 32x32 (75 MB for 8.4 MB) took a
+# larger arena in chunks (302 -> 332 MB).
+COLUMN_BYTES = 64 << 20
+CHUNK_GAIN = 4
+
+
+def column_chunks(x: Value, c_out: int, kernel, pads, stride, dilation) -> int:
+    """How many chunks of the batch a convolution of x is computed in, counting float32 bytes; one while
+    sizes are symbolic (a network checked before its batch size is bound)."""
+    if not all(isinstance(d, int) for d in x.shape):
+        return 1
+    spatial = tuple(d + lo + hi for d, (lo, hi) in zip(x.shape[2:], pads))
+    windows = math.prod((d - dl * (k - 1) - 1) // s + 1 for d, k, s, dl in zip(spatial, kernel, stride, dilation))
+    n, c_in = x.shape[:2]
+    columns = n * c_in * math.prod(kernel) * windows * 4
+    chunks = max(1, min(n, -(-columns // COLUMN_BYTES)))
+    copies = 4 * n * (c_in * math.prod(x.shape[2:]) + c_out * windows) * 2  # bytes of slices and joins
+    return chunks if columns - columns // chunks >= CHUNK_GAIN * copies else 1
+
+
+def _windows_times_weight(x, weight, groups: int, stride, pads, dilation, who: str) -> Value:
+    """The convolution of x [N, C_in, *S] without its bias: unfold, then one matmul per sample and group."""
+    c_out, c_in_per_group, *kernel = weight.shape
     cols, out = sliding_windows(x, tuple(kernel), stride, pads, dilation, 0.0, who)
     n, k, windows = x.shape[0], math.prod(kernel), math.prod(out)
     cols = B.reshape(cols, (n, groups, c_in_per_group * k, windows))
     w = B.reshape(weight, (groups, c_out // groups, c_in_per_group * k))
-    y = B.reshape(B.matmul(w, cols), (n, c_out) + out)
-    if bias is not None:
-        y = y + B.reshape(bias, (c_out,) + (1,) * dims)
-    return y
+    return B.reshape(B.matmul(w, cols), (n, c_out) + out)
 
 
 WEIGHT_LAYOUTS = {
