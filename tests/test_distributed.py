@@ -361,10 +361,12 @@ def test_a_gradient_shared_by_two_parameters_is_copied_into_its_place():
         for name, value in initial.items():
             run.write(name, np.array(value))
     feeds = {"x": rng.normal(size=4).astype(np.float32), "optimizer.lr": np.float64(0.1)}
+    # float32 tolerance: the cpu kernels' tanhf is glibc's vector version (within 4 ulp), NumPy's the scalar
+    # one; a gradient missing from b's place would be off by far more.
     for _ in range(STEPS):
-        np.testing.assert_allclose(compiled(feeds)[step.loss.id], reference(feeds)[step.loss.id], rtol=1e-6)
+        np.testing.assert_allclose(compiled(feeds)[step.loss.id], reference(feeds)[step.loss.id], rtol=2e-5)
     for name in initial:
-        np.testing.assert_allclose(compiled.read(name), reference.read(name), rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(compiled.read(name), reference.read(name), rtol=2e-5, err_msg=name)
 
 
 class _Rank:
