@@ -114,6 +114,19 @@ def test_each_weight_gradient_is_one_accumulating_gemm_kernel(path):
     assert "s > first, out" in source  # beta: the first product of a run written, the others added
 
 
+def test_a_grouped_convolutions_weight_is_read_in_place_not_copied_per_sample(path):
+    """The weight [g, C_out/g, C_in/g*K], broadcast over the batch, is read by the GEMMs with a batch stride of 0
+    along the samples and one matrix per group: no kernel writes the broadcast (N copies of the weight). On
+    CUDA, a strided batch over the groups for each sample."""
+    model = netc.compile(path, batch=BATCH, backend="cpu")
+    step = model.compile_step("forward", until="planned")
+    assert not any(v.op == "broadcast_to" for k in step.kernels for v in k.outputs)
+    renderer = Renderer(CUDA, "float", step.plan.offsets)
+    launches = [x for x in plan_launches(renderer, step.kernels) if isinstance(x, GemmLaunch)]
+    c1 = [x for x in launches if x.m == 3 and x.k == 6]  # c1: 2 groups of 3 outputs over 2 channels x 3 taps
+    assert len(c1) == BATCH and {(x.batch, x.stride_a) for x in c1} == {(2, 18)}
+
+
 def test_a_one_by_one_convolution_of_stride_one_reads_its_input_as_the_columns(path):
     """No unfold (forward) and no fold (input gradient) for p1, the 1x1 convolution of stride 1."""
     model = netc.compile(path, batch=BATCH, backend="cpu")
@@ -136,9 +149,9 @@ def test_an_accumulating_gemm_becomes_cublas_gemms_with_beta_one_after_the_first
             if kernel.values[-1].attrs["axes"] == (0,):  # a weight gradient: one strided batch over the groups
                 assert [x.beta for x in mine] == [0] + [1] * (BATCH - 1)
                 assert len({x.c for x in mine}) == 1 and len({x.a for x in mine}) == BATCH
-            else:  # ymm: for each of N * 2 kept indices, 3 products summed
-                assert [x.beta for x in mine] == [0, 1, 1] * BATCH * 2 and {x.batch for x in mine} == {1}
-                assert len({x.c for x in mine}) == BATCH * 2
+            else:  # ymm: for each of N samples, 3 products summed, each a strided batch over the last axis (2)
+                assert [x.beta for x in mine] == [0, 1, 1] * BATCH and {x.batch for x in mine} == {2}
+                assert len({x.c for x in mine}) == BATCH
 
 
 SPLITS = {  # matmul.py's constants that make every summing kernel of the network split its work each way

@@ -10,6 +10,7 @@ Python over the renderer's contexts, so the launch list is tested without a GPU;
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 from ..passes.fuse import matmul_operand, storage
@@ -109,20 +110,21 @@ def _blocks(items: int) -> int:
 def gemm_launches(index: int, ctx: dict, kernel, renderer) -> list:
     """The GEMMs of a matmul kernel, with the sizes and leading dimensions of the CPU's cblas call (its
     context) and the operands' places in the arena: one strided-batched GEMM over the batch axes it keeps,
-    for each index of the batch axes it sums over (the first with beta 0, the others adding to it). Kept axes
-    whose strides are not one uniform step (a summed axis between two kept ones) get a GEMM per index."""
+    for each index of the batch axes it sums over (the first with beta 0, the others adding to it). Where the
+    kept axes do not step through the operands by one stride each (a summed axis between two kept ones; a
+    grouped convolution's weight, one matrix per group for every sample), the batch is the innermost axes
+    that do, and there is a GEMM per index of the others."""
     v = kernel.values[0]
     a, b = (storage(matmul_operand(x)[0]) for x in v.inputs)
     itemsize = 8 if renderer.ctype(v.dtype) == "double" else 4
     a_base, b_base = renderer.offsets[a.id], renderer.offsets[b.id]
     c_base, matrix = renderer.offsets[storage(kernel.values[-1]).id], ctx["m"] * ctx["n"]
     kept = ctx["batch_dims"]  # innermost first
-    if _uniform(kept):
-        batches = [(0, 0, 0, ctx["batch"])]
-        stride_a, stride_b = (kept[0]["a_stride"], kept[0]["b_stride"]) if kept else (0, 0)
-    else:
-        batches = [(*summed_offsets(i, kept), i * matrix, 1) for i in range(ctx["batch"])]
-        stride_a = stride_b = 0
+    uniform = max(j for j in range(len(kept) + 1) if _uniform(kept[:j]))
+    inner, outer = kept[:uniform], kept[uniform:]
+    count = math.prod(d["size"] for d in inner)
+    stride_a, stride_b = (inner[0]["a_stride"], inner[0]["b_stride"]) if inner else (0, 0)
+    batches = [(*summed_offsets(i, outer), i * count * matrix, count) for i in range(ctx["batch"] // count)]
     launches = []
     for a_at, b_at, c_at, count in batches:
         for s in range(ctx["sums"]):

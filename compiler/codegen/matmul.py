@@ -103,8 +103,13 @@ def matmul_context(renderer, kernel: Kernel) -> dict:
     )
 
 
-def batch_strides(x, matrix: int, shared: bool) -> tuple:
-    """Elements between consecutive matrices of operand x along each batch axis: none when one matrix serves
-    the whole batch."""
+def batch_strides(x, matrix: int, spread: tuple | None) -> tuple:
+    """Elements between consecutive matrices of operand x along each batch axis: contiguous, or where x is
+    read from a broadcast's source (`spread`: its batch shape, fuse.matmul_operand), none along the axes it is
+    broadcast over."""
     batch = x.shape[:-2]
-    return tuple(0 if shared else s * matrix for s in contiguous_strides(batch))
+    if spread is None:
+        return tuple(s * matrix for s in contiguous_strides(batch))
+    if all(d == 1 for d in spread):  # one matrix for the whole batch, however its axes are grouped
+        return (0,) * len(batch)
+    return tuple(0 if d == 1 else s * matrix for d, s in zip(spread, contiguous_strides(spread)))

@@ -14,10 +14,10 @@ Rules, in order of how much memory traffic they save:
   their own, whose loop vectorises along the contiguous kept axes instead.
 - A matmul reads an operand that is the transpose of its last two axes straight from the untransposed buffer
   (BLAS's transpose flag), so Linear's `x @ W^T` and the backward's transposes cost no copy; and one matrix
-  broadcast over the batch (a convolution's weight) from its own buffer, with a batch stride of 0. A sum over
-  batch axes of a batched matmul that nothing else reads (a convolution's weight gradient: one product per
-  sample, summed over the batch) joins the matmul's kernel, which accumulates the products into one output
-  instead of storing each of them for a reduction kernel.
+  broadcast over the batch (a convolution's weight; one per group, for a grouped one) from its own buffer, with
+  a batch stride of 0 along the samples. A sum over batch axes of a batched matmul that nothing else reads (a
+  convolution's weight gradient: one product per sample, summed over the batch) joins the matmul's kernel,
+  which accumulates the products into one output instead of storing each of them for a reduction kernel.
 - A kernel that addresses an input by strides (a copy, the fused attention kernels: VIEW_READERS) reads it
   through a chain of reshapes, transposes, slices and zero pads as a strided view of the chain's source
   (passes/views.py); a value of such a chain that no one else reads gets no kernel. Multi-head attention's
@@ -479,17 +479,20 @@ def kernel_role(kernel: Kernel, v: Value) -> str:
 
 
 def matmul_operand(x: Value) -> tuple:
-    """The buffer a matmul reads an operand from, whether BLAS reads it transposed, and whether that buffer is
-    one matrix shared by the whole batch: a broadcast over the batch axes (a convolution's weight against
-    every sample's columns) is read in place with a batch stride of 0 rather than copied once per sample."""
+    """The buffer a matmul reads an operand from, whether BLAS reads it transposed, and, where that buffer is
+    a broadcast's source read in place, the source's batch shape (size 1 along the axes it is broadcast over),
+    else None. A broadcast over batch axes (a convolution's weight against every sample's columns, one matrix
+    per group) is so read with a batch stride of 0 along them rather than copied once per sample."""
+    shape = tuple(x.shape)
     x, source = storage(x), _matrix_view(x)
     transposed = source is not None and is_last_two_transpose(source)
     if transposed:
+        shape = tuple(source.inputs[0].shape)
         x, source = storage(source.inputs[0]), _matrix_view(source.inputs[0])
-    shared = source is not None and _broadcast_of_one_matrix(source) and _stored(storage(source.inputs[0]))
-    if shared:
-        x = storage(source.inputs[0])
-    return x, transposed, shared
+    spread = _broadcast_batch(source, shape) if source is not None else None
+    if spread is not None and _stored(storage(source.inputs[0])):
+        return storage(source.inputs[0]), transposed, spread
+    return x, transposed, None
 
 
 def _stored(v: Value) -> bool:
@@ -509,14 +512,22 @@ def _matrix_view(x: Value) -> Value | None:
     return source if keeps_matrices else None
 
 
-def _broadcast_of_one_matrix(x: Value) -> bool:
-    """Whether x broadcasts one matrix, the same for every batch index: its source has size 1 along every
-    batch axis (not merely as many elements as one matrix: [2, 1, 3] -> [2, 2, 3] repeats rows, per batch)."""
+def _broadcast_batch(x: Value, shape: tuple) -> tuple | None:
+    """The batch shape of x's source, padded to x's rank, if x broadcasts whole matrices over batch axes and
+    is read as `shape`: one matrix for every batch index (read through any regrouping of the batch axes), or
+    one per index of the axes it keeps (read as x itself). Not merely as many elements as the matrices: [2, 1,
+    3] -> [2, 2, 3] repeats rows, per batch."""
     if x.op != "broadcast_to" or x.rank <= 2:
-        return False
+        return None
     source = x.inputs[0].shape
     padded = (1,) * (x.rank - len(source)) + tuple(source)
-    return all(d == 1 for d in padded[:-2]) and padded[-2:] == tuple(x.shape[-2:])
+    if padded[-2:] != tuple(x.shape[-2:]):
+        return None
+    if all(d == 1 for d in padded[:-2]) or (
+        shape == tuple(x.shape) and all(d in (1, x.shape[a]) for a, d in enumerate(padded[:-2]))
+    ):
+        return padded[:-2]
+    return None
 
 
 def reads(kernel: Kernel) -> list:
