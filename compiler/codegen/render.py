@@ -137,6 +137,7 @@ class Renderer:
 
 
 CALL_WEIGHT = 100  # what a kernel's entry and call add to its part's C, in characters of code
+COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
 LOCAL_NAME = re.compile(r"\bv(\d+)\b")  # a kernel's local for the value of that id (elementwise.py, rows.py)
 
 
@@ -163,9 +164,11 @@ def share_definitions(contexts: list) -> list:
 
 
 def neutral_code(definition: str, fn: str) -> str:
-    """The code with the names that differ between two copies of one function made the same: its name `fn`
-    (and those derived from it), and its locals named after value ids, numbered in the order they appear."""
-    pieces = LOCAL_NAME.split(definition.replace(fn, "@fn") if fn else definition)  # text, id, text, id...
+    """The code with what differs between two copies of one function made the same: its name `fn` (and those
+    derived from it), its comments (which name layers), and its locals named after value ids, numbered in the
+    order they appear."""
+    code = COMMENT.sub("", definition.replace(fn, "@fn") if fn else definition)
+    pieces = LOCAL_NAME.split(code)  # text, id, text, id...
     numbers: dict = {}
     pieces[1::2] = [f"v#{numbers.setdefault(id, len(numbers))}" for id in pieces[1::2]]
     return "".join(pieces)
