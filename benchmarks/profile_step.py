@@ -5,8 +5,8 @@ cpu backend, summed per kind of kernel and listed for the slowest kernels (media
     python3 benchmarks/profile_step.py gpt --batch 12            # examples/shakespeare's GPT, AdamW
     python3 benchmarks/profile_step.py resnet8 --quick           # batch 4, 3 steps: checks that it runs
 
-Kinds are the kernels' names (the ops they fuse: BatchNorm's forward rows kernel is reduce_sum_div_sub_mul), so
-the rows kernels, GELU's elementwise kernels or the GEMMs can be compared before and after a change.
+Kinds are the kernels' names (the ops they fuse: GELU's forward and backward are add_mul_erf_neg), so the rows
+kernels, GELU's elementwise kernels or the GEMMs can be compared before and after a change.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import statistics
 import sys
 
 os.environ["NETC_PROFILE"] = "1"
-from bench import ROOT  # noqa: E402  (sets OMP_WAIT_POLICY and puts tests/ on the path)
+import bench  # noqa: E402, F401  (sets OMP_WAIT_POLICY and puts tests/ on the path)
 
 import numpy as np  # noqa: E402
 from twins import example_inputs  # noqa: E402
@@ -34,7 +34,7 @@ def gpt_trainer(batch: int):
     config = GPTConfig()
     rng = np.random.default_rng(0)
     shape = (batch, config.block_size)
-    arrays = {"idx": rng.integers(0, config.vocab_size, shape), "targets": rng.integers(0, config.vocab_size, shape)}
+    arrays = {name: rng.integers(0, config.vocab_size, shape) for name in ("idx", "targets")}
     model = netc.compile(GPT_NET, batch=batch, backend="cpu")
     return model.trainer(AdamW(lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)), arrays
 
@@ -60,7 +60,9 @@ def kernel_times(trainer, arrays: dict, steps: int) -> tuple:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("network", help="gpt, or a zoo network: " + ", ".join(n[:-4] for n in ZOO))
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=15)

@@ -84,8 +84,9 @@ def twin_of(name: str, feeds: dict, dtype) -> np.ndarray:
 
 @pytest.mark.parametrize("name", [*DOMAINS, "pow", "softmax"])
 def test_float32_math_is_as_accurate_as_pytorchs(name):
-    """Within MAX_ULP units in the last place of float32 of the exact result (float64 from the same inputs; the
-    softmax within 2e-6 of it), and within 4e-7 (the softmax 2e-6) of PyTorch's float32 result relatively (or 1e-37 absolutely: exp's underflow)."""
+    """Within MAX_ULP units in the last place of float32 of the exact result (float64 from the same inputs;
+    the softmax within 2e-6 of it), and within 4e-7 (the softmax 2e-6) of PyTorch's float32 result
+    relatively (or 1e-37 absolutely: exp's underflow)."""
     graph, feeds, _, results = math_graph()
     got = results[graph.outputs[name].id].astype(np.float64)
     exact = twin_of(name, feeds, torch.float64)
@@ -104,12 +105,13 @@ def _vector_math_platform() -> bool:
     """Where the prelude declares libmvec's functions: x86-64 with glibc 2.35 or later, and gcc to ask."""
     libc, version = platform.libc_ver()
     numbers = tuple(int(part) for part in version.split(".")[:2]) if version else ()
-    return platform.machine() == "x86_64" and libc == "glibc" and numbers >= (2, 35) and bool(shutil.which("gcc"))
+    glibc = libc == "glibc" and numbers >= (2, 35)
+    return platform.machine() == "x86_64" and glibc and shutil.which("gcc") is not None
 
 
 @pytest.mark.skipif(not _vector_math_platform(), reason="libmvec: x86-64, glibc 2.35 or later, and gcc")
 def test_math_loops_call_vector_functions(tmp_path):
-    """Every kernel whose loop calls one of VECTOR_FUNCTIONS calls its vector version (`_ZGV<isa>N<lanes>v_erff`
+    """Every kernel whose loop calls one of VECTOR_FUNCTIONS calls its vector version (`_ZGVdN8v_erff`
     and the like), as compiled with netc's own flags: a loop left scalar calls only `erff`."""
     _, _, run, _ = math_graph()
     blas = blas_build_options()
@@ -128,11 +130,16 @@ def test_math_loops_call_vector_functions(tmp_path):
                 kernel = int(label.group(1))
             elif kernel is not None and re.match(r"\s+(call|jmp)\s", line):
                 calls.setdefault(kernel, set()).add(line.split()[1].split("@")[0])
-    checked = 0
+    # A kernel's C: its function and its parts' (a multi-tensor kernel's), up to the next definition.
+    bodies = {}
     source = "\n".join(run.step["rendered"])
-    for number, body in re.findall(r"^KERNEL k(\d+)_\w*\((.*?)^NETC_HIDDEN", source, flags=re.S | re.M):
+    definition = r"^(?:SUBKERNEL|KERNEL) k(\d+)_\w*\((.*?)(?=^(?:SUBKERNEL|KERNEL|NETC_HIDDEN))"
+    for number, body in re.findall(definition, source, flags=re.S | re.M):
+        bodies[int(number)] = bodies.get(int(number), "") + body
+    checked = 0
+    for number, body in bodies.items():
         for function in set(re.findall(r"\b(" + "|".join(VECTOR_FUNCTIONS) + r")\(", body)):
-            vector = [c for c in calls.get(int(number), ()) if re.fullmatch(rf"_ZGV\w+_{function}f", c)]
-            assert vector, f"kernel {number}: {function} is not vectorised; it calls {calls.get(int(number))}"
+            vector = [c for c in calls.get(number, ()) if re.fullmatch(rf"_ZGV\w+_{function}f", c)]
+            assert vector, f"kernel {number}: {function} is not vectorised; it calls {calls.get(number)}"
             checked += 1
     assert checked == len(VECTOR_FUNCTIONS) + 1  # the softmax's exp too
