@@ -193,6 +193,23 @@ def test_batchnorm_backward_takes_all_its_sums_in_one_pass(tmp_path):
     matches_reference(path, batch=4)
 
 
+def test_batchnorm_and_layernorm_store_no_centred_input(tmp_path):
+    """x - mean floats (passes/fuse.py: a centring, like a ReLU mask): it is computed again from x wherever
+    it is read, so no kernel stores it. It was stored by BatchNorm's forward rows kernel for the backward
+    pass: one more write and read of every normalised activation."""
+    path = network(
+        tmp_path,
+        "    input x: [N, 3, 6, 5]\n    conv = Conv2d(3, 4, 3, padding = 1, bias = false)\n"
+        "    bn = BatchNorm2d(4)\n    conv2 = Conv2d(4, 4, 3, padding = 1, bias = false)\n"
+        "    bn2 = BatchNorm2d(4)\n    ln = LayerNorm(5)\n    y = x -> conv -> bn -> relu -> conv2 -> bn2 -> ln\n"
+        "    loss = mean(y * y)\n    output y\n    minimize loss",
+    )
+    kernels = kernels_of(path, training=True, backward=True)
+    centred = [o for k in kernels for o in k.outputs if o.op == "sub" and o.inputs[1].op == "broadcast_to"]
+    assert not centred, [(k.name, [o.op for o in k.outputs]) for k in kernels]
+    matches_reference(path, batch=4)
+
+
 @pytest.mark.parametrize("name", ["cifar_net.net", "lenet.net", "resnet_tiny.net", "signal1d.net", "volume3d.net"])
 def test_every_elementwise_kernel_stores_values_of_its_own_shape(name):
     """An elementwise kernel writes each output at every index of its loop. A floating broadcast pulled into
