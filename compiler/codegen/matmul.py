@@ -1,8 +1,8 @@
-"""The context of a matmul kernel (templates/matmul.j2): a batch of BLAS GEMMs over the arena, split into row
-blocks when the batch alone cannot keep the cores busy. A kernel that also sums the products over some batch
-axes (passes/fuse.py's sums_products: a convolution's weight gradient) accumulates them instead, one GEMM
-after another into the same output (beta = 1), its tasks each taking a block of the output or a run of the
-products (summed_split).
+"""The context of a matmul kernel (templates/matmul.j2): a batch of BLAS GEMMs over the arena, split into
+blocks of rows, of columns or both when the batch alone cannot keep the cores busy. A kernel that also sums the
+products over some batch axes (passes/fuse.py's sums_products: a convolution's weight gradient) accumulates
+them instead, one GEMM after another into the same output (beta = 1), its tasks each taking a block of the
+output or a run of the products (summed_split).
 (On CUDA, launch.py turns the same kernel into cuBLASLt calls.)"""
 
 from __future__ import annotations
@@ -12,11 +12,18 @@ import math
 from ..passes.fuse import Kernel, matmul_operand, summed_axes
 from .layout import contiguous_strides
 
-# A GEMM is split into row blocks when the batch alone cannot keep GEMM_TASKS cores busy (a Linear layer's one
-# matrix product; BLAS itself runs single-threaded, runtime/cpu.py says why), down to blocks of
-# GEMM_MIN_ROWS rows, and only when it has GEMM_SPLIT_MACS multiply-adds to share.
+# A GEMM is split into blocks when the batch alone cannot keep GEMM_TASKS cores busy (a Linear layer's one
+# matrix product; BLAS itself runs single-threaded, runtime/cpu.py says why), and only when it has
+# GEMM_SPLIT_MACS multiply-adds to share: into blocks of rows of at least GEMM_MIN_ROWS rows, then of columns of
+# at least GEMM_MIN_COLUMNS, and where neither is that large, into two halves of the larger side (each at least
+# GEMM_LEAST wide), so that two cores share it. Measured (single-threaded sgemm per block, under load): a GPT's
+# weight gradients ([128, 768]^T [768, 512], A read transposed) ran 16-row blocks at 60-73 GFLOP/s and blocks
+# of 64 x 128 or 128 x 64 at 91-94, the whole product at 92-100; its lm head's gradient ([84, 768]^T
+# [768, 128]) in 11-row blocks at 47-54, in 84 x 64 blocks at 84-90.
 GEMM_TASKS = 8
-GEMM_MIN_ROWS = 16
+GEMM_MIN_ROWS = 64
+GEMM_MIN_COLUMNS = 64
+GEMM_LEAST = 16
 GEMM_SPLIT_MACS = 1 << 21
 # A GEMM kernel that sums its products over batch axes (a convolution's weight gradient) shares its output out
 # among the tasks by blocks of at least SUMMED_MIN_COLUMNS columns, or SUMMED_MIN_ROWS rows, where it is that
@@ -31,13 +38,20 @@ SUMMED_MIN_ROWS = 64
 SUMMED_RUN_BYTES = 16 << 20  # at most this much memory for the runs' outputs
 
 
-def gemm_row_blocks(batch: int, m: int, n: int, k: int) -> tuple:
-    """(rows per task, tasks per matrix) for a batch of m x k by k x n products: every block but the last has
-    rows per task rows, and none is empty."""
+def gemm_blocks(batch: int, m: int, n: int, k: int) -> tuple:
+    """(rows per task, columns per task) for a batch of m x k by k x n products: blocks that tile each
+    product, the last ones along each side possibly smaller, none empty."""
     if batch >= GEMM_TASKS or batch * m * n * k < GEMM_SPLIT_MACS:
-        return m, 1
-    rows = _per_task(batch, m, GEMM_MIN_ROWS)
-    return rows, -(-m // rows)
+        return m, n
+    wanted = -(-GEMM_TASKS // batch)
+    row_blocks = max(1, min(wanted, m // GEMM_MIN_ROWS))
+    column_blocks = max(1, min(wanted // row_blocks, n // GEMM_MIN_COLUMNS))
+    if batch * row_blocks * column_blocks == 1:  # both sides small: halve the larger, if it is wide enough
+        if m >= n and m >= 2 * GEMM_LEAST:
+            row_blocks = 2
+        elif n > m and n >= 2 * GEMM_LEAST:
+            column_blocks = 2
+    return -(-m // row_blocks), -(-n // column_blocks)
 
 
 def _per_task(batch: int, size: int, least: int) -> int:
@@ -79,7 +93,7 @@ def matmul_context(renderer, kernel: Kernel) -> dict:
     if summed:
         rows_per_task, cols_per_task, runs = summed_split(batch, sums, m, n, k, 8 if real == "double" else 4)
     else:
-        (rows_per_task, _), cols_per_task, runs = gemm_row_blocks(batch, m, n, k), n, 1
+        (rows_per_task, cols_per_task), runs = gemm_blocks(batch, m, n, k), 1
     row_tasks, col_tasks = -(-m // rows_per_task), -(-n // cols_per_task)
     return dict(
         template="matmul.j2",
@@ -88,6 +102,7 @@ def matmul_context(renderer, kernel: Kernel) -> dict:
         rows_per_task=rows_per_task,
         cols_per_task=cols_per_task,
         tasks_per_matrix=row_tasks * col_tasks,
+        col_tasks=col_tasks,
         runs=runs,
         batch_dims=dims["kept"],
         summed_dims=dims["summed"],
