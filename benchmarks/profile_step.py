@@ -25,6 +25,7 @@ from twins import example_inputs  # noqa: E402
 from zoo_twins import ZOO, ZOO_DIR  # noqa: E402
 
 import netc  # noqa: E402
+from kernel_bounds import kernel_bound, machine_speeds  # noqa: E402
 from netc.compiler.optim import SGD, AdamW  # noqa: E402
 
 
@@ -47,16 +48,16 @@ def zoo_trainer(name: str, batch: int):
 
 
 def kernel_times(trainer, arrays: dict, steps: int) -> tuple:
-    """(kernel names, per kernel the median of its seconds over `steps` steps)."""
+    """(the step's kernels, per kernel the median of its seconds over `steps` steps)."""
     trainer.step(**arrays)  # compiles, and warms the caches
     run = trainer.compiled.run
-    names = [kernel.name for kernel in trainer.compiled.kernels]
+    kernels = trainer.compiled.kernels
     samples = []
     for _ in range(steps):
         before = list(run.kernel_seconds)
         trainer.step(**arrays)
         samples.append([after - b for after, b in zip(run.kernel_seconds, before)])
-    return names, [statistics.median(column) for column in zip(*samples)]
+    return kernels, [statistics.median(column) for column in zip(*samples)]
 
 
 def main() -> None:
@@ -72,21 +73,24 @@ def main() -> None:
     if args.quick:
         args.batch, args.steps = 4, 3
     make = gpt_trainer if args.network == "gpt" else lambda batch: zoo_trainer(args.network, batch)
-    names, seconds = kernel_times(*make(args.batch), args.steps)
+    kernels, seconds = kernel_times(*make(args.batch), args.steps)
+    speeds = machine_speeds()
+    bounds = [kernel_bound(kernel, speeds) for kernel in kernels]
     total = sum(seconds)
-    kinds = collections.defaultdict(lambda: [0.0, 0])
-    for name, s in zip(names, seconds):
-        kind = kinds[name]
-        kind[0], kind[1] = kind[0] + s, kind[1] + 1
-    print(f"{args.network} at batch {args.batch}: {len(names)} kernels, {total * 1e3:.2f} ms in kernels "
-          f"(median of {args.steps} steps per kernel)\n")
-    print("| kind | kernels | ms | share |\n|---|---|---|---|")
-    for kind, (s, count) in sorted(kinds.items(), key=lambda item: -item[1][0]):
-        print(f"| {kind} | {count} | {s * 1e3:.2f} | {s / total:.1%} |")
-    print("\n| kernel | ms |\n|---|---|")
-    ranked = sorted(enumerate(zip(names, seconds)), key=lambda item: -item[1][1])
-    for index, (name, s) in ranked[: args.top]:
-        print(f"| {index}: {name} | {s * 1e3:.3f} |")
+    kinds = collections.defaultdict(lambda: [0.0, 0, 0.0])
+    for kernel, s, (bound, _) in zip(kernels, seconds, bounds):
+        kind = kinds[kernel.name]
+        kind[0], kind[1], kind[2] = kind[0] + s, kind[1] + 1, kind[2] + bound
+    print(f"{args.network} at batch {args.batch}: {len(kernels)} kernels, {total * 1e3:.2f} ms in kernels "
+          f"(median of {args.steps} steps per kernel); bounds (benchmarks/kernel_bounds.py) at "
+          f"{speeds['flops'] / 1e9:.0f} GFLOP/s (a large GEMM) and {speeds['bytes'] / 1e9:.1f} GB/s (a copy)\n")
+    print("| kind | kernels | ms | share | bound ms | of bound |\n|---|---|---|---|---|---|")
+    for kind, (s, count, bound) in sorted(kinds.items(), key=lambda item: -item[1][0]):
+        print(f"| {kind} | {count} | {s * 1e3:.2f} | {s / total:.1%} | {bound * 1e3:.2f} | {bound / max(s, 1e-12):.0%} |")
+    print("\n| kernel | ms | bound ms | bound by | of bound |\n|---|---|---|---|---|")
+    ranked = sorted(enumerate(zip(kernels, seconds, bounds)), key=lambda item: -item[1][1])
+    for index, (kernel, s, (bound, by)) in ranked[: args.top]:
+        print(f"| {index}: {kernel.name} | {s * 1e3:.3f} | {bound * 1e3:.3f} | {by} | {bound / max(s, 1e-12):.0%} |")
 
 
 if __name__ == "__main__":
