@@ -86,7 +86,8 @@ def main() -> None:
           f"{speeds['flops'] / 1e9:.0f} GFLOP/s (a large GEMM) and {speeds['bytes'] / 1e9:.1f} GB/s (a copy)\n")
     print("| kind | kernels | ms | share | bound ms | of bound |\n|---|---|---|---|---|---|")
     for kind, (s, count, bound) in sorted(kinds.items(), key=lambda item: -item[1][0]):
-        print(f"| {kind} | {count} | {s * 1e3:.2f} | {s / total:.1%} | {bound * 1e3:.2f} | {bound / max(s, 1e-12):.0%} |")
+        share, reached = s / total, bound / max(s, 1e-12)
+        print(f"| {kind} | {count} | {s * 1e3:.2f} | {share:.1%} | {bound * 1e3:.2f} | {reached:.0%} |")
     print("\n| kernel | ms | bound ms | bound by | of bound |\n|---|---|---|---|---|")
     ranked = sorted(enumerate(zip(kernels, seconds, bounds)), key=lambda item: -item[1][1])
     for index, (kernel, s, (bound, by)) in ranked[: args.top]:
