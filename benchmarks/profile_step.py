@@ -83,7 +83,8 @@ def main() -> None:
         kind[0], kind[1], kind[2] = kind[0] + s, kind[1] + 1, kind[2] + bound
     print(f"{args.network} at batch {args.batch}: {len(kernels)} kernels, {total * 1e3:.2f} ms in kernels "
           f"(median of {args.steps} steps per kernel); bounds (benchmarks/kernel_bounds.py) at "
-          f"{speeds['flops'] / 1e9:.0f} GFLOP/s (a large GEMM) and {speeds['bytes'] / 1e9:.1f} GB/s (a copy)\n")
+          f"{speeds['flops'] / 1e9:.0f} GFLOP/s (a large GEMM) and {speeds['bytes'] / 1e9:.1f} GB/s "
+          "(a copy)\n")
     print("| kind | kernels | ms | share | bound ms | of bound |\n|---|---|---|---|---|---|")
     for kind, (s, count, bound) in sorted(kinds.items(), key=lambda item: -item[1][0]):
         share, reached = s / total, bound / max(s, 1e-12)
@@ -91,7 +92,8 @@ def main() -> None:
     print("\n| kernel | ms | bound ms | bound by | of bound |\n|---|---|---|---|---|")
     ranked = sorted(enumerate(zip(kernels, seconds, bounds)), key=lambda item: -item[1][1])
     for index, (kernel, s, (bound, by)) in ranked[: args.top]:
-        print(f"| {index}: {kernel.name} | {s * 1e3:.3f} | {bound * 1e3:.3f} | {by} | {bound / max(s, 1e-12):.0%} |")
+        reached = bound / max(s, 1e-12)
+        print(f"| {index}: {kernel.name} | {s * 1e3:.3f} | {bound * 1e3:.3f} | {by} | {reached:.0%} |")
 
 
 if __name__ == "__main__":
