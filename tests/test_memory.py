@@ -203,6 +203,28 @@ def test_random_plans_are_valid_and_sized_between_the_bounds(buffers, alignment)
             assert plan.aliases[b.name] == b.home and plan.offsets[b.name] == plan.offsets[b.home]
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(lifetimes(), lifetimes_with_resident_state()))
+def test_the_lower_bound_is_the_most_bytes_live_at_any_kernel(buffers):
+    """The bound's sweep against its definition, kernel by kernel: the live buffers' bytes, each in-place
+    chain counted once at its largest live member."""
+    aliases = plan_memory(buffers).aliases
+
+    def head(name):
+        while name in aliases:
+            name = aliases[name]
+        return name
+
+    most = 0
+    for t in range(min((b.first for b in buffers), default=0), max((b.last for b in buffers), default=-1) + 1):
+        chains: dict = {}
+        for b in buffers:
+            if b.first <= t <= b.last:
+                chains[head(b.name)] = max(chains.get(head(b.name), 0), b.nbytes)
+        most = max(most, sum(chains.values()))
+    assert live_bytes_lower_bound(buffers, aliases) == most
+
+
 # --- size --------------------------------------------------------------------------------------------------
 
 

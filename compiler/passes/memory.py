@@ -28,6 +28,7 @@ This module knows nothing of the IR, so it can be tested on its own; the backend
 from __future__ import annotations
 
 import bisect
+import heapq
 from dataclasses import dataclass, field
 
 
@@ -226,14 +227,38 @@ def _align_up(n: int, alignment: int) -> int:
 
 def live_bytes_lower_bound(buffers: list[Buffer], aliases: dict | None = None) -> int:
     """The most bytes live at any one kernel: no arena can be smaller. A buffer and the one that took its
-    storage over in place count once, at the larger size (that of the chain's head)."""
+    storage over in place count once, at the larger size (that of the chain's head).
+
+    One sweep over the kernels where some buffer begins (the live total only grows there): buffers join the
+    live set at their first kernel and leave it after their last (a heap by last), and each chain counts at its
+    largest live member. Summing each kernel's live set instead was quadratic in a deep network's buffers (1.4 s
+    of a 300-layer MLP's planning)."""
     roots = _roots(buffers, aliases or {})
-    peak = 0
-    for _, live in _live_sets(buffers):
-        per_slot: dict = {}
-        for b in live:
-            per_slot[roots[b.name]] = max(per_slot.get(roots[b.name], 0), b.nbytes)
-        peak = max(peak, sum(per_slot.values()))
+    by_first = sorted(buffers, key=lambda b: b.first)
+    ending: list = []  # (last, position in by_first) of the live buffers
+    live_sizes: dict = {}  # chain head -> {nbytes: live members of that size}
+    largest: dict = {}  # chain head -> its largest live member's nbytes
+    total = peak = i = 0
+    for t in sorted({b.first for b in buffers}):
+        while ending and ending[0][0] < t:
+            b = by_first[heapq.heappop(ending)[1]]
+            root, sizes = roots[b.name], live_sizes[roots[b.name]]
+            sizes[b.nbytes] -= 1
+            if not sizes[b.nbytes]:
+                del sizes[b.nbytes]
+            now = max(sizes, default=0)
+            total += now - largest[root]
+            largest[root] = now
+        while i < len(by_first) and by_first[i].first == t:
+            b, root = by_first[i], roots[by_first[i].name]
+            sizes = live_sizes.setdefault(root, {})
+            sizes[b.nbytes] = sizes.get(b.nbytes, 0) + 1
+            now = max(largest.get(root, 0), b.nbytes)
+            total += now - largest.get(root, 0)
+            largest[root] = now
+            heapq.heappush(ending, (b.last, i))
+            i += 1
+        peak = max(peak, total)
     return peak
 
 
