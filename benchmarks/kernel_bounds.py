@@ -19,6 +19,8 @@ import math
 import time
 
 import numpy as np
+from netc.compiler.dtypes import item_bytes
+from netc.compiler.passes.fuse import INLINE_OPS
 
 ATTENTION_PRODUCTS = {"attention": (1, 1), "attention_grad_q": (2, 1), "attention_grad_kv": (2, 2)}
 
@@ -42,7 +44,7 @@ def machine_speeds(seconds: float = 0.5) -> dict:
 
 
 def _nbytes(value) -> int:
-    return math.prod(value.shape) * (8 if value.dtype in ("f64", "i64") else 4)
+    return math.prod(value.shape) * item_bytes(value.dtype, "float")  # the profiled steps run in float32
 
 
 def kernel_flops(kernel) -> float:
@@ -56,7 +58,7 @@ def kernel_flops(kernel) -> float:
             L, S = q.shape[-2], k.shape[-2]
             pairs = math.prod(q.shape[:-2]) * L * S * (0.5 if v.attrs.get("causal") else 1.0)
             flops += 2 * pairs * (by_e * q.shape[-1] + by_ev * val.shape[-1])
-        elif v.op not in ("reshape", "broadcast_to", "full"):
+        elif v.op != "reshape" and v.op not in INLINE_OPS:
             flops += math.prod(v.shape)
     return flops
 
