@@ -58,8 +58,9 @@ class Model:
         self.training = True
         self.float_dtype = PRECISIONS[precision].numpy  # NumPy's type of its floats
         self.runs = 0  # forward passes and steps run in train mode: the dropout seed's counter
-        # (graph, the input names computing the roots reads) by id(graph) and the roots' ids: walking a GPT's
-        # graph for them took 1.5 ms of every 40 ms training step. The graph is held, so its id stays its own.
+        # (id(graph), the roots' ids) -> (graph, the names of the inputs computing those roots reads): walking
+        # a GPT's graph for them took 1.5 ms of every 40 ms training step. The graph is held, so that its id
+        # is never another's.
         self._inputs_read: dict = {}
         self._steps: dict = {}  # (sizes, StepSpec) -> CompiledStep
         self._index_bounds: dict = {}  # graph id -> index_bounds(graph)
