@@ -33,7 +33,9 @@ from netc.compiler.optim import AdamW  # noqa: E402
 from netc.runtime.cpu import single_threaded_blas  # noqa: E402
 
 
-class _Shapes:  # the renderer's two methods matmul_context calls
+class _Shapes:  # what matmul_context asks of the renderer
+    float_type = "float"
+
     def ctype(self, dtype):
         return "double" if dtype == "f64" else "float"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from ..dtypes import item_bytes
 from ..passes.fuse import Kernel, matmul_operand, summed_axes
 from .layout import contiguous_strides
 
@@ -91,7 +92,9 @@ def matmul_context(renderer, kernel: Kernel) -> dict:
     sums = math.prod(d["size"] for d in dims["summed"])
     real = renderer.ctype(v.dtype)
     if summed:
-        rows_per_task, cols_per_task, runs = summed_split(batch, sums, m, n, k, 8 if real == "double" else 4)
+        rows_per_task, cols_per_task, runs = summed_split(
+            batch, sums, m, n, k, item_bytes(v.dtype, renderer.float_type)
+        )
     else:
         (rows_per_task, cols_per_task), runs = gemm_blocks(batch, m, n, k), 1
     row_tasks, col_tasks = -(-m // rows_per_task), -(-n // cols_per_task)
