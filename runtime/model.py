@@ -332,9 +332,10 @@ def check_sizes(graph, float_type) -> None:
     the first too large (an input at a huge batch size, a layer of 10**30 features) instead of a MemoryError.
     A compiled backend checks its arena as well."""
     limit = available_bytes()
-    item = np.dtype(float_type).itemsize
     for value in graph.values:
-        nbytes = math.prod(value.shape) * (8 if value.dtype in ("i64", "f64") else item)
+        # The element's size from the one table of dtypes, as the arena counts it (passes/arena.value_bytes):
+        # a dtype the table lacks is an error there, not a guess at the float's size.
+        nbytes = math.prod(value.shape) * np.dtype(numpy_type(value.dtype, float_type)).itemsize
         name = value.attrs.get("name")
         where = f"'{name}'" if name else f"{value.op} in {value.scope or 'the body'}"
         check_allocation(nbytes, f"{graph.name}'s {where} of shape {format_shape(value.shape)}", limit)
