@@ -1,8 +1,9 @@
-"""A/B of how the cpu backend shares a GEMM out among its tasks (compiler/codegen/matmul.py gemm_blocks), on the
-Shakespeare GPT's AdamW training step: blocks of rows of at least 64, then of columns (now) against row blocks
-down to 16 rows (before), in one process, steps taken in alternating rounds with NETC_PROFILE's per-kernel
-seconds. For each GEMM shape of the step: its kernels' median milliseconds and GFLOP/s either way, beside
-single-threaded sgemm on the whole product (what each of the cores can give); then the whole step.
+"""A/B of how the cpu backend shares a GEMM out among its tasks (compiler/passes/gemm_tasks.py
+gemm_blocks), on the Shakespeare GPT's AdamW training step: blocks of rows of at least 64, then of columns
+(now) against row blocks down to 16 rows (before), in one process, steps taken in alternating rounds with
+NETC_PROFILE's per-kernel seconds. For each GEMM shape of the step: its kernels' median milliseconds and
+GFLOP/s either way, beside single-threaded sgemm on the whole product (what each of the cores can give); then
+the whole step.
 
     python3 benchmarks/ab_gpt_gemms.py                  # batch 12, 15 rounds
     python3 benchmarks/ab_gpt_gemms.py --quick          # batch 2, 3 rounds: checks it runs
@@ -19,7 +20,8 @@ import tempfile
 import time
 
 os.environ["NETC_PROFILE"] = "1"
-# The step cache knows nothing of matmul.py's rules: a fresh one, so that each variant is rendered by its own.
+# The step cache knows nothing of gemm_tasks.py's rules: a fresh one, so that each variant is rendered by
+# its own.
 os.environ["NETC_CACHE_DIR"] = tempfile.mkdtemp(prefix="ab_gpt_gemms_")
 from bench import ROOT  # noqa: E402,F401  (sets OMP_WAIT_POLICY and puts tests/ on the path)
 from bench_gemm_shapes import library  # noqa: E402
@@ -29,6 +31,7 @@ from gpt_twin import GPT_NET  # noqa: E402
 
 import netc  # noqa: E402
 from netc.compiler.codegen import matmul  # noqa: E402
+from netc.compiler.passes import gemm_tasks  # noqa: E402
 from netc.compiler.optim import AdamW  # noqa: E402
 from netc.runtime.cpu import single_threaded_blas  # noqa: E402
 
@@ -42,12 +45,15 @@ class _Shapes:  # what matmul_context asks of the renderer
     def pointer(self, value):
         return ""
 
+    def scratch_pointer(self, kernel, dtype):
+        return ""
+
 
 def row_blocks(batch: int, m: int, n: int, k: int) -> tuple:
     """The rule before: rows only, about GEMM_TASKS / batch blocks of at least 16 rows."""
-    if batch >= matmul.GEMM_TASKS or batch * m * n * k < matmul.GEMM_SPLIT_MACS:
+    if batch >= gemm_tasks.GEMM_TASKS or batch * m * n * k < gemm_tasks.GEMM_SPLIT_MACS:
         return m, n
-    blocks = max(1, min(-(-matmul.GEMM_TASKS // batch), m // 16))
+    blocks = max(1, min(-(-gemm_tasks.GEMM_TASKS // batch), m // 16))
     return -(-m // blocks), n
 
 
@@ -55,23 +61,23 @@ def trainer_for(batch: int, rule, label: str, arrays: dict):
     """A compiled step with GEMMs split by `rule`; the text differs by a comment so that the step cache keeps
     the variants apart."""
     text = GPT_NET.read_text() + f"\n# gemm blocks: {label}\n"
-    kept, matmul.gemm_blocks = matmul.gemm_blocks, rule
+    kept, gemm_tasks.gemm_blocks = gemm_tasks.gemm_blocks, rule
     try:
         model = netc.compile(netc.load(GPT_NET, text=text), batch=batch, backend="cpu")
         trainer = model.trainer(AdamW(lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1))
         trainer.step(**arrays)
         shapes = {i: _shape(k, rule) for i, k in enumerate(trainer.compiled.kernels) if k.kind == "matmul"}
     finally:
-        matmul.gemm_blocks = kept
+        gemm_tasks.gemm_blocks = kept
     return trainer, shapes
 
 
 def _shape(kernel, rule) -> tuple:
-    kept, matmul.gemm_blocks = matmul.gemm_blocks, rule
+    kept, gemm_tasks.gemm_blocks = gemm_tasks.gemm_blocks, rule
     try:
         c = matmul.matmul_context(_Shapes(), kernel)
     finally:
-        matmul.gemm_blocks = kept
+        gemm_tasks.gemm_blocks = kept
     trans = ("T" if c["trans_a"] == "CblasTrans" else "N") + ("T" if c["trans_b"] == "CblasTrans" else "N")
     split = f"{c['rows_per_task']}x{c['cols_per_task']}" + (f" r{c['runs']}" if c["runs"] > 1 else "")
     return (c["batch"] * c["sums"], c["m"], c["n"], c["k"], trans), split
@@ -94,7 +100,7 @@ def main() -> None:
     batch, rounds = (2, 3) if args.quick else (args.batch, args.rounds)
     rng = np.random.default_rng(0)
     arrays = {name: rng.integers(0, 65, (batch, 64)) for name in ("idx", "targets")}
-    variants = {"before (rows)": row_blocks, "now (blocks)": matmul.gemm_blocks}
+    variants = {"before (rows)": row_blocks, "now (blocks)": gemm_tasks.gemm_blocks}
     built = {label: trainer_for(batch, rule, label, arrays) for label, rule in variants.items()}
     kernel_ms = {label: collections.defaultdict(list) for label in built}
     step_s = {label: [] for label in built}

@@ -35,6 +35,7 @@ from .autodiff import GRAD_PREFIX, grad, hvp
 from .dtypes import PRECISIONS
 from .errors import NetcError
 from .optim import NEW_PREFIX
+from .passes.arena import ScratchName
 from .passes.fuse import INLINE_OPS, fuse
 from .passes.remat import rematerialise
 from .passes.state_slots import plan_state_arena
@@ -460,7 +461,8 @@ def describe_plan(step: CompiledStep) -> str:
     leaves = {v.id: v.attrs["name"] for v in [*step.graph.params.values(), *step.graph.buffers.values(),
                                               *step.graph.inputs.values()]}
     for vid, offset in sorted(plan.offsets.items(), key=lambda item: item[1]):
-        lines.append(f"  {offset:>12,}  {leaves.get(vid, f'%{vid}')}")
+        name = vid if isinstance(vid, ScratchName) else leaves.get(vid, f"%{vid}")
+        lines.append(f"  {offset:>12,}  {name}")
     in_place = sorted(leaves[leaf] for leaf in step.homes.values())
     if in_place:
         lines.append("updated in place: " + ", ".join(in_place))

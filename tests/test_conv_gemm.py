@@ -15,6 +15,8 @@ import pytest
 import torch
 from netc.compiler.codegen.launch import GemmLaunch, plan_launches
 from netc.compiler.codegen.render import CUDA, C, Renderer
+from netc.compiler.passes import gemm_tasks
+from netc.compiler.passes.arena import ScratchName, scratch_name
 from netc.compiler.passes.fuse import reads
 from parity import COMPILED, available, on_host
 
@@ -154,7 +156,7 @@ def test_an_accumulating_gemm_becomes_cublas_gemms_with_beta_one_after_the_first
                 assert len({x.c for x in mine}) == BATCH
 
 
-SPLITS = {  # matmul.py's constants that make every summing kernel of the network split its work each way
+SPLITS = {  # gemm_tasks.py's constants that make every summing kernel of the network split its work each way
     "column blocks": {"GEMM_SPLIT_MACS": 0, "GEMM_TASKS": 2, "SUMMED_MIN_COLUMNS": 1},
     "row blocks": {"GEMM_SPLIT_MACS": 0, "GEMM_TASKS": 2, "SUMMED_MIN_COLUMNS": 10**6, "SUMMED_MIN_ROWS": 1},
     "runs of the batch": {"GEMM_SPLIT_MACS": 0, "SUMMED_MIN_COLUMNS": 10**6, "SUMMED_MIN_ROWS": 10**6},
@@ -163,12 +165,11 @@ SPLITS = {  # matmul.py's constants that make every summing kernel of the networ
 
 @pytest.mark.parametrize("split", list(SPLITS))
 def test_each_way_of_sharing_out_a_summed_gemm_gives_torchs_gradients(path, case, split, monkeypatch, tmp_path):
-    """The kernel's tasks take column blocks, row blocks or runs of the batch (matmul.summed_split): each way,
-    every weight gradient as torch's. (The network's products are too small to be split unless told.)"""
-    from netc.compiler.codegen import matmul
-
+    """The kernel's tasks take column blocks, row blocks or runs of the batch (gemm_tasks.summed_split): each
+    way, every weight gradient as torch's. (The network's products are too small to be split unless told.)
+    The runs after the first sum into the kernel's scratch, planned in the arena, not allocated as it runs."""
     for name, value in SPLITS[split].items():
-        monkeypatch.setattr(matmul, name, value)
+        monkeypatch.setattr(gemm_tasks, name, value)
     monkeypatch.setenv("NETC_CACHE_DIR", str(tmp_path))  # the step cache knows nothing of these constants
     inputs, state, _, grads, _ = case
     model = netc.compile(path, batch=BATCH, backend="cpu")
@@ -176,10 +177,16 @@ def test_each_way_of_sharing_out_a_summed_gemm_gives_torchs_gradients(path, case
     step = model.compile_step("gradients", until="rendered")
     contexts = [Renderer(C, "float", step.plan.offsets).context(i, k) for i, k in enumerate(step.kernels)]
     summing = [ctx for ctx in contexts if ctx["template"] == "matmul.j2" and ctx["sums"] > 1]
+    assert "malloc" not in step.source
+    scratch = {name for name in step.plan.offsets if isinstance(name, ScratchName)}
     if split == "runs of the batch":
-        assert all(ctx["runs"] > 1 for ctx in summing) and "free(partial)" in step.source
+        assert all(ctx["runs"] > 1 for ctx in summing)
+        assert scratch == {scratch_name(step.kernels[ctx["index"]]) for ctx in summing}
+        for ctx in summing:  # room for every run's output but the first's, which is the result
+            size = (ctx["runs"] - 1) * ctx["batch"] * ctx["m"] * ctx["n"] * 4
+            assert gemm_tasks.scratch_bytes(step.kernels[ctx["index"]], "float") == size
     else:
-        assert any(ctx["tasks_per_matrix"] > 1 for ctx in summing)
+        assert any(ctx["tasks_per_matrix"] > 1 for ctx in summing) and not scratch
     got = model.gradients(**inputs)
     for key, want in grads.items():
         if key in got:

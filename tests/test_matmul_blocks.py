@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import netc
-from netc.compiler.codegen.matmul import GEMM_LEAST, GEMM_MIN_COLUMNS, GEMM_MIN_ROWS, gemm_blocks
+from netc.compiler.passes.gemm_tasks import GEMM_LEAST, GEMM_MIN_COLUMNS, GEMM_MIN_ROWS, gemm_blocks
 
 
 def split_kind(batch: int, m: int, n: int, k: int) -> str:

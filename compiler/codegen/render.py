@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, StrictUndefined
 
 from ..dtypes import c_type
+from ..passes.arena import scratch_name
 from ..passes.fuse import INLINE_OPS, Kernel, storage
 from .attention import attention_context
 from .copy import copy_context
@@ -87,6 +88,10 @@ class Renderer:
         """A C expression for v's buffer in the arena (reshapes share their source's bytes)."""
         v = storage(v)
         return f"(({self.ctype(v.dtype)} *)(arena + {self.offsets[v.id]}))"
+
+    def scratch_pointer(self, kernel: Kernel, dtype: str) -> str:
+        """A C expression for the kernel's scratch in the arena (arena.step_buffers plans it), as `dtype`."""
+        return f"(({self.ctype(dtype)} *)(arena + {self.offsets[scratch_name(kernel)]}))"
 
     def render(self, kernels: list, *, network: str, mode: str, arena_bytes: int) -> str:
         """The whole module as one source."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ..dtypes import item_bytes
 from ..ir import LEAF_OPS
 from .fuse import reads, storage
+from .gemm_tasks import scratch_bytes
 from .memory import Buffer, live_bytes_lower_bound, plan_memory
 
 @dataclass
@@ -53,7 +54,8 @@ def plan_buffers(buffers: list) -> ArenaPlan:
 
 def step_buffers(graph, kernels, roots, float_type: str) -> dict:
     """One Buffer per stored value: leaves and exposed values live throughout; intermediates from the kernel
-    that writes them to the last kernel that reads them."""
+    that writes them to the last kernel that reads them. And one per kernel that needs scratch memory while it
+    runs (named by scratch_name), so that nothing is allocated during a step."""
     end = len(kernels)
     first, last = {}, {}
     for v in graph.live_values(roots):
@@ -69,10 +71,30 @@ def step_buffers(graph, kernels, roots, float_type: str) -> dict:
         last[storage(r).id] = end
     values = {v.id: v for v in graph.values}
     aliases = in_place_candidates(kernels)
-    return {
+    buffers = {
         vid: Buffer(vid, value_bytes(values[vid], float_type), first[vid], last[vid], aliases.get(vid, ()))
         for vid in first
     }
+    for index, kernel in enumerate(kernels):
+        nbytes = scratch_bytes(kernel, float_type)
+        if nbytes:  # live during its kernel alone
+            buffers[scratch_name(kernel)] = Buffer(scratch_name(kernel), nbytes, index, index)
+    return buffers
+
+
+@dataclass(frozen=True)
+class ScratchName:
+    """The plan's name of a kernel's scratch (gemm_tasks.scratch_bytes), beside the value ids that name every
+    other buffer: the kernel is the one whose last value has id `kernel`."""
+
+    kernel: int
+
+    def __str__(self) -> str:
+        return f"scratch of %{self.kernel}"
+
+
+def scratch_name(kernel) -> ScratchName:
+    return ScratchName(kernel.values[-1].id)
 
 
 def in_place_candidates(kernels) -> dict:

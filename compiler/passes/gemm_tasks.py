@@ -1,0 +1,112 @@
+"""How the cpu backend shares a matmul kernel's GEMMs out among its tasks, and the scratch that costs.
+
+A GEMM whose batch alone cannot keep the cores busy is split into blocks of rows, of columns or both
+(gemm_blocks). A kernel that also sums the products over some batch axes (fuse.sums_products: a convolution's
+weight gradient) accumulates them, one GEMM after another into the same output (beta = 1), its tasks each
+taking a block of the output or a run of the products (summed_split); each run but the first sums into an
+output of its own, added up after. Those runs' outputs are the kernel's scratch: the memory planner gives it
+bytes in the arena, live during that kernel alone (arena.step_buffers), so that a step allocates nothing as
+it runs. The plan is the same for every target; CUDA's cuBLAS calls (codegen/launch.py) leave it unused.
+
+The renderer (codegen/matmul.py) and the planner both ask this module, so they agree on every kernel's runs.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..dtypes import item_bytes
+from .fuse import Kernel, summed_axes
+
+# A GEMM is split into blocks when the batch alone cannot keep GEMM_TASKS cores busy (a Linear layer's one
+# matrix product; BLAS itself runs single-threaded, runtime/cpu.py says why), and only when it has
+# GEMM_SPLIT_MACS multiply-adds to share: into blocks of rows of at least GEMM_MIN_ROWS rows, then of columns
+# of at least GEMM_MIN_COLUMNS, and where neither is that large, into two halves of the larger side (each at
+# least GEMM_LEAST wide), so that two cores share it. Measured (single-threaded sgemm per block, under load):
+# a GPT's weight gradients ([128, 768]^T [768, 512], A read transposed) ran 16-row blocks at 60-73 GFLOP/s and
+# blocks of 64 x 128 or 128 x 64 at 91-94, the whole product at 92-100; its lm head's gradient ([84, 768]^T
+# [768, 128]) in 11-row blocks at 47-54, in 84 x 64 blocks at 84-90.
+GEMM_TASKS = 8
+GEMM_MIN_ROWS = 64
+GEMM_MIN_COLUMNS = 64
+GEMM_LEAST = 16
+GEMM_SPLIT_MACS = 1 << 21
+# A GEMM kernel that sums its products over batch axes (a convolution's weight gradient) shares its output out
+# among the tasks by blocks of at least SUMMED_MIN_COLUMNS columns, or SUMMED_MIN_ROWS rows, where it is that
+# large; otherwise each task sums a run of the products into an output of its own (the first task into the
+# result), and the runs' outputs are added up after, in a fixed order. Measured on the 2-core machine
+# (benchmarks/bench_gemm_shapes.py): the 32-row products of a 32-channel convolution's weight gradient lose a
+# third of their speed split into row blocks of 16; in column blocks of 96 they keep their speed, but three
+# blocks on two cores leave one core idle a third of the time (9 -> 12.7 ms a kernel in resnet8,
+# NETC_PROFILE); runs of the batch keep every core busy with full-width products, whatever the number of
+# cores.
+SUMMED_MIN_COLUMNS = 256
+SUMMED_MIN_ROWS = 64
+SUMMED_RUN_BYTES = 16 << 20  # at most this much arena for the runs' outputs
+
+
+def gemm_blocks(batch: int, m: int, n: int, k: int) -> tuple:
+    """(rows per task, columns per task) for a batch of m x k by k x n products: blocks that tile each
+    product, the last ones along each side possibly smaller, none empty."""
+    if batch >= GEMM_TASKS or batch * m * n * k < GEMM_SPLIT_MACS:
+        return m, n
+    wanted = -(-GEMM_TASKS // batch)
+    row_blocks = max(1, min(wanted, m // GEMM_MIN_ROWS))
+    column_blocks = max(1, min(wanted // row_blocks, n // GEMM_MIN_COLUMNS))
+    if batch * row_blocks * column_blocks == 1:  # both sides small: halve the larger, if it is wide enough
+        if m >= n and m >= 2 * GEMM_LEAST:
+            row_blocks = 2
+        elif n > m and n >= 2 * GEMM_LEAST:
+            column_blocks = 2
+    return -(-m // row_blocks), -(-n // column_blocks)
+
+
+def _per_task(batch: int, size: int, least: int) -> int:
+    """The size of each block when `size` is split among about GEMM_TASKS / batch tasks, in blocks of at least
+    `least` (but one)."""
+    blocks = max(1, min(-(-GEMM_TASKS // batch), size // least))
+    return -(-size // blocks)
+
+
+def summed_split(batch: int, sums: int, m: int, n: int, k: int, itemsize: int) -> tuple:
+    """How a GEMM kernel summing `sums` products into each of `batch` m x n outputs shares them out:
+    (rows per task, columns per task, runs of the summed products)."""
+    if batch >= GEMM_TASKS or batch * sums * m * n * k < GEMM_SPLIT_MACS:
+        return m, n, 1
+    wanted = -(-GEMM_TASKS // batch)
+    if n // wanted >= SUMMED_MIN_COLUMNS:
+        return m, _per_task(batch, n, SUMMED_MIN_COLUMNS), 1
+    if m // wanted >= SUMMED_MIN_ROWS:
+        return _per_task(batch, m, SUMMED_MIN_ROWS), n, 1
+    affordable = SUMMED_RUN_BYTES // (batch * m * n * itemsize)
+    return m, n, max(1, min(wanted, sums, 1 + affordable))
+
+
+def gemm_sizes(kernel: Kernel) -> tuple:
+    """(batch, sums, m, n, k) of a matmul kernel: `batch` products kept apart, each the sum of `sums` products
+    of an m x k by a k x n matrix."""
+    v, summed = kernel.values[0], summed_axes(kernel)
+    a, b = v.inputs
+    batch_shape = v.shape[:-2]
+    sums = math.prod(batch_shape[axis] for axis in summed)
+    return math.prod(batch_shape) // sums, sums, a.shape[-2], b.shape[-1], a.shape[-1]
+
+
+def task_split(kernel: Kernel, float_type: str) -> tuple:
+    """(rows per task, columns per task, runs of the summed products) of a matmul kernel in a step whose
+    floats are the C type `float_type`: summed_split for one that sums its products, else gemm_blocks and one
+    run."""
+    batch, sums, m, n, k = gemm_sizes(kernel)
+    if not summed_axes(kernel):
+        return (*gemm_blocks(batch, m, n, k), 1)
+    return summed_split(batch, sums, m, n, k, item_bytes(kernel.values[0].dtype, float_type))
+
+
+def scratch_bytes(kernel: Kernel, float_type: str) -> int:
+    """The arena bytes `kernel` needs for itself while it runs: a summing GEMM's runs' outputs but the first's
+    (which is the result); none for any other kernel."""
+    if kernel.kind != "matmul":
+        return 0
+    batch, _, m, n, _ = gemm_sizes(kernel)
+    runs = task_split(kernel, float_type)[2]
+    return (runs - 1) * batch * m * n * item_bytes(kernel.values[0].dtype, float_type)
