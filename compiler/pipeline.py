@@ -3,6 +3,7 @@ benchmarks and export all run.
 
     stage           what it makes                                                    where
     lowered         the IR of primitive ops, for the sizes and the mode (train/eval) compiler/lower.py
+    autocast        precision="bf16": the matmuls' operands and results in bfloat16  passes/autocast.py
     differentiated  + the backward pass: the loss's gradient for every parameter      compiler/autodiff.py
     updated         + the optimiser's update of every parameter and of its state      compiler/optim.py
     simplified      dead code, common subexpressions, constants, identities removed   passes/simplify.py
@@ -32,10 +33,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .autodiff import GRAD_PREFIX, grad, hvp
-from .dtypes import PRECISIONS
+from .dtypes import MIXED_PRECISIONS, PRECISIONS
 from .errors import NetcError
 from .optim import NEW_PREFIX
 from .passes.arena import ScratchName
+from .passes.autocast import autocast_bf16
 from .passes.fuse import INLINE_OPS, fuse
 from .passes.remat import rematerialise
 from .passes.state_slots import plan_state_arena
@@ -378,6 +380,9 @@ def _compiled(step) -> bool:
 
 STAGES = (
     Stage("lowered", "the IR of primitive ops for the sizes and the mode", _lower),
+    # Before differentiation, so that the backward pass is built from the bf16 matmuls (bf16 GEMMs too).
+    Stage("autocast", "the matmuls in bfloat16 (precision='bf16')", lambda s, g: autocast_bf16(g),
+          lambda step: step.precision in MIXED_PRECISIONS),
     Stage("differentiated", "+ the backward pass", _differentiate, _differentiated),
     Stage("updated", "+ the optimiser's update", _update, lambda step: step.spec.kind == "train"),
     # The forward graph comes out of lowering simplified already (Network.lower).

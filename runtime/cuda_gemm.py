@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from netc.compiler.codegen.launch import GemmLaunch
-from netc.compiler.dtypes import C_TYPES
+from netc.compiler.dtypes import BFLOAT16
 from netc.compiler.errors import NetcError
 
 from . import cuda_blas_api as api
@@ -98,6 +98,13 @@ class CudaGemms:
         return self._classic(launch, base)
 
     def _classic(self, launch: GemmLaunch, base: int):
+        if launch.dtype == BFLOAT16.c:
+            raise NetcError(
+                "cuBLASLt offers no algorithm for a bfloat16 GEMM of this step, and netc calls the classic cuBLAS "
+                "API only for float32 and float64 ones",
+                hint="precision='bf16' needs a GPU whose cuBLASLt runs bfloat16 GEMMs (compute capability 8.0 on); "
+                "precision='float32' runs on any",
+            )
         if self._cublas is None:
             self._cublas = ClassicGemms(self)
         self.used.add("cublas")
@@ -136,16 +143,21 @@ class FirstCallFallback:
 
 
 def _compute(dtype: str, tf32: bool) -> tuple:
-    """(cublasComputeType_t, cudaDataType of the matrices and the scalars) of a GEMM on `dtype`."""
+    """(cublasComputeType_t, cudaDataType of the scalars, cudaDataType of the matrices) of a GEMM on `dtype`
+    (the C type of its operands: GemmLaunch.dtype). A bfloat16 GEMM (precision="bf16") reads and writes
+    CUDA_R_16BF matrices and accumulates in float32, with float32 scalars, as torch.autocast's matmuls do:
+    one of the combinations cuBLASLt supports (cublasLtMatmul's table of data types)."""
     if dtype == "double":
-        return api.CUBLAS_COMPUTE_64F, api.CUDA_R_64F
-    return (api.CUBLAS_COMPUTE_32F_FAST_TF32 if tf32 else api.CUBLAS_COMPUTE_32F), api.CUDA_R_32F
+        return api.CUBLAS_COMPUTE_64F, api.CUDA_R_64F, api.CUDA_R_64F
+    if dtype == BFLOAT16.c:
+        return api.CUBLAS_COMPUTE_32F, api.CUDA_R_32F, api.CUDA_R_16BF
+    return (api.CUBLAS_COMPUTE_32F_FAST_TF32 if tf32 else api.CUBLAS_COMPUTE_32F), api.CUDA_R_32F, api.CUDA_R_32F
 
 
 def _scalars(dtype: str, beta: int = 0) -> np.ndarray:
     """alpha = 1 and beta (0, or 1 to add to what C holds) in host memory, which cuBLAS reads when the call is
-    made (or captured)."""
-    return np.array([1, beta], dtype=C_TYPES[dtype].numpy)
+    made (or captured): of the scale type, float32 for a bfloat16 GEMM."""
+    return np.array([1, beta], dtype=np.float64 if dtype == "double" else np.float32)
 
 
 class LtMatmuls:
@@ -239,9 +251,9 @@ def describe(lt, launch: GemmLaunch, tf32: bool, owned: list) -> tuple:
         owned.append((getattr(lt, kind + "Destroy"), descriptor))
         return descriptor
 
-    compute, data_type = _compute(launch.dtype, tf32)
+    compute, scale_type, data_type = _compute(launch.dtype, tf32)
     first, second, out = column_major(launch)
-    operation = made("cublasLtMatmulDesc", compute, data_type)
+    operation = made("cublasLtMatmulDesc", compute, scale_type)
     for attribute, operand in [
         (api.CUBLASLT_MATMUL_DESC_TRANSA, first),
         (api.CUBLASLT_MATMUL_DESC_TRANSB, second),

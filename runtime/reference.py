@@ -1,13 +1,14 @@
 """The reference backend: a NumPy interpreter of the IR, one primitive at a time.
 
 It is the semantics every other backend is checked against, so it stays simple: walk the live values in order
-and call each op's registry `ref`. Float tensors are computed in float32, or float64 on request.
+and call each op's registry `ref`. Float tensors are computed in float32, or float64 on request; bfloat16 ones
+(precision="bf16") in float32, rounded to bfloat16.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from netc.compiler.dtypes import PRECISIONS, numpy_type
+from netc.compiler.dtypes import PRECISIONS, numpy_type, round_to_bf16
 from netc.compiler.ir import Graph, Value
 from netc.compiler.ops import OPS
 from netc.compiler.ops.collective import COLLECTIVE_OPS
@@ -32,4 +33,8 @@ def run_graph(graph: Graph, feeds: dict, roots: list, precision: str = "float32"
 
 
 def _as_dtype(array, value: Value, float_type) -> np.ndarray:
+    """The array in the type a compiled backend stores `value` in; a bf16 value as float32 rounded to
+    bfloat16 after every op, as a kernel rounds it, so that this backend is the compiled ones' oracle."""
+    if value.dtype == "bf16":
+        return round_to_bf16(np.asarray(array, dtype=np.float32))
     return np.asarray(array).astype(numpy_type(value.dtype, float_type), copy=False)

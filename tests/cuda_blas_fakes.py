@@ -22,7 +22,15 @@ from cuda_fakes import (
 )
 from netc.runtime import cuda_blas_api as api
 
-DTYPES = {api.CUDA_R_32F: np.float32, api.CUDA_R_64F: np.float64}
+DTYPES = {api.CUDA_R_32F: np.float32, api.CUDA_R_64F: np.float64, api.CUDA_R_16BF: np.uint16}  # bf16: its bits
+# The combinations of cublasLtMatmul's table of supported data types that the fake computes: (compute type,
+# scale type, A and B type) -> the C and D types allowed. Anything else is refused, as the real library does.
+SUPPORTED_TYPES = {
+    (api.CUBLAS_COMPUTE_32F, api.CUDA_R_32F, api.CUDA_R_32F): (api.CUDA_R_32F,),
+    (api.CUBLAS_COMPUTE_32F_FAST_TF32, api.CUDA_R_32F, api.CUDA_R_32F): (api.CUDA_R_32F,),
+    (api.CUBLAS_COMPUTE_64F, api.CUDA_R_64F, api.CUDA_R_64F): (api.CUDA_R_64F,),
+    (api.CUBLAS_COMPUTE_32F, api.CUDA_R_32F, api.CUDA_R_16BF): (api.CUDA_R_16BF, api.CUDA_R_32F),
+}
 MATMUL_ATTRIBUTES = {
     api.CUBLASLT_MATMUL_DESC_TRANSA: ("transa", 4),
     api.CUBLASLT_MATMUL_DESC_TRANSB: ("transb", 4),
@@ -55,6 +63,18 @@ def round_to_tf32(x: np.ndarray) -> np.ndarray:
     bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
     rounded = (bits + 0xFFF + ((bits >> 13) & 1)) & np.uint32(0xFFFFE000)
     return rounded.view(np.float32)
+
+
+def widen_bf16(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bits as the float32 numbers they are (exactly)."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def narrow_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 numbers rounded to the nearest bfloat16 (ties to even), as bits: as a GEMM's epilogue stores."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    nan = (bits & 0x7FFFFFFF) > 0x7F800000
+    return np.where(nan, (bits >> 16) | 0x40, (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
 
 
 def column_major(address: int, dtype, rows: int, cols: int, ld: int, transposed: bool) -> np.ndarray:
@@ -155,6 +175,9 @@ class FakeCublasLt(_Objects):
         batches = {x["batch"] for x in layouts}
         if k != k2 or (lc["rows"], lc["cols"]) != (m, n) or lc != ld or len(batches) != 1:
             return None
+        outputs = SUPPORTED_TYPES.get((operation["compute"], operation["scale"], la["dtype"]), ())
+        if lb["dtype"] != la["dtype"] or lc["dtype"] not in outputs:
+            return None  # a combination of types cuBLASLt does not compute
         return operation, layouts
 
     def cublasLtMatmulAlgoGetHeuristic(self, handle, desc, a, b, c, d, preference, requested, results, count):
@@ -208,21 +231,25 @@ class FakeCublasLt(_Objects):
         if not _value(workspace) or workspace_size < algorithm["workspace"]:
             return STATUS_NOT_SUPPORTED
         operation, (la, lb, lc, _) = problem
-        scalars = [ctypes.c_double if DTYPES[la["dtype"]] == np.float64 else ctypes.c_float] * 2
+        scalars = [ctypes.c_double if operation["scale"] == api.CUDA_R_64F else ctypes.c_float] * 2
         alpha, beta = (kind.from_address(_value(p)).value for kind, p in zip(scalars, (alpha, beta)))
         tf32 = operation["compute"] == api.CUBLAS_COMPUTE_32F_FAST_TF32
+
+        def number(matrix: np.ndarray) -> np.ndarray:  # what the GEMM computes with: bf16 widened to float32
+            return widen_bf16(matrix) if matrix.dtype == np.uint16 else matrix
 
         def compute():
             self.matmuls += 1
             for i in range(la["batch"]):
-                first = _matrix(pointers[0], la, i, operation["transa"])
-                second = _matrix(pointers[1], lb, i, operation["transb"])
+                first = number(_matrix(pointers[0], la, i, operation["transa"]))
+                second = number(_matrix(pointers[1], lb, i, operation["transb"]))
                 if tf32:
                     first, second = round_to_tf32(first), round_to_tf32(second)
                 out = _matrix(pointers[3], lc, i, False)
-                out[...] = alpha * (first @ second) + (
-                    beta * _matrix(pointers[2], lc, i, False) if beta else 0
+                result = alpha * (first @ second) + (
+                    beta * number(_matrix(pointers[2], lc, i, False)) if beta else 0
                 )
+                out[...] = narrow_bf16(result) if out.dtype == np.uint16 else result
 
         if target.capturing and not algorithm.get("loaded"):
             return STATUS_EXECUTION_FAILED  # its kernel would be loaded during the capture

@@ -63,6 +63,8 @@ static std::barrier<> *netc_block_barrier;
 static std::vector<std::unique_ptr<std::barrier<>>> netc_warp_barriers;
 alignas(16) static unsigned char netc_exchange[1024][16];
 #define __syncthreads() netc_block_barrier->arrive_and_wait()
+static float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, sizeof f); return f; }
+static unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, sizeof u); return u; }
 static void __syncwarp(unsigned = 0xffffffffu) { netc_warp_barriers[threadIdx.x / warpSize]->arrive_and_wait(); }
 template <class T> static T __shfl_down_sync(unsigned, T value, int offset) {
     memcpy(netc_exchange[threadIdx.x], &value, sizeof(T));

@@ -66,7 +66,7 @@ def test_cupy_without_a_gpu_is_a_clear_error(monkeypatch, failure):
 
 
 def test_tf32_is_a_precision_of_the_cuda_backend_only(monkeypatch):
-    with pytest.raises(NetcError, match="precision must be one of float32, float64, got 'tf32'") as caught:
+    with pytest.raises(NetcError, match="precision must be one of float32, float64, bf16, got .tf32.") as caught:
         netc.compile(EXAMPLES_DIR / "lenet.net", batch=2, backend="cpu", precision="tf32")
     assert "backend='cuda'" in caught.value.hint
     monkeypatch.setitem(sys.modules, "cupy", None)  # the precision is accepted: CuPy is what is missing

@@ -36,7 +36,8 @@ def test_every_ir_dtype_has_one_c_type_numpy_type_and_size_in_every_precision(pr
 def test_f32_follows_the_precision_and_the_others_do_not():
     assert [c_type("f32", PRECISIONS[p].c) for p in ("float32", "float64", "tf32")] == ["float", "double", "float"]
     assert {c_type(d, "float") for d in ("f64", "i64")} == {c_type(d, "double") for d in ("f64", "i64")}
-    assert [reference_type(d) for d in IR_DTYPES] == [np.float64, np.float64, np.int64]
+    assert [reference_type(d) for d in IR_DTYPES] == [np.float64, np.float64, np.int64, np.float64]
+    assert c_type("bf16", "float") == c_type("bf16", "double") == "netc_bf16" and item_bytes("bf16", "float") == 2
     assert set(FLOAT_DTYPES) < set(IR_DTYPES)
 
 

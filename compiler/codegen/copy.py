@@ -16,8 +16,9 @@ from .layout import literal
 def copy_context(renderer, kernel: Kernel) -> dict:
     (v,) = kernel.values
     fill = literal(float(v.attrs["value"]), renderer.ctype(v.dtype)) if v.op == "pad" else None
-    ctype = renderer.ctype(v.dtype)
-    params = [f"const {ctype} *RESTRICT in{j}" for j in range(len(v.inputs))] + [f"{ctype} *RESTRICT out"]
+    fill = renderer.store(v.dtype, fill) if fill is not None else None
+    stype = renderer.storage_type(v.dtype)  # moved as stored: a bf16 value's bits, never converted
+    params = [f"const {stype} *RESTRICT in{j}" for j in range(len(v.inputs))] + [f"{stype} *RESTRICT out"]
     return dict(
         template="copy.j2",
         params=params,

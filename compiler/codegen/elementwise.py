@@ -42,7 +42,7 @@ def elementwise_context(renderer, kernel: Kernel) -> dict:
             expr = names[sources[0].id]  # a broadcast of a scalar computed here
         elif v.op == "broadcast_to":
             offset, axes = broadcast_offset(v.inputs[0].shape, shape, split, "i" if split == 0 else "j")
-            expr = f"in{slot[sources[0].id]}[{offset}]"
+            expr = renderer.load(v.dtype, f"in{slot[sources[0].id]}[{offset}]")
             used_axes |= axes
             # Loads that do not move with the inner index are read once, outside it (without `restrict`
             # the C compiler may not assume that the stores leave them unchanged).
@@ -57,18 +57,19 @@ def elementwise_context(renderer, kernel: Kernel) -> dict:
             for x in sources:
                 if x.id not in inside and x.id not in loaded:
                     loaded[x.id] = f"l{slot[x.id]}"
-                    lines[f"load{x.id}"] = (
-                        f"const {renderer.ctype(x.dtype)} l{slot[x.id]} = in{slot[x.id]}[i];"
-                    )
+                    load = renderer.load(x.dtype, f"in{slot[x.id]}[i]")
+                    lines[f"load{x.id}"] = f"const {renderer.ctype(x.dtype)} l{slot[x.id]} = {load};"
                     order.append(f"load{x.id}")
             operands = [names[x.id] if x.id in inside else loaded[x.id] for x in sources]
             expr = OPS[v.op].c_expr.format(*operands)
-        lines[v.id] = f"const {ctype} {name} = ({ctype})({expr});"
+        lines[v.id] = f"const {ctype} {name} = {renderer.rounded(v.dtype, f'({ctype})({expr})')};"
         order.append(v.id)
     # No `restrict` here: the memory planner lets an output overwrite an input in place.
-    params = [f"const {renderer.ctype(x.dtype)} *in{j}" for j, x in enumerate(inputs)]
-    params += [f"{renderer.ctype(out.dtype)} *out{j}" for j, out in enumerate(kernel.outputs)]
-    stores = [f"out{j}[i] = {names[out.id]};" for j, out in enumerate(kernel.outputs)]
+    params = [f"const {renderer.storage_type(x.dtype)} *in{j}" for j, x in enumerate(inputs)]
+    params += [f"{renderer.storage_type(out.dtype)} *out{j}" for j, out in enumerate(kernel.outputs)]
+    stores = [
+        f"out{j}[i] = {renderer.store(out.dtype, names[out.id])};" for j, out in enumerate(kernel.outputs)
+    ]
     for out in kernel.outputs:  # each is written at every index of the loop: a smaller one would overflow
         if math.prod(out.shape) != math.prod(shape):
             raise AssertionError(f"{kernel.name}: output {out} is not of the loop's shape {shape}")
@@ -92,12 +93,20 @@ def elementwise_context(renderer, kernel: Kernel) -> dict:
         # For targets that load and store VECTOR elements at once (elementwise.cu.j2): when every load and
         # store is at index i, the inputs read at i, the body without those loads, and the outputs.
         vector=VECTOR if outer == 1 and size % VECTOR == 0 else 1,
+        # Each load's and store's `stype` is what memory holds, `ctype` and `value` the number computed with.
         vector_loads=[
-            {"slot": slot[x.id], "ctype": renderer.ctype(x.dtype)} for x in inputs if x.id in loaded
+            {
+                "slot": slot[x.id],
+                "stype": renderer.storage_type(x.dtype),
+                "ctype": renderer.ctype(x.dtype),
+                "value": renderer.load(x.dtype, f"L{slot[x.id]}.v[k]"),
+            }
+            for x in inputs
+            if x.id in loaded
         ],
         vector_body=body,
         vector_stores=[
-            {"slot": j, "ctype": renderer.ctype(out.dtype), "name": names[out.id]}
+            {"slot": j, "stype": renderer.storage_type(out.dtype), "value": renderer.store(out.dtype, names[out.id])}
             for j, out in enumerate(kernel.outputs)
         ],
     )

@@ -13,6 +13,7 @@ import itertools
 import math
 from dataclasses import dataclass
 
+from ..dtypes import item_bytes
 from ..passes.fuse import matmul_operand, storage
 
 BLOCK = 256  # threads per block: a multiple of the warp size, as the block reductions need
@@ -34,7 +35,7 @@ class GemmLaunch:
     are bytes into the arena; strides are elements between consecutive matrices of the batch."""
 
     index: int
-    dtype: str  # "float" or "double"
+    dtype: str  # the operands' and the product's C type: "float", "double" or "netc_bf16" (precision="bf16")
     trans_a: bool
     trans_b: bool
     m: int
@@ -116,7 +117,7 @@ def gemm_launches(index: int, ctx: dict, kernel, renderer) -> list:
     that do, and there is a GEMM per index of the others."""
     v = kernel.values[0]
     a, b = (storage(matmul_operand(x)[0]) for x in v.inputs)
-    itemsize = 8 if renderer.ctype(v.dtype) == "double" else 4
+    itemsize = item_bytes(v.dtype, renderer.float_type)
     a_base, b_base = renderer.offsets[a.id], renderer.offsets[b.id]
     c_base, matrix = renderer.offsets[storage(kernel.values[-1]).id], ctx["m"] * ctx["n"]
     kept = ctx["batch_dims"]  # innermost first
@@ -132,7 +133,7 @@ def gemm_launches(index: int, ctx: dict, kernel, renderer) -> list:
             launches.append(
                 GemmLaunch(
                     index=index,
-                    dtype=renderer.ctype(v.dtype),
+                    dtype=renderer.storage_type(v.dtype),
                     trans_a=ctx["trans_a"] == "CblasTrans",
                     trans_b=ctx["trans_b"] == "CblasTrans",
                     m=ctx["m"],

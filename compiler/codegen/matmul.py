@@ -4,7 +4,8 @@ products over some batch axes (passes/fuse.py's sums_products: a convolution's w
 them instead, one GEMM after another into the same output (beta = 1), its tasks each taking a block of the
 output or a run of the products, the runs after the first summing into the kernel's scratch in the arena
 (passes/gemm_tasks.py decides, for the planner and for this context alike).
-(On CUDA, launch.py turns the same kernel into cuBLASLt calls.)"""
+(On CUDA, launch.py turns the same kernel into cuBLASLt calls.) A bf16 kernel (precision="bf16") widens its
+operands to float32 first and rounds its products to bfloat16 as it stores them: an emulation on the CPU."""
 
 from __future__ import annotations
 
@@ -35,7 +36,13 @@ def matmul_context(renderer, kernel: Kernel) -> dict:
     if runs > 1:  # the outputs of the runs after the first
         args.append(renderer.scratch_pointer(kernel, v.dtype))
     row_tasks, col_tasks = -(-m // rows_per_task), -(-n // cols_per_task)
+    # A bf16 GEMM on the CPU is an emulation (no bfloat16 BLAS): the kernel widens its operands to float32
+    # (exact), runs sgemm, and rounds the products to bfloat16 as it stores them. Elements of each buffer:
+    widened = None
+    if v.dtype == "bf16":
+        widened = dict(a=math.prod(a_src.shape), b=math.prod(b_src.shape), c=batch * m * n)
     return dict(
+        bf16=widened,
         template="matmul.j2",
         batch=batch,
         sums=sums,
@@ -46,7 +53,7 @@ def matmul_context(renderer, kernel: Kernel) -> dict:
         runs=runs,
         batch_dims=dims["kept"],
         summed_dims=dims["summed"],
-        gemm="dgemm" if real == "double" else "sgemm",
+        gemm="dgemm" if real == "double" else "sgemm",  # a bf16 GEMM's ctype is float
         trans_a="CblasTrans" if trans_a else "CblasNoTrans",
         trans_b="CblasTrans" if trans_b else "CblasNoTrans",
         m=m,

@@ -44,6 +44,10 @@ KERNEL_CONTEXTS = {
     "constant": constant_context,
     "attention": attention_context,
 }
+# The kernel kinds that load and store bf16 values (precision="bf16": passes/autocast.py puts them only where
+# the matmuls read and write them: the elementwise casts, rows kernels that take a cast in, the copies and
+# the convolutions' unfold and fold between a cast and a matmul).
+BF16_KINDS = ("elementwise", "multi", "rows", "matmul", "movement", "window")
 
 
 @dataclass(frozen=True)
@@ -82,12 +86,30 @@ class Renderer:
         self.target, self.float_type, self.offsets, self.profile = target, float_type, offsets, profile
 
     def ctype(self, dtype: str) -> str:
+        """The C type a kernel computes a value of `dtype` in: a bf16 value in float."""
+        return "float" if dtype == "bf16" else c_type(dtype, self.float_type)
+
+    def storage_type(self, dtype: str) -> str:
+        """The C type a value of `dtype` is stored in: its ctype but for bf16 (netc_bf16, the bits)."""
         return c_type(dtype, self.float_type)
+
+    def load(self, dtype: str, expr: str) -> str:
+        """A stored element (`expr`, an lvalue of the storage type) as a number of its ctype."""
+        return f"netc_bf16_load({expr})" if dtype == "bf16" else expr
+
+    def store(self, dtype: str, expr: str) -> str:
+        """A number of the ctype (a bf16 value: rounded already) as the storage type."""
+        return f"netc_bf16_store({expr})" if dtype == "bf16" else expr
+
+    def rounded(self, dtype: str, expr: str) -> str:
+        """A value computed in its ctype, as the dtype holds it: a bf16 value rounded to the nearest bfloat16
+        wherever it is made, stored or not, as the reference interpreter rounds it."""
+        return f"netc_bf16_round({expr})" if dtype == "bf16" else expr
 
     def pointer(self, v) -> str:
         """A C expression for v's buffer in the arena (reshapes share their source's bytes)."""
         v = storage(v)
-        return f"(({self.ctype(v.dtype)} *)(arena + {self.offsets[v.id]}))"
+        return f"(({self.storage_type(v.dtype)} *)(arena + {self.offsets[v.id]}))"
 
     def scratch_pointer(self, kernel: Kernel, dtype: str) -> str:
         """A C expression for the kernel's scratch in the arena (arena.step_buffers plans it), as `dtype`."""
@@ -127,6 +149,8 @@ class Renderer:
     def context(self, index: int, kernel: Kernel) -> dict:
         """The context of kernel number `index` for its template (KERNEL_CONTEXTS), with its function's name,
         a summary of what it computes and the call that runs it."""
+        if kernel.kind not in BF16_KINDS and any(x.dtype == "bf16" for x in [*kernel.inputs(), *kernel.outputs]):
+            raise AssertionError(f"{kernel.name}: a {kernel.kind} kernel cannot read or write bf16 values")
         ctx = KERNEL_CONTEXTS[kernel.kind](self, kernel)
         ctx.update(index=index, fn=f"k{index}_{kernel.name}", summary=self.summary(kernel))
         args = ", ".join(ctx.pop("args"))

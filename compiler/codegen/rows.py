@@ -56,8 +56,9 @@ class RowsKernel:
         blocks = self.blocks()
         strides = contiguous_strides(shape)
         loops = _loops(shape, strides, self.reduced_axes, self.coordinates_used)
-        params = [f"const {ctype(x.dtype)} *RESTRICT in{j}" for j, x in enumerate(self.inputs)]
-        params += [f"{ctype(v.dtype)} *RESTRICT out{j}" for j, v in enumerate(kernel.outputs)]
+        stype = self.renderer.storage_type
+        params = [f"const {stype(x.dtype)} *RESTRICT in{j}" for j, x in enumerate(self.inputs)]
+        params += [f"{stype(v.dtype)} *RESTRICT out{j}" for j, v in enumerate(kernel.outputs)]
         return dict(
             template="rows.j2",
             params=params,
@@ -104,7 +105,7 @@ class RowsKernel:
             else:
                 inits.append(f"{ctype} acc{r.id} = -INFINITY;")
                 body.append(f"acc{r.id} = ({x} > acc{r.id} || {x} != {x}) ? {x} : acc{r.id};")
-        body += [f"out{self.out_slot[v.id]}[i] = v{v.id};" for v in storing]
+        body += [f"out{self.out_slot[v.id]}[i] = {self.renderer.store(v.dtype, f'v{v.id}')};" for v in storing]
         # Sums add up chunks of the innermost loop in the values' type, which vectorises (`omp simd` lets the
         # compiler add in any order: 12x faster than a double accumulator on BatchNorm's rows), and the chunks
         # in double, so that long rows keep their precision. A pass that also takes a maximum stays in order.
@@ -137,7 +138,7 @@ class RowsKernel:
             for a, (d, st) in enumerate(zip(source.shape, contiguous_strides(source.shape)))
             if d != 1
         ]
-        return f"in{self.slot[x.id]}[{' + '.join(terms) or '0'}]"
+        return self.renderer.load(x.dtype, f"in{self.slot[x.id]}[{' + '.join(terms) or '0'}]")
 
     def full_lines(self, targets: list) -> list:
         """The statements computing `targets` (values of the row's shape) at element i, and what they read."""
@@ -163,15 +164,16 @@ class RowsKernel:
                 for x in sources:
                     if x.id not in inside and x.id not in loaded:
                         loaded.add(x.id)
-                        lines.append(f"const {ctype_of(x.dtype)} l{slot[x.id]} = in{slot[x.id]}[i];")
+                        load = self.renderer.load(x.dtype, f"in{slot[x.id]}[i]")
+                        lines.append(f"const {ctype_of(x.dtype)} l{slot[x.id]} = {load};")
                 operands = [f"v{x.id}" if x.id in inside else f"l{slot[x.id]}" for x in sources]
                 expr = OPS[v.op].c_expr.format(*operands)
-            lines.append(f"const {ctype} v{v.id} = ({ctype})({expr});")
+            lines.append(f"const {ctype} v{v.id} = {self.renderer.rounded(v.dtype, f'({ctype})({expr})')};")
         return lines
 
     def operand(self, x) -> str:
         """How the loop body names a reduction's input."""
-        return f"v{x.id}" if x.id in self.inside else f"in{self.slot[x.id]}[i]"
+        return f"v{x.id}" if x.id in self.inside else self.renderer.load(x.dtype, f"in{self.slot[x.id]}[i]")
 
     def group_lines(self, step: int) -> list:
         """Group values of phase `step` (after the reductions of the pass before), and their stores."""
@@ -188,13 +190,17 @@ class RowsKernel:
             elif v.op == "broadcast_to":  # of a scalar, or of one number per group (fuse.py: row_role)
                 x = sources[0]
                 one_per_group = math.prod(x.shape) == self.domain.groups
-                expr = f"v{x.id}" if x.id in inside else f"in{slot[x.id]}[{'g' if one_per_group else '0'}]"
+                at = "g" if one_per_group else "0"
+                expr = f"v{x.id}" if x.id in inside else self.renderer.load(x.dtype, f"in{slot[x.id]}[{at}]")
             else:
-                operands = [f"v{x.id}" if x.id in inside else f"in{slot[x.id]}[g]" for x in sources]
+                operands = [
+                    f"v{x.id}" if x.id in inside else self.renderer.load(x.dtype, f"in{slot[x.id]}[g]")
+                    for x in sources
+                ]
                 expr = OPS[v.op].c_expr.format(*operands)
-            lines.append(f"const {ctype} v{v.id} = ({ctype})({expr});")
+            lines.append(f"const {ctype} v{v.id} = {self.renderer.rounded(v.dtype, f'({ctype})({expr})')};")
             if v.id in self.out_slot:
-                lines.append(f"out{self.out_slot[v.id]}[g] = v{v.id};")
+                lines.append(f"out{self.out_slot[v.id]}[g] = {self.renderer.store(v.dtype, f'v{v.id}')};")
         return lines
 
 

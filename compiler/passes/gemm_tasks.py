@@ -99,7 +99,7 @@ def task_split(kernel: Kernel, float_type: str) -> tuple:
     batch, sums, m, n, k = gemm_sizes(kernel)
     if not summed_axes(kernel):
         return (*gemm_blocks(batch, m, n, k), 1)
-    return summed_split(batch, sums, m, n, k, item_bytes(kernel.values[0].dtype, float_type))
+    return summed_split(batch, sums, m, n, k, partial_item_bytes(kernel, float_type))
 
 
 def scratch_bytes(kernel: Kernel, float_type: str) -> int:
@@ -109,4 +109,11 @@ def scratch_bytes(kernel: Kernel, float_type: str) -> int:
         return 0
     batch, _, m, n, _ = gemm_sizes(kernel)
     runs = task_split(kernel, float_type)[2]
-    return (runs - 1) * batch * m * n * item_bytes(kernel.values[0].dtype, float_type)
+    return (runs - 1) * batch * m * n * partial_item_bytes(kernel, float_type)
+
+
+def partial_item_bytes(kernel: Kernel, float_type: str) -> int:
+    """The bytes of an element of a summing GEMM's partial sums: its result's type, but float32 for a bf16
+    GEMM (precision="bf16"), which sums in float32 and rounds once (templates/matmul.j2)."""
+    dtype = kernel.values[0].dtype
+    return item_bytes("f32" if dtype == "bf16" else dtype, "float" if dtype == "bf16" else float_type)
