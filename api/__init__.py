@@ -59,8 +59,9 @@ def compile(
     batch size of the inputs they are given.
 
     `batch` binds the batch symbol (the leading dim of the inputs, `N` in the examples); `dims` binds any other
-    symbol by name. `precision` is "float32" or "float64" (the reference backend runs both). `import_path`:
-    see `load`.
+    symbol by name. `precision` is "float32", "float64", "bf16" (mixed precision as torch.autocast with
+    bfloat16: the matmuls in bfloat16, everything else float32; every backend) or "tf32" (the cuda backend's
+    TensorFloat-32 matmuls). `import_path`: see `load`.
     """
 
     if not isinstance(source, Network):

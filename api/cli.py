@@ -18,6 +18,7 @@ import numpy as np
 from netc.cli_sample import add_command as add_sample_command
 from netc.cli_train import EXIT_INTERRUPTED
 from netc.cli_train import add_commands as add_training_commands
+from netc.compiler.dtypes import PRECISIONS
 from netc.compiler.errors import InternalError, NetcError, NetcWarning
 from netc.compiler.files import write_file
 from netc.compiler.passes.simplify import count_values
@@ -139,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval", action="store_true", help="the eval-mode graph (BatchNorm running stats, no dropout)"
     )
     ir.add_argument(
+        "--precision", default="float32", choices=list(PRECISIONS),
+        help="the step's precision (bf16: the matmuls in bfloat16, from the autocast stage on)",
+    )
+    ir.add_argument(
         "--backend", choices=("cpu", "cuda"), default="cpu",
         help="whose kernels, plan and source the later stages show (cuda needs no GPU)",
     )
@@ -222,7 +227,7 @@ def cmd_ir(args) -> None:
     optimizer = netc.optim.SGD(lr=0.01, momentum=0.9) if kind == "train" else None
     backend = _codegen_backend(args.backend)
     spec = StepSpec(kind, training=not args.eval, optimizer=optimizer)
-    step = compile_network_step(net, bindings, spec, backend, until=stage)
+    step = compile_network_step(net, bindings, spec, backend, args.precision, until=stage)
     print(step.show(stage))
     if stage in ("simplified", "rematerialised") and "simplified" not in step.skipped:
         before = count_values(step["updated"])

@@ -8,7 +8,8 @@ against the device's copy bandwidth. Prints Markdown tables.
     python3 benchmarks/bench_cuda.py --precision tf32 --batches 64 512
 
 `--precision` sets both sides alike: float32 turns PyTorch's TF32 off for matmuls and cuDNN convolutions
-(cuDNN's is on by default), tf32 turns both on, as netc's precision="tf32" does for its GEMMs.
+(cuDNN's is on by default), tf32 turns both on, as netc's precision="tf32" does for its GEMMs; bf16 runs
+PyTorch's forward passes under torch.autocast("cuda", dtype=torch.bfloat16), netc's with precision="bf16".
 
 Both sides take each batch from host memory (NumPy for netc, a CPU tensor moved with .cuda() for PyTorch) and
 hand the loss back as a Python float, which waits for the GPU: a step is what a training loop pays for it.
@@ -51,10 +52,16 @@ def median_seconds(fn, warmup: int = 5, min_time: float = 0.5, max_runs: int = 5
     return statistics.median(times)
 
 
-def torch_train_step(model, inputs: dict, optimizer):
+def autocast(precision: str):
+    """PyTorch's mode for netc's `precision`: autocast to bfloat16 for "bf16", else as it is."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def torch_train_step(model, inputs: dict, optimizer, precision: str):
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
-        loss = model(**{k: v.cuda(non_blocking=False) for k, v in inputs.items()})["loss"]
+        with autocast(precision):
+            loss = model(**{k: v.cuda(non_blocking=False) for k, v in inputs.items()})["loss"]
         loss.backward()
         optimizer.step()
         return loss.item()
@@ -62,16 +69,16 @@ def torch_train_step(model, inputs: dict, optimizer):
     return step
 
 
-def torch_infer(model, inputs: dict):
+def torch_infer(model, inputs: dict, precision: str):
     def infer():
-        with torch.no_grad():
+        with torch.no_grad(), autocast(precision):
             out = model(**{k: v.cuda() for k, v in inputs.items()})
-        return {k: v.cpu() for k, v in out.items()}
+        return {k: v.float().cpu() for k, v in out.items()}
 
     return infer
 
 
-def torch_side(name: str, batch: int, inputs: dict, mode: str | None) -> dict:
+def torch_side(name: str, batch: int, inputs: dict, mode: str | None, precision: str) -> dict:
     """Seconds per training step and per inference, and the peak bytes allocated during training."""
     twin_class, _ = EXAMPLES[name]
     torch.manual_seed(0)
@@ -81,9 +88,9 @@ def torch_side(name: str, batch: int, inputs: dict, mode: str | None) -> dict:
     optimizer = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    train = median_seconds(torch_train_step(model.train(), host, optimizer))
+    train = median_seconds(torch_train_step(model.train(), host, optimizer, precision))
     peak = torch.cuda.max_memory_allocated()
-    infer = median_seconds(torch_infer(model.eval(), host))
+    infer = median_seconds(torch_infer(model.eval(), host, precision))
     return {"train": train, "infer": infer, "peak": peak}
 
 
@@ -107,10 +114,10 @@ def bench_example(name: str, batch: int, modes, precision: str) -> dict:
     inputs = example_inputs(EXAMPLES[name][1], batch, np.random.default_rng(0))
     result = {
         "netc": netc_side(name, batch, inputs, precision),
-        "eager": torch_side(name, batch, inputs, None),
+        "eager": torch_side(name, batch, inputs, None, precision),
     }
     for mode in modes:
-        result[mode] = torch_side(name, batch, inputs, mode)
+        result[mode] = torch_side(name, batch, inputs, mode, precision)
     return result
 
 
@@ -147,7 +154,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--examples", nargs="*", default=sorted(EXAMPLES))
     parser.add_argument("--batches", nargs="*", type=int, default=[1, 64])
-    parser.add_argument("--precision", choices=("float32", "tf32"), default="float32")
+    parser.add_argument("--precision", choices=("float32", "tf32", "bf16"), default="float32")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_cuda.py needs a CUDA build of PyTorch and a GPU")

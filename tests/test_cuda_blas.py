@@ -21,6 +21,7 @@ import pytest
 from netc.compiler.autodiff import grad
 from netc.compiler.codegen.launch import GemmLaunch
 from netc.compiler.errors import NetcError
+from netc.compiler.passes.autocast import autocast_bf16
 from netc.compiler.passes.simplify import simplify
 from netc.runtime import cuda_blas_api as api
 from netc.runtime.cuda import compile_step
@@ -172,6 +173,34 @@ def test_the_real_cublaslt_takes_every_gemm_description_of_a_training_step(tf32)
                 )
                 stride = _read(read, layout, api.CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, ctypes.c_int64)
                 assert stride == (operand.stride if launch.batch > 1 else 0)
+    finally:
+        for destroy, descriptor in owned:
+            destroy(descriptor)
+
+
+# cublasLt.h's attributes this test reads back (the runtime sets them through the Create calls' arguments).
+LAYOUT_TYPE, DESC_COMPUTE_TYPE, DESC_SCALE_TYPE = 0, 0, 1
+
+
+@pytest.mark.skipif(REAL_LT is None, reason="libcublasLt is not installed")
+def test_the_real_cublaslt_takes_the_bf16_gemms_of_a_training_step():
+    """precision="bf16": every GEMM of cifar_net's step (its convolutions' batched ones included) described
+    through the real library with bfloat16 matrices, float32 compute and float32 scalars, read back as set."""
+    forward = autocast_bf16(netc.load(EXAMPLES_DIR / "cifar_net.net").lower({"N": 3}, training=True))
+    joint = simplify(grad(forward))
+    step = compile_step(joint, [joint.loss], "bf16")
+    launches = [launch for launch in step.launches if isinstance(launch, GemmLaunch)]
+    assert launches and {launch.dtype for launch in launches} == {"netc_bf16"}
+    owned = []
+    try:
+        for launch in launches:
+            operation, layouts = describe(REAL_LT, launch, False, owned)
+            get = REAL_LT.cublasLtMatmulDescGetAttribute
+            assert _read(get, operation, DESC_COMPUTE_TYPE, ctypes.c_int32) == api.CUBLAS_COMPUTE_32F
+            assert _read(get, operation, DESC_SCALE_TYPE, ctypes.c_int32) == api.CUDA_R_32F
+            for layout in layouts:
+                read = REAL_LT.cublasLtMatrixLayoutGetAttribute
+                assert _read(read, layout, LAYOUT_TYPE, ctypes.c_uint32) == api.CUDA_R_16BF
     finally:
         for destroy, descriptor in owned:
             destroy(descriptor)

@@ -19,6 +19,7 @@ import netc
 from netc.compiler.autodiff import grad
 from netc.compiler.codegen.render import CUDA, Renderer
 from netc.compiler.ir import Graph
+from netc.compiler.passes.autocast import autocast_bf16
 from netc.compiler.passes.fuse import fuse
 from netc.compiler.passes.simplify import simplify
 from netc.compiler.shapes import TensorType
@@ -141,3 +142,22 @@ def test_an_elementwise_kernel_moves_four_floats_per_access(tmp_path):
     ptx = (tmp_path / "wide.ptx").read_text()
     global_accesses = re.findall(r"\b(ld|st)\.global(?:\.nc)?(\.v\d)?\.f32", ptx)
     assert {access for access in global_accesses} == {("ld", ".v4"), ("st", ".v4")}, global_accesses
+
+
+def _bf16_training_source() -> str:
+    """cifar_net's training step in precision="bf16": casts, unfold and fold of bfloat16 columns, a rows kernel
+    (cross-entropy) reading the last GEMM's bfloat16 result, elementwise kernels moving four of them at once."""
+    forward = autocast_bf16(netc.load(EXAMPLES_DIR / "cifar_net.net").lower({"N": 4}, training=True))
+    source = cuda_source(simplify(grad(forward)))
+    assert "netc_vec<netc_bf16, 4>" in source and "const netc_bf16 *RESTRICT cols" in source
+    return source
+
+
+@needs_nvcc
+def test_bf16_kernels_compile(tmp_path):
+    nvcc(_bf16_training_source(), tmp_path)
+
+
+@needs_nvrtc
+def test_bf16_kernels_compile_with_nvrtc():
+    nvrtc(_bf16_training_source())

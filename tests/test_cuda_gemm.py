@@ -314,3 +314,43 @@ def test_a_gemm_cublaslt_refuses_when_called_goes_through_cublas():
     want = _expected(bench.fill(7))
     graph.launch(bench.stream)
     _check(bench.results(), want, 1e-5)
+
+
+def test_the_fake_refuses_type_combinations_cublaslt_does_not_compute():
+    """cublasLtMatmul's table of data types: bfloat16 A and B need float32 compute (not TF32) and float32
+    scalars, and a bfloat16 or float32 C and D; A and B of one type. The stand-in refuses the rest, as the
+    real heuristic does, so a runtime describing a bf16 GEMM wrongly fails without a GPU."""
+    lt = FakeCublasLt()
+    bound = api.BoundLibrary(lt, api.CUBLASLT_FUNCTIONS, "cuBLASLt")
+
+    def heuristic(compute, scale, a_type, b_type, c_type):
+        handle, preference, operation = ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_void_p()
+        bound.cublasLtCreate(ctypes.addressof(handle))
+        bound.cublasLtMatmulPreferenceCreate(ctypes.addressof(preference))
+        workspace = ctypes.c_uint64(WORKSPACE_BYTES)
+        bound.cublasLtMatmulPreferenceSetAttribute(
+            preference, api.CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, ctypes.addressof(workspace), 8
+        )
+        bound.cublasLtMatmulDescCreate(ctypes.addressof(operation), compute, scale)
+        layouts = [ctypes.c_void_p() for _ in range(3)]
+        for layout, kind in zip(layouts, (a_type, b_type, c_type)):
+            bound.cublasLtMatrixLayoutCreate(ctypes.addressof(layout), kind, 4, 4, 4)
+        result, count = api.MatmulHeuristicResult(), ctypes.c_int()
+        a, b, c = layouts
+        bound.cublasLtMatmulAlgoGetHeuristic(
+            handle, operation, a, b, c, c, preference, 1, ctypes.addressof(result), ctypes.addressof(count)
+        )
+        return count.value
+
+    f32, bf16, tf32 = api.CUDA_R_32F, api.CUDA_R_16BF, api.CUBLAS_COMPUTE_32F_FAST_TF32
+    assert heuristic(api.CUBLAS_COMPUTE_32F, f32, bf16, bf16, bf16) == 1
+    assert heuristic(api.CUBLAS_COMPUTE_32F, f32, bf16, bf16, f32) == 1
+    for refused in [
+        (tf32, f32, bf16, bf16, bf16),  # TF32 compute reads float32 matrices only
+        (api.CUBLAS_COMPUTE_32F, f32, bf16, f32, bf16),  # A and B of two types
+        (api.CUBLAS_COMPUTE_32F, f32, bf16, bf16, api.CUDA_R_64F),
+        (api.CUBLAS_COMPUTE_64F, api.CUDA_R_64F, bf16, bf16, bf16),
+        (api.CUBLAS_COMPUTE_32F, f32, f32, f32, bf16),  # float32 A and B give float32 C only
+    ]:
+        with pytest.raises(api.CublasError, match="cublasLtMatmulAlgoGetHeuristic failed"):
+            heuristic(*refused)
