@@ -2,13 +2,14 @@
 
 Three kernels, one per primitive, share one context: the sizes (flattened batch B, queries L, keys S, widths
 E and Ev), the scale, whether it is causal, how the mask is addressed, dropout's stream and threshold, and the
-tile sizes. On the CPU a task is one query tile (one key tile for attention_grad_kv) of one batch index, whose
-products with the other side's tiles are BLAS GEMMs; on a GPU a block is, its threads one query (key) each,
-and the other side's tiles are staged through shared memory.
+tile sizes. On the CPU a task is one block of queries (of keys for attention_grad_kv) of one batch index, whose
+products with the other side's tiles are tile_product.j2's register-blocked loops on padded copies of the
+tiles; on a GPU a block is a tile of queries (keys), its threads one query (key) each, and the other side's
+tiles are staged through shared memory.
 
 q, k, v and the output's cotangent g are read as the fusion gives them: their own buffers, or strided views of
 another (passes/views.py: multi-head attention's heads, sliced and transposed out of one projection, read in
-place), each as a base offset per batch index and a row stride (the leading dimension of the tile GEMMs).
+place), each as a base offset per batch index and a row stride, from which the CPU kernels copy their tiles.
 Each row of the result goes to the kernel's own buffer, when anything reads it, and to the copies the kernel
 does as it stores (passes/copies.py: the heads merged for the out-projection, their gradients gathered).
 """
@@ -23,12 +24,13 @@ from ..ops.attention_math import keep_threshold
 from ..passes.fuse import Kernel
 from .layout import contiguous_strides, literal
 
-# CPU tiles: a query tile's running maxima, sums and outputs stay in cache while a key tile streams past them.
-# Long sequences take 64 queries a tile, short ones (fewer than 4 * 64) 32: larger BLAS calls won 6-9% at
-# T = 1024 (E = 64), smaller tiles 10% at T = 64 (the GPT's, causal: a smaller tile skips more of the masked
-# triangle), under load. A task's tiles live on its thread's stack: wide heads get narrower tiles, to at most
-# this many bytes.
-CPU_ROWS, CPU_MIN_ROWS, CPU_COLS, CPU_STACK_BYTES = 64, 32, 64, 1 << 18
+# CPU tiles (templates/attention*.j2): a task owns a block of `tile` queries (keys, for attention_grad_kv) of one
+# batch index, and tiles of the other side, up to `stream` long, stream past it; their products are
+# tile_product.j2's, on tiles padded to multiples of TILE_ALIGN, a block's rows taken TILE_ALIGN at a time, so
+# that a causal kernel skips all but the diagonal's blocks of TILE_ALIGN x TILE_ALIGN above the diagonal. A
+# sequence of up to SHORT_MAX is one block (the streamed side is then loaded and transposed once per task),
+# longer ones are blocks of LONG_TILE. A task's tiles live on its thread's stack: at most CPU_STACK_BYTES.
+TILE_ALIGN, SHORT_MAX, LONG_TILE, STREAM_MAX, CPU_STACK_BYTES = 16, 128, 64, 256, 1 << 18
 # GPU: threads per block (one query or key each), and the bytes of shared memory the staged tiles may take.
 GPU_ROWS, GPU_SHARED_BYTES, GPU_MAX_COLS = 64, 32 * 1024, 64
 
@@ -47,13 +49,12 @@ def attention_context(renderer, kernel: Kernel) -> dict:
     # The side each task owns a tile of: queries, except for attention_grad_kv, whose tasks own keys.
     causal = bool(v.attrs["causal"])
     addressing = _mask_addressing(mask, batch_shape, L, S) if mask is not None else None
-    own = S if v.op == "attention_grad_kv" else L
-    rows, cols = cpu_tiles(L, E, EV, size)
+    own, other = (S, L) if v.op == "attention_grad_kv" else (L, S)
+    tile, stream = cpu_tiles(v.op, own, other, E, EV, size)
     return dict(
         template=f"{v.op}.j2",
         op=v.op,
         ctype=ctype,
-        gemm="dgemm" if ctype == "double" else "sgemm",
         batch=batch,
         L=L,
         S=S,
@@ -71,9 +72,12 @@ def attention_context(renderer, kernel: Kernel) -> dict:
         # attention.cu's scores the key's j (causal, the mask's column): nvcc warns of an unused index.
         uses_i=bool(dropout) or (addressing is not None and addressing["row"] != "0"),
         uses_j=causal or (addressing is not None and addressing["col"] != "0"),
-        rows=rows,
-        cols=cols,
-        tiles=batch * -(-own // (cols if v.op == "attention_grad_kv" else rows)),
+        tile=tile,
+        stream=stream,
+        align=TILE_ALIGN,
+        E_pad=padded(E),
+        EV_pad=padded(EV),
+        tiles=batch * -(-own // tile),
         work=batch * L * S * (E + EV),
         gpu_cols=gpu_cols,
         gpu_blocks=batch * -(-own // GPU_ROWS),
@@ -142,23 +146,36 @@ def _batch_offset(strides, batch_shape) -> str:
     return " + ".join(terms) or "0"
 
 
-def cpu_tiles(L: int, E: int, EV: int, item_size: int) -> tuple:
-    """(queries, keys) per CPU tile: CPU_ROWS x CPU_COLS, with rows halved (down to CPU_MIN_ROWS) while L holds
-    fewer than 4 tiles of them, then halved (keys first) while the largest kernel's tiles (attention_grad_kv's:
-    two score tiles, dk and dv for its keys) would pass CPU_STACK_BYTES."""
-    rows, cols = CPU_ROWS, CPU_COLS
-    while L < 4 * rows and rows > CPU_MIN_ROWS:
-        rows //= 2
-    limit = CPU_STACK_BYTES // item_size
+def padded(n: int) -> int:
+    """n rounded up to a multiple of TILE_ALIGN: a CPU tile's width, as tile_product.j2 takes it."""
+    return -(-n // TILE_ALIGN) * TILE_ALIGN
 
-    def numbers():
-        return 2 * rows * cols + cols * (E + EV) + rows * (max(E, EV) + 2)
 
-    while numbers() > limit and cols > 8:
-        cols //= 2
-    while numbers() > limit and rows > 4:
-        rows //= 2
-    return rows, cols
+def cpu_tiles(op: str, own: int, other: int, E: int, EV: int, item_size: int) -> tuple:
+    """(the task's tile, the streamed tiles) of a CPU kernel whose tasks own tiles of `own` rows (queries, or
+    keys for attention_grad_kv) and stream the `other` side's: all of `own` up to SHORT_MAX, else LONG_TILE, and
+    the other side in one tile up to STREAM_MAX, halved (streamed tiles first) while the kernel's tiles would pass
+    CPU_STACK_BYTES."""
+    tile = padded(own) if own <= SHORT_MAX else LONG_TILE
+    stream = min(STREAM_MAX, padded(other))
+    while tile_bytes(op, tile, stream, padded(E), padded(EV), item_size) > CPU_STACK_BYTES and stream > TILE_ALIGN:
+        stream = padded(stream // 2)
+    while tile_bytes(op, tile, stream, padded(E), padded(EV), item_size) > CPU_STACK_BYTES and tile > TILE_ALIGN:
+        tile = padded(tile // 2)
+    return tile, stream
+
+
+def tile_bytes(op: str, tile: int, stream: int, E: int, EV: int, item_size: int) -> int:
+    """The bytes of the tiles a CPU task of `op` holds (templates/attention*.j2), for padded widths E, EV."""
+    numbers = {
+        # q, its output so far, the scores; the streamed keys (transposed) and values
+        "attention": tile * (E + 2 * EV + stream + 2) + stream * (E + EV),
+        # q, g_o, dq, the scores and their gradients; the streamed keys (transposed and not), values (transposed)
+        "attention_grad_q": tile * (2 * E + EV + 2 * stream + 2) + stream * (2 * E + EV),
+        # k, v, dk, dv, the scores and their gradients (transposed); the streamed q and g_o, transposed and not
+        "attention_grad_kv": tile * (2 * E + 2 * EV + 2 * stream) + stream * (2 * E + 2 * EV + 2),
+    }[op]
+    return numbers * item_size
 
 
 def _mask_addressing(mask, batch_shape, L, S) -> dict:

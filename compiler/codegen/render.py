@@ -140,7 +140,8 @@ class Renderer:
                 precision=self.float_type,
                 float_type=self.float_type,
                 profile=self.profile,
-                uses_blas=any(k.kind in ("matmul", "attention") for k in kernels),
+                uses_blas=any(k.kind == "matmul" for k in kernels),
+                uses_attention=any(k.kind == "attention" for k in kernels),
                 uses_random=any(k.kind == "random" or k.values[0].attrs.get("dropout") for k in kernels),
             )
             for part in range(parts)
