@@ -1,0 +1,94 @@
+"""The cpu backend's fused attention kernels (templates/attention*.j2) at the sizes where their tiling has corners,
+against PyTorch, forward and gradients, in float64 and float32: the GPT's heads (T = 64, width 32, causal),
+sequences that are not a multiple of a tile (16-row steps, 64-row blocks past 128, streamed tiles past 256, so
+that the online softmax carries a row across tiles), head widths padded to a tile's 16 (3, 8, 24) and not (32,
+64), masks, dropout, causal and not. The registry's own samples (tests/test_ops.py) are smaller than a tile.
+All cases are outputs of one graph: one module per precision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from netc.compiler.ir import Graph
+from netc.compiler.ops import OPS
+from netc.compiler.ops.attention import attention_inputs
+from netc.compiler.shapes import TensorType
+from parity import Suite, available, run_on
+
+CASES = {  # name: (batch dims, L, S, E, Ev, mask shape or None, causal, dropout)
+    "gpt": ((2, 2), 64, 64, 32, 32, None, True, 0.0),
+    "odd_causal": ((2,), 33, 33, 8, 8, None, True, 0.0),
+    "blocks_streams_mask": ((1,), 150, 300, 24, 8, (1, 150, 300), False, 0.0),
+    "long_causal_dropout": ((1,), 270, 140, 64, 64, None, True, 0.2),
+    "tiny_mask_causal": ((3,), 5, 7, 3, 2, (3, 1, 7), True, 0.0),
+}
+
+_SUITE: list = []
+
+
+def suite() -> tuple:
+    """(the Suite of every case, each case's inputs and attributes by name), built once."""
+    if not _SUITE:
+        rng, graph, cases = np.random.default_rng(0), Graph("attention_tiles"), {}
+        feeds = {}
+        for i, (name, (*shapes, causal, dropout)) in enumerate(CASES.items()):
+            arrays = attention_inputs(rng, *shapes, dropout)
+            attrs = dict(scale=float(1 / np.sqrt(shapes[3])), causal=causal)
+            if dropout:
+                attrs.update(dropout=dropout, stream=i)
+            leaves = []
+            for j, array in enumerate(arrays):
+                dtype = "i64" if array.dtype.kind in "iu" else "f32"  # the run's float type
+                leaves.append(graph.add_leaf("input", f"{name}_{j}", TensorType(array.shape, dtype)))
+                feeds[f"{name}_{j}"] = array
+            graph.outputs[name] = graph.emit("attention", *leaves, **attrs)
+            cases[name] = (arrays, attrs)
+        _SUITE.append((Suite(graph, feeds), cases))
+    return _SUITE[0]
+
+
+def torch_results(name: str) -> dict:
+    """The case's output and the gradients of the suite's loss (its output times the suite's weights, summed)
+    with respect to its float inputs, by PyTorch (the op's twin: scaled_dot_product_attention, or with dropout
+    the same formulas in torch's operations), in float64."""
+    s, cases = suite()
+    arrays, attrs = cases[name]
+    tensors = [torch.from_numpy(np.array(a)) for a in arrays]
+    for t in tensors:
+        t.requires_grad_(t.dtype == torch.float64)
+    out = OPS["attention"].torch(*tensors, **attrs)
+    (out * torch.from_numpy(s.feeds[f"weight:{name}"])).sum().backward()
+    results = {name: out.detach().numpy()}
+    results.update({f"grad:{name}_{j}": t.grad.numpy() for j, t in enumerate(tensors) if t.grad is not None})
+    return results
+
+
+_FLOAT32: list = []
+
+
+def cpu_float32() -> dict:
+    """The suite's results on the cpu backend in float32, by output name."""
+    if not _FLOAT32:
+        s, _ = suite()
+        with available("cpu"):
+            by_id = run_on("cpu", s.graph, s.roots, s.feeds, precision="float32")
+        _FLOAT32.append({key: by_id[v.id] for key, v in s.graph.outputs.items()})
+    return _FLOAT32[0]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_attention_tiles_match_torch_in_float64(name):
+    s, _ = suite()
+    got, want = s.run("cpu"), torch_results(name)
+    for key, expected in want.items():
+        np.testing.assert_allclose(got[key], expected, rtol=1e-9, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_attention_tiles_match_torch_in_float32(name):
+    """float32 against float64: errors of float32's rounding, relative to the largest value of each result."""
+    got, want = cpu_float32(), torch_results(name)
+    for key, expected in want.items():
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(got[key], expected, rtol=1e-4, atol=1e-5 * scale, err_msg=key)
