@@ -35,7 +35,7 @@ from bench import compile_times, interleaved_seconds, torch_step
 
 import numpy as np
 import torch
-from twins import example_inputs
+from twins import example_inputs, torch_peak_bytes
 from zoo_twins import ZOO, ZOO_DIR
 
 import netc
@@ -43,25 +43,6 @@ from netc.compiler.optim import SGD
 
 BATCHES = {"mlp40.net": (32, 64)}  # the rest at batch 32
 LR, MOMENTUM = 0.01, 0.9
-
-
-def torch_peak_bytes(twin, tensors: dict, optimizer) -> int:
-    """PyTorch's tensor memory at the peak of one training step (gradients freed before it, as set_to_none
-    leaves them): the bytes live before the step plus the step's own allocation high-water mark."""
-    optimizer.zero_grad(set_to_none=True)
-    live = [*twin.parameters(), *twin.buffers(), *tensors.values()]
-    live += [v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
-    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in live}
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
-        twin(**tensors)["loss"].backward()
-        optimizer.step()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    current = high = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        current += event.nbytes()  # negative for a free
-        high = max(high, current)
-    return sum(storages.values()) + high
 
 
 def first_call_seconds(fn) -> float:

@@ -10,14 +10,16 @@
 #     BENCH_ARGS="--batches 64" bash benchmarks/device_check.sh    # torch.compile too, at batch 64
 # (as a device run: command "OUT=$OUT bash benchmarks/device_check.sh", carry [".whl"]).
 #
-# Writes $OUT/environment.txt (GPU, driver, versions), $OUT/tests.log and $OUT/bench.log, and exits with the
-# tests' status. Each stage has a time limit (TESTS_TIMEOUT, BENCH_TIMEOUT seconds) so that a hang still
-# leaves the logs of what ran.
+# Writes $OUT/environment.txt (GPU, driver, versions), $OUT/tests.log, $OUT/bench.log and $OUT/memory.log (the
+# arena against PyTorch's peak, benchmarks/bench_memory.py), and exits with the tests' status. Each stage has a
+# time limit (TESTS_TIMEOUT, BENCH_TIMEOUT, MEMORY_TIMEOUT seconds) so that a hang still leaves the logs of what
+# ran.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-${TMPDIR:-/tmp}/netc_device_check}"
 TESTS_TIMEOUT="${TESTS_TIMEOUT:-300}"
 BENCH_TIMEOUT="${BENCH_TIMEOUT:-240}"
+MEMORY_TIMEOUT="${MEMORY_TIMEOUT:-90}"
 BENCH_ARGS="${BENCH_ARGS:---no-compile --batches 1 64 512}"  # torch.compile takes minutes per example
 PYTHON="${PYTHON:-python3}"
 DEPS="${TMPDIR:-/tmp}/netc_device_deps"  # the carried wheels, installed apart from the machine's own packages
@@ -65,5 +67,9 @@ tests_status=${PIPESTATUS[0]}
 echo "== benchmark (limit ${BENCH_TIMEOUT} s): $BENCH_ARGS"
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of arguments
 timeout "$BENCH_TIMEOUT" "$PYTHON" benchmarks/bench_cuda.py $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
-echo "tests: exit status $tests_status; benchmark: exit status ${PIPESTATUS[0]}; logs in $OUT"
+bench_status=${PIPESTATUS[0]}
+
+echo "== memory: the arena against torch.cuda.max_memory_allocated (limit ${MEMORY_TIMEOUT} s)"
+timeout "$MEMORY_TIMEOUT" "$PYTHON" benchmarks/bench_memory.py --device cuda 2>&1 | tee "$OUT/memory.log"
+echo "tests: exit status $tests_status; benchmark: exit status $bench_status; logs in $OUT"
 exit "$tests_status"

@@ -74,6 +74,12 @@ def is_concrete(shape: Shape) -> bool:
     return all(isinstance(d, int) for d in shape)
 
 
+# A value placed inside another's buffer (passes/pieces.py: a slice of the batch, a piece of a concat) starts a
+# multiple of this many elements into it, so that it is as aligned as any buffer of the arena (64 bytes: CUDA's
+# 128-bit loads, the C kernels' vector loads) whatever its element's size.
+PIECE_ALIGNMENT = 64
+
+
 def contiguous_strides(shape) -> tuple:
     """The strides, in items, of a row-major array of a concrete shape."""
     strides, step = [], 1

@@ -25,9 +25,10 @@ from netc.compiler.autodiff import GRAD_PREFIX, grad
 from netc.compiler.ir import LEAF_OPS
 from netc.compiler.ops.collective import COLLECTIVE_OPS
 from netc.compiler.optim import NEW_PREFIX, STATE_PREFIX, Optimizer
-from netc.compiler.passes.arena import ArenaPlan, plan_buffers, value_bytes
+from netc.compiler.passes.arena import ArenaPlan, plan_buffers, value_bytes, with_pieces
 from netc.compiler.passes.fuse import fuse, reads, storage
 from netc.compiler.passes.memory import Buffer
+from netc.compiler.passes.pieces import piece_places
 from netc.compiler.passes.remat import rematerialise
 from netc.compiler.passes.state_slots import state_buffers
 from netc.compiler.passes.simplify import simplify
@@ -219,6 +220,7 @@ def plan_split_step(graph, float_type: str, updates: dict, bucket_bytes: int) ->
         offsets[phases.reduced[name].id] = block + at
         if name in layout.written:
             offsets[layout.written[name]] = block + at
+    offsets = with_pieces(offsets, piece_places(kernels, float_type, reads))
     plan = ArenaPlan(offsets, planned.arena_bytes, planned.naive_bytes, planned.peak_bytes)
     return SplitPlan(kernels, len(backward), plan, homes, phases, layout, block, collective_kernels(backward))
 

@@ -320,3 +320,26 @@ def test_the_gpu_benchmark_runs_netc_on_the_emulated_device(emulated_backend, mo
     inputs = example_inputs(EXAMPLES["lenet.net"][1], 2, np.random.default_rng(0))
     result = bench.netc_side("lenet.net", 2, inputs, "tf32")
     assert result["gemms"] == "cublasLt" and result["kernels"] > 5 and result["arena"] > 0
+
+
+def test_emulated_convolutions_in_chunks_read_and_write_their_pieces_in_place(device, monkeypatch, tmp_path):
+    """CIFAR-10's classifier with every convolution in chunks of the batch (functional/conv.py), whose slices
+    and joins lie in their wholes' bytes (passes/pieces.py): each GEMM's pointers go into the middle of a
+    whole, and the gradients still match the reference."""
+    from netc.compiler.functional import conv
+
+    monkeypatch.setattr(conv, "COLUMN_FLOOR", 0)
+    monkeypatch.setenv("NETC_CACHE_DIR", str(tmp_path / "cache"))  # lowered graphs are cached
+    model = netc.compile(EXAMPLES_DIR / "cifar_net.net", batch=16, precision="float64")
+    graph = simplify(grad(model.graph))
+    roots = [graph.loss] + list(graph.outputs.values())  # the logits and every parameter's gradient
+    assert sum(v.op == "slice" for v in graph.values) >= 8
+    inputs = example_inputs(EXAMPLES["cifar_net.net"][1], 16, np.random.default_rng(5))
+    feeds = {"__seed__": np.int64(7), **inputs, **model.state_dict()}
+    run = device.prepare(graph, roots, "float64")
+    assert not [k for k in run.step.kernels if k.kind == "movement"]
+    want = run_graph(graph, feeds, roots, "float64")
+    got = {vid: value.get() for vid, value in run(feeds).items()}
+    for r in roots:
+        np.testing.assert_allclose(got[r.id], want[r.id], rtol=1e-9, atol=1e-12, err_msg=str(r))
+

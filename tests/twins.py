@@ -147,6 +147,27 @@ EXAMPLES = {
 }
 
 
+def torch_peak_bytes(twin, tensors: dict, optimizer) -> int:
+    """PyTorch's tensor memory at the peak of one training step (gradients freed before it, as set_to_none
+    leaves them): the bytes live before the step plus the step's own allocation high-water mark, read from
+    the profiler's allocation events (PyTorch counts no peak on the CPU). Run a step first: the optimiser's
+    state exists from then on."""
+    optimizer.zero_grad(set_to_none=True)
+    live = [*twin.parameters(), *twin.buffers(), *tensors.values()]
+    live += [v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in live}
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
+        twin(**tensors)["loss"].backward()
+        optimizer.step()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    current = high = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        current += event.nbytes()  # negative for a free
+        high = max(high, current)
+    return sum(storages.values()) + high
+
+
 def example_inputs(spec: dict, batch: int, rng) -> dict:
     """Random inputs for an example: standard normal floats, labels uniform over the classes."""
     return {name: rng.integers(0, kind, size=(batch,)) if isinstance(kind, int)

@@ -3,8 +3,8 @@
 A convolution is unfold + batched matmul: the windows [N, C_in, K, L] are split by group into
 [N, g, C_in/g * K, L], the weight [C_out, C_in/g, *k] is read as [g, C_out/g, C_in/g * K], and one matmul per
 (batch, group) gives [N, g, C_out/g, L], which is already [N, C_out, *out] in row-major order. Where the
-columns of the whole batch would be huge (a 3-D convolution's: COLUMN_BYTES), the batch is convolved in chunks
-of samples, joined after.
+columns of the whole batch would outweigh the convolution's input and output, the batch is convolved in chunks
+of samples, joined after (chunk_bounds).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 from .. import build as B
 from ..errors import NetcError
 from ..ir import Value
-from ..shapes import format_shape, numel
+from ..shapes import PIECE_ALIGNMENT, format_shape, numel
 from .args import (
     check_float,
     check_positive_int,
@@ -98,11 +98,10 @@ def _batched_convolution(ctx, x, weight, bias, stride, padding, dilation, groups
     pads = conv_padding(padding, tuple(kernel), stride, dilation, who)
     if padding_mode != "zeros":
         x, pads = pad_axes(x, pads, padding_mode, who=who), ((0, 0),) * dims
-    chunks = column_chunks(x, c_out, kernel, pads, stride, dilation)
-    bounds = [x.shape[0] * i // chunks for i in range(chunks + 1)]
+    bounds = chunk_bounds(x, weight, pads, stride, dilation)
     pieces = [
-        _windows_times_weight(B.slice_axis(x, 0, lo, hi) if chunks > 1 else x, weight, groups, stride, pads,
-                              dilation, who)
+        _windows_times_weight(B.slice_axis(x, 0, lo, hi) if len(bounds) > 2 else x, weight, groups, stride,
+                              pads, dilation, who)
         for lo, hi in itertools.pairwise(bounds)
     ]
     y = B.concat(pieces, 0)
@@ -111,29 +110,52 @@ def _batched_convolution(ctx, x, weight, bias, stride, padding, dilation, groups
     return y
 
 
-# The most bytes of im2col columns one convolution may hold at once: a batch whose columns would take more is
-# convolved in chunks of samples, whose columns (and their gradients') take one place in the arena in turn.
-# Chunks cost copies as large as the input and the output (the slices of the input, the output joined, and
-# the same for their gradients), so a convolution is chunked only where the columns saved are much larger
-# (CHUNK_GAIN times): a 3x3x3 convolution of 16 channels over 16^3 volumes has 226 MB of columns at batch 32,
-# for 8.4 MB of input, but ResNet-18's 3x3 convolutions of 64 channels at 32x32 (75 MB for 8.4 MB) took a
-# larger arena in chunks (302 -> 332 MB).
+# A convolution's im2col columns are K times its input (9 for a 3x3 kernel, 27 for a 3x3x3 one): held for the
+# whole batch they are most of a training step's memory, where PyTorch's peak holds none (cifar_net at batch
+# 512: 120 MB of columns for its first convolution, a 137 MB arena against PyTorch's 42 MB). So the batch is
+# convolved in chunks of samples whose columns take one place in the arena in turn, each chunk's columns no
+# more than the convolution's own input and output (COLUMN_SHARE times their bytes), and never below
+# COLUMN_FLOOR, under which launching more, smaller kernels is not worth the memory; nor in more chunks than
+# the weight gradient's partial sums, one per chunk, would give back (ResNet-18's last stage, whose 9.4 MB
+# weights are as large as their columns at batch 32, runs whole).
+#
+# A chunk's input is a slice of the batch and its output a piece of the whole output, as are the gradients'
+# in the backward pass: where each starts PIECE_ALIGNMENT elements into its whole, the slices and the join
+# are the whole's own bytes (passes/pieces.py) and cost no copy, so chunks start only there. Elsewhere
+# chunks cost copies as large as the input and the output, forward and backward, and a convolution is chunked
+# only where the columns saved are much larger (CHUNK_GAIN times) and pass COLUMN_BYTES.
+COLUMN_SHARE = 1.0
+COLUMN_FLOOR = 1 << 20
 COLUMN_BYTES = 64 << 20
 CHUNK_GAIN = 4
 
 
-def column_chunks(x: Value, c_out: int, kernel, pads, stride, dilation) -> int:
-    """How many chunks of the batch a convolution of x is computed in, counting float32 bytes; one while
-    sizes are symbolic (a network checked before its batch size is bound)."""
+def chunk_bounds(x: Value, weight: Value, pads, stride, dilation) -> list:
+    """Where the chunks of the batch a convolution of x is computed in begin and end ([0, N]: one chunk),
+    counting float32 bytes; one chunk while sizes are symbolic (a network checked before its batch size is
+    bound)."""
+    n, (c_out, _, *kernel) = x.shape[0], weight.shape
     if not all(isinstance(d, int) for d in x.shape):
-        return 1
+        return [0, n]
     spatial = tuple(d + lo + hi for d, (lo, hi) in zip(x.shape[2:], pads))
     windows = math.prod((d - dl * (k - 1) - 1) // s + 1 for d, k, s, dl in zip(spatial, kernel, stride, dilation))
-    n, c_in = x.shape[:2]
-    columns = n * c_in * math.prod(kernel) * windows * 4
+    in_row, out_row = math.prod(x.shape[1:]), c_out * windows
+    columns = n * x.shape[1] * math.prod(kernel) * windows * 4
+    budget = max(COLUMN_FLOOR, int(COLUMN_SHARE * 4 * n * (in_row + out_row)), 1)
+    # The fewest samples whose slice of the input and piece of the output start PIECE_ALIGNMENT elements apart.
+    quantum = math.lcm(*(PIECE_ALIGNMENT // math.gcd(PIECE_ALIGNMENT, row) for row in (in_row, out_row)))
+    # Each chunk's weight gradient is a partial sum the size of the weight, all added up after the last chunk:
+    # k chunks hold columns / k + (k - 1) * weight at worst, least at k = sqrt(columns / weight).
+    weight_bytes = 4 * math.prod(weight.shape)
+    chunks = min(-(-columns // budget), math.isqrt(columns // weight_bytes))
+    size = -(-(-(-n // max(chunks, 1))) // quantum) * quantum  # samples per chunk, rounded up to the quantum
+    if chunks > 1 and size < n:
+        return list(range(0, n, size)) + [n]
     chunks = max(1, min(n, -(-columns // COLUMN_BYTES)))
-    copies = 4 * n * (c_in * math.prod(x.shape[2:]) + c_out * windows) * 2  # bytes of slices and joins
-    return chunks if columns - columns // chunks >= CHUNK_GAIN * copies else 1
+    copies = 4 * n * (in_row + out_row) * 2  # bytes of slices and joins
+    if chunks > 1 and columns - columns // chunks >= CHUNK_GAIN * copies:
+        return [n * i // chunks for i in range(chunks + 1)]
+    return [0, n]
 
 
 def _windows_times_weight(x, weight, groups: int, stride, pads, dilation, who: str) -> Value:

@@ -17,6 +17,7 @@ from ..ir import LEAF_OPS
 from .fuse import reads, storage
 from .gemm_tasks import scratch_bytes
 from .memory import Buffer, live_bytes_lower_bound, plan_memory
+from .pieces import piece_places
 
 @dataclass
 class PlannedStep:
@@ -41,21 +42,29 @@ class ArenaPlan:
 def plan_arena(graph, kernels, roots, float_type: str) -> ArenaPlan:
     """Plan one arena for every value the kernels store: leaves, intermediates and roots."""
     buffers = step_buffers(graph, kernels, roots, float_type)
-    return plan_buffers(list(buffers.values()))
+    return plan_buffers(list(buffers.values()), piece_places(kernels, float_type, reads))
 
 
-def plan_buffers(buffers: list) -> ArenaPlan:
-    """The memory plan of `buffers`, with the bytes live at its peak."""
+def plan_buffers(buffers: list, places: dict | None = None) -> ArenaPlan:
+    """The memory plan of `buffers`, with the bytes live at its peak; `places` (pieces.piece_places) puts each
+    piece inside its whole."""
     plan = plan_memory(buffers)
     peak = live_bytes_lower_bound(buffers, plan.aliases)
-    offsets = {b.name: plan.offsets[b.name] for b in buffers}
+    offsets = with_pieces({b.name: plan.offsets[b.name] for b in buffers}, places or {})
     return ArenaPlan(offsets, plan.arena_bytes, plan.naive_bytes, peak)
+
+
+def with_pieces(offsets: dict, places: dict) -> dict:
+    """`offsets` and the offset of every piece, inside its whole's buffer."""
+    return {**offsets, **{piece: offsets[whole] + at for piece, (whole, at) in places.items()}}
 
 
 def step_buffers(graph, kernels, roots, float_type: str) -> dict:
     """One Buffer per stored value: leaves and exposed values live throughout; intermediates from the kernel
     that writes them to the last kernel that reads them. And one per kernel that needs scratch memory while it
-    runs (named by scratch_name), so that nothing is allocated during a step."""
+    runs (named by scratch_name), so that nothing is allocated during a step. A piece placed in its whole
+    (passes/pieces.py) has no buffer: its whole's lives from the first write of any of its pieces to the last
+    read of any, and none of them is written over in place, nor takes another's bytes."""
     end = len(kernels)
     first, last = {}, {}
     for v in graph.live_values(roots):
@@ -69,8 +78,22 @@ def step_buffers(graph, kernels, roots, float_type: str) -> dict:
             last[x.id] = max(last.get(x.id, index), index)
     for r in roots:
         last[storage(r).id] = end
+    places = piece_places(kernels, float_type, reads)
+    for piece, (whole, _) in places.items():
+        lo, hi = first.pop(piece, None), last.pop(piece, None)
+        if lo is not None:
+            first[whole] = min(first.get(whole, lo), lo)
+        if hi is not None:
+            last[whole] = max(last.get(whole, hi), hi)
+    # Not a piece, whose bytes are its whole's; nor a whole, which a kernel reading one of its pieces would
+    # read at other indices than the one it writes (and which took no less room in place, measured).
+    fixed = set(places) | {whole for whole, _ in places.values()}
+    aliases = {
+        out: tuple(a for a in inputs if a not in fixed)
+        for out, inputs in in_place_candidates(kernels).items()
+        if out not in fixed
+    }
     values = {v.id: v for v in graph.values}
-    aliases = in_place_candidates(kernels)
     buffers = {
         vid: Buffer(vid, value_bytes(values[vid], float_type), first[vid], last[vid], aliases.get(vid, ()))
         for vid in first

@@ -39,6 +39,7 @@ from ..ir import LEAF_OPS, Graph, Value
 from ..ops import OPS
 from ..ops.movement import swaps_last_two_axes
 from .copies import write_through
+from .pieces import place_pieces
 from .views import plan_views
 
 INLINE_OPS = ("broadcast_to", "full")  # computed inside an elementwise kernel, never on their own
@@ -153,7 +154,7 @@ def fuse(graph: Graph, roots: list | None = None) -> list:
     live = [v for v in graph.live_values(roots) if v.op not in LEAF_OPS and v.op != "reshape"]
     kernels = _Partition(_scalars_from_leaves_first(live), roots).kernels()
     root_ids = {storage(r).id for r in roots}
-    return write_through(_multi_tensor(kernels, root_ids), root_ids, reads)
+    return place_pieces(write_through(_multi_tensor(kernels, root_ids), root_ids, reads), root_ids)
 
 
 def _multi_tensor(kernels: list, root_ids: set) -> list:

@@ -5,10 +5,12 @@ Kept from the forward pass to the backward one, they are K times the convolution
 kernel) and most of what is live at the turn from forward to backward, where the arena peaks (CIFAR-10's
 classifier at batch 64: its first convolution's columns are 15 MB of a 24 MB arena). PyTorch keeps the input.
 
-So an op marked `recompute` in the registry whose result is at least twice the size of its inputs is
-computed again, just before its first reader past the loss (the backward pass), for those readers; the
-original dies with its last forward reader, and the smaller inputs live on instead. The price is one more
-memory-bound copy, which BENCHMARKS.md measures.
+So an op marked `recompute` in the registry whose result is at least twice the size of the inputs it would keep
+alive is computed again, just before its first reader past the loss (the backward pass), for those readers;
+the original dies with its last forward reader, and the smaller inputs live on instead. Inputs that live on
+anyway cost nothing: leaves, and values the backward reads itself (a pooling's windows are as large as its
+input, but ReLU's backward keeps that input, its output, alive: the windows are recomputed from it, where
+keeping them doubled the bytes). The price is one more memory-bound copy, which BENCHMARKS.md measures.
 
 Run it after simplification, whose common-subexpression elimination would merge the copy into the original.
 """
@@ -29,6 +31,12 @@ def rematerialise(graph: Graph) -> Graph:
         return graph
     turn = next(i for i, v in enumerate(graph.values) if v is graph.loss)
     before = {v.id for v in graph.values[: turn + 1]}
+    kept = {_storage(x).id for v in graph.values[turn + 1 :] for x in v.inputs}
+    kept |= {v.id for v in graph.values if v.op in LEAF_OPS}
+
+    def _worth_recomputing(v: Value) -> bool:
+        return worth_recomputing(v, kept)
+
     if not any(_worth_recomputing(v) and v.id in before for v in graph.values):
         return graph
     out, rebuilt = rebuild_leaves(graph)
@@ -58,9 +66,17 @@ def rematerialise(graph: Graph) -> Graph:
     return out
 
 
-def _worth_recomputing(v: Value) -> bool:
-    """Recomputing v pays in memory when it is at least twice the size of what it is computed from. A reshape
-    is free (a new name for the same bytes), so a reshape of such a value is recomputed along with it."""
+def worth_recomputing(v: Value, kept: set) -> bool:
+    """Recomputing v pays in memory when it is at least twice the size of what it is computed from, not
+    counting the inputs in `kept` (ids of values that live through the backward pass anyway). A reshape is
+    free (a new name for the same bytes), so a reshape of such a value is recomputed along with it."""
     if v.op == "reshape":
-        return _worth_recomputing(v.inputs[0])
-    return OPS[v.op].recompute and math.prod(v.shape) >= 2 * sum(math.prod(x.shape) for x in v.inputs)
+        return worth_recomputing(v.inputs[0], kept)
+    extra = sum(math.prod(x.shape) for x in v.inputs if _storage(x).id not in kept)
+    return OPS[v.op].recompute and math.prod(v.shape) >= 2 * extra
+
+
+def _storage(v: Value) -> Value:
+    while v.op == "reshape":
+        v = v.inputs[0]
+    return v

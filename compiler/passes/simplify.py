@@ -87,8 +87,12 @@ def _rewrite(graph: Graph, op: str, inputs: list, attrs: dict, table: dict) -> V
         distributed = _distributed_sum(graph, inputs[0], tuple(attrs["axes"]), table)
         if distributed is not None:
             return distributed
+    if op == "reduce_sum":
+        summed = _summed_products(graph, inputs[0], tuple(attrs["axes"]), table)
+        if summed is not None:
+            return summed
     if op == "add":
-        joined = _joined_pads(graph, inputs, table)
+        joined = _joined_pads(graph, inputs, table) or _joined_pad_into_sum(graph, inputs, table)
         if joined is not None:
             return joined
     out_type = OPS[op].shape([i.type for i in inputs], **attrs)
@@ -129,6 +133,46 @@ def _joined_pads(graph: Graph, inputs: list, table: dict) -> Value | None:
     joined = _rewrite(graph, "concat", pieces, {"axis": axis}, table)
     pads = pads_a[:axis] + (span,) + pads_a[axis + 1 :]
     return _rewrite(graph, "pad", [joined], {"pads": pads, "value": 0.0}, table)
+
+
+def _joined_pad_into_sum(graph: Graph, inputs: list, table: dict) -> Value | None:
+    """add(add(t, pad(a)), pad(b)) (in any order) with the pads joinable as _joined_pads joins them:
+    add(t, the pads joined). A tensor read slice by slice and also whole (a convolution computed in chunks of
+    the batch, whose input a shortcut reads too) gets such a gradient: without this, one full-size pad per
+    slice."""
+    for total, pad in (inputs, inputs[::-1]):
+        if total.op != "add" or pad.op != "pad" or total.shape != pad.shape:
+            continue
+        for term, other in (total.inputs, total.inputs[::-1]):
+            if term.op == "pad" and other.shape == total.shape:
+                joined = _joined_pads(graph, [term, pad], table)
+                if joined is not None:
+                    return _rewrite(graph, "add", [other, joined], {}, table)
+    return None
+
+
+def _summed_products(graph: Graph, x: Value, axes: tuple, table: dict) -> Value | None:
+    """reduce_sum over batch axes of a sum of batched matmuls: the sum of each product's sum, or None. Each
+    such sum joins its matmul's kernel, which accumulates the products into one output (fuse.sums_products),
+    where the sum of the products would store every sample's product first. A weight read by a convolution in
+    chunks of the batch (functional/conv.py) gets such a gradient: its broadcast over equal chunks is one
+    value, whose cotangent adds the chunks' products up."""
+    if x.op != "add" or not axes:
+        return None
+    terms, pending = [], list(x.inputs)
+    while pending:
+        t = pending.pop()
+        if t.op == "add" and t.shape == x.shape:
+            pending.extend(t.inputs)
+        elif t.op == "matmul" and t.shape == x.shape and all(a < t.rank - 2 for a in axes):
+            terms.append(t)
+        else:
+            return None
+    sums = [_rewrite(graph, "reduce_sum", [t], {"axes": axes}, table) for t in reversed(terms)]
+    total = sums[0]
+    for term in sums[1:]:
+        total = _rewrite(graph, "add", [total, term], {}, table)
+    return total
 
 
 def _distributed_sum(graph: Graph, x: Value, axes: tuple, table: dict) -> Value | None:

@@ -20,6 +20,7 @@ from .fuse import reads, storage
 from .memory import Buffer
 
 from .arena import ArenaPlan, plan_buffers, step_buffers, value_bytes
+from .pieces import piece_places
 
 
 def plan_state_arena(
@@ -28,15 +29,16 @@ def plan_state_arena(
     """Plan the arena of `kernels`, which compute `roots` and the new values in `updates` (leaf -> the value
     that replaces it after a run). Returns the plan, and the homes taken: new value id -> leaf id."""
     buffers, homes = state_buffers(graph, kernels, roots, float_type, updates)
-    return plan_buffers(list(buffers.values())), homes
+    return plan_buffers(list(buffers.values()), piece_places(kernels, float_type, reads)), homes
 
 
 def state_buffers(graph, kernels, roots: list, float_type: str, updates: dict) -> tuple[dict, dict]:
     """arena.step_buffers, plus a slot for every updates leaf, and each new value that may be written over its
     leaf made that leaf's buffer's home (the leaf then lives only to its last read). Returns the buffers and
     the homes."""
-    homes = in_place_homes(kernels, updates, roots)
     buffers = step_buffers(graph, kernels, roots, float_type)
+    # A value placed inside another's buffer (passes/pieces.py) has none of its own to move into a slot.
+    homes = {new: leaf for new, leaf in in_place_homes(kernels, updates, roots).items() if new in buffers}
     for leaf in updates:  # a leaf that the step replaces without reading it still needs its slot
         buffers.setdefault(leaf.id, Buffer(leaf.id, value_bytes(leaf, float_type), -1, len(kernels)))
     last_read = _last_reads(kernels)
