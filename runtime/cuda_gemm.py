@@ -185,7 +185,7 @@ class LtMatmuls:
         pointers = [base + operand.offset for operand in (first, second, out)]
         # Where the operands are does not matter to the algorithm, only how they are aligned.
         shapes = [replace(operand, offset=0) for operand in (first, second, out)]
-        key = (launch.dtype, self.gemms.tf32, launch.batch, *shapes, *map(alignment, pointers))
+        key = (launch.dtype, launch.c_dtype, self.gemms.tf32, launch.batch, *shapes, *map(alignment, pointers))
         if key not in self._algorithms:
             self._algorithms[key] = self._choose(operation, layouts, pointers)
         scalars = _scalars(launch.dtype, launch.beta)
@@ -264,9 +264,10 @@ def describe(lt, launch: GemmLaunch, tf32: bool, owned: list) -> tuple:
             attribute,
             ctypes.c_int32(_operation(operand.transposed)),
         )
+    out_type = _compute(launch.c_dtype, tf32)[2] if launch.c_dtype else data_type  # a bf16 GEMM's float32 sums
     layouts = []
-    for operand in (first, second, out):
-        layout = made("cublasLtMatrixLayout", data_type, operand.rows, operand.cols, operand.ld)
+    for operand, kind in ((first, data_type), (second, data_type), (out, out_type)):
+        layout = made("cublasLtMatrixLayout", kind, operand.rows, operand.cols, operand.ld)
         if launch.batch > 1:  # a stride of 0 reads one matrix for the whole batch (a convolution's weight)
             setter = lt.cublasLtMatrixLayoutSetAttribute
             _set(setter, layout, api.CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, ctypes.c_int32(launch.batch))

@@ -184,13 +184,15 @@ LAYOUT_TYPE, DESC_COMPUTE_TYPE, DESC_SCALE_TYPE = 0, 0, 1
 
 @pytest.mark.skipif(REAL_LT is None, reason="libcublasLt is not installed")
 def test_the_real_cublaslt_takes_the_bf16_gemms_of_a_training_step():
-    """precision="bf16": every GEMM of cifar_net's step (its convolutions' batched ones included) described
-    through the real library with bfloat16 matrices, float32 compute and float32 scalars, read back as set."""
+    """precision="bf16": every GEMM of cifar_net's forward and backward passes (its convolutions' batched ones
+    included) described through the real library with bfloat16 operands, float32 compute and float32 scalars,
+    and a bfloat16 result, or a float32 one for the weight gradients summed over the batch; read back as set."""
     forward = autocast_bf16(netc.load(EXAMPLES_DIR / "cifar_net.net").lower({"N": 3}, training=True))
     joint = simplify(grad(forward))
-    step = compile_step(joint, [joint.loss], "bf16")
+    step = compile_step(joint, [joint.loss, *joint.outputs.values()], "bf16")
     launches = [launch for launch in step.launches if isinstance(launch, GemmLaunch)]
-    assert launches and {launch.dtype for launch in launches} == {"netc_bf16"}
+    assert {launch.dtype for launch in launches} == {"netc_bf16"}
+    assert {launch.c_dtype for launch in launches} == {"", "float"}
     owned = []
     try:
         for launch in launches:
@@ -198,9 +200,9 @@ def test_the_real_cublaslt_takes_the_bf16_gemms_of_a_training_step():
             get = REAL_LT.cublasLtMatmulDescGetAttribute
             assert _read(get, operation, DESC_COMPUTE_TYPE, ctypes.c_int32) == api.CUBLAS_COMPUTE_32F
             assert _read(get, operation, DESC_SCALE_TYPE, ctypes.c_int32) == api.CUDA_R_32F
-            for layout in layouts:
-                read = REAL_LT.cublasLtMatrixLayoutGetAttribute
-                assert _read(read, layout, LAYOUT_TYPE, ctypes.c_uint32) == api.CUDA_R_16BF
+            read = REAL_LT.cublasLtMatrixLayoutGetAttribute
+            types = [_read(read, layout, LAYOUT_TYPE, ctypes.c_uint32) for layout in layouts]
+            assert types == [api.CUDA_R_16BF] * 2 + [api.CUDA_R_32F if launch.c_dtype else api.CUDA_R_16BF]
     finally:
         for destroy, descriptor in owned:
             destroy(descriptor)

@@ -19,6 +19,7 @@ import netc
 from netc.compiler.autodiff import grad
 from netc.compiler.codegen.render import CUDA, Renderer
 from netc.compiler.ir import Graph
+from netc.compiler.passes.arena import scratch_name
 from netc.compiler.passes.autocast import autocast_bf16
 from netc.compiler.passes.fuse import fuse
 from netc.compiler.passes.simplify import simplify
@@ -48,6 +49,7 @@ needs_nvrtc = pytest.mark.skipif(NVRTC is None, reason="CuPy's NVRTC is not inst
 def cuda_source(graph) -> str:
     kernels = fuse(graph)
     offsets = {v.id: 0 for v in graph.values}  # compile-only: any arena layout will do
+    offsets |= {scratch_name(k): 0 for k in kernels if k.kind == "matmul"}
     return Renderer(CUDA, "float", offsets).render(kernels, network=graph.name, mode=graph.mode, arena_bytes=0)
 
 
@@ -150,6 +152,7 @@ def _bf16_training_source() -> str:
     forward = autocast_bf16(netc.load(EXAMPLES_DIR / "cifar_net.net").lower({"N": 4}, training=True))
     source = cuda_source(simplify(grad(forward)))
     assert "netc_vec<netc_bf16, 4>" in source and "const netc_bf16 *RESTRICT cols" in source
+    assert "_round_entry" in source  # a convolution's weight gradient: float32 sums rounded once
     return source
 
 

@@ -3,7 +3,8 @@
 A kernel is launched through its `__global__` entry with the arena as its one argument, over a grid sized to
 the threads its template's loop can use (grid-stride loops cover any size, so the grid is capped, not exact).
 A matmul is a cuBLAS GEMM on pointers into the arena (one strided-batched GEMM over its batch; one per summed
-batch index, accumulating with beta = 1, when it sums its products over batch axes). Everything here is plain
+batch index, accumulating with beta = 1, when it sums its products over batch axes; a bf16 one accumulates
+in a float32 C and a kernel rounds the sums after: gemm_tasks.accumulator_elements). Everything here is plain
 Python over the renderer's contexts, so the launch list is tested without a GPU; runtime/cuda.py turns it into launches.
 """
 
@@ -14,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 from ..dtypes import item_bytes
+from ..passes.arena import scratch_name
 from ..passes.fuse import matmul_operand, storage
 
 BLOCK = 256  # threads per block: a multiple of the warp size, as the block reductions need
@@ -52,6 +54,7 @@ class GemmLaunch:
     stride_b: int
     stride_c: int
     beta: int = 0  # 1: C += op(A) @ op(B), adding to the product the launch before wrote
+    c_dtype: str = ""  # C's C type where it is not `dtype`: "float" for a bf16 kernel's float32 accumulator
 
 
 def plan_launches(renderer, kernels: list) -> list:
@@ -61,6 +64,8 @@ def plan_launches(renderer, kernels: list) -> list:
         ctx = renderer.context(index, kernel)
         if kernel.kind == "matmul":
             launches.extend(gemm_launches(index, ctx, kernel, renderer))
+            if ctx["accumulator"]:  # module.cu.j2: the float32 sums rounded into the bf16 result
+                launches.append(KernelLaunch(index, f"{ctx['fn']}_round_entry", _blocks(ctx["accumulator"]), BLOCK))
         else:
             grid, block = launch_shape(ctx)
             launches.append(KernelLaunch(index, f"{ctx['fn']}_entry", grid, block))
@@ -120,6 +125,9 @@ def gemm_launches(index: int, ctx: dict, kernel, renderer) -> list:
     itemsize = item_bytes(v.dtype, renderer.float_type)
     a_base, b_base = renderer.offsets[a.id], renderer.offsets[b.id]
     c_base, matrix = renderer.offsets[storage(kernel.values[-1]).id], ctx["m"] * ctx["n"]
+    c_dtype, c_itemsize = "", itemsize
+    if ctx["accumulator"]:  # a bf16 kernel summing over the batch: float32 C, the scratch's head
+        c_base, c_dtype, c_itemsize = renderer.offsets[scratch_name(kernel)], "float", item_bytes("f32", "float")
     kept = ctx["batch_dims"]  # innermost first
     uniform = max(j for j in range(len(kept) + 1) if _uniform(kept[:j]))
     inner, outer = kept[:uniform], kept[uniform:]
@@ -144,12 +152,13 @@ def gemm_launches(index: int, ctx: dict, kernel, renderer) -> list:
                     ldc=ctx["n"],
                     a=a_base + (a_at + a_sum) * itemsize,
                     b=b_base + (b_at + b_sum) * itemsize,
-                    c=c_base + c_at * itemsize,
+                    c=c_base + c_at * c_itemsize,
                     batch=count,
                     stride_a=stride_a,
                     stride_b=stride_b,
                     stride_c=matrix,
                     beta=min(s, 1),
+                    c_dtype=c_dtype,
                 )
             )
     return launches

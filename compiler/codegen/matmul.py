@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from ..passes.fuse import Kernel, matmul_operand, summed_axes
-from ..passes.gemm_tasks import task_split
+from ..passes.gemm_tasks import accumulator_elements, task_split
 from .layout import contiguous_strides
 
 
@@ -32,17 +32,23 @@ def matmul_context(renderer, kernel: Kernel) -> dict:
     sums = math.prod(d["size"] for d in dims["summed"])
     real = renderer.ctype(v.dtype)
     rows_per_task, cols_per_task, runs = task_split(kernel, renderer.float_type)
-    args = [renderer.pointer(a_src), renderer.pointer(b_src), renderer.pointer(kernel.values[-1])]
-    if runs > 1:  # the outputs of the runs after the first
+    accumulator = accumulator_elements(kernel)
+    result = renderer.pointer(kernel.values[-1])
+    args = [renderer.pointer(a_src), renderer.pointer(b_src), result]
+    if runs > 1 or accumulator:  # a bf16 kernel's float32 sums, then the outputs of the runs after the first
         args.append(renderer.scratch_pointer(kernel, v.dtype))
     row_tasks, col_tasks = -(-m // rows_per_task), -(-n // cols_per_task)
     # A bf16 GEMM on the CPU is an emulation (no bfloat16 BLAS): the kernel widens its operands to float32
-    # (exact), runs sgemm, and rounds the products to bfloat16 as it stores them. Elements of each buffer:
+    # (exact), runs sgemm, and rounds the products to bfloat16 as it stores them. Elements of each buffer
+    # (the products' own float32 buffer only where the scratch holds no accumulator):
     widened = None
     if v.dtype == "bf16":
-        widened = dict(a=math.prod(a_src.shape), b=math.prod(b_src.shape), c=batch * m * n)
+        widened = dict(a=math.prod(a_src.shape), b=math.prod(b_src.shape), c=0 if accumulator else batch * m * n)
     return dict(
         bf16=widened,
+        accumulator=accumulator,
+        # On CUDA, the kernel that rounds the accumulator's sums into the result (module.cu.j2).
+        rounding=dict(accumulator=renderer.scratch_pointer(kernel, v.dtype), result=result) if accumulator else None,
         template="matmul.j2",
         batch=batch,
         sums=sums,

@@ -103,13 +103,27 @@ def task_split(kernel: Kernel, float_type: str) -> tuple:
 
 
 def scratch_bytes(kernel: Kernel, float_type: str) -> int:
-    """The arena bytes `kernel` needs for itself while it runs: a summing GEMM's runs' outputs but the first's
-    (which is the result); none for any other kernel."""
+    """The arena bytes `kernel` needs for itself while it runs: a bf16 summing GEMM's float32 accumulator
+    (accumulator_elements), then a summing GEMM's runs' outputs but the first's (which is the result, or the
+    accumulator); none for any other kernel."""
     if kernel.kind != "matmul":
         return 0
     batch, _, m, n, _ = gemm_sizes(kernel)
     runs = task_split(kernel, float_type)[2]
-    return (runs - 1) * batch * m * n * partial_item_bytes(kernel, float_type)
+    partials = (runs - 1) * batch * m * n * partial_item_bytes(kernel, float_type)
+    return item_bytes("f32", "float") * accumulator_elements(kernel) + partials
+
+
+def accumulator_elements(kernel: Kernel) -> int:
+    """A bf16 GEMM kernel that sums its products over batch axes (precision="bf16": a convolution's weight
+    gradient) adds them up in float32, in its scratch, and rounds each sum once, as PyTorch's bf16
+    convolutions do: on the CPU in templates/matmul.j2, on CUDA by GEMMs with a float32 output and a rounding
+    kernel after them (codegen/launch.py). Rounding each product into a bf16 output instead would lose about a
+    bit every doubling of the batch. The accumulator's elements, or 0 for any other kernel."""
+    if kernel.kind != "matmul" or kernel.values[0].dtype != "bf16" or not summed_axes(kernel):
+        return 0
+    batch, _, m, n, _ = gemm_sizes(kernel)
+    return batch * m * n
 
 
 def partial_item_bytes(kernel: Kernel, float_type: str) -> int:
