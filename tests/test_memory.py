@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from netc.compiler.passes import memory
 from netc.compiler.passes.memory import Buffer, MemoryPlan, live_bytes_lower_bound, plan_memory, verify_plan
 
 
@@ -241,3 +242,55 @@ def test_two_thousand_buffers_plan_quickly_and_tightly():
     verify_plan(buffers, plan)
     assert elapsed < 10  # about 0.15 s here; the bound only catches a slide into worse than O(n^2)
     assert plan.arena_bytes <= 1.1 * live_bytes_lower_bound(buffers, plan.aliases)
+
+
+def first_fit(slots, alignment: int) -> dict:
+    """The definition _place_greedy meets, checked the slow way: in order, each slot at the lowest aligned
+    offset whose bytes no placed slot live at one of its kernels holds (such an offset is 0 or the aligned
+    end of one of those)."""
+    placed, offsets = [], {}
+    for s in slots:
+        rivals = [(start, end) for start, end, first, last in placed if first <= s.last and s.first <= last]
+        candidates = sorted({0, *(_align(end, alignment) for _, end in rivals)})
+        offsets[s.root] = next(c for c in candidates if all(c + s.nbytes <= a or b <= c for a, b in rivals))
+        if s.nbytes:
+            placed.append((offsets[s.root], offsets[s.root] + s.nbytes, s.first, s.last))
+    return offsets
+
+
+def _align(n: int, alignment: int) -> int:
+    return -(-n // alignment) * alignment
+
+
+@settings(max_examples=100, deadline=None)
+@given(lifetimes(), st.sampled_from([1, 8, 64]), st.sampled_from(range(len(memory.PLACEMENT_ORDERS))))
+def test_each_placement_is_the_lowest_clear_offset_in_turn(buffers, alignment, order):
+    alone = {b.name: b.name for b in buffers}  # every buffer its own slot
+    slots = sorted(memory._slots(buffers, alone), key=memory.PLACEMENT_ORDERS[order])
+    assert memory._place_greedy(slots, alignment) == first_fit(slots, alignment)
+
+
+def deep_network(layers: int) -> list:
+    """A deep MLP's training step, roughly: per layer a weight and its momentum live throughout, an activation
+    kept from its forward kernel to its backward one, and a gradient that lives for one kernel."""
+    end, buffers = 2 * layers + 1, []
+    for i in range(layers):
+        buffers += [Buffer(f"w{i}", 1024, -1, end), Buffer(f"m{i}", 1024, -1, end)]
+        buffers += [Buffer(f"a{i}", 2048, i, end - 1 - i), Buffer(f"g{i}", 2048, end - 1 - i, end - i)]
+    return buffers
+
+
+def test_planning_a_deep_network_grows_about_as_n_log_n():
+    """Four times the layers take about 5x the time (n log n), not 16x: a first fit that walks every placed
+    buffer below its candidate walked the hundreds of parameters live throughout the step for every buffer
+    (3.2 s of a 300-layer MLP's planning). Best of 3, alternating, so that a busy machine slows both alike."""
+    small, large = deep_network(100), deep_network(400)
+    seconds = {100: [], 400: []}
+    for _ in range(3):
+        for layers, buffers in ((100, small), (400, large)):
+            start = time.perf_counter()
+            plan = plan_memory(buffers)
+            seconds[layers].append(time.perf_counter() - start)
+    verify_plan(large, plan)
+    assert plan.arena_bytes == live_bytes_lower_bound(large)
+    assert min(seconds[400]) < 9 * min(seconds[100]), seconds

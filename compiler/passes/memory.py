@@ -27,9 +27,10 @@ This module knows nothing of the IR, so it can be tested on its own; the backend
 
 from __future__ import annotations
 
-import bisect
 import heapq
 from dataclasses import dataclass, field
+
+from .occupancy import Occupancy, align_up
 
 
 @dataclass(frozen=True)
@@ -58,14 +59,14 @@ class MemoryPlan:
 def plan_memory(buffers: list[Buffer], alignment: int = 64) -> MemoryPlan:
     """Assign each buffer an `alignment`-aligned offset so that buffers live at the same time never overlap,
     except an input and the output that overwrites it in place. Deterministic: the same buffers in the same
-    order always give the same plan. O(n^2) at worst in the number of buffers."""
+    order always give the same plan. About O(n log n) in the number of buffers."""
     _check_buffers(buffers, alignment)
     aliases = _choose_aliases(buffers)
     roots = _roots(buffers, aliases)
     slot_offsets = _place_best_greedy(_slots(buffers, roots), alignment)
     offsets = {b.name: slot_offsets[roots[b.name]] for b in buffers}
     arena = max((offsets[b.name] + b.nbytes for b in buffers), default=0)
-    naive = sum(_align_up(b.nbytes, alignment) for b in buffers)
+    naive = sum(align_up(b.nbytes, alignment) for b in buffers)
     return MemoryPlan(offsets, arena, naive, aliases, alignment)
 
 
@@ -200,29 +201,17 @@ def _place_best_greedy(slots: list[_Slot], alignment: int) -> dict:
 
 def _place_greedy(slots: list[_Slot], alignment: int) -> dict:
     """In the given order, each slot at the lowest aligned offset clear of every placed slot live at the same
-    time.
-
-    `placed` stays sorted by offset, so one pass in offset order finds the lowest gap: a conflicting slot
-    pushes the candidate offset past its end, and the first slot that starts beyond the candidate's end
-    proves the gap (every later one starts later still).
-    """
-    placed: list = []  # (offset, end, first, last, order), sorted by offset
+    time (an Occupancy, compiler/passes/occupancy.py, answers where that is without looking at the placed slots one by one)."""
+    live = [s for s in slots if s.nbytes]  # an empty slot occupies nothing and blocks no one
+    occupancy = Occupancy(min((s.first for s in live), default=0), max((s.last for s in live), default=0))
     offsets = {}
     for slot in slots:
-        candidate = 0
-        for offset, end, first, last, _ in placed:
-            if offset >= candidate + slot.nbytes:
-                break
-            if first <= slot.last and slot.first <= last and end > candidate:
-                candidate = _align_up(end, alignment)
-        offsets[slot.root] = candidate
-        if slot.nbytes:  # an empty buffer occupies nothing and blocks no one
-            bisect.insort(placed, (candidate, candidate + slot.nbytes, slot.first, slot.last, slot.order))
+        if not slot.nbytes:
+            offsets[slot.root] = 0
+            continue
+        offsets[slot.root] = start = occupancy.lowest_clear(slot.first, slot.last, slot.nbytes, alignment)
+        occupancy.add(slot.first, slot.last, start, start + slot.nbytes)
     return offsets
-
-
-def _align_up(n: int, alignment: int) -> int:
-    return -(-n // alignment) * alignment
 
 
 def live_bytes_lower_bound(buffers: list[Buffer], aliases: dict | None = None) -> int:
@@ -285,7 +274,7 @@ def verify_plan(buffers: list[Buffer], plan: MemoryPlan) -> None:
         offset = plan.offsets[b.name]
         assert offset >= 0 and offset % plan.alignment == 0, f"{b.name!r} at misaligned offset {offset}"
         assert offset + b.nbytes <= plan.arena_bytes, f"{b.name!r} ends past the arena ({plan.arena_bytes} B)"
-    assert plan.naive_bytes == sum(_align_up(b.nbytes, plan.alignment) for b in buffers), "wrong naive_bytes"
+    assert plan.naive_bytes == sum(align_up(b.nbytes, plan.alignment) for b in buffers), "wrong naive_bytes"
     _verify_aliases(by_name, plan)
     _verify_no_overlap(buffers, plan)
 
