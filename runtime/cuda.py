@@ -34,6 +34,7 @@ from netc.compiler.pipeline import compile_graph
 
 from .cuda_gemm import WORKSPACE_BYTES, CudaGemms
 from .cuda_libs import load_cuda_library
+from .cuda_results import ResultBlocks
 from .cuda_staging import PinnedStaging
 from .parameters import on_gpu, to_numpy
 from .store import ArenaRun
@@ -123,6 +124,8 @@ class CudaRun(ArenaRun):
             self.workspace = cupy.empty(WORKSPACE_BYTES, dtype=cupy.uint8)
         self._error = self.module.get_global("netc_error")
         self._error_flag = cupy.ndarray((), cupy.int64, memptr=self._error)
+        # Where a run reads the flag back: page-locked and made once, as the roots' blocks are.
+        self._status = np.ndarray((), np.int64, buffer=cupy.cuda.alloc_pinned_memory(8))
         # Made once: recording an event again moves it, and a stream's wait takes the event as it is then.
         self._inputs_ready, self._results_ready = (cupy.cuda.Event(disable_timing=True) for _ in range(2))
         self._checks_indices = any(k.kind == "index" and k.values[0].op != "one_hot" for k in step.kernels)
@@ -136,6 +139,7 @@ class CudaRun(ArenaRun):
         self._calls = self._kernel_calls(step["rendered"].launches)
         self._bind(step)
         self._staging = PinnedStaging(cupy, dict(self.input_windows))
+        self._results = ResultBlocks(cupy, self.output_windows)
         with self.stream:  # where a leaf's old value is kept while the new one is copied over it
             self._scratch = [source.copy() if from_leaf else None for _, source, from_leaf in self.state_copies]
         self._graph = self._capture()
@@ -158,9 +162,9 @@ class CudaRun(ArenaRun):
                 self._copy_in(window, feeds[name], name)
             self._staging.copies_queued(self.stream)
             self._replay()  # the step, then its new state copied into the slots
-            results = {vid: window.copy() for vid, window in self.output_windows}
+            results = self._results.copy_out(self.stream)
             if self._checks_indices:
-                status = int(self._error_flag.get(stream=self.stream))
+                status = int(self._error_flag.get(stream=self.stream, out=self._status))
                 if status:
                     raise NetcError(f"an index input is out of range (element {status - 1} of the batch)")
         self._results_ready.record(self.stream)
@@ -236,6 +240,9 @@ class CudaRun(ArenaRun):
     def _copy_in(self, window, value, staged: str | None = None) -> None:
         """`value` copied into `window` on the run's stream: device to device from the GPU; from the host
         through the pinned buffer of input `staged`, or (a state slot's rare write) from pageable memory."""
+        if staged is not None and type(value) is np.ndarray:  # the common case, without asking what it is
+            window.set(self._staging.stage(staged, value), stream=self.stream)
+            return
         device = device_array(self.cupy, value)
         if device is not None:
             self.cupy.copyto(window, device.reshape(window.shape), casting="same_kind")

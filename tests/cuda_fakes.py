@@ -140,6 +140,12 @@ class FakeMemoryPointer:
     def memset_async(self, value: int, size: int, stream):
         stream.enqueue(lambda: ctypes.memset(self.ptr, value, size), "memset")
 
+    def copy_from_device_async(self, src, size: int, stream):
+        """cudaMemcpyAsync device to device, as CuPy's MemoryPointer does it: `src` a pointer, not an array."""
+        if not isinstance(src, FakeMemoryPointer):
+            raise TypeError(f"copy_from_device_async takes a MemoryPointer, got {type(src).__name__}")
+        stream.enqueue(lambda: ctypes.memmove(self.ptr, src.ptr, size), "memcpy")
+
 
 class FakeCupyArray(np.ndarray):
     """A CuPy array: NumPy over host memory standing for the device, its transfers going through streams."""
@@ -157,10 +163,17 @@ class FakeCupyArray(np.ndarray):
     def data(self):
         return FakeMemoryPointer(self.cupy, self.ctypes.data)
 
-    def get(self, stream=None):
+    def get(self, stream=None, out=None):
+        """A device-to-host copy, into `out` if given (a NumPy array of the same shape and dtype, as CuPy
+        asks)."""
         stream = stream or self.cupy.get_current_stream()
         stream.synchronize()  # refuses while capturing, as a device-to-host copy does
-        return np.array(self)
+        if out is None:
+            return np.array(self)
+        if not isinstance(out, np.ndarray) or out.shape != self.shape or out.dtype != self.dtype:
+            raise TypeError(f"cannot get a {self.dtype}{list(self.shape)} array into {out!r:.60}")
+        np.copyto(out, np.asarray(self))
+        return out
 
     def item(self):
         return self.get().item()  # a device-to-host copy: waits for the stream, as CuPy's does

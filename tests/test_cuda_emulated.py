@@ -343,3 +343,31 @@ def test_emulated_convolutions_in_chunks_read_and_write_their_pieces_in_place(de
     for r in roots:
         np.testing.assert_allclose(got[r.id], want[r.id], rtol=1e-9, atol=1e-12, err_msg=str(r))
 
+
+def test_steps_after_the_first_allocate_no_device_memory(emulated_backend):
+    """The roots come back in result blocks made once (runtime/cuda_results.py): a training loop allocates
+    nothing after its first step, nor does inference whose caller drops each batch's outputs before the
+    next; outputs a caller keeps are never overwritten (test_inputs_queued_behind_the_host_are_the_ones_given)."""
+    allocated = emulated_backend.cupy.buffers
+    spec = EXAMPLES["lenet.net"][1]
+    batches = [example_inputs(spec, 2, np.random.default_rng(seed)) for seed in range(4)]
+    model = netc.compile(EXAMPLES_DIR / "lenet.net", batch=2, backend="cuda", seed=0)
+    reference = netc.compile(EXAMPLES_DIR / "lenet.net", batch=2, backend="cpu", seed=0)
+    trainer, twin = (m.trainer(netc.optim.SGD(lr=0.05, momentum=0.9)) for m in (model, reference))
+    np.testing.assert_allclose(trainer.step(**batches[0]), twin.step(**batches[0]), rtol=1e-4)
+    before = len(allocated)
+    for batch in batches[1:]:
+        np.testing.assert_allclose(trainer.step(**batch), twin.step(**batch), rtol=1e-4)
+    assert len(allocated) == before
+    model.eval()
+    reference.eval()
+    out = model.forward(**batches[0])
+    before = len(allocated)
+    for batch in batches:
+        out = model.forward(**batch)
+        np.testing.assert_allclose(out["out"].get(), reference.forward(**batch)["out"], rtol=1e-4, atol=1e-6)
+    assert len(allocated) == before
+    kept = [model.forward(**batch) for batch in batches]  # held: each call needs a block of its own
+    assert len(allocated) > before
+    for batch, output in zip(batches, kept):
+        np.testing.assert_allclose(output["out"].get(), reference.forward(**batch)["out"], rtol=1e-4, atol=1e-6)
