@@ -22,7 +22,9 @@ import numpy as np
 from netc.compiler.dtypes import item_bytes
 from netc.compiler.passes.fuse import INLINE_OPS
 
-ATTENTION_PRODUCTS = {"attention": (1, 1), "attention_grad_q": (2, 1), "attention_grad_kv": (2, 2)}
+# Per attention op, its products' count that run along E and along Ev: the forward's q k^T and P v, the
+# backward's q k^T, dP = g_o v^T, dv = P^T g_o, dk = dS^T q and dq = dS k.
+ATTENTION_PRODUCTS = {"attention": (1, 1), "attention_grad": (3, 2)}
 
 
 def machine_speeds(seconds: float = 0.5) -> dict:

@@ -81,7 +81,7 @@ def test_the_fused_path_never_stores_the_scores():
     graph = netc.load("block.net", text=NET).lower({"N": 2}, training=True)
     step = grad(graph)
     ops = {v.op for v in step.values}
-    assert {"attention", "attention_grad_q", "attention_grad_kv"} <= ops
+    assert {"attention", "attention_grad"} <= ops
     scores = [v for v in step.live_values() if tuple(v.shape[-2:]) == (T, T)]
     assert not scores, f"values shaped as the scores: {[(v.op, v.shape) for v in scores]}"
 
@@ -212,17 +212,17 @@ def test_a_tuple_assignment_binds_the_output_and_the_averaged_weights():
 
 
 def test_every_kernel_reads_only_what_earlier_kernels_wrote():
-    """Regression: the second derivative of attention_grad_q (its plain composition) once made the fuser move a
-    rows kernel after a matmul that read one of its values through a transpose (read in place with BLAS's
+    """Regression: the second derivative of the backward primitive (its plain composition) once made the fuser
+    move a rows kernel after a matmul that read one of its values through a transpose (read in place with BLAS's
     flag), so the matmul read the buffer before it was written ('buffer N has a negative size')."""
     from netc.compiler.ops import OPS
     from netc.compiler.passes.fuse import fuse, reads
     from parity import Suite
 
-    sample = OPS["attention_grad_q"].samples(np.random.default_rng(0))[0]
+    sample = OPS["attention_grad"].samples(np.random.default_rng(0))[0]
     graph = Graph("t")
     leaves = [graph.add_leaf("input", f"x{j}", TensorType(a.shape, "f64")) for j, a in enumerate(sample.inputs)]
-    graph.outputs["dq"] = graph.emit("attention_grad_q", *leaves, **sample.attrs)
+    graph.outputs["dq"] = graph.emit("attention_grad", *leaves, **sample.attrs)
     suite = Suite(graph, {f"x{j}": a for j, a in enumerate(sample.inputs)})
     written = {v.id for v in suite.graph.values if v.op in ("input", "param", "buffer")}
     for kernel in fuse(suite.graph, suite.roots):

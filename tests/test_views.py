@@ -99,23 +99,27 @@ class HeadsTwin(nn.Module):
 def test_the_heads_split_and_merge_without_a_copy_kernel():
     """The training step's kernels: the fused attention kernels read q, k, v and the output's cotangent
     straight from the in-projection's output and the out-projection's gradient, the forward kernel also
-    stores its output rows merged ([N, T, H * E], for the out-projection), and the backward kernels store dq,
-    dk and dv into the in-projection's gradient [N, T, 3C], their own results stored nowhere."""
+    stores its output rows merged ([N, T, H * E], for the out-projection), and the backward kernel stores dq,
+    dk and dv (its rows of queries, then of keys) into the in-projection's gradient [N, T, 3C], its own result
+    stored nowhere."""
     step = simplify(grad(netc.load("heads.net", text=HEADS_NET).lower({"N": 2}, training=True)))
     kernels = fuse(step)
     assert not [k.name for k in kernels if k.kind == "movement"]
     attention = {k.values[0].op: k for k in kernels if k.kind == "attention"}
-    assert len(attention) == 3
+    assert len(attention) == 2
     for kernel in attention.values():
         read = {index: view.source.op for index, view in kernel.views.items()}
         assert {read[i] for i in (0, 1, 2)} == {"add"}, read  # the in-projection's output, bias added
-    forward, grad_q, grad_kv = (attention[op] for op in ("attention", "attention_grad_q", "attention_grad_kv"))
+    forward, backward = (attention[op] for op in ("attention", "attention_grad"))
     assert [(s.target.op, s.first, s.end) for s in forward.stores] == [("transpose", 0, C // H)]
-    assert forward.values[0] in forward.outputs  # the backward kernels read it
-    gradient = {s.target for s in grad_q.stores + grad_kv.stores}
+    assert forward.values[0] in forward.outputs  # the backward kernel reads it
+    gradient = {s.target for s in backward.stores}
     assert len(gradient) == 1 and next(iter(gradient)).shape == (2, T, 3 * C)
-    assert [(s.first, s.end) for s in grad_kv.stores] == [(0, C // H), (C // H, 2 * C // H)]
-    assert grad_q.outputs == list(gradient) and grad_kv.outputs == list(gradient)
+    e = C // H  # dq: the queries' rows, columns [0, e); dk and dv: the keys' rows, [0, e) and [e, 2e)
+    assert sorted((s.row_first, s.row_end, s.first, s.end) for s in backward.stores) == [
+        (0, T, 0, e), (T, 2 * T, 0, e), (T, 2 * T, e, 2 * e)
+    ]
+    assert backward.outputs == list(gradient)
 
 
 def test_multi_head_attention_through_views_matches_torch_on_every_backend(backend):

@@ -1,10 +1,11 @@
 """The context of a fused attention kernel (compiler/ops/attention.py), rendered by templates/attention*.j2.
 
-Three kernels, one per primitive, share one context: the sizes (flattened batch B, queries L, keys S, widths
-E and Ev), the scale, whether it is causal, how the mask is addressed, dropout's stream and threshold, and the
-tile sizes. On the CPU a task is one block of queries (of keys for attention_grad_kv) of one batch index, whose
+Two kernels, one per primitive (attention, attention_grad), share one context: the sizes (flattened batch B,
+queries L, keys S, widths E and Ev), the scale, whether it is causal, how the mask is addressed, dropout's
+stream and threshold, and the tile sizes. On the CPU a task is a block of queries (for attention_grad: a whole
+batch index when the sequences are short, else a block of queries or of keys) of one batch index, whose
 products with the other side's tiles are tile_product.j2's register-blocked loops on padded copies of the
-tiles; on a GPU a block is a tile of queries (keys), its threads one query (key) each, and the other side's
+tiles; on a GPU a block is a tile of queries (or keys), its threads one query (key) each, and the other side's
 tiles are staged through shared memory.
 
 q, k, v and the output's cotangent g are read as the fusion gives them: their own buffers, or strided views of
@@ -24,12 +25,12 @@ from ..ops.attention_math import keep_threshold
 from ..passes.fuse import Kernel
 from .layout import contiguous_strides, literal
 
-# CPU tiles (templates/attention*.j2): a task owns a block of `tile` queries (keys, for attention_grad_kv) of one
-# batch index, and tiles of the other side, up to `stream` long, stream past it; their products are
+# CPU tiles (templates/attention*.j2): a task owns a block of `tile` queries (or keys: attention_grad_keys.j2) of
+# one batch index, and tiles of the other side, up to `stream` long, stream past it; their products are
 # tile_product.j2's, on tiles padded to multiples of TILE_ALIGN, a block's rows taken TILE_ALIGN at a time, so
 # that a causal kernel skips all but the diagonal's blocks of TILE_ALIGN x TILE_ALIGN above the diagonal. A
-# sequence of up to SHORT_MAX is one block (the streamed side is then loaded and transposed once per task),
-# longer ones are blocks of LONG_TILE. A task's tiles live on its thread's stack: at most CPU_STACK_BYTES.
+# sequence of up to SHORT_MAX is one block (the streamed side is then loaded and transposed once per task), and
+# attention_grad then takes a batch index a task (attention_grad_fused.j2); longer ones are blocks of LONG_TILE. A task's tiles live on its thread's stack: at most CPU_STACK_BYTES.
 TILE_ALIGN, SHORT_MAX, LONG_TILE, STREAM_MAX, CPU_STACK_BYTES = 16, 128, 64, 256, 1 << 18
 # GPU: threads per block (one query or key each), and the bytes of shared memory the staged tiles may take.
 GPU_ROWS, GPU_SHARED_BYTES, GPU_MAX_COLS = 64, 32 * 1024, 64
@@ -44,13 +45,11 @@ def attention_context(renderer, kernel: Kernel) -> dict:
     L, S, E, EV = q.shape[-2], k.shape[-2], q.shape[-1], val.shape[-1]
     ctype = renderer.ctype(v.dtype)
     size = item_bytes(v.dtype, renderer.float_type)
-    staged = E + EV + (2 if v.op == "attention_grad_kv" else 0)  # per staged row: its vectors (and lse, D)
+    backward = v.op == "attention_grad"
+    staged = E + EV + (2 if backward else 0)  # per staged row: its vectors (and lse, D for the keys' blocks)
     gpu_cols = max(1, min(GPU_MAX_COLS, GPU_SHARED_BYTES // (size * staged)))
-    # The side each task owns a tile of: queries, except for attention_grad_kv, whose tasks own keys.
     causal = bool(v.attrs["causal"])
     addressing = _mask_addressing(mask, batch_shape, L, S) if mask is not None else None
-    own, other = (S, L) if v.op == "attention_grad_kv" else (L, S)
-    tile, stream = cpu_tiles(v.op, own, other, E, EV, size)
     return dict(
         template=f"{v.op}.j2",
         op=v.op,
@@ -68,32 +67,58 @@ def attention_context(renderer, kernel: Kernel) -> dict:
         ) if dropout else None,
         causal=causal,
         mask=addressing,
-        # Whether attention_grad_kv.cu's weights read the query's index i (the mask's row, dropout), and
-        # attention.cu's scores the key's j (causal, the mask's column): nvcc warns of an unused index.
+        # Whether attention_grad.cu's weights read the query's index i in the keys' blocks (the mask's row,
+        # dropout), and attention.cu's scores the key's j (causal, the mask's column): nvcc warns of an unused
+        # index.
         uses_i=bool(dropout) or (addressing is not None and addressing["row"] != "0"),
         uses_j=causal or (addressing is not None and addressing["col"] != "0"),
-        tile=tile,
-        stream=stream,
-        align=TILE_ALIGN,
-        E_pad=padded(E),
-        EV_pad=padded(EV),
-        tiles=batch * -(-own // tile),
+        **cpu_tiling(v.op, L, S, E, EV, size, batch),
         work=batch * L * S * (E + EV),
         gpu_cols=gpu_cols,
-        gpu_blocks=batch * -(-own // GPU_ROWS),
+        # attention_grad's blocks: one per query tile (dq), then one per key tile (dk, dv)
+        gpu_query_blocks=batch * -(-L // GPU_ROWS),
+        gpu_blocks=batch * (-(-L // GPU_ROWS) + (-(-S // GPU_ROWS) if backward else 0)),
         gpu_threads=GPU_ROWS,
         q=_rows(kernel, 0, batch_shape),
         k=_rows(kernel, 1, batch_shape),
         v=_rows(kernel, 2, batch_shape),
-        g=_rows(kernel, 4, batch_shape) if v.op != "attention" else None,
+        g=_rows(kernel, 4, batch_shape) if backward else None,
         params=_params(v.op, ctype, mask is not None, bool(dropout), v in kernel.outputs, len(kernel.stores)),
         stores_result=v in kernel.outputs,
-        result_rows=S if v.op == "attention_grad_kv" else L,
+        result_rows=v.shape[-2],
         width=v.shape[-1],
-        stores=[_store(s, batch_shape) for s in kernel.stores],
+        stores=[_store(s, batch_shape, v.shape[-2]) for s in kernel.stores],
         args=[renderer.pointer(x) for x in kernel.sources(v)]
         + ([renderer.pointer(v)] if v in kernel.outputs else [])
         + [renderer.pointer(s.target) for s in kernel.stores],
+    )
+
+
+def cpu_tiling(op: str, L: int, S: int, E: int, EV: int, item_size: int, batch: int) -> dict:
+    """The CPU kernel's tiles (templates/attention*.j2). The forward: a task per block of `tile` queries,
+    streaming keys `stream` at a time. attention_grad: `fused`, a task per batch index that computes dq, dk and
+    dv from one recomputation of its scores, where both sides are short (up to SHORT_MAX) and its tiles fit;
+    else tasks per block of `q_tile` queries (their dq, streaming keys `q_stream` at a time), then per block of
+    `kv_tile` keys (their dk and dv, streaming queries `kv_stream` at a time)."""
+    common = dict(align=TILE_ALIGN, E_pad=padded(E), EV_pad=padded(EV))
+    if op == "attention":
+        tile, stream = cpu_tiles(op, L, S, E, EV, item_size)
+        return dict(common, tile=tile, stream=stream, tiles=batch * -(-L // tile))
+    fused_bytes = tile_bytes("fused", TILE_ALIGN, padded(S), padded(E), padded(EV), item_size)
+    fused = max(L, S) <= SHORT_MAX and fused_bytes <= CPU_STACK_BYTES
+    q_tile, q_stream = cpu_tiles("queries", L, S, E, EV, item_size)
+    kv_tile, kv_stream = cpu_tiles("keys", S, L, E, EV, item_size)
+    query_tasks = batch * -(-L // q_tile)
+    return dict(
+        common,
+        fused=fused,
+        keys_pad=padded(S),
+        q_tile=q_tile,
+        q_stream=q_stream,
+        kv_tile=kv_tile,
+        kv_stream=kv_stream,
+        query_tasks=query_tasks,
+        tiles=batch if fused else query_tasks + batch * -(-S // kv_tile),
     )
 
 
@@ -106,16 +131,21 @@ def _params(op: str, ctype: str, masked: bool, dropout: bool, stores_result: boo
     return params + [f"{ctype} *RESTRICT store{j}" for j in range(stores)]
 
 
-def _store(store, batch_shape) -> dict:
-    """Where a StridedStore (passes/copies.py) puts the kernel's columns [first, end) of batch index b's row:
-    `base` (a C expression of b), the stride between rows and between columns."""
+def _store(store, batch_shape, result_rows: int) -> dict:
+    """Where a StridedStore (passes/copies.py) puts the kernel's columns [first, end) of batch index b's rows
+    [row_first, row_end): `base` (a C expression of b), the stride between rows and between columns;
+    `guarded` when it takes only some of the rows (attention_grad's dq, dk or dv)."""
     base = _batch_offset(store.strides, batch_shape)
+    row_end = result_rows if store.row_end is None else store.row_end
     return dict(
         first=store.first,
         end=store.end,
         base=f"{store.offset} + {base}" if store.offset else base,
         rows=store.strides[-2],
         cols=store.strides[-1],
+        row_first=store.row_first,
+        row_end=row_end,
+        guarded=(store.row_first, row_end) != (0, result_rows),
     )
 
 
@@ -153,7 +183,7 @@ def padded(n: int) -> int:
 
 def cpu_tiles(op: str, own: int, other: int, E: int, EV: int, item_size: int) -> tuple:
     """(the task's tile, the streamed tiles) of a CPU kernel whose tasks own tiles of `own` rows (queries, or
-    keys for attention_grad_kv) and stream the `other` side's: all of `own` up to SHORT_MAX, else LONG_TILE, and
+    keys for attention_grad's "keys" tasks) and stream the `other` side's: all of `own` up to SHORT_MAX, else LONG_TILE, and
     the other side in one tile up to STREAM_MAX, halved (streamed tiles first) while the kernel's tiles would pass
     CPU_STACK_BYTES."""
     tile = padded(own) if own <= SHORT_MAX else LONG_TILE
@@ -170,10 +200,15 @@ def tile_bytes(op: str, tile: int, stream: int, E: int, EV: int, item_size: int)
     numbers = {
         # q, its output so far, the scores; the streamed keys (transposed) and values
         "attention": tile * (E + 2 * EV + stream + 2) + stream * (E + EV),
-        # q, g_o, dq, the scores and their gradients; the streamed keys (transposed and not), values (transposed)
-        "attention_grad_q": tile * (2 * E + EV + 2 * stream + 2) + stream * (2 * E + EV),
-        # k, v, dk, dv, the scores and their gradients (transposed); the streamed q and g_o, transposed and not
-        "attention_grad_kv": tile * (2 * E + 2 * EV + 2 * stream) + stream * (2 * E + 2 * EV + 2),
+        # attention_grad's query blocks: q, g_o, dq, the scores and their gradients; the streamed keys
+        # (transposed and not), values (transposed)
+        "queries": tile * (2 * E + EV + 2 * stream + 2) + stream * (2 * E + EV),
+        # its key blocks: k, v, dk, dv, the scores and their gradients (transposed); the streamed q and g_o,
+        # transposed and not
+        "keys": tile * (2 * E + 2 * EV + 2 * stream) + stream * (2 * E + 2 * EV + 2),
+        # fused: a tile of q, g_o and dq, its scores and their gradients; all the keys (transposed and not),
+        # the values (transposed), dk and dv
+        "fused": tile * (2 * E + EV + 2 * stream + 2) + stream * (3 * E + 2 * EV),
     }[op]
     return numbers * item_size
 

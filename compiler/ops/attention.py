@@ -1,11 +1,14 @@
-"""Fused attention, as FlashAttention computes it: one primitive for the forward pass and two for its gradient.
+"""Fused attention, as FlashAttention computes it: one primitive for the forward pass and one for its gradient.
 
 `attention(q, k, v[, mask][, seed]; scale, causal, dropout, stream)` is dropout(softmax(q k^T * scale + mask)) v,
 computed over tiles of keys and values with an online softmax, so the L x S scores are never stored. Its result
 packs, after the Ev output columns, each query row's log-sum-exp of its scores: [..., L, Ev + 1]. That one
-number a row is all the backward pass keeps; `attention_grad_q` and `attention_grad_kv` recompute the weights
-from it tile by tile (the first over tiles of keys for each query tile, the second over tiles of queries for
-each key tile, so neither needs atomic adds), given the forward's inputs, its packed result and its cotangent.
+number a row is all the backward pass keeps; `attention_grad` recomputes the weights from it tile by tile, given
+the forward's inputs, its packed result and its cotangent, and packs dq, dk and dv into one result
+[..., L + S, E + Ev]: a row per query (dq, then Ev zeros), then a row per key ([dk, dv]). One kernel computes
+the three from one recomputation of the weights where a batch index's scores fit a task (short sequences);
+longer ones take the query tiles' dq and the key tiles' dk and dv as tasks of their own, so that none needs
+atomic adds.
 Dropout's mask is drawn in each kernel from random_uniform(seed; [..., L, S], stream), the same numbers every
 time. The mask is additive (functional/attention.py turns a boolean mask into 0 / -inf); its gradient, asked
 for only when a mask is learned, and the second derivatives are the plain composition (attention_math.py),
@@ -23,7 +26,7 @@ from .registry import Op, Sample, rand, register
 from .twin import F
 
 TORCH = M.TorchMath()
-PLAIN = {"attention": 3, "attention_grad_q": 5, "attention_grad_kv": 5}  # inputs before the optional ones
+PLAIN = {"attention": 3, "attention_grad": 5}  # inputs before the optional ones
 
 
 def parts(op: str, inputs: tuple, dropout: float) -> tuple:
@@ -91,12 +94,8 @@ def _attention_grad(g, out, *inputs, **attrs):
     (q, k, v), mask, seed = parts("attention", inputs, attrs.get("dropout", 0.0))
     graph = g.graph
     rest = tuple(x for x in (mask, seed) if x is not None)
-    dq = graph.emit("attention_grad_q", q, k, v, out, g, *rest, **attrs)
-    dkv = graph.emit("attention_grad_kv", q, k, v, out, g, *rest, **attrs)
-    width = k.shape[-1]
-    dk = B.slice_axis(dkv, dkv.rank - 1, 0, width)
-    dv = B.slice_axis(dkv, dkv.rank - 1, width, width + v.shape[-1])
-    grads = [dq, dk, dv]
+    packed = graph.emit("attention_grad", q, k, v, out, g, *rest, **attrs)
+    grads = list(unpack_grads(packed, q.shape[-2], k.shape[-1]))
     if mask is not None:
         # A learned mask's gradient is dS itself, L x S: the plain composition, built into what runs only when
         # asked for.
@@ -150,6 +149,15 @@ register(
         "[..., L, Ev+1]",
     )
 )
+
+
+def unpack_grads(packed, L: int, E: int) -> tuple:
+    """(dq, dk, dv) from attention_grad's packed result [..., L + S, E + Ev]."""
+    rows, cols = packed.rank - 2, packed.rank - 1
+    queries = B.slice_axis(packed, rows, 0, L)
+    keys = B.slice_axis(packed, rows, L, packed.shape[-2])
+    width = packed.shape[-1]
+    return B.slice_axis(queries, cols, 0, E), B.slice_axis(keys, cols, 0, E), B.slice_axis(keys, cols, E, width)
 
 
 # -- backward --------------------------------------------------------------------------------------------------
@@ -209,39 +217,27 @@ def _backward_samples(rng, which: tuple):
     return samples
 
 
-def _pick_q(m, grads):
-    return grads[0]
-
-
-def _pick_kv(m, grads):
-    return m.concat(grads[1], grads[2])
+def _pack(m, grads):
+    """attention_grad's result from (dq, dk, dv, dS): [[dq, 0], [dk, dv]], rows of queries then of keys."""
+    dq, dk, dv = grads[:3]
+    return m.concat_rows(m.concat(dq, m.zeros_like_columns(dq, dv.shape[-1])), m.concat(dk, dv))
 
 
 register(
     Op(
-        "attention_grad_q",
-        "attention",
-        shape=_grad_rule("attention_grad_q", lambda q, k, v: q),
-        ref=_grad_ref("attention_grad_q", _pick_q),
-        torch=_grad_twin("attention_grad_q", _pick_q),
-        samples=lambda rng: _backward_samples(rng, (1, 3)),
-        grad=_second_order("attention_grad_q", _pick_q),
-        doc="dq of attention, from (q, k, v, packed result, its cotangent[, mask][, seed]), over tiles of keys",
-    )
-)
-
-register(
-    Op(
-        "attention_grad_kv",
+        "attention_grad",
         "attention",
         shape=_grad_rule(
-            "attention_grad_kv",
-            lambda q, k, v: TensorType(k.shape[:-1] + (k.shape[-1] + v.shape[-1],), q.dtype),
+            "attention_grad",
+            lambda q, k, v: TensorType(
+                q.shape[:-2] + (q.shape[-2] + k.shape[-2], k.shape[-1] + v.shape[-1]), q.dtype
+            ),
         ),
-        ref=_grad_ref("attention_grad_kv", _pick_kv),
-        torch=_grad_twin("attention_grad_kv", _pick_kv),
-        samples=lambda rng: _backward_samples(rng, (2, 6)),
-        grad=_second_order("attention_grad_kv", _pick_kv),
-        doc="[dk, dv] of attention packed along the last axis: [..., S, E+Ev], over tiles of queries",
+        ref=_grad_ref("attention_grad", _pack),
+        torch=_grad_twin("attention_grad", _pack),
+        samples=lambda rng: _backward_samples(rng, (1, 2, 3, 6)),
+        grad=_second_order("attention_grad", _pack),
+        doc="dq, dk and dv of attention, from (q, k, v, packed result, its cotangent[, mask][, seed]), packed as "
+        "[..., L + S, E + Ev]: a row per query (dq, then zeros), then a row per key ([dk, dv])",
     )
 )

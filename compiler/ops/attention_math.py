@@ -59,6 +59,14 @@ class NumPyMath:
         return np.concatenate([a, b], axis=-1)
 
     @staticmethod
+    def concat_rows(a, b):
+        return np.concatenate([a, b], axis=-2)
+
+    @staticmethod
+    def zeros_like_columns(x, columns: int):
+        return np.zeros(x.shape[:-1] + (columns,), dtype=x.dtype)
+
+    @staticmethod
     def causal(like, rows: int, cols: int):
         return np.triu(np.full((rows, cols), -np.inf, dtype=like.dtype), 1)
 
@@ -91,6 +99,14 @@ class IRMath:
     @staticmethod
     def concat(a, b):
         return B.concat([a, b], -1)
+
+    @staticmethod
+    def concat_rows(a, b):
+        return B.concat([a, b], -2)
+
+    @staticmethod
+    def zeros_like_columns(x, columns: int):
+        return B.full(x.graph, tuple(x.shape[:-1]) + (columns,), 0.0, x.dtype)
 
     @staticmethod
     def causal(like, rows, cols):
@@ -133,6 +149,12 @@ class TorchMath:
 
     def concat(self, a, b):
         return self._torch().cat([a, b], -1)
+
+    def concat_rows(self, a, b):
+        return self._torch().cat([a, b], -2)
+
+    def zeros_like_columns(self, x, columns: int):
+        return self._torch().zeros(tuple(x.shape[:-1]) + (columns,), dtype=x.dtype)
 
     def causal(self, like, rows, cols):
         torch = self._torch()

@@ -21,7 +21,7 @@ from ..ir import Value
 from ..shapes import contiguous_strides
 from .views import regrouped_strides
 
-STRIDED_STORERS = ("attention", "attention_grad_q", "attention_grad_kv")
+STRIDED_STORERS = ("attention", "attention_grad")
 
 
 @dataclass(frozen=True)
@@ -39,14 +39,17 @@ class CopyPiece:
 
 @dataclass(frozen=True)
 class StridedStore:
-    """Where a producer's result [..., rows, width] also goes: its columns [first, end) of element index go to
-    `target`'s buffer at `offset + sum(index * strides)` (index counting columns from `first`)."""
+    """Where a producer's result [..., rows, width] also goes: its columns [first, end) of its rows
+    [row_first, row_end) (every row when row_end is None) go to `target`'s buffer, element index at
+    `offset + sum(index * strides)` (index counting columns from `first` and rows from `row_first`)."""
 
     target: Value
     first: int
     end: int
     strides: tuple
     offset: int
+    row_first: int = 0
+    row_end: int | None = None
 
 
 def copy_pieces(v: Value, views: dict) -> list:
@@ -131,23 +134,28 @@ def _stores(kernel, storers: dict) -> list | None:
 
 def _inverted(piece: CopyPiece, source: Value, target: Value) -> StridedStore | None:
     """The piece as a StridedStore of `source`'s result: each axis of the piece walks one of the source's axes,
-    all of it, or a range of the columns (the last axis), so each element of the source it covers has one
-    place; None if the piece is not so (a block of rows, a repeat)."""
+    all of it, or a range of the rows or the columns (the last two axes: attention_grad's packed dq, dk and dv),
+    so each element of the source it covers has one place; None if the piece is not so (a repeat)."""
     own, last = contiguous_strides(source.shape), len(source.shape) - 1
-    strides, covered, columns = [0] * len(own), set(), 1
+    strides, covered, columns, rows = [0] * len(own), set(), 1, None
     for d, s_in, s_out in zip(piece.shape, piece.in_strides, piece.out_strides):
         if d == 1:
             continue
         matches = [a for a, s in enumerate(own) if s == s_in and source.shape[a] != 1 and a not in covered]
-        if len(matches) != 1 or (matches[0] != last and d != source.shape[matches[0]]):
+        if len(matches) != 1 or (matches[0] < last - 1 and d != source.shape[matches[0]]):
             return None
         axis = matches[0]
         columns = d if axis == last else columns
+        rows = d if axis == last - 1 else rows
         covered.add(axis)
         strides[axis] = s_out
     if any(d != 1 and a not in covered for a, d in enumerate(source.shape[:-1])):
         return None
-    first = piece.in_base  # the other axes start at 0: it is the first column's index
-    if not 0 <= first <= first + columns <= source.shape[-1]:
+    # The other axes start at 0: the first element is a row's first column.
+    row_first, first = divmod(piece.in_base, own[last - 1]) if last else (0, piece.in_base)
+    row_end = None if rows is None or rows == source.shape[-2] else row_first + rows
+    if not 0 <= first <= first + columns <= source.shape[-1] or (row_end is None and row_first):
         return None
-    return StridedStore(target, first, first + columns, tuple(strides), piece.out_base)
+    if row_end is not None and not 0 <= row_first < row_end <= source.shape[-2]:
+        return None
+    return StridedStore(target, first, first + columns, tuple(strides), piece.out_base, row_first, row_end)

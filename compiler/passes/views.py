@@ -189,8 +189,7 @@ VIEW_READERS = {
     "slice": {0: _no_tail},
     "pad": {0: _no_tail},
     "attention": {0: _matrix_rows(0), 1: _matrix_rows(0), 2: _matrix_rows(0)},
-    "attention_grad_q": {0: _matrix_rows(0), 1: _matrix_rows(0), 2: _matrix_rows(0), 4: _matrix_rows(1)},
-    "attention_grad_kv": {0: _matrix_rows(0), 1: _matrix_rows(0), 2: _matrix_rows(0), 4: _matrix_rows(1)},
+    "attention_grad": {0: _matrix_rows(0), 1: _matrix_rows(0), 2: _matrix_rows(0), 4: _matrix_rows(1)},
 }
 
 
