@@ -1,10 +1,11 @@
 """netc's compile times, as a user meets them: each compile in a fresh process, first with an empty cache
 (cold), then again with the cache the first one filled (cached), for every zoo network's training step (SGD
-with momentum); and the time to load a deep MLP of thousands of Linear layers. Prints Markdown tables.
+with momentum); the time to load a deep MLP of thousands of Linear layers; and the Python passes' seconds for
+a deep MLP's training step (hundreds of layers). Prints Markdown tables.
 
     python3 benchmarks/bench_compile.py                      # the zoo at batch 32, and a 10,000-layer file
     python3 benchmarks/bench_compile.py --quick              # two small networks, a 1,000-layer file
-    python3 benchmarks/bench_compile.py --networks mlp40 resnet8 --layers 0
+    python3 benchmarks/bench_compile.py --networks mlp40 resnet8 --layers 0 --step-layers
 
 Each measurement is a child process (this script with --child) timing, after `import netc` (reported apart):
 `netc.load` (parse, check every shape), `netc.Model` (lower for the batch size, initialise the parameters),
@@ -140,11 +141,39 @@ def deep_table(layer_counts: list) -> str:
     return "\n".join(lines)
 
 
+STAGES_ONLY = """import json, sys, time
+import netc
+from netc.compiler.optim import SGD
+network = netc.load(sys.argv[1])
+model = netc.Model(network, netc.bindings_for(network, 32), "cpu")
+step = model.compile_step("train", optimizer=SGD(lr=0.01, momentum=0.9), until="planned")
+print(json.dumps(step.seconds))"""
+
+
+def deep_step_table(layer_counts: list) -> str:
+    """The Python passes' seconds for a deep MLP's training step (until the arena is planned), in a fresh
+    process: the stages whose work grows with the number of layers, where one quadratic step shows first."""
+    stages = ("differentiated", "simplified", "fused", "planned")
+    lines = ["| Linear layers | " + " | ".join(f"{s} s" for s in stages) + " |", "|---" * (len(stages) + 1) + "|"]
+    with tempfile.TemporaryDirectory() as folder:
+        for layers in layer_counts:
+            path = Path(folder) / f"deep{layers}.net"
+            path.write_text(deep_mlp(layers))
+            result = subprocess.run(
+                [sys.executable, "-c", STAGES_ONLY, str(path)], capture_output=True, text=True, check=True,
+                env={**os.environ, "NETC_CACHE_DIR": folder},
+            )
+            seconds = json.loads(result.stdout.splitlines()[-1])
+            lines.append(f"| {layers:,} | " + " | ".join(f"{seconds.get(s, 0.0):.2f}" for s in stages) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--networks", nargs="*", default=list(ZOO), choices=list(ZOO))
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--layers", nargs="*", type=int, default=[1000, 10000], help="deep MLPs to load (0: none)")
+    parser.add_argument("--step-layers", nargs="*", type=int, default=[100, 300], help="deep MLPs' train steps")
     parser.add_argument("--quick", action="store_true", help="mlp40 and conv3d_wide at batch 4, 1,000 layers")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
@@ -153,13 +182,15 @@ def main() -> None:
         print(json.dumps(child(args.child, json.loads(args.spec), args.batch)))
         return
     if args.quick:
-        args.networks, args.batch, args.layers = ["mlp40", "conv3d_wide"], 4, [1000]
+        args.networks, args.batch, args.layers, args.step_layers = ["mlp40", "conv3d_wide"], 4, [1000], [50]
     print(f"{os.cpu_count()} cores; each compile a fresh process\n")
     if args.networks:
         print(compile_table(args.networks, args.batch) + "\n", flush=True)
     layers = [n for n in args.layers if n > 0]
     if layers:
-        print(deep_table(layers), flush=True)
+        print(deep_table(layers) + "\n", flush=True)
+    if args.step_layers:
+        print(deep_step_table(args.step_layers), flush=True)
 
 
 if __name__ == "__main__":
