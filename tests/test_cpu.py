@@ -131,3 +131,36 @@ def test_every_op_sample_runs_on_the_cpu_backend_as_on_the_reference():
     got = get_backend("cpu").prepare(graph, roots, "float64")(feeds)
     for key, value in graph.outputs.items():
         np.testing.assert_allclose(got[value.id], want[value.id], rtol=1e-12, atol=1e-12, err_msg=key)
+
+
+REPEATED_BLOCKS = """network Repeated {
+    input x: [N, 4, 6, 6]
+    input target: [N, 4, 6, 6]
+    c1 = Conv2d(4, 4, 3, padding = 1)
+    c2 = Conv2d(4, 4, 3, padding = 1)
+    c3 = Conv2d(4, 4, 3, padding = 1)
+    bn1 = BatchNorm2d(4)
+    bn2 = BatchNorm2d(4)
+    bn3 = BatchNorm2d(4)
+    minimize mse_loss(x -> c1 -> bn1 -> relu -> c2 -> bn2 -> relu -> c3 -> bn3, target)
+}
+"""
+
+
+def test_kernels_that_are_the_same_code_up_to_their_names_share_one_function():
+    """The C compiler is most of a cold compile: every function that differs from another only in the names
+    of its locals (v<id>, and a row reduction's acc<id> and part<id>), its parameters' or its own is defined
+    once (render.share_definitions). Checked against a broader renaming than the renderer's, of every name
+    ending in a number, by order of first appearance: BatchNorm's row kernels of one shape differed in their
+    sums' names (resnet18_cifar's training step: 132 -> 121 functions)."""
+    import collections
+    import re
+
+    model = netc.compile(netc.load("repeated.net", text=REPEATED_BLOCKS), batch=3, backend="cpu")
+    source = model.compile_step("gradients", until="rendered").source
+    by_code = collections.defaultdict(list)
+    for code, fn in re.findall(r"^((?:SHARED_KERNEL|KERNEL) (k\d+_\w+)\(.*?^\})", source, flags=re.M | re.S):
+        code = re.sub(r"/\*.*?\*/", "", code.replace(fn, "@fn").replace("SHARED_KERNEL", "KERNEL"), flags=re.S)
+        numbers: dict = {}
+        by_code[re.sub(r"\b[a-z]+\d+\b", lambda m: f"#{numbers.setdefault(m[0], len(numbers))}", code)].append(fn)
+    assert len(by_code) > 5 and all(len(fns) == 1 for fns in by_code.values()), list(by_code.values())

@@ -168,7 +168,9 @@ class Renderer:
 
 CALL_WEIGHT = 100  # what a kernel's entry and call add to its part's C, in characters of code
 COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
-LOCAL_NAME = re.compile(r"\bv(\d+)\b")  # a kernel's local for the value of that id (elementwise.py, rows.py)
+# A kernel's locals named after a value's id (elementwise.py, rows.py): v<id>, the value; acc<id> and part<id>, a
+# row reduction's sum (or maximum) and the part of it one SIMD lane adds up.
+LOCAL_NAME = re.compile(r"\b(v|acc|part)(\d+)\b")
 
 
 def share_definitions(contexts: list) -> list:
@@ -198,10 +200,8 @@ def neutral_code(definition: str, fn: str) -> str:
     derived from it), its comments (which name layers), and its locals named after value ids, numbered in the
     order they appear."""
     code = COMMENT.sub("", definition.replace(fn, "@fn") if fn else definition)
-    pieces = LOCAL_NAME.split(code)  # text, id, text, id...
     numbers: dict = {}
-    pieces[1::2] = [f"v#{numbers.setdefault(id, len(numbers))}" for id in pieces[1::2]]
-    return "".join(pieces)
+    return LOCAL_NAME.sub(lambda m: f"{m[1]}#{numbers.setdefault(m[2], len(numbers))}", code)
 
 
 def _balanced(contexts: list, parts: int, owners: list) -> list:
