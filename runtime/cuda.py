@@ -241,7 +241,7 @@ class CudaRun(ArenaRun):
         """`value` copied into `window` on the run's stream: device to device from the GPU; from the host
         through the pinned buffer of input `staged`, or (a state slot's rare write) from pageable memory."""
         if staged is not None and type(value) is np.ndarray:  # the common case, without asking what it is
-            window.set(self._staging.stage(staged, value), stream=self.stream)
+            self._staging.copy_in(staged, value, self.stream)
             return
         device = device_array(self.cupy, value)
         if device is not None:

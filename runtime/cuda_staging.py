@@ -24,12 +24,23 @@ class PinnedStaging:
         for name, window in windows.items():
             self.buffers[name] = np.ndarray(window.shape, window.dtype, buffer=self.memory, offset=offset)
             offset += sizes[name]
+        # name -> (the window's device pointer, the buffer's address, bytes): a copy in is then one call
+        self.copies = {
+            name: (window.data, self.buffers[name].ctypes.data, window.nbytes) for name, window in windows.items()
+        }
         self.event, self._recorded = cupy.cuda.Event(disable_timing=True), False
 
     def wait(self) -> None:
         """Until the last copies out of the buffers have run, so they may be written."""
         if self._recorded:
             self.event.synchronize()
+
+    def copy_in(self, name: str, host: np.ndarray, stream) -> None:
+        """`host` written into `name`'s buffer (converted to its dtype) and copied from there into its window
+        on `stream`, with none of the checks ndarray.set makes of arrays it does not know."""
+        target, address, nbytes = self.copies[name]
+        self.stage(name, host)
+        target.copy_from_host_async(address, nbytes, stream)
 
     def stage(self, name: str, host) -> np.ndarray:
         """`host` (array-like) written into `name`'s buffer, converted to its dtype; the buffer."""

@@ -140,6 +140,18 @@ class FakeMemoryPointer:
     def memset_async(self, value: int, size: int, stream):
         stream.enqueue(lambda: ctypes.memset(self.ptr, value, size), "memset")
 
+    def copy_from_host_async(self, mem, size: int, stream):
+        """cudaMemcpyAsync host to device from an address (an int, as CuPy takes it): from page-locked memory
+        the host bytes are read when the copy runs; from pageable memory CUDA stages them before returning."""
+        if not isinstance(mem, int):
+            raise TypeError(f"copy_from_host_async takes an address, got {type(mem).__name__}")
+        if self.cupy.is_pinned_address(mem):
+            work = lambda: ctypes.memmove(self.ptr, mem, size)  # noqa: E731
+        else:
+            staged = ctypes.string_at(mem, size)
+            work = lambda: ctypes.memmove(self.ptr, staged, size)  # noqa: E731
+        stream.enqueue(work, "copy")
+
     def copy_from_device_async(self, src, size: int, stream):
         """cudaMemcpyAsync device to device, as CuPy's MemoryPointer does it: `src` a pointer, not an array."""
         if not isinstance(src, FakeMemoryPointer):
@@ -262,9 +274,11 @@ def fake_cupy(compile_module, emulate, runtime_version: int = 13000):
         cupy.pinned.append(storage)
         return storage.data
 
-    def is_pinned(array) -> bool:
-        address = np.asarray(array).ctypes.data
+    def is_pinned_address(address: int) -> bool:
         return any(p.ctypes.data <= address < p.ctypes.data + p.nbytes for p in cupy.pinned)
+
+    def is_pinned(array) -> bool:
+        return is_pinned_address(np.asarray(array).ctypes.data)
 
     def make_stream(non_blocking=False):
         stream = FakeStream(cupy, non_blocking)
@@ -275,7 +289,7 @@ def fake_cupy(compile_module, emulate, runtime_version: int = 13000):
     legacy.ptr = 0  # the legacy default stream, which work of a capturing stream must not meet
     cupy.get_current_stream = lambda: cupy.current[-1] if cupy.current else legacy
     cupy.ndarray, cupy.empty, cupy.zeros, cupy.copyto = array_type, empty, zeros, copyto
-    cupy.is_pinned, cupy.load_kernel = is_pinned, load_kernel
+    cupy.is_pinned, cupy.is_pinned_address, cupy.load_kernel = is_pinned, is_pinned_address, load_kernel
     cupy.RawModule = lambda code, options=(): FakeModule(compile_module(code), cupy)
     cupy.cuda = types.SimpleNamespace(
         Stream=make_stream,
