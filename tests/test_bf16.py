@@ -9,7 +9,7 @@ convolutions run in bfloat16 as CUDA's autocast does:
 - two_layer, LeNet and a one-block GPT (a transformer block) agree with autocast's loss and gradients at stated
   tolerances, and differ from netc's own float32 run by far more than float32 runs differ from each other;
 - the compiled backends agree with the reference interpreter, which rounds after every bf16 value;
-- a bf16 value takes two bytes in the arena.
+- the arena of a training step is smaller than float32's.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from netc import NetcError
 from netc.compiler.dtypes import round_to_bf16
-from netc.compiler.passes.arena import value_bytes
 from netc.compiler.pipeline import StepSpec, compile_network_step
 from netc.runtime.backends import get_backend
 from parity import EMULATED, available, on_host
@@ -138,14 +137,16 @@ def _gpt_case(monkeypatch):
         "network GPT(vocab_size = 84, block_size = 64, n_embd = 128, n_head = 4)", f"network GPT({settings})"
     )
     network = netc.load(gpt_twin.GPT_NET, text=text)
-    return gpt_twin.GPT(config), network, gpt_twin.markov_windows(config, 4)
+    return gpt_twin.GPT(config), network, gpt_twin.markov_windows(config, 32)
 
 
-# network -> the largest relative L2 distance of any gradient from autocast's. Two bfloat16 runs differ where
-# their roundings do (a convolution's bias added before or after rounding, SDPA in bf16 in torch and in float32
-# here): LeNet's first layers' gradients, small under a summed squared error at batch 8, differ by 6%
-# (autocast's own differ from float32's by 10%); float32 runs of all three agree with torch's to 6e-7.
-NETWORK_TOLERANCES = {"two_layer.net": 1e-2, "lenet.net": 0.15, "gpt": 3e-2}
+# network -> (the largest relative L2 distance of a gradient from autocast's, the least distance of netc's
+# bf16 gradients from its float32 ones that shows bf16 is used), at batch 32. Measured: two_layer 0.4% from
+# autocast, while both are 4% from float32 (ReLU's mask flips where autocast's does); the transformer block
+# 0.9%, float32 1%; LeNet 23% (12% float32), its gradients dominated by a few units at ReLU's kink whose
+# pre-activations two bfloat16 runs round to either side (the bias added in bf16 after the GEMM here, inside
+# it in oneDNN). Float32 runs of all three agree with torch's to 3e-6.
+NETWORK_TOLERANCES = {"two_layer.net": (1e-2, 2e-2), "lenet.net": (0.3, 5e-2), "gpt": (2e-2, 5e-3)}
 
 
 @pytest.mark.parametrize("name", sorted(NETWORK_TOLERANCES))
@@ -155,15 +156,16 @@ def test_networks_match_autocast_and_not_float32(name, monkeypatch):
         twin, network, inputs = _gpt_case(monkeypatch)
     else:
         make, spec = EXAMPLES[name]
-        twin, network, inputs = make(), netc.load(EXAMPLES_DIR / name), example_inputs(spec, 8, np.random.default_rng(0))
+        twin, network, inputs = make(), netc.load(EXAMPLES_DIR / name), example_inputs(spec, 32, np.random.default_rng(0))
     autocast, float32 = torch_run(twin, inputs, autocast=True), torch_run(twin, inputs, autocast=False)
     got = netc_run(network, twin, inputs, "cpu", "bf16")
     names = [k for k, _ in twin.named_parameters()]
+    near, away = NETWORK_TOLERANCES[name]
     np.testing.assert_allclose(got["loss"], autocast["loss"], rtol=1e-3)
     for key in names:
-        assert relative(got[key], autocast[key]) <= NETWORK_TOLERANCES[name], key
+        assert relative(got[key], autocast[key]) <= near, key
     # bf16 really is used: the gradients move away from float32's by far more than float32 runs differ.
-    assert max(relative(got[key], float32[key]) for key in names) > 1e-3
+    assert max(relative(got[key], float32[key]) for key in names) > away
 
 
 def test_compiled_backends_match_the_reference_interpreter(probe, backend):
@@ -177,20 +179,20 @@ def test_compiled_backends_match_the_reference_interpreter(probe, backend):
         assert relative(got[key], value) <= (1e-2 if key.startswith("conv") else 1e-6), key
 
 
-def test_bf16_values_take_two_bytes_in_the_arena():
-    """A bf16 value's buffer is half a float32 one: the matmuls' operands the weight gradients read. (The
-    arena as a whole is not yet smaller for convolutional networks, whose float32 activations between the
-    GEMMs are kept beside the bf16 copies the GEMMs read.) Planned only, not built."""
-    network = netc.load(EXAMPLES_DIR / "two_layer.net")
+def test_a_training_step_keeps_fewer_bytes_in_bf16():
+    """The GEMMs' operands and results, and the ReLUs, poolings and biases between them, take two bytes an
+    element (passes/autocast.py). Planned only, not built. Measured at batch 64: cifar_net 3.6 MB against 5.2
+    MB in float32 (0.69), resnet_tiny 3.4 against 4.4 (0.77), whose BatchNorms and residual adds stay float32."""
     spec = StepSpec("train", optimizer=netc.optim.SGD(lr=0.1))
-    steps = {
-        precision: compile_network_step(network, {"N": 64}, spec, get_backend("cpu"), precision, until="planned")
-        for precision in ("float32", "bf16")
-    }
-    assert steps["bf16"].plan.arena_bytes < 0.95 * steps["float32"].plan.arena_bytes
-    x_bf16 = next(v for v in steps["bf16"].graph.values if v.op == "cast" and v.inputs[0].op == "input")
-    assert x_bf16.dtype == "bf16" and x_bf16.shape == (64, 1000)
-    assert value_bytes(x_bf16, "float") == 2 * 64 * 1000
+    for name, most in (("cifar_net.net", 0.75), ("resnet_tiny.net", 0.85)):
+        network = netc.load(EXAMPLES_DIR / name)
+        arena = {
+            precision: compile_network_step(
+                network, {"N": 64}, spec, get_backend("cpu"), precision, until="planned"
+            ).plan.arena_bytes
+            for precision in ("float32", "bf16")
+        }
+        assert arena["bf16"] < most * arena["float32"], (name, arena)
 
 
 def test_parameters_gradients_and_optimiser_state_stay_float32():
@@ -199,7 +201,10 @@ def test_parameters_gradients_and_optimiser_state_stay_float32():
     graph = compile_network_step(network, {"N": 4}, spec, get_backend("reference"), "bf16", until="rematerialised").graph
     assert {v.dtype for v in [*graph.params.values(), *graph.buffers.values(), *graph.outputs.values()]} <= {"f32", "f64"}
     assert {v.dtype for v in graph.values if v.op == "matmul"} == {"bf16"}
-    assert {v.dtype for v in graph.values if v.op.startswith("reduce")} == {"f32"}
+    # The loss's reductions in float32 (autocast's float32 list); a bias's gradient, a bf16 copy's, is a sum
+    # of bf16 gradients rounded once (as PyTorch's), then widened.
+    assert {v.dtype for v in graph.values if v.op == "reduce_sum" and v.scope == "mse_loss"} == {"f32"}
+    assert {v.dtype for v in graph.values if v.op == "reduce_sum" and "backward" in v.scope} == {"bf16"}
 
 
 def test_classic_cublas_refuses_a_bf16_gemm_with_a_clear_error(monkeypatch):

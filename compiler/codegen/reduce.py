@@ -28,6 +28,11 @@ def reduce_context(renderer, kernel: Kernel) -> dict:
     ctx = dict(
         template="reduce.j2",
         ctype=ctype,
+        # A bf16 input or output (precision="bf16": max pooling's windows, a bias gradient) is stored as its
+        # bits (stype), loaded into a float and rounded once as it is stored: `load` and `store` wrap an element.
+        stype=renderer.storage_type(v.dtype),
+        load=renderer.load(x.dtype, "@").split("@"),
+        store=renderer.store(v.dtype, "@").split("@"),
         reduced=reduced,
         size=groups,
         work=math.prod(x.shape),
@@ -45,7 +50,8 @@ def reduce_context(renderer, kernel: Kernel) -> dict:
     rows = dict(row=row, outer=outer[::-1], rows=groups // row)
     if v.op == "argmax_mask" and tail and row <= ARGMAX_ROW_LIMIT and math.prod(x.shape) < 2**31:
         return ctx | rows | dict(template="argmax_rows.j2")
-    if v.op != "argmax_mask" and tail and (not is_sum or count <= 1024):
+    # (A bf16 sum never: it would be rounded to bfloat16 at every step.)
+    if v.op != "argmax_mask" and tail and (not is_sum or count <= 1024) and not (is_sum and v.dtype == "bf16"):
         return (
             ctx
             | rows

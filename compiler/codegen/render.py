@@ -47,7 +47,7 @@ KERNEL_CONTEXTS = {
 # The kernel kinds that load and store bf16 values (precision="bf16": passes/autocast.py puts them only where
 # the matmuls read and write them: the elementwise casts, rows kernels that take a cast in, the copies and
 # the convolutions' unfold and fold between a cast and a matmul).
-BF16_KINDS = ("elementwise", "multi", "rows", "matmul", "movement", "window")
+BF16_KINDS = ("elementwise", "multi", "rows", "matmul", "movement", "window", "reduce")
 
 
 @dataclass(frozen=True)

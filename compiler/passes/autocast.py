@@ -1,28 +1,39 @@
-"""Mixed precision as torch.autocast(dtype=torch.bfloat16): the matmuls in bfloat16, everything else as it was.
+"""Mixed precision as torch.autocast(dtype=torch.bfloat16): the matmuls in bfloat16, and what follows them in
+bfloat16 as long as it stays exact; everything else as it was.
 
 precision="bf16" runs this pass on the lowered forward graph, before differentiation, so that the backward
-pass is ordinary IR built from it and its GEMMs are bfloat16 too. Every float32 `matmul` (Linear, the
-convolutions' GEMM after unfold, attention written out as matmuls) reads operands cast to bf16 and gives a
-bf16 result, which is cast back to float32 for whatever reads it, as autocast's lower-precision op list does
-for mm, bmm, linear and conv. Nothing else changes: the reductions, softmax and log_softmax, the norms, the
-losses, the elementwise ops between the GEMMs (which autocast runs in the widest type of their inputs, and
-which read a bf16 GEMM result together with a float32 bias or residual, so float32 here), the parameters, their
-gradients' accumulation and the optimiser's state all stay float32 (master weights). The fused attention op
-(scaled_dot_product_attention's kernel) stays float32 too.
+pass is ordinary IR built from it: its GEMMs are bfloat16 too, and so are the gradients of the ops that run in
+bfloat16. The rules follow autocast's op lists:
+- every float32 `matmul` (Linear, the convolutions' GEMM after unfold, attention written out as matmuls) reads
+  bfloat16 operands and gives a bfloat16 result, as autocast's lower-precision list runs mm, bmm, linear and
+  conv;
+- a Linear's or convolution's bias added to a bf16 result is added in bfloat16 (autocast casts the bias of
+  linear and conv too);
+- ops that autocast runs in their input's type and whose result on bfloat16 numbers is a bfloat16 number (ReLU,
+  max pooling's windows and maximum, reshapes, transposes, broadcasts, slices, zero pads and joins) stay in
+  bfloat16 where their float input is: conv -> ReLU -> max pool keeps two bytes an element, as in PyTorch;
+  and run in bfloat16 on a float32 input where only GEMMs read them (read_low_only: BatchNorm -> ReLU -> conv
+  stores the ReLU in two bytes);
+- everything else reads float32 (a cast back where its input was bf16): reductions, softmax and log_softmax,
+  the norms, the losses, the other elementwise ops (GELU, residual adds), as autocast's float32 list and
+  type promotion (bf16 + float32 is float32) make them. The parameters, their gradients' accumulation and the
+  optimiser's state are float32 (master weights); so is the fused attention op
+  (scaled_dot_product_attention's kernel).
 
-A cast is placed under the chain of reshapes, transposes and broadcasts between a value and the matmul that
-reads it, so that a matmul still reads a transposed operand with BLAS's transpose flag, and a weight
-broadcast over a batch (a convolution's) from one matrix, and the bytes cast are the value's own. One cast per
-value, whichever matmuls read it: a weight shared by two layers is rounded once.
+A matmul's operand is cast under the chain of reshapes, transposes, broadcasts and unfold between a float32
+value and the matmul, so that it still reads a transposed operand with BLAS's transpose flag, a weight
+broadcast over a batch (a convolution's) from one matrix, and a convolution's columns made in bf16 from a bf16
+copy of its input. One cast per value, whichever ops read it: a weight shared by two layers is rounded once.
 
-A bf16 value is stored in two bytes (half of float32's: the activations the backward pass keeps for the weight
-gradients are the matmuls' bf16 operands) and computed in float32, rounded to the nearest bfloat16 (ties to
-even) wherever a bf16 value is produced: kernels and the reference interpreter round at the same places.
+A bf16 value is stored in two bytes and computed in float32, rounded to the nearest bfloat16 (ties to even)
+wherever a bf16 value is produced: the kernels and the reference interpreter round at the same places.
 
     %7:f32[N,10] = matmul %x %wt            ->   %a:bf16[N,784] = cast %x dtype=bf16
                                                  %b:bf16[784,10] = transpose (cast %w dtype=bf16) perm=(1,0)
                                                  %m:bf16[N,10] = matmul %a %b
-                                                 %7:f32[N,10] = cast %m dtype=f32
+    %9:f32[N,10] = add %7 (broadcast %bias)      %n:bf16[N,10] = add %m (broadcast (cast %bias dtype=bf16))
+    %10:f32[N,10] = relu %9                      %r:bf16[N,10] = relu %n
+    %11:f32[] = mse_loss ... %10                 ... = ... (cast %r dtype=f32)
 """
 
 from __future__ import annotations
@@ -30,44 +41,124 @@ from __future__ import annotations
 from ..ir import LEAF_OPS, Graph, Value, verify
 from .simplify import rebuild_leaves
 
-LOW = "bf16"
-# Ops that move elements without arithmetic, which a cast commutes with exactly: the cast goes under them. A
-# convolution's unfold too (its padding, zero, is a bfloat16): its columns are then made in bf16 from a bf16
-# copy of its input, and the step keeps (or recomputes, passes/remat.py) those, not float32 ones.
+LOW, HIGH = "bf16", "f32"
+# Ops that move elements without arithmetic, which a cast commutes with exactly: a matmul operand's cast goes
+# under them. A convolution's unfold too (its padding, zero, is a bfloat16).
 MOVEMENT = ("reshape", "transpose", "broadcast_to", "unfold")
+# Ops whose result on bfloat16 numbers is a bfloat16 number, and which autocast runs in their input's type:
+# they stay in bf16 where their float inputs are. Max pooling is an unfold padded with -inf and a maximum over
+# its windows (_pools); other maxima (softmax's and the losses' shift, in autocast's float32 list) are not.
+EXACT = ("relu", "reshape", "transpose", "broadcast_to", "unfold", "slice", "pad", "concat")
 
 
 def autocast_bf16(graph: Graph) -> Graph:
-    """A copy of `graph` whose float32 matmuls compute in bfloat16 (the module's docstring)."""
-    if not any(v.op == "matmul" and v.dtype == "f32" for v in graph.values):
+    """A copy of `graph` whose float32 matmuls, and what follows them exactly, compute in bfloat16 (the
+    module's docstring)."""
+    if not any(v.op == "matmul" and v.dtype == HIGH for v in graph.values):
         return graph
     out, rebuilt = rebuild_leaves(graph)
-    low: dict[int, Value] = {}  # new value id -> its bf16 copy (a cast, or movement over one)
-
-    def to_low(x: Value) -> Value:
-        if x.id not in low:
-            if x.op in MOVEMENT:
-                low[x.id] = out.emit(x.op, to_low(x.inputs[0]), **x.attrs)
-            else:
-                low[x.id] = out.emit("cast", x, dtype=LOW)
-        return low[x.id]
-
+    casting = _Casting(out, rebuilt, read_low_only(graph))
     for v in graph.values:
         if v.op in LEAF_OPS:
             continue
-        inputs = [rebuilt[x.id] for x in v.inputs]
         with out.at(v.loc, v.scope):
-            if v.op == "matmul" and v.dtype == "f32":
-                product = out.emit("matmul", *(to_low(x) for x in inputs))
-                rebuilt[v.id] = out.emit("cast", product, dtype=v.dtype)
-            else:
-                rebuilt[v.id] = out.emit(v.op, *inputs, **v.attrs)
-    out.outputs = {k: rebuilt[v.id] for k, v in graph.outputs.items()}
-    out.updates = {k: rebuilt[v.id] for k, v in graph.updates.items()}
-    out.loss = rebuilt[graph.loss.id] if graph.loss is not None else None
-    out.ignored_labels = {rebuilt[i].id: label for i, label in graph.ignored_labels.items() if i in rebuilt}
-    out.producers = {rebuilt[i].id: p for i, p in graph.producers.items() if i in rebuilt}
+            casting.rewrite(v)
+    out.outputs = {k: casting.high(v) for k, v in graph.outputs.items()}
+    out.updates = {k: casting.high(v) for k, v in graph.updates.items()}
+    out.loss = casting.high(graph.loss) if graph.loss is not None else None
+    found = casting.found
+    out.ignored_labels = {found[i].id: label for i, label in graph.ignored_labels.items() if i in found}
+    out.producers = {found[i].id: p for i, p in graph.producers.items() if i in found}
     live = {v.id for v in out.live_values()}
     out.values = [v for v in out.values if v.op in LEAF_OPS or v.id in live]
     verify(out)
     return out
+
+
+class _Casting:
+    """The rewritten graph under construction: each original value's float32 form, its bf16 form, or both
+    (one computed, the other a cast of it, made when first asked for)."""
+
+    def __init__(self, out: Graph, rebuilt: dict, read_low: set):
+        self.out, self.read_low = out, read_low
+        self.in_high: dict[int, Value] = dict(rebuilt)  # original id -> its value of the original dtype
+        self.in_low: dict[int, Value] = {}  # original id -> its bf16 value
+        self.lowered: set = set()  # original ids computed in bf16 (their float32 form is a cast)
+
+    @property
+    def found(self) -> dict:
+        """Original id -> the value computed for it (its bf16 form, if it is computed in bf16)."""
+        return {**self.in_high, **{i: self.in_low[i] for i in self.lowered}}
+
+    def rewrite(self, v: Value) -> None:
+        emit = self.out.emit
+        if v.dtype == HIGH and v.op == "matmul":
+            self._lowered(v, emit("matmul", *map(self.low, v.inputs)))
+        elif v.dtype == HIGH and (v.op in EXACT or _pools(v)) and (self._reads_low(v) or v.id in self.read_low):
+            inputs = [self.low(x) if x.dtype == HIGH else self.in_high[x.id] for x in v.inputs]
+            self._lowered(v, emit(v.op, *inputs, **v.attrs))
+        elif v.dtype == HIGH and v.op == "add" and self._adds_a_bias(v):
+            self._lowered(v, emit("add", *map(self.low, v.inputs)))
+        else:
+            self.in_high[v.id] = emit(v.op, *map(self.high, v.inputs), **v.attrs)
+
+    def _lowered(self, v: Value, low: Value) -> None:
+        self.in_low[v.id] = low
+        self.lowered.add(v.id)
+
+    def high(self, x: Value) -> Value:
+        """x's value in its own dtype: a cast of its bf16 form if it is computed in bf16."""
+        if x.id not in self.in_high:
+            self.in_high[x.id] = self.out.emit("cast", self.in_low[x.id], dtype=HIGH)
+        return self.in_high[x.id]
+
+    def low(self, x: Value) -> Value:
+        """x's value in bf16: computed so, or the movements between it and a float32 value over a cast."""
+        if x.id not in self.in_low:
+            if x.op in MOVEMENT:
+                self.in_low[x.id] = self.out.emit(x.op, self.low(x.inputs[0]), **x.attrs)
+            else:
+                self.in_low[x.id] = self.out.emit("cast", self.high(x), dtype=LOW)
+        return self.in_low[x.id]
+
+    def _reads_low(self, v: Value) -> bool:
+        """Whether every float input of v is computed in bf16 (a pad's or a join's included)."""
+        floats = [x for x in v.inputs if x.dtype == HIGH]
+        return bool(floats) and all(x.id in self.lowered for x in floats)
+
+    def _adds_a_bias(self, v: Value) -> bool:
+        """Whether v adds a parameter (through reshapes and broadcasts: a Linear's or convolution's bias) to a
+        value computed in bf16."""
+        a, b = v.inputs
+        if (a.id in self.lowered) == (b.id in self.lowered):
+            return False
+        other = b if a.id in self.lowered else a
+        while other.op in ("broadcast_to", "reshape"):
+            other = other.inputs[0]
+        return other.op == "param"
+
+
+def _pools(v: Value) -> bool:
+    """Whether v is max pooling's maximum: over windows that an unfold made."""
+    x = v.inputs[0] if v.op == "reduce_max" else None
+    while x is not None and x.op == "reshape":
+        x = x.inputs[0]
+    return x is not None and x.op == "unfold"
+
+
+def read_low_only(graph: Graph) -> set:
+    """Ids of the exact ops (EXACT, _pools) whose every reader reads them in bf16: matmuls, and exact ops read
+    so in turn. Such an op runs in bf16 even on a float32 input (a cast before it, which rounds exactly what a
+    cast after it would): the ReLU after a BatchNorm that only convolutions read is stored in two bytes."""
+    readers: dict[int, list] = {}
+    for v in graph.values:
+        for x in v.inputs:
+            readers.setdefault(x.id, []).append(v)
+    roots = {v.id for v in graph.roots()}
+    low: set = set()
+    for v in reversed(graph.values):
+        exact = v.dtype == HIGH and (v.op in EXACT or _pools(v))
+        users = readers.get(v.id, [])
+        if exact and users and v.id not in roots and all(u.op == "matmul" or u.id in low for u in users):
+            low.add(v.id)
+    return low
