@@ -3,6 +3,7 @@
     python3 benchmarks/bench_attention.py                   # cpu backend vs torch on the CPU, T up to 1024
     python3 benchmarks/bench_attention.py --backend cuda    # cuda backend vs torch CUDA (needs a GPU)
     python3 benchmarks/bench_attention.py --quick           # small sizes, few rounds: checks that it runs
+    python3 benchmarks/bench_attention.py --batch 12 --width 32 --sizes 64   # the Shakespeare GPT's heads
 
 Each contestant computes out = attention(q, k, v) for q, k, v of [batch, heads, T, head width] and the
 gradients of sum(out * g) with respect to q, k and v (netc: Model.gradients over the fused attention kernels;
@@ -86,12 +87,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="T of 64 and 128, batch 1, few rounds")
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--width", type=int, default=64, help="the head width E")
+    parser.add_argument("--batch", type=int, help="the batch (default: 8 on a GPU, 2 on the CPU, 1 with --quick)")
+    parser.add_argument("--sizes", type=int, nargs="*", help="the sequence lengths T (default: 64 to 1024)")
     args = parser.parse_args()
     device = "cuda" if args.backend == "cuda" else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("--backend cuda needs a GPU that torch sees")
-    sizes = [64, 128] if args.quick else [64, 128, 256, 512, 1024]
-    batch = 1 if args.quick else (8 if device == "cuda" else 2)
+    sizes = args.sizes or ([64, 128] if args.quick else [64, 128, 256, 512, 1024])
+    batch = args.batch or (1 if args.quick else (8 if device == "cuda" else 2))
     rounds = 3 if args.quick else 15
     print(f"attention forward + backward, [batch {batch}, heads {args.heads}, T, width {args.width}], float32, "
           f"netc {args.backend} backend vs torch {device} ({torch.__version__}, {torch.get_num_threads()} threads)")

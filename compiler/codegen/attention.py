@@ -32,6 +32,8 @@ from .layout import contiguous_strides, literal
 # sequence of up to SHORT_MAX is one block (the streamed side is then loaded and transposed once per task), and
 # attention_grad then takes a batch index a task (attention_grad_fused.j2); longer ones are blocks of LONG_TILE. A task's tiles live on its thread's stack: at most CPU_STACK_BYTES.
 TILE_ALIGN, SHORT_MAX, LONG_TILE, STREAM_MAX, CPU_STACK_BYTES = 16, 128, 64, 256, 1 << 18
+# attention_grad's batch index a task (attention_grad_fused.j2) wants this many of them, to share out over cores.
+FUSED_MIN_BATCH = 4
 # GPU: threads per block (one query or key each), and the bytes of shared memory the staged tiles may take.
 GPU_ROWS, GPU_SHARED_BYTES, GPU_MAX_COLS = 64, 32 * 1024, 64
 
@@ -97,7 +99,8 @@ def attention_context(renderer, kernel: Kernel) -> dict:
 def cpu_tiling(op: str, L: int, S: int, E: int, EV: int, item_size: int, batch: int) -> dict:
     """The CPU kernel's tiles (templates/attention*.j2). The forward: a task per block of `tile` queries,
     streaming keys `stream` at a time. attention_grad: `fused`, a task per batch index that computes dq, dk and
-    dv from one recomputation of its scores, where both sides are short (up to SHORT_MAX) and its tiles fit;
+    dv from one recomputation of its scores, where both sides are short (up to SHORT_MAX), its tiles fit and
+    there are FUSED_MIN_BATCH batch indices or more;
     else tasks per block of `q_tile` queries (their dq, streaming keys `q_stream` at a time), then per block of
     `kv_tile` keys (their dk and dv, streaming queries `kv_stream` at a time)."""
     common = dict(align=TILE_ALIGN, E_pad=padded(E), EV_pad=padded(EV))
@@ -105,7 +108,7 @@ def cpu_tiling(op: str, L: int, S: int, E: int, EV: int, item_size: int, batch: 
         tile, stream = cpu_tiles(op, L, S, E, EV, item_size)
         return dict(common, tile=tile, stream=stream, tiles=batch * -(-L // tile))
     fused_bytes = tile_bytes("fused", TILE_ALIGN, padded(S), padded(E), padded(EV), item_size)
-    fused = max(L, S) <= SHORT_MAX and fused_bytes <= CPU_STACK_BYTES
+    fused = max(L, S) <= SHORT_MAX and fused_bytes <= CPU_STACK_BYTES and batch >= FUSED_MIN_BATCH
     q_tile, q_stream = cpu_tiles("queries", L, S, E, EV, item_size)
     kv_tile, kv_stream = cpu_tiles("keys", S, L, E, EV, item_size)
     query_tasks = batch * -(-L // q_tile)
