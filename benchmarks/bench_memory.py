@@ -6,6 +6,7 @@ arena is no larger than what PyTorch allocates.
     python3 benchmarks/bench_memory.py --quick         # batch 1 and 64, ResNet-18 at batch 1: a check
     python3 benchmarks/bench_memory.py --device cuda   # PyTorch's side on the GPU (max_memory_allocated)
     python3 benchmarks/bench_memory.py --networks cifar_net resnet18_cifar --batches 512
+    python3 benchmarks/bench_memory.py --quick --precision bf16   # netc's bf16 against torch.autocast's
 
 netc's side needs no run: the training step's arena is planned at compile time, for the cuda backend (its
 CUDA codegen, no GPU needed) and for the cpu backend, and the table shows both, with the most bytes live at
@@ -49,16 +50,23 @@ BATCHES = (1, 64, 512)
 QUICK_LIMITS = {"resnet18_cifar": 1}  # --quick: the largest batch of a network (others: 64)
 
 
-def planned_arena(path: Path, batch: int, backend) -> tuple:
+def planned_arena(path: Path, batch: int, backend, precision: str = "float32") -> tuple:
     """(arena bytes, bytes live at the peak kernel) of the network's training step, planned for `backend`."""
     network = netc.load(path)
     spec = StepSpec("train", optimizer=SGD(lr=LR, momentum=MOMENTUM))
-    step = compile_network_step(network, netc.bindings_for(network, batch), spec, backend, until="planned")
+    bindings = netc.bindings_for(network, batch)
+    step = compile_network_step(network, bindings, spec, backend, precision, until="planned")
     return step.plan.arena_bytes, step.plan.peak_bytes
 
 
-def torch_step_peak(twin_class, spec: dict, batch: int, device: str) -> int:
-    """PyTorch's peak allocation over one training step, after a warm-up step."""
+def torch_step_peak(twin_class, spec: dict, batch: int, device: str, precision: str = "float32") -> int:
+    """PyTorch's peak allocation over one training step, after a warm-up step; under torch.autocast with
+    bfloat16 for precision="bf16"."""
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        return _torch_step_peak(twin_class, spec, batch, device)
+
+
+def _torch_step_peak(twin_class, spec: dict, batch: int, device: str) -> int:
     torch.manual_seed(0)
     twin = twin_class().to(device).train()
     arrays = example_inputs(spec, batch, np.random.default_rng(0))
@@ -82,11 +90,11 @@ def torch_step_peak(twin_class, spec: dict, batch: int, device: str) -> int:
     return torch.cuda.max_memory_allocated()
 
 
-def measure(name: str, batch: int, device: str) -> dict:
+def measure(name: str, batch: int, device: str, precision: str = "float32") -> dict:
     path, twin_class, spec = NETWORKS[name]
-    cuda_arena, cuda_live = planned_arena(path, batch, CudaCodegen())
-    cpu_arena, _ = planned_arena(path, batch, CpuBackend())
-    peak = torch_step_peak(twin_class, spec, batch, device)
+    cuda_arena, cuda_live = planned_arena(path, batch, CudaCodegen(), precision)
+    cpu_arena, _ = planned_arena(path, batch, CpuBackend(), precision)
+    peak = torch_step_peak(twin_class, spec, batch, device, precision)
     return {"network": name, "batch": batch, "cuda": cuda_arena, "live": cuda_live, "cpu": cpu_arena, "torch": peak}
 
 
@@ -113,6 +121,10 @@ def main() -> None:
     parser.add_argument("--batches", nargs="*", type=int, default=list(BATCHES))
     parser.add_argument("--quick", action="store_true", help="batch 64 at most, ResNet-18 at batch 1")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where PyTorch's side runs")
+    parser.add_argument(
+        "--precision", choices=("float32", "bf16"), default="float32",
+        help="bf16: netc's precision='bf16' against PyTorch under torch.autocast(dtype=torch.bfloat16)",
+    )
     args = parser.parse_args()
     unknown = [n for n in args.networks if n not in NETWORKS]
     if unknown:
@@ -124,9 +136,9 @@ def main() -> None:
     for name in args.networks:
         limit = QUICK_LIMITS.get(name, 64) if args.quick else max(args.batches)
         for batch in [b for b in args.batches if b <= limit]:
-            rows.append(measure(name, batch, args.device))
+            rows.append(measure(name, batch, args.device, args.precision))
             print(f"{name} at batch {batch}: done", file=sys.stderr, flush=True)
-    print(table(rows, args.device), flush=True)
+    print(f"{args.precision} on both sides\n" + table(rows, args.device), flush=True)
 
 
 if __name__ == "__main__":
