@@ -217,3 +217,27 @@ def test_classic_cublas_refuses_a_bf16_gemm_with_a_clear_error(monkeypatch):
             model.gradients(x=np.zeros((2, 1000), np.float32), y=np.zeros((2, 10), np.float32))
     assert "cuBLASLt" in str(caught.value)
 
+
+
+def test_an_sgd_step_updates_float32_master_weights():
+    """One SGD step of two_layer at a learning rate whose updates are far smaller than a bfloat16 ulp of the
+    weights: they move, as PyTorch's float32 parameters under autocast do (bf16 weights could not move at
+    all), and by autocast's steps (the gradients' 1e-2 of the test above)."""
+    make, spec = EXAMPLES["two_layer.net"]
+    torch.manual_seed(0)
+    twin, inputs = make(), example_inputs(spec, 8, np.random.default_rng(2))
+    before = {k: v.detach().numpy().copy() for k, v in twin.state_dict().items()}
+    model = netc.compile(EXAMPLES_DIR / "two_layer.net", batch=8, backend="cpu", precision="bf16")
+    model.load_state_dict(twin.state_dict())
+    lr = 1e-5
+    model.trainer(netc.optim.SGD(lr=lr)).step(**inputs)
+    torch_run(twin, inputs, autocast=True)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p -= lr * p.grad
+    after = model.state_dict()
+    for key, old in before.items():
+        moved, want = after[key] - old, twin.state_dict()[key].numpy() - old
+        assert np.mean(moved != 0) > 0.5, key
+        assert np.mean(np.abs(moved) < np.abs(old) * 2.0**-9) > 0.9, key  # under half a bfloat16 ulp
+        assert relative(moved, want) <= 2e-2, key
