@@ -159,8 +159,11 @@ def test_kernels_that_are_the_same_code_up_to_their_names_share_one_function():
     model = netc.compile(netc.load("repeated.net", text=REPEATED_BLOCKS), batch=3, backend="cpu")
     source = model.compile_step("gradients", until="rendered").source
     by_code = collections.defaultdict(list)
-    for code, fn in re.findall(r"^((?:SHARED_KERNEL|KERNEL) (k\d+_\w+)\(.*?^\})", source, flags=re.M | re.S):
-        code = re.sub(r"/\*.*?\*/", "", code.replace(fn, "@fn").replace("SHARED_KERNEL", "KERNEL"), flags=re.S)
+    functions = re.findall(r"^((?:SHARED_KERNEL|KERNEL) (k\d+_\w+)\(.*?^\})", source, flags=re.M | re.S)
+    for code, fn in functions:
+        code = code.replace(fn, "@fn").replace("SHARED_KERNEL", "KERNEL")
+        code = re.sub(r"/\*.*?\*/", "", code, flags=re.S)
         numbers: dict = {}
-        by_code[re.sub(r"\b[a-z]+\d+\b", lambda m: f"#{numbers.setdefault(m[0], len(numbers))}", code)].append(fn)
+        code = re.sub(r"\b[a-z]+\d+\b", lambda m: f"#{numbers.setdefault(m[0], len(numbers))}", code)
+        by_code[code].append(fn)
     assert len(by_code) > 5 and all(len(fns) == 1 for fns in by_code.values()), list(by_code.values())
