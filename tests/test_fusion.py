@@ -116,6 +116,24 @@ def test_layernorm_statistics_and_normalisation_are_one_kernel(tmp_path):
     matches_reference(path, batch=4)
 
 
+def test_layernorm_backward_and_the_residuals_gradient_are_one_rows_kernel(tmp_path):
+    """A pre-norm residual block, as the GPT's: the LayerNorm backward's epilogue (the gradient through the
+    mean and the variance, per row) and the sum with the residual's gradient join the backward's rows kernel,
+    though the epilogue reads a sum over each row of x - mean that joined the forward's rows kernel after the
+    backward's began (fuse.py ready_before: a value is ready where its kernel runs). They were two more
+    kernels per LayerNorm, each a loop over the activations."""
+    path = network(
+        tmp_path,
+        "    input x: [N, 5, 12]\n    fc0 = Linear(12, 12)\n    ln = LayerNorm(12)\n    fc = Linear(12, 12)\n"
+        "    a = x -> fc0\n    h = a + (a -> ln -> fc)\n    loss = mean(h * h)\n    output h\n    minimize loss",
+    )
+    kernels = kernels_of(path, training=True, backward=True)
+    assert not [ops_of(k) for k in kernels if k.kind == "elementwise"]
+    backward = [k for k in kernels if k.kind == "rows" and "rsqrt" not in ops_of(k) and k.domain.axes == (2,)]
+    assert len(backward) == 1 and ops_of(backward[0]).count("reduce_sum") == 2
+    matches_reference(path, batch=4)
+
+
 def test_a_reduction_to_a_scalar_does_not_make_a_big_loop_serial(tmp_path):
     path = network(tmp_path, "    input x: [N, 512, 256]\n    output sum(x * x)", name="Big")
     kinds = [k.kind for k in kernels_of(path, batch=2)]

@@ -315,11 +315,12 @@ class _Partition:
             return all(self.ready_before(i, kernel, start) for i in x.inputs)
         if kernel is not None and x in kernel.values:
             return True
-        # x is in memory once the kernel storing it has run: where x was computed, unless that kernel was
-        # moved later since (can_run_with), and with it every value in it.
+        # x is in memory once the kernel storing it has run, where that kernel begins (or was moved to:
+        # can_run_with), however late x joined it: a LayerNorm backward's sum of x - mean over each row, which
+        # joined the forward's rows kernel, is ready for the backward's. A value without a kernel (a leaf, a
+        # transpose read in place) is ready where it was computed.
         home = self.stored_by.get(x.id) or self.kernel_of.get(x.id)
-        moved = self.start[id(home)] if home is not None else -1
-        return max(self.position.get(x.id, -1), moved) < start
+        return (self.start[id(home)] if home is not None else self.position.get(x.id, -1)) < start
 
     def place_elementwise(self, v: Value) -> None:
         for x in map(storage, v.inputs):
