@@ -33,11 +33,12 @@ import netc  # noqa: E402
 from netc.compiler.codegen import matmul  # noqa: E402
 from netc.compiler.passes import gemm_tasks  # noqa: E402
 from netc.compiler.optim import AdamW  # noqa: E402
-from netc.runtime.cpu import single_threaded_blas  # noqa: E402
+from netc.runtime.cpu import kernel_threads, single_threaded_blas  # noqa: E402
 
 
 class _Shapes:  # what matmul_context asks of the renderer
     float_type = "float"
+    threads = kernel_threads()
 
     def ctype(self, dtype):
         return "double" if dtype == "f64" else "float"
@@ -49,11 +50,11 @@ class _Shapes:  # what matmul_context asks of the renderer
         return ""
 
 
-def row_blocks(batch: int, m: int, n: int, k: int) -> tuple:
-    """The rule before: rows only, about GEMM_TASKS / batch blocks of at least 16 rows."""
-    if batch >= gemm_tasks.GEMM_TASKS or batch * m * n * k < gemm_tasks.GEMM_SPLIT_MACS:
+def row_blocks(batch: int, m: int, n: int, k: int, threads: int) -> tuple:
+    """The rule before: rows only, about 8 / batch blocks of at least 16 rows, whatever the threads."""
+    if batch >= 8 or batch * m * n * k < gemm_tasks.GEMM_SPLIT_MACS:
         return m, n
-    blocks = max(1, min(-(-gemm_tasks.GEMM_TASKS // batch), m // 16))
+    blocks = max(1, min(-(-8 // batch), m // 16))
     return -(-m // blocks), n
 
 

@@ -68,6 +68,16 @@ def single_threaded_blas() -> None:
     library.scipy_openblas_set_num_threads(1)
 
 
+def kernel_threads() -> int:
+    """How many threads OpenMP gives the kernels' parallel loops, as libgomp counts them: the first number of
+    OMP_NUM_THREADS where it is set (`netc train --nproc` sets it for each rank), else the cores this process
+    may run on. The renderer shares each GEMM out into tasks for that many threads (codegen/matmul.py)."""
+    setting = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if setting.isdigit() and int(setting) > 0:
+        return int(setting)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 MAX_PARTS = 8  # translation units a module is split into, compiled side by side
 
 
@@ -96,8 +106,9 @@ class CpuBackend:
         return compile_graph(graph, roots, self, precision, state, profile=self.profile).run
 
     def step_cache_identity(self) -> dict:
-        """What its rendering depends on besides the step (compiler/step_cache.py): the number of parts."""
-        return {"backend": self.name, "parts": render_parts()}
+        """What its rendering depends on besides the step (compiler/step_cache.py): the number of parts and
+        the threads the GEMMs are shared out for."""
+        return {"backend": self.name, "parts": render_parts(), "threads": kernel_threads()}
 
     def render(self, step) -> list:
         """The C module, in as many parts as there are cores (the C compiler is most of a cold compile's
@@ -108,7 +119,7 @@ class CpuBackend:
 
         plan = step.plan
         check_arena(step)
-        renderer = Renderer(C, step.float_type, plan.offsets, step.profile)
+        renderer = Renderer(C, step.float_type, plan.offsets, step.profile, threads=kernel_threads())
         return renderer.render_parts(
             step.kernels, render_parts(), network=step.graph.name, mode=step.graph.mode,
             arena_bytes=plan.arena_bytes,

@@ -157,8 +157,8 @@ def test_an_accumulating_gemm_becomes_cublas_gemms_with_beta_one_after_the_first
 
 
 SPLITS = {  # gemm_tasks.py's constants that make every summing kernel of the network split its work each way
-    "column blocks": {"GEMM_SPLIT_MACS": 0, "GEMM_TASKS": 2, "SUMMED_MIN_COLUMNS": 1},
-    "row blocks": {"GEMM_SPLIT_MACS": 0, "GEMM_TASKS": 2, "SUMMED_MIN_COLUMNS": 10**6, "SUMMED_MIN_ROWS": 1},
+    "column blocks": {"GEMM_SPLIT_MACS": 0, "SUMMED_TASKS": 2, "SUMMED_MIN_COLUMNS": 1},
+    "row blocks": {"GEMM_SPLIT_MACS": 0, "SUMMED_TASKS": 2, "SUMMED_MIN_COLUMNS": 10**6, "SUMMED_MIN_ROWS": 1},
     "runs of the batch": {"GEMM_SPLIT_MACS": 0, "SUMMED_MIN_COLUMNS": 10**6, "SUMMED_MIN_ROWS": 10**6},
 }
 

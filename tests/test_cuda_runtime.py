@@ -83,16 +83,17 @@ def _graphs(name: str, batch: int = 4):
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_launch_list_has_every_kernel_once_in_order(name):
-    """Once, but for a matmul kernel that sums its products over the batch: a GEMM per sample (launch.py)."""
+    """Once, but for a matmul kernel that sums its products over the batch (a GEMM per sample) and concurrent
+    matmuls (a GEMM each): launch.py."""
     for graph, roots in _graphs(name):
         step = compile_step(graph, roots, "float32")
         indices = [launch.index for launch in step.launches]
         assert indices == sorted(indices) and sorted(set(indices)) == list(range(len(step.kernels)))
         for launch in step.launches:
             kernel = step.kernels[launch.index]
-            assert isinstance(launch, GemmLaunch) == (kernel.kind == "matmul")
-            if indices.count(launch.index) > 1:
-                assert kernel.values[-1].op == "reduce_sum"
+            assert isinstance(launch, GemmLaunch) == kernel.kind.startswith("matmul")
+            if indices.count(launch.index) > 1:  # concurrent matmuls: a GEMM each, in turn
+                assert kernel.values[-1].op == "reduce_sum" or kernel.kind == "matmuls"
             if isinstance(launch, KernelLaunch):
                 assert f'extern "C" __global__ void {launch.entry}(char *arena)' in step.source
                 assert 1 <= launch.grid <= MAX_BLOCKS
@@ -110,7 +111,14 @@ def test_gemm_launches_match_the_cpu_blas_calls(name):
         for launch in step.launches:
             if not isinstance(launch, GemmLaunch):
                 continue
-            ctx = cpu.context(launch.index, step.kernels[launch.index])
+            kernel, mine = step.kernels[launch.index], [x for x in step.launches if x.index == launch.index]
+            ctx = cpu.context(launch.index, kernel)
+            pointers = [int(x) for x in re.findall(r"arena \+ (\d+)", ctx["call"])]
+            # A kernel summing over the batch: the GEMM of sample s reads its operands s matrices along.
+            s = mine.index(launch)
+            if kernel.kind == "matmuls":  # concurrent matmuls: part s's GEMM, on its own three operands
+                assert len(mine) == len(kernel.parts)
+                ctx, pointers, s = ctx["gemms"][s], pointers[3 * s : 3 * s + 3], 0
             assert (launch.m, launch.n, launch.k, launch.lda, launch.ldb, launch.ldc) == (
                 ctx["m"],
                 ctx["n"],
@@ -124,9 +132,7 @@ def test_gemm_launches_match_the_cpu_blas_calls(name):
                 ctx["trans_b"] == "CblasTrans",
             )
             assert launch.batch == ctx["batch"]
-            a, b, c = (int(x) for x in re.findall(r"arena \+ (\d+)", ctx["call"]))
-            # A kernel summing over the batch: the GEMM of sample s reads its operands s matrices along.
-            s = [x for x in step.launches if x.index == launch.index].index(launch)
+            a, b, c = pointers[:3]
             a_at, b_at = summed_offsets(s, ctx["summed_dims"])
             assert [launch.a, launch.b, launch.c] == [a + 4 * a_at, b + 4 * b_at, c]
             if launch.batch > 1:  # a weight shared by the batch is read with a batch stride of 0

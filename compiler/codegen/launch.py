@@ -66,6 +66,9 @@ def plan_launches(renderer, kernels: list) -> list:
             launches.extend(gemm_launches(index, ctx, kernel, renderer))
             if ctx["accumulator"]:  # module.cu.j2: the float32 sums rounded into the bf16 result
                 launches.append(KernelLaunch(index, f"{ctx['fn']}_round_entry", _blocks(ctx["accumulator"]), BLOCK))
+        elif kernel.kind == "matmuls":  # concurrent matmuls: their GEMMs one after the other
+            for gemm, part in zip(ctx["gemms"], kernel.parts):
+                launches.extend(gemm_launches(index, gemm, part, renderer))
         else:
             grid, block = launch_shape(ctx)
             launches.append(KernelLaunch(index, f"{ctx['fn']}_entry", grid, block))

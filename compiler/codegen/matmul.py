@@ -17,6 +17,31 @@ from .layout import contiguous_strides
 
 
 def matmul_context(renderer, kernel: Kernel) -> dict:
+    """A matmul kernel's context: its GEMM's fields (gemm_context), and `gemms`, the one GEMM. A kernel of
+    concurrent matmuls (kind "matmuls": fuse.concurrent_matmuls) has only `gemms`, one per part, their tasks
+    numbered one after the other (each from its `first_task`): one parallel loop shares them all out, so that
+    two GEMMs of the same size on two threads run whole, one each (BLAS's best speed on a product: no operand
+    packed twice, no thread waiting at one GEMM's end for the other's)."""
+    if kernel.kind == "matmul":
+        gemm = gemm_context(renderer, kernel, renderer.threads)
+        return gemm | dict(template="matmul.j2", gemms=[gemm | dict(first_task=0)])
+    parts = len(kernel.parts)
+    # Threads per part: the threads divided among the parts where they divide evenly, else all of them for
+    # each (three threads, two parts: three blocks each, six tasks in two even waves).
+    share = renderer.threads // parts if renderer.threads % parts == 0 else renderer.threads
+    gemms, first = [], 0
+    for part in kernel.parts:
+        gemm = gemm_context(renderer, part, share)
+        gemms.append(gemm | dict(first_task=first))
+        first += gemm["tasks"]
+    return dict(template="matmul.j2", gemms=gemms, tasks=first, runs=1, bf16=None, accumulator=0, rounding=None,
+                args=[arg for gemm in gemms for arg in gemm["args"]])
+
+
+def gemm_context(renderer, kernel: Kernel, threads: int) -> dict:
+    """The fields of one matmul kernel's GEMM (templates/matmul.j2), its work shared out for `threads`
+    threads: its sizes and operands, its blocks (`tasks` of them; each as many tasks as there are `runs` of
+    the summed products) and the pointers it is called with (`args`)."""
     v, summed = kernel.values[0], summed_axes(kernel)
     a, b = v.inputs
     (a_src, trans_a, a_shared), (b_src, trans_b, b_shared) = matmul_operand(a), matmul_operand(b)
@@ -31,7 +56,7 @@ def matmul_context(renderer, kernel: Kernel) -> dict:
     batch = math.prod(d["size"] for d in dims["kept"])
     sums = math.prod(d["size"] for d in dims["summed"])
     real = renderer.ctype(v.dtype)
-    rows_per_task, cols_per_task, runs = task_split(kernel, renderer.float_type)
+    rows_per_task, cols_per_task, runs = task_split(kernel, renderer.float_type, threads)
     accumulator = accumulator_elements(kernel)
     result = renderer.pointer(kernel.values[-1])
     args = [renderer.pointer(a_src), renderer.pointer(b_src), result]
@@ -49,12 +74,13 @@ def matmul_context(renderer, kernel: Kernel) -> dict:
         accumulator=accumulator,
         # On CUDA, the kernel that rounds the accumulator's sums into the result (module.cu.j2).
         rounding=dict(accumulator=renderer.scratch_pointer(kernel, v.dtype), result=result) if accumulator else None,
-        template="matmul.j2",
         batch=batch,
         sums=sums,
         rows_per_task=rows_per_task,
         cols_per_task=cols_per_task,
         tasks_per_matrix=row_tasks * col_tasks,
+        tasks=batch * row_tasks * col_tasks,
+        macs=batch * sums * m * n * k,
         col_tasks=col_tasks,
         runs=runs,
         batch_dims=dims["kept"],

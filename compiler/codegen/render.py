@@ -37,6 +37,7 @@ KERNEL_CONTEXTS = {
     "rows": rows_context,
     "reduce": reduce_context,
     "matmul": matmul_context,
+    "matmuls": matmul_context,
     "window": window_context,
     "movement": copy_context,
     "index": index_context,
@@ -80,10 +81,13 @@ def environment() -> Environment:
 
 
 class Renderer:
-    """Renders the kernels of one graph, for one target and precision, over a planned arena."""
+    """Renders the kernels of one graph, for one target and precision, over a planned arena. `threads`: how
+    many threads the C kernels will run on (runtime/cpu.py kernel_threads), which decides how a GEMM's work is
+    shared out (passes/gemm_tasks.py); CUDA's launches do not depend on it."""
 
-    def __init__(self, target: Target, float_type: str, offsets: dict, profile: bool = False):
+    def __init__(self, target: Target, float_type: str, offsets: dict, profile: bool = False, threads: int = 1):
         self.target, self.float_type, self.offsets, self.profile = target, float_type, offsets, profile
+        self.threads = threads
 
     def ctype(self, dtype: str) -> str:
         """The C type a kernel computes a value of `dtype` in: a bf16 value in float."""
@@ -140,7 +144,7 @@ class Renderer:
                 precision=self.float_type,
                 float_type=self.float_type,
                 profile=self.profile,
-                uses_blas=any(k.kind == "matmul" for k in kernels),
+                uses_blas=any(k.kind in ("matmul", "matmuls") for k in kernels),
                 uses_attention=any(k.kind == "attention" for k in kernels),
                 uses_random=any(k.kind == "random" or k.values[0].attrs.get("dropout") for k in kernels),
             )

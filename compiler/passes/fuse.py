@@ -87,12 +87,13 @@ def row_domain(v: Value) -> RowDomain | None:
 
 @dataclass(eq=False)
 class Kernel:
-    kind: str  # "elementwise", "multi", "rows", "reduce", "matmul", "window", "movement", "index", "random",
-    # "constant"
+    kind: str  # "elementwise", "multi", "rows", "reduce", "matmul", "matmuls", "window", "movement", "index",
+    # "random", "constant", "attention"
     values: list = field(default_factory=list)  # computed here, in topological order
     outputs: list = field(default_factory=list)  # values written to memory (used elsewhere or exposed)
     domain: RowDomain | None = None  # for a rows kernel
-    parts: list = field(default_factory=list)  # for a multi-tensor kernel: its elementwise kernels
+    parts: list = field(default_factory=list)  # a multi-tensor kernel's elementwise kernels; concurrent matmuls'
+    # matmul kernels
     views: dict = field(default_factory=dict)  # for a one-value kernel: input index -> the StridedView it reads
     stores: list = field(default_factory=list)  # StridedStores (passes/copies.py): copies it does as it stores
 
@@ -154,7 +155,7 @@ def fuse(graph: Graph, roots: list | None = None) -> list:
     live = [v for v in graph.live_values(roots) if v.op not in LEAF_OPS and v.op != "reshape"]
     kernels = _Partition(_scalars_from_leaves_first(live), roots).kernels()
     root_ids = {storage(r).id for r in roots}
-    return place_pieces(write_through(_multi_tensor(kernels, root_ids), root_ids, reads), root_ids)
+    return place_pieces(write_through(concurrent_matmuls(_multi_tensor(kernels, root_ids)), root_ids, reads), root_ids)
 
 
 def _multi_tensor(kernels: list, root_ids: set) -> list:
@@ -180,6 +181,48 @@ def _multi_tensor(kernels: list, root_ids: set) -> list:
         written.update(o.id for o in kernel.outputs)
     close_run()
     return grouped
+
+
+# Matmuls run concurrently only when their multiply-adds differ by at most this fraction of the larger.
+CONCURRENT_BALANCE = 0.1
+
+
+def concurrent_matmuls(kernels: list) -> list:
+    """Runs of adjacent matmul kernels of about the same size (CONCURRENT_BALANCE) that read none of each
+    other's results (a Linear layer's input and weight gradients: dY W and dY^T X, the same multiply-adds)
+    become one kernel of kind "matmuls": on the CPU one parallel region shares out the GEMMs' tasks together
+    (codegen/matmul.py), so that on two threads each runs one whole product; on a GPU they are launched one
+    after the other as before. Kernels that sum their products (summed_axes), and bf16 ones (precision="bf16",
+    whose operands the CPU widens to float32 first), keep a kernel of their own."""
+    grouped, run = [], []
+
+    def close_run():
+        grouped.extend([Kernel("matmuls", parts=list(run))] if len(run) > 1 else run)
+        run.clear()
+
+    for kernel in kernels:
+        single = kernel.kind == "matmul" and len(kernel.values) == 1 and kernel.values[0].dtype != "bf16"
+        if not single or not (run and _joins_concurrently(run, kernel)):
+            close_run()
+        if single:
+            run.append(kernel)
+        else:
+            grouped.append(kernel)
+    close_run()
+    return grouped
+
+
+def _joins_concurrently(run: list, kernel: Kernel) -> bool:
+    """Whether a matmul kernel can run at the same time as those of `run`: it reads none of their results
+    and its size is theirs (CONCURRENT_BALANCE)."""
+    written = {o.id for k in run for o in k.outputs}
+    sizes = [_multiply_adds(k) for k in (*run, kernel)]
+    return not any(x.id in written for x in reads(kernel)) and min(sizes) >= (1 - CONCURRENT_BALANCE) * max(sizes)
+
+
+def _multiply_adds(kernel: Kernel) -> int:
+    v = kernel.values[0]
+    return math.prod(v.shape) * v.inputs[0].shape[-1]
 
 
 def _scalars_from_leaves_first(live: list) -> list:
@@ -569,6 +612,9 @@ def reads(kernel: Kernel) -> list:
     """The stored values a kernel reads (for matmuls, the sources of transposed operands)."""
     if kernel.kind == "matmul":
         return [matmul_operand(x)[0] for x in kernel.values[0].inputs]
+    if kernel.kind == "matmuls":
+        found = {x.id: x for part in kernel.parts for x in reads(part)}
+        return list(found.values())
     return [storage(x) for x in kernel.inputs()]
 
 

@@ -18,39 +18,54 @@ import math
 from ..dtypes import item_bytes
 from .fuse import Kernel, summed_axes
 
-# A GEMM is split into blocks when the batch alone cannot keep GEMM_TASKS cores busy (a Linear layer's one
+# A GEMM is split into blocks when its batch alone cannot keep the kernels' threads busy (a Linear layer's one
 # matrix product; BLAS itself runs single-threaded, runtime/cpu.py says why), and only when it has
-# GEMM_SPLIT_MACS multiply-adds to share: into blocks of rows of at least GEMM_MIN_ROWS rows, then of columns
-# of at least GEMM_MIN_COLUMNS, and where neither is that large, into two halves of the larger side (each at
-# least GEMM_LEAST wide), so that two cores share it. Measured (single-threaded sgemm per block, under load):
-# a GPT's weight gradients ([128, 768]^T [768, 512], A read transposed) ran 16-row blocks at 60-73 GFLOP/s and
-# blocks of 64 x 128 or 128 x 64 at 91-94, the whole product at 92-100; its lm head's gradient ([84, 768]^T
-# [768, 128]) in 11-row blocks at 47-54, in 84 x 64 blocks at 84-90.
-GEMM_TASKS = 8
+# GEMM_SPLIT_MACS multiply-adds to share: into as many blocks as make the tasks a multiple of the threads (the
+# renderer's `threads`, runtime/cpu.py kernel_threads), of rows of at least GEMM_MIN_ROWS, then of columns of at
+# least GEMM_MIN_COLUMNS, and where neither is that large, into two halves of the larger side (each at least
+# GEMM_LEAST wide). Every further block costs speed: BLAS packs its operands again for each call, and small
+# blocks run slower. Measured on the 2-core machine, best of 40 alternating rounds (single-threaded sgemm per
+# block): the GPT's [768, 128] x [128, 384] product on both cores in 8 blocks of 96 rows at 171 GFLOP/s, in 4
+# at 185, in 2 at 193; its weight gradients ([128, 768]^T [768, 512], A read transposed) in 16-row blocks at
+# 2/3 the speed of 64 x 128 ones. GPT step (batch 12), the GEMM kernels' fastest of 25 rounds: 8 tasks a
+# product 22.1 ms, 4 tasks 21.6, 2 (one per thread) 21.1.
 GEMM_MIN_ROWS = 64
 GEMM_MIN_COLUMNS = 64
 GEMM_LEAST = 16
 GEMM_SPLIT_MACS = 1 << 21
+# A batch this many times the threads keeps them busy however it divides among them: it is not split.
+GEMM_BATCH_WAVES = 4
 # A GEMM kernel that sums its products over batch axes (a convolution's weight gradient) shares its output out
-# among the tasks by blocks of at least SUMMED_MIN_COLUMNS columns, or SUMMED_MIN_ROWS rows, where it is that
-# large; otherwise each task sums a run of the products into an output of its own (the first task into the
-# result), and the runs' outputs are added up after, in a fixed order. Measured on the 2-core machine
-# (benchmarks/bench_gemm_shapes.py): the 32-row products of a 32-channel convolution's weight gradient lose a
-# third of their speed split into row blocks of 16; in column blocks of 96 they keep their speed, but three
-# blocks on two cores leave one core idle a third of the time (9 -> 12.7 ms a kernel in resnet8,
+# among about SUMMED_TASKS / batch tasks, whatever the threads (the planner sizes the runs' outputs, below,
+# before a thread count is known): blocks of at least SUMMED_MIN_COLUMNS columns, or SUMMED_MIN_ROWS rows,
+# where it is that large; otherwise each task sums a run of the products into an output of its own (the first
+# task into the result), and the runs' outputs are added up after, in a fixed order. Measured on the 2-core
+# machine (benchmarks/bench_gemm_shapes.py): the 32-row products of a 32-channel convolution's weight gradient
+# lose a third of their speed split into row blocks of 16; in column blocks of 96 they keep their speed, but
+# three blocks on two cores leave one core idle a third of the time (9 -> 12.7 ms a kernel in resnet8,
 # NETC_PROFILE); runs of the batch keep every core busy with full-width products, whatever the number of
 # cores.
+SUMMED_TASKS = 8
 SUMMED_MIN_COLUMNS = 256
 SUMMED_MIN_ROWS = 64
 SUMMED_RUN_BYTES = 16 << 20  # at most this much arena for the runs' outputs
 
 
-def gemm_blocks(batch: int, m: int, n: int, k: int) -> tuple:
-    """(rows per task, columns per task) for a batch of m x k by k x n products: blocks that tile each
-    product, the last ones along each side possibly smaller, none empty."""
-    if batch >= GEMM_TASKS or batch * m * n * k < GEMM_SPLIT_MACS:
+def blocks_wanted(batch: int, threads: int) -> int:
+    """Blocks per product so that `threads` threads share a batch of products evenly: the fewest that make
+    the tasks a multiple of the threads (one product on two threads: halves; three: two blocks each, six
+    tasks), or 1 where the batch is already that large, or GEMM_BATCH_WAVES times the threads."""
+    if batch >= GEMM_BATCH_WAVES * threads:
+        return 1
+    return threads // math.gcd(batch, threads)
+
+
+def gemm_blocks(batch: int, m: int, n: int, k: int, threads: int) -> tuple:
+    """(rows per task, columns per task) for a batch of m x k by k x n products on `threads` threads: blocks
+    that tile each product, the last ones along each side possibly smaller, none empty."""
+    wanted = blocks_wanted(batch, threads)
+    if wanted == 1 or batch * m * n * k < GEMM_SPLIT_MACS:
         return m, n
-    wanted = -(-GEMM_TASKS // batch)
     row_blocks = max(1, min(wanted, m // GEMM_MIN_ROWS))
     column_blocks = max(1, min(wanted // row_blocks, n // GEMM_MIN_COLUMNS))
     if batch * row_blocks * column_blocks == 1:  # both sides small: halve the larger, if it is wide enough
@@ -62,18 +77,18 @@ def gemm_blocks(batch: int, m: int, n: int, k: int) -> tuple:
 
 
 def _per_task(batch: int, size: int, least: int) -> int:
-    """The size of each block when `size` is split among about GEMM_TASKS / batch tasks, in blocks of at least
-    `least` (but one)."""
-    blocks = max(1, min(-(-GEMM_TASKS // batch), size // least))
+    """The size of each block when `size` is split among about SUMMED_TASKS / batch tasks, in blocks of at
+    least `least` (but one)."""
+    blocks = max(1, min(-(-SUMMED_TASKS // batch), size // least))
     return -(-size // blocks)
 
 
 def summed_split(batch: int, sums: int, m: int, n: int, k: int, itemsize: int) -> tuple:
     """How a GEMM kernel summing `sums` products into each of `batch` m x n outputs shares them out:
     (rows per task, columns per task, runs of the summed products)."""
-    if batch >= GEMM_TASKS or batch * sums * m * n * k < GEMM_SPLIT_MACS:
+    if batch >= SUMMED_TASKS or batch * sums * m * n * k < GEMM_SPLIT_MACS:
         return m, n, 1
-    wanted = -(-GEMM_TASKS // batch)
+    wanted = -(-SUMMED_TASKS // batch)
     if n // wanted >= SUMMED_MIN_COLUMNS:
         return m, _per_task(batch, n, SUMMED_MIN_COLUMNS), 1
     if m // wanted >= SUMMED_MIN_ROWS:
@@ -92,24 +107,24 @@ def gemm_sizes(kernel: Kernel) -> tuple:
     return math.prod(batch_shape) // sums, sums, a.shape[-2], b.shape[-1], a.shape[-1]
 
 
-def task_split(kernel: Kernel, float_type: str) -> tuple:
+def task_split(kernel: Kernel, float_type: str, threads: int) -> tuple:
     """(rows per task, columns per task, runs of the summed products) of a matmul kernel in a step whose
-    floats are the C type `float_type`: summed_split for one that sums its products, else gemm_blocks and one
-    run."""
+    floats are the C type `float_type`, run on `threads` threads: summed_split for one that sums its products,
+    else gemm_blocks and one run."""
     batch, sums, m, n, k = gemm_sizes(kernel)
     if not summed_axes(kernel):
-        return (*gemm_blocks(batch, m, n, k), 1)
+        return (*gemm_blocks(batch, m, n, k, threads), 1)
     return summed_split(batch, sums, m, n, k, partial_item_bytes(kernel, float_type))
 
 
 def scratch_bytes(kernel: Kernel, float_type: str) -> int:
     """The arena bytes `kernel` needs for itself while it runs: a bf16 summing GEMM's float32 accumulator
     (accumulator_elements), then a summing GEMM's runs' outputs but the first's (which is the result, or the
-    accumulator); none for any other kernel."""
-    if kernel.kind != "matmul":
+    accumulator); none for any other kernel (concurrent matmuls, fuse.concurrent_matmuls, sum none)."""
+    if kernel.kind != "matmul" or not summed_axes(kernel):
         return 0
-    batch, _, m, n, _ = gemm_sizes(kernel)
-    runs = task_split(kernel, float_type)[2]
+    batch, sums, m, n, k = gemm_sizes(kernel)
+    runs = summed_split(batch, sums, m, n, k, partial_item_bytes(kernel, float_type))[2]
     partials = (runs - 1) * batch * m * n * partial_item_bytes(kernel, float_type)
     return item_bytes("f32", "float") * accumulator_elements(kernel) + partials
 
