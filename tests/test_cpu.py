@@ -13,6 +13,7 @@ from twins import EXAMPLES, assert_matches_twin, example_inputs
 import netc
 from netc import NetcError
 from netc.compiler.autodiff import grad
+from netc.compiler.codegen.render import CUDA, C, Renderer
 from netc.compiler.passes.fuse import fuse
 from netc.compiler.passes.simplify import simplify
 
@@ -67,6 +68,28 @@ def test_out_of_range_indices_are_an_error_not_a_crash(tmp_path):
     assert model.forward(ids=np.arange(10).reshape(2, 5))["output"].shape == (2, 5, 4)
     with pytest.raises(NetcError, match="out of range"):
         model.forward(ids=np.full((2, 5), 10))
+
+
+def test_an_embeddings_gradient_adds_its_rows_in_blocks_of_columns(tmp_path):
+    """scatter_add (an embedding's gradient) on the cpu backend: a task per block of up to 64 columns
+    (codegen/index.py), each adding every row into its own columns with a vector loop; 100 columns make a block
+    of 64 and one of 36; repeated ids add up. On CUDA, a thread per column. As the reference, in float64."""
+    path = tmp_path / "e.net"
+    path.write_text("network E {\n    input ids: i64[N, 7]\n    emb = Embedding(13, 100)\n    y = ids -> emb\n"
+                    "    loss = mean(y * y)\n    output y\n    minimize loss\n}\n")
+    ref = netc.compile(path, batch=3, precision="float64")
+    cpu = netc.compile(path, batch=3, backend="cpu", precision="float64")
+    cpu.load_state_dict(ref.state_dict())
+    ids = np.random.default_rng(0).integers(0, 13, (3, 7))  # 21 ids among 13 rows: some repeat
+    want, got = ref.gradients(ids=ids), cpu.gradients(ids=ids)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-12, atol=1e-14, err_msg=name)
+    step = cpu.compile_step("gradients", until="rendered")
+    (index,) = [i for i, k in enumerate(step.kernels) if k.values[0].op == "scatter_add"]
+    ctx = Renderer(C, "double", step.plan.offsets).context(index, step.kernels[index])
+    assert (ctx["block"], ctx["tasks"]) == (64, 2)
+    ctx = Renderer(CUDA, "double", step.plan.offsets).context(index, step.kernels[index])
+    assert (ctx["block"], ctx["tasks"]) == (1, 100)
 
 
 def test_lenet_training_step_fusion_is_pinned():

@@ -108,7 +108,7 @@ def parallel_items(ctx: dict) -> int:
     if template == "copy.j2":
         return max(piece["size"] for piece in ctx["pieces"])
     if template == "index.j2":
-        return ctx["width"] if ctx["op"] == "scatter_add" else ctx["rows"]
+        return ctx["tasks"] if ctx["op"] == "scatter_add" else ctx["rows"]
     return ctx.get("size", BLOCK * MAX_BLOCKS)  # a kernel shape this table does not know: the whole grid
 
 
