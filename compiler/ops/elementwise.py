@@ -213,6 +213,9 @@ register(
         ],
         grad=lambda g, out, x, *, dtype: [B.cast(g, x.dtype) if x.dtype in FLOAT_DTYPES else None],
         c_expr="({0})",
+        # A widening cast (bf16 to float32, precision="bf16") is recomputed for the backward pass rather than
+        # kept: passes/remat.py weighs the bytes.
+        recompute=True,
         doc="convert to another dtype",
     )
 )
