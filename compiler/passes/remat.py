@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+from ..dtypes import item_bytes
 from ..ir import LEAF_OPS, Graph, Value, verify
 from ..ops import OPS
 from .simplify import rebuild_leaves
@@ -67,13 +68,19 @@ def rematerialise(graph: Graph) -> Graph:
 
 
 def worth_recomputing(v: Value, kept: set) -> bool:
-    """Recomputing v pays in memory when it is at least twice the size of what it is computed from, not
-    counting the inputs in `kept` (ids of values that live through the backward pass anyway). A reshape is
-    free (a new name for the same bytes), so a reshape of such a value is recomputed along with it."""
+    """Recomputing v pays in memory when it takes at least twice the bytes of what it is computed from, not
+    counting the inputs in `kept` (ids of values that live through the backward pass anyway): a bf16 value
+    widened to float32 (precision="bf16") is. A reshape is free (a new name for the same bytes), so a reshape
+    of such a value is recomputed along with it."""
     if v.op == "reshape":
         return worth_recomputing(v.inputs[0], kept)
-    extra = sum(math.prod(x.shape) for x in v.inputs if _storage(x).id not in kept)
-    return OPS[v.op].recompute and math.prod(v.shape) >= 2 * extra
+    extra = sum(_bytes(x) for x in v.inputs if _storage(x).id not in kept)
+    return OPS[v.op].recompute and _bytes(v) >= 2 * extra
+
+
+def _bytes(v: Value) -> int:
+    """v's size in bytes, as a float32 step stores it (the ratio of two sizes is what matters here)."""
+    return math.prod(v.shape) * item_bytes(v.dtype, "float")
 
 
 def _storage(v: Value) -> Value:
