@@ -97,8 +97,9 @@ def attention_context(renderer, kernel: Kernel) -> dict:
 
 
 def cpu_tiling(op: str, L: int, S: int, E: int, EV: int, item_size: int, batch: int) -> dict:
-    """The CPU kernel's tiles (templates/attention*.j2). The forward: a task per block of `tile` queries,
-    streaming keys `stream` at a time. attention_grad: `fused`, a task per batch index that computes dq, dk and
+    """The CPU kernel's tiles (templates/attention*.j2). The forward: `short`, a task per batch index whose
+    scores are computed whole and transposed (attention_short.j2), where both sides are short (up to SHORT_MAX)
+    and its tiles fit; else a task per block of `tile` queries, streaming keys `stream` at a time. attention_grad: `fused`, a task per batch index that computes dq, dk and
     dv from one recomputation of its scores, where both sides are short (up to SHORT_MAX), its tiles fit and
     there are FUSED_MIN_BATCH batch indices or more;
     else tasks per block of `q_tile` queries (their dq, streaming keys `q_stream` at a time), then per block of
@@ -106,7 +107,12 @@ def cpu_tiling(op: str, L: int, S: int, E: int, EV: int, item_size: int, batch: 
     common = dict(align=TILE_ALIGN, E_pad=padded(E), EV_pad=padded(EV))
     if op == "attention":
         tile, stream = cpu_tiles(op, L, S, E, EV, item_size)
-        return dict(common, tile=tile, stream=stream, tiles=batch * -(-L // tile))
+        short_bytes = tile_bytes("short", padded(L), padded(S), padded(E), padded(EV), item_size)
+        short = max(L, S) <= SHORT_MAX and short_bytes <= CPU_STACK_BYTES
+        return dict(
+            common, tile=tile, stream=stream, short=short, queries_pad=padded(L), keys_pad=padded(S),
+            tiles=batch if short else batch * -(-L // tile),
+        )
     fused_bytes = tile_bytes("fused", TILE_ALIGN, padded(S), padded(E), padded(EV), item_size)
     fused = max(L, S) <= SHORT_MAX and fused_bytes <= CPU_STACK_BYTES and batch >= FUSED_MIN_BATCH
     q_tile, q_stream = cpu_tiles("queries", L, S, E, EV, item_size)
@@ -203,6 +209,8 @@ def tile_bytes(op: str, tile: int, stream: int, E: int, EV: int, item_size: int)
     numbers = {
         # q, its output so far, the scores; the streamed keys (transposed) and values
         "attention": tile * (E + 2 * EV + stream + 2) + stream * (E + EV),
+        # the forward's short way: the keys, values, transposed queries, scores (all of them) and output
+        "short": stream * (E + EV + tile) + tile * (E + EV + 2),
         # attention_grad's query blocks: q, g_o, dq, the scores and their gradients; the streamed keys
         # (transposed and not), values (transposed)
         "queries": tile * (2 * E + EV + 2 * stream + 2) + stream * (2 * E + EV),
