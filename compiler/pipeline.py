@@ -324,6 +324,13 @@ def _lower(step: CompiledStep, _):
     return step.network.lower(step.bindings, step.spec.training)
 
 
+def autocast(graph, precision: str):
+    """A lowered graph as `precision` computes it: precision="bf16"'s matmuls (and what follows them exactly)
+    in bfloat16 (passes/autocast.py), any other precision's unchanged. For graphs built outside the stages
+    too (a data-parallel step's, runtime/data_parallel.py)."""
+    return autocast_bf16(graph) if precision in MIXED_PRECISIONS else graph
+
+
 def _differentiate(step: CompiledStep, graph):
     spec = step.spec
     if spec.kind == "train":
@@ -381,7 +388,7 @@ def _compiled(step) -> bool:
 STAGES = (
     Stage("lowered", "the IR of primitive ops for the sizes and the mode", _lower),
     # Before differentiation, so that the backward pass is built from the bf16 matmuls (bf16 GEMMs too).
-    Stage("autocast", "the matmuls in bfloat16 (precision='bf16')", lambda s, g: autocast_bf16(g),
+    Stage("autocast", "the matmuls in bfloat16 (precision='bf16')", lambda s, g: autocast(g, s.precision),
           lambda step: step.precision in MIXED_PRECISIONS),
     Stage("differentiated", "+ the backward pass", _differentiate, _differentiated),
     Stage("updated", "+ the optimiser's update", _update, lambda step: step.spec.kind == "train"),

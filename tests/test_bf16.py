@@ -241,3 +241,24 @@ def test_an_sgd_step_updates_float32_master_weights():
         assert np.mean(moved != 0) > 0.5, key
         assert np.mean(np.abs(moved) < np.abs(old) * 2.0**-9) > 0.9, key  # under half a bfloat16 ulp
         assert relative(moved, want) <= 2e-2, key
+
+
+def test_a_data_parallel_step_is_bf16_too():
+    """DataParallelTrainer builds its split step from the lowered graph itself: it must apply the precision's
+    rewriting as the stages do, or a bf16 model would train in float32 there. One rank (SingleProcess)
+    computes what the one-graph bf16 step does, and not the float32 step."""
+    from netc.runtime.data_parallel import DataParallelTrainer
+    from netc.runtime.distributed import SingleProcess
+
+    make, spec = EXAMPLES["two_layer.net"]
+    torch.manual_seed(0)
+    twin, inputs = make(), example_inputs(spec, 8, np.random.default_rng(3))
+    losses = {}
+    for kind, precision in (("plain", "bf16"), ("split", "bf16"), ("plain", "float32")):
+        model = netc.compile(EXAMPLES_DIR / "two_layer.net", batch=8, backend="cpu", precision=precision)
+        model.load_state_dict(twin.state_dict())
+        optimizer = netc.optim.SGD(lr=1e-3)
+        trainer = model.trainer(optimizer) if kind == "plain" else DataParallelTrainer(model, optimizer, SingleProcess())
+        losses[kind, precision] = [trainer.step(**inputs) for _ in range(3)]
+    np.testing.assert_allclose(losses["split", "bf16"], losses["plain", "bf16"], rtol=1e-6)
+    assert np.abs(np.array(losses["split", "bf16"]) - losses["plain", "float32"]).max() > 1e-4 * abs(losses["plain", "float32"][0])
