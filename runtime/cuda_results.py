@@ -16,8 +16,6 @@ import sys
 
 ALIGNMENT = 256  # each root's array starts as CuPy's allocations do
 BLOCKS = 2  # blocks kept for reuse
-# sys.getrefcount of an array that only its block's list refers to: the list's reference and the argument's.
-UNHELD_REFERENCES = 2
 
 
 class ResultBlocks:
@@ -31,7 +29,9 @@ class ResultBlocks:
             end += -(-window.nbytes // ALIGNMENT) * ALIGNMENT
         self.nbytes = max(end, 1)
         self.blocks = [self._new_block() for _ in range(BLOCKS)]
-        self.allocations = BLOCKS  # blocks made so far (the tests count them)
+        # What sys.getrefcount says of an array only its block refers to, measured as _free_block asks (the
+        # interpreter's own references to an argument differ between Python versions).
+        self._unheld = max((_references(block, i) for block in self.blocks for i in range(len(block))), default=0)
 
     def _new_block(self) -> list:
         memory = self.cupy.empty(self.nbytes, dtype=self.cupy.uint8)
@@ -51,11 +51,16 @@ class ResultBlocks:
         """The least recently used block no caller holds, moved to the back of the ring; or, when the caller
         holds them all, a new one in place of the oldest (which the caller's references keep alive)."""
         for index, block in enumerate(self.blocks):
-            if all(sys.getrefcount(block[i]) <= UNHELD_REFERENCES for i in range(len(block))):
+            if all(_references(block, i) <= self._unheld for i in range(len(block))):
                 self.blocks.append(self.blocks.pop(index))
                 return block
         self.blocks.pop(0)
         self.blocks.append(self._new_block())
-        self.allocations += 1
         return self.blocks[-1]
+
+
+def _references(block: list, index: int) -> int:
+    """sys.getrefcount of a block's array: more than the block's own once a caller holds it (a variable, a
+    dict, a view's base, a DLPack capsule)."""
+    return sys.getrefcount(block[index])
 

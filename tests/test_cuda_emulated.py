@@ -367,6 +367,10 @@ def test_steps_after_the_first_allocate_no_device_memory(emulated_backend):
         out = model.forward(**batch)
         np.testing.assert_allclose(out["out"].get(), reference.forward(**batch)["out"], rtol=1e-4, atol=1e-6)
     assert len(allocated) == before
+    view = model.forward(**batches[0])["out"][:1]  # the dict dropped, a view of one output kept
+    for batch in batches[1:]:
+        model.forward(**batch)
+    np.testing.assert_allclose(view.get(), reference.forward(**batches[0])["out"][:1], rtol=1e-4, atol=1e-6)
     kept = [model.forward(**batch) for batch in batches]  # held: each call needs a block of its own
     assert len(allocated) > before
     for batch, output in zip(batches, kept):
