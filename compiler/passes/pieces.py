@@ -128,6 +128,7 @@ def piece_places(kernels: list, float_type: str, reads) -> dict:
 
 
 def _storage(v: Value) -> Value:
+    """fuse.storage (fuse.py imports this module): the value whose buffer holds v's bytes."""
     while v.op == "reshape":
         v = v.inputs[0]
     return v
