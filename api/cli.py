@@ -15,10 +15,10 @@ from pathlib import Path
 
 import netc
 import numpy as np
+from netc.cli_options import add_precision_argument
 from netc.cli_sample import add_command as add_sample_command
 from netc.cli_train import EXIT_INTERRUPTED
 from netc.cli_train import add_commands as add_training_commands
-from netc.compiler.dtypes import PRECISIONS
 from netc.compiler.errors import InternalError, NetcError, NetcWarning
 from netc.compiler.files import write_file
 from netc.compiler.passes.simplify import count_values
@@ -139,10 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     ir.add_argument(
         "--eval", action="store_true", help="the eval-mode graph (BatchNorm running stats, no dropout)"
     )
-    ir.add_argument(
-        "--precision", default="float32", choices=list(PRECISIONS),
-        help="the step's precision (bf16: the matmuls in bfloat16, from the autocast stage on)",
-    )
+    add_precision_argument(ir)
     ir.add_argument(
         "--backend", choices=("cpu", "cuda"), default="cpu",
         help="whose kernels, plan and source the later stages show (cuda needs no GPU)",
@@ -170,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=("cpu", "cuda"), default="cpu", help="cpu (C) or cuda (CUDA, compiled without a GPU)"
     )
     build.add_argument("-o", "--output", type=Path, required=True, help="the folder to write into")
+    add_precision_argument(build)
     export = command(
         "export", cmd_export, "write a standalone C (or CUDA) library of the network: inference and training "
         "steps, weights, Makefile, demo"
@@ -190,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch", type=int, default=4)
     run.add_argument("--backend", default="auto", help=AUTO_HELP + "reference, cpu or cuda")
     run.add_argument("--seed", type=int, default=0, help="initial weights and inputs (0)")
+    add_precision_argument(run)
     add_training_commands(command)
     add_sample_command(command)
     return parser
@@ -290,9 +289,12 @@ def write_drawing(source: str, format: str, output: Path | None) -> None:
 
 def cmd_compile(args) -> None:
     from netc.runtime.export import export_compiled
+    from netc.runtime.model import check_precision
 
     net = load_network(args)
-    for path in export_compiled(net, netc.bindings_for(net, args.batch), args.output, backend=args.backend):
+    check_precision(args.precision, args.backend)
+    bindings = netc.bindings_for(net, args.batch)
+    for path in export_compiled(net, bindings, args.output, args.precision, backend=args.backend):
         print(path)
     print((args.output / f"{net.name.lower()}.report.txt").read_text().split("\n\n")[1].splitlines()[0])
 
@@ -310,7 +312,7 @@ def cmd_export(args) -> None:
 def cmd_run(args) -> None:
     model = netc.compile(
         args.file, batch=args.batch, backend=args.backend, seed=args.seed, network=args.network,
-        import_path=args.import_path, dims=dims_of(args),
+        import_path=args.import_path, dims=dims_of(args), precision=args.precision,
     )
     rng = np.random.default_rng(args.seed)
     inputs = {name: random_input(model.graph.inputs[name], rng) for name in model.input_names()}

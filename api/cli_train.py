@@ -25,6 +25,7 @@ from pathlib import Path
 
 import netc
 import numpy as np
+from netc.cli_options import add_precision_argument
 from netc.compiler import ast
 from netc.compiler.errors import NetcError
 from netc.compiler.files import check_output_path, write_file
@@ -70,6 +71,7 @@ def add_commands(command) -> None:
     train.add_argument("--min-lr", type=float, help="the lr --lr-schedule cosine ends at (0)")
     train.add_argument("--seed", type=int, help="initial weights, batch order and validation split (0)")
     train.add_argument("--backend", default="auto", help=AUTO_HELP + "reference (NumPy), cpu (C) or cuda")
+    add_precision_argument(train)
     validation = train.add_mutually_exclusive_group()
     validation.add_argument("--val", type=Path, help="validation data (.npz)")
     validation.add_argument("--val-split", type=float, help="hold out this fraction of --data for validation")
@@ -108,6 +110,7 @@ def add_commands(command) -> None:
         sub.add_argument("--data", type=Path, required=True, help="the inputs (.npz), named as the network's")
         sub.add_argument("--batch-size", type=int, default=256, help="samples per forward pass (256)")
         sub.add_argument("--backend", default="auto", help=AUTO_HELP + "reference (NumPy), cpu (C) or cuda")
+        add_precision_argument(sub)
         if name == "predict":
             sub.add_argument(
                 "-o", "--output", type=Path, required=True, help="where to write the outputs (.npz)"
@@ -208,7 +211,7 @@ def interrupted_path(args) -> Path:
 def compile_model(args, batch_size: int, seed: int = 0):
     return netc.compile(
         args.file, batch=batch_size, backend=args.backend, seed=seed, network=args.network,
-        import_path=args.import_path, dims=data_dims(args),
+        import_path=args.import_path, dims=data_dims(args), precision=args.precision,
     )
 
 

@@ -29,6 +29,17 @@ from .parameters import check_state_dict, initial_value, numpy_dtype, on_gpu, to
 from .store import StateStore, launch
 from .trainer import Trainer
 
+
+def check_precision(precision: str, backend_name: str) -> None:
+    """A precision the backend computes in, or a NetcError naming the ones it has."""
+    on_gpu_only = precision in GPU_ONLY_PRECISIONS
+    if precision not in HOST_PRECISIONS and not (on_gpu_only and backend_name == "cuda"):
+        cuda_only = "'tf32' (TensorFloat-32 matmuls) is for backend='cuda'"
+        raise NetcError(
+            f"precision must be one of {', '.join(HOST_PRECISIONS)}, got '{precision}'",
+            hint=cuda_only if on_gpu_only else None,
+        )
+
 class Model:
     """A network compiled for a backend, holding its parameters and buffers: netc's `torch.nn.Module`.
 
@@ -45,13 +56,7 @@ class Model:
         self, network, bindings: dict, backend: str = "auto", precision: str = "float32", seed: int = 0
     ):
         self.backend = get_backend(backend)
-        on_gpu_only = precision in GPU_ONLY_PRECISIONS
-        if precision not in HOST_PRECISIONS and not (on_gpu_only and self.backend.name == "cuda"):
-            cuda_only = "'tf32' (TensorFloat-32 matmuls) is for backend='cuda'"
-            raise NetcError(
-                f"precision must be one of {', '.join(HOST_PRECISIONS)}, got '{precision}'",
-                hint=cuda_only if on_gpu_only else None,
-            )
+        check_precision(precision, self.backend.name)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise NetcError(f"the seed must be a non-negative integer, got {seed!r}")
         self.network, self.bindings, self.precision, self.seed = network, dict(bindings), precision, int(seed)

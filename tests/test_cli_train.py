@@ -174,3 +174,27 @@ def test_graph_without_dot_says_how_to_get_it(tiny, tmp_path, capsys, monkeypatc
     code, _, err = run(capsys, "graph", net, "--format", "svg", "-o", tmp_path / "net.svg")
     assert code == 2 and "needs Graphviz's `dot` program" in err and "apt-get install graphviz" in err
     assert not (tmp_path / "net.svg").exists()
+
+
+def test_precision_option_reaches_the_compiled_step(tiny, tmp_path, capsys):
+    """--precision bf16 trains under autocast's rules: the loss moves away from float32's by bfloat16's
+    rounding (but not far), the checkpoint keeps float32 master weights; tf32 off the cuda backend is a
+    located mistake."""
+    net, data = tiny
+    losses = {}
+    for precision in ("float32", "bf16"):
+        ckpt = tmp_path / f"{precision}.safetensors"
+        train = ["train", net, "--data", data, "--batch-size", 10, "--lr", 0.1, "--epochs", 1, "--seed", 3]
+        code, out, err = run(
+            capsys, *train, "--backend", "reference", "--precision", precision, "--checkpoint", ckpt
+        )
+        assert code == 0, err
+        losses[precision] = float(out.split("loss ")[1].split()[0])
+        assert load_checkpoint(ckpt).model["fc1.weight"].dtype == np.float32
+    assert losses["bf16"] != losses["float32"] and abs(losses["bf16"] - losses["float32"]) < 0.05
+
+    code, out, err = run(capsys, "eval", net, "--weights", ckpt, "--data", data, "--precision", "bf16")
+    assert code == 0 and "loss " in out, err
+    for command in (["train", net, "--data", data], ["compile", net, "--batch", 2, "-o", tmp_path / "c"]):
+        code, _, err = run(capsys, *command, "--backend", "cpu", "--precision", "tf32")
+        assert code == 2 and "'tf32' (TensorFloat-32 matmuls) is for backend='cuda'" in err, err
