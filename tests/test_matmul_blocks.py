@@ -70,7 +70,8 @@ def two_linear_layers(tmp_path, wide: int, narrow: int):
     path.write_text(
         f"network Split {{\n    input x: [N, {wide}]\n    input y: [N, {wide}]\n"
         f"    fc1 = Linear({wide}, {narrow})\n    fc2 = Linear({narrow}, {wide})\n"
-        f"    out = x -> fc1 -> tanh -> fc2\n    loss = mse_loss(out, y)\n    output out\n    minimize loss\n}}\n"
+        f"    out = x -> fc1 -> tanh -> fc2\n    loss = mse_loss(out, y)\n"
+        "    output out\n    minimize loss\n}\n"
     )
     return path
 
@@ -78,19 +79,22 @@ def two_linear_layers(tmp_path, wide: int, narrow: int):
 def test_a_linear_layers_input_and_weight_gradients_run_concurrently(tmp_path):
     """dY W and dY^T X have the same multiply-adds and read neither's result: one kernel of concurrent matmuls
     (fuse.concurrent_matmuls), whose GEMMs share one parallel loop: on two threads a task each, the whole
-    product; on four, two blocks each (halves: neither side is 128 wide). fc1's input gradient is not needed: its weight gradient runs alone. On
-    CUDA the parts' GEMMs are launched in turn, under the kernel's index."""
+    product; on four, two blocks each (halves: neither side is 128 wide). fc1's input gradient is not needed:
+    its weight gradient runs alone. On CUDA the parts' GEMMs are launched in turn, under the kernel's
+    index."""
     graph = simplify(grad(netc.load(two_linear_layers(tmp_path, 600, 80)).lower({"N": 50}, training=True)))
     kernels = fuse(graph)
     (pair,) = [k for k in kernels if k.kind == "matmuls"]
     dw = pair.parts[1]
-    assert [v.shape for v in pair.outputs] == [(50, 80), (600, 80)] and dw.values[0].inputs[0].op == "transpose"
+    assert [v.shape for v in pair.outputs] == [(50, 80), (600, 80)]
+    assert dw.values[0].inputs[0].op == "transpose"  # dY^T X
     assert [k.kind for k in kernels].count("matmul") == 3  # the forward's two products, fc1's weight gradient
     offsets = {v.id: 0 for v in graph.values}
     index = kernels.index(pair)
     for threads, tasks in ((1, [1, 1]), (2, [1, 1]), (4, [2, 2])):
         ctx = Renderer(C, "float", offsets, threads=threads).context(index, pair)
-        assert [g["tasks"] for g in ctx["gemms"]] == tasks and [g["first_task"] for g in ctx["gemms"]] == [0, tasks[0]]
+        assert [g["tasks"] for g in ctx["gemms"]] == tasks
+        assert [g["first_task"] for g in ctx["gemms"]] == [0, tasks[0]]
     launches = [x for x in plan_launches(Renderer(CUDA, "float", offsets), kernels) if x.index == index]
     assert all(isinstance(x, GemmLaunch) for x in launches)
     assert [(x.m, x.n, x.k, x.trans_a) for x in launches] == [(50, 80, 600, False), (600, 80, 50, True)]
@@ -111,7 +115,8 @@ def test_split_linear_layers_match_the_reference(tmp_path, batch, features):
     assert [k.kind for k in cpu.compile_step("gradients", until="fused").kernels].count("matmuls") == 1
     rng = np.random.default_rng(0)
     feeds = {"x": rng.standard_normal((batch, wide)), "y": rng.standard_normal((batch, wide))}
-    np.testing.assert_allclose(cpu.forward(**feeds)["out"], ref.forward(**feeds)["out"], rtol=1e-10, atol=1e-12)
+    want = ref.forward(**feeds)["out"]
+    np.testing.assert_allclose(cpu.forward(**feeds)["out"], want, rtol=1e-10, atol=1e-12)
     want, got = ref.gradients(inputs_wrt=["x"], **feeds), cpu.gradients(inputs_wrt=["x"], **feeds)
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-9, atol=1e-12, err_msg=name)

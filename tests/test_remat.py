@@ -14,7 +14,7 @@ from twins import EXAMPLES, example_inputs
 import netc
 from netc.compiler.autodiff import grad
 from netc.compiler.passes.fuse import fuse
-from netc.compiler.passes.remat import rematerialise
+from netc.compiler.passes.remat import cheap_activations, rematerialise
 from netc.compiler.passes.simplify import simplify
 from netc.compiler.passes.arena import plan_arena
 from netc.runtime.reference import run_graph
@@ -93,3 +93,35 @@ def test_nothing_is_recomputed_without_a_loss_or_without_a_saving(tmp_path):
     # A 1x1 convolution's columns are no larger than its input, which nothing else keeps for the backward pass
     # (a product with a constant needs neither factor's value): recomputing them would save nothing.
     assert rematerialise(joint) is joint
+
+
+def test_gelu_after_a_linear_stores_its_output_and_erf_alone(tmp_path):
+    """remat.cheap_activations: GELU's x/2 and the argument of its exponential are arithmetic on the Linear's
+    product, which is stored anyway: the backward computes them again from it, and the exponential itself,
+    so the forward's GELU loop stores two arrays (its output and 1 + erf(x/sqrt 2)), not four. LayerNorm's x̂
+    (through a broadcast of its row statistics) is left as it was. The gradients are the reference's."""
+    path = tmp_path / "mlp.net"
+    path.write_text("network Mlp {\n    input x: [N, 16]\n    fc0 = Linear(16, 16)\n    ln = LayerNorm(16)\n"
+                    "    fc1 = Linear(16, 32)\n    fc2 = Linear(32, 4)\n"
+                    "    y = x -> fc0 -> ln -> fc1 -> gelu -> fc2\n"
+                    "    loss = mean(y * y)\n"
+                    "    output y\n    minimize loss\n}\n")
+    joint = joint_graph(path, batch=4)
+    graph = rematerialise(joint)
+    kernels, turn = fuse(graph), graph.values.index(graph.loss)
+    position = {v.id: i for i, v in enumerate(graph.values)}
+    gelu = [k for k in kernels if any(v.op == "erf" for v in k.values)]
+    assert len(gelu) == 1 and len(gelu[0].outputs) == 2  # x/2 and exp(-x^2/2) stored too, before
+    backward = [k for k in kernels if any(v.op == "exp" for v in k.values)]
+    assert len(backward) == 1 and all(position[v.id] > turn for v in backward[0].values if v.op == "exp")
+    assert {x.op for x in backward[0].inputs()} >= {"matmul"}  # the Linear's product, read again
+    cheap = cheap_activations(joint, joint.values.index(joint.loss))
+    assert {v.op for v in joint.values if v.id in cheap} == {"add", "mul"}  # x + b, x/2, x/sqrt 2, 1 + erf
+    assert all("ln" not in v.scope for v in joint.values if v.id in cheap)  # x̂ is not recomputed
+    ref = netc.compile(path, batch=4, precision="float64")
+    cpu = netc.compile(path, batch=4, backend="cpu", precision="float64")
+    cpu.load_state_dict(ref.state_dict())
+    x = np.random.default_rng(0).standard_normal((4, 16))
+    want, got = ref.gradients(x=x), cpu.gradients(x=x)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-10, atol=1e-12, err_msg=name)

@@ -12,12 +12,18 @@ anyway cost nothing: leaves, and values the backward reads itself (a pooling's w
 input, but ReLU's backward keeps that input, its output, alive: the windows are recomputed from it, where
 keeping them doubled the bytes). The price is one more memory-bound copy, which BENCHMARKS.md measures.
 
+Activations are computed again for speed (cheap_activations): an elementwise value the forward pass computes
+inside one loop and stores only for the backward pass (GELU's erf and exp terms, a SiLU's sigmoid), from one
+stored value of its shape (the matmul's output) and parameters, is computed again in the backward's loop from
+that value. The forward then stores its result alone, and the backward reads one array instead of several.
+
 Run it after simplification, whose common-subexpression elimination would merge the copy into the original.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 from ..dtypes import item_bytes
 from ..ir import LEAF_OPS, Graph, Value, verify
@@ -35,8 +41,10 @@ def rematerialise(graph: Graph) -> Graph:
     kept = {_storage(x).id for v in graph.values[turn + 1 :] for x in v.inputs}
     kept |= {v.id for v in graph.values if v.op in LEAF_OPS}
 
+    cheap = cheap_activations(graph, turn)
+
     def _worth_recomputing(v: Value) -> bool:
-        return worth_recomputing(v, kept)
+        return v.id in cheap or worth_recomputing(v, kept)
 
     if not any(_worth_recomputing(v) and v.id in before for v in graph.values):
         return graph
@@ -87,3 +95,70 @@ def _storage(v: Value) -> Value:
     while v.op == "reshape":
         v = v.inputs[0]
     return v
+
+
+def cheap_activations(graph: Graph, turn: int) -> set:
+    """Ids of the forward values (those up to position `turn`, the loss) cheaper to compute again for the
+    backward pass than to store: elementwise values that the backward reads and the forward reads only in
+    elementwise ops (so its loop would store them for the backward alone), computed through elementwise ops
+    from at most one stored value of their size (a matmul's output, not a reduction's, or a math function's
+    such as erf, which is dearer to compute twice than to store), leaves and broadcasts of leaves; with the
+    chains of arithmetic between, which is computed again with them. GELU after a Linear: its forward stored
+    x/2, 1 + erf(x/sqrt 2) and exp(-x^2/2) besides its output, now erf(x/sqrt 2) alone, and its backward
+    computes x/2 and the exponential itself. A value read through a broadcast of a computed one (a
+    LayerNorm's x̂, through the row's statistics) is not recomputed."""
+    readers: dict = {}
+    for index, v in enumerate(graph.values):
+        for x in v.inputs:
+            readers.setdefault(_storage(x).id, []).append((index, v))
+    chains: dict = {}  # value id -> (its elementwise chain's ids, its stored sources), or None
+
+    def chain(v: Value):
+        if v.id not in chains:
+            chains[v.id] = None  # until known
+            values, sources = {v.id}, set()
+            for x in map(_storage, v.inputs):
+                if x.op in LEAF_OPS or x.op == "full":
+                    continue
+                if x.op == "broadcast_to":
+                    if _storage(x.inputs[0]).op not in (*LEAF_OPS, "full"):
+                        return None
+                    continue
+                if _elementwise(x) and not _calls_math(x):
+                    found = chain(x)
+                    if found is None:
+                        return None
+                    values |= found[0]
+                    sources |= found[1]
+                else:
+                    sources.add(x)
+            # A reduction's result is computed in a rows kernel with what reads it: a copy would join it there.
+            if len(sources) > 1 or any(math.prod(x.shape) != math.prod(v.shape) or OPS[x.op].kind == "reduce"
+                                       for x in sources):
+                return None
+            chains[v.id] = (values, sources)
+        return chains[v.id]
+
+    cheap: set = set()
+    exposed = {_storage(v).id for v in graph.outputs.values()}
+    for v in graph.values[: turn + 1]:
+        users = readers.get(v.id, [])
+        if not _elementwise(v) or _calls_math(v) or v.id in exposed or not any(i > turn for i, _ in users):
+            continue
+        # (a reshape is no reader: its readers read v's bytes, and are among `users` themselves)
+        if all(_elementwise(u) or u.op == "reshape" for i, u in users if i <= turn) and chain(v):
+            cheap |= chains[v.id][0]
+    return cheap
+
+
+def _elementwise(v: Value) -> bool:
+    return OPS[v.op].kind == "elementwise" and v.op not in ("broadcast_to", "full")
+
+
+MATH_CALL = re.compile(r"\b[a-z_]\w*\(")  # a C function called in an op's c_expr: "erf({0})", "pow({0}, {1})"
+
+
+def _calls_math(v: Value) -> bool:
+    """Whether an elementwise op calls a math function (exp, erf, tanh, sqrt...) rather than only adding,
+    multiplying or comparing."""
+    return bool(MATH_CALL.search(OPS[v.op].c_expr or ""))
