@@ -308,3 +308,22 @@ def test_op_sample_matches_pytorch_on_a_compiled_backend(key, backend):
         np.testing.assert_allclose(got[key], expected, rtol=op.tol, atol=ATOL, err_msg=key)
     gradients = [f"{GRAD_PREFIX}{leaf}" for leaf in leaves if f"{GRAD_PREFIX}{leaf}" in got]
     assert_same_results(got, want, [key, *gradients], key)
+
+
+def test_float64_values_in_a_float32_step_are_computed_in_float64():
+    """An f64 value is float64 whatever the step's precision (an `f64[...]` input or parameter of a float32
+    network): every op sample and its gradients (f64 leaves), run on the cpu backend at precision float32, equal
+    the reference's in float64. Regression: GEMMs (matmul.j2) and fold.j2 typed their pointers with the module's
+    float type, so a float64 product in a float32 step indexed its batch in floats (a learned attention mask's
+    gradient came out near 1e300)."""
+    from parity import run_on
+
+    suite, _ = op_suite()
+    want = suite.run("reference")
+    by_id = run_on("cpu", suite.graph, suite.roots, suite.feeds, precision="float32")
+    checked = 0
+    for key, v in suite.graph.outputs.items():
+        if v.dtype == "f64":  # "f32" outputs (a cast's, a constant's of that dtype) are the step's floats
+            np.testing.assert_allclose(by_id[v.id], want[key], rtol=1e-9, atol=ATOL, err_msg=key)
+            checked += 1
+    assert checked > len(SAMPLE_KEYS)  # the samples' gradients too

@@ -35,7 +35,7 @@ def matmul_context(renderer, kernel: Kernel) -> dict:
         gemms.append(gemm | dict(first_task=first))
         first += gemm["tasks"]
     return dict(template="matmul.j2", gemms=gemms, tasks=first, runs=1, bf16=None, accumulator=0, rounding=None,
-                args=[arg for gemm in gemms for arg in gemm["args"]])
+                ctype=gemms[0]["ctype"], args=[arg for gemm in gemms for arg in gemm["args"]])
 
 
 def gemm_context(renderer, kernel: Kernel, threads: int) -> dict:
@@ -55,7 +55,7 @@ def gemm_context(renderer, kernel: Kernel, threads: int) -> dict:
         dims["summed" if axis in summed else "kept"].append(dim)
     batch = math.prod(d["size"] for d in dims["kept"])
     sums = math.prod(d["size"] for d in dims["summed"])
-    real = renderer.ctype(v.dtype)
+    ctype = renderer.ctype(v.dtype)
     rows_per_task, cols_per_task, runs = task_split(kernel, renderer.float_type, threads)
     accumulator = accumulator_elements(kernel)
     result = renderer.pointer(kernel.values[-1])
@@ -85,7 +85,10 @@ def gemm_context(renderer, kernel: Kernel, threads: int) -> dict:
         runs=runs,
         batch_dims=dims["kept"],
         summed_dims=dims["summed"],
-        gemm="dgemm" if real == "double" else "sgemm",  # a bf16 GEMM's ctype is float
+        # The C type of its operands and products: its dtype's, not the module's (a float64 product in a float32
+        # step indexes its pointers in doubles); a bf16 GEMM's is float, its widened copies'.
+        ctype=ctype,
+        gemm="dgemm" if ctype == "double" else "sgemm",
         trans_a="CblasTrans" if trans_a else "CblasNoTrans",
         trans_b="CblasTrans" if trans_b else "CblasNoTrans",
         m=m,

@@ -48,11 +48,11 @@ def window_context(renderer, kernel: Kernel) -> dict:
         # A bf16 window kernel (precision="bf16": a convolution's columns, and their gradient) moves bf16 bits
         # as they are; fold adds them up in float (ctype) and rounds each sum once, as it stores it.
         stype=renderer.storage_type(v.dtype),
-        ctype="real" if v.dtype != "bf16" else renderer.ctype(v.dtype),
+        ctype=renderer.ctype(v.dtype),  # the value's own, not the module's: a float64 fold in a float32 step
         load=renderer.load(x.dtype, "@").split("@"),
         store=renderer.store(v.dtype, "@").split("@"),
         bf16=v.dtype == "bf16",
     )
     if v.op == "unfold":
-        ctx["pad_value"] = renderer.store(v.dtype, literal(float(attrs["pad_value"]), "real"))
+        ctx["pad_value"] = renderer.store(v.dtype, literal(float(attrs["pad_value"]), renderer.ctype(v.dtype)))
     return ctx
