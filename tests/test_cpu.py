@@ -92,6 +92,29 @@ def test_an_embeddings_gradient_adds_its_rows_in_blocks_of_columns(tmp_path):
     assert (ctx["block"], ctx["tasks"]) == (1, 100)
 
 
+def test_a_bias_gradient_is_summed_in_blocks_of_columns(tmp_path, monkeypatch):
+    """A sum over the batch into one row (a Linear's bias gradient) is shared out among the threads by blocks
+    of columns (reduce.row_pieces): 40 columns on two threads make blocks of 32 and 8. As the reference."""
+    from netc.runtime import cpu as cpu_backend
+
+    monkeypatch.setattr(cpu_backend, "kernel_threads", lambda: 2)
+    path = tmp_path / "b.net"
+    path.write_text("network B {\n    input x: [N, 40]\n    fc = Linear(40, 40)\n    y = x -> fc\n"
+                    "    loss = mean(y * y)\n    output y\n    minimize loss\n}\n")
+    ref = netc.compile(path, batch=5, precision="float64")
+    cpu = netc.compile(path, batch=5, backend="cpu", precision="float64")
+    cpu.load_state_dict(ref.state_dict())
+    x = np.random.default_rng(0).standard_normal((5, 40))
+    want, got = ref.gradients(x=x), cpu.gradients(x=x)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-12, atol=1e-14, err_msg=name)
+    step = cpu.compile_step("gradients", until="rendered")
+    (index,) = [i for i, k in enumerate(step.kernels) if k.kind == "reduce"]
+    ctx = Renderer(C, "double", step.plan.offsets, threads=2).context(index, step.kernels[index])
+    assert (ctx["template"], ctx["rows"], ctx["pieces"], ctx["chunk"]) == ("reduce_rows.j2", 1, 2, 32)
+    assert "l0 = task % 2 * 32;" in step.source  # the cpu backend rendered it for two threads
+
+
 def test_lenet_training_step_fusion_is_pinned():
     """The fusion decisions for LeNet's training step: if this changes, it should change on purpose."""
     graph = simplify(grad(netc.load(EXAMPLES_DIR / "lenet.net").lower({"N": 8}, training=True)))
