@@ -1,9 +1,15 @@
-"""A/B of how the cpu backend runs the Shakespeare GPT's GEMMs, on its AdamW training step: each product shared
-out into 8 tasks and run alone (before) against a task per thread, with a Linear layer's input and weight
-gradients run side by side in one kernel (now: matmul.gemm_blocks with the renderer's threads,
-fuse.concurrent_matmuls), beside PyTorch eager. One process, steps taken in alternating rounds; NETC_PROFILE's
-per-kernel seconds summed per kind of kernel. Medians show a shared machine's typical step, minima its quiet
-moments.
+"""A/B of the Shakespeare GPT's AdamW training step on the cpu backend as it runs now against the step with
+these undone (before), beside PyTorch eager:
+- GEMMs: each product shared out into 8 tasks and run alone (before), against a task per thread and a Linear
+  layer's input and weight gradients run side by side in one kernel (gemm_tasks.gemm_blocks with the
+  renderer's threads, fuse.concurrent_matmuls);
+- GELU: its forward storing x/2 and exp(-x^2/2) for the backward (before), against the backward computing them
+  from the Linear's product (remat.cheap_activations);
+- the embedding's gradient a column at a time, and a bias gradient's one row on one thread (before), against
+  blocks of columns (index.SCATTER_COLUMNS, reduce.row_pieces).
+(LayerNorm's backward epilogue joining its rows kernel, fuse.py's ready_before, is in both.) One process,
+steps taken in alternating rounds; NETC_PROFILE's per-kernel seconds summed per kind of kernel. Medians show
+a shared machine's typical step, minima its quiet moments.
 
     python3 benchmarks/ab_gpt_step.py                   # batch 12, 25 rounds
     python3 benchmarks/ab_gpt_step.py --quick           # batch 2, 3 rounds: checks it runs
@@ -20,7 +26,8 @@ import tempfile
 import time
 
 os.environ["NETC_PROFILE"] = "1"
-# The step cache knows nothing of the rules patched below: a fresh one, so that each variant is rendered by its own.
+# The step cache knows nothing of the rules patched below: a fresh one, so that each variant is rendered by
+# its own.
 os.environ["NETC_CACHE_DIR"] = tempfile.mkdtemp(prefix="ab_gpt_step_")
 from bench import torch_step  # noqa: E402  (sets OMP_WAIT_POLICY and puts tests/ on the path)
 
@@ -30,28 +37,39 @@ from gpt_twin import GPT, GPT_NET, GPTConfig  # noqa: E402
 
 import netc  # noqa: E402
 from netc.compiler.optim import AdamW  # noqa: E402
-from netc.compiler.passes import fuse  # noqa: E402
+from netc.compiler.codegen import index, reduce  # noqa: E402
+from netc.compiler.passes import fuse, remat  # noqa: E402
 from netc.runtime import cpu  # noqa: E402
 
 LR, BETAS, DECAY = 1e-3, (0.9, 0.99), 0.1
 BEFORE_TASKS = 8  # the tasks every product was shared out into, whatever the threads
 
 
+BEFORE = {  # (module, name, what it was)
+    "threads": (cpu, "kernel_threads", lambda: BEFORE_TASKS),
+    "pairs": (fuse, "concurrent_matmuls", lambda kernels: kernels),
+    "gelu": (remat, "cheap_activations", lambda graph, turn: set()),
+    "scatter": (index, "SCATTER_COLUMNS", 1),
+    "bias": (reduce, "row_pieces", lambda rows, row, threads: {"pieces": 1, "chunk": row}),
+}
+
+
 def trainer_for(batch: int, before: bool, state: dict, arrays: dict):
-    """A compiled step of gpt.net, its GEMMs run as before or as now. The text differs by a comment, so that
-    the step cache keeps the two apart."""
-    text = GPT_NET.read_text() + ("\n# GEMMs as before\n" if before else "")
-    threads, concurrent = cpu.kernel_threads, fuse.concurrent_matmuls
+    """A compiled step of gpt.net, as before or as now. The text differs by a comment, so that the step cache
+    keeps the two apart."""
+    text = GPT_NET.read_text() + ("\n# as before\n" if before else "")
+    kept = {key: getattr(module, name) for key, (module, name, _) in BEFORE.items()}
     if before:
-        cpu.kernel_threads = lambda: BEFORE_TASKS
-        fuse.concurrent_matmuls = lambda kernels: kernels
+        for module, name, old in BEFORE.values():
+            setattr(module, name, old)
     try:
         model = netc.compile(netc.load(GPT_NET, text=text), batch=batch, backend="cpu")
         model.load_state_dict(state)
         trainer = model.trainer(AdamW(lr=LR, betas=BETAS, weight_decay=DECAY))
         trainer.step(**arrays)
     finally:
-        cpu.kernel_threads, fuse.concurrent_matmuls = threads, concurrent
+        for key, (module, name, _) in BEFORE.items():
+            setattr(module, name, kept[key])
     return trainer
 
 
