@@ -38,7 +38,10 @@ wherever a bf16 value is produced: the kernels and the reference interpreter rou
 
 from __future__ import annotations
 
+from ..functional import FUNCTIONS
 from ..ir import LEAF_OPS, Graph, Value, verify
+from ..layers import LAYERS
+from ..ops import OPS
 from .simplify import rebuild_leaves
 
 LOW, HIGH = "bf16", "f32"
@@ -49,6 +52,18 @@ MOVEMENT = ("reshape", "transpose", "broadcast_to", "unfold")
 # they stay in bf16 where their float inputs are. Max pooling is an unfold padded with -inf and a maximum over
 # its windows (_pools); other maxima (softmax's and the losses' shift, in autocast's float32 list) are not.
 EXACT = ("relu", "reshape", "transpose", "broadcast_to", "unfold", "slice", "pad", "concat")
+# Layers and functions that autocast runs in their input's type on the CPU and on CUDA alike (in neither of its
+# lists): on a bf16 input they compute in float32 and round their result to bf16 once, as PyTorch's kernels
+# do. Any other layer or function (LayerNorm, softmax, the losses: CUDA's float32 list) stays float32.
+PROMOTING = (
+    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "batch_norm",
+    "GELU", "gelu", "SiLU", "silu", "Sigmoid", "sigmoid", "Tanh", "tanh", "LeakyReLU", "leaky_relu",
+    "ReLU6", "relu6", "Hardtanh", "hardtanh", "ELU", "elu",
+    "Dropout", "dropout", "Dropout1d", "dropout1d", "Dropout2d", "dropout2d", "Dropout3d", "dropout3d",
+    "AvgPool1d", "avg_pool1d", "AvgPool2d", "avg_pool2d",
+    "AdaptiveAvgPool1d", "adaptive_avg_pool1d", "AdaptiveAvgPool2d", "adaptive_avg_pool2d",
+    "Flatten", "flatten", "Identity",
+)  # fmt: skip
 
 
 def autocast_bf16(graph: Graph) -> Graph:
@@ -57,7 +72,7 @@ def autocast_bf16(graph: Graph) -> Graph:
     if not any(v.op == "matmul" and v.dtype == HIGH for v in graph.values):
         return graph
     out, rebuilt = rebuild_leaves(graph)
-    casting = _Casting(out, rebuilt, read_low_only(graph))
+    casting = _Casting(out, rebuilt, read_low_only(graph), _Calls(graph))
     for v in graph.values:
         if v.op in LEAF_OPS:
             continue
@@ -79,8 +94,8 @@ class _Casting:
     """The rewritten graph under construction: each original value's float32 form, its bf16 form, or both
     (one computed, the other a cast of it, made when first asked for)."""
 
-    def __init__(self, out: Graph, rebuilt: dict, read_low: set):
-        self.out, self.read_low = out, read_low
+    def __init__(self, out: Graph, rebuilt: dict, read_low: set, calls: _Calls):
+        self.out, self.read_low, self.calls = out, read_low, calls
         self.in_high: dict[int, Value] = dict(rebuilt)  # original id -> its value of the original dtype
         self.in_low: dict[int, Value] = {}  # original id -> its bf16 value
         self.lowered: set = set()  # original ids computed in bf16 (their float32 form is a cast)
@@ -99,6 +114,9 @@ class _Casting:
             self._lowered(v, emit(v.op, *inputs, **v.attrs))
         elif v.dtype == HIGH and v.op == "add" and self._adds_a_bias(v):
             self._lowered(v, emit("add", *map(self.low, v.inputs)))
+        elif v.dtype == HIGH and self._promotes(v):
+            # computed in float32 from its inputs' values, rounded once: PyTorch's bf16 kernels' opmath
+            self._lowered(v, emit("cast", emit(v.op, *map(self.high, v.inputs), **v.attrs), dtype=LOW))
         else:
             self.in_high[v.id] = emit(v.op, *map(self.high, v.inputs), **v.attrs)
 
@@ -126,6 +144,18 @@ class _Casting:
         floats = [x for x in v.inputs if x.dtype == HIGH]
         return bool(floats) and all(x.id in self.lowered for x in floats)
 
+    def _promotes(self, v: Value) -> bool:
+        """Whether v's result is bf16 by type promotion: an output of a PROMOTING call whose float inputs
+        are all bf16, or an elementwise op outside any layer or function (a residual add, a scaling) whose
+        float tensor inputs are all bf16 (a scalar, a `full`, does not promote)."""
+        if self.calls.promoting(v):
+            strong = self.calls.inputs_of_call[v.id]
+        elif self.calls.kind(v) is None and getattr(OPS.get(v.op), "kind", None) == "elementwise":
+            strong = [x for x in v.inputs if x.dtype == HIGH and not _weak(x)]
+        else:
+            return False
+        return bool(strong) and all(x.id in self.lowered for x in strong)
+
     def _adds_a_bias(self, v: Value) -> bool:
         """Whether v adds a parameter (through reshapes and broadcasts: a Linear's or convolution's bias) to a
         value computed in bf16."""
@@ -136,6 +166,48 @@ class _Casting:
         while other.op in ("broadcast_to", "reshape"):
             other = other.inputs[0]
         return other.op == "param"
+
+
+class _Calls:
+    """The layer and function calls of the original graph, by the scope their values were built in: which
+    library layer or function (LAYERS, FUNCTIONS) made a value, if any (a block's own arithmetic has none),
+    and for a PROMOTING call's results, the float values it read from outside (not parameters, buffers or
+    constants)."""
+
+    def __init__(self, graph: Graph):
+        self.kinds = {c.label: c.kind for c in graph.layer_calls if c.kind in LAYERS or c.kind in FUNCTIONS}
+        readers: dict[int, list] = {}
+        for v in graph.values:
+            for x in v.inputs:
+                readers.setdefault(x.id, []).append(v)
+        outside: dict[int, set] = {}  # a value of a PROMOTING call -> ids of the call's float inputs it reads
+        self.inputs_of_call: dict[int, list] = {}
+        for v in graph.values:
+            if v.op in LEAF_OPS or self.kinds.get(v.scope) not in PROMOTING:
+                continue
+            read: dict = {}
+            for x in v.inputs:
+                if x.scope == v.scope and x.id in outside:
+                    read.update(outside[x.id])
+                elif x.dtype == HIGH and x.op not in ("param", "buffer") and not _weak(x):
+                    read[x.id] = x
+            outside[v.id] = read
+            if v.dtype == HIGH and any(r.scope != v.scope for r in readers.get(v.id, [])):
+                self.inputs_of_call[v.id] = list(read.values())
+
+    def kind(self, v: Value) -> str | None:
+        return self.kinds.get(v.scope)
+
+    def promoting(self, v: Value) -> bool:
+        """Whether v is a result of a PROMOTING call (read outside it)."""
+        return v.id in self.inputs_of_call
+
+
+def _weak(x: Value) -> bool:
+    """Whether x is a scalar for type promotion: one number (a `full`, through movements) or of rank 0."""
+    while x.op in MOVEMENT:
+        x = x.inputs[0]
+    return x.op == "full" or x.shape == ()
 
 
 def _pools(v: Value) -> bool:
