@@ -145,8 +145,12 @@ def _gpt_case(monkeypatch):
 # autocast, while both are 4% from float32 (ReLU's mask flips where autocast's does); the transformer block
 # 0.9%, float32 1%; LeNet 23% (12% float32), its gradients dominated by a few units at ReLU's kink whose
 # pre-activations two bfloat16 runs round to either side (the bias added in bf16 after the GEMM here, inside
-# it in oneDNN). Float32 runs of all three agree with torch's to 3e-6.
-NETWORK_TOLERANCES = {"two_layer.net": (1e-2, 2e-2), "lenet.net": (0.3, 5e-2), "gpt": (2e-2, 5e-3)}
+# it in oneDNN). resnet_tiny 1.1% (bn.weight; median 0.4%), float32 24%: its BatchNorms' outputs and residual
+# sums rounded to bf16 as autocast's are (14% from autocast, median 6%, while they stayed float32). Float32 runs
+# of all agree with torch's to 3e-6.
+NETWORK_TOLERANCES = {
+    "two_layer.net": (1e-2, 2e-2), "lenet.net": (0.3, 5e-2), "gpt": (2e-2, 5e-3), "resnet_tiny.net": (3e-2, 0.1),
+}
 
 
 @pytest.mark.parametrize("name", sorted(NETWORK_TOLERANCES))
@@ -180,11 +184,13 @@ def test_compiled_backends_match_the_reference_interpreter(probe, backend):
 
 
 def test_a_training_step_keeps_fewer_bytes_in_bf16():
-    """The GEMMs' operands and results, and the ReLUs, poolings and biases between them, take two bytes an
-    element (passes/autocast.py). Planned only, not built. Measured at batch 64: cifar_net 3.6 MB against 5.2
-    MB in float32 (0.69), resnet_tiny 3.4 against 4.4 (0.77), whose BatchNorms and residual adds stay float32."""
+    """The GEMMs' operands and results, and the ReLUs, poolings, biases, BatchNorms and residual sums between
+    them, take two bytes an element (passes/autocast.py), and a BatchNorm's backward recomputes its widened
+    input from the bf16 one (passes/remat.py centres_a_widening). Planned only, not built. Measured at batch
+    64: cifar_net 3.57 MB against 5.20 MB in float32 (0.69), resnet_tiny 2.61 against 4.38 (0.60; 0.77 while
+    its BatchNorms and residual sums were float32)."""
     spec = StepSpec("train", optimizer=netc.optim.SGD(lr=0.1))
-    for name, most in (("cifar_net.net", 0.75), ("resnet_tiny.net", 0.85)):
+    for name, most in (("cifar_net.net", 0.75), ("resnet_tiny.net", 0.65)):
         network = netc.load(EXAMPLES_DIR / name)
         arena = {
             precision: compile_network_step(

@@ -44,7 +44,7 @@ def rematerialise(graph: Graph) -> Graph:
     cheap = cheap_activations(graph, turn)
 
     def _worth_recomputing(v: Value) -> bool:
-        return v.id in cheap or worth_recomputing(v, kept)
+        return v.id in cheap or worth_recomputing(v, kept) or centres_a_widening(v, kept)
 
     if not any(_worth_recomputing(v) and v.id in before for v in graph.values):
         return graph
@@ -84,6 +84,18 @@ def worth_recomputing(v: Value, kept: set) -> bool:
         return worth_recomputing(v.inputs[0], kept)
     extra = sum(_bytes(x) for x in v.inputs if _storage(x).id not in kept)
     return OPS[v.op].recompute and _bytes(v) >= 2 * extra
+
+
+def centres_a_widening(v: Value, kept: set) -> bool:
+    """Whether v is x - broadcast(s), a row statistic s subtracted from a widened bf16 value x that is worth
+    recomputing (a BatchNorm's or LayerNorm's centring of a bf16 input, precision="bf16"): the backward pass
+    computes both again from the bf16 value and the statistic, which it keeps anyway, as PyTorch's bf16
+    BatchNorm keeps its bf16 input, instead of keeping float32 x (fuse.py floats the centring into its readers,
+    which would read x from memory)."""
+    if v.op != "sub" or v.inputs[1].op != "broadcast_to":
+        return False
+    x = _storage(v.inputs[0])
+    return x.op == "cast" and x.inputs[0].dtype == "bf16" and worth_recomputing(x, kept)
 
 
 def _bytes(v: Value) -> int:
