@@ -1,5 +1,5 @@
-"""Mixed precision as torch.autocast(dtype=torch.bfloat16): the matmuls in bfloat16, and what follows them in
-bfloat16 as long as it stays exact; everything else as it was.
+"""Mixed precision as torch.autocast(dtype=torch.bfloat16): the matmuls in bfloat16, and every other op in the
+type that autocast's type promotion gives it.
 
 precision="bf16" runs this pass on the lowered forward graph, before differentiation, so that the backward
 pass is ordinary IR built from it: its GEMMs are bfloat16 too, and so are the gradients of the ops that run in
@@ -14,11 +14,16 @@ bfloat16. The rules follow autocast's op lists:
   bfloat16 where their float input is: conv -> ReLU -> max pool keeps two bytes an element, as in PyTorch;
   and run in bfloat16 on a float32 input where only GEMMs read them (read_low_only: BatchNorm -> ReLU -> conv
   stores the ReLU in two bytes);
-- everything else reads float32 (a cast back where its input was bf16): reductions, softmax and log_softmax,
-  the norms, the losses, the other elementwise ops (GELU, residual adds), as autocast's float32 list and
-  type promotion (bf16 + float32 is float32) make them. The parameters, their gradients' accumulation and the
-  optimiser's state are float32 (master weights); so is the fused attention op
-  (scaled_dot_product_attention's kernel).
+- type promotion: the results of a layer or function that autocast runs in its input's type on the CPU and
+  on CUDA (PROMOTING: BatchNorm, GELU, SiLU, dropout, average pooling, ...) whose float inputs are all bf16,
+  and a block's own elementwise arithmetic on bf16 tensors (a residual sum, a scaling: a scalar or a
+  comparison's mask does not promote), are bf16: computed in float32 from their inputs' values and rounded
+  once, as PyTorch's bf16 kernels compute (BatchNorm's statistics stay float32 inside it);
+- everything else stays float32 (a cast back where its input was bf16): LayerNorm, softmax and log_softmax,
+  the reductions, the losses, exp and log (CUDA autocast's float32 list, which netc follows where the CPU's
+  runs them in bf16), and arithmetic with a float32 tensor (bf16 + float32 is float32). The parameters, their
+  gradients' accumulation and the optimiser's state are float32 (master weights); so is the fused attention
+  op (scaled_dot_product_attention's kernel).
 
 A matmul's operand is cast under the chain of reshapes, transposes, broadcasts and unfold between a float32
 value and the matmul, so that it still reads a transposed operand with BLAS's transpose flag, a weight
@@ -34,6 +39,7 @@ wherever a bf16 value is produced: the kernels and the reference interpreter rou
     %9:f32[N,10] = add %7 (broadcast %bias)      %n:bf16[N,10] = add %m (broadcast (cast %bias dtype=bf16))
     %10:f32[N,10] = relu %9                      %r:bf16[N,10] = relu %n
     %11:f32[] = mse_loss ... %10                 ... = ... (cast %r dtype=f32)
+    %12:f32[N,10] = add %10 %10 (a block's own)  %s:bf16[N,10] = cast (add (cast %r f32) (cast %r f32)) bf16
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from ..ops import OPS
 from .simplify import rebuild_leaves
 
 LOW, HIGH = "bf16", "f32"
+COMPARISONS = ("gt", "ge", "lt", "le", "eq")
 # Ops that move elements without arithmetic, which a cast commutes with exactly: a matmul operand's cast goes
 # under them. A convolution's unfold too (its padding, zero, is a bfloat16).
 MOVEMENT = ("reshape", "transpose", "broadcast_to", "unfold")
@@ -56,11 +63,11 @@ EXACT = ("relu", "reshape", "transpose", "broadcast_to", "unfold", "slice", "pad
 # lists): on a bf16 input they compute in float32 and round their result to bf16 once, as PyTorch's kernels
 # do. Any other layer or function (LayerNorm, softmax, the losses: CUDA's float32 list) stays float32.
 PROMOTING = (
-    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "batch_norm",
+    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d",
     "GELU", "gelu", "SiLU", "silu", "Sigmoid", "sigmoid", "Tanh", "tanh", "LeakyReLU", "leaky_relu",
-    "ReLU6", "relu6", "Hardtanh", "hardtanh", "ELU", "elu",
-    "Dropout", "dropout", "Dropout1d", "dropout1d", "Dropout2d", "dropout2d", "Dropout3d", "dropout3d",
-    "AvgPool1d", "avg_pool1d", "AvgPool2d", "avg_pool2d",
+    "ReLU6", "relu6", "Hardtanh", "hardtanh", "ELU", "elu", "CELU", "celu", "SELU", "selu", "Mish", "mish",
+    "Hardsigmoid", "hardsigmoid", "Hardswish", "hardswish", "Dropout", "dropout",
+    "AvgPool1d", "avg_pool1d", "avgpool1d", "AvgPool2d", "avg_pool2d", "avgpool2d",
     "AdaptiveAvgPool1d", "adaptive_avg_pool1d", "AdaptiveAvgPool2d", "adaptive_avg_pool2d",
     "Flatten", "flatten", "Identity",
 )  # fmt: skip
@@ -180,6 +187,7 @@ class _Calls:
         for v in graph.values:
             for x in v.inputs:
                 readers.setdefault(x.id, []).append(v)
+        roots = {v.id for v in graph.roots()}
         outside: dict[int, set] = {}  # a value of a PROMOTING call -> ids of the call's float inputs it reads
         self.inputs_of_call: dict[int, list] = {}
         for v in graph.values:
@@ -192,7 +200,10 @@ class _Calls:
                 elif x.dtype == HIGH and x.op not in ("param", "buffer") and not _weak(x):
                     read[x.id] = x
             outside[v.id] = read
-            if v.dtype == HIGH and any(r.scope != v.scope for r in readers.get(v.id, [])):
+            # a result: read only after the call, or an output (a value the call reads itself too, such as a
+            # mask that common-subexpression elimination shares with another call, is not)
+            scopes = {r.scope for r in readers.get(v.id, [])}
+            if v.dtype == HIGH and v.scope not in scopes and (scopes or v.id in roots):
                 self.inputs_of_call[v.id] = list(read.values())
 
     def kind(self, v: Value) -> str | None:
@@ -204,10 +215,11 @@ class _Calls:
 
 
 def _weak(x: Value) -> bool:
-    """Whether x is a scalar for type promotion: one number (a `full`, through movements) or of rank 0."""
+    """Whether x takes no part in type promotion: a scalar (a `full`, through movements, or of rank 0), or a
+    comparison's 0/1 mask, which PyTorch holds as a bool tensor (leaky_relu's `x > 0`, shared by an ELU)."""
     while x.op in MOVEMENT:
         x = x.inputs[0]
-    return x.op == "full" or x.shape == ()
+    return x.op in ("full", *COMPARISONS) or x.shape == ()
 
 
 def _pools(v: Value) -> bool:
