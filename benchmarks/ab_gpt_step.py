@@ -5,11 +5,11 @@ these undone (before), beside PyTorch eager:
   renderer's threads, fuse.concurrent_matmuls);
 - GELU: its forward storing x/2 and exp(-x^2/2) for the backward (before), against the backward computing them
   from the Linear's product (remat.cheap_activations);
-- the embedding's gradient a column at a time, and a bias gradient's one row on one thread (before), against
-  blocks of columns (index.SCATTER_COLUMNS, reduce.row_pieces).
-(LayerNorm's backward epilogue joining its rows kernel, fuse.py's ready_before, is in both.) One process,
-steps taken in alternating rounds; NETC_PROFILE's per-kernel seconds summed per kind of kernel. Medians show
-a shared machine's typical step, minima its quiet moments.
+- the embedding's gradient a column at a time (before), against blocks of columns (index.SCATTER_COLUMNS).
+(LayerNorm's backward epilogue joining its rows kernel, fuse.py's ready_before, and a one-row sum run
+without a parallel region are in both.) One process, steps taken in alternating rounds; NETC_PROFILE's
+per-kernel seconds summed per kind of kernel. Medians show a shared machine's typical step, minima its quiet
+moments.
 
     python3 benchmarks/ab_gpt_step.py                   # batch 12, 25 rounds
     python3 benchmarks/ab_gpt_step.py --quick           # batch 2, 3 rounds: checks it runs
@@ -37,7 +37,7 @@ from gpt_twin import GPT, GPT_NET, GPTConfig  # noqa: E402
 
 import netc  # noqa: E402
 from netc.compiler.optim import AdamW  # noqa: E402
-from netc.compiler.codegen import index, reduce  # noqa: E402
+from netc.compiler.codegen import index  # noqa: E402
 from netc.compiler.passes import fuse, remat  # noqa: E402
 from netc.runtime import cpu  # noqa: E402
 
@@ -50,7 +50,6 @@ BEFORE = {  # (module, name, what it was)
     "pairs": (fuse, "concurrent_matmuls", lambda kernels: kernels),
     "gelu": (remat, "cheap_activations", lambda graph, turn: set()),
     "scatter": (index, "SCATTER_COLUMNS", 1),
-    "bias": (reduce, "row_pieces", lambda rows, row, threads: {"pieces": 1, "chunk": row}),
 }
 
 

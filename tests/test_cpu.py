@@ -72,10 +72,12 @@ def test_out_of_range_indices_are_an_error_not_a_crash(tmp_path):
 
 def test_an_embeddings_gradient_adds_its_rows_in_blocks_of_columns(tmp_path):
     """scatter_add (an embedding's gradient) on the cpu backend: a task per block of up to 64 columns
-    (codegen/index.py), each adding every row into its own columns with a vector loop; 100 columns make a block
-    of 64 and one of 36; repeated ids add up. On CUDA, a thread per column. As the reference, in float64."""
+    (codegen/index.py), each adding every row into its own columns with a vector loop; 100 columns make a
+    block of 64 and one of 36; repeated ids add up. On CUDA, a thread per column. As the reference, in
+    float64."""
     path = tmp_path / "e.net"
-    path.write_text("network E {\n    input ids: i64[N, 7]\n    emb = Embedding(13, 100)\n    y = ids -> emb\n"
+    path.write_text("network E {\n    input ids: i64[N, 7]\n    emb = Embedding(13, 100)\n"
+                    "    y = ids -> emb\n"
                     "    loss = mean(y * y)\n    output y\n    minimize loss\n}\n")
     ref = netc.compile(path, batch=3, precision="float64")
     cpu = netc.compile(path, batch=3, backend="cpu", precision="float64")
@@ -92,12 +94,9 @@ def test_an_embeddings_gradient_adds_its_rows_in_blocks_of_columns(tmp_path):
     assert (ctx["block"], ctx["tasks"]) == (1, 100)
 
 
-def test_a_bias_gradient_is_summed_in_blocks_of_columns(tmp_path, monkeypatch):
-    """A sum over the batch into one row (a Linear's bias gradient) is shared out among the threads by blocks
-    of columns (reduce.row_pieces): 40 columns on two threads make blocks of 32 and 8. As the reference."""
-    from netc.runtime import cpu as cpu_backend
-
-    monkeypatch.setattr(cpu_backend, "kernel_threads", lambda: 2)
+def test_a_bias_gradient_is_summed_without_a_parallel_region(tmp_path):
+    """A sum over the batch into one row (a Linear's bias gradient) is one task: its loop opens no parallel
+    region, whatever its size (reduce_rows.j2). As the reference."""
     path = tmp_path / "b.net"
     path.write_text("network B {\n    input x: [N, 40]\n    fc = Linear(40, 40)\n    y = x -> fc\n"
                     "    loss = mean(y * y)\n    output y\n    minimize loss\n}\n")
@@ -110,9 +109,9 @@ def test_a_bias_gradient_is_summed_in_blocks_of_columns(tmp_path, monkeypatch):
         np.testing.assert_allclose(got[name], want[name], rtol=1e-12, atol=1e-14, err_msg=name)
     step = cpu.compile_step("gradients", until="rendered")
     (index,) = [i for i, k in enumerate(step.kernels) if k.kind == "reduce"]
-    ctx = Renderer(C, "double", step.plan.offsets, threads=2).context(index, step.kernels[index])
-    assert (ctx["template"], ctx["rows"], ctx["pieces"], ctx["chunk"]) == ("reduce_rows.j2", 1, 2, 32)
-    assert "l0 = task % 2 * 32;" in step.source  # the cpu backend rendered it for two threads
+    ctx = Renderer(C, "double", step.plan.offsets).context(index, step.kernels[index])
+    assert (ctx["template"], ctx["rows"]) == ("reduce_rows.j2", 1)
+    assert "PARALLEL_FOR_WORK(o, 1, 0)" in step.source
 
 
 def test_lenet_training_step_fusion_is_pinned():

@@ -9,9 +9,6 @@ import math
 from ..passes.fuse import Kernel
 from .layout import contiguous_strides
 
-# A reduce_rows kernel with fewer result rows than threads (a bias gradient: one) shares each row out by blocks
-# of at least ROW_PIECE_LEAST columns, one task each (64 bytes of float32: a cache line).
-ROW_PIECE_LEAST = 16
 # argmax_mask over rows keeps each row's running maxima and their positions on the stack: rows up to this
 # long.
 ARGMAX_ROW_LIMIT = 4096
@@ -58,23 +55,11 @@ def reduce_context(renderer, kernel: Kernel) -> dict:
         return (
             ctx
             | rows
-            | row_pieces(rows["rows"], row, renderer.threads)
             | dict(template="reduce_rows.j2", combine="a + v" if is_sum else "(v > a || v != v) ? v : a")
         )
     acc = "double" if ctype != "int64_t" and is_sum else ctype  # long sums accumulate in double
     combine = "acc + v" if is_sum else "(v > acc || v != v) ? v : acc"
     return ctx | dict(acc_type=acc, kept=kept[::-1], combine=combine)
-
-
-def row_pieces(rows: int, row: int, threads: int) -> dict:
-    """How a reduce_rows kernel's tasks share its `rows` result rows of `row` elements among `threads` threads
-    on the CPU: each row whole where there are rows enough, else in `pieces` blocks of `chunk` columns (a
-    multiple of ROW_PIECE_LEAST), so that a bias gradient's one row keeps every thread busy."""
-    wanted = 1 if rows >= threads else -(-threads // rows)
-    pieces = max(1, min(wanted, row // ROW_PIECE_LEAST))
-    chunk = -(-row // pieces)
-    chunk = min(row, -(-chunk // ROW_PIECE_LEAST) * ROW_PIECE_LEAST)
-    return dict(pieces=-(-row // chunk), chunk=chunk)
 
 
 def _kept_tail(shape, axes) -> int:
