@@ -387,3 +387,29 @@ def test_every_promoting_name_is_a_layer_or_function():
     from netc.compiler.passes.autocast import PROMOTING
 
     assert [name for name in PROMOTING if name not in LAYERS and name not in FUNCTIONS] == []
+
+
+@pytest.fixture(scope="module")
+def resnet_case():
+    """resnet_tiny at batch 32 (the networks test's cpu module, built once) and its reference-backend run."""
+    torch.manual_seed(0)
+    make, spec = EXAMPLES["resnet_tiny.net"]
+    twin, network = make(), netc.load(EXAMPLES_DIR / "resnet_tiny.net")
+    inputs = example_inputs(spec, 32, np.random.default_rng(0))
+    return network, twin, inputs, netc_run(network, twin, inputs, "reference", "bf16")
+
+
+def test_a_resnet_block_agrees_with_the_reference_on_every_backend(resnet_case, backend):
+    """BatchNorm outputs and residual sums rounded to bf16 where the reference rounds them. Measured at batch
+    32: 0 on the loss, the logits and fc's gradients; the convolutions' weights' 0.25-0.45% (summed over the
+    batch in float32 before rounding, as in the probe test above), and the BatchNorms' upstream of them up to
+    0.12% (bn.weight; layer2's 1e-7): their input gradients differ where those sums do. cpu and
+    cuda-emulated agree with each other to 3e-7."""
+    network, twin, inputs, reference = resnet_case
+    got = netc_run(network, twin, inputs, backend, "bf16")
+    for key, value in reference.items():
+        if key in ("loss", "logits") or key.startswith("fc."):
+            most = 1e-6
+        else:
+            most = 1e-2 if "conv" in key or "down" in key else 5e-3  # the convolutions', else the BatchNorms'
+        assert relative(got[key], value) <= most, key
