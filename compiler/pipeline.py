@@ -368,7 +368,9 @@ def _fuse(step: CompiledStep, _):
 
 
 def _plan(step: CompiledStep, kernels):
-    plan, homes = plan_state_arena(step.graph, kernels, computed_values(step), step.float_type, step.updates)
+    plan, homes = plan_state_arena(
+        step.graph, kernels, computed_values(step), step.float_type, step.updates, step.backend.target
+    )
     return Planned(plan, homes)
 
 

@@ -91,6 +91,7 @@ class CpuBackend:
     built into a shared library and bound to an arena of its own."""
 
     name = "cpu"
+    target = "c"  # the renderer's (codegen/render.py C): the planner sizes the kernels' scratch for it
     compiles = True  # fused, planned and rendered before it is built
     keeps_state = True  # parameters, buffers and optimiser state stay in the arena between runs
 

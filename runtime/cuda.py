@@ -69,6 +69,7 @@ class CudaCodegen:
     """The rendered stage for CUDA, which needs no GPU: `netc compile --backend cuda` and the tests run it."""
 
     name = "cuda"
+    target = "cuda"  # the renderer's (codegen/render.py CUDA): the planner sizes the kernels' scratch for it
     compiles = True
     keeps_state = True
 

@@ -23,7 +23,7 @@ from .split_step import REDUCED_PREFIX, plan_split_step
 def prepare_split_cpu_step(backend, graph, roots, precision: str, state: dict, world, bucket_bytes: int):
     """The split step graph through the pipeline, with split_step.py's fusion and plan, on the cpu backend."""
     planning = compile_graph(graph, roots, backend, precision, state, until="rematerialised")
-    split = plan_split_step(graph, planning.float_type, planning.updates, bucket_bytes)
+    split = plan_split_step(graph, planning.float_type, planning.updates, bucket_bytes, backend.target)
     step = compile_planned(
         graph, roots, split.kernels, Planned(split.plan, split.homes), backend, precision, state,
         until="rendered", profile=backend.profile,

@@ -26,7 +26,7 @@ def compile_split_cuda_step(graph, roots, precision: str, state: dict, bucket_by
     """(the pipeline's CompiledStep up to `rendered`, SplitPlan) of a split step graph; no GPU needed."""
     codegen = CudaCodegen()
     planning = compile_graph(graph, roots, codegen, precision, state, until="rematerialised")
-    split = plan_split_step(graph, planning.float_type, planning.updates, bucket_bytes)
+    split = plan_split_step(graph, planning.float_type, planning.updates, bucket_bytes, codegen.target)
     step = compile_planned(
         graph, roots, split.kernels, Planned(split.plan, split.homes), codegen, precision, state, until="rendered"
     )

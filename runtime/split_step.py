@@ -201,14 +201,15 @@ class SplitPlan:
         return segments(self.layout, self.backward_kernels, self.collectives)
 
 
-def plan_split_step(graph, float_type: str, updates: dict, bucket_bytes: int) -> SplitPlan:
+def plan_split_step(graph, float_type: str, updates: dict, bucket_bytes: int, target: str) -> SplitPlan:
     """Fuse each phase of a split step graph and plan one arena for both (see the module docstring).
-    `updates`: state leaf -> the value that replaces it after a run (compiler/passes/state_slots.py)."""
+    `updates`: state leaf -> the value that replaces it after a run (compiler/passes/state_slots.py);
+    `target`: the renderer's, "c" or "cuda" (the kernels' scratch depends on it)."""
     phases = phases_of(graph)
     backward, update = fuse(graph, phases.backward), fuse(graph, phases.update)
     kernels = backward + update
     roots = _unique([*phases.backward, *phases.update, *updates.values()])
-    buffers, homes = state_buffers(graph, kernels, roots, float_type, updates)
+    buffers, homes = state_buffers(graph, kernels, roots, float_type, updates, target)
     layout = layout_gradients(phases, backward, lambda v: value_bytes(v, float_type) // math.prod(v.shape), bucket_bytes)
     moved = set(layout.written.values()) | {leaf.id for leaf in phases.reduced.values()}
     kept = [without_aliases(b, moved) for name, b in buffers.items() if name not in moved]

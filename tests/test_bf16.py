@@ -14,6 +14,7 @@ convolutions run in bfloat16 as CUDA's autocast does:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import netc
@@ -23,8 +24,12 @@ import torch
 import torch.nn.functional as F
 from netc import NetcError
 from netc.compiler.dtypes import round_to_bf16
+from netc.compiler.passes import gemm_tasks
+from netc.compiler.passes.arena import ScratchName, scratch_name
+from netc.compiler.passes.fuse import matmul_operand
 from netc.compiler.pipeline import StepSpec, compile_network_step
 from netc.runtime.backends import get_backend
+from netc.runtime.cuda import CudaCodegen
 from parity import EMULATED, available, on_host
 from torch import nn
 from twins import EXAMPLES, example_inputs
@@ -186,19 +191,64 @@ def test_compiled_backends_match_the_reference_interpreter(probe, backend):
 def test_a_training_step_keeps_fewer_bytes_in_bf16():
     """The GEMMs' operands and results, and the ReLUs, poolings, biases, BatchNorms and residual sums between
     them, take two bytes an element (passes/autocast.py), and a BatchNorm's backward recomputes its widened
-    input from the bf16 one (passes/remat.py centres_a_widening). Planned only, not built. Measured at batch
-    64: cifar_net 3.57 MB against 5.20 MB in float32 (0.69), resnet_tiny 2.61 against 4.38 (0.60; 0.77 while
-    its BatchNorms and residual sums were float32)."""
+    input from the bf16 one (passes/remat.py centres_a_widening). Planned only, not built, for CUDA, whose
+    GEMMs read bfloat16 (the cpu backend's arena also holds its emulation's float32 copies: the test below).
+    Measured at batch 64: cifar_net 3.57 MB against 5.20 MB in float32 (0.69), resnet_tiny 2.61 against 4.38
+    (0.60; 0.77 while its BatchNorms and residual sums were float32)."""
     spec = StepSpec("train", optimizer=netc.optim.SGD(lr=0.1))
     for name, most in (("cifar_net.net", 0.75), ("resnet_tiny.net", 0.65)):
         network = netc.load(EXAMPLES_DIR / name)
         arena = {
             precision: compile_network_step(
-                network, {"N": 64}, spec, get_backend("cpu"), precision, until="planned"
+                network, {"N": 64}, spec, CudaCodegen(), precision, until="planned"
             ).plan.arena_bytes
             for precision in ("float32", "bf16")
         }
         assert arena["bf16"] < most * arena["float32"], (name, arena)
+
+
+GEMMS = """
+network Bf16Gemms {
+    input x: [N, 3, 8, 8]
+    input labels: i64[N]
+    conv = Conv2d(3, 4, 3, bias = false)
+    fc = Linear(144, 10)
+    out = x -> conv -> relu -> flatten -> fc
+    loss = cross_entropy(out, labels)
+    output out
+    minimize loss
+}
+"""
+
+
+def test_a_bf16_gemm_widens_its_operands_in_the_arena():
+    """The cpu backend's bf16 GEMMs widen their operands to float32 for sgemm in each kernel's scratch,
+    planned in the arena (gemm_tasks.widened_elements), not malloc'd on every call: a training step of
+    GEMMs alone (a convolution whose input needs no gradient, so no fold, and a Linear; forward, input and
+    weight gradients, the convolution's summed over the batch) allocates nothing as it runs. CUDA's GEMMs
+    read bfloat16: its plan has scratch only for the float32 sums of the convolution's weight gradient.
+    Scratch lives during its kernel alone: the cpu arena outgrows CUDA's by no more than the largest
+    kernel's widened copies. Rendered only, not built (the probe's tests above run such kernels)."""
+    network = netc.load("bf16_gemms.net", text=GEMMS)
+    spec = StepSpec("train", optimizer=netc.optim.SGD(lr=0.1, momentum=0.9))
+    cpu = compile_network_step(network, {"N": 64}, spec, get_backend("cpu"), "bf16", until="rendered")
+    cuda = compile_network_step(network, {"N": 64}, spec, CudaCodegen(), "bf16", until="planned")
+    assert "malloc" not in cpu.source and "free(" not in cpu.source
+    gemms = [k for k in cpu.kernels if k.kind == "matmul" and k.values[0].dtype == "bf16"]
+    assert len(gemms) >= 4 and any(gemm_tasks.accumulator_elements(k) for k in gemms)
+    scratch = {name for name in cpu.plan.offsets if isinstance(name, ScratchName)}
+    assert scratch == {scratch_name(k) for k in gemms}
+    for k in gemms:  # each operand's buffer widened whole, as the GEMM reads it
+        widened = gemm_tasks.widened_elements(k, "c")
+        assert [widened["a"], widened["b"]] == [math.prod(matmul_operand(x)[0].shape) for x in k.values[0].inputs]
+        assert not gemm_tasks.widened_elements(k, "cuda")
+    summing = {scratch_name(k) for k in cuda.kernels if gemm_tasks.accumulator_elements(k)}
+    assert {name for name in cuda.plan.offsets if isinstance(name, ScratchName)} == summing
+    extra = max(
+        gemm_tasks.scratch_bytes(k, "float", "c") - gemm_tasks.scratch_bytes(k, "float", "cuda")
+        for k in cpu.kernels
+    )
+    assert cuda.plan.arena_bytes < cpu.plan.arena_bytes <= cuda.plan.arena_bytes + extra
 
 
 def test_parameters_gradients_and_optimiser_state_stay_float32():

@@ -184,7 +184,7 @@ def test_each_way_of_sharing_out_a_summed_gemm_gives_torchs_gradients(path, case
         assert scratch == {scratch_name(step.kernels[ctx["index"]]) for ctx in summing}
         for ctx in summing:  # room for every run's output but the first's, which is the result
             size = (ctx["runs"] - 1) * ctx["batch"] * ctx["m"] * ctx["n"] * 4
-            assert gemm_tasks.scratch_bytes(step.kernels[ctx["index"]], "float") == size
+            assert gemm_tasks.scratch_bytes(step.kernels[ctx["index"]], "float", "c") == size
     else:
         assert any(ctx["tasks_per_matrix"] > 1 for ctx in summing) and not scratch
     got = model.gradients(**inputs)

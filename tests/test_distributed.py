@@ -157,7 +157,7 @@ def test_shards_are_those_of_distributed_sampler():
 def test_gradients_are_laid_out_contiguously_in_buckets_that_follow_the_backward():
     model = netc.compile(NET, batch=BATCH, backend="cpu")
     graph = build_split_step_graph(model.graph, OPTIMIZERS["adam"])
-    split = plan_split_step(graph, "float", {}, bucket_bytes=64)
+    split = plan_split_step(graph, "float", {}, bucket_bytes=64, target="c")
     layout = split.layout
     assert set(layout.written) == set(model.graph.params) and not layout.copied  # no gradient is copied
     spans = sorted((layout.place[n], layout.place[n] + 4 * model.parameters()[n].size) for n in layout.place)

@@ -60,8 +60,8 @@ def test_a_convolutions_columns_and_a_pools_windows_are_recomputed_for_the_backw
 def test_recomputing_lowers_the_arena_and_keeps_the_results(name):
     joint = joint_graph(EXAMPLES_DIR / name, batch=16)
     graph = rematerialise(joint)
-    kept = plan_arena(joint, fuse(joint), joint.roots(), "float")
-    recomputed = plan_arena(graph, fuse(graph), graph.roots(), "float")
+    kept = plan_arena(joint, fuse(joint), joint.roots(), "float", "c")
+    recomputed = plan_arena(graph, fuse(graph), graph.roots(), "float", "c")
     assert recomputed.arena_bytes < 0.8 * kept.arena_bytes, (recomputed.arena_bytes, kept.arena_bytes)
     # The planner stays within 15% of the most bytes live at once, the bound of any plan (memory.py).
     assert recomputed.peak_bytes <= recomputed.arena_bytes <= 1.15 * recomputed.peak_bytes

@@ -5,14 +5,15 @@ them instead, one GEMM after another into the same output (beta = 1), its tasks 
 output or a run of the products, the runs after the first summing into the kernel's scratch in the arena
 (passes/gemm_tasks.py decides, for the planner and for this context alike).
 (On CUDA, launch.py turns the same kernel into cuBLASLt calls.) A bf16 kernel (precision="bf16") widens its
-operands to float32 first and rounds its products to bfloat16 as it stores them: an emulation on the CPU."""
+operands to float32 first, into its scratch, and rounds its products to bfloat16 as it stores them: an
+emulation on the CPU (gemm_tasks.widened_elements)."""
 
 from __future__ import annotations
 
 import math
 
 from ..passes.fuse import Kernel, matmul_operand, summed_axes
-from ..passes.gemm_tasks import accumulator_elements, task_split
+from ..passes.gemm_tasks import accumulator_elements, task_split, widened_elements
 from .layout import contiguous_strides
 
 
@@ -60,17 +61,14 @@ def gemm_context(renderer, kernel: Kernel, threads: int) -> dict:
     accumulator = accumulator_elements(kernel)
     result = renderer.pointer(kernel.values[-1])
     args = [renderer.pointer(a_src), renderer.pointer(b_src), result]
-    if runs > 1 or accumulator:  # a bf16 kernel's float32 sums, then the outputs of the runs after the first
+    # A bf16 GEMM on the CPU widens its operands (and its products, where there is no accumulator) to float32
+    # in its scratch, after the accumulator and the runs' outputs: gemm_tasks.scratch_bytes's order.
+    widened = widened_elements(kernel, renderer.target.name)
+    if runs > 1 or accumulator or widened:
         args.append(renderer.scratch_pointer(kernel, v.dtype))
     row_tasks, col_tasks = -(-m // rows_per_task), -(-n // cols_per_task)
-    # A bf16 GEMM on the CPU is an emulation (no bfloat16 BLAS): the kernel widens its operands to float32
-    # (exact), runs sgemm, and rounds the products to bfloat16 as it stores them. Elements of each buffer
-    # (the products' own float32 buffer only where the scratch holds no accumulator):
-    widened = None
-    if v.dtype == "bf16":
-        widened = dict(a=math.prod(a_src.shape), b=math.prod(b_src.shape), c=0 if accumulator else batch * m * n)
     return dict(
-        bf16=widened,
+        bf16=widened | dict(at=accumulator + (runs - 1) * batch * m * n) if widened else None,
         accumulator=accumulator,
         # On CUDA, the kernel that rounds the accumulator's sums into the result (module.cu.j2).
         rounding=dict(accumulator=renderer.scratch_pointer(kernel, v.dtype), result=result) if accumulator else None,

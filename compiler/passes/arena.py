@@ -39,9 +39,10 @@ class ArenaPlan:
     peak_bytes: int  # the most bytes live at one kernel: no plan of these buffers can be smaller
 
 
-def plan_arena(graph, kernels, roots, float_type: str) -> ArenaPlan:
-    """Plan one arena for every value the kernels store: leaves, intermediates and roots."""
-    buffers = step_buffers(graph, kernels, roots, float_type)
+def plan_arena(graph, kernels, roots, float_type: str, target: str) -> ArenaPlan:
+    """Plan one arena for every value the kernels store (leaves, intermediates and roots) and the scratch
+    they need on `target` ("c" or "cuda")."""
+    buffers = step_buffers(graph, kernels, roots, float_type, target)
     return plan_buffers(list(buffers.values()), piece_places(kernels, float_type, reads))
 
 
@@ -59,12 +60,13 @@ def with_pieces(offsets: dict, places: dict) -> dict:
     return {**offsets, **{piece: offsets[whole] + at for piece, (whole, at) in places.items()}}
 
 
-def step_buffers(graph, kernels, roots, float_type: str) -> dict:
+def step_buffers(graph, kernels, roots, float_type: str, target: str) -> dict:
     """One Buffer per stored value: leaves and exposed values live throughout; intermediates from the kernel
     that writes them to the last kernel that reads them. And one per kernel that needs scratch memory while it
-    runs (named by scratch_name), so that nothing is allocated during a step. A piece placed in its whole
-    (passes/pieces.py) has no buffer: its whole's lives from the first write of any of its pieces to the last
-    read of any, and none of them is written over in place, nor takes another's bytes."""
+    runs on `target` ("c" or "cuda": gemm_tasks.scratch_bytes), named by scratch_name, so that nothing is
+    allocated during a step. A piece placed in its whole (passes/pieces.py) has no buffer: its whole's lives
+    from the first write of any of its pieces to the last read of any, and none of them is written over in
+    place, nor takes another's bytes."""
     end = len(kernels)
     first, last = {}, {}
     for v in graph.live_values(roots):
@@ -99,7 +101,7 @@ def step_buffers(graph, kernels, roots, float_type: str) -> dict:
         for vid in first
     }
     for index, kernel in enumerate(kernels):
-        nbytes = scratch_bytes(kernel, float_type)
+        nbytes = scratch_bytes(kernel, float_type, target)
         if nbytes:  # live during its kernel alone
             buffers[scratch_name(kernel)] = Buffer(scratch_name(kernel), nbytes, index, index)
     return buffers

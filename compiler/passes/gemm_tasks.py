@@ -6,7 +6,10 @@ weight gradient) accumulates them, one GEMM after another into the same output (
 taking a block of the output or a run of the products (summed_split); each run but the first sums into an
 output of its own, added up after. Those runs' outputs are the kernel's scratch: the memory planner gives it
 bytes in the arena, live during that kernel alone (arena.step_buffers), so that a step allocates nothing as
-it runs. The plan is the same for every target; CUDA's cuBLAS calls (codegen/launch.py) leave it unused.
+it runs. So is, on the C target alone, a bf16 GEMM's float32 copies of its operands (widened_elements): the
+CPU has no bfloat16 BLAS to call, and emulates one with sgemm. The runs' outputs and a bf16 kernel's float32
+accumulator are planned for every target; CUDA's cuBLAS calls (codegen/launch.py) use the accumulator and
+leave the runs' outputs unused.
 
 The renderer (codegen/matmul.py) and the planner both ask this module, so they agree on every kernel's runs.
 """
@@ -16,7 +19,7 @@ from __future__ import annotations
 import math
 
 from ..dtypes import item_bytes
-from .fuse import Kernel, summed_axes
+from .fuse import Kernel, matmul_operand, summed_axes
 
 # A GEMM is split into blocks when its batch alone cannot keep the kernels' threads busy (a Linear layer's one
 # matrix product; BLAS itself runs single-threaded, runtime/cpu.py says why), and only when it has
@@ -117,16 +120,37 @@ def task_split(kernel: Kernel, float_type: str, threads: int) -> tuple:
     return summed_split(batch, sums, m, n, k, partial_item_bytes(kernel, float_type))
 
 
-def scratch_bytes(kernel: Kernel, float_type: str) -> int:
-    """The arena bytes `kernel` needs for itself while it runs: a bf16 summing GEMM's float32 accumulator
-    (accumulator_elements), then a summing GEMM's runs' outputs but the first's (which is the result, or the
-    accumulator); none for any other kernel (concurrent matmuls, fuse.concurrent_matmuls, sum none)."""
-    if kernel.kind != "matmul" or not summed_axes(kernel):
+def scratch_bytes(kernel: Kernel, float_type: str, target: str) -> int:
+    """The arena bytes `kernel` needs for itself while it runs on `target` ("c" or "cuda", the renderer's
+    Target.name), in this order: a bf16 summing GEMM's float32 accumulator (accumulator_elements), a summing
+    GEMM's runs' outputs but the first's (which is the result, or the accumulator), then on the C target a
+    bf16 GEMM's widened operands (widened_elements); none for any other kernel (concurrent matmuls,
+    fuse.concurrent_matmuls, sum none and are never bf16)."""
+    if kernel.kind != "matmul":
         return 0
+    floats = item_bytes("f32", "float")
+    widened = floats * sum(widened_elements(kernel, target).values())
+    if not summed_axes(kernel):
+        return widened
     batch, sums, m, n, k = gemm_sizes(kernel)
     runs = summed_split(batch, sums, m, n, k, partial_item_bytes(kernel, float_type))[2]
     partials = (runs - 1) * batch * m * n * partial_item_bytes(kernel, float_type)
-    return item_bytes("f32", "float") * accumulator_elements(kernel) + partials
+    return floats * accumulator_elements(kernel) + partials + widened
+
+
+def widened_elements(kernel: Kernel, target: str) -> dict:
+    """A bf16 GEMM on the C target (precision="bf16") is an emulation, there being no bfloat16 BLAS: the
+    kernel widens its operands to float32 (exactly), runs sgemm, and rounds the products to bfloat16 as it
+    stores them (templates/matmul.j2). The float32 elements it needs for that, in its scratch after the
+    accumulator and the runs' outputs: `a` and `b`, the operands' buffers as the GEMM reads them, and `c`,
+    the products (none where the accumulator holds them). Empty for any other kernel, and on CUDA, whose
+    cuBLASLt GEMMs read bfloat16 themselves."""
+    if target != "c" or kernel.kind != "matmul" or kernel.values[0].dtype != "bf16":
+        return {}
+    a, b = (matmul_operand(x)[0] for x in kernel.values[0].inputs)
+    batch, _, m, n, _ = gemm_sizes(kernel)
+    products = 0 if accumulator_elements(kernel) else batch * m * n
+    return {"a": math.prod(a.shape), "b": math.prod(b.shape), "c": products}
 
 
 def accumulator_elements(kernel: Kernel) -> int:

@@ -24,19 +24,22 @@ from .pieces import piece_places
 
 
 def plan_state_arena(
-    graph, kernels, roots: list, float_type: str, updates: dict
+    graph, kernels, roots: list, float_type: str, updates: dict, target: str
 ) -> tuple[ArenaPlan, dict]:
     """Plan the arena of `kernels`, which compute `roots` and the new values in `updates` (leaf -> the value
-    that replaces it after a run). Returns the plan, and the homes taken: new value id -> leaf id."""
-    buffers, homes = state_buffers(graph, kernels, roots, float_type, updates)
+    that replaces it after a run), rendered for `target` ("c" or "cuda"). Returns the plan, and the homes
+    taken: new value id -> leaf id."""
+    buffers, homes = state_buffers(graph, kernels, roots, float_type, updates, target)
     return plan_buffers(list(buffers.values()), piece_places(kernels, float_type, reads)), homes
 
 
-def state_buffers(graph, kernels, roots: list, float_type: str, updates: dict) -> tuple[dict, dict]:
+def state_buffers(
+    graph, kernels, roots: list, float_type: str, updates: dict, target: str
+) -> tuple[dict, dict]:
     """arena.step_buffers, plus a slot for every updates leaf, and each new value that may be written over its
     leaf made that leaf's buffer's home (the leaf then lives only to its last read). Returns the buffers and
     the homes."""
-    buffers = step_buffers(graph, kernels, roots, float_type)
+    buffers = step_buffers(graph, kernels, roots, float_type, target)
     # A value placed inside another's buffer (passes/pieces.py) has none of its own to move into a slot.
     homes = {new: leaf for new, leaf in in_place_homes(kernels, updates, roots).items() if new in buffers}
     for leaf in updates:  # a leaf that the step replaces without reading it still needs its slot
