@@ -397,13 +397,14 @@ network Bf16Functions {
     softmax = softmax(h, dim = 1)
     log_softmax = log_softmax(h, dim = 1)
     mean = mean(h)
-    output silu, sigmoid, tanh, gelu, dropout, leaky_relu, elu, scaled, mixed, softmax, log_softmax, mean
+    power = h ** 2
+    output silu, sigmoid, tanh, gelu, dropout, leaky_relu, elu, scaled, mixed, softmax, log_softmax, mean, power
 }
 """
-# What CUDA's autocast keeps in float32 (its float32 list: layer_norm, softmax, log_softmax, sum, exp, ...) and
-# netc does too, where the CPU's autocast gives bfloat16; mean is in neither list (bf16 on both), and netc
+# What CUDA's autocast keeps in float32 (its float32 list: layer_norm, softmax, log_softmax, sum, exp, pow, ...)
+# and netc does too, where the CPU's autocast gives bfloat16; mean is in neither list (bf16 on both), and netc
 # keeps the reduction in float32.
-FLOAT32_WHERE_CPU_AUTOCAST_IS_BF16 = {"softmax", "log_softmax", "mean"}
+FLOAT32_WHERE_CPU_AUTOCAST_IS_BF16 = {"softmax", "log_softmax", "mean", "power"}
 
 
 def test_functions_of_a_bf16_value_take_autocasts_dtype():
@@ -423,6 +424,7 @@ def test_functions_of_a_bf16_value_take_autocasts_dtype():
             "silu": F.silu(h), "sigmoid": torch.sigmoid(-h), "tanh": torch.tanh(h), "gelu": F.gelu(h),
             "dropout": F.dropout(h, 0.5), "leaky_relu": F.leaky_relu(h), "elu": F.elu(h), "scaled": h * 0.5 + h,
             "mixed": h + x, "softmax": F.softmax(h, 1), "log_softmax": F.log_softmax(h, 1), "mean": h.mean(),
+            "power": h**2,
         }  # fmt: skip
     theirs = {k: {torch.bfloat16: "bf16", torch.float32: "f32"}[v.dtype] for k, v in theirs.items()}
     expected = {k: "f32" if k in FLOAT32_WHERE_CPU_AUTOCAST_IS_BF16 else v for k, v in theirs.items()}

@@ -47,11 +47,13 @@ from __future__ import annotations
 from ..functional import FUNCTIONS
 from ..ir import LEAF_OPS, Graph, Value, verify
 from ..layers import LAYERS
-from ..ops import OPS
 from .simplify import rebuild_leaves
 
 LOW, HIGH = "bf16", "f32"
-COMPARISONS = ("gt", "ge", "lt", "le", "eq")
+COMPARISONS = ("gt", "ge", "lt", "le", "eq", "ne")
+# A block's own elementwise ops that type promotion runs in bf16 on bf16 tensors: arithmetic; `x ** 2` (pow)
+# and the math functions are on CUDA autocast's float32 list.
+ARITHMETIC = ("add", "sub", "mul", "div", "neg", "abs", "maximum", "minimum", "where")
 # Ops that move elements without arithmetic, which a cast commutes with exactly: a matmul operand's cast goes
 # under them. A convolution's unfold too (its padding, zero, is a bfloat16).
 MOVEMENT = ("reshape", "transpose", "broadcast_to", "unfold")
@@ -157,7 +159,7 @@ class _Casting:
         float tensor inputs are all bf16 (a scalar, a `full`, does not promote)."""
         if self.calls.promoting(v):
             strong = self.calls.inputs_of_call[v.id]
-        elif self.calls.kind(v) is None and getattr(OPS.get(v.op), "kind", None) == "elementwise":
+        elif self.calls.kind(v) is None and v.op in ARITHMETIC:
             strong = [x for x in v.inputs if x.dtype == HIGH and not _weak(x)]
         else:
             return False
