@@ -13,6 +13,7 @@ import itertools
 import math
 
 from .. import build as B
+from ..dtypes import FLOAT32
 from ..errors import NetcError
 from ..ir import Value
 from ..shapes import PIECE_ALIGNMENT, format_shape, numel
@@ -140,19 +141,20 @@ def chunk_bounds(x: Value, weight: Value, pads, stride, dilation) -> list:
     spatial = tuple(d + lo + hi for d, (lo, hi) in zip(x.shape[2:], pads))
     windows = math.prod((d - dl * (k - 1) - 1) // s + 1 for d, k, s, dl in zip(spatial, kernel, stride, dilation))
     in_row, out_row = math.prod(x.shape[1:]), c_out * windows
-    columns = n * x.shape[1] * math.prod(kernel) * windows * 4
-    budget = max(COLUMN_FLOOR, int(COLUMN_SHARE * 4 * n * (in_row + out_row)), 1)
+    item = FLOAT32.bytes  # counted at float32's size whatever the step's precision (the docstring)
+    columns = n * x.shape[1] * math.prod(kernel) * windows * item
+    budget = max(COLUMN_FLOOR, int(COLUMN_SHARE * item * n * (in_row + out_row)), 1)
     # The fewest samples whose slice of the input and piece of the output start PIECE_ALIGNMENT elements apart.
     quantum = math.lcm(*(PIECE_ALIGNMENT // math.gcd(PIECE_ALIGNMENT, row) for row in (in_row, out_row)))
     # Each chunk's weight gradient is a partial sum the size of the weight, all added up after the last chunk:
     # k chunks hold columns / k + (k - 1) * weight at worst, least at k = sqrt(columns / weight).
-    weight_bytes = 4 * math.prod(weight.shape)
+    weight_bytes = item * math.prod(weight.shape)
     chunks = min(-(-columns // budget), math.isqrt(columns // weight_bytes))
     size = -(-(-(-n // max(chunks, 1))) // quantum) * quantum  # samples per chunk, rounded up to the quantum
     if chunks > 1 and size < n:
         return list(range(0, n, size)) + [n]
     chunks = max(1, min(n, -(-columns // COLUMN_BYTES)))
-    copies = 4 * n * (in_row + out_row) * 2  # bytes of slices and joins
+    copies = item * n * (in_row + out_row) * 2  # bytes of slices and joins
     if chunks > 1 and columns - columns // chunks >= CHUNK_GAIN * copies:
         return [n * i // chunks for i in range(chunks + 1)]
     return [0, n]
