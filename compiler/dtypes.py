@@ -5,7 +5,8 @@ An IR value's dtype is "f32" (a float in the step's precision: float32 or float6
 "f64" (a float64 whatever the precision: an optimiser's step count, a learning rate), "i64" (indices,
 labels) or "bf16" (bfloat16: the operands and results of the matmuls of a precision="bf16" step, which
 passes/autocast.py makes; never a user's). A bf16 value is stored in 16 bits and computed in float: kernels
-load it into a float, and round a result to the nearest bfloat16 (ties to even) before it is used or stored. Every backend, the renderer and the memory planner ask this module; none keeps a table of its own.
+load it into a float, and round a result to the nearest bfloat16 (ties to even) before it is used or stored.
+Every backend, the renderer and the memory planner ask this module; none keeps a table of its own.
 """
 
 from __future__ import annotations

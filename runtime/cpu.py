@@ -2,8 +2,8 @@
 
 The pipeline (compiler/pipeline.py) fuses a step into kernels and plans one arena for every buffer (inputs,
 parameters, intermediates, outputs) at offsets fixed at compile time; this backend renders the C source and
-builds it (through the compile cache). Each run copies the inputs into their arena slots, makes one call into native code — every kernel in order —
-and copies the roots out.
+builds it (through the compile cache). Each run copies the inputs into their arena slots, makes one call into
+native code — every kernel in order — and copies the roots out.
 
 State (parameters, buffers, optimiser state) is resident: it stays in its slots of the arena between runs, and
 runtime/store.py moves it between the arenas of a model's steps only when another step needs it. A training

@@ -2,11 +2,11 @@
 
 Two kernels, one per primitive (attention, attention_grad), share one context: the sizes (flattened batch B,
 queries L, keys S, widths E and Ev), the scale, whether it is causal, how the mask is addressed, dropout's
-stream and threshold, and the tile sizes. On the CPU a task is a block of queries (for attention_grad: a whole
-batch index when the sequences are short, else a block of queries or of keys) of one batch index, whose
-products with the other side's tiles are tile_product.j2's register-blocked loops on padded copies of the
-tiles; on a GPU a block is a tile of queries (or keys), its threads one query (key) each, and the other side's
-tiles are staged through shared memory.
+stream and threshold, and the tile sizes. On the CPU a task is a whole batch index when the sequences are short
+(attention_short.j2, attention_grad_fused.j2), else a block of queries (for attention_grad: of queries or of
+keys) of one batch index, whose products with the other side's tiles are tile_product.j2's register-blocked
+loops on padded copies of the tiles; on a GPU a block is a tile of queries (or keys), its threads one query
+(key) each, and the other side's tiles are staged through shared memory.
 
 q, k, v and the output's cotangent g are read as the fusion gives them: their own buffers, or strided views of
 another (passes/views.py: multi-head attention's heads, sliced and transposed out of one projection, read in
@@ -28,9 +28,10 @@ from .layout import contiguous_strides, literal
 # CPU tiles (templates/attention*.j2): a task owns a block of `tile` queries (or keys: attention_grad_keys.j2) of
 # one batch index, and tiles of the other side, up to `stream` long, stream past it; their products are
 # tile_product.j2's, on tiles padded to multiples of TILE_ALIGN, a block's rows taken TILE_ALIGN at a time, so
-# that a causal kernel skips all but the diagonal's blocks of TILE_ALIGN x TILE_ALIGN above the diagonal. A
-# sequence of up to SHORT_MAX is one block (the streamed side is then loaded and transposed once per task), and
-# attention_grad then takes a batch index a task (attention_grad_fused.j2); longer ones are blocks of LONG_TILE. A task's tiles live on its thread's stack: at most CPU_STACK_BYTES.
+# that a causal kernel skips the TILE_ALIGN x TILE_ALIGN blocks above the diagonal. A sequence of up to
+# SHORT_MAX is one block (the streamed side is then loaded and transposed once per task), and attention_grad
+# then takes a batch index a task (attention_grad_fused.j2); longer ones are blocks of LONG_TILE. A task's
+# tiles live on its thread's stack: at most CPU_STACK_BYTES.
 TILE_ALIGN, SHORT_MAX, LONG_TILE, STREAM_MAX, CPU_STACK_BYTES = 16, 128, 64, 256, 1 << 18
 # attention_grad's batch index a task (attention_grad_fused.j2) wants this many of them, to share out over cores.
 FUSED_MIN_BATCH = 4
@@ -99,11 +100,11 @@ def attention_context(renderer, kernel: Kernel) -> dict:
 def cpu_tiling(op: str, L: int, S: int, E: int, EV: int, item_size: int, batch: int) -> dict:
     """The CPU kernel's tiles (templates/attention*.j2). The forward: `short`, a task per batch index whose
     scores are computed whole and transposed (attention_short.j2), where both sides are short (up to SHORT_MAX)
-    and its tiles fit; else a task per block of `tile` queries, streaming keys `stream` at a time. attention_grad: `fused`, a task per batch index that computes dq, dk and
-    dv from one recomputation of its scores, where both sides are short (up to SHORT_MAX), its tiles fit and
-    there are FUSED_MIN_BATCH batch indices or more;
-    else tasks per block of `q_tile` queries (their dq, streaming keys `q_stream` at a time), then per block of
-    `kv_tile` keys (their dk and dv, streaming queries `kv_stream` at a time)."""
+    and its tiles fit; else a task per block of `tile` queries, streaming keys `stream` at a time.
+    attention_grad: `fused`, a task per batch index that computes dq, dk and dv from one recomputation of its
+    scores, where both sides are short (up to SHORT_MAX), its tiles fit and there are FUSED_MIN_BATCH batch
+    indices or more; else tasks per block of `q_tile` queries (their dq, streaming keys `q_stream` at a time),
+    then per block of `kv_tile` keys (their dk and dv, streaming queries `kv_stream` at a time)."""
     common = dict(align=TILE_ALIGN, E_pad=padded(E), EV_pad=padded(EV))
     if op == "attention":
         tile, stream = cpu_tiles(op, L, S, E, EV, item_size)
