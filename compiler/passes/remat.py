@@ -133,7 +133,7 @@ def cheap_activations(graph: Graph, turn: int) -> set:
                 if x.op in LEAF_OPS or x.op == "full":
                     continue
                 if x.op == "broadcast_to":
-                    if _storage(x.inputs[0]).op not in (*LEAF_OPS, "full"):
+                    if not _leaf_like(x.inputs[0]):
                         return None
                     continue
                 if _elementwise(x) and not _calls_math(x):
@@ -161,6 +161,15 @@ def cheap_activations(graph: Graph, turn: int) -> set:
         if all(_elementwise(u) or u.op == "reshape" for i, u in users if i <= turn) and chain(v):
             cheap |= chains[v.id][0]
     return cheap
+
+
+def _leaf_like(v: Value) -> bool:
+    """Whether v is a leaf, a constant, or a leaf's bf16 copy (a Linear's bias as precision="bf16" adds it),
+    which the step keeps anyway: a chain read through a broadcast of it is cheap to compute again."""
+    v = _storage(v)
+    if v.op == "cast" and v.dtype == "bf16":
+        v = _storage(v.inputs[0])
+    return v.op in (*LEAF_OPS, "full")
 
 
 def _elementwise(v: Value) -> bool:
