@@ -128,17 +128,23 @@ LOAD_ONLY = "import sys, time\nimport netc\nstart = time.perf_counter()\nnetc.lo
 def deep_table(layer_counts: list) -> str:
     """Seconds to load (parse and check) a deep MLP, in a fresh process."""
     lines = ["| Linear layers | lines | netc.load s |", "|---|---|---|"]
-    with tempfile.TemporaryDirectory() as folder:
-        for layers in layer_counts:
-            path = Path(folder) / f"deep{layers}.net"
-            path.write_text(deep_mlp(layers))
-            result = subprocess.run(
-                [sys.executable, "-c", LOAD_ONLY, str(path)], capture_output=True, text=True, check=True,
-                env={**os.environ, "NETC_CACHE_DIR": folder},
-            )
-            seconds = float(result.stdout.splitlines()[-1])
-            lines.append(f"| {layers:,} | {2 * layers + 8:,} | {seconds:.2f} |")
+    for layers in layer_counts:
+        seconds = float(_on_deep_mlp(layers, LOAD_ONLY))
+        lines.append(f"| {layers:,} | {2 * layers + 8:,} | {seconds:.2f} |")
     return "\n".join(lines)
+
+
+def _on_deep_mlp(layers: int, script: str) -> str:
+    """The last line `script` prints, run in a fresh process (a cold start, its own compile cache) on a deep
+    MLP of `layers` Linear layers written to a file, whose path is its argument."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"deep{layers}.net"
+        path.write_text(deep_mlp(layers))
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True,
+            env={**os.environ, "NETC_CACHE_DIR": folder},
+        )
+    return result.stdout.splitlines()[-1]
 
 
 STAGES_ONLY = """import json, sys, time
@@ -155,16 +161,9 @@ def deep_step_table(layer_counts: list) -> str:
     process: the stages whose work grows with the number of layers, where one quadratic step shows first."""
     stages = ("differentiated", "simplified", "fused", "planned")
     lines = ["| Linear layers | " + " | ".join(f"{s} s" for s in stages) + " |", "|---" * (len(stages) + 1) + "|"]
-    with tempfile.TemporaryDirectory() as folder:
-        for layers in layer_counts:
-            path = Path(folder) / f"deep{layers}.net"
-            path.write_text(deep_mlp(layers))
-            result = subprocess.run(
-                [sys.executable, "-c", STAGES_ONLY, str(path)], capture_output=True, text=True, check=True,
-                env={**os.environ, "NETC_CACHE_DIR": folder},
-            )
-            seconds = json.loads(result.stdout.splitlines()[-1])
-            lines.append(f"| {layers:,} | " + " | ".join(f"{seconds.get(s, 0.0):.2f}" for s in stages) + " |")
+    for layers in layer_counts:
+        seconds = json.loads(_on_deep_mlp(layers, STAGES_ONLY))
+        lines.append(f"| {layers:,} | " + " | ".join(f"{seconds.get(s, 0.0):.2f}" for s in stages) + " |")
     return "\n".join(lines)
 
 
