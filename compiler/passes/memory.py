@@ -59,7 +59,8 @@ class MemoryPlan:
 def plan_memory(buffers: list[Buffer], alignment: int = 64) -> MemoryPlan:
     """Assign each buffer an `alignment`-aligned offset so that buffers live at the same time never overlap,
     except an input and the output that overwrites it in place. Deterministic: the same buffers in the same
-    order always give the same plan. About O(n log n) in the number of buffers."""
+    order always give the same plan. About O(n log n) in the number of buffers where the placed ones leave few
+    gaps too small to use (a network's step); quadratic at worst (compiler/passes/occupancy.py)."""
     _check_buffers(buffers, alignment)
     aliases = _choose_aliases(buffers)
     roots = _roots(buffers, aliases)
@@ -201,7 +202,8 @@ def _place_best_greedy(slots: list[_Slot], alignment: int) -> dict:
 
 def _place_greedy(slots: list[_Slot], alignment: int) -> dict:
     """In the given order, each slot at the lowest aligned offset clear of every placed slot live at the same
-    time (an Occupancy, compiler/passes/occupancy.py, answers where that is without looking at the placed slots one by one)."""
+    time (an Occupancy, compiler/passes/occupancy.py, answers where that is without looking at the placed
+    slots one by one)."""
     live = [s for s in slots if s.nbytes]  # an empty slot occupies nothing and blocks no one
     occupancy = Occupancy(min((s.first for s in live), default=0), max((s.last for s in live), default=0))
     offsets = {}
