@@ -128,14 +128,14 @@ def scratch_bytes(kernel: Kernel, float_type: str, target: str) -> int:
     fuse.concurrent_matmuls, sum none and are never bf16)."""
     if kernel.kind != "matmul":
         return 0
-    floats = item_bytes("f32", "float")
-    widened = floats * sum(widened_elements(kernel, target).values())
+    float32_bytes = item_bytes("f32", "float")
+    widened = float32_bytes * sum(widened_elements(kernel, target).values())
     if not summed_axes(kernel):
         return widened
     batch, sums, m, n, k = gemm_sizes(kernel)
     runs = summed_split(batch, sums, m, n, k, partial_item_bytes(kernel, float_type))[2]
     partials = (runs - 1) * batch * m * n * partial_item_bytes(kernel, float_type)
-    return floats * accumulator_elements(kernel) + partials + widened
+    return float32_bytes * accumulator_elements(kernel) + partials + widened
 
 
 def widened_elements(kernel: Kernel, target: str) -> dict:
