@@ -40,6 +40,7 @@ def check_precision(precision: str, backend_name: str) -> None:
             hint=cuda_only if on_gpu_only else None,
         )
 
+
 class Model:
     """A network compiled for a backend, holding its parameters and buffers: netc's `torch.nn.Module`.
 
