@@ -79,7 +79,6 @@ def attention_context(renderer, kernel: Kernel) -> dict:
         work=batch * L * S * (E + EV),
         gpu_cols=gpu_cols,
         # attention_grad's blocks: one per query tile (dq), then one per key tile (dk, dv)
-        gpu_query_blocks=batch * -(-L // GPU_ROWS),
         gpu_blocks=batch * (-(-L // GPU_ROWS) + (-(-S // GPU_ROWS) if backward else 0)),
         gpu_threads=GPU_ROWS,
         q=_rows(kernel, 0, batch_shape),
