@@ -142,8 +142,8 @@ def _params(op: str, ctype: str, masked: bool, dropout: bool, stores_result: boo
 
 def _store(store, batch_shape, result_rows: int) -> dict:
     """Where a StridedStore (passes/copies.py) puts the kernel's columns [first, end) of batch index b's rows
-    [row_first, row_end): `base` (a C expression of b), the stride between rows and between columns;
-    `guarded` when it takes only some of the rows (attention_grad's dq, dk or dv)."""
+    [row_first, row_end) (a range of the rows for attention_grad's dq, dk or dv; attention_common.j2's
+    store_row guards them): `base` (a C expression of b), the stride between rows and between columns."""
     base = _batch_offset(store.strides, batch_shape)
     row_end = result_rows if store.row_end is None else store.row_end
     return dict(
@@ -154,7 +154,6 @@ def _store(store, batch_shape, result_rows: int) -> dict:
         cols=store.strides[-1],
         row_first=store.row_first,
         row_end=row_end,
-        guarded=(store.row_first, row_end) != (0, result_rows),
     )
 
 
