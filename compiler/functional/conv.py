@@ -150,9 +150,10 @@ def chunk_bounds(x: Value, weight: Value, pads, stride, dilation) -> list:
     # k chunks hold columns / k + (k - 1) * weight at worst, least at k = sqrt(columns / weight).
     weight_bytes = item * math.prod(weight.shape)
     chunks = min(-(-columns // budget), math.isqrt(columns // weight_bytes))
-    size = -(-(-(-n // max(chunks, 1))) // quantum) * quantum  # samples per chunk, rounded up to the quantum
-    if chunks > 1 and size < n:
-        return list(range(0, n, size)) + [n]
+    per_chunk = -(-n // max(chunks, 1))  # samples per chunk,
+    per_chunk = -(-per_chunk // quantum) * quantum  # rounded up to the quantum
+    if chunks > 1 and per_chunk < n:
+        return list(range(0, n, per_chunk)) + [n]
     chunks = max(1, min(n, -(-columns // COLUMN_BYTES)))
     copies = item * n * (in_row + out_row) * 2  # bytes of slices and joins
     if chunks > 1 and columns - columns // chunks >= CHUNK_GAIN * copies:
