@@ -43,8 +43,10 @@ def rematerialise(graph: Graph) -> Graph:
 
     cheap = cheap_activations(graph, turn)
 
+    biases = widened_biases(graph.values[: turn + 1], kept)
+
     def _worth_recomputing(v: Value) -> bool:
-        return v.id in cheap or worth_recomputing(v, kept) or centres_a_widening(v, kept)
+        return v.id in cheap or worth_recomputing(v, kept) or centres_a_widening(v, kept) or v.id in biases
 
     if not any(_worth_recomputing(v) and v.id in before for v in graph.values):
         return graph
@@ -96,6 +98,25 @@ def centres_a_widening(v: Value, kept: set) -> bool:
         return False
     x = _storage(v.inputs[0])
     return x.op == "cast" and x.inputs[0].dtype == "bf16" and worth_recomputing(x, kept)
+
+
+def widened_biases(forward: list, kept: set) -> set:
+    """Ids of the bias sums (a GEMM's output + a broadcast bf16 bias: Conv1d -> BatchNorm1d) whose widening
+    centres_a_widening recomputes: recomputed with it, from the GEMM's output, so that the backward's copy is
+    computed where the backward reads it. Else fuse.py puts the widening into the forward kernel that sums the
+    bias, its producer, which then stores it in float32 for the backward; the GEMM's output lives on instead
+    of the sum, as many bytes."""
+    found = set()
+    for v in forward:
+        if centres_a_widening(v, kept):
+            total = _storage(_storage(v.inputs[0]).inputs[0])
+            if total.op == "add" and _adds_a_bias(*total.inputs):
+                found.add(total.id)
+    return found
+
+
+def _adds_a_bias(a: Value, b: Value) -> bool:
+    return OPS[_storage(a).op].kind != "elementwise" and b.op == "broadcast_to" and _leaf_like(b.inputs[0])
 
 
 def _bytes(v: Value) -> int:
