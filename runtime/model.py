@@ -32,12 +32,12 @@ from .trainer import Trainer
 
 def check_precision(precision: str, backend_name: str) -> None:
     """A precision the backend computes in, or a NetcError naming the ones it has."""
-    on_gpu_only = precision in GPU_ONLY_PRECISIONS
-    if precision not in HOST_PRECISIONS and not (on_gpu_only and backend_name == "cuda"):
+    has = tuple(PRECISIONS) if backend_name == "cuda" else HOST_PRECISIONS
+    if precision not in has:
         cuda_only = "'tf32' (TensorFloat-32 matmuls) is for backend='cuda'"
         raise NetcError(
-            f"precision must be one of {', '.join(HOST_PRECISIONS)}, got '{precision}'",
-            hint=cuda_only if on_gpu_only else None,
+            f"precision must be one of {', '.join(has)}, got '{precision}'",
+            hint=cuda_only if precision in GPU_ONLY_PRECISIONS else None,
         )
 
 

@@ -21,7 +21,7 @@ from netc.compiler.errors import NetcError
 from netc.compiler.ir import Graph
 from netc.compiler.shapes import TensorType
 from netc.runtime import model as model_module
-from netc.runtime.model import check_sizes
+from netc.runtime.model import check_precision, check_sizes
 
 
 @pytest.mark.parametrize("precision", sorted(PRECISIONS))
@@ -68,3 +68,14 @@ def test_the_memory_check_counts_each_element_at_its_dtypes_size(monkeypatch, fl
     monkeypatch.delitem(dtypes._FIXED, "f16")
     with pytest.raises(KeyError):
         check_sizes(_graph_of("f16", 1), float_type)
+
+
+def test_a_precision_the_backend_lacks_is_refused_naming_those_it_has():
+    """The cuda backend's list names tf32 too (it listed the host's alone); the cpu's refuses tf32 with a
+    hint."""
+    check_precision("tf32", "cuda")
+    with pytest.raises(NetcError, match="one of float32, float64, tf32, bf16, got 'half'"):
+        check_precision("half", "cuda")
+    with pytest.raises(NetcError, match="one of float32, float64, bf16, got 'tf32'") as caught:
+        check_precision("tf32", "cpu")
+    assert "backend='cuda'" in caught.value.hint
