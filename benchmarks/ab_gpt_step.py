@@ -2,11 +2,11 @@
 these undone (before), beside PyTorch eager:
 - GEMMs: each product shared out into 8 tasks and run alone (before), against a task per thread and a Linear
   layer's input and weight gradients run side by side in one kernel (gemm_tasks.gemm_blocks with the
-  renderer's threads, fuse.concurrent_matmuls);
+  renderer's threads, kernel_runs.concurrent_matmuls);
 - GELU: its forward storing x/2 and exp(-x^2/2) for the backward (before), against the backward computing them
   from the Linear's product (remat.cheap_activations);
 - the embedding's gradient a column at a time (before), against blocks of columns (index.SCATTER_COLUMNS).
-(LayerNorm's backward epilogue joining its rows kernel, fuse.py's ready_before, and a one-row sum run
+(LayerNorm's backward epilogue joining its rows kernel, join_rules.py's ready_before, and a one-row sum run
 without a parallel region are in both.) One process, steps taken in alternating rounds; NETC_PROFILE's
 per-kernel seconds summed per kind of kernel. Medians show a shared machine's typical step, minima its quiet
 moments.

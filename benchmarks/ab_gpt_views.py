@@ -20,7 +20,7 @@ from gpt_twin import GPT, GPT_NET, GPTConfig
 
 import netc
 from netc.compiler.optim import AdamW
-from netc.compiler.passes import fuse
+from netc.compiler.passes import fuse, partition
 
 LR, BETAS, DECAY = 1e-3, (0.9, 0.99), 0.1
 
@@ -29,9 +29,9 @@ def trainer_for(batch: int, views: bool, state: dict, arrays: dict):
     """A compiled AdamW step of gpt.net, fused with or without strided views and stores. The source text
     differs by a comment, so that the step cache keeps the two apart."""
     text = GPT_NET.read_text() + ("" if views else "\n# fused without strided views\n")
-    plan_views, write_through = fuse.plan_views, fuse.write_through
+    plan_views, write_through = partition.plan_views, fuse.write_through
     if not views:
-        fuse.plan_views = lambda *args: ({}, set())
+        partition.plan_views = lambda *args: ({}, set())
         fuse.write_through = lambda kernels, root_ids, reads: kernels
     try:
         model = netc.compile(netc.load(GPT_NET, text=text), batch=batch, backend="cpu")
@@ -39,7 +39,7 @@ def trainer_for(batch: int, views: bool, state: dict, arrays: dict):
         trainer = model.trainer(AdamW(lr=LR, betas=BETAS, weight_decay=DECAY))
         trainer.step(**arrays)
     finally:
-        fuse.plan_views, fuse.write_through = plan_views, write_through
+        partition.plan_views, fuse.write_through = plan_views, write_through
     return trainer
 
 

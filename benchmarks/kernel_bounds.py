@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 from netc.compiler.dtypes import item_bytes
-from netc.compiler.passes.fuse import INLINE_OPS
+from netc.compiler.passes.floating import INLINE_OPS
 
 # Per attention op, its products' count that run along E and along Ev: the forward's q k^T and P v, the
 # backward's q k^T, dP = g_o v^T, dv = P^T g_o, dk = dS^T q and dq = dS k.

@@ -38,7 +38,8 @@ from .errors import NetcError
 from .optim import NEW_PREFIX
 from .passes.arena import ScratchName
 from .passes.autocast import autocast_bf16
-from .passes.fuse import INLINE_OPS, fuse
+from .passes.floating import INLINE_OPS
+from .passes.fuse import fuse
 from .passes.remat import rematerialise
 from .passes.state_slots import plan_state_arena
 from .passes.simplify import simplify

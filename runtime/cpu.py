@@ -21,7 +21,7 @@ import os
 import numpy as np
 from netc.compiler.dtypes import numpy_type
 from netc.compiler.errors import NetcError
-from netc.compiler.passes.fuse import storage
+from netc.compiler.passes.floating import storage
 from netc.compiler.pipeline import compile_graph
 
 from .cache import build_shared_library, load_library

@@ -29,7 +29,7 @@ from netc.compiler.codegen.launch import GemmLaunch, plan_launches
 from netc.compiler.codegen.render import CUDA, Renderer
 from netc.compiler.dtypes import numpy_type
 from netc.compiler.errors import NetcError
-from netc.compiler.passes.fuse import storage
+from netc.compiler.passes.floating import storage
 from netc.compiler.pipeline import compile_graph
 
 from .cuda_gemm import WORKSPACE_BYTES, CudaGemms

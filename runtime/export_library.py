@@ -39,7 +39,7 @@ from netc.compiler.graph_queries import index_bounds
 from netc.compiler.ir import LEAF_OPS, SEED_INPUT
 from netc.compiler.optim import LR_INPUT, STATE_PREFIX
 from netc.compiler.passes.arena import value_bytes
-from netc.compiler.passes.fuse import storage
+from netc.compiler.passes.floating import storage
 from netc.compiler.pipeline import StepSpec, compile_graph, compile_network_step, state_updates
 
 from .checkpoint import load_checkpoint

@@ -26,7 +26,9 @@ from netc.compiler.ir import LEAF_OPS
 from netc.compiler.ops.collective import COLLECTIVE_OPS
 from netc.compiler.optim import NEW_PREFIX, STATE_PREFIX, Optimizer
 from netc.compiler.passes.arena import ArenaPlan, plan_buffers, value_bytes, with_pieces
-from netc.compiler.passes.fuse import fuse, reads, storage
+from netc.compiler.passes.floating import storage
+from netc.compiler.passes.fuse import fuse
+from netc.compiler.passes.kernel import reads
 from netc.compiler.passes.memory import Buffer
 from netc.compiler.passes.pieces import piece_places
 from netc.compiler.passes.remat import rematerialise

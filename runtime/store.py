@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 from netc.compiler.ir import LEAF_OPS
-from netc.compiler.passes.fuse import storage
+from netc.compiler.passes.floating import storage
 
 
 class StatefulStep:

@@ -216,7 +216,8 @@ def test_every_kernel_reads_only_what_earlier_kernels_wrote():
     move a rows kernel after a matmul that read one of its values through a transpose (read in place with BLAS's
     flag), so the matmul read the buffer before it was written ('buffer N has a negative size')."""
     from netc.compiler.ops import OPS
-    from netc.compiler.passes.fuse import fuse, reads
+    from netc.compiler.passes.fuse import fuse
+    from netc.compiler.passes.kernel import reads
     from parity import Suite
 
     sample = OPS["attention_grad"].samples(np.random.default_rng(0))[0]

@@ -26,7 +26,7 @@ from netc import NetcError
 from netc.compiler.dtypes import round_to_bf16
 from netc.compiler.passes import gemm_tasks
 from netc.compiler.passes.arena import ScratchName, scratch_name
-from netc.compiler.passes.fuse import matmul_operand
+from netc.compiler.passes.matmul_operands import matmul_operand
 from netc.compiler.pipeline import StepSpec, compile_network_step
 from netc.runtime.backends import get_backend
 from netc.runtime.cuda import CudaCodegen

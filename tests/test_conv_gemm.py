@@ -17,7 +17,7 @@ from netc.compiler.codegen.launch import GemmLaunch, plan_launches
 from netc.compiler.codegen.render import CUDA, C, Renderer
 from netc.compiler.passes import gemm_tasks
 from netc.compiler.passes.arena import ScratchName, scratch_name
-from netc.compiler.passes.fuse import reads
+from netc.compiler.passes.kernel import reads
 from parity import COMPILED, available, on_host
 
 BATCH = 3

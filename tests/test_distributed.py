@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 from netc.compiler import build as B
 from netc.compiler.ir import Graph
-from netc.compiler.passes.fuse import Kernel, fuse, storage
+from netc.compiler.passes.floating import storage
+from netc.compiler.passes.fuse import fuse
+from netc.compiler.passes.kernel import Kernel
 from netc.compiler.pipeline import state_updates
 from netc.compiler.shapes import TensorType
 from netc.launch import free_port, without_nproc

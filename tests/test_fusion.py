@@ -120,7 +120,7 @@ def test_layernorm_backward_and_the_residuals_gradient_are_one_rows_kernel(tmp_p
     """A pre-norm residual block, as the GPT's: the LayerNorm backward's epilogue (the gradient through the
     mean and the variance, per row) and the sum with the residual's gradient join the backward's rows kernel,
     though the epilogue reads a sum over each row of x - mean that joined the forward's rows kernel after the
-    backward's began (fuse.py ready_before: a value is ready where its kernel runs). They were two more
+    backward's began (join_rules.py ready_before: a value is ready where its kernel runs). They were two more
     kernels per LayerNorm, each a loop over the activations."""
     path = network(
         tmp_path,
@@ -212,7 +212,7 @@ def test_batchnorm_backward_takes_all_its_sums_in_one_pass(tmp_path):
 
 
 def test_batchnorm_and_layernorm_store_no_centred_input(tmp_path):
-    """x - mean floats (passes/fuse.py: a centring, like a ReLU mask): it is computed again from x wherever
+    """x - mean floats (floating.py: a centring, like a ReLU mask): it is computed again from x wherever
     it is read, so no kernel stores it. It was stored by BatchNorm's forward rows kernel for the backward
     pass: one more write and read of every normalised activation."""
     path = network(
@@ -255,17 +255,17 @@ def test_whether_a_value_is_read_from_memory_is_asked_once_per_user(tmp_path, mo
     once per value and user, not again for every kernel that computes the value. A floating constant (ReLU's
     0, pulled into every ReLU kernel) has as many users as kernels: asked per kernel, a deep MLP's fusion was
     quadratic (0.8 s of a 300-layer MLP's 1.0 s)."""
-    from netc.compiler.passes import fuse as fuse_module
+    from netc.compiler.passes.partition import Partition
 
     asked, readers = {}, {}  # value id -> times asked, and how many times its users read it
-    needs_memory = fuse_module._Partition.needs_memory
+    needs_memory = Partition.needs_memory
 
     def counted(self, v, user):
         asked[v.id] = asked.get(v.id, 0) + 1
         readers[v.id] = len(self.users[v.id])
         return needs_memory(self, v, user)
 
-    monkeypatch.setattr(fuse_module._Partition, "needs_memory", counted)
+    monkeypatch.setattr(Partition, "needs_memory", counted)
     lines = ["    input x: [N, 8]", "    input target: [N, 8]", "    h0 = x"]
     for i in range(1, 13):
         lines += [f"    fc{i} = Linear(8, 8)", f"    h{i} = relu(fc{i}(h{i - 1}))"]

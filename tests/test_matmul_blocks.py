@@ -78,7 +78,7 @@ def two_linear_layers(tmp_path, wide: int, narrow: int):
 
 def test_a_linear_layers_input_and_weight_gradients_run_concurrently(tmp_path):
     """dY W and dY^T X have the same multiply-adds and read neither's result: one kernel of concurrent matmuls
-    (fuse.concurrent_matmuls), whose GEMMs share one parallel loop: on two threads a task each, the whole
+    (kernel_runs.py), whose GEMMs share one parallel loop: on two threads a task each, the whole
     product; on four, two blocks each (halves: neither side is 128 wide). fc1's input gradient is not needed:
     its weight gradient runs alone. On CUDA the parts' GEMMs are launched in turn, under the kernel's
     index."""

@@ -15,7 +15,7 @@ import netc
 from netc.compiler.functional import conv
 from netc.compiler.ir import Graph
 from netc.compiler.optim import SGD
-from netc.compiler.passes.fuse import reads
+from netc.compiler.passes.kernel import reads
 from netc.compiler.passes.pieces import concat_starts, piece_places, slice_start
 from netc.compiler.pipeline import StepSpec, compile_network_step
 from netc.compiler.shapes import PIECE_ALIGNMENT, TensorType

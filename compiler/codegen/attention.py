@@ -22,7 +22,7 @@ import math
 from ..dtypes import item_bytes
 from ..ops.attention import parts
 from ..ops.attention_math import keep_threshold
-from ..passes.fuse import Kernel
+from ..passes.kernel import Kernel
 from .layout import contiguous_strides, literal
 
 # CPU tiles (templates/attention*.j2): a task owns a block of `tile` queries (or keys: attention_grad_keys.j2) of

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from ..passes.copies import CopyPiece, copy_pieces
-from ..passes.fuse import Kernel
+from ..passes.kernel import Kernel
 from .layout import literal
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 
 from ..ops import OPS
-from ..passes.fuse import Kernel, storage
+from ..passes.floating import storage
+from ..passes.kernel import Kernel
 from .layout import contiguous_strides, literal
 
 # Elements a CUDA thread of an elementwise kernel loads and stores at once: 16 bytes of float32, one 128-bit

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from ..ops import OPS
-from ..passes.fuse import Kernel
+from ..passes.kernel import Kernel
 
 
 def constant_context(renderer, kernel: Kernel) -> dict:

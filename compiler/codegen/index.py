@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from ..passes.fuse import Kernel
+from ..passes.kernel import Kernel
 
 # scatter_add on the CPU: a task per block of up to this many columns, whose rows it adds with a vector loop
 # (the GPT's embedding gradient, 768 rows of 128: 210 us a column at a time, serially, strided).

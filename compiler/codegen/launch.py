@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from ..dtypes import item_bytes
 from ..passes.arena import scratch_name
-from ..passes.fuse import matmul_operand, storage
+from ..passes.floating import storage
+from ..passes.matmul_operands import matmul_operand
 
 BLOCK = 256  # threads per block: a multiple of the warp size, as the block reductions need
 WARP = 32

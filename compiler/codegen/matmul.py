@@ -1,6 +1,6 @@
 """The context of a matmul kernel (templates/matmul.j2): a batch of BLAS GEMMs over the arena, split into
 blocks of rows, of columns or both when the batch alone cannot keep the cores busy. A kernel that also sums the
-products over some batch axes (passes/fuse.py's sums_products: a convolution's weight gradient) accumulates
+products over some batch axes (matmul_operands.sums_products: a convolution's weight gradient) accumulates
 them instead, one GEMM after another into the same output (beta = 1), its tasks each taking a block of the
 output or a run of the products, the runs after the first summing into the kernel's scratch in the arena
 (passes/gemm_tasks.py decides, for the planner and for this context alike).
@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import math
 
-from ..passes.fuse import Kernel, matmul_operand, summed_axes
 from ..passes.gemm_tasks import accumulator_elements, task_split, widened_elements
+from ..passes.kernel import Kernel
+from ..passes.matmul_operands import matmul_operand, summed_axes
 from .layout import contiguous_strides
 
 
 def matmul_context(renderer, kernel: Kernel) -> dict:
     """A matmul kernel's context: its GEMM's fields (gemm_context), and `gemms`, the one GEMM. A kernel of
-    concurrent matmuls (kind "matmuls": fuse.concurrent_matmuls) has only `gemms`, one per part, their tasks
+    concurrent matmuls (kind "matmuls": concurrent_matmuls) has only `gemms`, one per part, their tasks
     numbered one after the other (each from its `first_task`): one parallel loop shares them all out, so that
     two GEMMs of the same size on two threads run whole, one each (BLAS's best speed on a product: no operand
     packed twice, no thread waiting at one GEMM's end for the other's)."""
@@ -100,7 +101,7 @@ def gemm_context(renderer, kernel: Kernel, threads: int) -> dict:
 
 def batch_strides(x, matrix: int, spread: tuple | None) -> tuple:
     """Elements between consecutive matrices of operand x along each batch axis: contiguous, or where x is
-    read from a broadcast's source (`spread`: its batch shape, fuse.matmul_operand), none along the axes it is
+    read from a broadcast's source (`spread`: its batch shape, matmul_operand), none along the axes it is
     broadcast over."""
     batch = x.shape[:-2]
     if spread is None:

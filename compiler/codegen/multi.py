@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from ..passes.fuse import Kernel
+from ..passes.kernel import Kernel
 from .elementwise import elementwise_context
 
 # Up to this many parts, a kernel takes each part's pointers and length (kernels that are the same code then

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from ..passes.fuse import Kernel
+from ..passes.kernel import Kernel
 from .layout import contiguous_strides
 
 # argmax_mask over rows keeps each row's running maxima and their positions on the stack: rows up to this

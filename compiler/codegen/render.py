@@ -17,7 +17,8 @@ from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, StrictUn
 
 from ..dtypes import c_type
 from ..passes.arena import scratch_name
-from ..passes.fuse import INLINE_OPS, Kernel, storage
+from ..passes.floating import INLINE_OPS, storage
+from ..passes.kernel import Kernel
 from .attention import attention_context
 from .copy import copy_context
 from .elementwise import elementwise_context
@@ -29,7 +30,7 @@ from .reduce import reduce_context
 from .rows import rows_context
 from .window import window_context
 
-# Kernel kind (compiler/passes/fuse.py) -> the function giving its template's context: (renderer, kernel) ->
+# Kernel kind (compiler/passes/kernel.py) -> the function giving its template's context: (renderer, kernel) ->
 # a dict with the template's name and its variables, and `args`, the pointers the kernel is called with.
 KERNEL_CONTEXTS = {
     "elementwise": elementwise_context,

@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 
 from ..ops import OPS
-from ..passes.fuse import ROW_REDUCTIONS, Kernel, kernel_role, storage
+from ..passes.floating import storage
+from ..passes.kernel import ROW_REDUCTIONS, Kernel, kernel_role
 from .layout import contiguous_strides, literal
 
 SUM_CHUNK = 1024  # elements of the innermost loop summed in the values' type before adding into a double
@@ -187,7 +188,7 @@ class RowsKernel:
                 expr = f"acc{v.id}"
             elif v.op == "full":
                 expr = literal(v.attrs["value"], ctype)
-            elif v.op == "broadcast_to":  # of a scalar, or of one number per group (fuse.py: row_role)
+            elif v.op == "broadcast_to":  # of a scalar, or of one number per group (join_rules.py: row_role)
                 x = sources[0]
                 one_per_group = math.prod(x.shape) == self.domain.groups
                 at = "g" if one_per_group else "0"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from ..ops.window import window_counts
-from ..passes.fuse import Kernel
+from ..passes.kernel import Kernel
 from .layout import contiguous_strides, literal
 
 

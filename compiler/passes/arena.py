@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from ..dtypes import item_bytes
 from ..ir import LEAF_OPS
-from .fuse import reads, storage
+from .floating import storage
+from .kernel import reads
 from .gemm_tasks import scratch_bytes
 from .memory import Buffer, live_bytes_lower_bound, plan_memory
 from .pieces import piece_places

@@ -1,7 +1,7 @@
 """How the cpu backend shares a matmul kernel's GEMMs out among its tasks, and the scratch that costs.
 
 A GEMM whose batch alone cannot keep the cores busy is split into blocks of rows, of columns or both
-(gemm_blocks). A kernel that also sums the products over some batch axes (fuse.sums_products: a convolution's
+(gemm_blocks). A kernel that also sums the products over some batch axes (sums_products: a convolution's
 weight gradient) accumulates them, one GEMM after another into the same output (beta = 1), its tasks each
 taking a block of the output or a run of the products (summed_split); each run but the first sums into an
 output of its own, added up after. Those runs' outputs are the kernel's scratch: the memory planner gives it
@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 
 from ..dtypes import item_bytes
-from .fuse import Kernel, matmul_operand, summed_axes
+from .kernel import Kernel
+from .matmul_operands import matmul_operand, summed_axes
 
 # A GEMM is split into blocks when its batch alone cannot keep the kernels' threads busy (a Linear layer's one
 # matrix product; BLAS itself runs single-threaded, runtime/cpu.py says why), and only when it has
@@ -125,7 +126,7 @@ def scratch_bytes(kernel: Kernel, float_type: str, target: str) -> int:
     Target.name), in this order: a bf16 summing GEMM's float32 accumulator (accumulator_elements), a summing
     GEMM's runs' outputs but the first's (which is the result, or the accumulator), then on the C target a
     bf16 GEMM's widened operands (widened_elements); none for any other kernel (concurrent matmuls,
-    fuse.concurrent_matmuls, sum none and are never bf16)."""
+    kernel_runs.concurrent_matmuls, sum none and are never bf16)."""
     if kernel.kind != "matmul":
         return 0
     float32_bytes = item_bytes("f32", "float")

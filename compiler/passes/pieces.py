@@ -20,6 +20,7 @@ import math
 from ..dtypes import item_bytes
 from ..ir import LEAF_OPS, Value
 from ..shapes import PIECE_ALIGNMENT, contiguous_strides
+from .floating import storage
 
 # Sources a slice may not be placed in: state the step replaces, whose last read decides where its new value
 # may be written (passes/state_slots.py counts the reads of the leaf itself).
@@ -40,7 +41,7 @@ def place_pieces(kernels: list, root_ids: set) -> list:
             placed.add(v.id)
             written.discard(v.id)
         elif v.op == "concat" and _placeable_concat(v, written, root_ids, placed):
-            placed.update(_storage(x).id for x in v.inputs)
+            placed.update(storage(x).id for x in v.inputs)
             written.discard(v.id)  # no kernel writes it now: it cannot be a piece of another concat
         else:
             kept.append(kernel)
@@ -48,13 +49,13 @@ def place_pieces(kernels: list, root_ids: set) -> list:
 
 
 def _placeable_slice(v: Value) -> bool:
-    source = _storage(v.inputs[0])
+    source = storage(v.inputs[0])
     start = slice_start(v)
     return source.op not in STATE_LEAVES and start is not None and start % PIECE_ALIGNMENT == 0
 
 
 def _placeable_concat(v: Value, written: set, root_ids: set, placed: set) -> bool:
-    pieces = [_storage(x) for x in v.inputs]
+    pieces = [storage(x) for x in v.inputs]
     ids = [p.id for p in pieces]
     starts = concat_starts(v)
     return (
@@ -107,13 +108,13 @@ def piece_places(kernels: list, float_type: str, reads) -> dict:
             continue
         seen.add(v.id)
         if v.op == "slice":
-            source = _storage(v.inputs[0])
+            source = storage(v.inputs[0])
             inner[v.id] = (source, slice_start(v))
             if source.id not in written and source.op not in LEAF_OPS:
                 pending.append(source)
         elif v.op == "concat":
             for x, start in zip(v.inputs, concat_starts(v)):
-                inner[_storage(x).id] = (v, start)
+                inner[storage(x).id] = (v, start)
         else:
             raise AssertionError(f"{v} is read, but no kernel computes it and it is no piece")
     places = {}
@@ -125,10 +126,3 @@ def piece_places(kernels: list, float_type: str, reads) -> dict:
             whole = outer
         places[piece] = (whole.id, offset)
     return places
-
-
-def _storage(v: Value) -> Value:
-    """fuse.storage (fuse.py imports this module): the value whose buffer holds v's bytes."""
-    while v.op == "reshape":
-        v = v.inputs[0]
-    return v

@@ -153,7 +153,7 @@ def _joined_pad_into_sum(graph: Graph, inputs: list, table: dict) -> Value | Non
 
 def _summed_products(graph: Graph, x: Value, axes: tuple, table: dict) -> Value | None:
     """reduce_sum over batch axes of a sum of batched matmuls: the sum of each product's sum, or None. Each
-    such sum joins its matmul's kernel, which accumulates the products into one output (fuse.sums_products),
+    such sum joins its matmul's kernel, which accumulates the products into one output (sums_products),
     where the sum of the products would store every sample's product first. A weight read by a convolution in
     chunks of the batch (functional/conv.py) gets such a gradient: its broadcast over equal chunks is one
     value, whose cotangent adds the chunks' products up."""

@@ -16,7 +16,8 @@ import dataclasses
 import math
 
 from ..ir import LEAF_OPS
-from .fuse import reads, storage
+from .floating import storage
+from .kernel import reads
 from .memory import Buffer
 
 from .arena import ArenaPlan, plan_buffers, step_buffers, value_bytes

@@ -6,7 +6,7 @@ Multi-head attention splits one projection [N, T, 3C] into the heads' queries, k
 movements run the other way for the gradients, with a pad for the log-sum-exp column's zero cotangent. Each of
 those is a copy kernel (templates/copy.j2), though every one is an affine map of the indices: a kernel that
 addresses its inputs by strides (the fused attention kernels' tile GEMMs take a leading dimension; a copy
-kernel's pieces take any strides) can read the chain's source directly. fuse.py asks `strided_view` which
+kernel's pieces take any strides) can read the chain's source directly. partition.py asks `strided_view` which
 inputs it can read so, and gives the chain's values no kernel when nobody needs their bytes.
 """
 
