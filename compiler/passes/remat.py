@@ -17,6 +17,11 @@ inside one loop and stores only for the backward pass (GELU's erf and exp terms,
 stored value of its shape (the matmul's output) and parameters, is computed again in the backward's loop from
 that value. The forward then stores its result alone, and the backward reads one array instead of several.
 
+precision="bf16": a BatchNorm of a bf16 value reads it widened to float32, and its backward reads the centring
+x - mean of that float32 copy. The widening and the centring (centres_a_widening), and a bias sum before them
+(widened_biases), are computed again for the backward from the bf16 value, which is kept instead, as PyTorch's
+bf16 BatchNorm keeps its bf16 input (resnet_tiny's arena at batch 64: 3.3 -> 2.6 MB).
+
 Run it after simplification, whose common-subexpression elimination would merge the copy into the original.
 """
 
