@@ -183,3 +183,16 @@ def test_an_exception_inside_a_compiler_stage_is_an_internal_error_report(
     monkeypatch.setenv("NETC_DEBUG", "1")
     code, output = run(capsys, command[0], TINY, *command[1:])
     assert code == 3 and "Traceback" in output  # asked for: the traceback, for the bug report
+
+
+def test_every_pass_module_names_its_stage_in_internal_error_reports():
+    """A pass added (or split off another) without a STAGES entry would report its crashes as a stage it is
+    not part of (views.py, copies.py and pieces.py were reported as "lowering to IR")."""
+    import pkgutil
+
+    import netc.compiler.passes as passes
+    from netc.internal_error import STAGES
+
+    modules = (f"netc.compiler.passes.{info.name}" for info in pkgutil.iter_modules(passes.__path__))
+    unnamed = [module for module in modules if module not in STAGES]
+    assert unnamed == []
