@@ -6,9 +6,12 @@ mean netc is faster.
     python3 benchmarks/bench_gpt.py                      # batch 12 (nanoGPT's CPU run) and 64, 21 rounds
     python3 benchmarks/bench_gpt.py --quick              # batch 2, 3 rounds, no torch.compile: checks it runs
     python3 benchmarks/bench_gpt.py --batches 12 --no-torch-compile
+    python3 benchmarks/bench_gpt.py --batches 12 --separate   # also: each alone in its process, at its defaults
 
 Timings come from benchmarks/bench.py's interleaved rounds (the contestants take turns, so a slow spell of a
-shared machine slows each alike). Each contestant trains its own copy of the twin from the same weights.
+shared machine slows each alike). Each contestant trains its own copy of the twin from the same weights. Sharing one process makes both
+OpenMP runtimes wait passively (bench.py), which slows PyTorch's eager step; `--separate` also times netc and
+eager each alone in a process of its own at its library's defaults (benchmarks/gpt_alone.py), taking turns.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import argparse
 import copy
 import os
 import platform
+import statistics
+import subprocess
 import sys
 import time
 
@@ -100,11 +105,31 @@ def table(rows: list, with_compile: bool) -> str:
     return "\n".join(lines)
 
 
+def separate_processes(batch: int, turns: int = 3) -> str:
+    """netc and eager each alone in a fresh process at its library's defaults, taking `turns` turns each; the
+    median of each process's median step. A row of the --separate table."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpt_alone.py")
+    medians = {"netc": [], "eager": []}
+    for _ in range(turns):
+        for contestant in medians:
+            command = [sys.executable, script, contestant, "--batch", str(batch)]
+            output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+            medians[contestant].append(float(output.split()[1]))
+    netc_ms, eager_ms = (statistics.median(medians[c]) for c in ("netc", "eager"))
+    spread = lambda c: f"{min(medians[c]):.1f}-{max(medians[c]):.1f}"  # noqa: E731
+    return f"| {batch} | {netc_ms:.1f} ({spread('netc')}) | {eager_ms:.1f} ({spread('eager')}) | {eager_ms / netc_ms:.2f}x |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="*", default=[12, 64])
     parser.add_argument("--quick", action="store_true", help="batch 2, 3 rounds, no torch.compile")
     parser.add_argument("--no-torch-compile", action="store_true", help="leave torch.compile out (slow)")
+    parser.add_argument(
+        "--separate", action="store_true",
+        help="also time netc and eager training steps each alone in its own process, at its library's defaults",
+    )
     args = parser.parse_args()
     batches, rounds = ([2], 3) if args.quick else (args.batches, 21)
     with_compile = not (args.quick or args.no_torch_compile)
@@ -119,6 +144,12 @@ def main() -> None:
         rows.append(bench_batch(GPTConfig(), batch, rounds, with_compile))
         print(f"batch {batch}: done", file=sys.stderr, flush=True)
     print(table(rows, with_compile), flush=True)
+    if args.separate:
+        print("\nEach alone in its own process at its library's defaults (gpt_alone.py; 3 turns each, the median")
+        print("of each process's median of 30 steps, and their range):\n")
+        print("| batch | train: netc ms | eager ms | vs eager |\n|---|---|---|---|")
+        for batch in batches:
+            print(separate_processes(batch), flush=True)
 
 
 if __name__ == "__main__":
