@@ -11,7 +11,7 @@ mean netc is faster.
 Timings come from benchmarks/bench.py's interleaved rounds (the contestants take turns, so a slow spell of a
 shared machine slows each alike). Each contestant trains its own copy of the twin from the same weights. Sharing one process makes both
 OpenMP runtimes wait passively (bench.py), which slows PyTorch's eager step; `--separate` also times netc and
-eager each alone in a process of its own at its library's defaults (benchmarks/gpt_alone.py), taking turns.
+eager each alone in a process of its own at its library's defaults (benchmarks/alone.py), taking turns.
 """
 
 from __future__ import annotations
@@ -109,11 +109,11 @@ def separate_processes(batch: int, turns: int = 3) -> str:
     """netc and eager each alone in a fresh process at its library's defaults, taking `turns` turns each; the
     median of each process's median step. A row of the --separate table."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpt_alone.py")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "alone.py")
     medians = {"netc": [], "eager": []}
     for _ in range(turns):
         for contestant in medians:
-            command = [sys.executable, script, contestant, "--batch", str(batch)]
+            command = [sys.executable, script, contestant, "--network", "gpt", "--batch", str(batch)]
             output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
             medians[contestant].append(float(output.split()[1]))
     netc_ms, eager_ms = (statistics.median(medians[c]) for c in ("netc", "eager"))
@@ -145,7 +145,7 @@ def main() -> None:
         print(f"batch {batch}: done", file=sys.stderr, flush=True)
     print(table(rows, with_compile), flush=True)
     if args.separate:
-        print("\nEach alone in its own process at its library's defaults (gpt_alone.py; 3 turns each, the median")
+        print("\nEach alone in its own process at its library's defaults (alone.py; 3 turns each, the median")
         print("of each process's median of 30 steps, and their range):\n")
         print("| batch | train: netc ms | eager ms | vs eager |\n|---|---|---|---|")
         for batch in batches:

@@ -1,0 +1,115 @@
+"""One contestant's training step, alone in this process and at its library's own defaults: netc's cpu backend
+(OpenMP threads that sleep between loops, netc's default) or PyTorch eager (whose OpenMP threads spin between
+loops, torch's default), on the GPT (AdamW, bench_gpt.py's settings) or an example (SGD with momentum,
+bench.py's). Prints `contestant median fastest`, the training step in milliseconds.
+
+    python3 benchmarks/alone.py netc --network gpt --batch 12 --steps 30
+    python3 benchmarks/alone.py eager --network lenet --batch 64
+
+bench_gpt.py's and bench.py's main tables run both in one process, taking turns, where OMP_WAIT_POLICY=PASSIVE has to be set
+for both runtimes (spinning threads of one would steal the cores from the other): that slows PyTorch's eager
+step (measured: 45-51 ms alone at its defaults, 55-60 ms passive, on the 2-core VM), so this is the stricter
+comparison. It imports nothing of bench.py, which sets that policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+LR, BETAS, WEIGHT_DECAY = 1e-3, (0.9, 0.99), 0.1  # bench_gpt.py's (nanoGPT's shakespeare_char settings)
+
+
+def netc_step(batch: int, arrays: dict):
+    import netc
+    from gpt_twin import GPT_NET
+    from netc.compiler.optim import AdamW
+
+    trainer = netc.compile(GPT_NET, batch=batch, backend="cpu").trainer(
+        AdamW(lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
+    )
+    return lambda: trainer.step(**arrays)
+
+
+def example_netc_step(name: str, batch: int, arrays: dict):
+    import netc
+    from netc.compiler.optim import SGD
+
+    trainer = netc.compile(ROOT / "examples" / f"{name}.net", batch=batch, backend="cpu").trainer(
+        SGD(lr=0.01, momentum=0.9)
+    )
+    return lambda: trainer.step(**arrays)
+
+
+def eager_step(network: str, arrays: dict):
+    import torch
+    from gpt_twin import GPT, GPTConfig
+    from twins import EXAMPLES
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    if network == "gpt":
+        twin = GPT(GPTConfig()).train()
+        optimizer = torch.optim.AdamW(twin.parameters(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
+    else:
+        twin = EXAMPLES[f"{network}.net"][0]().train()
+        optimizer = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9)
+    tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        twin(**tensors)["loss"].backward()
+        optimizer.step()
+
+    return step
+
+
+def inputs(network: str, batch: int) -> dict:
+    """The same arrays bench_gpt.py / bench.py feed (seed 0)."""
+    rng = np.random.default_rng(0)
+    if network == "gpt":
+        from gpt_twin import GPTConfig
+
+        config = GPTConfig()
+        shape = (batch, config.block_size)
+        return {name: rng.integers(0, config.vocab_size, shape) for name in ("idx", "targets")}
+    from twins import EXAMPLES, example_inputs
+
+    return example_inputs(EXAMPLES[f"{network}.net"][1], batch, rng)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("contestant", choices=("netc", "eager"))
+    parser.add_argument("--network", default="gpt", help="gpt or an example's name (lenet, cifar_net, ...)")
+    parser.add_argument("--batch", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=30)
+    args = parser.parse_args()
+    arrays = inputs(args.network, args.batch)
+    if args.contestant == "eager":
+        step = eager_step(args.network, arrays)
+    elif args.network == "gpt":
+        step = netc_step(args.batch, arrays)
+    else:
+        step = example_netc_step(args.network, args.batch, arrays)
+    for _ in range(5):  # compiles, warms the caches and the allocators
+        step()
+    seconds = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - start)
+    print(args.contestant, statistics.median(seconds) * 1e3, min(seconds) * 1e3)
+
+
+if __name__ == "__main__":
+    main()
