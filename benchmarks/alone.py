@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -85,6 +86,27 @@ def inputs(network: str, batch: int) -> dict:
     from twins import EXAMPLES, example_inputs
 
     return example_inputs(EXAMPLES[f"{network}.net"][1], batch, rng)
+
+
+def separate_row(network: str, batch: int, turns: int) -> str:
+    """A Markdown row: netc and eager each alone in a fresh process at its library's defaults, taking `turns`
+    turns each; the median of each process's median step and their range, and the ratio."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    medians = {"netc": [], "eager": []}
+    for _ in range(turns):
+        for contestant in medians:
+            command = [sys.executable, __file__, contestant, "--network", network, "--batch", str(batch)]
+            output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+            medians[contestant].append(float(output.split()[1]))
+    netc_ms, eager_ms = (statistics.median(medians[c]) for c in medians)
+    spread = {c: f"{min(m):.2f}-{max(m):.2f}" for c, m in medians.items()}
+    return (
+        f"| {network} | {batch} | {netc_ms:.2f} ({spread['netc']}) | {eager_ms:.2f} ({spread['eager']}) "
+        f"| {eager_ms / netc_ms:.2f}x |"
+    )
+
+
+SEPARATE_HEADER = "| network | batch | train: netc ms alone | eager ms alone | vs eager |\n|---|---|---|---|---|"
 
 
 def main() -> None:

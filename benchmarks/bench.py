@@ -3,10 +3,13 @@ and 64, with compile times and memory. Prints a Markdown table (BENCHMARKS.md ho
 
     python3 benchmarks/bench.py                  # netc cpu vs PyTorch eager
     python3 benchmarks/bench.py --torch-compile  # and torch.compile (slow to compile on a small machine)
+    python3 benchmarks/bench.py --separate       # and each contestant alone in a process (alone.py)
 
 Timings are medians of repeated runs after warm-up, so they compare steady states, and the contestants are
 timed in alternating rounds, so that a slow spell of a shared machine hits them alike; ratios above 1 mean
-netc is faster. Nothing here asserts a speed: it measures and reports.
+netc is faster. Nothing here asserts a speed: it measures and reports. Sharing one process makes both OpenMP
+runtimes wait passively (below), which slows PyTorch's eager steps of many small operators; `--separate` adds
+each training step timed with netc and eager each alone in a process at its library's defaults.
 """
 
 from __future__ import annotations
@@ -124,6 +127,11 @@ def main() -> None:
     parser.add_argument("--torch-compile", action="store_true")
     parser.add_argument("--examples", nargs="*", default=sorted(EXAMPLES))
     parser.add_argument("--batches", nargs="*", type=int, default=[1, 64])
+    parser.add_argument(
+        "--separate", action="store_true",
+        help="also time each training step with netc and eager each alone in its own process, at its "
+        "library's defaults (alone.py): the shared process's passive OpenMP waiting slows eager",
+    )
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     print(
@@ -150,6 +158,14 @@ def main() -> None:
             if args.torch_compile:
                 line += f" {r['compiled_train'] * 1e3:.3f} | {r['compiled_train'] / r['netc_train']:.2f}x |"
             print(line, flush=True)
+    if args.separate:
+        from alone import SEPARATE_HEADER, separate_row
+
+        print("\nEach alone in its own process at its library's defaults (alone.py; 2 turns each):\n")
+        print(SEPARATE_HEADER)
+        for name in args.examples:
+            for batch in args.batches:
+                print(separate_row(name.removesuffix(".net"), batch, turns=2), flush=True)
     print("\n| example | cold compile s | cached compile s |\n|---|---|---|")
     for name in args.examples:
         cold, cached = compile_times(name)

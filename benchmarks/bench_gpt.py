@@ -20,13 +20,12 @@ import argparse
 import copy
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import time
 
 # bench first: it sets OMP_WAIT_POLICY before any OpenMP runtime starts, and puts tests/ on the path
 from bench import interleaved_seconds, torch_step
+from alone import SEPARATE_HEADER, separate_row
 
 import numpy as np
 import torch
@@ -105,22 +104,6 @@ def table(rows: list, with_compile: bool) -> str:
     return "\n".join(lines)
 
 
-def separate_processes(batch: int, turns: int = 3) -> str:
-    """netc and eager each alone in a fresh process at its library's defaults, taking `turns` turns each; the
-    median of each process's median step. A row of the --separate table."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "alone.py")
-    medians = {"netc": [], "eager": []}
-    for _ in range(turns):
-        for contestant in medians:
-            command = [sys.executable, script, contestant, "--network", "gpt", "--batch", str(batch)]
-            output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-            medians[contestant].append(float(output.split()[1]))
-    netc_ms, eager_ms = (statistics.median(medians[c]) for c in ("netc", "eager"))
-    spread = lambda c: f"{min(medians[c]):.1f}-{max(medians[c]):.1f}"  # noqa: E731
-    return f"| {batch} | {netc_ms:.1f} ({spread('netc')}) | {eager_ms:.1f} ({spread('eager')}) | {eager_ms / netc_ms:.2f}x |"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="*", default=[12, 64])
@@ -145,12 +128,11 @@ def main() -> None:
         print(f"batch {batch}: done", file=sys.stderr, flush=True)
     print(table(rows, with_compile), flush=True)
     if args.separate:
-        print("\nEach alone in its own process at its library's defaults (alone.py; 3 turns each, the median")
-        print("of each process's median of 30 steps, and their range):\n")
-        print("| batch | train: netc ms | eager ms | vs eager |\n|---|---|---|---|")
+        print("\nEach alone in its own process at its library's defaults (alone.py; 3 turns each, the median of")
+        print("each process's median of 30 steps, and their range):\n")
+        print(SEPARATE_HEADER)
         for batch in batches:
-            print(separate_processes(batch), flush=True)
-
+            print(separate_row("gpt", batch, turns=3), flush=True)
 
 if __name__ == "__main__":
     main()
