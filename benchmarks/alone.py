@@ -1,15 +1,16 @@
 """One contestant's training step, alone in this process and at its library's own defaults: netc's cpu backend
 (OpenMP threads that sleep between loops, netc's default) or PyTorch eager (whose OpenMP threads spin between
-loops, torch's default), on the GPT (AdamW, bench_gpt.py's settings) or an example (SGD with momentum,
-bench.py's). Prints `contestant median fastest`, the training step in milliseconds.
+loops, torch's default), on the GPT (AdamW, bench_gpt.py's settings) or an example or zoo network (SGD with
+momentum, as bench.py and bench_zoo.py take them). Prints `contestant median fastest`: milliseconds a step.
 
     python3 benchmarks/alone.py netc --network gpt --batch 12 --steps 30
     python3 benchmarks/alone.py eager --network lenet --batch 64
 
-bench_gpt.py's and bench.py's main tables run both in one process, taking turns, where OMP_WAIT_POLICY=PASSIVE has to be set
-for both runtimes (spinning threads of one would steal the cores from the other): that slows PyTorch's eager
-step (measured: 45-51 ms alone at its defaults, 55-60 ms passive, on the 2-core VM), so this is the stricter
-comparison. It imports nothing of bench.py, which sets that policy.
+The main tables of bench.py, bench_gpt.py and bench_zoo.py run both in one process, taking turns, where
+OMP_WAIT_POLICY=PASSIVE has to be set for both runtimes (spinning threads of one would steal the cores
+from the other): that slows PyTorch's eager step (the GPT's: 45-51 ms alone at its defaults, 55-60 ms
+passive, on the 2-core VM), so this is the stricter comparison; their `--separate` runs it (separate_row).
+It imports nothing of bench.py, which sets that policy.
 """
 
 from __future__ import annotations
@@ -41,20 +42,31 @@ def netc_step(batch: int, arrays: dict):
     return lambda: trainer.step(**arrays)
 
 
-def example_netc_step(name: str, batch: int, arrays: dict):
+def network_source(name: str) -> tuple:
+    """(the .net file, its twin class, its input spec) of an example or a zoo network, by name."""
+    from twins import EXAMPLES
+    from zoo_twins import ZOO, ZOO_DIR
+
+    if f"{name}.net" in EXAMPLES:
+        return (ROOT / "examples" / f"{name}.net", *EXAMPLES[f"{name}.net"])
+    if f"{name}.net" in ZOO:
+        return (ZOO_DIR / f"{name}.net", *ZOO[f"{name}.net"])
+    raise SystemExit(f"no example or zoo network named {name}")
+
+
+def sgd_netc_step(name: str, batch: int, arrays: dict):
+    """An example's or zoo network's training step, SGD with momentum as bench.py and bench_zoo.py take it."""
     import netc
     from netc.compiler.optim import SGD
 
-    trainer = netc.compile(ROOT / "examples" / f"{name}.net", batch=batch, backend="cpu").trainer(
-        SGD(lr=0.01, momentum=0.9)
-    )
+    model = netc.compile(network_source(name)[0], batch=batch, backend="cpu")
+    trainer = model.trainer(SGD(lr=0.01, momentum=0.9))
     return lambda: trainer.step(**arrays)
 
 
 def eager_step(network: str, arrays: dict):
     import torch
     from gpt_twin import GPT, GPTConfig
-    from twins import EXAMPLES
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
@@ -62,7 +74,7 @@ def eager_step(network: str, arrays: dict):
         twin = GPT(GPTConfig()).train()
         optimizer = torch.optim.AdamW(twin.parameters(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
     else:
-        twin = EXAMPLES[f"{network}.net"][0]().train()
+        twin = network_source(network)[1]().train()
         optimizer = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9)
     tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
 
@@ -83,9 +95,9 @@ def inputs(network: str, batch: int) -> dict:
         config = GPTConfig()
         shape = (batch, config.block_size)
         return {name: rng.integers(0, config.vocab_size, shape) for name in ("idx", "targets")}
-    from twins import EXAMPLES, example_inputs
+    from twins import example_inputs
 
-    return example_inputs(EXAMPLES[f"{network}.net"][1], batch, rng)
+    return example_inputs(network_source(network)[2], batch, rng)
 
 
 def separate_row(network: str, batch: int, turns: int) -> str:
@@ -106,15 +118,17 @@ def separate_row(network: str, batch: int, turns: int) -> str:
     )
 
 
-SEPARATE_HEADER = "| network | batch | train: netc ms alone | eager ms alone | vs eager |\n|---|---|---|---|---|"
+SEPARATE_HEADER = (
+    "| network | batch | train: netc ms alone | eager ms alone | vs eager |\n|---|---|---|---|---|"
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("contestant", choices=("netc", "eager"))
-    parser.add_argument("--network", default="gpt", help="gpt or an example's name (lenet, cifar_net, ...)")
+    parser.add_argument("--network", default="gpt", help="gpt, or an example's or zoo network's name: lenet")
     parser.add_argument("--batch", type=int, default=12)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=30, help="at most (past 10 s: fewer, >= 5)")
     args = parser.parse_args()
     arrays = inputs(args.network, args.batch)
     if args.contestant == "eager":
@@ -122,11 +136,11 @@ def main() -> None:
     elif args.network == "gpt":
         step = netc_step(args.batch, arrays)
     else:
-        step = example_netc_step(args.network, args.batch, arrays)
+        step = sgd_netc_step(args.network, args.batch, arrays)
     for _ in range(5):  # compiles, warms the caches and the allocators
         step()
     seconds = []
-    for _ in range(args.steps):
+    while len(seconds) < args.steps and (len(seconds) < 5 or sum(seconds) < 10):  # slow steps: 5, or 10 s
         start = time.perf_counter()
         step()
         seconds.append(time.perf_counter() - start)

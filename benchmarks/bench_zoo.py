@@ -159,6 +159,11 @@ def main() -> None:
     parser.add_argument("--networks", nargs="*", default=[n.removesuffix(".net") for n in sorted(ZOO)])
     parser.add_argument("--quick", action="store_true", help="batch 4 and 3 rounds: a check that it runs")
     parser.add_argument("--no-torch-compile", action="store_true", help="leave torch.compile out (slow)")
+    parser.add_argument(
+        "--separate", action="store_true",
+        help="also time each training step with netc and eager each alone in its own process, at its "
+        "library's defaults (alone.py): the shared process's passive OpenMP waiting slows eager",
+    )
     args = parser.parse_args()
     names = [n if n.endswith(".net") else n + ".net" for n in args.networks]
     unknown = [n for n in names if n not in ZOO]
@@ -180,6 +185,14 @@ def main() -> None:
     print(speed_table(rows, with_compile) + "\n")
     print(memory_table(rows, with_compile) + "\n")
     print(compile_table(rows, names, batches, with_compile), flush=True)
+    if args.separate:
+        from alone import SEPARATE_HEADER, separate_row
+
+        print("\nEach alone in its own process at its library's defaults (alone.py; 2 turns each):\n")
+        print(SEPARATE_HEADER)
+        for name in names:
+            for batch in batches[name]:
+                print(separate_row(name.removesuffix(".net"), batch, turns=2), flush=True)
 
 
 if __name__ == "__main__":
