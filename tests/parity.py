@@ -19,6 +19,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import netc
 import numpy as np
 import pytest
 from netc.compiler.errors import NetcError
@@ -137,6 +138,15 @@ class Suite:
             results.update({f"update:{name}": by_id[v.id] for name, v in self.graph.updates.items()})
             self._results[backend] = results
         return self._results[backend]
+
+
+def float64_pair(path, batch: int, **compile_args) -> tuple:
+    """(reference, cpu): the network compiled for both backends in float64 with the reference's weights loaded
+    into the cpu model, so that their results agree to rounding."""
+    ref = netc.compile(path, batch=batch, precision="float64", **compile_args)
+    cpu = netc.compile(path, batch=batch, backend="cpu", precision="float64", **compile_args)
+    cpu.load_state_dict(ref.state_dict())
+    return ref, cpu
 
 
 def assert_same_results(got: dict, want: dict, keys, what: str, rtol: float = 1e-7, atol: float = 1e-10) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from parity import assert_same_results, float64_pair
 from samples import every_op_sample
 from twins import EXAMPLES, assert_matches_twin, example_inputs
 
@@ -42,13 +43,10 @@ def test_forward_and_gradients_match_pytorch(name, training):
 
 
 def test_float64_matches_the_reference_to_rounding():
-    ref = netc.compile(EXAMPLES_DIR / "resnet_tiny.net", batch=2, precision="float64")
-    cpu = netc.compile(EXAMPLES_DIR / "resnet_tiny.net", batch=2, backend="cpu", precision="float64")
-    cpu.load_state_dict(ref.state_dict())
+    ref, cpu = float64_pair(EXAMPLES_DIR / "resnet_tiny.net", 2)
     inputs = example_inputs(EXAMPLES["resnet_tiny.net"][1], 2, np.random.default_rng(0))
-    a, b = ref.gradients(**inputs), cpu.gradients(**inputs)
-    for key in a:
-        np.testing.assert_allclose(b[key], a[key], rtol=1e-9, atol=1e-13, err_msg=key)
+    want = ref.gradients(**inputs)
+    assert_same_results(cpu.gradients(**inputs), want, want, "gradients", rtol=1e-9, atol=1e-13)
 
 
 def test_dropout_draws_the_same_bits_as_the_reference(tmp_path):
@@ -79,13 +77,10 @@ def test_an_embeddings_gradient_adds_its_rows_in_blocks_of_columns(tmp_path):
     path.write_text("network E {\n    input ids: i64[N, 7]\n    emb = Embedding(13, 100)\n"
                     "    y = ids -> emb\n"
                     "    loss = mean(y * y)\n    output y\n    minimize loss\n}\n")
-    ref = netc.compile(path, batch=3, precision="float64")
-    cpu = netc.compile(path, batch=3, backend="cpu", precision="float64")
-    cpu.load_state_dict(ref.state_dict())
+    ref, cpu = float64_pair(path, 3)
     ids = np.random.default_rng(0).integers(0, 13, (3, 7))  # 21 ids among 13 rows: some repeat
-    want, got = ref.gradients(ids=ids), cpu.gradients(ids=ids)
-    for name in want:
-        np.testing.assert_allclose(got[name], want[name], rtol=1e-12, atol=1e-14, err_msg=name)
+    want = ref.gradients(ids=ids)
+    assert_same_results(cpu.gradients(ids=ids), want, want, "gradients", rtol=1e-12, atol=1e-14)
     step = cpu.compile_step("gradients", until="rendered")
     (index,) = [i for i, k in enumerate(step.kernels) if k.values[0].op == "scatter_add"]
     ctx = Renderer(C, "double", step.plan.offsets).context(index, step.kernels[index])
@@ -100,13 +95,10 @@ def test_a_bias_gradient_is_summed_without_a_parallel_region(tmp_path):
     path = tmp_path / "b.net"
     path.write_text("network B {\n    input x: [N, 40]\n    fc = Linear(40, 40)\n    y = x -> fc\n"
                     "    loss = mean(y * y)\n    output y\n    minimize loss\n}\n")
-    ref = netc.compile(path, batch=5, precision="float64")
-    cpu = netc.compile(path, batch=5, backend="cpu", precision="float64")
-    cpu.load_state_dict(ref.state_dict())
+    ref, cpu = float64_pair(path, 5)
     x = np.random.default_rng(0).standard_normal((5, 40))
-    want, got = ref.gradients(x=x), cpu.gradients(x=x)
-    for name in want:
-        np.testing.assert_allclose(got[name], want[name], rtol=1e-12, atol=1e-14, err_msg=name)
+    want = ref.gradients(x=x)
+    assert_same_results(cpu.gradients(x=x), want, want, "gradients", rtol=1e-12, atol=1e-14)
     step = cpu.compile_step("gradients", until="rendered")
     (index,) = [i for i, k in enumerate(step.kernels) if k.kind == "reduce"]
     ctx = Renderer(C, "double", step.plan.offsets).context(index, step.kernels[index])

@@ -14,6 +14,7 @@ from netc.compiler.codegen.render import CUDA, C, Renderer
 from netc.compiler.passes.fuse import fuse
 from netc.compiler.passes.gemm_tasks import GEMM_LEAST, GEMM_MIN_COLUMNS, GEMM_MIN_ROWS, gemm_blocks
 from netc.compiler.passes.simplify import simplify
+from parity import float64_pair
 
 THREADS = 8  # the threads the products below are shared out for (the renderer's `threads`)
 
@@ -109,9 +110,7 @@ def test_split_linear_layers_match_the_reference(tmp_path, batch, features):
     # The step's products (m, n, k): fc1 and fc2 forward, their weight gradients (dY^T X: A read transposed).
     products = [(batch, narrow, wide), (batch, wide, narrow), (narrow, wide, batch), (wide, narrow, batch)]
     assert {split_kind(1, *mnk) for mnk in products} - {"whole"} == KINDS[batch]
-    ref = netc.compile(path, batch=batch, precision="float64")
-    cpu = netc.compile(path, batch=batch, backend="cpu", precision="float64")
-    cpu.load_state_dict(ref.state_dict())
+    ref, cpu = float64_pair(path, batch)
     assert [k.kind for k in cpu.compile_step("gradients", until="fused").kernels].count("matmuls") == 1
     rng = np.random.default_rng(0)
     feeds = {"x": rng.standard_normal((batch, wide)), "y": rng.standard_normal((batch, wide))}

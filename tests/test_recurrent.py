@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from lowering_harness import assert_close, flat_results, random_state, result_outputs, run
-from parity import Suite
+from parity import Suite, assert_same_results, float64_pair
 from test_cuda_codegen import cuda_source, needs_nvcc, nvcc
 from test_layers import CASES, build
 
@@ -132,12 +132,10 @@ def test_the_gradient_of_the_steps_inputs_is_one_concat_not_a_pad_per_step(seque
 
 
 def test_the_network_trains_alike_on_cpu_and_reference(sequences):
-    ref = netc.compile(sequences, batch=2, precision="float64")
-    cpu = netc.compile(sequences, batch=2, backend="cpu", precision="float64")
-    cpu.load_state_dict(ref.state_dict())
+    ref, cpu = float64_pair(sequences, 2)
     x = np.random.default_rng(0).standard_normal((2, 3, 4))
-    for key, value in ref.gradients(x=x).items():
-        np.testing.assert_allclose(cpu.gradients(x=x)[key], value, rtol=1e-9, atol=1e-12, err_msg=key)
+    want = ref.gradients(x=x)
+    assert_same_results(cpu.gradients(x=x), want, want, "gradients", rtol=1e-9, atol=1e-12)
 
 
 SMALL = """network Small {

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from parity import assert_same_results, float64_pair
 from twins import EXAMPLES, example_inputs
 
 import netc
@@ -118,10 +119,7 @@ def test_gelu_after_a_linear_stores_its_output_and_erf_alone(tmp_path):
     cheap = cheap_activations(joint, joint.values.index(joint.loss))
     assert {v.op for v in joint.values if v.id in cheap} == {"add", "mul"}  # x + b, x/2, x/sqrt 2, 1 + erf
     assert all("ln" not in v.scope for v in joint.values if v.id in cheap)  # x̂ is not recomputed
-    ref = netc.compile(path, batch=4, precision="float64")
-    cpu = netc.compile(path, batch=4, backend="cpu", precision="float64")
-    cpu.load_state_dict(ref.state_dict())
+    ref, cpu = float64_pair(path, 4)
     x = np.random.default_rng(0).standard_normal((4, 16))
-    want, got = ref.gradients(x=x), cpu.gradients(x=x)
-    for name in want:
-        np.testing.assert_allclose(got[name], want[name], rtol=1e-10, atol=1e-12, err_msg=name)
+    want = ref.gradients(x=x)
+    assert_same_results(cpu.gradients(x=x), want, want, "gradients", rtol=1e-10, atol=1e-12)

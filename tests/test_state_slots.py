@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from parity import float64_pair
 
 import netc
 from netc.compiler.ir import Graph
@@ -39,10 +40,7 @@ def path(tmp_path_factory):
 
 def _pair(path):
     """The same model on both backends, in float64 so that they agree to rounding."""
-    ref = netc.compile(path, batch=BATCH, precision="float64", seed=1)
-    cpu = netc.compile(path, batch=BATCH, backend="cpu", precision="float64", seed=1)
-    cpu.load_state_dict(ref.state_dict())
-    return ref, cpu
+    return float64_pair(path, BATCH, seed=1)
 
 
 def _batches(count: int) -> list:

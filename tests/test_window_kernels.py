@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import netc
+from parity import float64_pair
 
 ATOL = 1e-10  # float64 on both sides: only summation order differs
 
@@ -39,9 +38,7 @@ def test_windows_on_the_cpu_backend_match_the_reference(tmp_path, name):
         f"    output y\n    minimize loss\n}}\n"
     )
     batch = 3
-    ref = netc.compile(path, batch=batch, precision="float64")
-    cpu = netc.compile(path, batch=batch, backend="cpu", precision="float64")
-    cpu.load_state_dict(ref.state_dict())
+    ref, cpu = float64_pair(path, batch)
     rng = np.random.default_rng(1)
     dims = [int(d) for d in shape.strip("[]").split(", ")[1:]]
     feeds = {"x": rng.standard_normal([batch, *dims]), "w": rng.standard_normal([batch, 1])}
