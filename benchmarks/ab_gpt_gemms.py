@@ -11,9 +11,7 @@ the whole step.
 
 from __future__ import annotations
 
-import argparse
 import collections
-import ctypes
 import os
 import statistics
 import tempfile
@@ -27,6 +25,7 @@ from bench import ROOT  # noqa: E402,F401  (sets OMP_WAIT_POLICY and puts tests/
 from bench_gemm_shapes import library  # noqa: E402
 
 import numpy as np  # noqa: E402
+from gpt_setup import ab_arguments, gpt_inputs  # noqa: E402
 from gpt_twin import GPT_NET  # noqa: E402
 
 import netc  # noqa: E402
@@ -93,14 +92,8 @@ def single_thread_gflops(lib, batch: int, m: int, n: int, k: int, trans: str, ro
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=12)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    batch, rounds = (2, 3) if args.quick else (args.batch, args.rounds)
-    rng = np.random.default_rng(0)
-    arrays = {name: rng.integers(0, 65, (batch, 64)) for name in ("idx", "targets")}
+    batch, rounds = ab_arguments(__doc__.splitlines()[0], rounds=15)
+    arrays = gpt_inputs(batch, vocab_size=65)
     variants = {"before (rows)": row_blocks, "now (blocks)": gemm_tasks.gemm_blocks}
     built = {label: trainer_for(batch, rule, label, arrays) for label, rule in variants.items()}
     kernel_ms = {label: collections.defaultdict(list) for label in built}

@@ -17,7 +17,6 @@ moments.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import copy
 import os
@@ -31,8 +30,8 @@ os.environ["NETC_PROFILE"] = "1"
 os.environ["NETC_CACHE_DIR"] = tempfile.mkdtemp(prefix="ab_gpt_step_")
 from bench import torch_step  # noqa: E402  (sets OMP_WAIT_POLICY and puts tests/ on the path)
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from gpt_setup import BETAS, LR, WEIGHT_DECAY, ab_arguments, gpt_inputs  # noqa: E402
 from gpt_twin import GPT, GPT_NET, GPTConfig  # noqa: E402
 
 import netc  # noqa: E402
@@ -41,7 +40,6 @@ from netc.compiler.codegen import index  # noqa: E402
 from netc.compiler.passes import fuse, remat  # noqa: E402
 from netc.runtime import cpu  # noqa: E402
 
-LR, BETAS, DECAY = 1e-3, (0.9, 0.99), 0.1
 BEFORE_TASKS = 8  # the tasks every product was shared out into, whatever the threads
 
 
@@ -64,7 +62,7 @@ def trainer_for(batch: int, before: bool, state: dict, arrays: dict):
     try:
         model = netc.compile(netc.load(GPT_NET, text=text), batch=batch, backend="cpu")
         model.load_state_dict(state)
-        trainer = model.trainer(AdamW(lr=LR, betas=BETAS, weight_decay=DECAY))
+        trainer = model.trainer(AdamW(lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY))
         trainer.step(**arrays)
     finally:
         for key, (module, name, _) in BEFORE.items():
@@ -77,21 +75,15 @@ def kind_of(kernel) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=12)
-    parser.add_argument("--rounds", type=int, default=25)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    batch, rounds = (2, 3) if args.quick else (args.batch, args.rounds)
+    batch, rounds = ab_arguments(__doc__.splitlines()[0], rounds=25)
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
     twin = GPT(GPTConfig())
-    rng = np.random.default_rng(0)
-    arrays = {name: rng.integers(0, 84, (batch, 64)) for name in ("idx", "targets")}
+    arrays = gpt_inputs(batch)
     trainers = {label: trainer_for(batch, label == "before", twin.state_dict(), arrays)
                 for label in ("before", "now")}
     module = copy.deepcopy(twin).train()
-    optimizer = torch.optim.AdamW(module.parameters(), lr=LR, betas=BETAS, weight_decay=DECAY)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
     eager = torch_step(module, {k: torch.from_numpy(v) for k, v in arrays.items()}, optimizer)
     for _ in range(3):
         eager()

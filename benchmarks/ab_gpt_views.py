@@ -9,20 +9,18 @@ beside PyTorch eager, in one process, timed in alternating rounds (benchmarks/be
 
 from __future__ import annotations
 
-import argparse
 import copy
 
 from bench import interleaved_seconds, torch_step
 
-import numpy as np
 import torch
+from gpt_setup import BETAS, LR, WEIGHT_DECAY, ab_arguments, gpt_inputs
 from gpt_twin import GPT, GPT_NET, GPTConfig
 
 import netc
 from netc.compiler.optim import AdamW
 from netc.compiler.passes import fuse, partition
 
-LR, BETAS, DECAY = 1e-3, (0.9, 0.99), 0.1
 
 
 def trainer_for(batch: int, views: bool, state: dict, arrays: dict):
@@ -36,7 +34,7 @@ def trainer_for(batch: int, views: bool, state: dict, arrays: dict):
     try:
         model = netc.compile(netc.load(GPT_NET, text=text), batch=batch, backend="cpu")
         model.load_state_dict(state)
-        trainer = model.trainer(AdamW(lr=LR, betas=BETAS, weight_decay=DECAY))
+        trainer = model.trainer(AdamW(lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY))
         trainer.step(**arrays)
     finally:
         partition.plan_views, fuse.write_through = plan_views, write_through
@@ -44,21 +42,15 @@ def trainer_for(batch: int, views: bool, state: dict, arrays: dict):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=12)
-    parser.add_argument("--rounds", type=int, default=21)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    batch, rounds = (2, 3) if args.quick else (args.batch, args.rounds)
+    batch, rounds = ab_arguments(__doc__.splitlines()[0], rounds=21)
     torch.manual_seed(0)
     twin = GPT(GPTConfig())
-    rng = np.random.default_rng(0)
-    arrays = {name: rng.integers(0, 84, (batch, 64)) for name in ("idx", "targets")}
+    arrays = gpt_inputs(batch)
     trainers = {label: trainer_for(batch, views, twin.state_dict(), arrays)
                 for label, views in (("views", True), ("copies", False))}
     contestants = {label: (lambda t=t: t.step(**arrays)) for label, t in trainers.items()}
     module = copy.deepcopy(twin).train()
-    optimizer = torch.optim.AdamW(module.parameters(), lr=LR, betas=BETAS, weight_decay=DECAY)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
     contestants["eager"] = torch_step(module, {k: torch.from_numpy(v) for k, v in arrays.items()}, optimizer)
     seconds = interleaved_seconds(contestants, rounds=rounds)
     print("| batch | contestant | kernels | train ms | eager / it |\n|---|---|---|---|---|")

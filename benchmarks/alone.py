@@ -24,11 +24,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from gpt_setup import BETAS, LR, WEIGHT_DECAY, gpt_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-
-LR, BETAS, WEIGHT_DECAY = 1e-3, (0.9, 0.99), 0.1  # bench_gpt.py's (nanoGPT's shakespeare_char settings)
 
 
 def netc_step(batch: int, arrays: dict):
@@ -88,16 +87,11 @@ def eager_step(network: str, arrays: dict):
 
 def inputs(network: str, batch: int) -> dict:
     """The same arrays bench_gpt.py / bench.py feed (seed 0)."""
-    rng = np.random.default_rng(0)
     if network == "gpt":
-        from gpt_twin import GPTConfig
-
-        config = GPTConfig()
-        shape = (batch, config.block_size)
-        return {name: rng.integers(0, config.vocab_size, shape) for name in ("idx", "targets")}
+        return gpt_inputs(batch)
     from twins import example_inputs
 
-    return example_inputs(network_source(network)[2], batch, rng)
+    return example_inputs(network_source(network)[2], batch, np.random.default_rng(0))
 
 
 def separate_row(network: str, batch: int, turns: int) -> str:

@@ -26,27 +26,18 @@ import time
 # bench first: it sets OMP_WAIT_POLICY before any OpenMP runtime starts, and puts tests/ on the path
 from bench import interleaved_seconds, torch_step
 from alone import SEPARATE_HEADER, separate_row
+from gpt_setup import BETAS, LR, WEIGHT_DECAY, gpt_inputs
 
-import numpy as np
 import torch
 from gpt_twin import GPT, GPT_NET, GPTConfig
 
 import netc
 from netc.compiler.optim import AdamW
 
-LR, BETAS, WEIGHT_DECAY = 1e-3, (0.9, 0.99), 0.1  # nanoGPT's shakespeare_char settings
-
-
-def batch_of(config: GPTConfig, batch: int) -> dict:
-    rng = np.random.default_rng(0)
-    shape = (batch, config.block_size)
-    return {"idx": rng.integers(0, config.vocab_size, shape), "targets": rng.integers(0, config.vocab_size, shape)}
-
-
 def bench_batch(config: GPTConfig, batch: int, rounds: int, with_compile: bool) -> dict:
     torch.manual_seed(0)
     twin = GPT(config)
-    arrays = batch_of(config, batch)
+    arrays = gpt_inputs(batch)
     tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
     row = {"batch": batch, "params": sum(p.numel() for p in twin.parameters())}
 
