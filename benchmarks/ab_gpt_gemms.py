@@ -30,6 +30,7 @@ from gpt_twin import GPT_NET  # noqa: E402
 
 import netc  # noqa: E402
 from netc.compiler.codegen import matmul  # noqa: E402
+from netc.compiler.codegen.render import C  # noqa: E402
 from netc.compiler.passes import gemm_tasks  # noqa: E402
 from netc.compiler.optim import AdamW  # noqa: E402
 from netc.runtime.cpu import kernel_threads, single_threaded_blas  # noqa: E402
@@ -37,6 +38,7 @@ from netc.runtime.cpu import kernel_threads, single_threaded_blas  # noqa: E402
 
 class _Shapes:  # what matmul_context asks of the renderer
     float_type = "float"
+    target = C
     threads = kernel_threads()
 
     def ctype(self, dtype):
