@@ -289,10 +289,8 @@ def write_drawing(source: str, format: str, output: Path | None) -> None:
 
 def cmd_compile(args) -> None:
     from netc.runtime.export import export_compiled
-    from netc.runtime.model import check_precision
 
     net = load_network(args)
-    check_precision(args.precision, args.backend)
     bindings = netc.bindings_for(net, args.batch)
     for path in export_compiled(net, bindings, args.output, args.precision, backend=args.backend):
         print(path)

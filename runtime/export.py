@@ -25,6 +25,7 @@ from netc.compiler.optim import SGD
 from netc.compiler.pipeline import StepSpec, compile_network_step
 
 from .cpu import CpuBackend
+from .model import check_precision
 
 
 def export_compiled(
@@ -32,6 +33,7 @@ def export_compiled(
 ) -> list:
     """Compile the training step and inference of `network` for `backend` ("cpu" or "cuda", which needs no
     GPU to be compiled) and write every stage; return the paths."""
+    check_precision(precision, backend)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a file of that name, no permission...
