@@ -44,6 +44,7 @@ STAGES = {
     "netc.compiler.passes.pieces": "memory planning",
     "netc.compiler.passes.occupancy": "memory planning",
     "netc.compiler.passes.gemm_tasks": "memory planning",
+    "netc.compiler.passes.scratch": "memory planning",
     "netc.compiler.passes.memory": "memory planning",
     "netc.compiler.codegen": "code generation",
     "netc.compiler.passes.arena": "memory planning",

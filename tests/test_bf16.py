@@ -27,6 +27,7 @@ from netc.compiler.dtypes import round_to_bf16
 from netc.compiler.passes import gemm_tasks
 from netc.compiler.passes.arena import ScratchName, scratch_name
 from netc.compiler.passes.matmul_operands import matmul_operand
+from netc.compiler.passes.scratch import scratch_bytes
 from netc.compiler.pipeline import StepSpec, compile_network_step
 from netc.runtime.backends import get_backend
 from netc.runtime.cuda import CudaCodegen
@@ -249,6 +250,23 @@ def test_a_bf16_gemm_widens_its_operands_in_the_arena():
         for k in cpu.kernels
     )
     assert cuda.plan.arena_bytes < cpu.plan.arena_bytes <= cuda.plan.arena_bytes + extra
+
+
+def test_a_bf16_fold_sums_in_the_arena(resnet_case):
+    """A bf16 convolution's input gradient (fold) adds its columns up in float32 in its scratch, planned in
+    the arena (passes/scratch.py), not malloc'd on every call; CUDA's fold sums in registers and has none.
+    Its numbers: the resnet test below, whose second convolutions' input gradients are such folds."""
+    network = resnet_case[0]
+    spec = StepSpec("train", optimizer=netc.optim.SGD(lr=0.1))
+    cpu = compile_network_step(network, {"N": 32}, spec, get_backend("cpu"), "bf16", until="rendered")
+    cuda = compile_network_step(network, {"N": 32}, spec, CudaCodegen(), "bf16", until="planned")
+    assert "malloc" not in cpu.source and "free(" not in cpu.source
+    folds = [k for k in cpu.kernels if k.kind == "window" and k.values[-1].op == "fold"]
+    assert folds and all(k.values[-1].dtype == "bf16" for k in folds)
+    for k in folds:
+        assert scratch_bytes(k, "float", "c") == 4 * math.prod(k.values[-1].shape)
+        assert cpu.plan.offsets[scratch_name(k)] >= 0
+    assert not any(scratch_bytes(k, "float", "cuda") for k in cuda.kernels if k.kind == "window")
 
 
 def test_parameters_gradients_and_optimiser_state_stay_float32():

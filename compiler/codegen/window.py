@@ -8,6 +8,7 @@ import math
 
 from ..ops.window import window_counts
 from ..passes.kernel import Kernel
+from ..passes.scratch import fold_accumulator_elements
 from .layout import contiguous_strides, literal
 
 
@@ -53,6 +54,8 @@ def window_context(renderer, kernel: Kernel) -> dict:
         store=renderer.store(v.dtype, "@").split("@"),
         bf16=v.dtype == "bf16",
     )
+    if fold_accumulator_elements(kernel, renderer.target.name):  # a bf16 fold's float32 sums (passes/scratch.py)
+        ctx["args"].append(renderer.scratch_pointer(kernel, "f32"))
     if v.op == "unfold":
         ctx["pad_value"] = renderer.store(v.dtype, literal(float(attrs["pad_value"]), renderer.ctype(v.dtype)))
     return ctx

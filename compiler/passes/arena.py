@@ -16,9 +16,9 @@ from ..dtypes import item_bytes
 from ..ir import LEAF_OPS
 from .floating import storage
 from .kernel import reads
-from .gemm_tasks import scratch_bytes
 from .memory import Buffer, live_bytes_lower_bound, plan_memory
 from .pieces import piece_places
+from .scratch import scratch_bytes
 
 @dataclass
 class PlannedStep:
@@ -64,7 +64,7 @@ def with_pieces(offsets: dict, places: dict) -> dict:
 def step_buffers(graph, kernels, roots, float_type: str, target: str) -> dict:
     """One Buffer per stored value: leaves and exposed values live throughout; intermediates from the kernel
     that writes them to the last kernel that reads them. And one per kernel that needs scratch memory while it
-    runs on `target` ("c" or "cuda": gemm_tasks.scratch_bytes), named by scratch_name, so that nothing is
+    runs on `target` ("c" or "cuda": passes/scratch.py), named by scratch_name, so that nothing is
     allocated during a step. A piece placed in its whole (passes/pieces.py) has no buffer: its whole's lives
     from the first write of any of its pieces to the last read of any, and none of them is written over in
     place, nor takes another's bytes."""
@@ -110,7 +110,7 @@ def step_buffers(graph, kernels, roots, float_type: str, target: str) -> dict:
 
 @dataclass(frozen=True)
 class ScratchName:
-    """The plan's name of a kernel's scratch (gemm_tasks.scratch_bytes), beside the value ids that name every
+    """The plan's name of a kernel's scratch (passes/scratch.py), beside the value ids that name every
     other buffer: the kernel is the one whose last value has id `kernel`."""
 
     kernel: int
