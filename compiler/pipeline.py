@@ -3,6 +3,7 @@ benchmarks and export all run.
 
     stage           what it makes                                                    where
     lowered         the IR of primitive ops, for the sizes and the mode (train/eval) compiler/lower.py
+    whole_batch     a convolution's GEMM over the whole batch, not one per sample     passes/whole_batch.py
     autocast        precision="bf16": the matmuls' operands and results in bfloat16  passes/autocast.py
     differentiated  + the backward pass: the loss's gradient for every parameter      compiler/autodiff.py
     updated         + the optimiser's update of every parameter and of its state      compiler/optim.py
@@ -43,6 +44,7 @@ from .passes.fuse import fuse
 from .passes.remat import rematerialise
 from .passes.state_slots import plan_state_arena
 from .passes.simplify import simplify
+from .passes.whole_batch import whole_batch_gemms
 from .step_cache import load_entry, save_entry, step_key
 
 KINDS = ("forward", "gradients", "hvp", "train")
@@ -332,6 +334,12 @@ def autocast(graph, precision: str):
     return autocast_bf16(graph) if precision in MIXED_PRECISIONS else graph
 
 
+def target_of(backend) -> str | None:
+    """The code generator's target a backend compiles for ("c", "cuda"), or None (the reference backend runs
+    the IR as it is)."""
+    return getattr(backend, "target", None) if getattr(backend, "compiles", False) else None
+
+
 def _differentiate(step: CompiledStep, graph):
     spec = step.spec
     if spec.kind == "train":
@@ -390,6 +398,9 @@ def _compiled(step) -> bool:
 
 STAGES = (
     Stage("lowered", "the IR of primitive ops for the sizes and the mode", _lower),
+    # Before differentiation, so that the backward pass is built from the whole-batch GEMMs too.
+    Stage("whole_batch", "convolutions as one GEMM over the whole batch",
+          lambda s, g: whole_batch_gemms(g, target_of(s.backend)), lambda step: target_of(step.backend) is not None),
     # Before differentiation, so that the backward pass is built from the bf16 matmuls (bf16 GEMMs too).
     Stage("autocast", "the matmuls in bfloat16 (precision='bf16')", lambda s, g: autocast(g, s.precision),
           lambda step: step.precision in MIXED_PRECISIONS),

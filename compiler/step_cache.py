@@ -21,6 +21,7 @@ A step's key is the SHA-256 of everything its artefacts depend on:
   learning rate is an input of the step);
 - the precision, whether kernels are profiled, and what the backend's rendering depends on
   (`backend.step_cache_identity()`);
+- the settings of the passes that tests and benchmarks change at run time (passes/whole_batch.py's);
 - netc itself: its version, Python's, NumPy's, and the SHA-256 of netc's own source (.py files, templates,
   grammar), so that any change to the compiler leaves every entry behind.
 A backend without `step_cache_identity` (the reference; cuda, whose launches depend on the device) and a
@@ -50,6 +51,7 @@ from pathlib import Path
 
 from .errors import NetcError, NetcWarning
 from .files import write_file
+from .passes import whole_batch
 from .user_cache import private_directory, untrusted_reason
 
 FORMAT = "netc-step-1"  # bump when the payload's layout changes
@@ -74,6 +76,7 @@ def step_key(step) -> str | None:
         "precision": step.precision,
         "profile": step.profile,
         "backend": identity(),
+        "passes": whole_batch.settings(),
     }
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 from netc.compiler.errors import NetcError
-from netc.compiler.pipeline import autocast, state_updates
+from netc.compiler.passes.whole_batch import whole_batch_gemms
+from netc.compiler.pipeline import autocast, state_updates, target_of
 
 from . import reference
 from .split_step import DEFAULT_BUCKET_BYTES, REDUCED_PREFIX, build_split_step_graph, phases_of
@@ -55,8 +56,9 @@ class DataParallelTrainer(Trainer):
         ranks = self.world.size if self.sync_batchnorm and model.training else 1
         network = model.network.lower(model.bindings, model.training, sync_ranks=ranks)
         if id(network) not in self._graphs:  # the model keeps its graphs as long as it lives
-            # The precision's own rewriting first (precision="bf16": passes/autocast.py), as the stages do.
-            lowered = autocast(network, model.precision)
+            # The stages' rewriting first (whole-batch GEMMs; precision="bf16": passes/autocast.py), as a
+            # step's own stages do.
+            lowered = autocast(whole_batch_gemms(network, target_of(model.backend)), model.precision)
             self._graphs[id(network)] = build_split_step_graph(lowered, self.optimizer)
         return self._graphs[id(network)]
 

@@ -1,8 +1,15 @@
-"""Convolutions as GEMMs (functional/conv.py, passes/fuse.py, codegen/matmul.py): the weight gradient is one
-kernel that accumulates the per-sample products over the batch (no [N, C_out, C_in*K] temporary, no reduction
-kernel), a 1x1 convolution of stride 1 reads its input as the column matrix (no unfold, no fold), and the
-results equal PyTorch's at batch > 1 with groups, strides, dilation and padding in 1-D, 2-D and 3-D, on every
-backend. One network holds every case, so each compiled backend builds one module for the file.
+"""Convolutions as GEMMs (functional/conv.py, passes/whole_batch.py, passes/fuse.py, codegen/matmul.py).
+
+As one GEMM over the whole batch (passes/whole_batch.py: on CUDA always, on the CPU for few windows per
+sample): the columns unfolded as [C, K, N, L], one GEMM forward, one for the weight gradient (K = N * L) and
+one for the columns' gradient, with no per-sample launch; the results equal PyTorch's.
+
+Per sample (the CPU's way for wide products, and the rewrite switched off: the `per_sample` fixture): the weight
+gradient is one kernel that accumulates the per-sample products over the batch (no [N, C_out, C_in*K]
+temporary, no reduction kernel), a 1x1 convolution of stride 1 reads its input as the column matrix (no
+unfold, no fold), and the results equal PyTorch's at batch > 1 with groups, strides, dilation and padding in
+1-D, 2-D and 3-D, on every backend. One network holds every case, so each compiled backend builds one module
+for the file in each way.
 """
 
 from __future__ import annotations
@@ -15,10 +22,11 @@ import pytest
 import torch
 from netc.compiler.codegen.launch import GemmLaunch, plan_launches
 from netc.compiler.codegen.render import CUDA, C, Renderer
-from netc.compiler.passes import gemm_tasks
+from netc.compiler.optim import SGD
+from netc.compiler.passes import gemm_tasks, whole_batch
 from netc.compiler.passes.arena import ScratchName, scratch_name
 from netc.compiler.passes.kernel import reads
-from parity import COMPILED, available, on_host
+from parity import COMPILED, EMULATED, HAS_CXX, available, on_host
 
 BATCH = 3
 LAYERS = {  # name: (input shape without the batch, torch layer, netc layer)
@@ -30,6 +38,8 @@ LAYERS = {  # name: (input shape without the batch, torch layer, netc layer)
            "Conv3d(2, 4, 2, stride = (1, 2, 1), padding = 1)"),
     "p1": ((4, 5, 6), torch.nn.Conv2d(4, 6, 1, groups=2), "Conv2d(4, 6, 1, groups = 2)"),
     "p2": ((4, 5, 6), torch.nn.Conv2d(4, 6, 1, stride=2, bias=False), "Conv2d(4, 6, 1, stride = 2, bias = false)"),
+    "t2": ((4, 3, 4), torch.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2),
+           "ConvTranspose2d(4, 6, 3, stride = 2, padding = 1, output_padding = 1, groups = 2)"),
 }
 
 
@@ -83,9 +93,26 @@ def case():
     return inputs, state, outputs, grads, loss.item()
 
 
-@pytest.mark.parametrize("backend", ["reference", *COMPILED])
-def test_convolutions_and_their_gradients_equal_torchs(path, case, backend):
+@pytest.fixture
+def per_sample(monkeypatch):
+    """The rewrite to whole-batch GEMMs switched off on every target: the per-sample GEMMs' machinery."""
+    monkeypatch.setattr(whole_batch, "ENABLED", dict.fromkeys(whole_batch.ENABLED, False))
+
+
+@pytest.fixture
+def every_convolution_whole(monkeypatch):
+    """The CPU's rewrite for every convolution, whatever its windows (CUDA's rule)."""
+    monkeypatch.setattr(whole_batch, "CPU_MAX_WINDOWS", 1 << 62)
+
+
+@pytest.mark.parametrize("backend", ["reference", *COMPILED, "cpu, every convolution whole"])
+def test_convolutions_and_their_gradients_equal_torchs(path, case, backend, request):
+    """On the cpu backend, c1, p2 and t2 (few windows) run as whole-batch GEMMs, the others per sample; on
+    cuda every one, as on the cpu when told so."""
     inputs, state, outputs, grads, loss = case
+    if backend == "cpu, every convolution whole":
+        request.getfixturevalue("every_convolution_whole")
+        backend = "cpu"
     with available(backend):
         model = netc.compile(path, batch=BATCH, backend=backend)
         model.load_state_dict(state)
@@ -99,7 +126,7 @@ def test_convolutions_and_their_gradients_equal_torchs(path, case, backend):
         np.testing.assert_allclose(got[key], want, rtol=1e-4, atol=1e-4 * np.abs(want).max(), err_msg=key)
 
 
-def test_each_weight_gradient_is_one_accumulating_gemm_kernel(path):
+def test_each_weight_gradient_is_one_accumulating_gemm_kernel(path, per_sample):
     """The per-sample products of a weight gradient are summed inside the GEMM kernel: no reduction kernel
     follows a matmul, and no stored value is as large as a batch of weight-sized products."""
     model = netc.compile(path, batch=BATCH, backend="cpu")
@@ -116,7 +143,7 @@ def test_each_weight_gradient_is_one_accumulating_gemm_kernel(path):
     assert "s > first, out" in source  # beta: the first product of a run written, the others added
 
 
-def test_a_grouped_convolutions_weight_is_read_in_place_not_copied_per_sample(path):
+def test_a_grouped_convolutions_weight_is_read_in_place_not_copied_per_sample(path, per_sample):
     """The weight [g, C_out/g, C_in/g*K], broadcast over the batch, is read by the GEMMs with a batch stride of 0
     along the samples and one matrix per group: no kernel writes the broadcast (N copies of the weight). On
     CUDA, a strided batch over the groups for each sample."""
@@ -129,7 +156,7 @@ def test_a_grouped_convolutions_weight_is_read_in_place_not_copied_per_sample(pa
     assert len(c1) == BATCH and {(x.batch, x.stride_a) for x in c1} == {(2, 18)}
 
 
-def test_a_one_by_one_convolution_of_stride_one_reads_its_input_as_the_columns(path):
+def test_a_one_by_one_convolution_of_stride_one_reads_its_input_as_the_columns(path, per_sample):
     """No unfold (forward) and no fold (input gradient) for p1, the 1x1 convolution of stride 1."""
     model = netc.compile(path, batch=BATCH, backend="cpu")
     step = model.compile_step("gradients", wrt=["xp1", "xp2"], until="fused")
@@ -138,7 +165,7 @@ def test_a_one_by_one_convolution_of_stride_one_reads_its_input_as_the_columns(p
     assert any(v.scope and v.scope.startswith("p2") for v in windows)  # stride 2: a strided unfold
 
 
-def test_an_accumulating_gemm_becomes_cublas_gemms_with_beta_one_after_the_first(path):
+def test_an_accumulating_gemm_becomes_cublas_gemms_with_beta_one_after_the_first(path, per_sample):
     """On CUDA, the kernel is one strided-batched GEMM per summed batch index (the batch here), the first
     writing (beta 0), the others adding (beta 1), all into the same output."""
     model = netc.compile(path, batch=BATCH, backend="cpu")
@@ -164,7 +191,9 @@ SPLITS = {  # gemm_tasks.py's constants that make every summing kernel of the ne
 
 
 @pytest.mark.parametrize("split", list(SPLITS))
-def test_each_way_of_sharing_out_a_summed_gemm_gives_torchs_gradients(path, case, split, monkeypatch, tmp_path):
+def test_each_way_of_sharing_out_a_summed_gemm_gives_torchs_gradients(
+    path, case, split, monkeypatch, tmp_path, per_sample
+):
     """The kernel's tasks take column blocks, row blocks or runs of the batch (gemm_tasks.summed_split): each
     way, every weight gradient as torch's. (The network's products are too small to be split unless told.)
     The runs after the first sum into the kernel's scratch, planned in the arena, not allocated as it runs."""
@@ -206,7 +235,7 @@ def test_a_convolution_with_large_columns_runs_in_chunks_of_the_batch():
     assert {v.shape[0] for v in graph.values if v.op == "unfold" and v.shape[1] == 512} == {32}
 
 
-def test_chunked_convolutions_give_torchs_results(path, case, monkeypatch, tmp_path):
+def test_chunked_convolutions_give_torchs_results(path, case, monkeypatch, tmp_path, per_sample):
     """Every convolution of the network in chunks of the batch (told to): the loss (a function of every output)
     and the gradients as torch's."""
     from netc.compiler.functional import conv
@@ -222,3 +251,73 @@ def test_chunked_convolutions_give_torchs_results(path, case, monkeypatch, tmp_p
     np.testing.assert_allclose(got["loss"], loss, rtol=1e-5)
     for key, want in grads.items():
         np.testing.assert_allclose(got[key], want, rtol=1e-4, atol=1e-4 * np.abs(want).max(), err_msg=key)
+
+
+RESNET_BLOCK = """
+network Block {
+    input x: [N, 8, 8, 8]
+    input labels: i64[N]
+    stem = Conv2d(8, 16, 3, padding = 1, bias = false)
+    bn0 = BatchNorm2d(16)
+    conv1 = Conv2d(16, 16, 3, padding = 1, bias = false)
+    bn1 = BatchNorm2d(16)
+    conv2 = Conv2d(16, 16, 3, padding = 1, bias = false)
+    bn2 = BatchNorm2d(16)
+    down = Conv2d(16, 32, 3, stride = 2, padding = 1, bias = false)
+    fc = Linear(32, 10)
+    h = x -> stem -> bn0 -> relu
+    y = h -> conv1 -> bn1 -> relu -> conv2 -> bn2
+    logits = relu(y + h) -> down -> relu -> adaptive_avg_pool2d(1) -> flatten -> fc
+    loss = cross_entropy(logits, labels)
+    minimize loss
+}
+"""
+CONVOLUTIONS = {"stem": 64, "conv1": 64, "conv2": 64, "down": 16}  # name: windows per sample (L)
+
+
+@pytest.mark.skipif(not HAS_CXX, reason="the emulated cuda backend needs a C++ compiler")
+@pytest.mark.parametrize("rewrite", ["on", "off"])
+def test_a_resnet_blocks_cuda_plan_has_one_gemm_launch_per_convolution_and_gradient(tmp_path, monkeypatch, rewrite):
+    """The cuda training step of a ResNet-like network at batch 8: each convolution is one GEMM launch
+    forward, one for its weight gradient (K = N * L) and one for its input's gradient (the stem has none), each
+    a single GEMM (batch 1: no groups) over all N * L columns. With the rewrite off (to show that this test
+    sees it), the weight gradients are N launches each, one per sample."""
+    if rewrite == "off":
+        monkeypatch.setattr(whole_batch, "ENABLED", {**whole_batch.ENABLED, "cuda": False})
+    file = tmp_path / "block.net"
+    file.write_text(RESNET_BLOCK)
+    batch = 8
+    with available(EMULATED):
+        model = netc.compile(file, batch=batch, backend=EMULATED)
+        step = model.compile_step("train", optimizer=SGD(lr=0.1), until="rendered")
+    gemms = [x for x in step.launches if isinstance(x, GemmLaunch)]
+    per_conv = {name: [x for x in gemms if _scope_of(step.kernels[x.index]).split(" ")[0] == name]
+                for name in CONVOLUTIONS}
+    for name, windows in CONVOLUTIONS.items():
+        launches = per_conv[name]
+        if rewrite == "off":
+            assert len(launches) > 3 and any(x.beta == 1 for x in launches), name
+            continue
+        assert len(launches) == (2 if name == "stem" else 3), name
+        assert all(x.batch == 1 and x.beta == 0 for x in launches), name
+        # forward and input gradient: N * L columns; weight gradient: a sum over N * L products
+        assert sorted({x.n if x.k != batch * windows else x.k for x in launches}) == [batch * windows], name
+        assert any(x.k == batch * windows for x in launches), name  # the weight gradient
+
+
+def _scope_of(kernel) -> str:
+    return next(v.scope for v in kernel.values if v.scope)
+
+
+def test_the_cpu_rewrites_only_convolutions_of_few_windows(path, case):
+    """On the cpu backend (CPU_MAX_WINDOWS), c1 (6 windows per sample), p2 (9) and t2 (12: a ConvTranspose,
+    whose fold reads the product as it lies) become whole-batch GEMMs and the others stay per sample: the
+    lowered graph's batched matmuls of a broadcast weight are left only in those."""
+    model = netc.compile(path, batch=BATCH, backend="cpu")
+    graph = model.compile_step("gradients", until="whole_batch")["whole_batch"]
+    per_sample = {v.scope for v in graph.values if v.op == "matmul" and v.inputs[0].op == "broadcast_to"}
+    assert per_sample == {"c2", "c3", "p1"}
+    window_layouts = {(v.scope, v.op): v.attrs.get("samples_inner", False) for v in graph.values
+                      if v.op in ("unfold", "fold")}
+    assert window_layouts == {("c1", "unfold"): True, ("c2", "unfold"): False, ("c3", "unfold"): False,
+                              ("p2", "unfold"): True, ("t2", "fold"): True}

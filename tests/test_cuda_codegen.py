@@ -23,6 +23,7 @@ from netc.compiler.passes.arena import scratch_name
 from netc.compiler.passes.autocast import autocast_bf16
 from netc.compiler.passes.fuse import fuse
 from netc.compiler.passes.simplify import simplify
+from netc.compiler.passes.whole_batch import whole_batch_gemms
 from netc.compiler.shapes import TensorType
 from samples import every_op_sample
 
@@ -71,7 +72,8 @@ def nvrtc(source: str) -> None:
 
 
 def _example_graphs(name: str, training: bool):
-    forward = netc.load(EXAMPLES_DIR / name).lower({"N": 4}, training=training)
+    # as the cuda stages rewrite it: convolutions as whole-batch GEMMs (passes/whole_batch.py)
+    forward = whole_batch_gemms(netc.load(EXAMPLES_DIR / name).lower({"N": 4}, training=training), "cuda")
     return simplify(grad(forward)), forward  # the training step (forward, backward and loss), and inference
 
 
@@ -148,19 +150,27 @@ def test_an_elementwise_kernel_moves_four_floats_per_access(tmp_path):
 
 def _bf16_training_source() -> str:
     """cifar_net's training step in precision="bf16": casts, unfold and fold of bfloat16 columns, a rows kernel
-    (cross-entropy) reading the last GEMM's bfloat16 result, elementwise kernels moving four of them at once."""
-    forward = autocast_bf16(netc.load(EXAMPLES_DIR / "cifar_net.net").lower({"N": 4}, training=True))
-    source = cuda_source(simplify(grad(forward)))
-    assert "netc_vec<netc_bf16, 4>" in source and "const netc_bf16 *RESTRICT cols" in source
-    assert "_round_entry" in source  # a convolution's weight gradient: float32 sums rounded once
-    return source
+    (cross-entropy) reading the last GEMM's bfloat16 result, elementwise kernels moving four of them at once;
+    its convolutions as the cuda stages rewrite them (whole-batch GEMMs) and, for the per-sample GEMMs'
+    kernels, as they lower."""
+    lowered = netc.load(EXAMPLES_DIR / "cifar_net.net").lower({"N": 4}, training=True)
+    sources = []
+    for forward in (lowered, whole_batch_gemms(lowered, "cuda")):
+        source = cuda_source(simplify(grad(autocast_bf16(forward))))
+        assert "netc_vec<netc_bf16, 4>" in source and "const netc_bf16 *RESTRICT cols" in source
+        sources.append(source)
+    assert "_round_entry" in sources[0]  # a convolution's weight gradient: float32 sums rounded once
+    assert "_round_entry" not in sources[1]  # one GEMM over the batch: no sum over launches
+    return sources
 
 
 @needs_nvcc
 def test_bf16_kernels_compile(tmp_path):
-    nvcc(_bf16_training_source(), tmp_path)
+    for source in _bf16_training_source():
+        nvcc(source, tmp_path)
 
 
 @needs_nvrtc
 def test_bf16_kernels_compile_with_nvrtc():
-    nvrtc(_bf16_training_source())
+    for source in _bf16_training_source():
+        nvrtc(source)

@@ -1,6 +1,10 @@
 """The context of a window kernel (templates/unfold.j2, fold.j2): unfold copies each window of a padded,
 strided, dilated input into a column (convolution and pooling read columns); fold adds the columns back
-(their gradient)."""
+(their gradient).
+
+The columns of plane p = (sample n, channel c) of x start at `column_offset` (a C expression in `plane`), and
+its kernel offsets' rows are `row_stride` apart: [N, C, K, L] as the op usually lays them out, or [C, K, N, L]
+(samples_inner: every sample's windows side by side in a row, for one GEMM over the whole batch)."""
 
 from __future__ import annotations
 
@@ -38,12 +42,23 @@ def window_context(renderer, kernel: Kernel) -> dict:
         }
         for i in range(len(spatial))
     ]
+    samples, channels = (x if v.op == "unfold" else v).shape[:2]
+    k, windows = math.prod(attrs["kernel"]), math.prod(out)
+    if attrs.get("samples_inner", False):
+        column_offset = f"plane % {channels} * {k * samples * windows} + plane / {channels} * {windows}"
+        row_stride = samples * windows
+    else:
+        column_offset, row_stride = f"plane * {k * windows}", windows
     ctx = dict(
         template=f"{v.op}.j2",
-        planes=cols.shape[0] * cols.shape[1],
+        planes=samples * channels,
+        channels=channels,
+        column_offset=column_offset,
+        row_stride=row_stride,
+        samples_inner=bool(attrs.get("samples_inner", False)),
         in_plane=math.prod(spatial),
-        K=cols.shape[2],
-        L=cols.shape[3],
+        K=k,
+        L=windows,
         dims=dims,
         args=[renderer.pointer(x), renderer.pointer(v)],
         # A bf16 window kernel (precision="bf16": a convolution's columns, and their gradient) moves bf16 bits

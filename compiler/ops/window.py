@@ -4,6 +4,11 @@ Convolution is unfold followed by a matmul, pooling is unfold followed by a max 
 arithmetic (stride, padding, dilation) lives here once. unfold(x) has shape [N, C, K, L], K the elements of
 one window and L the number of windows, both enumerated row-major over their spatial coordinates, so that for
 2-D inputs reshape(unfold(x), [N, C*K, L]) is torch.nn.functional.unfold(x).
+
+With `samples_inner=True` the columns lie as [C, K, N, L] instead (fold reads them so): each row of a
+channel's kernel offset holds every sample's windows, one after another, which is the right operand of one
+GEMM over the whole batch (passes/whole_batch.py) rather than one GEMM per sample. The attribute is absent,
+not False, on the usual layout.
 """
 
 from __future__ import annotations
@@ -58,28 +63,37 @@ def _float_only(op, t: TensorType):
         raise ShapeError(f"{op} needs a float tensor, got {t}; cast it first")
 
 
-def _unfold_rule(types, *, kernel, stride, padding, dilation, pad_value) -> TensorType:
+def _unfold_rule(types, *, kernel, stride, padding, dilation, pad_value, samples_inner=False) -> TensorType:
     (x,) = types
     _float_only("unfold", x)
     _check_attrs("unfold", x.rank, kernel, stride, padding, dilation)
     out = window_counts("unfold", x.shape[2:], kernel, stride, padding, dilation)
-    return TensorType((x.shape[0], x.shape[1], math.prod(kernel), math.prod(out)), x.dtype)
+    n, c, k, windows = x.shape[0], x.shape[1], math.prod(kernel), math.prod(out)
+    return TensorType((c, k, n, windows) if samples_inner else (n, c, k, windows), x.dtype)
 
 
-def _fold_rule(types, *, spatial, kernel, stride, padding, dilation) -> TensorType:
+def _fold_rule(types, *, spatial, kernel, stride, padding, dilation, samples_inner=False) -> TensorType:
     (cols,) = types
     _float_only("fold", cols)
     _check_attrs("fold", len(spatial) + 2, kernel, stride, padding, dilation)
     out = window_counts("fold", spatial, kernel, stride, padding, dilation)
-    if cols.rank != 4 or cols.shape[2:] != (math.prod(kernel), math.prod(out)):
+    k, windows = math.prod(kernel), math.prod(out)
+    sizes = (cols.shape[1], cols.shape[3]) if cols.rank == 4 and samples_inner else tuple(cols.shape[2:])
+    if cols.rank != 4 or sizes != (k, windows):
+        layout = f"[C, {k}, N, {windows}]" if samples_inner else f"[N, C, {k}, {windows}]"
         raise ShapeError(
-            f"fold: columns for spatial size {format_shape(spatial)} must be "
-            f"[N, C, {math.prod(kernel)}, {math.prod(out)}], got {format_shape(cols.shape)}"
+            f"fold: columns for spatial size {format_shape(spatial)} must be {layout}, got {format_shape(cols.shape)}"
         )
-    return TensorType((cols.shape[0], cols.shape[1], *spatial), cols.dtype)
+    n, c = (cols.shape[2], cols.shape[0]) if samples_inner else cols.shape[:2]
+    return TensorType((n, c, *spatial), cols.dtype)
 
 
-def unfold_ref(x, *, kernel, stride, padding, dilation, pad_value):
+def unfold_ref(x, *, kernel, stride, padding, dilation, pad_value, samples_inner=False):
+    cols = _unfold_samples_outer(x, kernel, stride, padding, dilation, pad_value)
+    return cols.transpose(1, 2, 0, 3).copy() if samples_inner else cols
+
+
+def _unfold_samples_outer(x, kernel, stride, padding, dilation, pad_value):
     dims = len(kernel)
     out = window_counts("unfold", x.shape[2:], kernel, stride, padding, dilation)
     padded = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in padding], constant_values=pad_value)
@@ -105,7 +119,9 @@ def _offset_slices(offset, out, stride, dilation):
     )
 
 
-def fold_ref(cols, *, spatial, kernel, stride, padding, dilation):
+def fold_ref(cols, *, spatial, kernel, stride, padding, dilation, samples_inner=False):
+    if samples_inner:
+        cols = cols.transpose(2, 0, 1, 3)
     out = window_counts("fold", spatial, kernel, stride, padding, dilation)
     n, c = cols.shape[:2]
     padded = np.zeros((n, c, *(s + 2 * p for s, p in zip(spatial, padding))), dtype=cols.dtype)
@@ -121,8 +137,13 @@ def _padding_pairs(padding) -> list:
     return [p for p in reversed(padding) for _ in range(2)]
 
 
-def unfold_twin(x, *, kernel, stride, padding, dilation, pad_value):
+def unfold_twin(x, *, kernel, stride, padding, dilation, pad_value, samples_inner=False):
     """F.unfold in 2-D; in 1-D and 3-D, torch's Tensor.unfold one spatial axis at a time."""
+    cols = _unfold_twin_samples_outer(x, kernel, stride, padding, dilation, pad_value)
+    return cols.permute(1, 2, 0, 3) if samples_inner else cols
+
+
+def _unfold_twin_samples_outer(x, kernel, stride, padding, dilation, pad_value):
     dims, n, c = len(kernel), x.shape[0], x.shape[1]
     if dims == 2 and pad_value == 0.0:
         cols = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)
@@ -139,8 +160,10 @@ def unfold_twin(x, *, kernel, stride, padding, dilation, pad_value):
     return x.reshape(n, c, math.prod(kernel), math.prod(out))
 
 
-def fold_twin(cols, *, spatial, kernel, stride, padding, dilation):
+def fold_twin(cols, *, spatial, kernel, stride, padding, dilation, samples_inner=False):
     """F.fold in 2-D; in 1-D and 3-D, the vector-Jacobian product of unfold_twin, fold by definition."""
+    if samples_inner:
+        cols = cols.permute(2, 0, 1, 3)
     n, c = cols.shape[0], cols.shape[1]
     if len(kernel) == 2:
         return F.fold(
@@ -172,12 +195,20 @@ WINDOW_CASES = [  # (input spatial, kernel, stride, padding, dilation)
 ]
 
 
+# The cases also taken with the columns as [C, K, N, L] (samples_inner): a 1-D, a 2-D and a 3-D one.
+SAMPLES_INNER_CASES = (1, 5, 9)
+
+
 def _unfold_samples(rng):
     # Finite pad values only: the gradient tests take finite differences of these samples. Max pooling's -inf
     # padding is checked against the twin in tests/test_ops.py.
-    return [
+    samples = [
         Sample([rand(rng, 2, 3, *s)], dict(kernel=k, stride=st, padding=p, dilation=d, pad_value=pv))
         for (s, k, st, p, d), pv in zip(WINDOW_CASES, itertools.cycle((0.0, -5.0)))
+    ]
+    return samples + [
+        Sample([rand(rng, *samples[i].inputs[0].shape)], {**samples[i].attrs, "samples_inner": True})
+        for i in SAMPLES_INNER_CASES
     ]
 
 
@@ -191,11 +222,16 @@ def _fold_samples(rng):
                 dict(spatial=s, kernel=k, stride=st, padding=p, dilation=d),
             )
         )
+    for i in SAMPLES_INNER_CASES:
+        n, c, k, windows = samples[i].inputs[0].shape
+        samples.append(Sample([rand(rng, c, k, n, windows)], {**samples[i].attrs, "samples_inner": True}))
     return samples
 
 
 def _window_attrs(attrs: dict) -> dict:
-    return {k: attrs[k] for k in ("kernel", "stride", "padding", "dilation")}
+    """The window's attributes, which an op and its adjoint share (samples_inner only where it is set)."""
+    names = ("kernel", "stride", "padding", "dilation", "samples_inner")
+    return {k: attrs[k] for k in names if k in attrs}
 
 
 register(
@@ -222,7 +258,9 @@ register(
         ref=fold_ref,
         torch=fold_twin,
         samples=_fold_samples,
-        grad=lambda g, out, cols, *, spatial, **attrs: [g.graph.emit("unfold", g, pad_value=0.0, **attrs)],
+        grad=lambda g, out, cols, *, spatial, **attrs: [
+            g.graph.emit("unfold", g, pad_value=0.0, **_window_attrs(attrs))
+        ],
         doc="the adjoint of unfold: add every window's columns back into [N, C, *spatial]",
     )
 )

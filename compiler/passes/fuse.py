@@ -61,7 +61,7 @@ def fuse(graph: Graph, roots: list | None = None) -> list:
     live = [v for v in graph.live_values(roots) if v.op not in LEAF_OPS and v.op != "reshape"]
     kernels = Partition(_scalars_from_leaves_first(live), roots).kernels()
     root_ids = {storage(r).id for r in roots}
-    kernels = concurrent_matmuls(multi_tensor(kernels, root_ids))
+    kernels = concurrent_matmuls(multi_tensor(kernels, root_ids), root_ids)
     return place_pieces(write_through(kernels, root_ids, reads), root_ids)
 
 

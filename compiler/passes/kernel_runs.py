@@ -4,7 +4,9 @@ fewer launches, and threads shared out over several small jobs instead of each j
 - multi_tensor: elementwise kernels that only write the graph's results (a training step's update, one
   kernel per parameter) become one "multi" kernel.
 - concurrent_matmuls: matmuls of about the same size that read none of each other's results (a Linear's input
-  and weight gradients) become one "matmuls" kernel.
+  and weight gradients) become one "matmuls" kernel, unless that would keep a buffer alive across the birth
+  of another as large (a whole-batch convolution's columns, read last by its weight gradient, and the
+  columns' gradient).
 
 Each takes the kernel list in launch order and returns it with the runs merged, in the same order.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+from ..ir import LEAF_OPS
 from .kernel import Kernel, reads
 
 
@@ -45,22 +48,29 @@ def multi_tensor(kernels: list, root_ids: set) -> list:
 CONCURRENT_BALANCE = 0.1
 
 
-def concurrent_matmuls(kernels: list) -> list:
+def concurrent_matmuls(kernels: list, root_ids: set) -> list:
     """Runs of adjacent matmul kernels of about the same size (CONCURRENT_BALANCE) that read none of each
     other's results (a Linear layer's input and weight gradients: dY W and dY^T X, the same multiply-adds)
     become one kernel of kind "matmuls": on the CPU one parallel region shares out the GEMMs' tasks together
     (codegen/matmul.py), so that on two threads each runs one whole product; on a GPU they are launched one
     after the other as before. Kernels that sum their products (summed_axes), and bf16 ones (precision="bf16",
-    whose operands the CPU widens to float32 first), keep a kernel of their own."""
+    whose operands the CPU widens to float32 first), keep a kernel of their own; so does a matmul whose result
+    is no larger than a buffer that the run reads for the last time (`root_ids` and leaves never die): run
+    one after the other, the two need not be live at once (a whole-batch convolution's columns die with its
+    weight gradient before its columns' gradient, as large, is written)."""
+    last_read = {x.id: index for index, kernel in enumerate(kernels) for x in reads(kernel)}
     grouped, run = [], []
 
     def close_run():
         grouped.extend([Kernel("matmuls", parts=list(run))] if len(run) > 1 else run)
         run.clear()
 
-    for kernel in kernels:
+    for index, kernel in enumerate(kernels):
         single = kernel.kind == "matmul" and len(kernel.values) == 1 and kernel.values[0].dtype != "bf16"
-        if not single or not (run and _joins_concurrently(run, kernel)):
+        dying = [x for k in run for x in reads(k) if last_read[x.id] < index and x.op not in LEAF_OPS
+                 and x.id not in root_ids]
+        outlives = any(math.prod(x.shape) >= math.prod(kernel.outputs[0].shape) for x in dying) if single else False
+        if not single or outlives or not (run and _joins_concurrently(run, kernel)):
             close_run()
         if single:
             run.append(kernel)
