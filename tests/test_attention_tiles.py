@@ -8,13 +8,17 @@ task per batch index, attention_grad_fused.j2; else blocks of queries and of key
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import pytest
 import torch
+from netc.compiler.codegen.render import environment
 from netc.compiler.ir import Graph
 from netc.compiler.ops import OPS
 from netc.compiler.ops.attention import attention_inputs
 from netc.compiler.shapes import TensorType
+from netc.runtime.cache import build_shared_library, load_library
 from parity import Suite, available, run_on
 
 CASES = {  # name: (batch dims, L, S, E, Ev, mask shape or None, causal, dropout)
@@ -102,3 +106,21 @@ def test_attention_tiles_match_torch_in_float32(name):
     for key, expected in want.items():
         scale = np.abs(expected).max()
         np.testing.assert_allclose(got[key], expected, rtol=rtol, atol=atol * scale, err_msg=key)
+
+
+def test_the_weights_exp_is_within_an_ulp_of_exp_and_zero_below_its_floor():
+    """templates/weight_exp.j2's e^x, which the float32 kernels' weights take instead of glibc's expf: within an
+    ulp (of float32) of e^x over the weights' exponents, 0 for -inf and below -87, NaN for NaN."""
+    source = "#include <math.h>\n#include <stdint.h>\n" + environment().get_template("weight_exp.j2").render()
+    source += "void weight_exps(const float *x, float *y, int64_t n) {\n"
+    source += "    for (int64_t i = 0; i < n; ++i) y[i] = netc_weight_exp_float(x[i]);\n}\n"
+    library = load_library(build_shared_library(source, libraries=("m",), name="weight_exp"))
+    special = np.array([-np.inf, -87.01, -1e30, np.nan], np.float32)
+    x = np.concatenate([np.linspace(-87, 0.01, 300_001, dtype=np.float32), special])
+    y = np.empty_like(x)
+    pointer = ctypes.POINTER(ctypes.c_float)
+    library.weight_exps(x.ctypes.data_as(pointer), y.ctypes.data_as(pointer), ctypes.c_int64(len(x)))
+    want = np.exp(x[:-4].astype(np.float64))
+    ulps = np.abs(y[:-4] - want) / np.spacing(want.astype(np.float32))
+    assert ulps.max() <= 1, (x[ulps.argmax()], ulps.max())
+    assert (y[-4:-1] == 0).all() and np.isnan(y[-1])
