@@ -32,7 +32,7 @@ from .layout import contiguous_strides, literal
 # SHORT_MAX is one block (the streamed side is then loaded and transposed once per task), and attention_grad
 # then takes a batch index a task (attention_grad_fused.j2); longer ones are blocks of LONG_TILE. A task's
 # tiles live on its thread's stack: at most CPU_STACK_BYTES.
-TILE_ALIGN, SHORT_MAX, LONG_TILE, STREAM_MAX, CPU_STACK_BYTES = 16, 128, 64, 256, 1 << 18
+TILE_ALIGN, SHORT_MAX, LONG_TILE, STREAM_MAX, CPU_STACK_BYTES = 8, 128, 64, 256, 1 << 18
 # attention_grad's batch index a task (attention_grad_fused.j2) wants this many of them, to share out over cores.
 FUSED_MIN_BATCH = 4
 # GPU: threads per block (one query or key each), and the bytes of shared memory the staged tiles may take.
