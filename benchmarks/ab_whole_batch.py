@@ -4,11 +4,13 @@ from NETC_PROFILE's per-kernel seconds, so that CPU_MAX_WINDOWS can be chosen fr
 
     python3 benchmarks/ab_whole_batch.py                          # resnet18_cifar (the zoo's) at batch 32
     python3 benchmarks/ab_whole_batch.py resnet8 --batch 64
+    python3 benchmarks/ab_whole_batch.py resnet_tiny --batch 64    # an example (examples/)
     python3 benchmarks/ab_whole_batch.py --quick                  # resnet8, batch 4, 3 rounds: a check that it runs
 
 Every kernel a convolution's scope holds (forward and backward: unfold, GEMMs, fold, the copies the rewrite
 adds) counts for that convolution; the rest of the step is "other". The table compares the rewrite for every
-L against none, whatever CPU_MAX_WINDOWS says; the step times include the rule as shipped.
+L and weight against none, whatever CPU_MAX_WINDOWS and CPU_MIN_WEIGHT_BYTES say; the step times and the last
+columns, the rule as shipped.
 """
 
 from __future__ import annotations
@@ -20,40 +22,44 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 os.environ["NETC_PROFILE"] = "1"
 import bench  # noqa: E402, F401  (sets OMP_WAIT_POLICY and puts tests/ on the path)
 
 import numpy as np  # noqa: E402
-from twins import example_inputs  # noqa: E402
+from twins import EXAMPLES, example_inputs  # noqa: E402
 from zoo_twins import ZOO, ZOO_DIR  # noqa: E402
 
 import netc  # noqa: E402
 from netc.compiler.optim import SGD  # noqa: E402
 from netc.compiler.passes import whole_batch  # noqa: E402
 
+ROOT = Path(__file__).resolve().parent.parent
 
-# label: (the rewrite on, CPU_MAX_WINDOWS); "as shipped" is the default rule
+
+# label: (the rewrite on, CPU_MAX_WINDOWS, CPU_MIN_WEIGHT_BYTES); "as shipped" is the default rule
 VARIANTS = {
-    "per sample": (False, whole_batch.CPU_MAX_WINDOWS),
-    "whole batch": (True, 1 << 62),
-    "as shipped": (True, whole_batch.CPU_MAX_WINDOWS),
+    "per sample": (False, whole_batch.CPU_MAX_WINDOWS, whole_batch.CPU_MIN_WEIGHT_BYTES),
+    "whole batch": (True, 1 << 62, 0),
+    "as shipped": (True, whole_batch.CPU_MAX_WINDOWS, whole_batch.CPU_MIN_WEIGHT_BYTES),
 }
 
 
 def trainer(name: str, batch: int, variant: str):
     """A training step compiled as `variant` says (VARIANTS), its inputs and its model."""
-    saved = whole_batch.CPU_MAX_WINDOWS, dict(whole_batch.ENABLED)
-    whole_batch.ENABLED["c"], whole_batch.CPU_MAX_WINDOWS = VARIANTS[variant]
+    saved = whole_batch.CPU_MAX_WINDOWS, whole_batch.CPU_MIN_WEIGHT_BYTES, dict(whole_batch.ENABLED)
+    whole_batch.ENABLED["c"], whole_batch.CPU_MAX_WINDOWS, whole_batch.CPU_MIN_WEIGHT_BYTES = VARIANTS[variant]
     os.environ["NETC_CACHE_DIR"] = tempfile.mkdtemp(prefix="netc-whole-batch-")
     try:
-        _, spec = ZOO[f"{name}.net"]
-        model = netc.compile(ZOO_DIR / f"{name}.net", batch=batch, backend="cpu")
+        path = ZOO_DIR / f"{name}.net" if f"{name}.net" in ZOO else ROOT / "examples" / f"{name}.net"
+        _, spec = ZOO.get(f"{name}.net") or EXAMPLES[f"{name}.net"]
+        model = netc.compile(path, batch=batch, backend="cpu")
         arrays = example_inputs(spec, batch, np.random.default_rng(0))
         train = model.trainer(SGD(lr=0.01, momentum=0.9))
         train.step(**arrays)
     finally:
-        whole_batch.CPU_MAX_WINDOWS, whole_batch.ENABLED = saved[0], saved[1]
+        whole_batch.CPU_MAX_WINDOWS, whole_batch.CPU_MIN_WEIGHT_BYTES, whole_batch.ENABLED = saved
     return train, arrays, model
 
 
@@ -99,7 +105,8 @@ def main() -> None:
             samples[label].append([after - b for after, b in zip(run.kernel_seconds, before)])
     by = {label: seconds_by_windows(variants[label][0], windows, samples[label]) for label in variants}
     print(f"{args.network} at batch {args.batch}, {args.rounds} alternating rounds (as shipped: whole-batch GEMMs "
-          f"for convolutions of at most {whole_batch.CPU_MAX_WINDOWS} windows per sample)")
+          f"for convolutions of at most {whole_batch.CPU_MAX_WINDOWS} windows per sample and a weight of at least "
+          f"{whole_batch.CPU_MIN_WEIGHT_BYTES >> 10} KiB)")
     for label, (train, _, _) in variants.items():
         print(f"  {label}: step {statistics.median(steps[label]) * 1e3:.1f} ms, {len(train.compiled.kernels)} "
               f"kernels, arena {train.compiled.plan.arena_bytes / 1e6:.1f} MB")

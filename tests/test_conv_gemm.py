@@ -101,14 +101,15 @@ def per_sample(monkeypatch):
 
 @pytest.fixture
 def every_convolution_whole(monkeypatch):
-    """The CPU's rewrite for every convolution, whatever its windows (CUDA's rule)."""
+    """The CPU's rewrite for every convolution, whatever its windows and weight (CUDA's rule)."""
     monkeypatch.setattr(whole_batch, "CPU_MAX_WINDOWS", 1 << 62)
+    monkeypatch.setattr(whole_batch, "CPU_MIN_WEIGHT_BYTES", 0)
 
 
 @pytest.mark.parametrize("backend", ["reference", *COMPILED, "cpu, every convolution whole"])
 def test_convolutions_and_their_gradients_equal_torchs(path, case, backend, request):
-    """On the cpu backend, c1, p2 and t2 (few windows) run as whole-batch GEMMs, the others per sample; on
-    cuda every one, as on the cpu when told so."""
+    """On cuda every convolution runs as a whole-batch GEMM, as on the cpu when told so; on the cpu by its own
+    rule, none of these small ones."""
     inputs, state, outputs, grads, loss = case
     if backend == "cpu, every convolution whole":
         request.getfixturevalue("every_convolution_whole")
@@ -309,15 +310,23 @@ def _scope_of(kernel) -> str:
     return next(v.scope for v in kernel.values if v.scope)
 
 
-def test_the_cpu_rewrites_only_convolutions_of_few_windows(path, case):
-    """On the cpu backend (CPU_MAX_WINDOWS), c1 (6 windows per sample), p2 (9) and t2 (12: a ConvTranspose,
-    whose fold reads the product as it lies) become whole-batch GEMMs and the others stay per sample: the
-    lowered graph's batched matmuls of a broadcast weight are left only in those."""
-    model = netc.compile(path, batch=BATCH, backend="cpu")
-    graph = model.compile_step("gradients", until="whole_batch")["whole_batch"]
-    per_sample = {v.scope for v in graph.values if v.op == "matmul" and v.inputs[0].op == "broadcast_to"}
+def test_the_cpu_rewrites_only_narrow_products_of_a_large_weight(path, monkeypatch):
+    """On the cpu backend a convolution becomes a whole-batch GEMM only if it has few windows per sample
+    (CPU_MAX_WINDOWS) and a large weight (CPU_MIN_WEIGHT_BYTES): none of this network's small ones. With any
+    weight, c1 (6 windows), p2 (9) and t2 (12: a ConvTranspose, whose fold reads the product as it lies) do and
+    the others stay per sample: the batched matmuls of a broadcast weight are left only in those."""
+    def rewritten() -> tuple:
+        model = netc.compile(path, batch=BATCH, backend="cpu")  # a model keeps the steps it compiled
+        graph = model.compile_step("gradients", until="whole_batch")["whole_batch"]
+        per_sample = {v.scope for v in graph.values if v.op == "matmul" and v.inputs[0].op == "broadcast_to"}
+        layouts = {(v.scope, v.op): v.attrs.get("samples_inner", False) for v in graph.values
+                   if v.op in ("unfold", "fold")}
+        return per_sample, layouts
+
+    per_sample, layouts = rewritten()
+    assert per_sample == {"c1", "c2", "c3", "p1", "p2", "t2"} and not any(layouts.values())
+    monkeypatch.setattr(whole_batch, "CPU_MIN_WEIGHT_BYTES", 0)
+    per_sample, layouts = rewritten()
     assert per_sample == {"c2", "c3", "p1"}
-    window_layouts = {(v.scope, v.op): v.attrs.get("samples_inner", False) for v in graph.values
-                      if v.op in ("unfold", "fold")}
-    assert window_layouts == {("c1", "unfold"): True, ("c2", "unfold"): False, ("c3", "unfold"): False,
-                              ("p2", "unfold"): True, ("t2", "fold"): True}
+    assert layouts == {("c1", "unfold"): True, ("c2", "unfold"): False, ("c3", "unfold"): False,
+                       ("p2", "unfold"): True, ("t2", "fold"): True}

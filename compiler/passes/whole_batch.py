@@ -26,27 +26,36 @@ ConvTranspose's matmul (functional/conv_transpose.py: the weight, transposed, br
 fold) is rewritten the same way, and its fold reads the product's layout directly (samples_inner).
 
 Where it applies (`applies`): on CUDA to every such matmul; on the CPU only where measured faster
-(CPU_MAX_WINDOWS: BENCHMARKS.md), since the CPU's kernels already share per-sample GEMMs among its few
-threads and its weight gradient accumulates in one kernel.
+(CPU_MAX_WINDOWS, CPU_MIN_WEIGHT_BYTES: narrow products of a large weight, ResNet-18's last stage), since the
+CPU's kernels already share per-sample GEMMs among its few threads and its weight gradient accumulates in one
+kernel.
 """
 
 from __future__ import annotations
 
 import math
 
+from ..dtypes import FLOAT32
 from ..ir import LEAF_OPS, Graph, Value, verify
 from .simplify import rebuild_leaves
 
 # Per target: whether the rewrite runs at all. Tests switch it off to see what it changes.
 ENABLED = {"cuda": True, "c": True}
-# On the CPU: the rewrite applies only to products of at most this many columns per sample (the windows of a
-# convolution), where one wide GEMM beats per-sample ones (measured: benchmarks/ab_whole_batch.py).
+# On the CPU the rewrite applies only to products of at most CPU_MAX_WINDOWS columns per sample (the windows of
+# a convolution) whose weight (one group's) takes at least CPU_MIN_WEIGHT_BYTES: a per-sample GEMM that narrow
+# reads the whole weight again for every sample, from beyond the core's L2 cache (512 KiB on the development
+# machine's cores) when it is that large, where one GEMM over the batch reads it once. Measured with
+# benchmarks/ab_whole_batch.py (BENCHMARKS.md): ResNet-18's last stage (16 windows, weights of 0.5-9.4 MB) 0.56-0.85x
+# the per-sample time; resnet_tiny's 16-window convolutions (weights of 18-37 KB) 1.04-1.21x, and wider products
+# (64 windows and up) 0.87-2.2x, mostly slower: the CPU's per-sample GEMMs are threaded over the batch, its weight
+# gradient already accumulates in one kernel, and the rewrite adds two copies.
 CPU_MAX_WINDOWS = 16
+CPU_MIN_WEIGHT_BYTES = 512 << 10
 
 
 def settings() -> str:
     """What the rewrite depends on besides the graph, for the step cache's key."""
-    return repr((sorted(ENABLED.items()), CPU_MAX_WINDOWS))
+    return repr((sorted(ENABLED.items()), CPU_MAX_WINDOWS, CPU_MIN_WEIGHT_BYTES))
 
 
 def whole_batch_gemms(graph: Graph, target: str | None) -> Graph:
@@ -83,12 +92,14 @@ def whole_batch_gemms(graph: Graph, target: str | None) -> Graph:
 
 def applies(v: Value, target: str) -> bool:
     """Whether matmul v is rewritten for `target`: its left operand is a matrix broadcast over leading batch
-    axes that its right operand spans (more than one sample), and on the CPU its products are narrow."""
+    axes that its right operand spans (more than one sample), and on the CPU its products are narrow and its
+    weight large (CPU_MAX_WINDOWS, CPU_MIN_WEIGHT_BYTES)."""
     shared = _shared_axes(v)
     if not shared or math.prod(v.shape[:shared]) == 1:
         return False
     if target == "c":
-        return v.shape[-1] <= CPU_MAX_WINDOWS
+        weight_bytes = math.prod(v.inputs[0].shape[-2:]) * FLOAT32.bytes
+        return v.shape[-1] <= CPU_MAX_WINDOWS and weight_bytes >= CPU_MIN_WEIGHT_BYTES
     return True
 
 
