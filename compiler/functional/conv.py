@@ -4,7 +4,8 @@ A convolution is unfold + batched matmul: the windows [N, C_in, K, L] are split 
 [N, g, C_in/g * K, L], the weight [C_out, C_in/g, *k] is read as [g, C_out/g, C_in/g * K], and one matmul per
 (batch, group) gives [N, g, C_out/g, L], which is already [N, C_out, *out] in row-major order. Where the
 columns of the whole batch would outweigh the convolution's input and output, the batch is convolved in chunks
-of samples, joined after (chunk_bounds).
+of samples, joined after (chunk_bounds). For a compiled backend, passes/whole_batch.py then turns each such
+matmul into one GEMM over the whole batch (or chunk) where a GEMM per sample would be too narrow.
 """
 
 from __future__ import annotations
