@@ -28,6 +28,9 @@ CASES = {  # name: (batch dims, L, S, E, Ev, mask shape or None, causal, dropout
     "blocks_streams_mask": ((1,), 150, 300, 24, 8, (1, 150, 300), False, 0.0),
     "long_causal_dropout": ((1,), 270, 140, 64, 64, None, True, 0.2),
     "tiny_mask_causal": ((4,), 5, 7, 3, 2, (4, 1, 7), True, 0.0),
+    # the fused backward (a batch index a task) with blocks of keys no query sees, and with more queries than keys
+    "fused_causal_more_keys": ((4,), 9, 27, 8, 16, None, True, 0.0),
+    "fused_causal_more_queries_mask_dropout": ((2, 2), 27, 9, 12, 8, (2, 1, 27, 9), True, 0.1),
     "float64_heads_mask_causal": ((2, 4), 5, 7, 3, 2, (2, 1, 5, 7), True, 0.0),
 }
 # Cases whose tensors are float64 whatever the step's precision (an f64 input of a float32 network): the mask's

@@ -62,7 +62,7 @@ def test_a_reshape_that_merges_strided_apart_axes_is_no_view():
     assert regrouped_strides((6, 1, 4), (4, 4, 1), (2, 3, 1, 4)) == (12, 4, 4, 1)
 
 
-T, C, H = 6, 8, 2
+T, C, H = 6, 16, 2  # heads 8 wide: the fused backward reads q and g_o where they lie (whole rows)
 
 HEADS_NET = f"""
 network Heads {{

@@ -113,7 +113,9 @@ def cpu_tiling(op: str, L: int, S: int, E: int, EV: int, item_size: int, batch: 
             common, tile=tile, stream=stream, short=short, queries_pad=padded(L), keys_pad=padded(S),
             tiles=batch if short else batch * -(-L // tile),
         )
-    fused_bytes = tile_bytes("fused", TILE_ALIGN, padded(S), padded(E), padded(EV), item_size)
+    # fused: q and g_o copied (not read in place) only where their rows need padding
+    copies = padded(L) * ((padded(E) if E % TILE_ALIGN else 0) + (padded(EV) if EV % TILE_ALIGN else 0))
+    fused_bytes = tile_bytes("fused", padded(L), padded(S), padded(E), padded(EV), item_size) + copies * item_size
     fused = max(L, S) <= SHORT_MAX and fused_bytes <= CPU_STACK_BYTES and batch >= FUSED_MIN_BATCH
     q_tile, q_stream = cpu_tiles("queries", L, S, E, EV, item_size)
     kv_tile, kv_stream = cpu_tiles("keys", S, L, E, EV, item_size)
@@ -121,6 +123,7 @@ def cpu_tiling(op: str, L: int, S: int, E: int, EV: int, item_size: int, batch: 
     return dict(
         common,
         fused=fused,
+        queries_pad=padded(L),
         keys_pad=padded(S),
         q_tile=q_tile,
         q_stream=q_stream,
@@ -216,9 +219,9 @@ def tile_bytes(op: str, tile: int, stream: int, E: int, EV: int, item_size: int)
         # its key blocks: k, v, dk, dv, the scores and their gradients (transposed); the streamed q and g_o,
         # transposed and not
         "keys": tile * (2 * E + 2 * EV + 2 * stream) + stream * (2 * E + 2 * EV + 2),
-        # fused: a tile of q, g_o and dq, its scores and their gradients; all the keys (transposed and not),
-        # the values (transposed), dk and dv
-        "fused": tile * (2 * E + EV + 2 * stream + 2) + stream * (3 * E + 2 * EV),
+        # fused (`tile` all the queries, `stream` all the keys): the keys, values, transposed queries and
+        # cotangents, lse and D, a block of keys' weights and gradients, dS^T whole, a block's dk, dv, dq
+        "fused": tile * (E + EV + 2 + 2 * TILE_ALIGN + stream) + stream * (E + EV) + TILE_ALIGN * (2 * E + EV),
     }[op]
     return numbers * item_size
 
