@@ -1,5 +1,5 @@
 """One contestant's training step, alone in this process and at its library's own defaults: netc's cpu backend
-(OpenMP threads that sleep between loops, netc's default) or PyTorch eager (whose OpenMP threads spin between
+(OpenMP threads that spin briefly, then sleep, between loops: netc's default) or PyTorch eager (whose OpenMP threads spin between
 loops, torch's default), on the GPT (AdamW, bench_gpt.py's settings) or an example or zoo network (SGD with
 momentum, as bench.py and bench_zoo.py take them). Prints `contestant median fastest`: milliseconds a step.
 

@@ -45,16 +45,31 @@ def blas_build_options() -> dict:
     )
 
 
-def sleeping_openmp_waits() -> None:
-    """OpenMP threads that wait for the next loop sleep rather than spin, unless the user chose otherwise.
+# How many times an OpenMP thread that has run out of work checks for more before it sleeps: about 26 us on
+# the 2-core VM (a pause instruction takes 26.5 ns there), longer than the gap between two kernels of a step
+# and far shorter than a time slice. libgomp's own default spins 300,000 times (about 8 ms) when no policy is
+# set; OMP_WAIT_POLICY=PASSIVE, 0.
+SPIN_COUNT = 1000
 
-    Spinning saves microseconds between loops on an idle machine, but where other processes want the cores
-    (a test suite, a data loader, a shared server) a spinning thread burns the time slice the working one
-    needs: measured on the 2-core VM under a load of 6, an 8-block ResNet's im2col took 189 ms spinning and
-    17 ms sleeping, and its GEMMs 392 and 224 ms. The setting must precede the first netc library's loading
-    of libgomp, which reads it once (PyTorch's wheels carry a libgomp of their own, which it does not touch).
+
+def short_openmp_waits() -> None:
+    """OpenMP threads that wait for the next loop spin briefly (SPIN_COUNT checks), then sleep, unless the
+    user chose a policy or a spin count.
+
+    A thread that sleeps at once must be woken for every parallel loop: in a VM the wake-up of an idle
+    virtual CPU costs tens of microseconds, and a training step runs a hundred loops or more. Measured on
+    the 2-core VM, the GPT's step (benchmarks/alone.py netc --network gpt, 4 alternating rounds on a quiet
+    machine): sleeping at once 30.9-42.8 ms (median of medians 32.7), spinning 1,000 times 27.2-29.9 (28.3),
+    3,000 times 26.6-35.3, libgomp's default 28.4-47.9. Spinning long is what a busy machine (a test suite, a
+    data loader, a shared server) cannot afford: a thread spinning through its time slice starves the one
+    with work (under a load of 6, an 8-block ResNet's im2col took 189 ms spinning and 17 ms sleeping; its
+    step 5.6-6.3 s with libgomp's default spin, 1.7-1.8 s with 1,000 spins, 1.8-2.0 s sleeping at once).
+    OMP_WAIT_POLICY=PASSIVE is set beside the count for LLVM's libomp (a clang build), which does not read
+    GOMP_SPINCOUNT: it sleeps at once, as before. Both must precede the loading of the OpenMP runtime that
+    netc's libraries use, which reads them once.
     """
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
@@ -97,7 +112,7 @@ class CpuBackend:
 
     def __init__(self, profile: bool | None = None):
         self.profile = bool(os.environ.get("NETC_PROFILE")) if profile is None else profile
-        sleeping_openmp_waits()
+        short_openmp_waits()
         single_threaded_blas()
 
     def prepare(self, graph, roots, precision: str, state: dict | None = None) -> CpuRun:

@@ -1,5 +1,6 @@
-"""How the cpu backend's OpenMP threads wait: sleeping, unless the user chose a policy (runtime/cpu.py says
-why: spinning threads starve the working one on a busy machine). Checked where it matters, in libgomp itself,
+"""How the cpu backend's OpenMP threads wait: a short spin, then sleeping, unless the user chose a policy or a
+spin count (runtime/cpu.py says why: waking a sleeping thread for every loop is slow, and long-spinning
+threads starve the working one on a busy machine). Checked where it matters, in libgomp itself,
 which prints the settings it runs with when OMP_DISPLAY_ENV is set: a thread spins GOMP_SPINCOUNT times
 before it sleeps (300,000 unless told otherwise; 0 under OMP_WAIT_POLICY=passive)."""
 
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from netc.runtime.cpu import SPIN_COUNT
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,10 +35,12 @@ def libgomp_settings(**env) -> str:
     return result.stderr
 
 
-def test_threads_sleep_while_waiting_by_default():
-    assert "GOMP_SPINCOUNT = '0'" in libgomp_settings()
+def test_threads_spin_briefly_then_sleep_by_default():
+    settings = libgomp_settings()
+    assert f"GOMP_SPINCOUNT = '{SPIN_COUNT}'" in settings and "OMP_WAIT_POLICY = 'PASSIVE'" in settings
 
 
 def test_a_policy_the_user_set_is_kept():
-    assert "OMP_WAIT_POLICY = 'ACTIVE'" in libgomp_settings(OMP_WAIT_POLICY="active")
-    assert "GOMP_SPINCOUNT = '1000'" in libgomp_settings(GOMP_SPINCOUNT="1000")
+    active = libgomp_settings(OMP_WAIT_POLICY="active")
+    assert "OMP_WAIT_POLICY = 'ACTIVE'" in active and f"GOMP_SPINCOUNT = '{SPIN_COUNT}'" not in active
+    assert "GOMP_SPINCOUNT = '50'" in libgomp_settings(GOMP_SPINCOUNT="50")
