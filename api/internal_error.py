@@ -41,6 +41,7 @@ STAGES = {
     "netc.compiler.passes.views": "fusion",
     "netc.compiler.passes.copies": "fusion",
     "netc.compiler.passes.autocast": "mixed precision (autocast)",
+    "netc.compiler.passes.whole_batch": "convolutions as one GEMM over the whole batch",
     "netc.compiler.passes.pieces": "memory planning",
     "netc.compiler.passes.occupancy": "memory planning",
     "netc.compiler.passes.gemm_tasks": "memory planning",
