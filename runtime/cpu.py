@@ -58,9 +58,9 @@ def short_openmp_waits() -> None:
 
     A thread that sleeps at once must be woken for every parallel loop: in a VM the wake-up of an idle
     virtual CPU costs tens of microseconds, and a training step runs a hundred loops or more. Measured on
-    the 2-core VM, the GPT's step (benchmarks/alone.py netc --network gpt, 4 alternating rounds on a quiet
-    machine): sleeping at once 30.9-42.8 ms (median of medians 32.7), spinning 1,000 times 27.2-29.9 (28.3),
-    3,000 times 26.6-35.3, libgomp's default 28.4-47.9. Spinning long is what a busy machine (a test suite, a
+    the 2-core VM, the GPT's step (benchmarks/alone.py netc --network gpt --steps 100, 5 alternating
+    processes each, quiet machine): sleeping at once 28.1-31.3 ms (median of medians 29.7), spinning 1,000
+    times 25.4-29.4 (26.1); in a noisier hour 3,000 times and libgomp's default were no faster than 1,000. Spinning long is what a busy machine (a test suite, a
     data loader, a shared server) cannot afford: a thread spinning through its time slice starves the one
     with work (under a load of 6, an 8-block ResNet's im2col took 189 ms spinning and 17 ms sleeping; its
     step 5.6-6.3 s with libgomp's default spin, 1.7-1.8 s with 1,000 spins, 1.8-2.0 s sleeping at once).
