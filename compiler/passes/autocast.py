@@ -45,9 +45,9 @@ wherever a bf16 value is produced: the kernels and the reference interpreter rou
 from __future__ import annotations
 
 from ..functional import FUNCTIONS
-from ..ir import LEAF_OPS, Graph, Value, verify
+from ..ir import LEAF_OPS, Graph, Value
 from ..layers import LAYERS
-from .simplify import rebuild_leaves
+from .simplify import finish_rebuild, rebuild_leaves
 
 LOW, HIGH = "bf16", "f32"
 COMPARISONS = ("gt", "ge", "lt", "le", "eq", "ne")
@@ -87,16 +87,7 @@ def autocast_bf16(graph: Graph) -> Graph:
             continue
         with out.at(v.loc, v.scope):
             casting.rewrite(v)
-    out.outputs = {k: casting.high(v) for k, v in graph.outputs.items()}
-    out.updates = {k: casting.high(v) for k, v in graph.updates.items()}
-    out.loss = casting.high(graph.loss) if graph.loss is not None else None
-    found = casting.found
-    out.ignored_labels = {found[i].id: label for i, label in graph.ignored_labels.items() if i in found}
-    out.producers = {found[i].id: p for i, p in graph.producers.items() if i in found}
-    live = {v.id for v in out.live_values()}
-    out.values = [v for v in out.values if v.op in LEAF_OPS or v.id in live]
-    verify(out)
-    return out
+    return finish_rebuild(out, graph, casting.found, exposed=casting.high)
 
 
 class _Casting:

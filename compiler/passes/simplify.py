@@ -43,15 +43,7 @@ def simplify(graph: Graph) -> Graph:
                 )
             else:
                 rebuilt[v.id] = _rewrite(out, v.op, inputs, v.attrs, table)
-    out.outputs = {k: rebuilt[v.id] for k, v in graph.outputs.items()}
-    out.updates = {k: rebuilt[v.id] for k, v in graph.updates.items()}
-    out.loss = rebuilt[graph.loss.id] if graph.loss is not None else None
-    out.ignored_labels = {rebuilt[i].id: label for i, label in graph.ignored_labels.items() if i in rebuilt}
-    # Rewrites can orphan values built on the way (the scalar under a folded broadcast): sweep them.
-    live = {v.id for v in out.live_values()}
-    out.values = [v for v in out.values if v.op in LEAF_OPS or v.id in live]
-    verify(out)
-    return out
+    return finish_rebuild(out, graph, rebuilt)
 
 
 def rebuild_leaves(graph: Graph) -> tuple[Graph, dict]:
@@ -65,6 +57,23 @@ def rebuild_leaves(graph: Graph) -> tuple[Graph, dict]:
         if v.op in LEAF_OPS:
             rebuilt[v.id] = out.add_leaf(v.op, v.attrs["name"], v.type)
     return out, rebuilt
+
+
+def finish_rebuild(out: Graph, graph: Graph, rebuilt: dict, exposed=None) -> Graph:
+    """The end of a rebuild that rebuild_leaves began: `out` exposes what `graph` exposes, each value as
+    `exposed` maps it (by default the value it was rebuilt as, rebuilt[old id]), keeps the ignored labels and
+    the producers of the values rebuilt, and drops the values rewrites orphaned on the way (the scalar under a
+    folded broadcast); then it is verified."""
+    exposed = exposed or (lambda v: rebuilt[v.id])
+    out.outputs = {k: exposed(v) for k, v in graph.outputs.items()}
+    out.updates = {k: exposed(v) for k, v in graph.updates.items()}
+    out.loss = exposed(graph.loss) if graph.loss is not None else None
+    out.ignored_labels = {rebuilt[i].id: label for i, label in graph.ignored_labels.items() if i in rebuilt}
+    out.producers = {rebuilt[i].id: p for i, p in graph.producers.items() if i in rebuilt}
+    live = {v.id for v in out.live_values()}
+    out.values = [v for v in out.values if v.op in LEAF_OPS or v.id in live]
+    verify(out)
+    return out
 
 
 def _use_counts(graph: Graph) -> dict:

@@ -36,8 +36,8 @@ from __future__ import annotations
 import math
 
 from ..dtypes import FLOAT32
-from ..ir import LEAF_OPS, Graph, Value, verify
-from .simplify import rebuild_leaves
+from ..ir import LEAF_OPS, Graph, Value
+from .simplify import finish_rebuild, rebuild_leaves
 
 # Per target: whether the rewrite runs at all. Tests switch it off to see what it changes.
 ENABLED = {"cuda": True, "c": True}
@@ -79,15 +79,7 @@ def whole_batch_gemms(graph: Graph, target: str | None) -> Graph:
                 rebuilt[v.id] = _fold_in_place(out, inputs[0], v.attrs) or out.emit("fold", *inputs, **v.attrs)
             else:
                 rebuilt[v.id] = out.emit(v.op, *inputs, **v.attrs)
-    out.outputs = {k: rebuilt[v.id] for k, v in graph.outputs.items()}
-    out.updates = {k: rebuilt[v.id] for k, v in graph.updates.items()}
-    out.loss = rebuilt[graph.loss.id] if graph.loss is not None else None
-    out.ignored_labels = {rebuilt[i].id: label for i, label in graph.ignored_labels.items() if i in rebuilt}
-    out.producers = {rebuilt[i].id: p for i, p in graph.producers.items() if i in rebuilt}
-    live = {v.id for v in out.live_values()}
-    out.values = [v for v in out.values if v.op in LEAF_OPS or v.id in live]
-    verify(out)
-    return out
+    return finish_rebuild(out, graph, rebuilt)
 
 
 def applies(v: Value, target: str) -> bool:
