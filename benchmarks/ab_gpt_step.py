@@ -31,11 +31,9 @@ os.environ["NETC_CACHE_DIR"] = tempfile.mkdtemp(prefix="ab_gpt_step_")
 from bench import torch_step  # noqa: E402  (sets OMP_WAIT_POLICY and puts tests/ on the path)
 
 import torch  # noqa: E402
-from gpt_setup import BETAS, LR, WEIGHT_DECAY, ab_arguments, gpt_inputs  # noqa: E402
-from gpt_twin import GPT, GPT_NET, GPTConfig  # noqa: E402
+from gpt_setup import BETAS, LR, WEIGHT_DECAY, ab_arguments, gpt_inputs, warm_trainer  # noqa: E402
+from gpt_twin import GPT, GPTConfig  # noqa: E402
 
-import netc  # noqa: E402
-from netc.compiler.optim import AdamW  # noqa: E402
 from netc.compiler.codegen import index  # noqa: E402
 from netc.compiler.passes import fuse, remat  # noqa: E402
 from netc.runtime import cpu  # noqa: E402
@@ -54,16 +52,12 @@ BEFORE = {  # (module, name, what it was)
 def trainer_for(batch: int, before: bool, state: dict, arrays: dict):
     """A compiled step of gpt.net, as before or as now. The text differs by a comment, so that the step cache
     keeps the two apart."""
-    text = GPT_NET.read_text() + ("\n# as before\n" if before else "")
     kept = {key: getattr(module, name) for key, (module, name, _) in BEFORE.items()}
     if before:
         for module, name, old in BEFORE.values():
             setattr(module, name, old)
     try:
-        model = netc.compile(netc.load(GPT_NET, text=text), batch=batch, backend="cpu")
-        model.load_state_dict(state)
-        trainer = model.trainer(AdamW(lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY))
-        trainer.step(**arrays)
+        trainer = warm_trainer("\n# as before\n" if before else "", batch, state, arrays)
     finally:
         for key, (module, name, _) in BEFORE.items():
             setattr(module, name, kept[key])

@@ -14,11 +14,9 @@ import copy
 from bench import interleaved_seconds, torch_step
 
 import torch
-from gpt_setup import BETAS, LR, WEIGHT_DECAY, ab_arguments, gpt_inputs
-from gpt_twin import GPT, GPT_NET, GPTConfig
+from gpt_setup import BETAS, LR, WEIGHT_DECAY, ab_arguments, gpt_inputs, warm_trainer
+from gpt_twin import GPT, GPTConfig
 
-import netc
-from netc.compiler.optim import AdamW
 from netc.compiler.passes import fuse, partition
 
 
@@ -26,16 +24,12 @@ from netc.compiler.passes import fuse, partition
 def trainer_for(batch: int, views: bool, state: dict, arrays: dict):
     """A compiled AdamW step of gpt.net, fused with or without strided views and stores. The source text
     differs by a comment, so that the step cache keeps the two apart."""
-    text = GPT_NET.read_text() + ("" if views else "\n# fused without strided views\n")
     plan_views, write_through = partition.plan_views, fuse.write_through
     if not views:
         partition.plan_views = lambda *args: ({}, set())
         fuse.write_through = lambda kernels, root_ids, reads: kernels
     try:
-        model = netc.compile(netc.load(GPT_NET, text=text), batch=batch, backend="cpu")
-        model.load_state_dict(state)
-        trainer = model.trainer(AdamW(lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY))
-        trainer.step(**arrays)
+        trainer = warm_trainer("" if views else "\n# fused without strided views\n", batch, state, arrays)
     finally:
         partition.plan_views, fuse.write_through = plan_views, write_through
     return trainer

@@ -21,6 +21,21 @@ def gpt_inputs(batch: int, vocab_size: int | None = None) -> dict:
     return {name: rng.integers(0, vocab, shape) for name in ("idx", "targets")}
 
 
+def warm_trainer(comment: str, batch: int, state: dict, arrays: dict):
+    """A netc trainer (nanoGPT's AdamW) of gpt.net with `comment` appended to its text, so that the step cache
+    keeps an A/B script's variants apart, from the weights `state`, after one step on `arrays` (compiled,
+    caches warm): the variant is what the compiler's modules are patched to while this runs."""
+    import netc
+    from gpt_twin import GPT_NET
+    from netc.compiler.optim import AdamW
+
+    model = netc.compile(netc.load(GPT_NET, text=GPT_NET.read_text() + comment), batch=batch, backend="cpu")
+    model.load_state_dict(state)
+    trainer = model.trainer(AdamW(lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY))
+    trainer.step(**arrays)
+    return trainer
+
+
 def ab_arguments(description: str, rounds: int) -> tuple:
     """(batch, rounds) from an A/B script's command line: --batch (12), --rounds, --quick (batch 2, 3 rounds)."""
     parser = argparse.ArgumentParser(description=description)
