@@ -43,7 +43,7 @@ BEFORE_TASKS = 8  # the tasks every product was shared out into, whatever the th
 
 BEFORE = {  # (module, name, what it was)
     "threads": (cpu, "kernel_threads", lambda: BEFORE_TASKS),
-    "pairs": (fuse, "concurrent_matmuls", lambda kernels: kernels),
+    "pairs": (fuse, "concurrent_matmuls", lambda kernels, root_ids: kernels),
     "gelu": (remat, "cheap_activations", lambda graph, turn: set()),
     "scatter": (index, "SCATTER_COLUMNS", 1),
 }
