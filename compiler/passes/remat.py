@@ -33,6 +33,7 @@ import re
 from ..dtypes import item_bytes
 from ..ir import LEAF_OPS, Graph, Value, verify
 from ..ops import OPS
+from .floating import storage
 from .simplify import rebuild_leaves
 
 
@@ -43,7 +44,7 @@ def rematerialise(graph: Graph) -> Graph:
         return graph
     turn = next(i for i, v in enumerate(graph.values) if v is graph.loss)
     before = {v.id for v in graph.values[: turn + 1]}
-    kept = {_storage(x).id for v in graph.values[turn + 1 :] for x in v.inputs}
+    kept = {storage(x).id for v in graph.values[turn + 1 :] for x in v.inputs}
     kept |= {v.id for v in graph.values if v.op in LEAF_OPS}
 
     cheap = cheap_activations(graph, turn)
@@ -89,7 +90,7 @@ def worth_recomputing(v: Value, kept: set) -> bool:
     of such a value is recomputed along with it."""
     if v.op == "reshape":
         return worth_recomputing(v.inputs[0], kept)
-    extra = sum(_bytes(x) for x in v.inputs if _storage(x).id not in kept)
+    extra = sum(_bytes(x) for x in v.inputs if storage(x).id not in kept)
     return OPS[v.op].recompute and _bytes(v) >= 2 * extra
 
 
@@ -101,7 +102,7 @@ def centres_a_widening(v: Value, kept: set) -> bool:
     which would read x from memory)."""
     if v.op != "sub" or v.inputs[1].op != "broadcast_to":
         return False
-    x = _storage(v.inputs[0])
+    x = storage(v.inputs[0])
     return x.op == "cast" and x.inputs[0].dtype == "bf16" and worth_recomputing(x, kept)
 
 
@@ -114,25 +115,19 @@ def widened_biases(forward: list, kept: set) -> set:
     found = set()
     for v in forward:
         if centres_a_widening(v, kept):
-            total = _storage(_storage(v.inputs[0]).inputs[0])
+            total = storage(storage(v.inputs[0]).inputs[0])
             if total.op == "add" and _adds_a_bias(*total.inputs):
                 found.add(total.id)
     return found
 
 
 def _adds_a_bias(a: Value, b: Value) -> bool:
-    return OPS[_storage(a).op].kind != "elementwise" and b.op == "broadcast_to" and _leaf_like(b.inputs[0])
+    return OPS[storage(a).op].kind != "elementwise" and b.op == "broadcast_to" and _leaf_like(b.inputs[0])
 
 
 def _bytes(v: Value) -> int:
     """v's size in bytes, as a float32 step stores it (the ratio of two sizes is what matters here)."""
     return math.prod(v.shape) * item_bytes(v.dtype, "float")
-
-
-def _storage(v: Value) -> Value:
-    while v.op == "reshape":
-        v = v.inputs[0]
-    return v
 
 
 def cheap_activations(graph: Graph, turn: int) -> set:
@@ -148,14 +143,14 @@ def cheap_activations(graph: Graph, turn: int) -> set:
     readers: dict = {}
     for index, v in enumerate(graph.values):
         for x in v.inputs:
-            readers.setdefault(_storage(x).id, []).append((index, v))
+            readers.setdefault(storage(x).id, []).append((index, v))
     chains: dict = {}  # value id -> (its elementwise chain's ids, its stored sources), or None
 
     def chain(v: Value):
         if v.id not in chains:
             chains[v.id] = None  # until known
             values, sources = {v.id}, set()
-            for x in map(_storage, v.inputs):
+            for x in map(storage, v.inputs):
                 if x.op in LEAF_OPS or x.op == "full":
                     continue
                 if x.op == "broadcast_to":
@@ -178,7 +173,7 @@ def cheap_activations(graph: Graph, turn: int) -> set:
         return chains[v.id]
 
     cheap: set = set()
-    exposed = {_storage(v).id for v in graph.outputs.values()}
+    exposed = {storage(v).id for v in graph.outputs.values()}
     for v in graph.values[: turn + 1]:
         users = readers.get(v.id, [])
         if not _elementwise(v) or _calls_math(v) or v.id in exposed or not any(i > turn for i, _ in users):
@@ -192,9 +187,9 @@ def cheap_activations(graph: Graph, turn: int) -> set:
 def _leaf_like(v: Value) -> bool:
     """Whether v is a leaf, a constant, or a leaf's bf16 copy (a Linear's bias as precision="bf16" adds it),
     which the step keeps anyway: a chain read through a broadcast of it is cheap to compute again."""
-    v = _storage(v)
+    v = storage(v)
     if v.op == "cast" and v.dtype == "bf16":
-        v = _storage(v.inputs[0])
+        v = storage(v.inputs[0])
     return v.op in (*LEAF_OPS, "full")
 
 

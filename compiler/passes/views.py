@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ..ir import Value
 from ..shapes import contiguous_strides, is_concrete
+from .floating import storage
 
 VIEW_OPS = ("reshape", "transpose", "slice", "pad")
 
@@ -84,10 +85,7 @@ def regrouped_view(x: Value, out_strides, stored) -> StridedView | None:
     `shape` is then not x's: the reader walks the finer shape."""
     if x.op != "reshape":
         return None
-    source = x
-    while source.op == "reshape":
-        source = source.inputs[0]
-    view = strided_view(source, stored)
+    view = strided_view(storage(x), stored)
     if view is None or view.zero_tail or regrouped_strides(x.shape, out_strides, view.shape) is None:
         return None
     return view

@@ -37,6 +37,7 @@ import math
 
 from ..dtypes import FLOAT32
 from ..ir import LEAF_OPS, Graph, Value
+from .floating import storage
 from .simplify import finish_rebuild, rebuild_leaves
 
 # Per target: whether the rewrite runs at all. Tests switch it off to see what it changes.
@@ -117,10 +118,7 @@ def _whole_batch_matmul(graph: Graph, a: Value, b: Value, *, shared: int) -> Val
     shared axes move into the columns and back out of the product."""
     lead, kept = tuple(b.shape[:shared]), tuple(b.shape[shared:-2])
     (k, n), m = b.shape[-2:], a.shape[-2]
-    matrices = a.inputs[0]
-    while matrices.op == "reshape":
-        matrices = matrices.inputs[0]
-    weight = graph.emit("reshape", matrices, shape=(*kept, m, k))
+    weight = graph.emit("reshape", storage(a.inputs[0]), shape=(*kept, m, k))  # the matrices, under any reshapes
     columns = graph.emit("reshape", _columns(graph, b, shared), shape=(*kept, k, math.prod(lead) * n))
     product = graph.emit("matmul", weight, columns)
     spread = graph.emit("reshape", product, shape=(*kept, m, *lead, n))
@@ -133,9 +131,7 @@ def _whole_batch_matmul(graph: Graph, a: Value, b: Value, *, shared: int) -> Val
 def _columns(graph: Graph, b: Value, shared: int) -> Value:
     """b [*lead, *kept, k, n] with the shared axes moved in front of n: [*kept, k, *lead, n]. A convolution's
     columns (b a reshape of an unfold [N, C, K, L] into [N, g, C/g * K, L]) are unfolded so directly."""
-    source = b
-    while source.op == "reshape":
-        source = source.inputs[0]
+    source = storage(b)
     if (
         shared == 1
         and source.op == "unfold"
