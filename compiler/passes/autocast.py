@@ -47,6 +47,7 @@ from __future__ import annotations
 from ..functional import FUNCTIONS
 from ..ir import LEAF_OPS, Graph, Value
 from ..layers import LAYERS
+from .floating import storage
 from .simplify import finish_rebuild, rebuild_leaves
 
 LOW, HIGH = "bf16", "f32"
@@ -217,10 +218,7 @@ def _weak(x: Value) -> bool:
 
 def _pools(v: Value) -> bool:
     """Whether v is max pooling's maximum: over windows that an unfold made."""
-    x = v.inputs[0] if v.op == "reduce_max" else None
-    while x is not None and x.op == "reshape":
-        x = x.inputs[0]
-    return x is not None and x.op == "unfold"
+    return v.op == "reduce_max" and storage(v.inputs[0]).op == "unfold"
 
 
 def read_low_only(graph: Graph) -> set:
